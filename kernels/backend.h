@@ -1,0 +1,106 @@
+// The compute interface the model is written against (DESIGN.md §2). The CPU backend is the
+// oracle every other backend is tested against. Buffers passed to a backend are host memory for
+// the CPU backend; all shapes are explicit. Calls are made from one thread (the engine thread);
+// a backend may parallelize inside a call.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "kernels/dtype.h"
+
+namespace lightserve::kernels {
+
+// A row-major weight matrix in a file's own encoding: `rows` output features, each a row of
+// `cols` input values (a whole number of blocks for quantized types). Not owned.
+struct WeightView {
+  DType type = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+};
+
+// A weight in the backend's resident form (possibly repacked). Created by Backend::make_weight.
+class Weight {
+ public:
+  virtual ~Weight() = default;
+  virtual DType type() const = 0;
+  virtual int64_t rows() const = 0;
+  virtual int64_t cols() const = 0;
+  // Bytes this weight holds in backend memory beyond the file mapping it may reference.
+  virtual int64_t resident_bytes() const = 0;
+};
+
+// One sequence of a batched causal attention call. Its queries are rows
+// [first_row, first_row + num_queries) of the query buffer, at consecutive positions starting at
+// first_pos; the query at position p attends the cached keys 0..p. The cache holds f16 rows of
+// kv_heads * head_dim values, kv_stride elements apart, and must already contain the keys and
+// values of every attended position.
+struct AttentionSeq {
+  int64_t first_row = 0;
+  int32_t num_queries = 0;
+  int32_t first_pos = 0;
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+  int64_t kv_stride = 0;
+};
+
+struct AttentionShape {
+  int32_t heads = 0;
+  int32_t kv_heads = 0;   // heads / kv_heads query heads share one KV head (GQA)
+  int32_t head_dim = 0;
+  int64_t q_stride = 0;   // elements between consecutive query rows
+  int64_t out_stride = 0; // elements between consecutive output rows
+  float scale = 1.0f;     // usually 1/sqrt(head_dim)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu (avx512-vnni, amx, 2 threads)": what runs, for logs and `info`.
+  virtual std::string description() const = 0;
+
+  // The resident form of the row-wise concatenation of `parts` (equal type and cols), so that
+  // e.g. Q, K and V projections run as one matmul. `parts` must stay valid while the weight lives
+  // (the CPU backend may read them in place from the file mapping).
+  virtual std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) = 0;
+
+  // y[n × w.rows] = x[n × w.cols] · wᵀ, row-major, f32.
+  virtual void matmul(const Weight& w, const float* x, int64_t n, float* y) = 0;
+
+  // out[i] = row ids[i] of `table`, dequantized to f32. ids are checked by the caller.
+  virtual void embed(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
+
+  // y = x / sqrt(mean(x²) + eps) · weight, per row of `dim` values; y may alias x.
+  virtual void rms_norm(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
+                        float* y) = 0;
+
+  // Rotary embedding in place, GGUF/llama.cpp pairing: rotates (2i, 2i+1) of each head by
+  // pos · freq_base^(−2i/head_dim). Row r holds `heads` heads at x + r·row_stride.
+  virtual void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
+                    int64_t row_stride, float freq_base) = 0;
+
+  // out[r, j] = silu(gate_up[r, j]) · gate_up[r, ff + j]; rows of gate_up hold 2·ff values.
+  virtual void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) = 0;
+
+  // y += x, elementwise.
+  virtual void add(float* y, const float* x, int64_t count) = 0;
+
+  // Converts n rows of `width` f32 values (src_stride apart) to f16 rows (dst_stride apart).
+  virtual void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width,
+                         uint16_t* dst, int64_t dst_stride) = 0;
+
+  // Causal grouped-query attention over cached f16 keys/values for several sequences at once.
+  // out rows correspond to q rows.
+  virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
+                         const AttentionShape& shape, float* out) = 0;
+};
+
+// The CPU backend with `num_threads` workers (0: one per core); picks AVX2 / AVX-512 / AMX
+// kernels at run time.
+std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0);
+
+}  // namespace lightserve::kernels

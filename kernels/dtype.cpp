@@ -1,0 +1,152 @@
+#include "kernels/dtype.h"
+
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+
+namespace lightserve::kernels {
+namespace {
+
+constexpr std::array<DTypeTraits, 6> kTraits = {{
+    {DType::kF32, "F32", 1, 4},
+    {DType::kF16, "F16", 1, 2},
+    {DType::kQ4_0, "Q4_0", 32, 18},
+    {DType::kQ4_1, "Q4_1", 32, 20},
+    {DType::kQ8_0, "Q8_0", 32, 34},
+    {DType::kBF16, "BF16", 1, 2},
+}};
+
+// Names of every ggml type id, so an error can say "Q6_K" rather than "type 14".
+constexpr std::array<std::string_view, 40> kGgmlNames = {
+    "F32",  "F16",  "Q4_0", "Q4_1", "type 4", "type 5", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
+    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",   "Q8_K",   "IQ2_XXS", "IQ2_XS", "IQ3_XXS",
+    "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
+    "BF16", "type 31", "type 32", "type 33", "TQ1_0", "TQ2_0", "type 36", "type 37", "type 38",
+    "MXFP4"};
+
+}  // namespace
+
+std::optional<DTypeTraits> dtype_traits(uint32_t ggml_type_id) {
+  for (const auto& t : kTraits) {
+    if (static_cast<uint32_t>(t.type) == ggml_type_id) return t;
+  }
+  return std::nullopt;
+}
+
+const DTypeTraits& traits(DType type) {
+  for (const auto& t : kTraits) {
+    if (t.type == type) return t;
+  }
+  return kTraits[0];  // unreachable for a valid DType
+}
+
+std::string_view ggml_type_name(uint32_t ggml_type_id) {
+  if (ggml_type_id < kGgmlNames.size()) return kGgmlNames[ggml_type_id];
+  return "unknown type";
+}
+
+std::optional<int64_t> row_bytes(DType type, int64_t elements) {
+  const auto& t = traits(type);
+  if (elements < 0 || elements % t.block_elements != 0) return std::nullopt;
+  const int64_t blocks = elements / t.block_elements;
+  if (blocks > std::numeric_limits<int64_t>::max() / t.block_bytes) return std::nullopt;
+  return blocks * t.block_bytes;
+}
+
+float fp16_to_fp32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        mantissa <<= 1;
+      } while ((mantissa & 0x400u) == 0);
+      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (mantissa & 0x3ffu) << 13;
+    }
+  } else if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | mantissa << 13;
+  } else {
+    bits = sign | (exponent + 127 - 15) << 23 | mantissa << 13;
+  }
+  return std::bit_cast<float>(bits);
+}
+
+uint16_t fp32_to_fp16(float f) {
+  // Round to nearest even, as F16C's vcvtps2ph with rounding mode 0.
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) {  // inf or nan
+    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  }
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
+  if (abs < 0x38800000u) {  // result is subnormal or zero
+    const float magic = std::bit_cast<float>(0x3f000000u);  // 0.5: aligns to f16 subnormal ulp
+    const float v = std::bit_cast<float>(abs) + magic;
+    return static_cast<uint16_t>(sign | (std::bit_cast<uint32_t>(v) - 0x3f000000u));
+  }
+  const uint32_t mant_odd = (abs >> 13) & 1u;
+  uint32_t rounded = abs + 0xfffu + mant_odd;
+  rounded -= (127u - 15u) << 23;
+  return static_cast<uint16_t>(sign | (rounded >> 13));
+}
+
+float bf16_to_fp32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+
+void dequantize_row(DType type, const void* src, float* dst, int64_t elements) {
+  switch (type) {
+    case DType::kF32:
+      std::memcpy(dst, src, static_cast<size_t>(elements) * sizeof(float));
+      return;
+    case DType::kF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < elements; ++i) dst[i] = fp16_to_fp32(s[i]);
+      return;
+    }
+    case DType::kBF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < elements; ++i) dst[i] = bf16_to_fp32(s[i]);
+      return;
+    }
+    case DType::kQ4_0: {
+      const auto* b = static_cast<const BlockQ4_0*>(src);
+      for (int64_t i = 0; i < elements / kQuantBlock; ++i, dst += kQuantBlock) {
+        const float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < 16; ++j) {
+          dst[j] = static_cast<float>((b[i].qs[j] & 0x0f) - 8) * d;
+          dst[j + 16] = static_cast<float>((b[i].qs[j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    }
+    case DType::kQ4_1: {
+      const auto* b = static_cast<const BlockQ4_1*>(src);
+      for (int64_t i = 0; i < elements / kQuantBlock; ++i, dst += kQuantBlock) {
+        const float d = fp16_to_fp32(b[i].d);
+        const float m = fp16_to_fp32(b[i].m);
+        for (int j = 0; j < 16; ++j) {
+          dst[j] = static_cast<float>(b[i].qs[j] & 0x0f) * d + m;
+          dst[j + 16] = static_cast<float>(b[i].qs[j] >> 4) * d + m;
+        }
+      }
+      return;
+    }
+    case DType::kQ8_0: {
+      const auto* b = static_cast<const BlockQ8_0*>(src);
+      for (int64_t i = 0; i < elements / kQuantBlock; ++i, dst += kQuantBlock) {
+        const float d = fp16_to_fp32(b[i].d);
+        for (int j = 0; j < 32; ++j) dst[j] = static_cast<float>(b[i].qs[j]) * d;
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace lightserve::kernels

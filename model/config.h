@@ -1,0 +1,57 @@
+// LLaMA-family configuration, read from a model file's metadata (never hard-coded shapes), and
+// the binding of the file's tensors to their roles, with every shape and type checked.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/gguf.h"
+#include "model/status.h"
+
+namespace lightserve::model {
+
+struct LlamaConfig {
+  std::string architecture;   // "llama"
+  std::string name;           // general.name, when present
+  int32_t num_layers = 0;
+  int32_t hidden_dim = 0;     // embedding_length
+  int32_t ffn_dim = 0;        // feed_forward_length
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;       // hidden_dim / num_heads (rope.dimension_count must equal it)
+  int32_t vocab_size = 0;
+  int32_t context_length = 0;
+  float rope_freq_base = 10000.0f;
+  float rms_norm_eps = 1e-5f;
+  bool tied_embeddings = false;  // no `output.weight`: logits reuse token_embd
+
+  // Reads and validates the llama.* keys of `file` (architecture must be one lightserve runs;
+  // dimensions positive, consistent and below sane limits).
+  static Result<LlamaConfig> from_gguf(const GgufFile& file);
+};
+
+struct LayerTensors {
+  const GgufTensorInfo* attn_norm = nullptr;   // [hidden]            f32
+  const GgufTensorInfo* attn_q = nullptr;      // [hidden → heads·hd]
+  const GgufTensorInfo* attn_k = nullptr;      // [hidden → kv·hd]
+  const GgufTensorInfo* attn_v = nullptr;      // [hidden → kv·hd]
+  const GgufTensorInfo* attn_output = nullptr; // [heads·hd → hidden]
+  const GgufTensorInfo* ffn_norm = nullptr;    // [hidden]            f32
+  const GgufTensorInfo* ffn_gate = nullptr;    // [hidden → ffn]
+  const GgufTensorInfo* ffn_up = nullptr;      // [hidden → ffn]
+  const GgufTensorInfo* ffn_down = nullptr;    // [ffn → hidden]
+};
+
+struct LlamaTensors {
+  const GgufTensorInfo* token_embd = nullptr;  // [hidden, vocab] in ggml order
+  const GgufTensorInfo* output_norm = nullptr; // [hidden] f32
+  const GgufTensorInfo* output = nullptr;      // [hidden, vocab]; == token_embd when tied
+  std::vector<LayerTensors> layers;
+
+  // Finds every tensor the config needs and checks its dims (ggml order: dims[0] = input
+  // features) and type (norms F32; matrices any supported type). Errors name the tensor.
+  static Result<LlamaTensors> bind(const GgufFile& file, const LlamaConfig& config);
+};
+
+}  // namespace lightserve::model
