@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install every Debian (bookworm) package the build, the tests and the scripts need.
+# Idempotent: when every package is already installed, apt is not touched at all (fast).
+# Runs apt as root, or through sudo when not root.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain and build
+  build-essential cmake pkg-config git clang libclang-rt-14-dev
+  # python (fetch_model.sh uses pip; goldens use a venv)
+  python3 python3-venv python3-pip
+  # libraries (see docs REFERENCE.md §6)
+  libpcre2-dev libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
+  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+  # scripts: downloads, unzip, /usr/bin/time -v for peak RSS in benchmarks
+  curl ca-certificates unzip time
+)
+# When the server/ frontends land, add here (REFERENCE.md §6):
+#   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+#   libboost1.81-dev libboost-json1.81-dev prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev
+
+log() { echo "[install_deps] $*"; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  log "all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+SUDO=""
+if [[ "$(id -u)" -ne 0 ]]; then
+  command -v sudo >/dev/null || { log "ERROR: not root and no sudo; install: ${missing[*]}"; exit 1; }
+  SUDO="sudo"
+fi
+
+log "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+log "done"

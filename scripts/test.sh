@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Second command of the README and the CI entry point (.ci/run calls it).
+# Does whatever setup is missing (deps, build, model), then runs the whole ctest suite.
+# Exits non-zero on any failure.
+#   CTEST_JOBS=2 bash scripts/test.sh      # tests are CPU-heavy; default -j1
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CTEST_JOBS="${CTEST_JOBS:-1}"
+
+echo "== dependencies"
+bash scripts/install_deps.sh
+echo "== model"
+bash scripts/fetch_model.sh
+echo "== build"
+bash scripts/build.sh   # incremental: cheap when nothing changed
+
+echo "== tests"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+rc=0
+ctest --test-dir build --output-on-failure -j"$CTEST_JOBS" 2>&1 | tee "$log" || rc=$?
+echo
+echo "== summary"
+grep -E "tests passed|No tests were found" "$log" || echo "(no ctest summary line)"
+if [[ $rc -ne 0 ]]; then
+  echo "FAILED (ctest exit $rc)" >&2
+  exit "$rc"
+fi
+if grep -q "No tests were found" "$log"; then
+  echo "FAILED: no tests found" >&2
+  exit 1
+fi
+echo "OK"
