@@ -1,0 +1,115 @@
+// The CPU backend: matmul and embedding from matmul.cpp, element-wise ops and attention from the
+// ISA-specific ops tables, all on one thread pool.
+#include <cmath>
+#include <thread>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace lightserve::kernels {
+namespace cpu {
+
+void RopeTable::ensure(float base, int64_t dim, int64_t positions) {
+  if (base == freq_base && dim == head_dim && positions <= num_positions) return;
+  if (base != freq_base || dim != head_dim) {
+    cos_sin.clear();
+    num_positions = 0;
+  }
+  freq_base = base;
+  head_dim = dim;
+  const int64_t target = std::max(positions, num_positions * 2);
+  cos_sin.resize(static_cast<size_t>(target * dim));
+  // llama.cpp: θ starts at the position and is multiplied by base^(−2/dim) for each pair, in f32.
+  const float theta_scale = std::pow(base, -2.0f / static_cast<float>(dim));
+  for (int64_t p = num_positions; p < target; ++p) {
+    float theta = static_cast<float>(p);
+    float* cs = cos_sin.data() + p * dim;
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      cs[2 * i] = std::cos(theta);
+      cs[2 * i + 1] = std::sin(theta);
+      theta *= theta_scale;
+    }
+  }
+  num_positions = target;
+}
+
+const OpsTable& ops_for(const CpuFeatures& features) {
+  if (features.avx512) return kOpsAvx512;
+  if (features.avx2) return kOpsAvx2;
+  return kOpsGeneric;
+}
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int num_threads)
+      : features_(CpuFeatures::detect()),
+        ops_(ops_for(features_)),
+        pool_(num_threads > 0 ? num_threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+
+  std::string description() const override {
+    return "cpu (" + features_.describe() + ", " + std::to_string(pool_.num_threads()) +
+           " threads)";
+  }
+
+  std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) override {
+    return cpu::make_weight(parts, features_);
+  }
+
+  void matmul(const Weight& w, const float* x, int64_t n, float* y) override {
+    cpu::matmul(pool_, features_, w, x, n, y);
+  }
+
+  void embed(const Weight& table, std::span<const int32_t> ids, float* out) override {
+    cpu::embed(table, ids, out);
+  }
+
+  void rms_norm(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
+                float* y) override {
+    ops_.rms_norm(x, weight, n, dim, eps, y);
+  }
+
+  void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
+            int64_t row_stride, float freq_base) override {
+    int32_t max_pos = 0;
+    for (int32_t p : positions) max_pos = std::max(max_pos, p);
+    rope_table_.ensure(freq_base, head_dim, static_cast<int64_t>(max_pos) + 1);
+    ops_.rope(x, positions, heads, head_dim, row_stride, rope_table_);
+  }
+
+  void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) override {
+    ops_.swiglu(gate_up, n, ff, out);
+  }
+
+  void add(float* y, const float* x, int64_t count) override { ops_.add(y, x, count); }
+
+  void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
+                 int64_t dst_stride) override {
+    ops_.store_f16(src, src_stride, n, width, dst, dst_stride);
+  }
+
+  void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
+                 float* out) override {
+    ops_.attention(pool_, q, seqs, shape, out);
+  }
+
+ private:
+  CpuFeatures features_;
+  const OpsTable& ops_;
+  ThreadPool pool_;
+  RopeTable rope_table_;
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Backend> make_cpu_backend(int num_threads) {
+  return std::make_unique<cpu::CpuBackend>(num_threads);
+}
+
+}  // namespace lightserve::kernels

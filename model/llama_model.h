@@ -1,0 +1,109 @@
+// A LLaMA-family model loaded from GGUF, and its forward pass written once against
+// kernels::Backend: batched over several sequences of different lengths, prefill and decode in
+// the same call (each sequence appends its new tokens to its own KV cache).
+#pragma once
+
+#include <cstdint>
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/config.h"
+#include "model/gguf.h"
+#include "model/status.h"
+#include "model/tokenizer.h"
+
+namespace lightserve::model {
+
+struct LoadOptions {
+  ProgressFn progress;  // (bytes done, bytes total) while weights are read and prepared
+};
+
+// The f16 key/value cache of one sequence: for every layer, `capacity` rows of
+// kv_heads·head_dim keys and as many values. (A paged, per-layer-kind arena replaces this with the
+// LightTransfer memory model; the forward pass only needs row pointers.)
+class SequenceCache {
+ public:
+  SequenceCache(const LlamaConfig& config, int32_t capacity);
+  int32_t capacity() const { return capacity_; }
+  int32_t size() const { return size_; }         // tokens whose K/V are cached
+  void truncate(int32_t size) { size_ = std::min(size_, size); }
+  int64_t bytes() const { return static_cast<int64_t>(keys_.size() + values_.size()) * 2; }
+
+  uint16_t* keys(int32_t layer) { return keys_.data() + layer * layer_stride_; }
+  uint16_t* values(int32_t layer) { return values_.data() + layer * layer_stride_; }
+  int64_t row_stride() const { return row_; }
+
+ private:
+  friend class LlamaModel;
+  int32_t capacity_;
+  int32_t size_ = 0;
+  int64_t row_;
+  int64_t layer_stride_;
+  std::vector<uint16_t> keys_;
+  std::vector<uint16_t> values_;
+};
+
+// One sequence's part of a forward call: `tokens` are appended at positions cache->size() ...
+// With all_logits, logits are returned for every new token, else for the last one only.
+struct BatchEntry {
+  SequenceCache* cache = nullptr;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;
+};
+
+class LlamaModel {
+ public:
+  // Loads, validates and prepares `path` for `backend` (which must outlive the model).
+  static Result<std::unique_ptr<LlamaModel>> load(const std::string& path,
+                                                  kernels::Backend& backend,
+                                                  const LoadOptions& options = {});
+  ~LlamaModel();
+
+  const LlamaConfig& config() const { return config_; }
+  const GgufFile& file() const { return *file_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // Null when the file's chat template is missing or not ChatML (the reason is in chat_error()).
+  const ChatTemplate* chat_template() const { return chat_ ? &*chat_ : nullptr; }
+  const std::string& chat_error() const { return chat_error_; }
+  kernels::Backend& backend() const { return backend_; }
+
+  int64_t weight_file_bytes() const { return weight_file_bytes_; }
+  int64_t weight_resident_bytes() const;
+
+  // Runs the batch; on success `logits` holds one row of vocab_size floats per output (entries in
+  // order; all new tokens of an all_logits entry, else its last token). Errors: empty entry,
+  // token id out of range, cache capacity exceeded — checked before any state changes.
+  Status forward(std::span<const BatchEntry> batch, std::vector<float>& logits);
+
+ private:
+  struct Layer;
+  LlamaModel(kernels::Backend& backend) : backend_(backend) {}
+  Status prepare(const LoadOptions& options);
+
+  kernels::Backend& backend_;
+  std::unique_ptr<GgufFile> file_;
+  LlamaConfig config_;
+  LlamaTensors tensors_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::optional<ChatTemplate> chat_;
+  std::string chat_error_;
+  std::vector<Layer> layers_;
+  std::unique_ptr<kernels::Weight> token_embd_;
+  std::unique_ptr<kernels::Weight> output_;  // null when tied: token_embd_ serves
+  std::vector<float> output_norm_;
+  int64_t weight_file_bytes_ = 0;
+
+  // Activation scratch, reused across calls (the engine thread owns the model).
+  struct Scratch {
+    std::vector<float> x, h, qkv, attn, tmp, gate_up, ffn;
+    std::vector<int32_t> tokens, positions;
+    std::vector<int64_t> out_rows;
+  } scratch_;
+};
+
+}  // namespace lightserve::model

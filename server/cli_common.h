@@ -1,0 +1,22 @@
+// Pieces shared by the `lightserve` subcommands.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "kernels/backend.h"
+#include "model/llama_model.h"
+
+namespace lightserve::cli {
+
+// The default model path: LIGHTSERVE_MODEL if set, else models/ in the source tree.
+std::string default_model_path();
+
+// Loads `path` showing a progress bar on stderr (unless quiet). Prints the error and returns
+// null on failure.
+std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
+                                                        kernels::Backend& backend, bool quiet);
+
+std::string human_bytes(double bytes);
+
+}  // namespace lightserve::cli

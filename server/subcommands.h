@@ -1,0 +1,14 @@
+// Each subcommand registers its options and a callback; the callback stores the exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace lightserve::cli {
+
+void register_generate(CLI::App& app);
+void register_info(CLI::App& app);
+
+void set_exit_code(int code);
+int exit_code();
+
+}  // namespace lightserve::cli
