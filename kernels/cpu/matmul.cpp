@@ -1,0 +1,232 @@
+// CPU matmul: weight repacking, activation quantization and the split of work across the pool.
+// The kernels themselves live in matmul_reference.cpp (scalar), matmul_avx2.cpp,
+// matmul_avx512.cpp and matmul_amx.cpp; see matmul_kernels.h for the layouts.
+#include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/matmul_kernels.h"
+
+namespace lightserve::kernels::cpu {
+namespace {
+
+using detail::kGroupRows;
+
+bool is_quantized(DType type) {
+  return type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
+}
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+class CpuWeight final : public Weight {
+ public:
+  DType type() const override { return type_; }
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  int64_t resident_bytes() const override { return resident_bytes_; }
+
+  DType type_ = DType::kF32;
+  int64_t rows_ = 0;
+  int64_t cols_ = 0;
+  int64_t resident_bytes_ = 0;
+  // F32 / F16 / BF16: read in place from the parts.
+  std::vector<WeightView> parts_;
+  // Quantized types: the repacked copy.
+  detail::PackedWeight packed_;
+  std::unique_ptr<uint8_t, FreeDeleter> storage_;
+};
+
+void repack(std::span<const WeightView> parts, CpuWeight& w) {
+  const DType type = w.type_;
+  const int64_t blocks = w.cols_ / 32;
+  const int64_t groups = (w.rows_ + kGroupRows - 1) / kGroupRows;
+  const int64_t block_bytes = detail::group_block_bytes(type);
+  const int64_t group_bytes = blocks * block_bytes;
+  const int64_t total = std::max<int64_t>(64, (groups * group_bytes + 63) / 64 * 64);
+  auto* data = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(total)));
+  std::memset(data, 0, static_cast<size_t>(total));
+  w.storage_.reset(data);
+  w.resident_bytes_ = total;
+  w.packed_ = {type, w.rows_, w.cols_, blocks, groups, group_bytes, data};
+
+  const int64_t qbytes = detail::quant_bytes_per_row(type);
+  const int64_t src_block = traits(type).block_bytes;
+  const int64_t src_row = blocks * src_block;
+  int64_t row = 0;
+  for (const auto& p : parts) {
+    for (int64_t r = 0; r < p.rows; ++r, ++row) {
+      const int64_t g = row / kGroupRows, lane = row % kGroupRows;
+      const auto* src = static_cast<const uint8_t*>(p.data) + r * src_row;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* s = src + b * src_block;
+        uint8_t* dst = data + g * group_bytes + b * block_bytes;
+        const int64_t header = type == DType::kQ4_1 ? 4 : 2;  // d (and m) precede the quants
+        for (int64_t j = 0; j < qbytes; ++j) {
+          uint8_t q = s[header + j];
+          if (type == DType::kQ8_0) q ^= 0x80;  // s8 → u8 (q + 128)
+          dst[(j / 4) * 64 + lane * 4 + j % 4] = q;
+        }
+        std::memcpy(dst + qbytes * 16 + 2 * lane, s, 2);
+        if (type == DType::kQ4_1) std::memcpy(dst + qbytes * 16 + 32 + 2 * lane, s + 2, 2);
+      }
+    }
+  }
+}
+
+const detail::KernelSet& kernels_for(const CpuFeatures& f) {
+  if (f.avx512 && f.avx512_vnni) return detail::avx512_kernels();
+  if (f.avx2) return detail::avx2_kernels(f.avx_vnni);
+  return detail::scalar_kernels();
+}
+
+// Quantized activations of the current call, reused across calls (matmul is called from one
+// thread at a time; the buffers only grow).
+struct ActivationBuffers {
+  std::vector<int8_t> qs;
+  std::vector<float> d, s;
+  std::vector<int32_t> sum;
+
+  detail::QuantizedActs prepare(int64_t n, int64_t cols) {
+    const int64_t blocks = cols / 32;
+    const auto need_q = static_cast<size_t>(n * cols + 64);
+    const auto need_b = static_cast<size_t>(n * blocks + 16);
+    if (qs.size() < need_q) qs.resize(need_q);
+    if (d.size() < need_b) {
+      d.resize(need_b);
+      s.resize(need_b);
+      sum.resize(need_b);
+    }
+    return {n, cols, blocks, qs.data(), d.data(), s.data(), sum.data()};
+  }
+};
+
+void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWeight& w,
+                      const float* x, int64_t n, float* y) {
+  static thread_local ActivationBuffers buffers;
+  const detail::KernelSet& ks = kernels_for(features);
+  const detail::QuantizedActs acts = buffers.prepare(n, w.cols_);
+  // Quantization is cheap next to the matmul: split it only when there are many tokens.
+  pool.parallel_for(n, std::max<int64_t>(1, 16384 / w.cols_),
+                    [&](int64_t t0, int64_t t1) { ks.quantize(x, t0, t1, acts); });
+
+  const detail::KernelSet& gemm =
+      ks;  // AMX: TODO
+  const detail::PackedWeight& pw = w.packed_;
+  const int threads = pool.num_threads();
+  if (pw.groups >= 2 * threads || n <= gemm.token_tile) {
+    pool.parallel_for(pw.groups, 1, [&](int64_t g0, int64_t g1) {
+      gemm.gemm(pw, acts, g0, g1, 0, n, y);
+    });
+  } else {
+    // Few row groups, many tokens: split the tokens, in whole tiles.
+    const int64_t tile = gemm.token_tile;
+    pool.parallel_for((n + tile - 1) / tile, 1, [&](int64_t i0, int64_t i1) {
+      gemm.gemm(pw, acts, 0, pw.groups, i0 * tile, std::min(n, i1 * tile), y);
+    });
+  }
+}
+
+void matmul_float(ThreadPool& pool, const CpuFeatures& features, const CpuWeight& w,
+                  const float* x, int64_t n, float* y) {
+  const detail::KernelSet& ks = kernels_for(features);
+  const int64_t cols = w.cols_;
+  pool.parallel_for(w.rows_, 16, [&](int64_t r0, int64_t r1) {
+    static thread_local std::vector<float> row;
+    if (row.size() < static_cast<size_t>(cols)) row.resize(static_cast<size_t>(cols));
+    int64_t part_first = 0;
+    size_t part = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      while (r >= part_first + w.parts_[part].rows) part_first += w.parts_[part++].rows;
+      const WeightView& p = w.parts_[part];
+      const auto* src = static_cast<const uint8_t*>(p.data) +
+                        (r - part_first) * cols * traits(p.type).block_bytes;
+      dequantize_row(p.type, src, row.data(), cols);
+      for (int64_t t = 0; t < n; ++t) y[t * w.rows_ + r] = ks.dot_f32(row.data(), x + t * cols, cols);
+    }
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts, const CpuFeatures& features) {
+  if (parts.empty()) return nullptr;
+  auto w = std::make_unique<CpuWeight>();
+  w->type_ = parts[0].type;
+  w->cols_ = parts[0].cols;
+  for (const auto& p : parts) {
+    if (p.type != w->type_ || p.cols != w->cols_ || p.rows < 0 || p.data == nullptr) return nullptr;
+    w->rows_ += p.rows;
+  }
+  if (is_quantized(w->type_)) {
+    if (w->cols_ % 32 != 0 || w->cols_ <= 0) return nullptr;
+    repack(parts, *w);
+  } else {
+    w->parts_.assign(parts.begin(), parts.end());
+  }
+  return w;
+}
+
+void matmul(ThreadPool& pool, const CpuFeatures& features, const Weight& w, const float* x,
+            int64_t n, float* y) {
+  if (n <= 0 || w.rows() == 0) return;
+  const auto& cw = static_cast<const CpuWeight&>(w);
+  if (is_quantized(cw.type_)) {
+    matmul_quantized(pool, features, cw, x, n, y);
+  } else {
+    matmul_float(pool, features, cw, x, n, y);
+  }
+}
+
+void embed(const Weight& w, std::span<const int32_t> ids, float* out) {
+  const auto& cw = static_cast<const CpuWeight&>(w);
+  const int64_t cols = cw.cols_;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int64_t id = ids[i];
+    float* dst = out + static_cast<int64_t>(i) * cols;
+    if (!is_quantized(cw.type_)) {
+      int64_t first = 0;
+      for (const auto& p : cw.parts_) {
+        if (id < first + p.rows) {
+          const auto* src = static_cast<const uint8_t*>(p.data) +
+                            (id - first) * cols * traits(p.type).block_bytes;
+          dequantize_row(p.type, src, dst, cols);
+          break;
+        }
+        first += p.rows;
+      }
+      continue;
+    }
+    const detail::PackedWeight& pw = cw.packed_;
+    const int64_t g = id / kGroupRows, lane = id % kGroupRows;
+    const int64_t qbytes = detail::quant_bytes_per_row(pw.type);
+    for (int64_t b = 0; b < pw.blocks; ++b) {
+      const uint8_t* blk = pw.data + g * pw.group_bytes + b * detail::group_block_bytes(pw.type);
+      uint16_t dh, mh = 0;
+      std::memcpy(&dh, blk + qbytes * 16 + 2 * lane, 2);
+      if (pw.type == DType::kQ4_1) std::memcpy(&mh, blk + qbytes * 16 + 32 + 2 * lane, 2);
+      const float d = fp16_to_fp32(dh), m = fp16_to_fp32(mh);
+      float* o = dst + b * 32;
+      for (int64_t j = 0; j < qbytes; ++j) {
+        const uint8_t byte = blk[(j / 4) * 64 + lane * 4 + j % 4];
+        switch (pw.type) {
+          case DType::kQ8_0: o[j] = static_cast<float>(static_cast<int>(byte) - 128) * d; break;
+          case DType::kQ4_0:
+            o[j] = static_cast<float>((byte & 0x0f) - 8) * d;
+            o[j + 16] = static_cast<float>((byte >> 4) - 8) * d;
+            break;
+          default:
+            o[j] = static_cast<float>(byte & 0x0f) * d + m;
+            o[j + 16] = static_cast<float>(byte >> 4) * d + m;
+            break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace lightserve::kernels::cpu

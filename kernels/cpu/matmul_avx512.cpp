@@ -1,0 +1,197 @@
+// AVX-512 + VNNI kernels on the repacked row-group layout (matmul_kernels.h). Compiled with
+// AVX-512 flags; reached only when CpuFeatures reports avx512 and avx512_vnni.
+// GCC 12's AVX-512 headers build "undefined" vectors as `__Y = __Y`, which -Wuninitialized
+// reports at every inlined use (a known GCC bug); the pragma must precede the include.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/matmul_kernels.h"
+
+namespace lightserve::kernels::cpu::detail {
+namespace {
+
+constexpr int kTokenTile = 8;
+// Tokens per outer chunk: the chunk's quantized activations stay in L2 while every row group
+// of this thread sweeps over them.
+constexpr int64_t kTokenChunk = 128;
+
+inline __m512i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// 16 rows (one group) × T tokens. y points at (token t0, first row of the group); rows of y are
+// `y_stride` floats apart; `mask` selects the group's real rows.
+template <DType kType, int T>
+inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, int64_t t0,
+                        float* y, int64_t y_stride, __mmask16 mask) {
+  constexpr int64_t kBlockBytes = group_block_bytes(kType);
+  constexpr int64_t kQuantBytes = quant_bytes_per_row(kType) * 16;
+  const __m512i low_mask = _mm512_set1_epi8(0x0f);
+  const int8_t* qs = a.qs + t0 * a.cols;
+  const float* ds = a.d + t0 * a.blocks;
+  const float* ss = a.s + t0 * a.blocks;
+  const int32_t* sums = a.sum + t0 * a.blocks;
+
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * kBlockBytes;
+    // wv[k]: 16 rows × 4 quants, against activation bytes offset[k] .. offset[k] + 3.
+    __m512i wv[8];
+    int offset[8];
+    if constexpr (kType == DType::kQ8_0) {
+      for (int k = 0; k < 8; ++k) {
+        wv[k] = _mm512_loadu_si512(blk + 64 * k);
+        offset[k] = 4 * k;
+      }
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const __m512i raw = _mm512_loadu_si512(blk + 64 * k);
+        wv[2 * k] = _mm512_and_si512(raw, low_mask);
+        wv[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
+        offset[2 * k] = 4 * k;
+        offset[2 * k + 1] = 16 + 4 * k;
+      }
+    }
+    const __m512 dw =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes)));
+    __m512 mw = _mm512_setzero_ps();
+    if constexpr (kType == DType::kQ4_1) {
+      mw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes + 32)));
+    }
+    for (int t = 0; t < T; ++t) {
+      const int8_t* q = qs + t * a.cols + b * 32;
+      const int64_t ab = t * a.blocks + b;
+      // Unsigned weight quants carry an offset (Q4_0: nibble = q + 8; Q8_0: stored q + 128);
+      // start the integer sum at −offset · Σa to cancel it exactly.
+      __m512i isum0 = _mm512_setzero_si512();
+      if constexpr (kType == DType::kQ4_0) isum0 = _mm512_set1_epi32(-8 * sums[ab]);
+      if constexpr (kType == DType::kQ8_0) isum0 = _mm512_set1_epi32(-128 * sums[ab]);
+      if constexpr (T <= 2) {
+        // Few tokens: two dependency chains instead of one long one.
+        __m512i isum1 = _mm512_setzero_si512();
+        for (int k = 0; k < 8; k += 2) {
+          isum0 = _mm512_dpbusd_epi32(isum0, wv[k], broadcast4(q + offset[k]));
+          isum1 = _mm512_dpbusd_epi32(isum1, wv[k + 1], broadcast4(q + offset[k + 1]));
+        }
+        isum0 = _mm512_add_epi32(isum0, isum1);
+      } else {
+        for (int k = 0; k < 8; ++k) {
+          isum0 = _mm512_dpbusd_epi32(isum0, wv[k], broadcast4(q + offset[k]));
+        }
+      }
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(ds[ab]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum0), scale, acc[t]);
+      if constexpr (kType == DType::kQ4_1) {
+        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ss[ab]), acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, mask, acc[t]);
+}
+
+template <DType kType, int T>
+void tile_call(const uint8_t* group, int64_t blocks, const QuantizedActs& a, int64_t t0, float* y,
+               int64_t y_stride, __mmask16 mask) {
+  microkernel<kType, T>(group, blocks, a, t0, y, y_stride, mask);
+}
+
+template <DType kType>
+void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
+               int64_t t1, float* y) {
+  using Tile = void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t,
+                        __mmask16);
+  static constexpr Tile kTiles[kTokenTile + 1] = {
+      nullptr,
+      tile_call<kType, 1>,
+      tile_call<kType, 2>,
+      tile_call<kType, 3>,
+      tile_call<kType, 4>,
+      tile_call<kType, 5>,
+      tile_call<kType, 6>,
+      tile_call<kType, 7>,
+      tile_call<kType, 8>};
+  for (int64_t c0 = t0; c0 < t1; c0 += kTokenChunk) {
+    const int64_t c1 = std::min(t1, c0 + kTokenChunk);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t valid = std::min(kGroupRows, w.rows - g * kGroupRows);
+      const auto mask = static_cast<__mmask16>(valid == 16 ? 0xffff : (1u << valid) - 1);
+      const uint8_t* group = w.data + g * w.group_bytes;
+      for (int64_t t = c0; t < c1; t += kTokenTile) {
+        const int64_t count = std::min<int64_t>(kTokenTile, c1 - t);
+        kTiles[count](group, w.blocks, a, t, y + t * w.rows + g * kGroupRows, w.rows, mask);
+      }
+    }
+  }
+}
+
+void gemm_avx512(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1,
+                 int64_t t0, int64_t t1, float* y) {
+  switch (w.type) {
+    case DType::kQ4_0: return gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ4_1: return gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ8_0: return gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, t1, y);
+    default: return;
+  }
+}
+
+}  // namespace
+
+// llama.cpp's quantize_row_q8_1 (x86), 16 lanes at a time; bit-identical to
+// quantize_block_reference.
+void quantize_avx512(const float* x, int64_t t0, int64_t t1, const QuantizedActs& a) {
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t b = 0; b < a.blocks; ++b) {
+      const float* p = x + t * a.cols + b * 32;
+      const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+      const __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
+      const float amax = _mm512_reduce_max_ps(m);
+      const float d = amax / 127.0f;
+      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+      const __m512 mul = _mm512_set1_ps(id);
+      constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      const __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul), kRound);
+      const __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul), kRound);
+      const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+      int8_t* out = a.qs + t * a.cols + b * 32;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm512_cvtsepi32_epi8(q1));
+      const int64_t ab = t * a.blocks + b;
+      a.d[ab] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+      a.s[ab] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
+      a.sum[ab] = sum;
+    }
+  }
+}
+
+float dot_f32_avx512(const float* a, const float* b, int64_t count) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < count; i += 16) {
+    const int64_t left = std::min<int64_t>(16, count - i);
+    const auto mask = static_cast<__mmask16>(left == 16 ? 0xffff : (1u << left) - 1);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a + i), _mm512_maskz_loadu_ps(mask, b + i),
+                           acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+const KernelSet& avx512_kernels() {
+  static const KernelSet set{quantize_avx512, gemm_avx512, dot_f32_avx512, kTokenTile};
+  return set;
+}
+
+}  // namespace lightserve::kernels::cpu::detail

@@ -1,0 +1,93 @@
+// Private to the CPU matmul: the repacked weight layout, the quantized-activation layout, and the
+// per-ISA kernels that work on them. Not part of the backend interface (tests include it to reach
+// the reference implementation and each ISA level).
+//
+// Repacked layout of a quantized weight ("row groups"): rows are taken 16 at a time (the last
+// group is padded with zero rows). A group holds its blocks in order; one group-block is
+//   quants: for k in 0..Q, 64 bytes: row r's quant bytes 4k..4k+3 at offset 4r
+//           (Q = 4 for Q4_0/Q4_1: 16 bytes of nibbles per row; Q = 8 for Q8_0: 32 bytes, stored
+//           as q + 128, i.e. unsigned, so that VNNI's u8 × s8 dot applies)
+//   d:      16 f16 scales
+//   m:      16 f16 minimums (Q4_1 only)
+// so one 64-byte load gives 16 rows × 4 quants, one VNNI instruction against a broadcast of four
+// activation bytes yields the partial dots of 16 rows, and the bytes equal the file's exactly.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "kernels/backend.h"
+
+namespace lightserve::kernels::cpu::detail {
+
+constexpr int64_t kGroupRows = 16;
+
+// Bytes of one group-block (16 rows × one 32-value block) in the repacked layout.
+constexpr int64_t group_block_bytes(DType type) {
+  switch (type) {
+    case DType::kQ4_0: return 16 * 16 + 32;
+    case DType::kQ4_1: return 16 * 16 + 32 + 32;
+    case DType::kQ8_0: return 16 * 32 + 32;
+    default: return 0;
+  }
+}
+constexpr int64_t quant_bytes_per_row(DType type) { return type == DType::kQ8_0 ? 32 : 16; }
+
+// A repacked quantized weight, as the kernels see it.
+struct PackedWeight {
+  DType type = DType::kQ4_1;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t blocks = 0;       // cols / 32
+  int64_t groups = 0;       // ceil(rows / 16)
+  int64_t group_bytes = 0;  // blocks * group_block_bytes(type)
+  const uint8_t* data = nullptr;
+};
+
+// Activations of n tokens quantized per 32 values, as llama.cpp's Q8_0 / Q8_1 (the same
+// quants serve both; `s` is only meaningful for Q4_1 weights).
+struct QuantizedActs {
+  int64_t n = 0;
+  int64_t cols = 0;
+  int64_t blocks = 0;
+  int8_t* qs = nullptr;   // n × cols
+  float* d = nullptr;     // n × blocks: f16 scale, widened
+  float* s = nullptr;     // n × blocks: f16(d · Σq), widened
+  int32_t* sum = nullptr; // n × blocks: Σq
+};
+
+// One activation block with ggml's field encodings (f16 bit patterns), plus the integer sum.
+struct Q8Block {
+  uint16_t d = 0;
+  uint16_t s = 0;
+  int8_t qs[32] = {};
+  int32_t sum = 0;
+};
+
+// llama.cpp's x86 activation quantization of one block of 32 values: amax = max|x|,
+// d = amax / 127, id = 127 / amax (0 if amax is 0), q = round-half-even(x · id),
+// s = f16(d · Σq) with d the unrounded f32 scale.
+Q8Block quantize_block_reference(const float* x);
+
+// The oracle: y[n × rows] for the row-wise concatenation of `parts`, straight from the file
+// encoding, one scalar dot at a time with f32 accumulation over blocks.
+void reference_matmul(std::span<const WeightView> parts, const float* x, int64_t n, float* y);
+
+// Kernels of one ISA level. quantize fills tokens [t0, t1) of `a` from x (n × cols);
+// gemm computes groups [g0, g1) × tokens [t0, t1) of y (n × rows).
+struct KernelSet {
+  void (*quantize)(const float* x, int64_t t0, int64_t t1, const QuantizedActs& a);
+  void (*gemm)(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
+               int64_t t1, float* y);
+  // Dot of two f32 vectors (for F32 / F16 / BF16 weights, after widening).
+  float (*dot_f32)(const float* a, const float* b, int64_t count);
+  int64_t token_tile;  // tokens one microkernel call handles at most
+};
+
+const KernelSet& scalar_kernels();
+const KernelSet& avx2_kernels(bool vnni);  // vnni: use AVX-VNNI; else maddubs
+const KernelSet& avx512_kernels();         // needs AVX-512 F/BW/VL/DQ + VNNI
+// AMX-INT8 gemm for large n; nullptr-safe: only call when features.amx_int8.
+const KernelSet& amx_kernels();
+
+}  // namespace lightserve::kernels::cpu::detail

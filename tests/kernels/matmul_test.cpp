@@ -1,0 +1,328 @@
+// CPU matmul: every ISA level against the scalar oracle, the oracle against a naive f64 dot of
+// dequantized weights, and the activation quantization against llama.cpp's formulas bit for bit.
+#include "kernels/cpu/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/matmul_kernels.h"
+
+namespace lightserve::kernels::cpu {
+namespace {
+
+using detail::Q8Block;
+using detail::quantize_block_reference;
+
+// File-encoded random rows of one type.
+std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t bytes = *row_bytes(type, cols) * rows;
+  std::vector<uint8_t> data(static_cast<size_t>(bytes));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
+  auto put16 = [](uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); };
+  switch (type) {
+    case DType::kF32:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        const float v = value(rng);
+        std::memcpy(data.data() + 4 * i, &v, 4);
+      }
+      break;
+    case DType::kF16:
+      for (int64_t i = 0; i < rows * cols; ++i) put16(data.data() + 2 * i, fp32_to_fp16(value(rng)));
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        const float v = value(rng);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        put16(data.data() + 2 * i, static_cast<uint16_t>(bits >> 16));
+      }
+      break;
+    default: {
+      const int64_t block = traits(type).block_bytes;
+      for (int64_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>(byte(rng));
+      for (int64_t off = 0; off < bytes; off += block) {
+        put16(data.data() + off, fp32_to_fp16(scale(rng)));
+        if (type == DType::kQ4_1) put16(data.data() + off + 2, fp32_to_fp16(-8 * scale(rng)));
+      }
+    }
+  }
+  return data;
+}
+
+std::vector<float> random_acts(int64_t n, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (auto& v : x) v = dist(rng);
+  // Some outlier channels and an all-zero block, as real activations have.
+  for (int64_t t = 0; t < n; ++t) {
+    x[t * cols + (t * 7) % cols] *= 20.0f;
+    if (cols >= 64 && t % 3 == 0) std::fill_n(x.begin() + t * cols + 32, 32, 0.0f);
+  }
+  return x;
+}
+
+bool is_quantized(DType type) {
+  return type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
+}
+
+std::vector<std::string> supported_levels() {
+  const CpuFeatures all = CpuFeatures::detect();
+  std::vector<std::string> levels = {"scalar"};
+  if (all.avx2) levels.push_back("avx2");
+  if (all.avx2 && all.avx_vnni) levels.push_back("avx2-no-vnni");
+  if (all.avx512 && all.avx512_vnni) levels.push_back("avx512");
+  if (all.amx_int8) levels.push_back("amx");
+  return levels;
+}
+
+CpuFeatures features_for(const std::string& level) {
+  const CpuFeatures all = CpuFeatures::detect();
+  if (level == "avx2-no-vnni") {
+    CpuFeatures f = all.limited_to("avx2");
+    f.avx_vnni = false;
+    return f;
+  }
+  if (level == "amx") return all;
+  return all.limited_to(level);
+}
+
+struct Shape {
+  std::vector<int64_t> part_rows;
+  int64_t cols;
+};
+
+// |a − b| ≤ tol · max|b| over the whole output.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                  const std::string& what) {
+  double scale = 1e-30;
+  for (float v : want) scale = std::max(scale, static_cast<double>(std::fabs(v)));
+  int bad = 0;
+  for (size_t i = 0; i < want.size() && bad < 5; ++i) {
+    if (!(std::fabs(got[i] - want[i]) <= tol * scale)) {
+      ADD_FAILURE() << what << " at " << i << ": got " << got[i] << " want " << want[i]
+                    << " (scale " << scale << ")";
+      ++bad;
+    }
+  }
+}
+
+TEST(CpuFeaturesTest, LimitedToDropsHigherLevels) {
+  const CpuFeatures all = CpuFeatures::detect();
+  const CpuFeatures scalar = all.limited_to("scalar");
+  EXPECT_FALSE(scalar.avx2 || scalar.avx512 || scalar.amx_int8);
+  EXPECT_EQ(scalar.describe(), "scalar");
+  const CpuFeatures avx2 = all.limited_to("avx2");
+  EXPECT_EQ(avx2.avx2, all.avx2);
+  EXPECT_FALSE(avx2.avx512 || avx2.avx512_vnni || avx2.amx_int8);
+  EXPECT_FALSE(all.limited_to("avx512").amx_int8);
+  if (all.avx512) {
+    EXPECT_TRUE(all.avx2);
+  }
+  std::printf("cpu features: %s\n", all.describe().c_str());
+}
+
+TEST(MatmulQuantizeTest, MatchesLlamaCppFormulasBitForBit) {
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = 0.0f;
+  // amax = 127 → d = 1, id = 1: quants are the values rounded half to even.
+  x[0] = 127.0f;
+  x[1] = 2.5f;    // tie → 2
+  x[2] = 3.5f;    // tie → 4
+  x[3] = -2.5f;   // tie → −2
+  x[4] = -0.5f;   // tie → −0
+  x[5] = 1.49f;
+  x[6] = -126.6f;
+  Q8Block b = quantize_block_reference(x);
+  EXPECT_EQ(b.d, fp32_to_fp16(1.0f));
+  const int8_t want[7] = {127, 2, 4, -2, 0, 1, -127};
+  for (int j = 0; j < 7; ++j) EXPECT_EQ(b.qs[j], want[j]) << j;
+  EXPECT_EQ(b.sum, 127 + 2 + 4 - 2 + 0 + 1 - 127);
+  EXPECT_EQ(b.s, fp32_to_fp16(5.0f));
+
+  // A general block: check the formulas with id = 127 / amax (not 1 / d).
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int trial = 0; trial < 1000; ++trial) {
+    for (float& v : x) v = dist(rng);
+    b = quantize_block_reference(x);
+    float amax = 0.0f;
+    for (float v : x) amax = std::max(amax, std::fabs(v));
+    const float d = amax / 127.0f, id = 127.0f / amax;
+    ASSERT_EQ(b.d, fp32_to_fp16(d));
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float scaled = x[j] * id;
+      float r = std::floor(scaled + 0.5f);
+      if (r - scaled == 0.5f && std::fmod(r, 2.0f) != 0.0f) r -= 1.0f;  // tie: to even
+      ASSERT_EQ(b.qs[j], static_cast<int8_t>(r)) << trial << " " << j;
+      sum += b.qs[j];
+    }
+    ASSERT_EQ(b.sum, sum);
+    ASSERT_EQ(b.s, fp32_to_fp16(d * static_cast<float>(sum)));
+  }
+
+  // All zero: d = 0, quants 0.
+  for (float& v : x) v = 0.0f;
+  b = quantize_block_reference(x);
+  EXPECT_EQ(b.d, 0);
+  EXPECT_EQ(b.s, 0);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(b.qs[j], 0);
+}
+
+// Every ISA's quantizer gives the reference's bits.
+TEST(MatmulQuantizeTest, SimdQuantizersAreBitIdentical) {
+  std::mt19937 rng(11);
+  const int64_t n = 5, cols = 1536;
+  std::vector<float> x = random_acts(n, cols, rng);
+  for (const std::string& level : supported_levels()) {
+    const CpuFeatures f = features_for(level);
+    const detail::KernelSet& ks = f.avx512 && f.avx512_vnni ? detail::avx512_kernels()
+                                  : f.avx2 ? detail::avx2_kernels(f.avx_vnni)
+                                           : detail::scalar_kernels();
+    std::vector<int8_t> qs(n * cols);
+    std::vector<float> d(n * cols / 32), s(n * cols / 32);
+    std::vector<int32_t> sum(n * cols / 32);
+    const detail::QuantizedActs a{n, cols, cols / 32, qs.data(), d.data(), s.data(), sum.data()};
+    ks.quantize(x.data(), 0, n, a);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t blk = 0; blk < cols / 32; ++blk) {
+        const Q8Block want = quantize_block_reference(x.data() + t * cols + blk * 32);
+        const int64_t ab = t * (cols / 32) + blk;
+        ASSERT_EQ(fp32_to_fp16(d[ab]), want.d) << level;
+        ASSERT_EQ(fp32_to_fp16(s[ab]), want.s) << level;
+        ASSERT_EQ(sum[ab], want.sum) << level;
+        ASSERT_EQ(std::memcmp(qs.data() + t * cols + blk * 32, want.qs, 32), 0) << level;
+      }
+    }
+  }
+}
+
+class MatmulTypeTest : public ::testing::TestWithParam<DType> {};
+
+// The oracle against dequantize-then-f64-dot. The difference is the activation quantization:
+// each activation moves by at most half a step d = amax/127 (plus the f16 rounding of d, under
+// 0.1 step), so |error| ≤ Σ_blocks 0.6 · d_block · Σ|w| (+ the f16 rounding of s for Q4_1:
+// |m| · 32 · amax · 2⁻¹⁰). Float weights have no quantization: f64 vs f64.
+TEST_P(MatmulTypeTest, ReferenceMatchesNaiveWithinQuantizationError) {
+  const DType type = GetParam();
+  std::mt19937 rng(static_cast<unsigned>(type) + 1);
+  const int64_t rows = 37, cols = 256, n = 3;
+  const auto data = random_rows(type, rows, cols, rng);
+  const auto x = random_acts(n, cols, rng);
+  const WeightView view{type, rows, cols, data.data()};
+  std::vector<float> y(n * rows);
+  detail::reference_matmul({&view, 1}, x.data(), n, y.data());
+  std::vector<float> w(cols);
+  const int64_t rb = *row_bytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(type, data.data() + r * rb, w.data(), cols);
+    for (int64_t t = 0; t < n; ++t) {
+      double exact = 0.0, bound = 1e-5;
+      for (int64_t b = 0; b < cols / 32; ++b) {
+        double amax = 0.0, wabs = 0.0;
+        for (int j = 0; j < 32; ++j) {
+          const int64_t i = b * 32 + j;
+          exact += static_cast<double>(w[i]) * x[t * cols + i];
+          amax = std::max(amax, static_cast<double>(std::fabs(x[t * cols + i])));
+          wabs += std::fabs(w[i]);
+        }
+        if (is_quantized(type)) {
+          bound += 0.6 * amax / 127.0 * wabs;
+          if (type == DType::kQ4_1) {
+            uint16_t mh;
+            std::memcpy(&mh, data.data() + r * rb + b * 20 + 2, 2);
+            bound += std::fabs(fp16_to_fp32(mh)) * 32.0 * amax / 1024.0;
+          }
+        }
+      }
+      EXPECT_NEAR(y[t * rows + r], exact, bound) << "row " << r << " token " << t;
+    }
+  }
+}
+
+// Every ISA level and thread count against the oracle, over shapes that leave partial row
+// groups and token tiles, with concatenated parts.
+TEST_P(MatmulTypeTest, EveryLevelMatchesReference) {
+  const DType type = GetParam();
+  const std::vector<Shape> shapes = {
+      {{16}, 32}, {{5}, 64}, {{37}, 96}, {{40, 24, 17}, 576}, {{96, 33}, 1536}, {{50}, 3072}};
+  const std::vector<int64_t> token_counts = {1, 2, 3, 7, 16, 33, 100, 512};
+  std::mt19937 rng(static_cast<unsigned>(type) * 31 + 5);
+  ThreadPool pool1(1), pool2(2);
+  for (const Shape& shape : shapes) {
+    std::vector<std::vector<uint8_t>> storage;
+    std::vector<WeightView> parts;
+    int64_t rows = 0;
+    for (int64_t pr : shape.part_rows) {
+      storage.push_back(random_rows(type, pr, shape.cols, rng));
+      rows += pr;
+    }
+    for (size_t i = 0; i < storage.size(); ++i) {
+      parts.push_back({type, shape.part_rows[i], shape.cols, storage[i].data()});
+    }
+    for (int64_t n : token_counts) {
+      if (n * rows * shape.cols > 40'000'000) continue;  // keep the scalar oracle quick
+      const auto x = random_acts(n, shape.cols, rng);
+      std::vector<float> want(n * rows);
+      detail::reference_matmul(parts, x.data(), n, want.data());
+      for (const std::string& level : supported_levels()) {
+        const CpuFeatures f = features_for(level);
+        auto w = make_weight(parts, f);
+        ASSERT_NE(w, nullptr);
+        ASSERT_EQ(w->rows(), rows);
+        for (ThreadPool* pool : {&pool1, &pool2}) {
+          std::vector<float> got(n * rows, NAN);
+          matmul(*pool, f, *w, x.data(), n, got.data());
+          expect_close(got, want, 1e-5,
+                       std::string(traits(type).name) + " " + level + " rows " +
+                           std::to_string(rows) + " cols " + std::to_string(shape.cols) + " n " +
+                           std::to_string(n) + " threads " + std::to_string(pool->num_threads()));
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatmulTypeTest, EmbedMatchesDequantize) {
+  const DType type = GetParam();
+  std::mt19937 rng(3);
+  const int64_t cols = 96;
+  const auto a = random_rows(type, 20, cols, rng);
+  const auto b = random_rows(type, 13, cols, rng);
+  const WeightView parts[2] = {{type, 20, cols, a.data()}, {type, 13, cols, b.data()}};
+  auto w = make_weight(parts, CpuFeatures::detect());
+  const std::vector<int32_t> ids = {0, 19, 20, 32, 7, 17};
+  std::vector<float> got(ids.size() * cols), want(cols);
+  embed(*w, ids, got.data());
+  const int64_t rb = *row_bytes(type, cols);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint8_t* src = ids[i] < 20 ? a.data() + ids[i] * rb : b.data() + (ids[i] - 20) * rb;
+    dequantize_row(type, src, want.data(), cols);
+    for (int64_t j = 0; j < cols; ++j) ASSERT_EQ(got[i * cols + j], want[j]) << i << " " << j;
+  }
+}
+
+TEST(MatmulTest, ResidentBytesEqualFileBytesForFullGroups) {
+  std::mt19937 rng(1);
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    const auto data = random_rows(type, 64, 576, rng);
+    const WeightView view{type, 64, 576, data.data()};
+    auto w = make_weight({&view, 1}, CpuFeatures::detect());
+    EXPECT_EQ(w->resident_bytes(), static_cast<int64_t>(data.size())) << traits(type).name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTypeTest,
+                         ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0,
+                                           DType::kQ4_1, DType::kQ8_0),
+                         [](const auto& info) { return std::string(traits(info.param).name); });
+
+}  // namespace
+}  // namespace lightserve::kernels::cpu
