@@ -15,8 +15,26 @@
 
 namespace lightserve::model {
 
+// Everything a byte-level BPE tokenizer is built from, as read from a model file (GGUF keys in
+// comments). Kept apart from the file format so other loaders (tokenizer.json) and tests can
+// build one directly.
+struct TokenizerSpec {
+  std::string model = "gpt2";             // tokenizer.ggml.model
+  std::string pre = "default";            // tokenizer.ggml.pre
+  std::vector<std::string> tokens;        // tokenizer.ggml.tokens (GPT-2 byte alphabet)
+  std::vector<int32_t> token_types;       // tokenizer.ggml.token_type; empty: all normal
+  std::vector<std::string> merges;        // tokenizer.ggml.merges, "left right", rank = index
+  int32_t bos_id = -1;                    // tokenizer.ggml.bos_token_id; −1 when none
+  int32_t eos_id = -1;                    // tokenizer.ggml.eos_token_id
+  int32_t unk_id = -1;                    // tokenizer.ggml.unknown_token_id
+  int32_t pad_id = -1;                    // tokenizer.ggml.padding_token_id
+  bool add_bos = false;                   // tokenizer.ggml.add_bos_token
+};
+
 class Tokenizer {
  public:
+  // Validates `spec` (same errors as from_gguf) and builds the tokenizer.
+  static Result<std::unique_ptr<Tokenizer>> from_spec(TokenizerSpec spec);
   // Errors name the problem: unsupported tokenizer.ggml.model or pre, missing or inconsistent
   // tokens / merges / token types, special ids out of range.
   static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& file);

@@ -1,0 +1,580 @@
+// Byte-level BPE (GPT-2 style) as llama.cpp runs it: special tokens are split out first (longest
+// first), the rest is pre-tokenized by the file's regex list, each piece's bytes become GPT-2
+// alphabet symbols, and the lowest-ranked adjacent pair is merged until none applies.
+#include "model/tokenizer.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <queue>
+#include <unordered_map>
+#include <utility>
+
+#include "model/pretokenizer.h"
+
+namespace lightserve::model {
+namespace {
+
+// llama.cpp token types (tokenizer.ggml.token_type).
+enum TokenType : int32_t {
+  kUndefined = 0,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+
+// Token texts llama.cpp treats as end of generation (and as control tokens) when present.
+constexpr std::array<const char*, 18> kEndOfGenerationTexts = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "<|end_of_text|>", "<end_of_utterance>",
+    // fill-in-the-middle pad / repo / file separator tokens end generation too in llama.cpp
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+    "<REPO>", "<reponame>", "<|file_sep|>"};
+
+std::string utf8_encode(uint32_t code_point) {
+  std::string out;
+  if (code_point < 0x80) {
+    out.push_back(static_cast<char>(code_point));
+  } else if (code_point < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (code_point >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else if (code_point < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (code_point >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (code_point >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  }
+  return out;
+}
+
+// GPT-2's reversible byte ↔ printable-character map: printable Latin-1 bytes map to
+// themselves, the other 68 bytes to U+0100.. in byte order (space → U+0120, '\n' → U+010A).
+struct ByteAlphabet {
+  std::array<uint16_t, 256> code_point_of_byte{};
+  std::array<int16_t, 0x180> byte_of_code_point{};  // −1 when not in the alphabet
+
+  ByteAlphabet() {
+    byte_of_code_point.fill(-1);
+    uint16_t next_extra = 0x100;
+    for (int byte = 0; byte < 256; ++byte) {
+      const bool printable =
+          (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
+      code_point_of_byte[byte] = printable ? static_cast<uint16_t>(byte) : next_extra++;
+      byte_of_code_point[code_point_of_byte[byte]] = static_cast<int16_t>(byte);
+    }
+  }
+};
+
+const ByteAlphabet& byte_alphabet() {
+  static const ByteAlphabet kAlphabet;
+  return kAlphabet;
+}
+
+// Maps a vocabulary string (GPT-2 alphabet) back to the bytes it stands for. Characters outside
+// the alphabet are kept as their own UTF-8.
+std::string alphabet_to_bytes(std::string_view text) {
+  const auto& alphabet = byte_alphabet();
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<uint8_t>(text[i]);
+    if (lead >= 0xC0 && lead < 0xE0 && i + 1 < text.size()) {
+      const uint32_t code_point =
+          ((lead & 0x1Fu) << 6) | (static_cast<uint8_t>(text[i + 1]) & 0x3Fu);
+      if (code_point < alphabet.byte_of_code_point.size() &&
+          alphabet.byte_of_code_point[code_point] >= 0) {
+        out.push_back(static_cast<char>(alphabet.byte_of_code_point[code_point]));
+        i += 2;
+        continue;
+      }
+    } else if (lead < 0x80 && alphabet.byte_of_code_point[lead] >= 0) {
+      out.push_back(static_cast<char>(lead));
+      ++i;
+      continue;
+    }
+    out.push_back(text[i]);  // outside the alphabet: copy the byte through
+    ++i;
+  }
+  return out;
+}
+
+std::string bytes_to_alphabet(std::string_view bytes) {
+  const auto& alphabet = byte_alphabet();
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (char c : bytes) out += utf8_encode(alphabet.code_point_of_byte[static_cast<uint8_t>(c)]);
+  return out;
+}
+
+// Makes `text` what llama.cpp tokenizes: it decodes UTF-8 leniently (overlong forms and
+// surrogates are accepted as code points) and re-encodes, and each byte that does not start a
+// complete sequence becomes U+FFFD. Code points above U+10FFFF, which make llama.cpp throw, are
+// treated as invalid too. Returns `text` itself when nothing changes (the common case).
+std::string_view normalize_utf8(std::string_view text, std::string& storage) {
+  const auto byte_at = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
+  const auto continuation = [&](size_t i) {
+    return i < text.size() && (byte_at(i) & 0xC0) == 0x80;
+  };
+  bool changed = false;
+  size_t i = 0;
+  while (i < text.size()) {
+    const uint8_t lead = byte_at(i);
+    size_t length = 0;
+    uint32_t code_point = 0;
+    if (lead < 0x80) {
+      length = 1;
+      code_point = lead;
+    } else if ((lead & 0xE0) == 0xC0 && continuation(i + 1)) {
+      length = 2;
+      code_point = ((lead & 0x1Fu) << 6) | (byte_at(i + 1) & 0x3Fu);
+    } else if ((lead & 0xF0) == 0xE0 && continuation(i + 1) && continuation(i + 2)) {
+      length = 3;
+      code_point =
+          ((lead & 0x0Fu) << 12) | ((byte_at(i + 1) & 0x3Fu) << 6) | (byte_at(i + 2) & 0x3Fu);
+    } else if ((lead & 0xF8) == 0xF0 && continuation(i + 1) && continuation(i + 2) &&
+               continuation(i + 3)) {
+      length = 4;
+      code_point = ((lead & 0x07u) << 18) | ((byte_at(i + 1) & 0x3Fu) << 12) |
+                   ((byte_at(i + 2) & 0x3Fu) << 6) | (byte_at(i + 3) & 0x3Fu);
+    }
+    const bool invalid = length == 0 || code_point > 0x10FFFF;
+    // Canonical: re-encoding gives the same bytes (not an overlong form).
+    const bool canonical = !invalid && (length == 1 || (length == 2 && code_point >= 0x80) ||
+                                        (length == 3 && code_point >= 0x800) ||
+                                        (length == 4 && code_point >= 0x10000));
+    if (!changed && canonical) {
+      i += length;
+      continue;
+    }
+    if (!changed) {
+      changed = true;
+      storage.assign(text.substr(0, i));
+    }
+    if (invalid) {
+      storage += "\xEF\xBF\xBD";  // U+FFFD for the one offending byte
+      i += 1;
+      continue;
+    }
+    storage += canonical ? std::string(text.substr(i, length)) : utf8_encode(code_point);
+    i += length;
+  }
+  return changed ? std::string_view(storage) : text;
+}
+
+uint64_t pair_key(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  static Result<std::unique_ptr<Tokenizer>> build(TokenizerSpec spec);
+
+  std::vector<int32_t> encode(std::string_view text, bool add_bos,
+                              bool parse_special) const override;
+  std::string decode(std::span<const int32_t> ids, bool render_special) const override;
+  std::string token_bytes(int32_t id, bool render_special) const override;
+  const std::string& token_text(int32_t id) const override;
+  std::optional<int32_t> find_token(std::string_view text) const override;
+
+  int32_t vocab_size() const override { return static_cast<int32_t>(tokens_.size()); }
+  int32_t bos_id() const override { return bos_id_; }
+  int32_t eos_id() const override { return eos_id_; }
+  bool add_bos_token() const override { return add_bos_; }
+  bool is_end_of_generation(int32_t id) const override {
+    return valid(id) && end_of_generation_[static_cast<size_t>(id)];
+  }
+  bool is_control(int32_t id) const override {
+    return valid(id) && types_[static_cast<size_t>(id)] == kControl;
+  }
+
+ private:
+  struct Merge {
+    int32_t rank;
+    int32_t result;  // token id of the merged pair
+  };
+  struct Symbol {
+    int32_t id;
+    int32_t prev;
+    int32_t next;
+  };
+  struct Candidate {
+    int32_t rank;
+    int32_t left;  // symbol index
+    int32_t right;
+    int32_t left_id;
+    int32_t right_id;
+    bool operator<(const Candidate& other) const {  // max-heap: lowest rank, then leftmost, on top
+      return rank != other.rank ? rank > other.rank : left > other.left;
+    }
+  };
+  // Per-call scratch space, reused across the pieces of one encode() call.
+  struct Scratch {
+    std::vector<Symbol> symbols;
+    std::vector<Candidate> heap;
+    std::vector<std::string_view> pieces;
+    std::string normalized;  // a fragment's text after normalize_utf8, when it changed
+  };
+  // A piece of the input: either raw text [begin, end) or one special token.
+  struct Fragment {
+    int32_t token;  // −1 for raw text
+    size_t begin;
+    size_t end;
+  };
+
+  bool valid(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < tokens_.size(); }
+  void encode_piece(std::string_view piece, Scratch& scratch, std::vector<int32_t>& out) const;
+  void push_candidate(int32_t left, Scratch& scratch) const;
+  std::vector<Fragment> split_special(std::string_view text, bool parse_special) const;
+
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;
+  std::vector<std::string> tokens_;
+  std::vector<int32_t> types_;
+  std::vector<std::string> pieces_;  // bytes each token decodes to (render_special = false)
+  std::vector<bool> end_of_generation_;
+  std::unordered_map<std::string_view, int32_t> token_ids_;  // views into tokens_
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::array<int32_t, 256> byte_token_{};  // token of each byte's alphabet character, or −1
+  std::vector<int32_t> specials_;          // matched in text, longest first
+  int32_t bos_id_ = -1;
+  int32_t eos_id_ = -1;
+  bool add_bos_ = false;
+};
+
+Result<std::unique_ptr<Tokenizer>> BpeTokenizer::build(TokenizerSpec spec) {
+  if (spec.model != "gpt2") {
+    return Error{"unsupported tokenizer.ggml.model '" + spec.model +
+                 "' (only byte-level BPE, 'gpt2', is supported)"};
+  }
+  auto pre = PreTokenizer::for_name(spec.pre);
+  if (!pre) return pre.error();
+  if (spec.tokens.empty()) return Error{"tokenizer.ggml.tokens is missing or empty"};
+  if (spec.tokens.size() > static_cast<size_t>(INT32_MAX)) {
+    return Error{"tokenizer.ggml.tokens has too many entries"};
+  }
+  const size_t num_tokens = spec.tokens.size();
+  if (!spec.token_types.empty() && spec.token_types.size() != num_tokens) {
+    return Error{"tokenizer.ggml.token_type has " + std::to_string(spec.token_types.size()) +
+                 " entries but tokenizer.ggml.tokens has " + std::to_string(num_tokens)};
+  }
+  if (spec.merges.empty()) return Error{"tokenizer.ggml.merges is missing or empty"};
+
+  std::unique_ptr<BpeTokenizer> tok(new BpeTokenizer());
+  tok->pre_tokenizer_ = std::move(pre).value();
+  tok->tokens_ = std::move(spec.tokens);
+  tok->types_ = std::move(spec.token_types);
+  if (tok->types_.empty()) tok->types_.assign(num_tokens, kNormal);
+  tok->token_ids_.reserve(num_tokens * 2);
+  for (size_t i = 0; i < num_tokens; ++i) {
+    const int32_t type = tok->types_[i];
+    if (type < kUndefined || type > kByte) {
+      return Error{"tokenizer.ggml.token_type[" + std::to_string(i) +
+                   "] = " + std::to_string(type) + " is not a known token type"};
+    }
+    if (tok->tokens_[i].empty()) {
+      return Error{"tokenizer.ggml.tokens[" + std::to_string(i) + "] is empty"};
+    }
+    const auto [it, inserted] =
+        tok->token_ids_.emplace(std::string_view(tok->tokens_[i]), static_cast<int32_t>(i));
+    if (!inserted) {
+      return Error{"duplicate token '" + tok->tokens_[i] + "' at ids " +
+                   std::to_string(it->second) + " and " + std::to_string(i)};
+    }
+  }
+
+  const struct {
+    const char* key;
+    int32_t id;
+  } special_ids[] = {{"bos_token_id", spec.bos_id},
+                     {"eos_token_id", spec.eos_id},
+                     {"unknown_token_id", spec.unk_id},
+                     {"padding_token_id", spec.pad_id}};
+  for (const auto& special : special_ids) {
+    if (special.id < -1 || special.id >= static_cast<int64_t>(num_tokens)) {
+      return Error{std::string("tokenizer.ggml.") + special.key + " = " +
+                   std::to_string(special.id) + " is outside the vocabulary (size " +
+                   std::to_string(num_tokens) + ")"};
+    }
+  }
+  if (spec.add_bos && spec.bos_id < 0) {
+    return Error{"tokenizer.ggml.add_bos_token is true but there is no bos_token_id"};
+  }
+  tok->bos_id_ = spec.bos_id;
+  tok->eos_id_ = spec.eos_id;
+  tok->add_bos_ = spec.add_bos;
+
+  tok->merges_.reserve(spec.merges.size() * 2);
+  for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
+    const std::string& merge = spec.merges[rank];
+    const size_t space = merge.size() > 1 ? merge.find(' ', 1) : std::string::npos;
+    if (space == std::string::npos || space + 1 >= merge.size()) {
+      return Error{"tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + merge +
+                   "' is not two tokens separated by a space"};
+    }
+    const std::string_view left(merge.data(), space);
+    const std::string_view right(merge.data() + space + 1, merge.size() - space - 1);
+    const auto left_it = tok->token_ids_.find(left);
+    const auto right_it = tok->token_ids_.find(right);
+    const auto result_it = tok->token_ids_.find(std::string(left) + std::string(right));
+    if (left_it == tok->token_ids_.end() || right_it == tok->token_ids_.end() ||
+        result_it == tok->token_ids_.end()) {
+      const std::string_view missing = left_it == tok->token_ids_.end()    ? left
+                                       : right_it == tok->token_ids_.end() ? right
+                                                                           : "their concatenation";
+      return Error{"tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + merge +
+                   "' references a token not in the vocabulary: '" + std::string(missing) + "'"};
+    }
+    // The first (lowest-ranked) entry of a repeated pair wins.
+    tok->merges_.emplace(pair_key(left_it->second, right_it->second),
+                         Merge{static_cast<int32_t>(rank), result_it->second});
+  }
+
+  const auto& alphabet = byte_alphabet();
+  for (int byte = 0; byte < 256; ++byte) {
+    const auto it = tok->token_ids_.find(utf8_encode(alphabet.code_point_of_byte[byte]));
+    tok->byte_token_[byte] = it == tok->token_ids_.end() ? -1 : it->second;
+  }
+
+  tok->end_of_generation_.assign(num_tokens, false);
+  for (const char* text : kEndOfGenerationTexts) {
+    if (const auto it = tok->token_ids_.find(text); it != tok->token_ids_.end()) {
+      tok->end_of_generation_[it->second] = true;
+      tok->types_[it->second] = kControl;  // as llama.cpp: these are control tokens whatever
+    }                                      // the file says
+  }
+  if (tok->eos_id_ >= 0) tok->end_of_generation_[tok->eos_id_] = true;
+
+  tok->pieces_.resize(num_tokens);
+  for (size_t i = 0; i < num_tokens; ++i) {
+    const int32_t type = tok->types_[i];
+    if (type == kNormal || type == kByte || type == kUndefined) {
+      tok->pieces_[i] = alphabet_to_bytes(tok->tokens_[i]);
+    } else if (type == kUserDefined) {
+      tok->pieces_[i] = tok->tokens_[i];
+    }
+    if (type == kControl || type == kUserDefined || type == kUnknown) {
+      tok->specials_.push_back(static_cast<int32_t>(i));
+    }
+  }
+  std::stable_sort(tok->specials_.begin(), tok->specials_.end(), [&](int32_t a, int32_t b) {
+    return tok->tokens_[a].size() > tok->tokens_[b].size();
+  });
+  return std::unique_ptr<Tokenizer>(std::move(tok));
+}
+
+// Splits out special tokens as llama.cpp does: each special token in turn (longest first) is
+// cut out of whatever raw text is left. Without parse_special only user-defined tokens are.
+std::vector<BpeTokenizer::Fragment> BpeTokenizer::split_special(std::string_view text,
+                                                                bool parse_special) const {
+  std::vector<Fragment> fragments{{-1, 0, text.size()}};
+  std::vector<Fragment> next;
+  for (int32_t id : specials_) {
+    if (!parse_special && types_[id] != kUserDefined) continue;
+    const std::string& special = tokens_[id];
+    if (text.find(special) == std::string_view::npos) continue;  // cheap common case
+    next.clear();
+    for (const Fragment& fragment : fragments) {
+      if (fragment.token >= 0) {
+        next.push_back(fragment);
+        continue;
+      }
+      size_t begin = fragment.begin;
+      while (begin < fragment.end) {
+        const size_t found = text.substr(0, fragment.end).find(special, begin);
+        if (found == std::string_view::npos) break;
+        if (found > begin) next.push_back({-1, begin, found});
+        next.push_back({id, found, found + special.size()});
+        begin = found + special.size();
+      }
+      if (begin < fragment.end) next.push_back({-1, begin, fragment.end});
+    }
+    fragments.swap(next);
+  }
+  return fragments;
+}
+
+void BpeTokenizer::push_candidate(int32_t left, Scratch& scratch) const {
+  if (left < 0) return;
+  const Symbol& left_symbol = scratch.symbols[left];
+  const int32_t right = left_symbol.next;
+  if (right < 0) return;
+  const Symbol& right_symbol = scratch.symbols[right];
+  if (left_symbol.id < 0 || right_symbol.id < 0) return;
+  const auto it = merges_.find(pair_key(left_symbol.id, right_symbol.id));
+  if (it == merges_.end()) return;
+  scratch.heap.push_back({it->second.rank, left, right, left_symbol.id, right_symbol.id});
+  std::push_heap(scratch.heap.begin(), scratch.heap.end());
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, Scratch& scratch,
+                                std::vector<int32_t>& out) const {
+  if (pre_tokenizer_->ignore_merges()) {
+    if (const auto it = token_ids_.find(bytes_to_alphabet(piece)); it != token_ids_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  if (piece.size() == 1) {
+    const int32_t id = byte_token_[static_cast<uint8_t>(piece[0])];
+    if (id >= 0) out.push_back(id);
+    return;
+  }
+  auto& symbols = scratch.symbols;
+  symbols.clear();
+  const auto count = static_cast<int32_t>(piece.size());
+  for (int32_t i = 0; i < count; ++i) {
+    symbols.push_back(
+        {byte_token_[static_cast<uint8_t>(piece[i])], i - 1, i + 1 < count ? i + 1 : -1});
+  }
+  scratch.heap.clear();
+  for (int32_t i = 0; i + 1 < count; ++i) push_candidate(i, scratch);
+  while (!scratch.heap.empty()) {
+    std::pop_heap(scratch.heap.begin(), scratch.heap.end());
+    const Candidate candidate = scratch.heap.back();
+    scratch.heap.pop_back();
+    Symbol& left = symbols[candidate.left];
+    // Stale when either side has been merged since: ids changed or no longer adjacent.
+    if (left.id != candidate.left_id || left.next != candidate.right ||
+        symbols[candidate.right].id != candidate.right_id) {
+      continue;
+    }
+    Symbol& right = symbols[candidate.right];
+    left.id = merges_.at(pair_key(candidate.left_id, candidate.right_id)).result;
+    left.next = right.next;
+    if (right.next >= 0) symbols[right.next].prev = candidate.left;
+    right.id = -2;  // dead
+    right.next = -1;
+    push_candidate(left.prev, scratch);
+    push_candidate(candidate.left, scratch);
+  }
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) {
+    // A byte whose alphabet character is not in the vocabulary has no token: llama.cpp drops it.
+    if (symbols[i].id >= 0) out.push_back(symbols[i].id);
+  }
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool add_bos,
+                                          bool parse_special) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 2);
+  if (add_bos && bos_id_ >= 0) out.push_back(bos_id_);
+  Scratch scratch;
+  for (const Fragment& fragment : split_special(text, parse_special)) {
+    if (fragment.token >= 0) {
+      out.push_back(fragment.token);
+      continue;
+    }
+    scratch.pieces.clear();
+    const std::string_view raw = normalize_utf8(
+        text.substr(fragment.begin, fragment.end - fragment.begin), scratch.normalized);
+    pre_tokenizer_->split(raw, scratch.pieces);
+    for (std::string_view piece : scratch.pieces) encode_piece(piece, scratch, out);
+  }
+  return out;
+}
+
+std::string BpeTokenizer::token_bytes(int32_t id, bool render_special) const {
+  if (!valid(id)) return {};
+  const auto index = static_cast<size_t>(id);
+  const int32_t type = types_[index];
+  if (render_special && (type == kControl || type == kUnknown || type == kUnused)) {
+    return tokens_[index];
+  }
+  return pieces_[index];
+}
+
+std::string BpeTokenizer::decode(std::span<const int32_t> ids, bool render_special) const {
+  std::string out;
+  for (int32_t id : ids) out += token_bytes(id, render_special);
+  return out;
+}
+
+const std::string& BpeTokenizer::token_text(int32_t id) const {
+  static const std::string kEmpty;
+  return valid(id) ? tokens_[static_cast<size_t>(id)] : kEmpty;
+}
+
+std::optional<int32_t> BpeTokenizer::find_token(std::string_view text) const {
+  const auto it = token_ids_.find(text);
+  if (it == token_ids_.end()) return std::nullopt;
+  return it->second;
+}
+
+// Reads an optional integer id key; absent → −1.
+Status read_id(const GgufFile& file, std::string_view key, int32_t& id) {
+  auto value = file.get_int(key);
+  if (!value) return value.error();
+  if (!value.value()) return Status::Ok();
+  const int64_t raw = *value.value();
+  if (raw < -1 || raw > INT32_MAX) {
+    return Error{std::string(key) + " = " + std::to_string(raw) + " is outside the vocabulary"};
+  }
+  id = static_cast<int32_t>(raw);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_spec(TokenizerSpec spec) {
+  return BpeTokenizer::build(std::move(spec));
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& file) {
+  TokenizerSpec spec;
+  auto model = file.get_string("tokenizer.ggml.model");
+  if (!model) return model.error();
+  if (!model.value()) return Error{"tokenizer.ggml.model is missing"};
+  spec.model = *model.value();
+  if (spec.model != "gpt2") {
+    return Error{"unsupported tokenizer.ggml.model '" + spec.model +
+                 "' (only byte-level BPE, 'gpt2', is supported)"};
+  }
+  auto pre = file.get_string("tokenizer.ggml.pre");
+  if (!pre) return pre.error();
+  spec.pre = pre.value().value_or("default");
+
+  auto tokens = file.get_string_array("tokenizer.ggml.tokens");
+  if (!tokens) return tokens.error();
+  if (!tokens.value()) return Error{"tokenizer.ggml.tokens is missing"};
+  spec.tokens = std::move(*tokens.value());
+
+  auto merges = file.get_string_array("tokenizer.ggml.merges");
+  if (!merges) return merges.error();
+  if (!merges.value()) return Error{"tokenizer.ggml.merges is missing"};
+  spec.merges = std::move(*merges.value());
+
+  auto types = file.get_int_array("tokenizer.ggml.token_type");
+  if (!types) return types.error();
+  if (types.value()) {
+    spec.token_types.reserve(types.value()->size());
+    for (size_t i = 0; i < types.value()->size(); ++i) {
+      const int64_t type = (*types.value())[i];
+      if (type < kUndefined || type > kByte) {
+        return Error{"tokenizer.ggml.token_type[" + std::to_string(i) +
+                     "] = " + std::to_string(type) + " is not a known token type"};
+      }
+      spec.token_types.push_back(static_cast<int32_t>(type));
+    }
+  }
+
+  for (const auto& [key, id] :
+       {std::pair<const char*, int32_t*>{"tokenizer.ggml.bos_token_id", &spec.bos_id},
+        {"tokenizer.ggml.eos_token_id", &spec.eos_id},
+        {"tokenizer.ggml.unknown_token_id", &spec.unk_id},
+        {"tokenizer.ggml.padding_token_id", &spec.pad_id}}) {
+    if (Status status = read_id(file, key, *id); !status) return Error{status.message()};
+  }
+  auto add_bos = file.get_bool("tokenizer.ggml.add_bos_token");
+  if (!add_bos) return add_bos.error();
+  spec.add_bos = add_bos.value().value_or(false);
+  return from_spec(std::move(spec));
+}
+
+}  // namespace lightserve::model
