@@ -15,6 +15,9 @@ namespace {
 
 using detail::kGroupRows;
 
+// From this many tokens on, AMX tiles (16 tokens each) beat the AVX-512 VNNI kernel.
+constexpr int64_t kAmxMinTokens = 32;
+
 bool is_quantized(DType type) {
   return type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
 }
@@ -114,8 +117,8 @@ void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWe
   pool.parallel_for(n, std::max<int64_t>(1, 16384 / w.cols_),
                     [&](int64_t t0, int64_t t1) { ks.quantize(x, t0, t1, acts); });
 
-  const detail::KernelSet& gemm =
-      ks;  // AMX: TODO
+  const bool use_amx = features.amx_int8 && features.avx512_vnni && n >= kAmxMinTokens;
+  const detail::KernelSet& gemm = use_amx ? detail::amx_kernels() : ks;
   const detail::PackedWeight& pw = w.packed_;
   const int threads = pool.num_threads();
   if (pw.groups >= 2 * threads || n <= gemm.token_tile) {

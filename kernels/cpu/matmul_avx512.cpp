@@ -67,6 +67,7 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
       mw = _mm512_cvtph_ps(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes + 32)));
     }
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = qs + t * a.cols + b * 32;
       const int64_t ab = t * a.blocks + b;
