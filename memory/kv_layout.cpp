@@ -1,0 +1,127 @@
+#include "memory/kv_layout.h"
+
+#include <cmath>
+#include <string>
+
+#include "memory/check.h"
+
+namespace lightserve::memory {
+
+namespace {
+
+bool is_power_of_two(int64_t value) {
+  return value > 0 && (value & (value - 1)) == 0;
+}
+
+std::string describe(Footprint footprint) {
+  return std::to_string(footprint.full_layers) + " full + " +
+         std::to_string(footprint.lazy_layers) + " lazy layers";
+}
+
+}  // namespace
+
+Result<KvLayout> KvLayout::for_lazy_fraction(int32_t num_layers, double lazy_fraction,
+                                             int32_t block_size, int32_t sink, int32_t window,
+                                             int64_t bytes_per_lane_token) {
+  if (!std::isfinite(lazy_fraction) || lazy_fraction < 0.0 || lazy_fraction > 1.0) {
+    return Error{"lazy_fraction must be in [0, 1], got " + std::to_string(lazy_fraction)};
+  }
+  if (num_layers < 1) {
+    return Error{"num_layers must be at least 1, got " + std::to_string(num_layers)};
+  }
+  const auto num_lazy = static_cast<int32_t>(std::lround(lazy_fraction * num_layers));
+  KvLayout layout;
+  layout.num_layers = num_layers;
+  layout.block_size = block_size;
+  layout.lanes_per_block = num_layers - num_lazy;
+  layout.sink = sink;
+  layout.window = window;
+  layout.lanes_per_slot = num_lazy;
+  layout.bytes_per_lane_token = bytes_per_lane_token;
+  if (Status status = layout.validate(); !status.ok()) return Error{status.message()};
+  return layout;
+}
+
+Status KvLayout::validate() const {
+  if (num_layers < 1) {
+    return Error{"num_layers must be at least 1, got " + std::to_string(num_layers)};
+  }
+  if (!is_power_of_two(block_size) || block_size > 256) {
+    return Error{"block_size must be a power of two in [1, 256], got " +
+                 std::to_string(block_size)};
+  }
+  if (sink < 0) return Error{"sink must be >= 0, got " + std::to_string(sink)};
+  if (window < 1) return Error{"window must be >= 1, got " + std::to_string(window)};
+  if (bytes_per_lane_token < 1) {
+    return Error{"bytes_per_lane_token must be >= 1, got " + std::to_string(bytes_per_lane_token)};
+  }
+  if (lanes_per_block < 0 || lanes_per_slot < 0 || lanes_per_block + lanes_per_slot != num_layers) {
+    return Error{"lanes_per_block (" + std::to_string(lanes_per_block) + ") + lanes_per_slot (" +
+                 std::to_string(lanes_per_slot) + ") must equal num_layers (" +
+                 std::to_string(num_layers) + ")"};
+  }
+  return Status::Ok();
+}
+
+int64_t KvLayout::block_bytes() const {
+  return int64_t{block_size} * lanes_per_block * bytes_per_lane_token;
+}
+
+int64_t KvLayout::slot_bytes() const {
+  return int64_t{slot_tokens()} * lanes_per_slot * bytes_per_lane_token;
+}
+
+Status KvLayout::check_footprint(Footprint footprint) const {
+  if (footprint.full_layers < 0 || footprint.lazy_layers < 0 ||
+      footprint.num_layers() != num_layers) {
+    return Error{"footprint of " + describe(footprint) + " does not cover the model's " +
+                 std::to_string(num_layers) + " layers"};
+  }
+  if (footprint.full_layers > 0 && lanes_per_block == 0) {
+    return Error{"footprint of " + describe(footprint) +
+                 " needs KV blocks, but lazy_fraction 1 lays the arena out without blocks"};
+  }
+  if (footprint.lazy_layers > 0 && lanes_per_slot == 0) {
+    return Error{"footprint of " + describe(footprint) +
+                 " needs lazy slots, but lazy_fraction 0 lays the arena out without slots"};
+  }
+  return Status::Ok();
+}
+
+int32_t KvLayout::num_lane_groups(Footprint footprint) const {
+  LS_CHECK(check_footprint(footprint).ok()) << check_footprint(footprint).message();
+  if (footprint.full_layers == 0) return 0;
+  return static_cast<int32_t>(ceil_div(footprint.full_layers, lanes_per_block));
+}
+
+int64_t KvLayout::blocks_for(int64_t tokens, Footprint footprint) const {
+  LS_CHECK(tokens >= 0) << tokens << " tokens";
+  return num_lane_groups(footprint) * ceil_div(tokens, block_size);
+}
+
+int32_t KvLayout::slots_for(Footprint footprint) const {
+  LS_CHECK(check_footprint(footprint).ok()) << check_footprint(footprint).message();
+  if (footprint.lazy_layers == 0) return 0;
+  return static_cast<int32_t>(ceil_div(footprint.lazy_layers, lanes_per_slot));
+}
+
+int64_t KvLayout::bytes_for(int64_t tokens, Footprint footprint) const {
+  return blocks_for(tokens, footprint) * block_bytes() + slots_for(footprint) * slot_bytes();
+}
+
+int64_t KvLayout::full_attention_bytes_for(int64_t tokens) const {
+  LS_CHECK(tokens >= 0) << tokens << " tokens";
+  return ceil_div(tokens, block_size) * block_size * num_layers * bytes_per_lane_token;
+}
+
+LanePlace KvLayout::place_full_lane(int32_t lane) const {
+  LS_CHECK(lane >= 0 && lanes_per_block > 0) << "full lane " << lane;
+  return {lane / lanes_per_block, lane % lanes_per_block};
+}
+
+LanePlace KvLayout::place_lazy_lane(int32_t lane) const {
+  LS_CHECK(lane >= 0 && lanes_per_slot > 0) << "lazy lane " << lane;
+  return {lane / lanes_per_slot, lane % lanes_per_slot};
+}
+
+}  // namespace lightserve::memory

@@ -1,0 +1,43 @@
+// SlotPool: the slot manager (STYLE.md habit 3). Slots hold lazy-layer lanes (sink + window
+// tokens); a request owns a constant number of them whatever its length.
+//
+// Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;
+// commit() takes exactly the planned ids. A plan is valid until the next commit or release on
+// this pool. Misuse (stale plan, double release, foreign id) fails an LS_CHECK.
+// Not thread-safe: owned by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "memory/id_free_list.h"
+
+namespace lightserve::memory {
+
+using SlotId = int32_t;
+
+struct SlotPlan {
+  std::vector<SlotId> slot_ids;  // what commit() will hand out, in order
+  uint64_t pool_version = 0;     // the pool state the plan was made against
+};
+
+class SlotPool {
+ public:
+  explicit SlotPool(int32_t num_slots);
+
+  [[nodiscard]] std::optional<SlotPlan> plan(int32_t count) const;
+  [[nodiscard]] std::vector<SlotId> commit(SlotPlan plan);
+  void release(std::span<const SlotId> slot_ids);
+
+  int32_t num_free() const { return free_list_.num_free(); }
+  int32_t num_total() const { return free_list_.num_total(); }
+  bool is_free(SlotId id) const { return free_list_.is_free(id); }
+  void check_invariants() const { free_list_.check_invariants(); }
+
+ private:
+  IdFreeList free_list_;
+};
+
+}  // namespace lightserve::memory
