@@ -157,9 +157,11 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
   int64_t num_tokens = -1;
   if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens")) {
     const auto* array = std::get_if<GgufArray>(&tokens->data);
-    if (array == nullptr) {
-      return Error{path + ": metadata key tokenizer.ggml.tokens is " +
-                   std::string(to_string(tokens->type)) + ", expected an array of strings"};
+    if (array == nullptr || array->element_type != GgufValueType::kString) {
+      std::string actual(to_string(tokens->type));
+      if (array != nullptr) actual += " of " + std::string(to_string(array->element_type));
+      return Error{path + ": metadata key tokenizer.ggml.tokens is " + actual +
+                   ", expected an array of strings"};
     }
     num_tokens = static_cast<int64_t>(array->values.size());
   }

@@ -175,6 +175,8 @@ std::vector<BadModel> bad_models() {
        "cannot tell the vocabulary size"},
       {"tokens not an array", [](auto& w) { w.set_string("tokenizer.ggml.tokens", "abc"); },
        "tokenizer.ggml.tokens is string"},
+      {"tokens are integers", [](auto& w) { w.set_i32_array("tokenizer.ggml.tokens", {1, 2}); },
+       "tokenizer.ggml.tokens is array of i32, expected an array of strings"},
       {"token_embd rows disagree with vocab",
        [](auto& w) { w.find_tensor("token_embd.weight")->dims = {64, 40}; },
        "tensor token_embd.weight has shape [64, 40], expected [64, 32]"},
