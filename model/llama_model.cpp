@@ -38,6 +38,7 @@ std::vector<float> f32_vector(const GgufFile& file, const GgufTensorInfo& t) {
 
 }  // namespace
 
+LlamaModel::LlamaModel(kernels::Backend& backend) : backend_(backend) {}
 LlamaModel::~LlamaModel() = default;
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path,

@@ -82,7 +82,7 @@ class LlamaModel {
 
  private:
   struct Layer;
-  LlamaModel(kernels::Backend& backend) : backend_(backend) {}
+  explicit LlamaModel(kernels::Backend& backend);
   Status prepare(const LoadOptions& options);
 
   kernels::Backend& backend_;
