@@ -33,18 +33,41 @@ class Weight {
   virtual int64_t resident_bytes() const = 0;
 };
 
+// Where one sequence's keys and values of one layer live: f16 rows of kv_heads · head_dim
+// values. Three layouts:
+//  - kContiguous: token t at row t (row_stride elements apart).
+//  - kPaged: token t in block block_table[t / block_size] at row t % block_size; block b starts
+//    block_stride elements after k (and v).
+//  - kRing (a lazy layer's slot): token t < sink at row t; token t ≥ sink at row
+//    sink + (t − sink) % window. The slot holds tokens [0, sink) ∪ [n − window, n) of the n cached.
+//    Keys keep their original RoPE positions.
+struct KvView {
+  enum class Kind { kContiguous, kPaged, kRing };
+  Kind kind = Kind::kContiguous;
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+  int64_t row_stride = 0;
+  const int32_t* block_table = nullptr;  // kPaged
+  int32_t block_size = 0;                // kPaged
+  int64_t block_stride = 0;              // kPaged
+  int32_t sink = 0;                      // kRing
+  int32_t window = 0;                    // kRing
+};
+
 // One sequence of a batched causal attention call. Its queries are rows
 // [first_row, first_row + num_queries) of the query buffer, at consecutive positions starting at
-// first_pos; the query at position p attends the cached keys 0..p. The cache holds f16 rows of
-// kv_heads * head_dim values, kv_stride elements apart, and must already contain the keys and
+// first_pos. The query at position p attends the cached keys 0..p, except with a kRing view, where
+// it attends the streaming set {t ≤ p : t < sink or t > p − window} (num_queries must then be 1,
+// so that every key it needs is still in the ring). The cache must already hold the keys and
 // values of every attended position.
 struct AttentionSeq {
   int64_t first_row = 0;
   int32_t num_queries = 0;
   int32_t first_pos = 0;
-  const uint16_t* k = nullptr;
-  const uint16_t* v = nullptr;
-  int64_t kv_stride = 0;
+  KvView kv;
+  // Optional: the log-sum-exp of each query's scaled scores, [num_queries × heads] (query-major),
+  // written when non-null. LightTransfer's lazy ratio reuses it.
+  float* lse = nullptr;
 };
 
 struct AttentionShape {
@@ -97,6 +120,21 @@ class Backend {
   // out rows correspond to q rows.
   virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
                          const AttentionShape& shape, float* out) = 0;
+
+  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (DESIGN.md §4): the mean,
+  // over the last w_last queries and all query heads, of the attention mass on the keys
+  // [0, sink) ∪ [n − window, n) (only keys ≤ the query). q holds the prompt's n query rows
+  // (q_stride apart, as passed to attention), lse their log-sum-exp [n × heads] from attention(),
+  // kv the prompt's keys (kContiguous). Scores are computed exactly as attention() computes them,
+  // so the ratio is in [0, 1]; the cost is O(w_last · (sink + window)), independent of n.
+  virtual float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n,
+                           int32_t w_last, int32_t sink, int32_t window,
+                           const AttentionShape& shape) = 0;
+
+  // Copies `count` rows of width values (f16) from src to dst (strides in elements); used to
+  // move a layer's keys and values between scratch, blocks and slots.
+  virtual void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count,
+                             int64_t width, uint16_t* dst, int64_t dst_stride) = 0;
 };
 
 // The CPU backend with `num_threads` workers (0: one per core); picks AVX2 / AVX-512 / AMX

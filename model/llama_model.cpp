@@ -187,7 +187,12 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
       s.positions.push_back(e.cache->size() + i);
       if (e.all_logits || i == n - 1) s.out_rows.push_back(first_row + i);
     }
-    seqs.push_back({first_row, n, e.cache->size(), nullptr, nullptr, e.cache->row_stride()});
+    kernels::AttentionSeq seq;
+    seq.first_row = first_row;
+    seq.num_queries = n;
+    seq.first_pos = e.cache->size();
+    seq.kv.row_stride = e.cache->row_stride();
+    seqs.push_back(seq);
   }
   const int64_t num_out = static_cast<int64_t>(s.out_rows.size());
 
@@ -223,8 +228,8 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
                   cache.row_stride());
       b.store_f16(src + q_dim + kv_dim, qkv_dim, seqs[si].num_queries, kv_dim,
                   cache.values(layer) + dst, cache.row_stride());
-      seqs[si].k = cache.keys(layer);
-      seqs[si].v = cache.values(layer);
+      seqs[si].kv.k = cache.keys(layer);
+      seqs[si].kv.v = cache.values(layer);
     }
     b.attention(s.qkv.data(), seqs, shape, s.attn.data());
 

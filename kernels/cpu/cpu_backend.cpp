@@ -1,6 +1,7 @@
 // The CPU backend: matmul and embedding from matmul.cpp, element-wise ops and attention from the
 // ISA-specific ops tables, all on one thread pool.
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "kernels/backend.h"
@@ -96,6 +97,18 @@ class CpuBackend final : public Backend {
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
                  float* out) override {
     ops_.attention(pool_, q, seqs, shape, out);
+  }
+
+  float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
+                   int32_t sink, int32_t window, const AttentionShape& shape) override {
+    return ops_.lazy_ratio(q, lse, kv, n, w_last, sink, window, shape);
+  }
+
+  void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count, int64_t width,
+                     uint16_t* dst, int64_t dst_stride) override {
+    for (int64_t r = 0; r < count; ++r) {
+      std::memcpy(dst + r * dst_stride, src + r * src_stride, static_cast<size_t>(width) * 2);
+    }
   }
 
  private:

@@ -138,7 +138,7 @@ void reference_attention(const std::vector<float>& q, const AttentionSeq& seq,
         double dot = 0;
         for (int d = 0; d < s.head_dim; ++d) {
           dot += double(round_f16(q[(seq.first_row + i) * s.q_stride + h * s.head_dim + d])) *
-                 fp16_to_fp32(seq.k[j * seq.kv_stride + kvh * s.head_dim + d]);
+                 fp16_to_fp32(seq.kv.k[j * seq.kv.row_stride + kvh * s.head_dim + d]);
         }
         scores[j] = dot * s.scale;
         max_score = std::max(max_score, scores[j]);
@@ -148,7 +148,7 @@ void reference_attention(const std::vector<float>& q, const AttentionSeq& seq,
       for (int d = 0; d < s.head_dim; ++d) {
         double acc = 0;
         for (int j = 0; j <= pos; ++j) {
-          acc += scores[j] / sum * fp16_to_fp32(seq.v[j * seq.kv_stride + kvh * s.head_dim + d]);
+          acc += scores[j] / sum * fp16_to_fp32(seq.kv.v[j * seq.kv.row_stride + kvh * s.head_dim + d]);
         }
         out[(seq.first_row + i) * s.out_stride + h * s.head_dim + d] = acc;
       }
@@ -178,12 +178,17 @@ TEST(Ops, AttentionMatchesDenseReference) {
       ks.back()[i] = fp32_to_fp16(kf[i]);
       vs.back()[i] = fp32_to_fp16(vf[i]);
     }
-    seqs.push_back({rows, c.num_queries, c.first_pos, nullptr, nullptr, kv_stride});
+    AttentionSeq seq;
+    seq.first_row = rows;
+    seq.num_queries = c.num_queries;
+    seq.first_pos = c.first_pos;
+    seq.kv.row_stride = kv_stride;
+    seqs.push_back(seq);
     rows += c.num_queries;
   }
   for (size_t i = 0; i < seqs.size(); ++i) {
-    seqs[i].k = ks[i].data();
-    seqs[i].v = vs[i].data();
+    seqs[i].kv.k = ks[i].data();
+    seqs[i].kv.v = vs[i].data();
   }
   auto q = random_vector(rows * shape.q_stride, rng, 2.0f);
   std::vector<double> expected(rows * shape.out_stride);
