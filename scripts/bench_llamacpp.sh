@@ -6,10 +6,10 @@
 # resident memory of each run (/usr/bin/time -v). Writes JSON with the exact commands and prints
 # a table. Takes a few minutes on 2 cores; run on an otherwise idle machine (load is recorded).
 #
-# Env: THREADS (default 2), MODEL, REPACK (default 0, see below), REPS (default 3).
-# REPACK=0 (llama.cpp's --no-repack) keeps Q4_1 on the portable AVX2/AVX-512 vec_dot path: with
-# repacking on, AMX machines route Q4_1 to ggml's AMX kernels, which crash (GPF in ldtilecfg)
-# when llama.cpp is built with GCC 12 (the tile config stores are optimized away).
+# Env: THREADS (default 2), MODEL, REPS (default 3), REPACK (default 1 = llama.cpp's default:
+# extra weight buffers, i.e. ggml's AMX kernels for Q4_1 on AMX CPUs; 0 = --no-repack, the
+# portable AVX2/AVX-512 vec_dot path). A GCC-12-built llama.cpp crashes with REPACK=1 on AMX
+# machines (see build_llamacpp.sh), so REPACK defaults to 0 for a GCC build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,15 +18,18 @@ cd "$ROOT"
 OUT="${1:-$ROOT/.cache/llama.cpp/bench.json}"
 THREADS="${THREADS:-2}"
 REPS="${REPS:-3}"
-REPACK="${REPACK:-0}"
+REPACK="${REPACK:-}"
 MODEL="${MODEL:-$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-BIN="$ROOT/.cache/llama.cpp/build/bin"
+BIN="$ROOT/.cache/llama.cpp/bin"
 
 log() { echo "[bench_llamacpp] $*" >&2; }
 
 [[ -x /usr/bin/time ]] || { log "ERROR: /usr/bin/time missing (bash scripts/install_deps.sh)"; exit 1; }
 [[ -f "$MODEL" ]] || bash scripts/fetch_model.sh
 bash scripts/build_llamacpp.sh >&2
+if [[ -z "$REPACK" ]]; then
+  if grep -q "^compiler: gcc" "$ROOT/.cache/llama.cpp/VERSION"; then REPACK=0; else REPACK=1; fi
+fi
 
 if [[ "$REPACK" == 1 ]]; then BENCH_RP=(--repack 1); BB_RP=(); else BENCH_RP=(--repack 0); BB_RP=(-nr); fi
 

@@ -4,13 +4,18 @@
 #
 #   bash scripts/build_llamacpp.sh          # idempotent: skips when the binaries exist
 #
-# Outputs: .cache/llama.cpp/build/bin/{llama-bench,llama-batched-bench,llama-simple,
-#          llama-completion,llama-tokenize} and .cache/llama.cpp/VERSION.
+# Outputs: .cache/llama.cpp/bin -> build-<compiler>/bin with {llama-bench, llama-batched-bench,
+#          llama-simple, llama-completion, llama-tokenize}, and .cache/llama.cpp/VERSION.
 #
 # This is the *reference* we compare against, so it is built the way llama.cpp builds by default:
-# Release, GGML_NATIVE=ON (i.e. -march=native for this CPU). Our own shipped builds do not use
-# -march=native (they dispatch at run time); the reference is allowed to.
-# llama-cli is not built: in this llama.cpp version it depends on the whole server.
+# Release, GGML_NATIVE=ON (i.e. -march=native for this CPU, AMX included where the CPU has it).
+# Our own shipped builds do not use -march=native (they dispatch at run time); the reference is
+# allowed to. llama-cli is not built: in this llama.cpp version it depends on the whole server.
+#
+# Compiler: clang when present (LLAMACPP_CC=gcc to override). GCC 12 (bookworm) miscompiles
+# ggml's AMX tile setup (the stores to the tile config before _tile_loadconfig are dropped), so a
+# GCC build crashes with a general protection fault on AMX machines unless run with
+# --no-repack; clang 14 builds it correctly.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +26,15 @@ SDIST_NAME="llama_cpp_python-${PY_VERSION}.tar.gz"
 CACHE="$ROOT/.cache/llama.cpp"
 SRC_PARENT="$CACHE/src"
 SRC="$SRC_PARENT/llama_cpp_python-${PY_VERSION}/vendor/llama.cpp"
-BUILD="$CACHE/build"
+if [[ -n "${LLAMACPP_CC:-}" ]]; then CC_NAME="$LLAMACPP_CC";
+elif command -v clang >/dev/null && command -v clang++ >/dev/null; then CC_NAME=clang;
+else CC_NAME=gcc; fi
+case "$CC_NAME" in
+  clang) export CC=clang CXX=clang++ ;;
+  gcc)   export CC=gcc CXX=g++ ;;
+  *) echo "LLAMACPP_CC must be clang or gcc" >&2; exit 1 ;;
+esac
+BUILD="$CACHE/build-$CC_NAME"
 BIN="$BUILD/bin"
 TARGETS=(llama-bench llama-batched-bench llama-simple llama-completion llama-tokenize)
 JOBS="${JOBS:-2}"
@@ -31,10 +44,16 @@ log() { echo "[build_llamacpp] $*"; }
 have_all() {
   local t
   for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || return 1; done
-  [[ -f "$CACHE/VERSION" ]]
+  [[ -f "$BUILD/VERSION" ]]
+}
+
+publish() {  # .cache/llama.cpp/{bin,VERSION} point at this build
+  ln -sfn "build-$CC_NAME/bin" "$CACHE/bin"
+  cp "$BUILD/VERSION" "$CACHE/VERSION"
 }
 
 if have_all; then
+  publish
   log "already built: $BIN"
   cat "$CACHE/VERSION"
   exit 0
@@ -71,23 +90,25 @@ HEADF="$SRC_PARENT/llama_cpp_python-${PY_VERSION}/.git/modules/vendor/llama.cpp/
 if [[ -f "$HEADF" ]]; then COMMIT="$(tr -d '[:space:]' < "$HEADF")"; fi
 
 # 4. Configure + build.
-log "configuring (Release, native CPU flags, no curl/openssl, no server/tests)"
+log "configuring with $CC_NAME (Release, native CPU flags, no curl/openssl, no server/tests)"
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=ON \
-  -DGGML_NATIVE=ON -DGGML_CUDA=OFF > "$CACHE/configure.log" 2>&1 \
-  || { tail -40 "$CACHE/configure.log"; log "ERROR: configure failed"; exit 1; }
+  -DGGML_NATIVE=ON -DGGML_CUDA=OFF > "$BUILD.configure.log" 2>&1 \
+  || { tail -40 "$BUILD.configure.log"; log "ERROR: configure failed"; exit 1; }
 log "building ${TARGETS[*]} with -j$JOBS (several minutes on 2 cores)"
-cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TARGETS[@]}" > "$CACHE/build.log" 2>&1 \
-  || { tail -40 "$CACHE/build.log"; log "ERROR: build failed"; exit 1; }
+cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TARGETS[@]}" > "$BUILD.build.log" 2>&1 \
+  || { tail -40 "$BUILD.build.log"; log "ERROR: build failed"; exit 1; }
 
 BUILD_INFO="$("$BIN/llama-bench" --version 2>&1 | head -3 | tr '\n' ' ' || true)"
 {
   echo "llama-cpp-python ${PY_VERSION}"
   echo "llama.cpp commit ${COMMIT}"
+  echo "compiler: ${CC_NAME}"
   echo "build-info: ${BUILD_INFO}"
-} > "$CACHE/VERSION"
+} > "$BUILD/VERSION"
 
 have_all || { log "ERROR: some binaries missing in $BIN"; exit 1; }
+publish
 log "done: $BIN"
 cat "$CACHE/VERSION"
