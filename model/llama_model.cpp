@@ -23,6 +23,27 @@ SequenceCache::SequenceCache(const LlamaConfig& config, int32_t capacity)
       keys_(static_cast<size_t>(layer_stride_) * config.num_layers),
       values_(static_cast<size_t>(layer_stride_) * config.num_layers) {}
 
+Status SequenceCache::check_append(int32_t n) const {
+  if (static_cast<int64_t>(size_) + n > capacity_) {
+    return Error{"sequence of " + std::to_string(static_cast<int64_t>(size_) + n) +
+                 " tokens exceeds its cache capacity of " + std::to_string(capacity_)};
+  }
+  return Status::Ok();
+}
+
+LayerKv SequenceCache::store_layer(kernels::Backend& backend, int32_t layer, const float* k,
+                                   const float* v, int64_t src_stride, int32_t n) {
+  const int64_t dst = static_cast<int64_t>(size_) * row_;
+  backend.store_f16(k, src_stride, n, row_, keys(layer) + dst, row_);
+  backend.store_f16(v, src_stride, n, row_, values(layer) + dst, row_);
+  LayerKv out;
+  out.view.kind = kernels::KvView::Kind::kContiguous;
+  out.view.k = keys(layer);
+  out.view.v = values(layer);
+  out.view.row_stride = row_;
+  return out;
+}
+
 namespace {
 
 WeightView view_of(const GgufFile& file, const GgufTensorInfo& t) {
@@ -158,11 +179,7 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
   int64_t num_tokens = 0;
   for (const BatchEntry& e : batch) {
     if (e.cache == nullptr || e.tokens.empty()) return Error{"empty batch entry"};
-    if (static_cast<int64_t>(e.cache->size()) + static_cast<int64_t>(e.tokens.size()) >
-        e.cache->capacity()) {
-      return Error{"sequence of " + std::to_string(e.cache->size() + e.tokens.size()) +
-                   " tokens exceeds its cache capacity of " + std::to_string(e.cache->capacity())};
-    }
+    if (Status s = e.cache->check_append(static_cast<int32_t>(e.tokens.size())); !s) return s;
     for (int32_t id : e.tokens) {
       if (id < 0 || id >= c.vocab_size) {
         return Error{"token id " + std::to_string(id) + " is outside the vocabulary (0.." +
@@ -191,7 +208,6 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
     seq.first_row = first_row;
     seq.num_queries = n;
     seq.first_pos = e.cache->size();
-    seq.kv.row_stride = e.cache->row_stride();
     seqs.push_back(seq);
   }
   const int64_t num_out = static_cast<int64_t>(s.out_rows.size());
@@ -221,17 +237,17 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
     b.rope(s.qkv.data(), s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
     b.rope(s.qkv.data() + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
     for (size_t si = 0; si < batch.size(); ++si) {
-      SequenceCache& cache = *batch[si].cache;
-      const float* src = s.qkv.data() + seqs[si].first_row * qkv_dim;
-      const int64_t dst = static_cast<int64_t>(cache.size()) * cache.row_stride();
-      b.store_f16(src + q_dim, qkv_dim, seqs[si].num_queries, kv_dim, cache.keys(layer) + dst,
-                  cache.row_stride());
-      b.store_f16(src + q_dim + kv_dim, qkv_dim, seqs[si].num_queries, kv_dim,
-                  cache.values(layer) + dst, cache.row_stride());
-      seqs[si].kv.k = cache.keys(layer);
-      seqs[si].kv.v = cache.values(layer);
+      const float* rows = s.qkv.data() + seqs[si].first_row * qkv_dim;
+      const LayerKv kv = batch[si].cache->store_layer(b, layer, rows + q_dim, rows + q_dim + kv_dim,
+                                                      qkv_dim, seqs[si].num_queries);
+      seqs[si].kv = kv.view;
+      seqs[si].lse = kv.lse;
     }
     b.attention(s.qkv.data(), seqs, shape, s.attn.data());
+    for (size_t si = 0; si < batch.size(); ++si) {
+      batch[si].cache->finish_layer(b, layer, s.qkv.data() + seqs[si].first_row * qkv_dim, shape,
+                                    seqs[si].num_queries);
+    }
 
     if (li + 1 == layers_.size() && num_out < num_tokens) {
       // Last layer: only the rows whose logits are wanted matter from here on (as llama.cpp).
@@ -250,7 +266,7 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
     b.matmul(*L.down, s.ffn.data(), rows, s.tmp.data());
     b.add(s.x.data(), s.tmp.data(), rows * d);
   }
-  for (const BatchEntry& e : batch) e.cache->size_ += static_cast<int32_t>(e.tokens.size());
+  for (const BatchEntry& e : batch) e.cache->advance(static_cast<int32_t>(e.tokens.size()));
 
   b.rms_norm(s.x.data(), output_norm_.data(), num_out, d, c.rms_norm_eps, s.h.data());
   logits.resize(static_cast<size_t>(num_out * c.vocab_size));

@@ -14,6 +14,7 @@
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/gguf.h"
+#include "model/sequence_kv.h"
 #include "model/status.h"
 #include "model/tokenizer.h"
 
@@ -23,23 +24,27 @@ struct LoadOptions {
   ProgressFn progress;  // (bytes done, bytes total) while weights are read and prepared
 };
 
-// The f16 key/value cache of one sequence: for every layer, `capacity` rows of
-// kv_heads·head_dim keys and as many values. (A paged, per-layer-kind arena replaces this with the
-// LightTransfer memory model; the forward pass only needs row pointers.)
-class SequenceCache {
+// The f16 key/value cache of one sequence, contiguous, every layer full: the plain model.
+// For every layer, `capacity` rows of kv_heads·head_dim keys and as many values.
+class SequenceCache final : public SequenceKv {
  public:
   SequenceCache(const LlamaConfig& config, int32_t capacity);
-  int32_t capacity() const { return capacity_; }
-  int32_t size() const { return size_; }         // tokens whose K/V are cached
+  int32_t capacity() const override { return capacity_; }
+  int32_t size() const override { return size_; }
   void truncate(int32_t size) { size_ = std::min(size_, size); }
   int64_t bytes() const { return static_cast<int64_t>(keys_.size() + values_.size()) * 2; }
 
-  uint16_t* keys(int32_t layer) { return keys_.data() + layer * layer_stride_; }
-  uint16_t* values(int32_t layer) { return values_.data() + layer * layer_stride_; }
-  int64_t row_stride() const { return row_; }
+  Status check_append(int32_t n) const override;
+  LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
+                      int64_t src_stride, int32_t n) override;
+  void finish_layer(kernels::Backend&, int32_t, const float*, const kernels::AttentionShape&,
+                    int32_t) override {}
+  void advance(int32_t n) override { size_ += n; }
 
  private:
-  friend class LlamaModel;
+  uint16_t* keys(int32_t layer) { return keys_.data() + layer * layer_stride_; }
+  uint16_t* values(int32_t layer) { return values_.data() + layer * layer_stride_; }
+
   int32_t capacity_;
   int32_t size_ = 0;
   int64_t row_;
@@ -51,7 +56,7 @@ class SequenceCache {
 // One sequence's part of a forward call: `tokens` are appended at positions cache->size() ...
 // With all_logits, logits are returned for every new token, else for the last one only.
 struct BatchEntry {
-  SequenceCache* cache = nullptr;
+  SequenceKv* cache = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;
 };

@@ -11,7 +11,7 @@ PACKAGES=(
   python3 python3-venv python3-pip
   # libraries (see docs REFERENCE.md §6)
   libpcre2-dev libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
-  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   # scripts: downloads, unzip, /usr/bin/time -v for peak RSS in benchmarks
   curl ca-certificates unzip time
 )

@@ -1,0 +1,264 @@
+#include "model/hybrid_sequence.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+namespace lightserve::model {
+
+using kernels::KvView;
+
+HybridSequence::HybridSequence(KvArena& arena, const LlamaConfig& config,
+                               const LightTransferSettings& settings)
+    : arena_(arena),
+      row_(arena.row_elements()),
+      num_heads_(config.num_heads),
+      settings_(settings),
+      ratios_(config.num_layers, std::numeric_limits<float>::quiet_NaN()) {}
+
+HybridSequence::~HybridSequence() {
+  if (!allocation_.empty()) arena_.manager().release(std::move(allocation_));
+}
+
+Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
+    KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings,
+    int32_t token_capacity) {
+  const memory::KvLayout& layout = arena.layout();
+  const int32_t num_layers = config.num_layers;
+  if (Status s = settings.validate(num_layers); !s) return Error{s.message()};
+  memory::Footprint footprint = layout.hybrid_footprint();
+  if (settings.mode == LtMode::kFull) footprint = layout.full_footprint();
+  if (settings.mode == LtMode::kStreaming) footprint = layout.streaming_footprint();
+  if (Status s = layout.check_footprint(footprint); !s) return Error{s.message()};
+  if ((settings.mode == LtMode::kTest || settings.mode == LtMode::kStatic ||
+       settings.mode == LtMode::kRandom) &&
+      settings.num_full_layers(num_layers) != footprint.full_layers) {
+    return Error{"lazy_fraction " + std::to_string(settings.lazy_fraction) + " keeps " +
+                 std::to_string(settings.num_full_layers(num_layers)) +
+                 " layers full, but the KV arena is laid out for " +
+                 std::to_string(footprint.full_layers)};
+  }
+  auto plan = arena.manager().plan_admit(footprint, token_capacity);
+  if (!plan) {
+    return Error{"the KV arena has no room for a request of " + std::to_string(token_capacity) +
+                 " tokens (" + std::to_string(arena.manager().num_free_blocks()) +
+                 " blocks and " + std::to_string(arena.manager().num_free_slots()) + " slots free)"};
+  }
+  std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, settings));
+  seq->allocation_ = arena.manager().commit(std::move(plan).value());
+
+  const int32_t num_lazy = footprint.lazy_layers;
+  seq->planned_lazy_.assign(num_layers, false);
+  switch (settings.mode) {
+    case LtMode::kTest:
+      seq->selector_ = std::make_unique<LazySelector>(
+          footprint.full_layers, settings.plan ? settings.plan->tie_rank() : std::vector<int32_t>{});
+      break;
+    case LtMode::kStatic:
+      for (int32_t layer : settings.plan->lazy_layers(num_lazy)) seq->planned_lazy_[layer] = true;
+      break;
+    case LtMode::kRandom: {
+      std::vector<int32_t> order(num_layers);
+      std::iota(order.begin(), order.end(), 0);
+      std::mt19937_64 rng(settings.seed);
+      std::shuffle(order.begin(), order.end(), rng);
+      for (int32_t i = 0; i < num_lazy; ++i) seq->planned_lazy_[order[i]] = true;
+      break;
+    }
+    case LtMode::kStreaming:
+      seq->planned_lazy_.assign(num_layers, true);
+      break;
+    case LtMode::kFull:
+      break;
+  }
+  return seq;
+}
+
+Status HybridSequence::check_append(int32_t n) const {
+  if (static_cast<int64_t>(size_) + n > allocation_.token_capacity()) {
+    return Error{"sequence of " + std::to_string(static_cast<int64_t>(size_) + n) +
+                 " tokens exceeds its KV reservation of " +
+                 std::to_string(allocation_.token_capacity())};
+  }
+  if (size_ > 0 && n != 1) {
+    return Error{"a LightTransfer sequence takes its whole prompt in the first step and one token "
+                 "per step after it (got " + std::to_string(n) + " tokens after " +
+                 std::to_string(size_) + ")"};
+  }
+  return Status::Ok();
+}
+
+bool HybridSequence::reserve(int32_t token_capacity) {
+  if (token_capacity <= allocation_.token_capacity()) return true;
+  auto plan = arena_.manager().plan_grow(allocation_, token_capacity);
+  if (!plan) return false;
+  arena_.manager().commit(allocation_, std::move(plan).value());
+  return true;
+}
+
+int32_t HybridSequence::ring_row(int32_t token) const {
+  const int32_t sink = settings_.sink;
+  return token < sink ? token : sink + (token - sink) % settings_.window;
+}
+
+uint16_t* HybridSequence::full_row(bool values, int32_t lane, int32_t token) {
+  const memory::KvLayout& l = arena_.layout();
+  const memory::LanePlace place = l.place_full_lane(lane);
+  const memory::BlockId block = allocation_.block_table().block(place.container, token / l.block_size);
+  return arena_.block_rows(values, block, place.lane) + (token % l.block_size) * row_;
+}
+
+uint16_t* HybridSequence::lazy_row(bool values, int32_t lane, int32_t token) {
+  const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
+  const memory::SlotId slot = allocation_.slot_ids()[static_cast<size_t>(place.container)];
+  return arena_.slot_rows(values, slot, place.lane) + ring_row(token) * row_;
+}
+
+KvView HybridSequence::full_view(int32_t lane) {
+  const memory::KvLayout& l = arena_.layout();
+  const memory::LanePlace place = l.place_full_lane(lane);
+  KvView view;
+  view.kind = KvView::Kind::kPaged;
+  view.k = arena_.block_rows(false, 0, place.lane);
+  view.v = arena_.block_rows(true, 0, place.lane);
+  view.row_stride = row_;
+  view.block_table = allocation_.block_table().group(place.container).data();
+  view.block_size = l.block_size;
+  view.block_stride = arena_.block_stride();
+  return view;
+}
+
+KvView HybridSequence::lazy_view(int32_t lane) {
+  const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
+  const memory::SlotId slot = allocation_.slot_ids()[static_cast<size_t>(place.container)];
+  KvView view;
+  view.kind = KvView::Kind::kRing;
+  view.k = arena_.slot_rows(false, slot, place.lane);
+  view.v = arena_.slot_rows(true, slot, place.lane);
+  view.row_stride = row_;
+  view.sink = settings_.sink;
+  view.window = settings_.window;
+  return view;
+}
+
+LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const float* k,
+                                    const float* v, int64_t src_stride, int32_t n) {
+  LayerKv out;
+  if (size_ == 0) {
+    // Prefill: the whole prompt's K/V of this layer go to scratch; exact attention reads them.
+    scratch_k_.resize(static_cast<size_t>(n) * row_);
+    scratch_v_.resize(static_cast<size_t>(n) * row_);
+    b.store_f16(k, src_stride, n, row_, scratch_k_.data(), row_);
+    b.store_f16(v, src_stride, n, row_, scratch_v_.data(), row_);
+    out.view.kind = KvView::Kind::kContiguous;
+    out.view.k = scratch_k_.data();
+    out.view.v = scratch_v_.data();
+    out.view.row_stride = row_;
+    if (selector_) {
+      lse_.resize(static_cast<size_t>(n) * num_heads_);
+      out.lse = lse_.data();
+    }
+    return out;
+  }
+  // Decode: one token, written where its layer lives.
+  const memory::LayerMap& map = allocation_.layer_map();
+  const int32_t lane = map.lane_of(layer);
+  const bool lazy = map.is_lazy(layer);
+  uint16_t* k_dst = lazy ? lazy_row(false, lane, size_) : full_row(false, lane, size_);
+  uint16_t* v_dst = lazy ? lazy_row(true, lane, size_) : full_row(true, lane, size_);
+  b.store_f16(k, src_stride, 1, row_, k_dst, row_);
+  b.store_f16(v, src_stride, 1, row_, v_dst, row_);
+  out.view = lazy ? lazy_view(lane) : full_view(lane);
+  return out;
+}
+
+void HybridSequence::place_full(kernels::Backend& b, int32_t layer, int32_t n) {
+  const int32_t lane = allocation_.layer_map().lane_of(layer);
+  const int32_t block_size = arena_.layout().block_size;
+  for (int32_t t0 = 0; t0 < n; t0 += block_size) {
+    const int32_t count = std::min(block_size, n - t0);
+    b.copy_rows_f16(scratch_k_.data() + t0 * row_, row_, count, row_, full_row(false, lane, t0), row_);
+    b.copy_rows_f16(scratch_v_.data() + t0 * row_, row_, count, row_, full_row(true, lane, t0), row_);
+  }
+}
+
+void HybridSequence::place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n) {
+  const int32_t lane = allocation_.layer_map().lane_of(layer);
+  const int32_t window_begin = std::max(settings_.sink, n - settings_.window);
+  auto keep = [&](int32_t t) {
+    b.copy_rows_f16(scratch_k_.data() + t * row_, row_, 1, row_, lazy_row(false, lane, t), row_);
+    b.copy_rows_f16(scratch_v_.data() + t * row_, row_, 1, row_, lazy_row(true, lane, t), row_);
+  };
+  for (int32_t t = 0; t < std::min(settings_.sink, n); ++t) keep(t);
+  for (int32_t t = window_begin; t < n; ++t) keep(t);
+}
+
+void HybridSequence::demote(kernels::Backend& b, int32_t layer, int32_t n) {
+  memory::LayerMap& map = allocation_.layer_map();
+  const int32_t full_lane = map.lane_of(layer);
+  const int32_t lazy_lane = map.make_lazy(layer);
+  // The freed full lane keeps its data until the arriving layer overwrites it, after this copy.
+  const int32_t window_begin = std::max(settings_.sink, n - settings_.window);
+  auto keep = [&](int32_t t) {
+    b.copy_rows_f16(full_row(false, full_lane, t), row_, 1, row_, lazy_row(false, lazy_lane, t), row_);
+    b.copy_rows_f16(full_row(true, full_lane, t), row_, 1, row_, lazy_row(true, lazy_lane, t), row_);
+  };
+  for (int32_t t = 0; t < std::min(settings_.sink, n); ++t) keep(t);
+  for (int32_t t = window_begin; t < n; ++t) keep(t);
+}
+
+void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const float* q,
+                                  const kernels::AttentionShape& shape, int32_t n) {
+  if (size_ != 0) return;  // decode: nothing to decide
+  memory::LayerMap& map = allocation_.layer_map();
+  // Full-length caches alive right now: the request's full lanes plus this layer's scratch.
+  note_peak(static_cast<int64_t>(scratch_k_.size() + scratch_v_.size()) * 2,
+            map.num_full_layers() + 1);
+  bool keep_full = !planned_lazy_[layer];
+  if (selector_) {
+    KvView scratch;
+    scratch.kind = KvView::Kind::kContiguous;
+    scratch.k = scratch_k_.data();
+    scratch.v = scratch_v_.data();
+    scratch.row_stride = row_;
+    const float ratio = b.lazy_ratio(q, lse_.data(), scratch, n, settings_.w_last, settings_.sink,
+                                     settings_.window, shape);
+    ratios_[layer] = ratio;
+    const LazySelector::Decision d = selector_->push(layer, ratio);
+    if (d.demoted >= 0) demote(b, d.demoted, n);
+    keep_full = d.arrival_full;
+  }
+  if (keep_full) {
+    map.assign_full(layer);
+    place_full(b, layer, n);
+  } else {
+    map.assign_lazy(layer);
+    place_lazy_from_scratch(b, layer, n);
+  }
+}
+
+void HybridSequence::advance(int32_t n) {
+  if (size_ == 0) {
+    // Prefill done: the scratch layer is gone; only blocks and slots remain.
+    std::vector<uint16_t>().swap(scratch_k_);
+    std::vector<uint16_t>().swap(scratch_v_);
+    std::vector<float>().swap(lse_);
+  }
+  size_ += n;
+  note_peak(0, allocation_.layer_map().num_full_layers());
+}
+
+int64_t HybridSequence::kv_bytes() const {
+  const memory::KvLayout& l = arena_.layout();
+  return allocation_.block_table().num_blocks() * l.block_bytes() +
+         static_cast<int64_t>(allocation_.slot_ids().size()) * l.slot_bytes();
+}
+
+void HybridSequence::note_peak(int64_t extra_bytes, int32_t full_length_layers) {
+  peak_bytes_ = std::max(peak_bytes_, kv_bytes() + extra_bytes);
+  peak_full_layers_ = std::max(peak_full_layers_, full_length_layers);
+}
+
+}  // namespace lightserve::model

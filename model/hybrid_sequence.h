@@ -1,0 +1,80 @@
+// One request's KV under LightTransfer (DESIGN.md §4–5): prefill runs layer by layer over the
+// whole prompt with exact attention on a one-layer scratch; after each layer the request decides
+// whether the layer keeps full KV (copied into its paged blocks) or becomes lazy (cut to the
+// sinks and the last `window` tokens in its slot ring). In test mode the decision is the online
+// top-P of lazy ratios (LazySelector), so at most P full lanes plus the scratch layer ever hold
+// full-length KV. Decode reads full layers through the block table and lazy layers from the ring.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "memory/kv_allocation.h"
+#include "model/config.h"
+#include "model/kv_arena.h"
+#include "model/lighttransfer.h"
+#include "model/sequence_kv.h"
+
+namespace lightserve::model {
+
+class HybridSequence final : public SequenceKv {
+ public:
+  // Reserves room for `token_capacity` tokens in `arena` (which must outlive the sequence) under
+  // the footprint `settings.mode` needs. An Error when the arena lacks the room or the mode
+  // cannot run in this arena (e.g. streaming in an arena without slots).
+  static Result<std::unique_ptr<HybridSequence>> create(KvArena& arena, const LlamaConfig& config,
+                                                        const LightTransferSettings& settings,
+                                                        int32_t token_capacity);
+  ~HybridSequence() override;
+
+  int32_t size() const override { return size_; }
+  int32_t capacity() const override { return static_cast<int32_t>(allocation_.token_capacity()); }
+  Status check_append(int32_t n) const override;
+  LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
+                      int64_t src_stride, int32_t n) override;
+  void finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
+                    const kernels::AttentionShape& shape, int32_t n) override;
+  void advance(int32_t n) override;
+
+  // Grows the reservation to `token_capacity` tokens; false when the arena has no room.
+  bool reserve(int32_t token_capacity);
+
+  const memory::LayerMap& layer_map() const { return allocation_.layer_map(); }
+  // Lazy ratio of each layer measured at prefill (test mode; NaN otherwise).
+  const std::vector<float>& lazy_ratios() const { return ratios_; }
+  // Bytes of arena blocks and slots this request holds now, and the most it held plus prefill
+  // scratch at any moment: measured from its allocation, not computed from a formula.
+  int64_t kv_bytes() const;
+  int64_t peak_kv_bytes() const { return peak_bytes_; }
+  int32_t peak_full_length_layers() const { return peak_full_layers_; }
+
+ private:
+  HybridSequence(KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings);
+  void place_full(kernels::Backend& b, int32_t layer, int32_t n);
+  void place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n);
+  void demote(kernels::Backend& b, int32_t layer, int32_t n);
+  int32_t ring_row(int32_t token) const;
+  uint16_t* full_row(bool values, int32_t lane, int32_t token);
+  uint16_t* lazy_row(bool values, int32_t lane, int32_t token);
+  kernels::KvView full_view(int32_t lane);
+  kernels::KvView lazy_view(int32_t lane);
+  void note_peak(int64_t extra_bytes, int32_t full_length_layers);
+
+  KvArena& arena_;
+  int64_t row_;
+  int32_t num_heads_;
+  LightTransferSettings settings_;
+  memory::KvAllocation allocation_;
+  int32_t size_ = 0;
+  std::vector<bool> planned_lazy_;  // modes with a lazy set known before prefill
+  std::unique_ptr<LazySelector> selector_;
+  std::vector<float> ratios_;
+  // Prefill scratch for the layer being decided: the whole prompt's K and V, and its LSE.
+  std::vector<uint16_t> scratch_k_, scratch_v_;
+  std::vector<float> lse_;
+  int64_t peak_bytes_ = 0;
+  int32_t peak_full_layers_ = 0;
+};
+
+}  // namespace lightserve::model

@@ -1,0 +1,76 @@
+#include "model/kv_arena.h"
+
+namespace lightserve::model {
+namespace {
+
+Result<memory::KvLayout> layout_for(const LlamaConfig& config, const LightTransferSettings& settings,
+                                    int32_t block_size) {
+  double fraction = settings.lazy_fraction;
+  if (settings.mode == LtMode::kFull) fraction = 0.0;
+  if (settings.mode == LtMode::kStreaming) fraction = 1.0;
+  const int64_t row = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
+  return memory::KvLayout::for_lazy_fraction(config.num_layers, fraction, block_size,
+                                             settings.sink, settings.window, 2 * row * 2);
+}
+
+std::unique_ptr<uint16_t[]> untouched(int64_t elements) {
+  // new[] without a value-initializer leaves the pages unfaulted until first written.
+  return elements > 0 ? std::unique_ptr<uint16_t[]>(new uint16_t[static_cast<size_t>(elements)])
+                      : nullptr;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvArena>> KvArena::create(const LlamaConfig& config,
+                                                 const LightTransferSettings& settings,
+                                                 int64_t budget_bytes, int64_t context_tokens,
+                                                 int32_t block_size) {
+  auto layout = layout_for(config, settings, block_size);
+  if (!layout) return layout.error();
+  auto plan = memory::plan_capacity(layout.value(), budget_bytes, context_tokens);
+  if (!plan) return plan.error();
+  std::unique_ptr<KvArena> arena(new KvArena());
+  arena->plan_ = plan.value();
+  arena->row_ = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
+  const auto& l = arena->plan_.layout;
+  const int64_t block_elements = static_cast<int64_t>(l.lanes_per_block) * l.block_size * arena->row_;
+  const int64_t slot_elements = static_cast<int64_t>(l.lanes_per_slot) * l.slot_tokens() * arena->row_;
+  arena->block_k_ = untouched(block_elements * arena->plan_.num_blocks);
+  arena->block_v_ = untouched(block_elements * arena->plan_.num_blocks);
+  arena->slot_k_ = untouched(slot_elements * arena->plan_.num_slots);
+  arena->slot_v_ = untouched(slot_elements * arena->plan_.num_slots);
+  arena->manager_ = std::make_unique<memory::KvManager>(arena->plan_);
+  return arena;
+}
+
+Result<std::unique_ptr<KvArena>> KvArena::create_for(const LlamaConfig& config,
+                                                     const LightTransferSettings& settings,
+                                                     int64_t context_tokens, int32_t num_sequences,
+                                                     int32_t block_size) {
+  auto layout = layout_for(config, settings, block_size);
+  if (!layout) return layout.error();
+  const memory::KvLayout& l = layout.value();
+  // Room for the layout's own footprint and for the footprint the mode needs.
+  memory::Footprint footprint = l.hybrid_footprint();
+  const int64_t per_sequence = l.bytes_for(context_tokens, footprint);
+  return create(config, settings, per_sequence * num_sequences, context_tokens, block_size);
+}
+
+uint16_t* KvArena::block_rows(bool values, memory::BlockId block, int32_t lane) {
+  const auto& l = plan_.layout;
+  const int64_t offset = (static_cast<int64_t>(block) * l.lanes_per_block + lane) * l.block_size * row_;
+  return (values ? block_v_ : block_k_).get() + offset;
+}
+
+uint16_t* KvArena::slot_rows(bool values, memory::SlotId slot, int32_t lane) {
+  const auto& l = plan_.layout;
+  const int64_t offset = (static_cast<int64_t>(slot) * l.lanes_per_slot + lane) * l.slot_tokens() * row_;
+  return (values ? slot_v_ : slot_k_).get() + offset;
+}
+
+int64_t KvArena::block_stride() const {
+  const auto& l = plan_.layout;
+  return static_cast<int64_t>(l.lanes_per_block) * l.block_size * row_;
+}
+
+}  // namespace lightserve::model

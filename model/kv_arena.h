@@ -1,0 +1,53 @@
+// The KV arena of DESIGN.md §5: one byte budget carved into full-layer blocks and lazy-layer
+// slots (memory::KvManager hands out their ids) plus the f16 storage those ids index. Storage is
+// allocated untouched, so resident memory grows only with what requests actually write.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "memory/capacity.h"
+#include "memory/kv_manager.h"
+#include "model/config.h"
+#include "model/lighttransfer.h"
+#include "model/status.h"
+
+namespace lightserve::model {
+
+class KvArena {
+ public:
+  // Lays the arena out for settings.lazy_fraction (mode full lays it out for f = 0, streaming for
+  // f = 1) and carves `budget_bytes` for the most sequences of `context_tokens`. Errors name the
+  // setting, or both sizes when not even one sequence fits.
+  static Result<std::unique_ptr<KvArena>> create(const LlamaConfig& config,
+                                                 const LightTransferSettings& settings,
+                                                 int64_t budget_bytes, int64_t context_tokens,
+                                                 int32_t block_size = 16);
+  // The smallest arena holding `num_sequences` sequences of `context_tokens` (the CLI's one-off
+  // runs).
+  static Result<std::unique_ptr<KvArena>> create_for(const LlamaConfig& config,
+                                                     const LightTransferSettings& settings,
+                                                     int64_t context_tokens,
+                                                     int32_t num_sequences = 1,
+                                                     int32_t block_size = 16);
+
+  memory::KvManager& manager() { return *manager_; }
+  const memory::CapacityPlan& plan() const { return plan_; }
+  const memory::KvLayout& layout() const { return plan_.layout; }
+  int64_t row_elements() const { return row_; }  // kv_heads · head_dim
+
+  // First row of (block, lane) / (slot, lane) in the key (values=false) or value storage.
+  uint16_t* block_rows(bool values, memory::BlockId block, int32_t lane);
+  uint16_t* slot_rows(bool values, memory::SlotId slot, int32_t lane);
+  // Elements from a lane's rows in block b to the same lane in block b + 1.
+  int64_t block_stride() const;
+
+ private:
+  KvArena() = default;
+  memory::CapacityPlan plan_;
+  int64_t row_ = 0;
+  std::unique_ptr<memory::KvManager> manager_;
+  std::unique_ptr<uint16_t[]> block_k_, block_v_, slot_k_, slot_v_;
+};
+
+}  // namespace lightserve::model
