@@ -5,8 +5,12 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "model/generate.h"
+#include "model/hybrid_sequence.h"
+#include "model/kv_arena.h"
 #include "model/sampler.h"
 #include "server/cli_common.h"
+#include "server/lt_options.h"
 #include "server/subcommands.h"
 
 namespace lightserve::cli {
@@ -22,13 +26,29 @@ struct GenerateOptions {
   int max_tokens = 256;
   bool ignore_eos = false;
   int threads = 0;
-  int batch = 512;
   bool quiet = false;
+  bool verbose = false;
   model::SamplingParams sampling;
+  LtOptions lt;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+void print_layer_map(const model::HybridSequence& seq, const model::LightTransferSettings& lt) {
+  const memory::LayerMap& map = seq.layer_map();
+  std::fprintf(stderr, "LightTransfer: mode %s, %d full / %d lazy layers (sink %d, window %d)\n",
+               std::string(model::to_string(lt.mode)).c_str(), map.num_full_layers(),
+               map.num_lazy_layers(), lt.sink, lt.window);
+  std::fprintf(stderr, "  layer:  ");
+  for (int32_t l = 0; l < map.num_layers(); ++l) std::fprintf(stderr, "%3d", l);
+  std::fprintf(stderr, "\n  kind:   ");
+  for (int32_t l = 0; l < map.num_layers(); ++l) std::fprintf(stderr, "  %c", map.is_lazy(l) ? 'L' : 'F');
+  if (lt.mode == model::LtMode::kTest) {
+    std::fprintf(stderr, "\n  ratio%%: ");
+    for (float r : seq.lazy_ratios()) std::fprintf(stderr, "%3.0f", std::min(99.0f, 100.0f * r));
+  }
+  std::fprintf(stderr, "\n  KV: %s held after prefill, %s at the peak (%d full-length layer caches at most)\n",
+               human_bytes(static_cast<double>(seq.kv_bytes())).c_str(),
+               human_bytes(static_cast<double>(seq.peak_kv_bytes())).c_str(),
+               seq.peak_full_length_layers());
 }
 
 int run_generate(const GenerateOptions& o) {
@@ -43,6 +63,12 @@ int run_generate(const GenerateOptions& o) {
   auto backend = kernels::make_cpu_backend(o.threads);
   auto model = load_model_or_report(o.model, *backend, o.quiet);
   if (!model) return 1;
+  const auto& config = model->config();
+  auto lt = o.lt.settings(config.num_layers);
+  if (!lt) {
+    std::fprintf(stderr, "error: %s\n", lt.error().message.c_str());
+    return 2;
+  }
   const auto& tok = model->tokenizer();
 
   std::string text = o.prompt;
@@ -62,7 +88,7 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr, "error: the prompt is empty\n");
     return 2;
   }
-  const int64_t context = model->config().context_length;
+  const int64_t context = config.context_length;
   if (static_cast<int64_t>(prompt.size()) >= context) {
     std::fprintf(stderr, "error: the prompt has %zu tokens; the model's context is %lld\n",
                  prompt.size(), static_cast<long long>(context));
@@ -70,53 +96,49 @@ int run_generate(const GenerateOptions& o) {
   }
   const int32_t capacity = static_cast<int32_t>(
       std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + o.max_tokens));
-  model::SequenceCache cache(model->config(), capacity);
-  model::Sampler sampler(o.sampling);
-  model::StreamDecoder stream(tok);
-  std::vector<float> logits;
-
-  const auto start = std::chrono::steady_clock::now();
-  const int batch = std::max(1, o.batch);
-  for (size_t pos = 0; pos < prompt.size(); pos += static_cast<size_t>(batch)) {
-    const size_t n = std::min(prompt.size() - pos, static_cast<size_t>(batch));
-    const model::BatchEntry entry{&cache, std::span(prompt).subspan(pos, n), false};
-    if (Status s = model->forward({&entry, 1}, logits); !s) {
-      std::fprintf(stderr, "error: %s\n", s.message().c_str());
-      return 1;
-    }
+  auto arena = model::KvArena::create_for(config, lt.value(), capacity);
+  if (!arena) {
+    std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
+    return 2;
   }
-  const double prefill_seconds = seconds_since(start);
+  auto seq = model::HybridSequence::create(*arena.value(), config, lt.value(), capacity);
+  if (!seq) {
+    std::fprintf(stderr, "error: %s\n", seq.error().message.c_str());
+    return 2;
+  }
 
-  const auto decode_start = std::chrono::steady_clock::now();
-  int generated = 0;
-  const char* finish = "length";
-  while (generated < o.max_tokens) {
-    const int32_t id = sampler.sample(logits);
-    ++generated;
-    if (!o.ignore_eos && tok.is_end_of_generation(id)) {
-      finish = "stop";
-      break;
+  model::StreamDecoder stream(tok);
+  model::GenerateParams params;
+  params.max_tokens = o.max_tokens;
+  params.ignore_eos = o.ignore_eos;
+  params.sampling = o.sampling;
+  bool map_printed = false;
+  auto result = model::generate(*model, *seq.value(), prompt, params, [&](int32_t id) {
+    if (o.verbose && !map_printed) {
+      print_layer_map(*seq.value(), lt.value());
+      map_printed = true;
     }
     const std::string piece = stream.push(id);
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
-    if (generated == o.max_tokens || cache.size() >= cache.capacity()) break;
-    const model::BatchEntry entry{&cache, std::span(&id, 1), false};
-    if (Status s = model->forward({&entry, 1}, logits); !s) {
-      std::fprintf(stderr, "error: %s\n", s.message().c_str());
-      return 1;
-    }
+    return true;
+  });
+  if (!result) {
+    std::fprintf(stderr, "error: %s\n", result.error().message.c_str());
+    return 1;
   }
   const std::string rest = stream.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fputc('\n', stdout);
-  const double decode_seconds = seconds_since(decode_start);
+  if (o.verbose && !map_printed) print_layer_map(*seq.value(), lt.value());
   if (!o.quiet) {
+    const auto& r = result.value();
     std::fprintf(stderr,
-                 "prompt: %zu tokens in %.3f s (%.1f tokens/s); generated: %d tokens in %.3f s "
+                 "prompt: %zu tokens in %.3f s (%.1f tokens/s); generated: %zu tokens in %.3f s "
                  "(%.1f tokens/s); finish: %s\n",
-                 prompt.size(), prefill_seconds, prompt.size() / std::max(prefill_seconds, 1e-9),
-                 generated, decode_seconds, generated / std::max(decode_seconds, 1e-9), finish);
+                 prompt.size(), r.prefill_seconds, prompt.size() / std::max(r.prefill_seconds, 1e-9),
+                 r.tokens.size(), r.decode_seconds, r.tokens.size() / std::max(r.decode_seconds, 1e-9),
+                 r.stopped ? "stop" : "length");
   }
   return 0;
 }
@@ -144,8 +166,10 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed,-s", o->sampling.seed, "Random seed (same seed, same output)")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
-  cmd->add_option("--batch", o->batch, "Prompt tokens per forward pass")->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress or statistics on stderr");
+  cmd->add_flag("--verbose,-v", o->verbose,
+                "Print the request's LightTransfer layer map, lazy ratios and KV bytes on stderr");
+  o->lt.add_to(cmd);
   cmd->callback([o] { set_exit_code(run_generate(*o)); });
 }
 
