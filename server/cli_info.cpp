@@ -4,7 +4,9 @@
 #include <string>
 
 #include "kernels/backend.h"
+#include "model/kv_arena.h"
 #include "server/cli_common.h"
+#include "server/lt_options.h"
 #include "server/subcommands.h"
 
 namespace lightserve::cli {
@@ -14,7 +16,33 @@ struct InfoOptions {
   std::string model = default_model_path();
   bool tensors = false;
   int threads = 0;
+  std::string kv_budget;  // bytes, or with a K/M/G/Ki/Mi/Gi suffix
+  int64_t context = 0;    // 0: the model's context length
+  LtOptions lt;
 };
+
+// "4GiB", "512M", "1000000" → bytes; −1 when malformed.
+int64_t parse_bytes(const std::string& text) {
+  size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &end);
+  } catch (...) {
+    return -1;
+  }
+  std::string unit = text.substr(end);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  double scale = 1;
+  if (unit == "K" || unit == "k") scale = 1e3;
+  else if (unit == "M" || unit == "m") scale = 1e6;
+  else if (unit == "G" || unit == "g") scale = 1e9;
+  else if (unit == "Ki") scale = 1024.0;
+  else if (unit == "Mi") scale = 1024.0 * 1024;
+  else if (unit == "Gi") scale = 1024.0 * 1024 * 1024;
+  else if (!unit.empty()) return -1;
+  if (!(value >= 0) || value * scale > 9e18) return -1;
+  return static_cast<int64_t>(value * scale);
+}
 
 int run_info(const InfoOptions& o) {
   auto backend = kernels::make_cpu_backend(o.threads);
@@ -57,6 +85,28 @@ int run_info(const InfoOptions& o) {
   std::printf("KV cache (f16):  %s per token, %s at the full context\n",
               human_bytes(kv_per_token).c_str(), human_bytes(kv_per_token * c.context_length).c_str());
   std::printf("backend:         %s\n", backend->description().c_str());
+  if (!o.kv_budget.empty()) {
+    const int64_t budget = parse_bytes(o.kv_budget);
+    if (budget < 0) {
+      std::fprintf(stderr, "error: --kv-budget '%s' is not a byte count (e.g. 2GiB, 512M)\n",
+                   o.kv_budget.c_str());
+      return 2;
+    }
+    auto lt = o.lt.settings(c.num_layers);
+    if (!lt) {
+      std::fprintf(stderr, "error: %s\n", lt.error().message.c_str());
+      return 2;
+    }
+    const int64_t context = o.context > 0 ? o.context : c.context_length;
+    auto arena = model::KvArena::create(c, lt.value(), budget, context);
+    if (!arena) {
+      std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
+      return 2;
+    }
+    std::printf("\nKV capacity (LightTransfer mode %s, lazy fraction %.2f, sink %d, window %d):\n%s\n",
+                std::string(model::to_string(lt->mode)).c_str(), lt->lazy_fraction, lt->sink,
+                lt->window, memory::format_capacity(arena.value()->plan()).c_str());
+  }
   if (o.tensors) {
     std::printf("\n%-32s %-6s %-20s %s\n", "tensor", "type", "dims", "bytes");
     for (const auto& t : file.tensors()) {
@@ -77,6 +127,11 @@ void register_info(CLI::App& app) {
   cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
   cmd->add_flag("--tensors", o->tensors, "Also list every tensor");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--kv-budget", o->kv_budget,
+                  "Print the KV capacity report for this many bytes (e.g. 2GiB, 512M)");
+  cmd->add_option("--context", o->context,
+                  "Context length per sequence for the capacity report (default: the model's)");
+  o->lt.add_to(cmd);
   cmd->callback([o] { set_exit_code(run_info(*o)); });
 }
 
