@@ -77,6 +77,11 @@ struct AttentionShape {
   int64_t q_stride = 0;   // elements between consecutive query rows
   int64_t out_stride = 0; // elements between consecutive output rows
   float scale = 1.0f;     // usually 1/sqrt(head_dim)
+  // llama.cpp's numerics: round the normalized attention probabilities to f16 before they
+  // weight the values (what its non-flash attention does with an f16 cache). Costs a second pass
+  // over the keys. The model is very sensitive to this on some inputs: off, greedy decoding can
+  // leave llama.cpp's path at near-ties.
+  bool round_probabilities_f16 = false;
 };
 
 class Backend {

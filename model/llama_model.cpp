@@ -100,6 +100,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path,
 
 Status LlamaModel::prepare(const LoadOptions& options) {
   const GgufFile& f = *file_;
+  round_probabilities_f16_ = options.llama_cpp_attention;
   int64_t total = 0;
   for (const auto& t : f.tensors()) total += t.num_bytes;
   int64_t done = 0;
@@ -225,8 +226,9 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
 
   kernels::Backend& b = backend_;
   b.embed(*token_embd_, s.tokens, s.x.data());
-  const kernels::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, qkv_dim, q_dim,
-                                      1.0f / std::sqrt(static_cast<float>(hd))};
+  kernels::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, qkv_dim, q_dim,
+                                1.0f / std::sqrt(static_cast<float>(hd))};
+  shape.round_probabilities_f16 = round_probabilities_f16_;
 
   int64_t rows = num_tokens;  // rows of x still carried (all but in the last layer)
   for (size_t li = 0; li < layers_.size(); ++li) {

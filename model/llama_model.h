@@ -22,6 +22,9 @@ namespace lightserve::model {
 
 struct LoadOptions {
   ProgressFn progress;  // (bytes done, bytes total) while weights are read and prepared
+  // Attention numerics of llama.cpp (probabilities rounded to f16 before weighting the values),
+  // so greedy decoding follows llama.cpp's default CPU path. Off: one-pass flash attention in f32.
+  bool llama_cpp_attention = true;
 };
 
 // The f16 key/value cache of one sequence, contiguous, every layer full: the plain model.
@@ -102,6 +105,7 @@ class LlamaModel {
   std::unique_ptr<kernels::Weight> output_;  // null when tied: token_embd_ serves
   std::vector<float> output_norm_;
   int64_t weight_file_bytes_ = 0;
+  bool round_probabilities_f16_ = true;
 
   // Activation scratch, reused across calls (the engine thread owns the model).
   struct Scratch {

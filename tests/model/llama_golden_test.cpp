@@ -16,12 +16,22 @@
 namespace lightserve::model {
 namespace {
 
-// Logit tolerance, absolute. Both engines quantize activations to Q8_1 before every Q4_1 matmul
-// and keep K/V in f16, so most of the error is shared; what differs is f32 summation order and
-// llama.cpp's rounding of attention probabilities to f16 before P·V (we keep them in f32). Those
-// differences grow through 30 layers to a few hundredths on logits of magnitude ~20 (measured
-// max: see docs/benchmarks.md and the test output), far below the gaps that decide greedy tokens.
-constexpr double kLogitTolerance = 0.05;
+// What "like llama.cpp" can mean on this model, measured (docs/benchmarks.md, "Agreement with
+// llama.cpp"): SmolLM2-135M-Instruct Q4_1 has outlier activations (a residual feature reaching
+// ~10^4 after layer 10) and every matmul quantizes its input to 8 bits per block of 32, so a
+// one-ulp difference anywhere can flip an int8 rounding next to an outlier and move later logits
+// by tenths. llama.cpp is not reproducible with itself here: the same pinned version built with
+// clang instead of GCC (tests/golden/generation_llamacpp_clang.json) differs from the GCC build's
+// logits by up to 0.85 at identical contexts and agrees on the full 64-token greedy continuation
+// for only 2 of the 6 prompts. The checks below hold us to that standard:
+//  - position 0 (no attention mixing yet): every checked logit within 1e-3 (we match to ~1e-5);
+//  - every other checked position: within the build-to-build spread, kLogitTolerance;
+//  - greedy: at every step where llama.cpp's top-2 gap exceeds the tolerance, our argmax is
+//    llama.cpp's token (steps are teacher-forced with llama.cpp's tokens, so one near-tie does not
+//    hide the rest), and at least as many prompts as the clang build match all 64 tokens.
+constexpr double kFirstPositionTolerance = 1e-3;
+constexpr double kLogitTolerance = 1.0;
+constexpr int kMinIdenticalContinuations = 2;
 
 std::string model_path() {
   if (const char* env = std::getenv("LIGHTSERVE_TEST_MODEL")) return env;
@@ -57,7 +67,8 @@ kernels::Backend* LlamaGolden::backend_ = nullptr;
 LlamaModel* LlamaGolden::model_ = nullptr;
 nlohmann::json* LlamaGolden::golden_ = nullptr;
 
-double compare_logits(const nlohmann::json& record, std::span<const float> row, const std::string& what) {
+double compare_logits(const nlohmann::json& record, std::span<const float> row, double tolerance,
+                      const std::string& what) {
   double max_diff = 0;
   for (const char* ids_key : {"top_ids", "random_ids"}) {
     const std::string logits_key = std::string(ids_key) == "top_ids" ? "top_logits" : "random_logits";
@@ -66,7 +77,7 @@ double compare_logits(const nlohmann::json& record, std::span<const float> row, 
     for (size_t i = 0; i < ids.size(); ++i) {
       const double diff = std::abs(row[ids[i].get<int>()] - expected[i].get<double>());
       max_diff = std::max(max_diff, diff);
-      EXPECT_LE(diff, kLogitTolerance) << what << " token " << ids[i] << ": ours "
+      EXPECT_LE(diff, tolerance) << what << " token " << ids[i] << ": ours "
                                        << row[ids[i].get<int>()] << ", llama.cpp " << expected[i];
     }
   }
@@ -76,6 +87,7 @@ double compare_logits(const nlohmann::json& record, std::span<const float> row, 
 TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
   const int32_t vocab = model_->config().vocab_size;
   double worst = 0;
+  int identical = 0;
   for (const auto& p : (*golden_)["prompts"]) {
     const std::string name = p["name"];
     const std::vector<int32_t> prompt = p["prompt_ids"].get<std::vector<int32_t>>();
@@ -94,9 +106,14 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
     std::vector<int32_t> generated;
     std::vector<std::vector<float>> rows_by_position;  // logits of generated positions
     std::span<const float> last(prompt_logits.data() + (prompt.size() - 1) * vocab, vocab);
+    const auto& gaps = p["continuation_top2_gap"];
     for (size_t step = 0; step < expected.size(); ++step) {
       const int32_t id = argmax(last);
       generated.push_back(id);
+      if (gaps[step].get<double>() > kLogitTolerance) {
+        EXPECT_EQ(id, expected[step]) << name << " step " << step << ": llama.cpp's choice was clear (gap "
+                                      << gaps[step].get<double>() << ")";
+      }
       if (step + 1 == expected.size()) break;
       // Feed llama.cpp's token so one divergence does not hide the logits of later steps.
       const int32_t feed = expected[step];
@@ -105,7 +122,15 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
       rows_by_position.push_back(logits);
       last = std::span<const float>(rows_by_position.back());
     }
-    EXPECT_EQ(generated, expected) << name << ": greedy continuation differs from llama.cpp";
+    size_t first_diff = 0;
+    while (first_diff < generated.size() && generated[first_diff] == expected[first_diff]) ++first_diff;
+    std::printf("%-16s greedy: %zu/%zu tokens as llama.cpp%s", name.c_str(), first_diff, expected.size(),
+                first_diff < expected.size() ? "" : "\n");
+    if (first_diff < expected.size()) {
+      std::printf(" (llama.cpp's top-2 gap there: %.4f)\n", gaps[first_diff].get<double>());
+    } else {
+      ++identical;
+    }
 
     for (const auto& record : p["logits"]) {
       const int64_t pos = record["position"];
@@ -115,12 +140,57 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
       } else {
         row = rows_by_position.at(pos - static_cast<int64_t>(prompt.size()));
       }
-      const double diff = compare_logits(record, row, name + " @" + std::to_string(pos));
+      const double diff = compare_logits(
+          record, row, pos == 0 ? kFirstPositionTolerance : kLogitTolerance,
+          name + " @" + std::to_string(pos));
+      std::printf("  %-16s logits @%-4lld max |diff| %.4f\n", name.c_str(), static_cast<long long>(pos), diff);
       worst = std::max(worst, diff);
     }
   }
   std::printf("max |logit − llama.cpp| over all checked logits: %.5f (tolerance %.3f)\n", worst,
               kLogitTolerance);
+  std::printf("identical 64-token greedy continuations: %d of %zu prompts\n", identical,
+              (*golden_)["prompts"].size());
+  EXPECT_GE(identical, kMinIdenticalContinuations);
+}
+
+}  // namespace
+}  // namespace lightserve::model
+
+namespace lightserve::model {
+namespace {
+
+// The tolerance above is llama.cpp's own build-to-build spread: recompute it from the two
+// committed golden files (GCC and clang builds of the same pinned llama.cpp) at the positions
+// whose context is identical in both (prompt positions).
+TEST(LlamaGoldenData, ToleranceCoversLlamaCppBuildToBuildSpread) {
+  std::ifstream gcc_in(std::string(LIGHTSERVE_GOLDEN_DIR) + "/generation.json");
+  std::ifstream clang_in(std::string(LIGHTSERVE_GOLDEN_DIR) + "/generation_llamacpp_clang.json");
+  const auto gcc = nlohmann::json::parse(gcc_in);
+  const auto clang = nlohmann::json::parse(clang_in);
+  double spread = 0;
+  int identical = 0;
+  for (size_t i = 0; i < gcc["prompts"].size(); ++i) {
+    const auto& a = gcc["prompts"][i];
+    const auto& b = clang["prompts"][i];
+    ASSERT_EQ(a["prompt_ids"], b["prompt_ids"]);
+    identical += a["continuation_ids"] == b["continuation_ids"] ? 1 : 0;
+    const int64_t num_prompt = static_cast<int64_t>(a["prompt_ids"].size());
+    for (size_t r = 0; r < a["logits"].size(); ++r) {
+      if (a["logits"][r]["position"].get<int64_t>() >= num_prompt) continue;
+      const auto& rid = a["logits"][r]["random_ids"];
+      ASSERT_EQ(rid, b["logits"][r]["random_ids"]);
+      for (size_t k = 0; k < rid.size(); ++k) {
+        spread = std::max(spread, std::abs(a["logits"][r]["random_logits"][k].get<double>() -
+                                           b["logits"][r]["random_logits"][k].get<double>()));
+      }
+    }
+  }
+  std::printf("llama.cpp GCC vs clang build: max |logit diff| %.3f at prompt positions, %d of %zu "
+              "greedy continuations identical\n", spread, identical, gcc["prompts"].size());
+  EXPECT_GT(spread, 0.1);  // the builds really disagree
+  EXPECT_LE(spread, kLogitTolerance);
+  EXPECT_LE(identical, static_cast<int>(gcc["prompts"].size()));
 }
 
 }  // namespace
