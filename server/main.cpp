@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "lightserve 0.1.0");
   lightserve::cli::register_generate(app);
   lightserve::cli::register_info(app);
+  lightserve::cli::register_calibrate(app);
+  lightserve::cli::register_eval(app);
   CLI11_PARSE(app, argc, argv);
   return lightserve::cli::exit_code();
 }
