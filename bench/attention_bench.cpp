@@ -4,7 +4,7 @@
 // f16 cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
 // 4 · heads · head_dim per attended key per query (QKᵀ and P·V). Best of several repetitions.
 //
-//   attention_bench [--threads N] [--min-ms T] [--reps R]
+//   attention_bench [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   double min_ms = 200;
   int reps = 5;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--threads" && i + 1 < argc) {
@@ -49,8 +50,10 @@ int main(int argc, char** argv) {
       min_ms = std::atof(argv[++i]);
     } else if (flag == "--reps" && i + 1 < argc) {
       reps = std::atoi(argv[++i]);
+    } else if (flag == "--only" && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: attention_bench [--threads N] [--min-ms T] [--reps R]\n");
+      std::fprintf(stderr, "usage: attention_bench [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]\n");
       return 2;
     }
   }
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
   const int64_t kv_width = static_cast<int64_t>(kKvHeads) * kHeadDim;
   const int64_t q_width = static_cast<int64_t>(kHeads) * kHeadDim;
   for (const Case& c : cases) {
+    if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
     // One cache per sequence (decode batches read distinct memory, as a real batch does).
     std::vector<std::vector<uint16_t>> k(c.batch), v(c.batch);
     for (int b = 0; b < c.batch; ++b) {
