@@ -1,0 +1,73 @@
+// The per-request event stream (DESIGN.md §1, STYLE.md habit 6): the engine thread pushes token
+// and finish events; a frontend handler on any thread reads them. Exactly one kFinished event
+// ends every accepted request, and nothing follows it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "scheduler/errors.h"
+
+namespace lightserve::scheduler {
+
+using RequestId = uint64_t;
+
+enum class FinishReason : uint8_t {
+  kStop,    // an end-of-generation or stop token id, or a stop string
+  kLength,  // max_tokens generated
+  kAbort,   // an abort command (a client that went away, or engine shutdown)
+  kError,   // the executor failed a step holding this request
+};
+
+const char* to_string(FinishReason reason);
+
+// Seconds, from the engine's injected clock.
+struct RequestTimings {
+  double queue_seconds = 0;        // arrival -> first admission (0 if never admitted)
+  double time_to_first_token = 0;  // arrival -> first generated token (0 if none)
+  double e2e_seconds = 0;          // arrival -> finish
+  int32_t num_prompt_tokens = 0;
+  int32_t num_generated_tokens = 0;  // includes a stop token id, which is never streamed
+  int32_t num_preemptions = 0;
+};
+
+struct RequestEvent {
+  enum class Kind : uint8_t { kToken, kFinished };
+  Kind kind = Kind::kToken;
+  RequestId request_id = 0;
+  // kToken: the generated id and the text it releases (may be empty: held back by the
+  // detokenizer or by a possible stop string). kFinished: token_id is the stop token id when
+  // one ended the request, else -1; text is the last held-back text released at the finish.
+  int32_t token_id = -1;
+  std::string text;
+  double time_seconds = 0;         // when the engine emitted the event
+  double inter_token_seconds = 0;  // kToken: since the previous token (TTFT for the first)
+  std::optional<FinishReason> finish_reason;  // kFinished only
+  std::optional<EngineError> error;           // kFinished with kError only
+  RequestTimings timings;                     // kFinished only
+};
+
+// Thread-safe single-request queue of events. The engine pushes; readers pop.
+class EventStream {
+ public:
+  void push(RequestEvent event);
+  std::optional<RequestEvent> try_pop();
+  // Waits up to `timeout` for an event; nullopt on timeout.
+  std::optional<RequestEvent> wait_pop(std::chrono::milliseconds timeout);
+  std::vector<RequestEvent> drain();
+  bool finished() const;  // the kFinished event has been pushed (it may still be unread)
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<RequestEvent> events_;
+  bool finished_ = false;
+};
+
+}  // namespace lightserve::scheduler

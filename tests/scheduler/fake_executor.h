@@ -1,0 +1,176 @@
+// Fakes for the scheduler tests (STYLE.md habit 7): a deterministic "model" behind the Executor
+// interface that also checks the catch-up contract of scheduler/executor.h, a table detokenizer
+// and a settable clock.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "scheduler/clock.h"
+#include "scheduler/detokenizer.h"
+#include "scheduler/executor.h"
+
+namespace lightserve::scheduler::testing {
+
+// next token = hash(every previous token) % vocab, or eos_id with probability eos_probability
+// (also decided by the hash). The same context always gives the same logits, so a greedy output
+// is reproducible and a recomputed request can be compared with an undisturbed run.
+class FakeExecutor final : public Executor {
+ public:
+  struct Options {
+    int32_t vocab_size = 64;
+    int32_t num_layers = 4;
+    int32_t eos_id = 0;
+    double eos_probability = 0.0;
+    uint64_t seed = 1;
+  };
+
+  struct EntryRecord {
+    RequestId id = 0;
+    bool prefill = false;
+    int32_t num_tokens = 0;
+    int32_t layer_begin = 0;
+    int32_t layer_end = 0;
+  };
+
+  explicit FakeExecutor(Options options) : options_(options) {}
+
+  static uint64_t mix(uint64_t x) {  // splitmix64 finalizer
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  }
+
+  int32_t next_token(std::span<const int32_t> context) const {
+    uint64_t h = mix(options_.seed);
+    for (int32_t t : context) h = mix(h ^ static_cast<uint64_t>(t));
+    const double u = static_cast<double>(mix(h ^ 0xe05ULL) >> 11) * 0x1.0p-53;
+    if (u < options_.eos_probability) return options_.eos_id;
+    int32_t token = static_cast<int32_t>(h % static_cast<uint64_t>(options_.vocab_size));
+    if (token == options_.eos_id) token = (token + 1) % options_.vocab_size;
+    return token;
+  }
+
+  std::vector<float> logits_for(std::span<const int32_t> context) const {
+    std::vector<float> logits(static_cast<size_t>(options_.vocab_size), 0.0f);
+    logits[static_cast<size_t>(next_token(context))] = 4.0f;
+    return logits;
+  }
+
+  int32_t vocab_size() const override { return options_.vocab_size; }
+
+  Status execute(const StepBatch& batch, std::vector<float>& logits) override {
+    ++num_steps_;
+    std::vector<EntryRecord> record;
+    for (const ExecutorEntry& e : batch.entries) {
+      record.push_back({e.request_id, e.is_prefill(), static_cast<int32_t>(e.tokens.size()),
+                        e.layer_begin, e.layer_end});
+    }
+    steps_.push_back(record);
+    if (fail_at_step_ == num_steps_) return Error{"injected failure"};
+
+    for (const ExecutorEntry& e : batch.entries) {
+      EXPECT_NE(e.kv, nullptr);
+      EXPECT_FALSE(e.kv->empty()) << "request " << e.request_id;
+      EXPECT_GE(e.kv->token_capacity(), e.position + static_cast<int64_t>(e.tokens.size()))
+          << "request " << e.request_id << ": KV too small for the entry";
+      EXPECT_EQ(e.needs_logits, e.layer_end == options_.num_layers);
+      if (e.begins_sequence) {
+        EXPECT_EQ(states_.count(e.request_id), 0u) << "request " << e.request_id << " began twice";
+        states_[e.request_id] = State{e.kv, 0, {}, false};
+      }
+      auto it = states_.find(e.request_id);
+      if (it == states_.end()) {
+        ADD_FAILURE() << "request " << e.request_id << " continued without beginning";
+        return Error{"unknown request"};
+      }
+      State& s = it->second;
+      EXPECT_EQ(s.kv, e.kv) << "request " << e.request_id << ": KV handle moved";
+      if (e.is_prefill()) {
+        EXPECT_FALSE(s.prefilled) << "request " << e.request_id;
+        EXPECT_EQ(e.layer_begin, s.layers_done) << "request " << e.request_id;
+        EXPECT_LT(e.layer_begin, e.layer_end);
+        if (s.layers_done > 0) {
+          EXPECT_TRUE(
+              std::equal(s.context.begin(), s.context.end(), e.tokens.begin(), e.tokens.end()))
+              << "request " << e.request_id << ": prefill tokens changed between layer ranges";
+        }
+        s.context.assign(e.tokens.begin(), e.tokens.end());
+        s.layers_done = e.layer_end;
+        s.prefilled = e.layer_end == options_.num_layers;
+      } else {
+        EXPECT_TRUE(s.prefilled) << "request " << e.request_id << " decodes before its prefill";
+        EXPECT_EQ(e.position, static_cast<int32_t>(s.context.size()));
+        EXPECT_EQ(e.tokens.size(), 1u);
+        EXPECT_EQ(e.layer_begin, 0);
+        EXPECT_EQ(e.layer_end, options_.num_layers);
+        s.context.push_back(e.tokens[0]);
+      }
+      if (e.needs_logits) {
+        const std::vector<float> row = logits_for(s.context);
+        logits.insert(logits.end(), row.begin(), row.end());
+      }
+    }
+    return Status::Ok();
+  }
+
+  void release(RequestId id) override {
+    ++num_releases_;
+    states_.erase(id);
+  }
+
+  void fail_at_step(int64_t step) { fail_at_step_ = step; }
+  size_t num_live_states() const { return states_.size(); }
+  int64_t num_releases() const { return num_releases_; }
+  const std::vector<std::vector<EntryRecord>>& steps() const { return steps_; }
+  const Options& options() const { return options_; }
+
+ private:
+  struct State {
+    const memory::KvAllocation* kv = nullptr;
+    int32_t layers_done = 0;
+    std::vector<int32_t> context;  // tokens in the KV
+    bool prefilled = false;
+  };
+  Options options_;
+  std::map<RequestId, State> states_;
+  std::vector<std::vector<EntryRecord>> steps_;
+  int64_t num_steps_ = 0;
+  int64_t fail_at_step_ = -1;
+  int64_t num_releases_ = 0;
+};
+
+// Each id becomes two letters: 'a' + id % 26, then 'A' + id / 26 % 26.
+inline std::string fake_piece(int32_t id) {
+  return {static_cast<char>('a' + id % 26), static_cast<char>('A' + id / 26 % 26)};
+}
+
+class FakeDetokenizer final : public Detokenizer {
+ public:
+  std::unique_ptr<TextStream> start() const override {
+    struct Stream final : TextStream {
+      std::string push(int32_t id) override { return fake_piece(id); }
+      std::string flush() override { return {}; }
+    };
+    return std::make_unique<Stream>();
+  }
+};
+
+class FakeClock final : public Clock {
+ public:
+  double now_seconds() const override { return now_.load(); }
+  void advance(double seconds) { now_.store(now_.load() + seconds); }
+
+ private:
+  std::atomic<double> now_{100.0};
+};
+
+}  // namespace lightserve::scheduler::testing
