@@ -19,8 +19,27 @@ HybridSequence::HybridSequence(KvArena& arena, const LlamaConfig& config,
       ratios_(config.num_layers, std::numeric_limits<float>::quiet_NaN()) {}
 
 HybridSequence::~HybridSequence() {
-  if (!allocation_.empty()) arena_.manager().release(std::move(allocation_));
+  if (!owned_.empty()) arena_.manager().release(std::move(owned_));
 }
+
+namespace {
+
+// The error when `settings` cannot run on a footprint of this layout, else OK.
+Status check_mode(const memory::KvLayout& layout, const LightTransferSettings& settings,
+                  int32_t num_layers, const memory::Footprint& footprint) {
+  if (Status s = layout.check_footprint(footprint); !s) return s;
+  if ((settings.mode == LtMode::kTest || settings.mode == LtMode::kStatic ||
+       settings.mode == LtMode::kRandom) &&
+      settings.num_full_layers(num_layers) != footprint.full_layers) {
+    return Error{"lazy_fraction " + std::to_string(settings.lazy_fraction) + " keeps " +
+                 std::to_string(settings.num_full_layers(num_layers)) +
+                 " layers full, but the KV arena is laid out for " +
+                 std::to_string(footprint.full_layers)};
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
     KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings,
@@ -31,14 +50,8 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
   memory::Footprint footprint = layout.hybrid_footprint();
   if (settings.mode == LtMode::kFull) footprint = layout.full_footprint();
   if (settings.mode == LtMode::kStreaming) footprint = layout.streaming_footprint();
-  if (Status s = layout.check_footprint(footprint); !s) return Error{s.message()};
-  if ((settings.mode == LtMode::kTest || settings.mode == LtMode::kStatic ||
-       settings.mode == LtMode::kRandom) &&
-      settings.num_full_layers(num_layers) != footprint.full_layers) {
-    return Error{"lazy_fraction " + std::to_string(settings.lazy_fraction) + " keeps " +
-                 std::to_string(settings.num_full_layers(num_layers)) +
-                 " layers full, but the KV arena is laid out for " +
-                 std::to_string(footprint.full_layers)};
+  if (Status s = check_mode(layout, settings, num_layers, footprint); !s) {
+    return Error{s.message()};
   }
   auto plan = arena.manager().plan_admit(footprint, token_capacity);
   if (!plan) {
@@ -47,40 +60,75 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
                  " blocks and " + std::to_string(arena.manager().num_free_slots()) + " slots free)"};
   }
   std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, settings));
-  seq->allocation_ = arena.manager().commit(std::move(plan).value());
+  seq->owned_ = arena.manager().commit(std::move(plan).value());
+  seq->kv_ = &seq->owned_;
+  seq->init_plan(footprint);
+  return seq;
+}
 
+Result<std::unique_ptr<HybridSequence>> HybridSequence::attach(
+    KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings,
+    memory::KvAllocation& allocation) {
+  const memory::KvLayout& layout = arena.layout();
+  const int32_t num_layers = config.num_layers;
+  if (allocation.empty()) return Error{"HybridSequence::attach: the KV allocation is empty"};
+  if (Status s = settings.validate(num_layers); !s) return Error{s.message()};
+  const memory::Footprint footprint = allocation.footprint();
+  // The allocation's footprint decides the mode: a full footprint runs plain full attention, a
+  // streaming one every layer lazy (the per-request overrides), a hybrid one the settings' mode.
+  LightTransferSettings effective = settings;
+  if (footprint.lazy_layers == 0) {
+    effective.mode = LtMode::kFull;
+  } else if (footprint.full_layers == 0) {
+    effective.mode = LtMode::kStreaming;
+  } else if (settings.mode == LtMode::kFull || settings.mode == LtMode::kStreaming) {
+    return Error{"LightTransfer mode " + std::string(to_string(settings.mode)) +
+                 " cannot run on a hybrid KV allocation (" +
+                 std::to_string(footprint.full_layers) + " full / " +
+                 std::to_string(footprint.lazy_layers) + " lazy layers)"};
+  }
+  if (Status s = check_mode(layout, effective, num_layers, footprint); !s) {
+    return Error{s.message()};
+  }
+  std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, effective));
+  seq->kv_ = &allocation;
+  seq->init_plan(footprint);
+  return seq;
+}
+
+void HybridSequence::init_plan(const memory::Footprint& footprint) {
+  const int32_t num_layers = static_cast<int32_t>(ratios_.size());
   const int32_t num_lazy = footprint.lazy_layers;
-  seq->planned_lazy_.assign(num_layers, false);
-  switch (settings.mode) {
+  planned_lazy_.assign(num_layers, false);
+  switch (settings_.mode) {
     case LtMode::kTest:
-      seq->selector_ = std::make_unique<LazySelector>(
-          footprint.full_layers, settings.plan ? settings.plan->tie_rank() : std::vector<int32_t>{});
+      selector_ = std::make_unique<LazySelector>(
+          footprint.full_layers, settings_.plan ? settings_.plan->tie_rank() : std::vector<int32_t>{});
       break;
     case LtMode::kStatic:
-      for (int32_t layer : settings.plan->lazy_layers(num_lazy)) seq->planned_lazy_[layer] = true;
+      for (int32_t layer : settings_.plan->lazy_layers(num_lazy)) planned_lazy_[layer] = true;
       break;
     case LtMode::kRandom: {
       std::vector<int32_t> order(num_layers);
       std::iota(order.begin(), order.end(), 0);
-      std::mt19937_64 rng(settings.seed);
+      std::mt19937_64 rng(settings_.seed);
       std::shuffle(order.begin(), order.end(), rng);
-      for (int32_t i = 0; i < num_lazy; ++i) seq->planned_lazy_[order[i]] = true;
+      for (int32_t i = 0; i < num_lazy; ++i) planned_lazy_[order[i]] = true;
       break;
     }
     case LtMode::kStreaming:
-      seq->planned_lazy_.assign(num_layers, true);
+      planned_lazy_.assign(num_layers, true);
       break;
     case LtMode::kFull:
       break;
   }
-  return seq;
 }
 
 Status HybridSequence::check_append(int32_t n) const {
-  if (static_cast<int64_t>(size_) + n > allocation_.token_capacity()) {
+  if (static_cast<int64_t>(size_) + n > kv_->token_capacity()) {
     return Error{"sequence of " + std::to_string(static_cast<int64_t>(size_) + n) +
                  " tokens exceeds its KV reservation of " +
-                 std::to_string(allocation_.token_capacity())};
+                 std::to_string(kv_->token_capacity())};
   }
   if (size_ > 0 && n != 1) {
     return Error{"a LightTransfer sequence takes its whole prompt in the first step and one token "
@@ -91,10 +139,10 @@ Status HybridSequence::check_append(int32_t n) const {
 }
 
 bool HybridSequence::reserve(int32_t token_capacity) {
-  if (token_capacity <= allocation_.token_capacity()) return true;
-  auto plan = arena_.manager().plan_grow(allocation_, token_capacity);
+  if (token_capacity <= kv_->token_capacity()) return true;
+  auto plan = arena_.manager().plan_grow(*kv_, token_capacity);
   if (!plan) return false;
-  arena_.manager().commit(allocation_, std::move(plan).value());
+  arena_.manager().commit(*kv_, std::move(plan).value());
   return true;
 }
 
@@ -106,13 +154,13 @@ int32_t HybridSequence::ring_row(int32_t token) const {
 uint16_t* HybridSequence::full_row(bool values, int32_t lane, int32_t token) {
   const memory::KvLayout& l = arena_.layout();
   const memory::LanePlace place = l.place_full_lane(lane);
-  const memory::BlockId block = allocation_.block_table().block(place.container, token / l.block_size);
+  const memory::BlockId block = kv_->block_table().block(place.container, token / l.block_size);
   return arena_.block_rows(values, block, place.lane) + (token % l.block_size) * row_;
 }
 
 uint16_t* HybridSequence::lazy_row(bool values, int32_t lane, int32_t token) {
   const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
-  const memory::SlotId slot = allocation_.slot_ids()[static_cast<size_t>(place.container)];
+  const memory::SlotId slot = kv_->slot_ids()[static_cast<size_t>(place.container)];
   return arena_.slot_rows(values, slot, place.lane) + ring_row(token) * row_;
 }
 
@@ -124,7 +172,7 @@ KvView HybridSequence::full_view(int32_t lane) {
   view.k = arena_.block_rows(false, 0, place.lane);
   view.v = arena_.block_rows(true, 0, place.lane);
   view.row_stride = row_;
-  view.block_table = allocation_.block_table().group(place.container).data();
+  view.block_table = kv_->block_table().group(place.container).data();
   view.block_size = l.block_size;
   view.block_stride = arena_.block_stride();
   return view;
@@ -132,7 +180,7 @@ KvView HybridSequence::full_view(int32_t lane) {
 
 KvView HybridSequence::lazy_view(int32_t lane) {
   const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
-  const memory::SlotId slot = allocation_.slot_ids()[static_cast<size_t>(place.container)];
+  const memory::SlotId slot = kv_->slot_ids()[static_cast<size_t>(place.container)];
   KvView view;
   view.kind = KvView::Kind::kRing;
   view.k = arena_.slot_rows(false, slot, place.lane);
@@ -163,7 +211,7 @@ LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const fl
     return out;
   }
   // Decode: one token, written where its layer lives.
-  const memory::LayerMap& map = allocation_.layer_map();
+  const memory::LayerMap& map = kv_->layer_map();
   const int32_t lane = map.lane_of(layer);
   const bool lazy = map.is_lazy(layer);
   uint16_t* k_dst = lazy ? lazy_row(false, lane, size_) : full_row(false, lane, size_);
@@ -175,7 +223,7 @@ LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const fl
 }
 
 void HybridSequence::place_full(kernels::Backend& b, int32_t layer, int32_t n) {
-  const int32_t lane = allocation_.layer_map().lane_of(layer);
+  const int32_t lane = kv_->layer_map().lane_of(layer);
   const int32_t block_size = arena_.layout().block_size;
   for (int32_t t0 = 0; t0 < n; t0 += block_size) {
     const int32_t count = std::min(block_size, n - t0);
@@ -185,7 +233,7 @@ void HybridSequence::place_full(kernels::Backend& b, int32_t layer, int32_t n) {
 }
 
 void HybridSequence::place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n) {
-  const int32_t lane = allocation_.layer_map().lane_of(layer);
+  const int32_t lane = kv_->layer_map().lane_of(layer);
   const int32_t window_begin = std::max(settings_.sink, n - settings_.window);
   auto keep = [&](int32_t t) {
     b.copy_rows_f16(scratch_k_.data() + t * row_, row_, 1, row_, lazy_row(false, lane, t), row_);
@@ -196,7 +244,7 @@ void HybridSequence::place_lazy_from_scratch(kernels::Backend& b, int32_t layer,
 }
 
 void HybridSequence::demote(kernels::Backend& b, int32_t layer, int32_t n) {
-  memory::LayerMap& map = allocation_.layer_map();
+  memory::LayerMap& map = kv_->layer_map();
   const int32_t full_lane = map.lane_of(layer);
   const int32_t lazy_lane = map.make_lazy(layer);
   // The freed full lane keeps its data until the arriving layer overwrites it, after this copy.
@@ -212,7 +260,7 @@ void HybridSequence::demote(kernels::Backend& b, int32_t layer, int32_t n) {
 void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const float* q,
                                   const kernels::AttentionShape& shape, int32_t n) {
   if (size_ != 0) return;  // decode: nothing to decide
-  memory::LayerMap& map = allocation_.layer_map();
+  memory::LayerMap& map = kv_->layer_map();
   // Full-length caches alive right now: the request's full lanes plus this layer's scratch.
   note_peak(static_cast<int64_t>(scratch_k_.size() + scratch_v_.size()) * 2,
             map.num_full_layers() + 1);
@@ -247,13 +295,13 @@ void HybridSequence::advance(int32_t n) {
     std::vector<float>().swap(lse_);
   }
   size_ += n;
-  note_peak(0, allocation_.layer_map().num_full_layers());
+  note_peak(0, kv_->layer_map().num_full_layers());
 }
 
 int64_t HybridSequence::kv_bytes() const {
   const memory::KvLayout& l = arena_.layout();
-  return allocation_.block_table().num_blocks() * l.block_bytes() +
-         static_cast<int64_t>(allocation_.slot_ids().size()) * l.slot_bytes();
+  return kv_->block_table().num_blocks() * l.block_bytes() +
+         static_cast<int64_t>(kv_->slot_ids().size()) * l.slot_bytes();
 }
 
 void HybridSequence::note_peak(int64_t extra_bytes, int32_t full_length_layers) {

@@ -26,10 +26,19 @@ class HybridSequence final : public SequenceKv {
   static Result<std::unique_ptr<HybridSequence>> create(KvArena& arena, const LlamaConfig& config,
                                                         const LightTransferSettings& settings,
                                                         int32_t token_capacity);
+  // Works on `allocation`, owned elsewhere (the engine): it must come from `arena`'s manager and
+  // stay at the same address until the sequence is destroyed; the sequence neither grows it
+  // through the engine's back nor releases it. The allocation's footprint decides the mode: a
+  // full footprint runs plain full attention and a streaming one every layer lazy, whatever
+  // settings.mode says (the per-request overrides); a hybrid one runs settings.mode, which must
+  // then be test, static or random with the footprint's number of full layers.
+  static Result<std::unique_ptr<HybridSequence>> attach(KvArena& arena, const LlamaConfig& config,
+                                                        const LightTransferSettings& settings,
+                                                        memory::KvAllocation& allocation);
   ~HybridSequence() override;
 
   int32_t size() const override { return size_; }
-  int32_t capacity() const override { return static_cast<int32_t>(allocation_.token_capacity()); }
+  int32_t capacity() const override { return static_cast<int32_t>(kv_->token_capacity()); }
   Status check_append(int32_t n) const override;
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
                       int64_t src_stride, int32_t n) override;
@@ -37,10 +46,12 @@ class HybridSequence final : public SequenceKv {
                     const kernels::AttentionShape& shape, int32_t n) override;
   void advance(int32_t n) override;
 
-  // Grows the reservation to `token_capacity` tokens; false when the arena has no room.
+  // Grows the reservation to `token_capacity` tokens; false when the arena has no room. (An
+  // attached sequence's allocation is normally grown by its owner instead.)
   bool reserve(int32_t token_capacity);
 
-  const memory::LayerMap& layer_map() const { return allocation_.layer_map(); }
+  const memory::LayerMap& layer_map() const { return kv_->layer_map(); }
+  const LightTransferSettings& settings() const { return settings_; }  // the mode that runs
   // Lazy ratio of each layer measured at prefill (test mode; NaN otherwise).
   const std::vector<float>& lazy_ratios() const { return ratios_; }
   // Bytes of arena blocks and slots this request holds now, and the most it held plus prefill
@@ -51,6 +62,7 @@ class HybridSequence final : public SequenceKv {
 
  private:
   HybridSequence(KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings);
+  void init_plan(const memory::Footprint& footprint);
   void place_full(kernels::Backend& b, int32_t layer, int32_t n);
   void place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n);
   void demote(kernels::Backend& b, int32_t layer, int32_t n);
@@ -65,7 +77,8 @@ class HybridSequence final : public SequenceKv {
   int64_t row_;
   int32_t num_heads_;
   LightTransferSettings settings_;
-  memory::KvAllocation allocation_;
+  memory::KvAllocation owned_;          // create(): the sequence's own; attach(): empty
+  memory::KvAllocation* kv_ = nullptr;  // the allocation in use (&owned_ or the attached one)
   int32_t size_ = 0;
   std::vector<bool> planned_lazy_;  // modes with a lazy set known before prefill
   std::unique_ptr<LazySelector> selector_;
