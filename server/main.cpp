@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   lightserve::cli::register_info(app);
   lightserve::cli::register_calibrate(app);
   lightserve::cli::register_eval(app);
+  lightserve::cli::register_bench(app);
   CLI11_PARSE(app, argc, argv);
   return lightserve::cli::exit_code();
 }
