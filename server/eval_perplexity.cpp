@@ -62,6 +62,16 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
     return Error{"--prefix " + std::to_string(options.prefix) + " leaves nothing to decode at length " +
                  std::to_string(lengths.front())};
   }
+  for (const EvalMode& m : modes) {
+    if (m.settings.mode == model::LtMode::kTest &&
+        options.prefix <= m.settings.sink + m.settings.window) {
+      std::fprintf(stderr,
+                   "warning: %s: the prefix (%d) is no longer than sink + window (%d): every lazy "
+                   "ratio is 1 and the choice falls to the tie order (the plan, else layer index)\n",
+                   m.label.c_str(), options.prefix, m.settings.sink + m.settings.window);
+      break;
+    }
+  }
   if (!options.quiet) {
     std::fprintf(stderr, "perplexity: %d tokens of text; prefill %d, decode up to %d\n", available,
                  options.prefix, run_len);
