@@ -593,4 +593,16 @@ void GgufFile::prefault(const ProgressFn& progress) const {
   if (progress) progress(total, total);
 }
 
+void GgufFile::release_pages(const GgufTensorInfo& info) const {
+  if (mapping_ == nullptr) return;
+  const long page_size_or_error = sysconf(_SC_PAGESIZE);
+  const uint64_t page = page_size_or_error > 0 ? static_cast<uint64_t>(page_size_or_error) : 4096;
+  const uint64_t start = data_offset_ + info.offset;
+  const uint64_t end = start + static_cast<uint64_t>(info.num_bytes);
+  const uint64_t first = (start + page - 1) / page * page;  // whole pages only: neighbours stay
+  const uint64_t last = end / page * page;
+  if (first >= last || last > bytes_.size()) return;
+  madvise(const_cast<uint8_t*>(bytes_.data()) + first, last - first, MADV_DONTNEED);
+}
+
 }  // namespace lightserve::model

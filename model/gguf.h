@@ -85,6 +85,11 @@ class GgufFile {
   // reporting progress.
   void prefault(const ProgressFn& progress) const;
 
+  // Tells the kernel the pages lying wholly inside this tensor's data are no longer needed (a
+  // backend copied the weight into its own form), so they stop counting as resident; they are
+  // re-read from the file if touched again. A no-op for files parsed from memory.
+  void release_pages(const GgufTensorInfo& info) const;
+
  private:
   GgufFile() = default;
   Status parse_all();

@@ -111,6 +111,7 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   };
   weight_file_bytes_ = total;
 
+  std::string weight_error;  // the first weight the backend refused
   // Stacked weights need equal types; a file could mix types across Q/K/V.
   auto stacked = [&](std::initializer_list<const GgufTensorInfo*> parts)
       -> std::vector<std::unique_ptr<kernels::Weight>> {
@@ -128,6 +129,18 @@ Status LlamaModel::prepare(const LoadOptions& options) {
       }
     }
     for (auto* p : parts) advance(p);
+    for (const auto& w : out) {
+      if (w == nullptr && weight_error.empty()) {
+        weight_error = "the backend cannot hold tensor " + (*parts.begin())->name + " (type " +
+                       std::string(kernels::traits((*parts.begin())->type).name) + ")";
+      }
+    }
+    // A weight the backend copied into its own layout no longer needs the file's pages.
+    bool copied = true;
+    for (const auto& w : out) copied = copied && w != nullptr && w->resident_bytes() > 0;
+    if (copied) {
+      for (auto* p : parts) f.release_pages(*p);
+    }
     return out;
   };
 
@@ -154,6 +167,7 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   if (!config_.tied_embeddings) output_ = std::move(stacked({tensors_.output})[0]);
   output_norm_ = f32_vector(f, *tensors_.output_norm);
   advance(tensors_.output_norm);
+  if (!weight_error.empty()) return Error{weight_error};
   return Status::Ok();
 }
 
