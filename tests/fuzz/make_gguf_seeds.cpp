@@ -42,14 +42,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  write(dir + "/tiny_llama_q8_0.gguf", smallest(DType::kQ8_0, true).writer().build());
-  write(dir + "/tiny_llama_q4_0_untied.gguf", smallest(DType::kQ4_0, false).writer().build());
-  write(dir + "/tiny_llama_q4_1.gguf", smallest(DType::kQ4_1, true).writer().build());
-  write(dir + "/tiny_llama_f16.gguf", smallest(DType::kF16, true).writer().build());
+  write(dir + "/tiny_llama_q8_0.seed", smallest(DType::kQ8_0, true).writer().build());
+  write(dir + "/tiny_llama_q4_0_untied.seed", smallest(DType::kQ4_0, false).writer().build());
+  write(dir + "/tiny_llama_q4_1.seed", smallest(DType::kQ4_1, true).writer().build());
+  write(dir + "/tiny_llama_f16.seed", smallest(DType::kF16, true).writer().build());
   GgufWriter v2 = smallest(DType::kBF16, true).writer();
   v2.version = 2;
   v2.set_alignment(64);
-  write(dir + "/tiny_llama_bf16_v2.gguf", v2.build());
+  write(dir + "/tiny_llama_bf16_v2.seed", v2.build());
 
   GgufWriter every;
   every.set_scalar<uint8_t>("u8", GgufValueType::kU8, 1);
@@ -74,14 +74,14 @@ int main(int argc, char** argv) {
                      DType::kQ8_0}) {
     every.add_tensor(std::string(lightserve::kernels::traits(type).name), {32, 1}, type);
   }
-  write(dir + "/every_type.gguf", every.build());
+  write(dir + "/every_type.seed", every.build());
 
   if (argc > 2) {  // the head of the real file: real metadata, cut mid-vocabulary
     std::ifstream in(argv[2], std::ios::binary);
     std::vector<uint8_t> head(16384);
     in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<size_t>(in.gcount()));
-    if (!head.empty()) write(dir + "/real_model_head_16k.gguf", head);
+    if (!head.empty()) write(dir + "/real_model_head_16k.seed", head);
   }
   return 0;
 }
