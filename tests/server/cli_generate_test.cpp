@@ -14,34 +14,18 @@
 #include "kernels/backend.h"
 #include "model/generate.h"
 #include "model/llama_model.h"
+#include "tests/server/cli_runner.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kBinary = LIGHTSERVE_BINARY_DIR "/server/lightserve";
+const std::string& kBinary = lightserve::testing::kLightserveBinary;
 const std::string kModel = LIGHTSERVE_TEST_MODEL;
 
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-};
+using lightserve::testing::CliResult;
 
-CliResult run(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("lightserve_gen_err_" + std::to_string(::getpid()));
-  CliResult r;
-  const std::string command = kBinary + " " + args + " 2>" + err_file.string();
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  fs::remove(err_file);
-  return r;
-}
+CliResult run(const std::string& args) { return lightserve::testing::run_lightserve(args); }
 
 class CliGenerate : public ::testing::Test {
  protected:

@@ -13,12 +13,13 @@
 #include <string>
 
 #include "model/lighttransfer.h"
+#include "tests/server/cli_runner.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kBinary = LIGHTSERVE_BINARY_DIR "/server/lightserve";
+const std::string& kBinary = lightserve::testing::kLightserveBinary;
 const std::string kModel = LIGHTSERVE_TEST_MODEL;
 
 struct CliRun {
@@ -27,15 +28,8 @@ struct CliRun {
 };
 
 CliRun run_cli(const std::string& args) {
-  CliRun r;
-  const std::string command = kBinary + " " + args + " --model " + kModel + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  const auto r = lightserve::testing::run_lightserve(args + " --model " + kModel);
+  return {r.code, r.out + r.err};
 }
 
 class CliTest : public ::testing::Test {
