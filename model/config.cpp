@@ -49,14 +49,6 @@ Result<float> read_positive_float(const GgufFile& file, const std::string& key, 
   return static_cast<float>(v);
 }
 
-std::string shape_string(const std::vector<int64_t>& dims) {
-  std::string out = "[";
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(dims[i]);
-  }
-  return out + "]";
-}
 
 // Finds `name` and checks its shape; norms must also be F32. Matrices may use any type the
 // reader accepted, which already guarantees dims[0] is a whole number of blocks; it is checked
@@ -66,8 +58,8 @@ Result<const GgufTensorInfo*> bind_one(const GgufFile& file, const std::string& 
   const GgufTensorInfo* info = file.tensor(name);
   if (info == nullptr) return Error{file.path() + ": missing tensor " + name};
   if (info->dims != expected) {
-    return Error{file.path() + ": tensor " + name + " has shape " + shape_string(info->dims) +
-                 ", expected " + shape_string(expected)};
+    return Error{file.path() + ": tensor " + name + " has shape " + format_dims(info->dims) +
+                 ", expected " + format_dims(expected)};
   }
   const auto& traits = kernels::traits(info->type);
   if (must_be_f32 && info->type != kernels::DType::kF32) {

@@ -73,14 +73,6 @@ std::string quote_magic(std::span<const uint8_t> magic) {
   return out + "'";
 }
 
-std::string shape_string(const std::vector<int64_t>& dims) {
-  std::string out = "[";
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(dims[i]);
-  }
-  return out + "]";
-}
 
 // Sequential little-endian reads over the file. A read that would run past the end fails and
 // records the byte it would have ended at, so the caller can say what was truncated and where.
@@ -405,7 +397,7 @@ Status GgufFile::parse_all() {
       info.dims.push_back(static_cast<int64_t>(dim));
       if (__builtin_mul_overflow(num_elements, static_cast<int64_t>(dim), &num_elements)) {
         return Error{path_ + ": " + tensor + " dimensions overflow: element count of shape " +
-                     shape_string(info.dims) + "... exceeds 2^63"};
+                     format_dims(info.dims) + "... exceeds 2^63"};
       }
     }
     uint32_t type_id = 0;
@@ -431,7 +423,7 @@ Status GgufFile::parse_all() {
     }
     int64_t num_bytes = 0;
     if (__builtin_mul_overflow(*row, num_elements / info.dims[0], &num_bytes)) {
-      return Error{path_ + ": " + tensor + " of shape " + shape_string(info.dims) +
+      return Error{path_ + ": " + tensor + " of shape " + format_dims(info.dims) +
                    " is too large: its byte size overflows"};
     }
     if (info.offset % alignment != 0) {
@@ -591,6 +583,15 @@ void GgufFile::prefault(const ProgressFn& progress) const {
   }
   (void)sink;
   if (progress) progress(total, total);
+}
+
+std::string format_dims(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(dims[i]);
+  }
+  return out + "]";
 }
 
 void GgufFile::release_pages(const GgufTensorInfo& info) const {

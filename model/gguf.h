@@ -47,6 +47,9 @@ struct GgufTensorInfo {
   int64_t num_bytes = 0;
 };
 
+// "[576, 49152]": tensor dims for error messages.
+std::string format_dims(const std::vector<int64_t>& dims);
+
 // Called while loading with (bytes done, bytes total).
 using ProgressFn = std::function<void(uint64_t, uint64_t)>;
 

@@ -15,15 +15,11 @@
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
+#include "tests/model/shared_model.h"
 #include "model/sampler.h"
 
 namespace lightserve::model {
 namespace {
-
-std::string model_path() {
-  if (const char* env = std::getenv("LIGHTSERVE_TEST_MODEL")) return env;
-  return LIGHTSERVE_TEST_MODEL;
-}
 
 TEST(LazySelector, OnlineSelectionIsTheGlobalTopP) {
   std::mt19937 rng(7);
@@ -74,18 +70,10 @@ TEST(LightTransferSettings, InvalidSettingsAreNamed) {
 class LightTransferModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!std::filesystem::exists(model_path())) return;
-    backend_ = kernels::make_cpu_backend(0).release();
-    auto loaded = LlamaModel::load(model_path(), *backend_);
-    ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-    model_ = std::move(loaded).value().release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete backend_;
+    model_ = testing::shared_model();
   }
   void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "model not found: " << model_path();
+    if (model_ == nullptr) GTEST_SKIP() << "model not found: " << gguf_testing::test_model_path();
   }
 
   std::vector<int32_t> tokens(const std::string& text) const {
@@ -128,7 +116,6 @@ class LightTransferModel : public ::testing::Test {
     return run(*seq_, prompt, steps);
   }
 
-  static kernels::Backend* backend_;
   static LlamaModel* model_;
   std::unique_ptr<KvArena> arena_;
   std::unique_ptr<HybridSequence> seq_;
@@ -138,7 +125,6 @@ class LightTransferModel : public ::testing::Test {
     arena_.reset();
   }
 };
-kernels::Backend* LightTransferModel::backend_ = nullptr;
 LlamaModel* LightTransferModel::model_ = nullptr;
 
 const char* kProse =

@@ -11,6 +11,7 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
+#include "tests/model/shared_model.h"
 #include "model/sampler.h"
 
 namespace lightserve::model {
@@ -33,37 +34,24 @@ constexpr double kFirstPositionTolerance = 1e-3;
 constexpr double kLogitTolerance = 1.0;
 constexpr int kMinIdenticalContinuations = 2;
 
-std::string model_path() {
-  if (const char* env = std::getenv("LIGHTSERVE_TEST_MODEL")) return env;
-  return LIGHTSERVE_TEST_MODEL;
-}
-
 class LlamaGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!std::filesystem::exists(model_path())) return;
-    backend_ = kernels::make_cpu_backend(0).release();
-    auto loaded = LlamaModel::load(model_path(), *backend_);
-    ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-    model_ = std::move(loaded).value().release();
+    model_ = testing::shared_model();
     std::ifstream in(std::string(LIGHTSERVE_GOLDEN_DIR) + "/generation.json");
     ASSERT_TRUE(in.good());
     golden_ = new nlohmann::json(nlohmann::json::parse(in));
   }
   static void TearDownTestSuite() {
-    delete model_;
-    delete backend_;
     delete golden_;
   }
   void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "model not found: " << model_path();
+    if (model_ == nullptr) GTEST_SKIP() << "model not found: " << gguf_testing::test_model_path();
   }
 
-  static kernels::Backend* backend_;
   static LlamaModel* model_;
   static nlohmann::json* golden_;
 };
-kernels::Backend* LlamaGolden::backend_ = nullptr;
 LlamaModel* LlamaGolden::model_ = nullptr;
 nlohmann::json* LlamaGolden::golden_ = nullptr;
 
