@@ -84,7 +84,7 @@ Engine::~Engine() {
     event.finish_reason = FinishReason::kAbort;
     event.timings.num_prompt_tokens = c.request->num_prompt_tokens;
     event.timings.e2e_seconds = now - c.request->arrival_seconds;
-    c.request->events->push(std::move(event));
+    emit(*c.request, std::move(event));
   }
   while (!requests_.empty()) {
     finish(*requests_.begin()->second, FinishReason::kAbort, {}, -1, std::nullopt, now, ignored);
@@ -101,6 +101,10 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
       return invalid("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                      std::to_string(vocab_size_) + ")");
     }
+  }
+  if (p.logprobs < -1 || p.logprobs > RequestParams::kMaxLogprobs) {
+    return invalid("logprobs must be in [-1, " + std::to_string(RequestParams::kMaxLogprobs) +
+                   "], got " + std::to_string(p.logprobs));
   }
   if (p.max_tokens < 1)
     return invalid("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
@@ -206,6 +210,7 @@ void Engine::run() {
       if (stop_requested_) return;
     }
     const StepSummary summary = step();
+    if (step_listener_) step_listener_(summary);
     if (!summary.ran && summary.num_finished == 0) {
       // Nothing could run (e.g. waiting on nothing): sleep until a command instead of spinning.
       std::unique_lock lock(mutex_);

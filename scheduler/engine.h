@@ -33,6 +33,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -116,6 +117,17 @@ class Engine {
   void abort(RequestId id);  // unknown or finished ids are ignored
   void stop();               // run() returns after its current step; later adds are refused
 
+  // Called on the engine thread with every event as it is pushed to its request's stream (metrics
+  // count tokens and finishes here, whether or not a client still reads the stream). Set it
+  // before the first step(); it must not block or call back into the engine.
+  void set_observer(std::function<void(const RequestEvent&)> observer) {
+    observer_ = std::move(observer);
+  }
+  // Called by run() on the engine thread after every step (gauges read stats() here).
+  void set_step_listener(std::function<void(const StepSummary&)> listener) {
+    step_listener_ = std::move(listener);
+  }
+
   // Engine thread only.
   StepSummary step();
   void run();
@@ -150,7 +162,10 @@ class Engine {
   void run_capacity_stage(double now, StepSummary& summary);
   StepPlan run_budget_stage() const;
   void apply_results(const StepPlan& plan, double now, StepSummary& summary);
-  void on_token(Request& r, int32_t token, double now, StepSummary& summary);
+  void on_token(Request& r, int32_t token, std::optional<TokenLogprobs> logprobs, double now,
+                StepSummary& summary);
+  // Pushes `event` to r's stream after showing it to the observer.
+  void emit(Request& r, RequestEvent event);
   std::string final_text(Request& r);
   void preempt(Request& r);
   void release_kv(Request& r);
@@ -185,6 +200,8 @@ class Engine {
   std::map<RequestId, std::unique_ptr<Request>> requests_;  // every non-terminal request
   std::vector<Request*> waiting_;                           // admission order
   std::vector<Request*> running_;                           // most senior first
+  std::function<void(const RequestEvent&)> observer_;
+  std::function<void(const StepSummary&)> step_listener_;
   StepPlan last_plan_;
   std::vector<float> logits_;
   int64_t num_steps_ = 0;

@@ -1,6 +1,7 @@
 // Engine::step(): capacity stage, budget stage, the executor, sampling and stop rules, and the
 // step invariants. Runs on the engine thread only.
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <span>
 #include <utility>
@@ -9,6 +10,34 @@
 #include "scheduler/engine.h"
 
 namespace lightserve::scheduler {
+namespace {
+
+// log-softmax of the raw logits at `token`, and the `top_n` most likely ids.
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
+  float max_logit = -INFINITY;
+  for (float v : logits) max_logit = std::max(max_logit, v);
+  double sum = 0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v - max_logit));
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  TokenLogprobs out;
+  out.logprob = logits[static_cast<size_t>(token)] - log_z;
+  if (top_n <= 0) return out;
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  const size_t n = std::min(static_cast<size_t>(top_n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      const float la = logits[static_cast<size_t>(a)];
+                      const float lb = logits[static_cast<size_t>(b)];
+                      return la != lb ? la > lb : a < b;
+                    });
+  for (size_t i = 0; i < n; ++i) {
+    out.top.push_back({ids[i], logits[static_cast<size_t>(ids[i])] - log_z});
+  }
+  return out;
+}
+
+}  // namespace
 
 StepSummary Engine::step() {
   StepSummary summary;
@@ -145,12 +174,17 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     }
     const std::span<const float> logits(logits_.data() + row * vocab, vocab);
     ++row;
-    on_token(r, r.sampler->sample(logits), now, summary);
+    const int32_t token = r.sampler->sample(logits);
+    on_token(r, token,
+             r.params.logprobs >= 0 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
+                                    : std::nullopt,
+             now, summary);
   }
 }
 
 // Appends the sampled token, streams what the stop rules release, finishes on a stop.
-void Engine::on_token(Request& r, int32_t token, double now, StepSummary& summary) {
+void Engine::on_token(Request& r, int32_t token, std::optional<TokenLogprobs> logprobs, double now,
+                      StepSummary& summary) {
   r.tokens.push_back(token);
   ++num_generated_tokens_;
   const double since = now - (r.first_token_seconds ? r.last_token_seconds : r.arrival_seconds);
@@ -169,7 +203,8 @@ void Engine::on_token(Request& r, int32_t token, double now, StepSummary& summar
   event.text = std::move(text.text);
   event.time_seconds = now;
   event.inter_token_seconds = since;
-  r.events->push(std::move(event));
+  event.logprobs = std::move(logprobs);
+  emit(r, std::move(event));
   if (text.stopped) {
     finish(r, FinishReason::kStop, {}, -1, std::nullopt, now, summary);
   } else if (r.stop_rules.reached_length(r.num_generated())) {
@@ -227,9 +262,14 @@ void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t s
   t.num_prompt_tokens = r.num_prompt_tokens;
   t.num_generated_tokens = r.num_generated();
   t.num_preemptions = r.num_preemptions;
-  r.events->push(std::move(event));
+  emit(r, std::move(event));
   ++summary.num_finished;
   requests_.erase(r.id);  // destroys r
+}
+
+void Engine::emit(Request& r, RequestEvent event) {
+  if (observer_) observer_(event);
+  r.events->push(std::move(event));
 }
 
 void Engine::check_step_invariants(const StepPlan* plan) const {

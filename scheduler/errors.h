@@ -13,6 +13,7 @@ enum class ErrorKind : uint8_t {
   kResourceExhausted,  // 429 / RESOURCE_EXHAUSTED: the waiting queue is full
   kUnavailable,        // 503 / UNAVAILABLE: the engine is stopping
   kInternal,           // 500 / INTERNAL: the executor failed a step
+  kUnauthenticated,    // 401 / UNAUTHENTICATED: a missing or wrong API key (frontends only)
 };
 
 const char* to_string(ErrorKind kind);

@@ -30,17 +30,27 @@ const char* to_string(ErrorKind kind) {
       return "UNAVAILABLE";
     case ErrorKind::kInternal:
       return "INTERNAL";
+    case ErrorKind::kUnauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN";
 }
 
 void EventStream::push(RequestEvent event) {
+  std::function<void()> listener;
   {
     std::lock_guard lock(mutex_);
     if (event.kind == RequestEvent::Kind::kFinished) finished_ = true;
     events_.push_back(std::move(event));
+    listener = listener_;
   }
   ready_.notify_all();
+  if (listener) listener();
+}
+
+void EventStream::set_listener(std::function<void()> listener) {
+  std::lock_guard lock(mutex_);
+  listener_ = std::move(listener);
 }
 
 std::optional<RequestEvent> EventStream::try_pop() {

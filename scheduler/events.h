@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -37,6 +38,17 @@ struct RequestTimings {
   int32_t num_preemptions = 0;
 };
 
+// A generated token's log-probability under the model's raw distribution (before temperature and
+// truncation, as the OpenAI API reports it), and the `n` most likely alternatives.
+struct TokenLogprob {
+  int32_t token_id = -1;
+  float logprob = 0;
+};
+struct TokenLogprobs {
+  float logprob = 0;               // of the sampled token
+  std::vector<TokenLogprob> top;  // most likely first; RequestParams::logprobs entries
+};
+
 struct RequestEvent {
   enum class Kind : uint8_t { kToken, kFinished };
   Kind kind = Kind::kToken;
@@ -48,6 +60,7 @@ struct RequestEvent {
   std::string text;
   double time_seconds = 0;         // when the engine emitted the event
   double inter_token_seconds = 0;  // kToken: since the previous token (TTFT for the first)
+  std::optional<TokenLogprobs> logprobs;      // kToken, when RequestParams::logprobs >= 0
   std::optional<FinishReason> finish_reason;  // kFinished only
   std::optional<EngineError> error;           // kFinished with kError only
   RequestTimings timings;                     // kFinished only
@@ -63,11 +76,18 @@ class EventStream {
   std::vector<RequestEvent> drain();
   bool finished() const;  // the kFinished event has been pushed (it may still be unread)
 
+  // `listener` runs after every later push, on the pushing (engine) thread, outside the lock. It
+  // must not block and must not call back into the engine: an asynchronous frontend uses it to
+  // schedule its own try_pop() (a gRPC reactor starts a write, an Asio handler is posted). Events
+  // pushed before the listener was set are not announced: pop once after setting it.
+  void set_listener(std::function<void()> listener);
+
  private:
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<RequestEvent> events_;
   bool finished_ = false;
+  std::function<void()> listener_;  // guarded by mutex_ (copied out before the call)
 };
 
 }  // namespace lightserve::scheduler

@@ -56,6 +56,10 @@ struct RequestParams {
   std::vector<std::string> stop_strings;  // non-empty strings
   bool ignore_eos = false;
   model::SamplingParams sampling;  // temperature <= 0: greedy
+  // -1: no log-probabilities; 0..kMaxLogprobs: each token event carries the sampled token's
+  // log-probability and this many top alternatives.
+  int32_t logprobs = -1;
+  static constexpr int32_t kMaxLogprobs = 20;
   int32_t priority = 0;            // higher first, when EngineConfig::priority_scheduling
   // Per-request LightTransfer override (full / streaming footprint); nullopt: the arena's hybrid.
   std::optional<memory::Footprint> footprint;

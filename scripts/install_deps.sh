@@ -12,12 +12,12 @@ PACKAGES=(
   # libraries (see docs REFERENCE.md §6)
   libpcre2-dev libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
+  # server/: gRPC + protobuf, Boost.Beast (1.81: has Boost.JSON), Prometheus client
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libboost1.81-dev prometheus-cpp-dev
   # scripts: downloads, unzip, /usr/bin/time -v for peak RSS in benchmarks
   curl ca-certificates unzip time
 )
-# When the server/ frontends land, add here (REFERENCE.md §6):
-#   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-#   libboost1.81-dev libboost-json1.81-dev prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev
 
 log() { echo "[install_deps] $*"; }
 

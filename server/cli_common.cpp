@@ -5,12 +5,35 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace lightserve::cli {
 
 std::string default_model_path() {
   if (const char* env = std::getenv("LIGHTSERVE_MODEL"); env != nullptr && *env != '\0') return env;
   return LIGHTSERVE_DEFAULT_MODEL;
+}
+
+int64_t parse_bytes(const std::string& text) {
+  size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &end);
+  } catch (...) {
+    return -1;
+  }
+  std::string unit = text.substr(end);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  double scale = 1;
+  if (unit == "K" || unit == "k") scale = 1e3;
+  else if (unit == "M" || unit == "m") scale = 1e6;
+  else if (unit == "G" || unit == "g") scale = 1e9;
+  else if (unit == "Ki") scale = 1024.0;
+  else if (unit == "Mi") scale = 1024.0 * 1024;
+  else if (unit == "Gi") scale = 1024.0 * 1024 * 1024;
+  else if (!unit.empty()) return -1;
+  if (!(value >= 0) || value * scale > 9e18) return -1;
+  return static_cast<int64_t>(value * scale);
 }
 
 std::string human_bytes(double bytes) {
@@ -25,8 +48,8 @@ std::string human_bytes(double bytes) {
   return buf;
 }
 
-std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
-                                                        kernels::Backend& backend, bool quiet) {
+Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
+                                                      kernels::Backend& backend, bool quiet) {
   const auto start = std::chrono::steady_clock::now();
   const bool tty = isatty(STDERR_FILENO) != 0;
   int last_percent = -1;
@@ -47,16 +70,12 @@ std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
     };
   }
   auto loaded = model::LlamaModel::load(path, backend, options);
-  if (!loaded) {
-    if (!quiet && tty && last_percent >= 0) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
-    return nullptr;
-  }
+  if (!quiet && tty && last_percent >= 0) std::fprintf(stderr, "\n");
+  if (!loaded) return loaded.error();
   auto model = std::move(loaded).value();
   if (!quiet) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (tty) std::fprintf(stderr, "\n");
     const auto& c = model->config();
     std::fprintf(stderr, "loaded %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s weights in %.2f s on %s\n",
                  c.name.empty() ? "model" : c.name.c_str(), c.num_layers, c.hidden_dim,
@@ -65,6 +84,16 @@ std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
                  backend.description().c_str());
   }
   return model;
+}
+
+std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
+                                                        kernels::Backend& backend, bool quiet) {
+  auto loaded = load_model(path, backend, quiet);
+  if (!loaded) {
+    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
+    return nullptr;
+  }
+  return std::move(loaded).value();
 }
 
 }  // namespace lightserve::cli

@@ -19,4 +19,12 @@ std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
 
 std::string human_bytes(double bytes);
 
+// "4GiB", "1.5G", "512M", "1000000" → bytes (K/M/G decimal, Ki/Mi/Gi binary, optional B); −1
+// when malformed.
+int64_t parse_bytes(const std::string& text);
+
+// Loads `path`, showing a progress bar on stderr unless quiet; the error names the file.
+Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
+                                                      kernels::Backend& backend, bool quiet);
+
 }  // namespace lightserve::cli

@@ -8,7 +8,10 @@ namespace lightserve::server {
 
 EngineExecutor::EngineExecutor(model::LlamaModel& model, model::KvArena& arena,
                                model::LightTransferSettings settings)
-    : model_(model), arena_(arena), settings_(std::move(settings)) {}
+    : model_(model),
+      arena_(arena),
+      settings_(std::move(settings)),
+      lazy_layer_counts_(static_cast<size_t>(model.config().num_layers), 0) {}
 
 int32_t EngineExecutor::vocab_size() const { return model_.config().vocab_size; }
 
@@ -58,6 +61,15 @@ Status EngineExecutor::execute(const scheduler::StepBatch& batch, std::vector<fl
   if (Status s = model_.forward(batch_, out_); !s) return s;
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
+  // A prefill that ran its last layer has its final layer map.
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const scheduler::ExecutorEntry& e = batch.entries[i];
+    if (!e.begins_sequence || e.layer_end != num_layers) continue;
+    const memory::LayerMap& map = sequences_.at(e.request_id)->layer_map();
+    for (int32_t l = 0; l < num_layers; ++l) {
+      lazy_layer_counts_[static_cast<size_t>(l)] += map.is_lazy(l) ? 1 : 0;
+    }
+  }
   // forward gives one row per entry (its last token); keep the rows the engine asked for.
   size_t n_out = 0;
   for (const scheduler::ExecutorEntry& e : batch.entries) n_out += e.needs_logits ? 1 : 0;

@@ -48,6 +48,9 @@ class EngineExecutor final : public scheduler::Executor {
   // Forward calls made, and the most entries one of them held.
   int64_t num_forward_calls() const { return num_forward_calls_; }
   int32_t max_batch_entries() const { return max_batch_entries_; }
+  // Per layer: how many prefills so far ended with that layer lazy (the
+  // lightserve_lazy_layer_selected_total metric). Engine thread only.
+  const std::vector<int64_t>& lazy_layer_counts() const { return lazy_layer_counts_; }
 
  private:
   model::LlamaModel& model_;
@@ -58,6 +61,7 @@ class EngineExecutor final : public scheduler::Executor {
   std::vector<float> out_;
   int64_t num_forward_calls_ = 0;
   int32_t max_batch_entries_ = 0;
+  std::vector<int64_t> lazy_layer_counts_;
 };
 
 // TextStreams over model::StreamDecoder (whole UTF-8 characters only).

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   lightserve::cli::register_calibrate(app);
   lightserve::cli::register_eval(app);
   lightserve::cli::register_bench(app);
+  lightserve::cli::register_serve(app);
   CLI11_PARSE(app, argc, argv);
   return lightserve::cli::exit_code();
 }

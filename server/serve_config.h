@@ -1,0 +1,90 @@
+// `lightserve serve` configuration (DESIGN.md §7): one YAML file where every key is also a flag.
+//
+// The keys live in one table (serve_config.cpp): section, key, flag, help and the field it sets.
+// The YAML loader, the flags, `--print-config` and the test that checks deploy/config.yaml
+// documents every key all read that table, so a key cannot exist in one place only.
+// Precedence: built-in defaults < the YAML file < flags given on the command line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "model/status.h"
+#include "server/lt_options.h"
+
+namespace lightserve::server {
+
+struct ServeConfig {
+  // model:
+  std::string model_path;  // default: cli::default_model_path()
+  std::string model_name;  // the id clients name; default: the file name without .gguf
+  int32_t threads = 0;     // CPU threads; 0 = one per core
+
+  // server:
+  std::string host = "127.0.0.1";
+  int32_t http_port = 8080;   // 0 = an ephemeral port (tests); -1 = no HTTP server
+  int32_t grpc_port = 50051;  // 0 = an ephemeral port (tests); -1 = no gRPC server
+  std::string api_key;        // empty = no authentication; also LIGHTSERVE_API_KEY
+  std::string ports_file;     // written once listening: {"http": port, "grpc": port}
+
+  // limits:
+  int64_t max_body_bytes = 1 << 20;     // HTTP request bodies and gRPC messages
+  int32_t max_prompt_tokens = 0;        // 0 = the context
+  int32_t max_tokens_limit = 0;         // the largest max_tokens a request may ask; 0 = context
+  int32_t default_max_tokens = 256;     // when a request names none
+  double client_timeout_seconds = 30;   // reading a request (slow clients), idle keep-alive
+  int32_t max_connections = 256;        // open HTTP connections
+
+  // engine:
+  int64_t kv_budget_bytes = 512ll << 20;  // the KV arena
+  int32_t context = 0;                    // tokens per request (prompt + output); 0 = the model's
+  int32_t max_running = 64;
+  int32_t max_waiting = 256;  // queued requests; beyond it 429 / RESOURCE_EXHAUSTED
+  std::string policy = "reserve";  // reserve | optimistic
+  int64_t step_budget = 0;         // token-layers per step; 0 = the engine's choice
+
+  // lighttransfer: (mode, lazy_fraction, sink, window, w_last, plan, seed)
+  cli::LtOptions lighttransfer;
+
+  // shutdown:
+  double drain_timeout_seconds = 30;
+
+  // Checks ranges and names the key of the first bad value.
+  Status validate() const;
+};
+
+// The keys, for the loader, the flags and the tests.
+struct ConfigKey {
+  std::string section;  // "engine"
+  std::string key;      // "kv_budget"
+  std::string flag;     // "--kv-budget"
+  std::string help;
+};
+const std::vector<ConfigKey>& config_keys();
+
+// Reads a YAML file into `config` (keys absent from the file keep their values). Errors name the
+// file and the key: unknown sections or keys, wrong types, unparsable sizes.
+Status load_config_file(const std::string& path, ServeConfig& config);
+
+// The effective configuration as YAML, in the table's order (`serve --print-config`).
+std::string format_config(const ServeConfig& config);
+
+// Registers `--config FILE`, `--print-config` and one flag per key on `cmd`. After CLI11 has
+// parsed, resolve() loads the file (when given) and then applies the flags that were given.
+class ServeFlags {
+ public:
+  explicit ServeFlags(CLI::App* cmd);
+  Result<ServeConfig> resolve() const;
+  bool print_config() const { return print_config_; }
+
+ private:
+  CLI::App* cmd_;
+  std::string config_path_;
+  bool print_config_ = false;
+  std::vector<std::string> values_;  // one per config_keys() entry, as typed
+};
+
+}  // namespace lightserve::server
