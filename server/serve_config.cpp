@@ -294,7 +294,6 @@ ServeFlags::ServeFlags(CLI::App* cmd) : cmd_(cmd), values_(entries().size()) {
 
 Result<ServeConfig> ServeFlags::resolve() const {
   ServeConfig config;
-  config.model_path = cli::default_model_path();
   if (const char* key = std::getenv("LIGHTSERVE_API_KEY"); key != nullptr) config.api_key = key;
   if (!config_path_.empty()) {
     if (Status s = load_config_file(config_path_, config); !s) return Error{s.message()};
@@ -306,6 +305,7 @@ Result<ServeConfig> ServeFlags::resolve() const {
       return Error{e.key.flag + ": " + *why + ", got '" + values_[i] + "'"};
     }
   }
+  if (config.model_path.empty()) config.model_path = cli::default_model_path();
   if (Status s = config.validate(); !s) return Error{s.message()};
   return config;
 }

@@ -19,7 +19,7 @@ namespace lightserve::server {
 
 struct ServeConfig {
   // model:
-  std::string model_path;  // default: cli::default_model_path()
+  std::string model_path;  // empty: cli::default_model_path() (ServeFlags::resolve fills it)
   std::string model_name;  // the id clients name; default: the file name without .gguf
   int32_t threads = 0;     // CPU threads; 0 = one per core
 
