@@ -1,5 +1,5 @@
 // CPU attention throughput on SmolLM2-135M's attention shape (9 query heads, 3 KV heads,
-// head_dim 64) through the CPU backend's attention(): prefill of one sequence (512/1024/2048
+// head_dim 64) through the CPU backend's attention(): prefill of one sequence (512 to 8192
 // causal queries) and decode (1 query per sequence, batch 1 and 8, 1024/4096 keys), contiguous
 // f16 cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
 // 4 · heads · head_dim per attended key per query (QKᵀ and P·V). Best of several repetitions.
@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
 
   const Case cases[] = {
       {"prefill 512", 1, 512, 512},      {"prefill 1024", 1, 1024, 1024},
-      {"prefill 2048", 1, 2048, 2048},   {"decode b1 1024", 1, 1, 1024},
+      {"prefill 2048", 1, 2048, 2048},   {"prefill 4096", 1, 4096, 4096},
+      {"prefill 8192", 1, 8192, 8192},   {"decode b1 1024", 1, 1, 1024},
       {"decode b1 4096", 1, 1, 4096},    {"decode b8 1024", 8, 1, 1024},
       {"decode b8 4096", 8, 1, 4096},
   };
