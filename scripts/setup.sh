@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# First command of the README: install dependencies, build, fetch the default model, check it
-# loads. Safe to re-run (every step skips what is already done, except the incremental build).
+# First command of the README: install dependencies, build, fetch the default model, then serve it
+# (`lightserve serve` in the foreground on 127.0.0.1: HTTP 8080, gRPC 50051; Ctrl-C drains and
+# stops). Safe to re-run (every step skips what is already done, except the incremental build).
+#   bash scripts/setup.sh                  # ... and serve with the defaults
+#   bash scripts/setup.sh --no-serve       # stop after the checks
+#   bash scripts/setup.sh -- --kv-budget 2GiB --http-port 9000   # flags for `lightserve serve`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+SERVE=1
+if [[ "${1:-}" == "--no-serve" ]]; then
+  SERVE=0
+  shift
+fi
+if [[ "${1:-}" == "--" ]]; then
+  shift
+fi
 
 echo "== 1/4 dependencies"
 bash scripts/install_deps.sh
@@ -17,12 +30,23 @@ LIGHTSERVE=build/server/lightserve
 [[ -x "$LIGHTSERVE" ]] || { echo "ERROR: $LIGHTSERVE was not built" >&2; exit 1; }
 "$LIGHTSERVE" info
 
-# TODO(server): once `lightserve serve` exists, start the daemon here (loopback, default config),
-# wait for GET /ready, and print the curl / gRPC commands to talk to it.
-
-cat <<EOF
+if [[ $SERVE -eq 0 ]]; then
+  cat <<EOF
 
 Setup done. Next:
+  $LIGHTSERVE serve               # the daemon (HTTP :8080, gRPC :50051)
   $LIGHTSERVE generate --prompt "The capital of France is"
-  bash scripts/test.sh            # unit + golden tests
+  bash scripts/test.sh            # the whole test suite
 EOF
+  exit 0
+fi
+
+cat <<'EOF'
+
+Setup done. Serving the default model now (Ctrl-C or SIGTERM drains and stops). Try, from
+another terminal:
+  curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \
+       -d '{"prompt": "The capital of France is", "max_tokens": 16, "temperature": 0}'
+  curl -s localhost:8080/metrics | grep '^lightserve_'
+EOF
+exec "$LIGHTSERVE" serve "$@"
