@@ -28,7 +28,7 @@ Result<GenerateResult> generate(LlamaModel& model, SequenceKv& kv, std::span<con
   Sampler sampler(params.sampling);
   const Tokenizer& tok = model.tokenizer();
   while (static_cast<int32_t>(result.tokens.size()) < params.max_tokens) {
-    const int32_t id = sampler.sample(logits);
+    const int32_t id = sampler.sample(logits, prompt, result.tokens);
     if (!params.ignore_eos && tok.is_end_of_generation(id)) {
       result.stopped = true;
       break;

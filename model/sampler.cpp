@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace lightserve::model {
 
@@ -17,6 +19,16 @@ Status SamplingParams::validate() const {
     return Error{"min_p must be in [0, 1], got " + std::to_string(min_p)};
   }
   if (top_k < 0) return Error{"top_k must be ≥ 0, got " + std::to_string(top_k)};
+  if (!std::isfinite(repetition_penalty) || repetition_penalty <= 0.0f ||
+      repetition_penalty > 10.0f) {
+    return Error{"repetition_penalty must be in (0, 10], got " + std::to_string(repetition_penalty)};
+  }
+  if (!std::isfinite(presence_penalty) || std::fabs(presence_penalty) > 2.0f) {
+    return Error{"presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty)};
+  }
+  if (!std::isfinite(frequency_penalty) || std::fabs(frequency_penalty) > 2.0f) {
+    return Error{"frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty)};
+  }
   return Status::Ok();
 }
 
@@ -27,7 +39,30 @@ int32_t argmax(std::span<const float> logits) {
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
+                        std::span<const int32_t> output) {
+  if (params_.has_penalties()) {
+    penalized_.assign(logits.begin(), logits.end());
+    const int32_t vocab = static_cast<int32_t>(penalized_.size());
+    std::unordered_map<int32_t, int32_t> output_counts;
+    for (int32_t id : output) {
+      if (id >= 0 && id < vocab) ++output_counts[id];
+    }
+    if (params_.repetition_penalty != 1.0f) {
+      std::unordered_set<int32_t> seen(prompt.begin(), prompt.end());
+      for (const auto& [id, count] : output_counts) seen.insert(id);
+      for (int32_t id : seen) {
+        if (id < 0 || id >= vocab) continue;
+        float& l = penalized_[static_cast<size_t>(id)];
+        l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
+      }
+    }
+    for (const auto& [id, count] : output_counts) {
+      penalized_[static_cast<size_t>(id)] -=
+          params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+    }
+    logits = penalized_;
+  }
   if (params_.temperature <= 0.0f) return argmax(logits);
 
   candidates_.resize(logits.size());

@@ -174,7 +174,9 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     }
     const std::span<const float> logits(logits_.data() + row * vocab, vocab);
     ++row;
-    const int32_t token = r.sampler->sample(logits);
+    const std::span<const int32_t> tokens(r.tokens);
+    const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
+                                            tokens.subspan(r.num_prompt_tokens));
     on_token(r, token,
              r.params.logprobs >= 0 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
                                     : std::nullopt,

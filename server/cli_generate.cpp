@@ -163,6 +163,15 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass; 1 = off")->capture_default_str();
   cmd->add_option("--min-p", o->sampling.min_p, "Drop tokens below min-p × top probability; 0 = off")
       ->capture_default_str();
+  cmd->add_option("--repeat-penalty", o->sampling.repetition_penalty,
+                  "Divide the logits of tokens already in the prompt or output by this; 1 = off")
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", o->sampling.presence_penalty,
+                  "Subtract from the logit of every token the output holds; 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty,
+                  "Subtract per occurrence in the output; 0 = off")
+      ->capture_default_str();
   cmd->add_option("--seed,-s", o->sampling.seed, "Random seed (same seed, same output)")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
