@@ -4,6 +4,11 @@
 // sinks and the last `window` tokens in its slot ring). In test mode the decision is the online
 // top-P of lazy ratios (LazySelector), so at most P full lanes plus the scratch layer ever hold
 // full-length KV. Decode reads full layers through the block table and lazy layers from the ring.
+//
+// The prefill may span several forward calls (layered prefill: LlamaModel::forward over a layer
+// range parks the prompt's hidden states in pending()): the scratch, the selector and the partial
+// layer map wait between calls, layers arrive in order, and size() stays 0 until the last layer
+// has run. The decisions are the same as in one call, bit for bit.
 #pragma once
 
 #include <cstdint>

@@ -181,7 +181,86 @@ int64_t LlamaModel::weight_resident_bytes() const {
   return bytes;
 }
 
-Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
+Status LlamaModel::validate(std::span<const BatchEntry> batch) const {
+  const int32_t num_layers = static_cast<int32_t>(layers_.size());
+  if (batch.empty()) return Error{"empty batch"};
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    if (e.cache == nullptr || e.tokens.empty()) return Error{"empty batch entry"};
+    for (size_t j = 0; j < i; ++j) {
+      if (batch[j].cache == e.cache) return Error{"one sequence appears twice in a batch"};
+    }
+    const int32_t n = static_cast<int32_t>(e.tokens.size());
+    const int32_t begin = e.layer_begin;
+    const int32_t end = e.layer_end == BatchEntry::kAllLayers ? num_layers : e.layer_end;
+    const std::string range = "layers [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+    if (begin < 0 || begin >= end || end > num_layers) {
+      return Error{range + " are not a range of the model's " + std::to_string(num_layers) +
+                   " layers"};
+    }
+    const PendingTokens& pending = e.cache->pending();
+    if (begin != pending.layers_done) {
+      return Error{range + " do not resume the sequence's pending tokens, which have run " +
+                   std::to_string(pending.layers_done) + " layers"};
+    }
+    if (!pending.empty() && pending.num_tokens != n) {
+      return Error{"resumed with " + std::to_string(n) + " tokens, but " +
+                   std::to_string(pending.num_tokens) + " are pending"};
+    }
+    if (Status s = e.cache->check_append(n); !s) return s;
+    for (int32_t id : e.tokens) {
+      if (id < 0 || id >= config_.vocab_size) {
+        return Error{"token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                     std::to_string(config_.vocab_size - 1) + ")"};
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+void LlamaModel::pack_rows(std::span<const BatchEntry> batch, int32_t layer) {
+  Scratch& s = scratch_;
+  const int64_t d = config_.hidden_dim;
+  const size_t row_bytes = static_cast<size_t>(d) * sizeof(float);
+  s.packed.clear();
+  s.seqs.clear();
+  s.positions.clear();
+  int64_t rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    const int32_t n = static_cast<int32_t>(e.tokens.size());
+    const int64_t old_first = s.first_row[i];
+    PendingTokens& pending = e.cache->pending();
+    if (layer < s.layer_begin[i] || layer >= s.layer_end[i]) {
+      if (old_first >= 0) {  // its range ended at this layer: park it
+        pending.hidden.assign(s.x.begin() + old_first * d, s.x.begin() + (old_first + n) * d);
+      }
+      s.first_row[i] = -1;
+      continue;
+    }
+    float* dst = s.x_next.data() + rows * d;
+    if (old_first >= 0) {
+      std::memcpy(dst, s.x.data() + old_first * d, n * row_bytes);
+    } else if (layer == 0) {
+      backend_.embed(*token_embd_, e.tokens, dst);
+    } else {
+      std::memcpy(dst, pending.hidden.data(), n * row_bytes);
+    }
+    kernels::AttentionSeq seq;
+    seq.first_row = rows;
+    seq.num_queries = n;
+    seq.first_pos = e.cache->size();
+    for (int32_t t = 0; t < n; ++t) s.positions.push_back(seq.first_pos + t);
+    s.first_row[i] = rows;
+    s.packed.push_back(i);
+    s.seqs.push_back(seq);
+    rows += n;
+  }
+  s.x.swap(s.x_next);
+  s.num_rows = rows;
+}
+
+void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   const LlamaConfig& c = config_;
   const int64_t d = c.hidden_dim;
   const int64_t hd = c.head_dim;
@@ -189,103 +268,126 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
   const int64_t kv_dim = static_cast<int64_t>(c.num_kv_heads) * hd;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t ff = c.ffn_dim;
-
-  // Validate everything before touching any cache.
-  int64_t num_tokens = 0;
-  for (const BatchEntry& e : batch) {
-    if (e.cache == nullptr || e.tokens.empty()) return Error{"empty batch entry"};
-    if (Status s = e.cache->check_append(static_cast<int32_t>(e.tokens.size())); !s) return s;
-    for (int32_t id : e.tokens) {
-      if (id < 0 || id >= c.vocab_size) {
-        return Error{"token id " + std::to_string(id) + " is outside the vocabulary (0.." +
-                     std::to_string(c.vocab_size - 1) + ")"};
-      }
-    }
-    num_tokens += static_cast<int64_t>(e.tokens.size());
-  }
-  if (num_tokens == 0) return Error{"empty batch"};
-
   Scratch& s = scratch_;
-  s.tokens.clear();
-  s.positions.clear();
-  s.out_rows.clear();
-  std::vector<kernels::AttentionSeq> seqs;
-  seqs.reserve(batch.size());
-  for (const BatchEntry& e : batch) {
-    const int64_t first_row = static_cast<int64_t>(s.tokens.size());
-    const int32_t n = static_cast<int32_t>(e.tokens.size());
-    for (int32_t i = 0; i < n; ++i) {
-      s.tokens.push_back(e.tokens[i]);
-      s.positions.push_back(e.cache->size() + i);
-      if (e.all_logits || i == n - 1) s.out_rows.push_back(first_row + i);
-    }
-    kernels::AttentionSeq seq;
-    seq.first_row = first_row;
-    seq.num_queries = n;
-    seq.first_pos = e.cache->size();
-    seqs.push_back(seq);
-  }
-  const int64_t num_out = static_cast<int64_t>(s.out_rows.size());
-
-  auto grow = [](std::vector<float>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  };
-  grow(s.x, num_tokens * d);
-  grow(s.h, num_tokens * d);
-  grow(s.qkv, num_tokens * qkv_dim);
-  grow(s.attn, num_tokens * q_dim);
-  grow(s.tmp, num_tokens * d);
-  grow(s.gate_up, num_tokens * 2 * ff);
-  grow(s.ffn, num_tokens * ff);
-
   kernels::Backend& b = backend_;
-  b.embed(*token_embd_, s.tokens, s.x.data());
+  const Layer& L = layers_[static_cast<size_t>(layer)];
   kernels::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, qkv_dim, q_dim,
                                 1.0f / std::sqrt(static_cast<float>(hd))};
   shape.round_probabilities_f16 = round_probabilities_f16_;
 
-  int64_t rows = num_tokens;  // rows of x still carried (all but in the last layer)
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    const Layer& L = layers_[li];
-    const int32_t layer = static_cast<int32_t>(li);
-    b.rms_norm(s.x.data(), L.attn_norm.data(), num_tokens, d, c.rms_norm_eps, s.h.data());
-    b.matmul(*L.qkv, s.h.data(), num_tokens, s.qkv.data());
-    b.rope(s.qkv.data(), s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
-    b.rope(s.qkv.data() + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
-    for (size_t si = 0; si < batch.size(); ++si) {
-      const float* rows = s.qkv.data() + seqs[si].first_row * qkv_dim;
-      const LayerKv kv = batch[si].cache->store_layer(b, layer, rows + q_dim, rows + q_dim + kv_dim,
-                                                      qkv_dim, seqs[si].num_queries);
-      seqs[si].kv = kv.view;
-      seqs[si].lse = kv.lse;
-    }
-    b.attention(s.qkv.data(), seqs, shape, s.attn.data());
-    for (size_t si = 0; si < batch.size(); ++si) {
-      batch[si].cache->finish_layer(b, layer, s.qkv.data() + seqs[si].first_row * qkv_dim, shape,
-                                    seqs[si].num_queries);
-    }
-
-    if (li + 1 == layers_.size() && num_out < num_tokens) {
-      // Last layer: only the rows whose logits are wanted matter from here on (as llama.cpp).
-      for (int64_t r = 0; r < num_out; ++r) {
-        const int64_t src = s.out_rows[r];
-        std::memmove(s.attn.data() + r * q_dim, s.attn.data() + src * q_dim, q_dim * sizeof(float));
-        std::memmove(s.x.data() + r * d, s.x.data() + src * d, d * sizeof(float));
-      }
-      rows = num_out;
-    }
-    b.matmul(*L.output, s.attn.data(), rows, s.tmp.data());
-    b.add(s.x.data(), s.tmp.data(), rows * d);
-    b.rms_norm(s.x.data(), L.ffn_norm.data(), rows, d, c.rms_norm_eps, s.h.data());
-    b.matmul(*L.gate_up, s.h.data(), rows, s.gate_up.data());
-    b.swiglu(s.gate_up.data(), rows, ff, s.ffn.data());
-    b.matmul(*L.down, s.ffn.data(), rows, s.tmp.data());
-    b.add(s.x.data(), s.tmp.data(), rows * d);
+  const int64_t num_rows = s.num_rows;
+  b.rms_norm(s.x.data(), L.attn_norm.data(), num_rows, d, c.rms_norm_eps, s.h.data());
+  b.matmul(*L.qkv, s.h.data(), num_rows, s.qkv.data());
+  b.rope(s.qkv.data(), s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
+  b.rope(s.qkv.data() + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
+  for (size_t k = 0; k < s.packed.size(); ++k) {
+    kernels::AttentionSeq& seq = s.seqs[k];
+    const float* rows = s.qkv.data() + seq.first_row * qkv_dim;
+    const LayerKv kv = batch[s.packed[k]].cache->store_layer(
+        b, layer, rows + q_dim, rows + q_dim + kv_dim, qkv_dim, seq.num_queries);
+    seq.kv = kv.view;
+    seq.lse = kv.lse;
   }
-  for (const BatchEntry& e : batch) e.cache->advance(static_cast<int32_t>(e.tokens.size()));
+  b.attention(s.qkv.data(), s.seqs, shape, s.attn.data());
+  for (size_t k = 0; k < s.packed.size(); ++k) {
+    const kernels::AttentionSeq& seq = s.seqs[k];
+    batch[s.packed[k]].cache->finish_layer(b, layer, s.qkv.data() + seq.first_row * qkv_dim,
+                                           shape, seq.num_queries);
+  }
 
-  b.rms_norm(s.x.data(), output_norm_.data(), num_out, d, c.rms_norm_eps, s.h.data());
+  int64_t rows = num_rows;  // rows of x still carried
+  if (layer + 1 == static_cast<int32_t>(layers_.size())) {
+    // Last layer: only the rows whose logits are wanted matter from here on (as llama.cpp).
+    s.out_rows.clear();
+    for (size_t k = 0; k < s.packed.size(); ++k) {
+      const kernels::AttentionSeq& seq = s.seqs[k];
+      const bool all = batch[s.packed[k]].all_logits;
+      for (int32_t t = all ? 0 : seq.num_queries - 1; t < seq.num_queries; ++t) {
+        s.out_rows.push_back(seq.first_row + t);
+      }
+    }
+    rows = static_cast<int64_t>(s.out_rows.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t src = s.out_rows[static_cast<size_t>(r)];
+      if (src == r) continue;
+      std::memmove(s.attn.data() + r * q_dim, s.attn.data() + src * q_dim, q_dim * sizeof(float));
+      std::memmove(s.x.data() + r * d, s.x.data() + src * d, d * sizeof(float));
+    }
+    s.num_rows = rows;
+  }
+  b.matmul(*L.output, s.attn.data(), rows, s.tmp.data());
+  b.add(s.x.data(), s.tmp.data(), rows * d);
+  b.rms_norm(s.x.data(), L.ffn_norm.data(), rows, d, c.rms_norm_eps, s.h.data());
+  b.matmul(*L.gate_up, s.h.data(), rows, s.gate_up.data());
+  b.swiglu(s.gate_up.data(), rows, ff, s.ffn.data());
+  b.matmul(*L.down, s.ffn.data(), rows, s.tmp.data());
+  b.add(s.x.data(), s.tmp.data(), rows * d);
+}
+
+Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
+  // Validate everything before touching any cache.
+  if (Status st = validate(batch); !st) return st;
+  const LlamaConfig& c = config_;
+  const int32_t num_layers = static_cast<int32_t>(layers_.size());
+  const int64_t d = c.hidden_dim;
+  const int64_t q_dim = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t qkv_dim = q_dim + 2 * static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+
+  Scratch& s = scratch_;
+  s.layer_begin.clear();
+  s.layer_end.clear();
+  s.first_row.assign(batch.size(), -1);
+  int64_t num_tokens = 0;
+  int32_t first_layer = num_layers, last_layer = 0;  // the call runs [first_layer, last_layer)
+  // Layers where the set of entries that run them changes.
+  std::vector<bool> repack(static_cast<size_t>(num_layers) + 1, false);
+  for (const BatchEntry& e : batch) {
+    const int32_t begin = e.layer_begin;
+    const int32_t end = e.layer_end == BatchEntry::kAllLayers ? num_layers : e.layer_end;
+    s.layer_begin.push_back(begin);
+    s.layer_end.push_back(end);
+    repack[static_cast<size_t>(begin)] = repack[static_cast<size_t>(end)] = true;
+    first_layer = std::min(first_layer, begin);
+    last_layer = std::max(last_layer, end);
+    num_tokens += static_cast<int64_t>(e.tokens.size());
+  }
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  };
+  grow(s.x, num_tokens * d);
+  grow(s.x_next, num_tokens * d);
+  grow(s.h, num_tokens * d);
+  grow(s.qkv, num_tokens * qkv_dim);
+  grow(s.attn, num_tokens * q_dim);
+  grow(s.tmp, num_tokens * d);
+  grow(s.gate_up, num_tokens * 2 * c.ffn_dim);
+  grow(s.ffn, num_tokens * c.ffn_dim);
+
+  s.num_rows = 0;
+  for (int32_t layer = first_layer; layer < last_layer; ++layer) {
+    if (repack[static_cast<size_t>(layer)]) pack_rows(batch, layer);
+    if (s.num_rows > 0) run_layer(batch, layer);
+  }
+  // Entries that stop here before the last layer park their rows; the others are complete.
+  if (last_layer < num_layers) pack_rows(batch, last_layer);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    const int32_t n = static_cast<int32_t>(e.tokens.size());
+    PendingTokens& pending = e.cache->pending();
+    if (s.layer_end[i] < num_layers) {
+      pending.num_tokens = n;
+      pending.layers_done = s.layer_end[i];
+    } else {
+      pending = PendingTokens{};  // frees the hidden states of a finished layered prefill
+      e.cache->advance(n);
+    }
+  }
+
+  const int64_t num_out = last_layer == num_layers ? s.num_rows : 0;
   logits.resize(static_cast<size_t>(num_out * c.vocab_size));
+  if (num_out == 0) return Status::Ok();
+  kernels::Backend& b = backend_;
+  b.rms_norm(s.x.data(), output_norm_.data(), num_out, d, c.rms_norm_eps, s.h.data());
   b.matmul(output_ ? *output_ : *token_embd_, s.h.data(), num_out, logits.data());
   return Status::Ok();
 }

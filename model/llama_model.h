@@ -1,6 +1,8 @@
 // A LLaMA-family model loaded from GGUF, and its forward pass written once against
 // kernels::Backend: batched over several sequences of different lengths, prefill and decode in
-// the same call (each sequence appends its new tokens to its own KV cache).
+// the same call (each sequence appends its new tokens to its own KV cache). Each sequence may run
+// a range of layers only (layered prefill: a long prompt advances a few layers per engine step
+// while other sequences decode); at each layer the matmuls batch the sequences that run it.
 #pragma once
 
 #include <cstdint>
@@ -57,11 +59,19 @@ class SequenceCache final : public SequenceKv {
 };
 
 // One sequence's part of a forward call: `tokens` are appended at positions cache->size() ...
-// With all_logits, logits are returned for every new token, else for the last one only.
+// through layers [layer_begin, layer_end) (kAllLayers: to the last layer). A range that stops
+// before the last layer parks the tokens' hidden states in cache->pending(); the sequence's next
+// entry resumes them: same tokens, layer_begin = pending().layers_done. Only an entry that runs
+// the last layer appends its tokens (cache->size() grows) and gets logits: for every new token
+// with all_logits, else for the last one only.
 struct BatchEntry {
+  static constexpr int32_t kAllLayers = -1;
+
   SequenceKv* cache = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;
+  int32_t layer_begin = 0;
+  int32_t layer_end = kAllLayers;
 };
 
 class LlamaModel {
@@ -83,15 +93,24 @@ class LlamaModel {
   int64_t weight_file_bytes() const { return weight_file_bytes_; }
   int64_t weight_resident_bytes() const;
 
-  // Runs the batch; on success `logits` holds one row of vocab_size floats per output (entries in
-  // order; all new tokens of an all_logits entry, else its last token). Errors: empty entry,
-  // token id out of range, cache capacity exceeded — checked before any state changes.
+  // Runs the batch; on success `logits` holds one row of vocab_size floats per output of the
+  // entries that ran the last layer (in entry order; all new tokens of an all_logits entry, else
+  // its last token); empty when none did. Errors: empty entry, token id out of range, cache
+  // capacity exceeded, a layer range outside the model or not where the sequence's pending
+  // tokens stopped, one sequence twice — checked before any state changes.
   Status forward(std::span<const BatchEntry> batch, std::vector<float>& logits);
 
  private:
   struct Layer;
   explicit LlamaModel(kernels::Backend& backend);
   Status prepare(const LoadOptions& options);
+  Status validate(std::span<const BatchEntry> batch) const;
+  // Packs into scratch_.x the rows of the entries that run `layer`, in entry order: rows already
+  // packed move, rows of entries that begin here are embedded (layer 0) or restored from their
+  // pending hidden states, and rows of entries that ended here are parked in pending().
+  void pack_rows(std::span<const BatchEntry> batch, int32_t layer);
+  // One layer over the packed rows; the last layer keeps only the rows whose logits are wanted.
+  void run_layer(std::span<const BatchEntry> batch, int32_t layer);
 
   kernels::Backend& backend_;
   std::unique_ptr<GgufFile> file_;
@@ -109,9 +128,16 @@ class LlamaModel {
 
   // Activation scratch, reused across calls (the engine thread owns the model).
   struct Scratch {
-    std::vector<float> x, h, qkv, attn, tmp, gate_up, ffn;
-    std::vector<int32_t> tokens, positions;
+    std::vector<float> x, x_next, h, qkv, attn, tmp, gate_up, ffn;
+    std::vector<int32_t> positions;  // of the packed rows
     std::vector<int64_t> out_rows;
+    // Per entry: its [begin, end) layers and its first packed row (-1: not packed).
+    std::vector<int32_t> layer_begin, layer_end;
+    std::vector<int64_t> first_row;
+    // The packed entries (indices into the batch) and their attention sequences.
+    std::vector<size_t> packed;
+    std::vector<kernels::AttentionSeq> seqs;
+    int64_t num_rows = 0;
   } scratch_;
 };
 

@@ -1,9 +1,14 @@
 // How the forward pass reaches one sequence's KV cache. Two implementations: SequenceCache
 // (contiguous, every layer full: the plain model) and HybridSequence (LightTransfer: full layers
 // paged in the arena's blocks, lazy layers in a slot ring, chosen during prefill).
+//
+// A sequence also parks the hidden states of a forward pass stopped between layers (layered
+// prefill, LlamaModel::forward with a layer range): they belong to the KV they are building, so
+// they live and die with it.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "model/status.h"
@@ -13,6 +18,18 @@ namespace lightserve::model {
 struct LayerKv {
   kernels::KvView view;  // what attention reads for this layer
   float* lse = nullptr;  // filled by attention when the sequence needs it (lazy ratios)
+};
+
+// New tokens that have run through layers [0, layers_done) only: the residual stream after layer
+// layers_done − 1 (num_tokens rows of hidden_dim floats). Their K/V of those layers are already
+// stored (or, in a HybridSequence prefill, already decided); size() counts them only when the
+// last layer has run.
+struct PendingTokens {
+  int32_t num_tokens = 0;
+  int32_t layers_done = 0;  // 0: nothing pending
+  std::vector<float> hidden;
+
+  bool empty() const { return layers_done == 0; }
 };
 
 class SequenceKv {
@@ -36,6 +53,14 @@ class SequenceKv {
 
   // After every layer: the n tokens are cached.
   virtual void advance(int32_t n) = 0;
+
+  // Tokens of an unfinished forward pass (LlamaModel::forward reads and writes it; the owner of
+  // the sequence only observes it).
+  const PendingTokens& pending() const { return pending_; }
+  PendingTokens& pending() { return pending_; }
+
+ private:
+  PendingTokens pending_;
 };
 
 }  // namespace lightserve::model

@@ -1,7 +1,6 @@
 #include "server/engine_executor.h"
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 namespace lightserve::server {
@@ -24,19 +23,15 @@ void EngineExecutor::release(scheduler::RequestId request_id) { sequences_.erase
 
 Status EngineExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
   const int32_t num_layers = model_.config().num_layers;
-  const int64_t vocab = vocab_size();
   logits.clear();
   batch_.clear();
   batch_.reserve(batch.entries.size());
   for (const scheduler::ExecutorEntry& e : batch.entries) {
     const std::string who = "request " + std::to_string(e.request_id) + ": ";
-    if (e.layer_begin != 0 || e.layer_end != num_layers) {
-      return Error{who + "the executor runs whole forward passes only (layers [0, " +
-                   std::to_string(num_layers) + ")), got [" + std::to_string(e.layer_begin) +
-                   ", " + std::to_string(e.layer_end) +
-                   "); run the engine with layered_prefill = false"};
-    }
     if (e.tokens.empty()) return Error{who + "an entry with no tokens"};
+    if (e.needs_logits != (e.layer_end == num_layers)) {
+      return Error{who + "logits come with the last layer and only with it"};
+    }
     model::HybridSequence* seq = nullptr;
     if (e.begins_sequence) {
       if (e.kv == nullptr) return Error{who + "a first entry without KV"};
@@ -49,37 +44,33 @@ Status EngineExecutor::execute(const scheduler::StepBatch& batch, std::vector<fl
       auto it = sequences_.find(e.request_id);
       if (it == sequences_.end()) return Error{who + "no sequence (no first entry seen)"};
       seq = it->second.get();
-      if (seq->size() != e.position || e.tokens.size() != 1) {
-        return Error{who + "a decode entry must feed one token at position " +
-                     std::to_string(seq->size()) + " (got " + std::to_string(e.tokens.size()) +
-                     " at " + std::to_string(e.position) + ")"};
+      if (seq->size() != e.position) {
+        return Error{who + "an entry at position " + std::to_string(e.position) +
+                     ", but the sequence holds " + std::to_string(seq->size()) + " tokens"};
+      }
+      if (!e.is_prefill() && (e.tokens.size() != 1 || e.layer_begin != 0)) {
+        return Error{who + "a decode entry feeds one token through every layer (got " +
+                     std::to_string(e.tokens.size()) + " tokens, layers [" +
+                     std::to_string(e.layer_begin) + ", " + std::to_string(e.layer_end) + "))"};
       }
     }
-    batch_.push_back(model::BatchEntry{seq, e.tokens, /*all_logits=*/false});
+    // LlamaModel::forward checks that a prefill's layer range resumes where it stopped.
+    batch_.push_back(
+        model::BatchEntry{seq, e.tokens, /*all_logits=*/false, e.layer_begin, e.layer_end});
   }
   if (batch_.empty()) return Status::Ok();
-  if (Status s = model_.forward(batch_, out_); !s) return s;
+  // forward returns one row (its last token) per entry that ran the last layer, in entry order:
+  // exactly the entries with needs_logits.
+  if (Status s = model_.forward(batch_, logits); !s) return s;
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
   // A prefill that ran its last layer has its final layer map.
-  for (size_t i = 0; i < batch.entries.size(); ++i) {
-    const scheduler::ExecutorEntry& e = batch.entries[i];
-    if (!e.begins_sequence || e.layer_end != num_layers) continue;
+  for (const scheduler::ExecutorEntry& e : batch.entries) {
+    if (!e.is_prefill() || e.layer_end != num_layers) continue;
     const memory::LayerMap& map = sequences_.at(e.request_id)->layer_map();
     for (int32_t l = 0; l < num_layers; ++l) {
       lazy_layer_counts_[static_cast<size_t>(l)] += map.is_lazy(l) ? 1 : 0;
     }
-  }
-  // forward gives one row per entry (its last token); keep the rows the engine asked for.
-  size_t n_out = 0;
-  for (const scheduler::ExecutorEntry& e : batch.entries) n_out += e.needs_logits ? 1 : 0;
-  logits.resize(n_out * static_cast<size_t>(vocab));
-  size_t row = 0;
-  for (size_t i = 0; i < batch.entries.size(); ++i) {
-    if (!batch.entries[i].needs_logits) continue;
-    std::memcpy(logits.data() + row * vocab, out_.data() + i * vocab,
-                static_cast<size_t>(vocab) * sizeof(float));
-    ++row;
   }
   return Status::Ok();
 }

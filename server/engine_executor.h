@@ -8,9 +8,11 @@
 //
 // Each request's KV is a model::HybridSequence attached to the engine's KvAllocation: created on
 // the request's begins_sequence entry, dropped by release(id). Every step's entries go through
-// one LlamaModel::forward call: prefill entries with their whole prompt (this executor needs
-// EngineConfig::layered_prefill = false: the forward pass cannot stop after k layers yet),
-// decode entries with one token.
+// one LlamaModel::forward call: decode entries with one token through every layer, prefill
+// entries with their whole prompt through the step's layer range. Both EngineConfig
+// layered_prefill settings work: with layered prefill a prompt's hidden states wait between
+// steps in its sequence (HybridSequence::pending(), T × hidden_dim floats, freed when its last
+// layer has run), and its LightTransfer selection carries on layer by layer across steps.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +50,8 @@ class EngineExecutor final : public scheduler::Executor {
   // Forward calls made, and the most entries one of them held.
   int64_t num_forward_calls() const { return num_forward_calls_; }
   int32_t max_batch_entries() const { return max_batch_entries_; }
-  // Per layer: how many prefills so far ended with that layer lazy (the
-  // lightserve_lazy_layer_selected_total metric). Engine thread only.
+  // Per layer: how many prefills so far ended with that layer lazy, counted in the step that ran
+  // a prefill's last layer (the lightserve_lazy_layer_selected_total metric). Engine thread only.
   const std::vector<int64_t>& lazy_layer_counts() const { return lazy_layer_counts_; }
 
  private:
@@ -58,7 +60,6 @@ class EngineExecutor final : public scheduler::Executor {
   model::LightTransferSettings settings_;
   std::unordered_map<scheduler::RequestId, std::unique_ptr<model::HybridSequence>> sequences_;
   std::vector<model::BatchEntry> batch_;  // reused across steps
-  std::vector<float> out_;
   int64_t num_forward_calls_ = 0;
   int32_t max_batch_entries_ = 0;
   std::vector<int64_t> lazy_layer_counts_;

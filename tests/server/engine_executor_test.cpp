@@ -1,6 +1,8 @@
-// The engine with the real model (server::EngineExecutor): requests batched together give, each,
-// exactly the greedy tokens of the same request run alone; an abort frees its KV and its
-// sequence in the same step; `lightserve bench` runs and prints its table.
+// The engine with the real model (server::EngineExecutor) and layered prefill (prompts advance a
+// few layers per step, in the same forward calls as other requests' decodes): requests batched
+// together give, each, exactly the greedy tokens of the same request run alone; an abort frees
+// its KV and its sequence in the same step, mid-prefill too; `lightserve bench` runs and prints
+// its table.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -104,6 +106,8 @@ class EngineExecutorTest : public ::testing::Test {
     }
   };
 
+  // Layered prefill with a step budget of every decode plus 6 layers of the longest prompt, so
+  // that prompts advance a few layers per step (and a few forward calls keep the tests quick).
   std::unique_ptr<Setup> make_engine(int32_t context, int32_t num_sequences) const {
     auto s = std::make_unique<Setup>();
     auto arena = model::KvArena::create_for(model_->config(), lt_, context, num_sequences);
@@ -114,7 +118,9 @@ class EngineExecutorTest : public ::testing::Test {
     scheduler::EngineConfig config;
     config.max_context_tokens = context;
     config.max_running = num_sequences;
-    config.layered_prefill = false;
+    config.layered_prefill = true;
+    config.step_budget_token_layers =
+        static_cast<int64_t>(num_sequences) * model_->config().num_layers + 6 * context;
     config.audit_kv_every_step = true;
     auto engine = scheduler::Engine::create(config, s->arena->manager(), *s->executor,
                                             *s->detokenizer, s->clock);
@@ -182,14 +188,19 @@ TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
   }
   std::vector<Streamed> out(prompts.size());
   std::map<size_t, std::vector<bool>> maps;
+  int mixed_steps = 0;  // a decode and a prefill stopped between layers in one forward call
   while (s->engine->has_work()) {
-    s->engine->step();
+    const scheduler::StepSummary step = s->engine->step();
+    bool parked = false;
     for (size_t i = 0; i < prompts.size(); ++i) {
       collect(*added[i].events, out[i]);
       const model::HybridSequence* seq = s->executor->sequence(added[i].id);
       if (seq != nullptr && seq->size() > 0 && !maps.count(i)) maps[i] = lazy_set(*seq);
+      parked = parked || (seq != nullptr && !seq->pending().empty());
     }
+    mixed_steps += step.num_decodes > 0 && parked;
   }
+  EXPECT_GT(mixed_steps, 0);
   EXPECT_GE(s->executor->max_batch_entries(), 2);
   EXPECT_EQ(s->executor->num_sequences(), 0);
   EXPECT_EQ(s->arena->manager().num_live_allocations(), 0);
@@ -201,6 +212,12 @@ TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
   }
   ASSERT_TRUE(maps.count(0) && maps.count(2));
   EXPECT_NE(maps[0], maps[2]) << "the two long prompts chose the same lazy layers";
+  // Each prefill's layer map was counted once, when its last layer ran.
+  const int32_t num_layers = model_->config().num_layers;
+  int64_t lazy_total = 0;
+  for (int64_t count : s->executor->lazy_layer_counts()) lazy_total += count;
+  EXPECT_EQ(lazy_total, static_cast<int64_t>(prompts.size()) *
+                            (num_layers - lt_.num_full_layers(num_layers)));
 }
 
 TEST_F(EngineExecutorTest, DecodesJoinWhilePrefillsArrive) {
@@ -211,14 +228,21 @@ TEST_F(EngineExecutorTest, DecodesJoinWhilePrefillsArrive) {
   auto s = make_engine(context, 2);
   scheduler::AddResult ra = add(*s->engine, a, 10);
   ASSERT_TRUE(ra.ok());
-  s->engine->step();  // a's prefill
-  s->engine->step();  // a decodes
+  Streamed oa, ob;
+  for (int i = 0; i < 100 && oa.tokens.empty(); ++i) {  // a's prefill, a few layers per step
+    s->engine->step();
+    collect(*ra.events, oa);
+  }
+  ASSERT_EQ(oa.tokens.size(), 1u);
   scheduler::AddResult rb = add(*s->engine, b, 8);
   ASSERT_TRUE(rb.ok());
   const scheduler::StepSummary mixed = s->engine->step();
   EXPECT_EQ(mixed.num_decodes, 1);
   EXPECT_EQ(mixed.num_prefills, 1);
-  Streamed oa, ob;
+  const model::HybridSequence* seq_b = s->executor->sequence(rb.id);
+  ASSERT_NE(seq_b, nullptr);
+  EXPECT_GT(seq_b->pending().layers_done, 0);  // b stopped between layers
+  EXPECT_EQ(seq_b->size(), 0);
   while (s->engine->has_work()) {
     s->engine->step();
     collect(*ra.events, oa);
@@ -238,10 +262,12 @@ TEST_F(EngineExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   scheduler::AddResult rb = add(*s->engine, b, 20);
   ASSERT_TRUE(ra.ok() && rb.ok());
   Streamed oa, ob;
-  for (int i = 0; i < 6; ++i) s->engine->step();
-  collect(*ra.events, oa);
-  collect(*rb.events, ob);
-  ASSERT_GT(oa.tokens.size(), 0u);
+  for (int i = 0; i < 200 && oa.tokens.size() < 2; ++i) {
+    s->engine->step();
+    collect(*ra.events, oa);
+    collect(*rb.events, ob);
+  }
+  ASSERT_EQ(oa.tokens.size(), 2u);
   ASSERT_EQ(s->executor->num_sequences(), 2);
   const model::HybridSequence* seq = s->executor->sequence(ra.id);
   ASSERT_NE(seq, nullptr);
@@ -269,6 +295,27 @@ TEST_F(EngineExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   EXPECT_EQ(ob.reason, scheduler::FinishReason::kLength);
   EXPECT_EQ(ob.tokens, alone(b, 20));  // the survivor is undisturbed
   EXPECT_EQ(kv.num_live_allocations(), 0);
+}
+
+TEST_F(EngineExecutorTest, AbortMidPrefillFreesTheParkedPrompt) {
+  const std::vector<int32_t> a = tokens(kStory);
+  auto s = make_engine(static_cast<int32_t>(a.size()) + 4, 1);
+  scheduler::AddResult ra = add(*s->engine, a, 4);
+  ASSERT_TRUE(ra.ok());
+  s->engine->step();
+  s->engine->step();
+  const model::HybridSequence* seq = s->executor->sequence(ra.id);
+  ASSERT_NE(seq, nullptr);
+  ASSERT_GT(seq->pending().layers_done, 0);
+  ASSERT_LT(seq->pending().layers_done, model_->config().num_layers);
+  s->engine->abort(ra.id);
+  s->engine->step();
+  EXPECT_EQ(s->executor->num_sequences(), 0);
+  EXPECT_EQ(s->arena->manager().num_live_allocations(), 0);
+  Streamed oa;
+  collect(*ra.events, oa);
+  EXPECT_TRUE(oa.tokens.empty());
+  EXPECT_EQ(oa.reason, scheduler::FinishReason::kAbort);
 }
 
 TEST_F(EngineExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
