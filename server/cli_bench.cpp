@@ -2,7 +2,10 @@
 // N prompts of I tokens (slices of real text) are submitted at once with max_tokens O and
 // ignore_eos; the engine runs them to completion on this thread over a KV arena carved from
 // --kv-budget. --compare runs plain full attention (the arena laid out for f = 0, same budget)
-// and then the hybrid on the same prompts, and prints the ratios.
+// and then the hybrid on the same prompts, and prints the ratios. Prefills advance a few layers
+// per step within --step-budget token-layers (layered prefill), sharing each step with the
+// decodes; the time split between steps with prefill work and decode-only steps is reported to
+// explain the ratios.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -38,11 +41,16 @@ struct BenchOptions {
   std::string json;
   std::string policy = "reserve";
   int max_running = 64;
+  int64_t step_budget = 0;  // token-layers; 0: kDefaultStepTokens · num_layers
+  bool whole_prefill = false;
   int threads = 0;
   bool quiet = false;
   std::string text_dir = "/usr/share/common-licenses";
   LtOptions lt;
 };
+
+// The default step budget, in tokens through every layer: vLLM's default max_num_batched_tokens.
+constexpr int64_t kDefaultStepTokens = 2048;
 
 struct Percentiles {
   double p50 = 0, p90 = 0, p99 = 0;
@@ -75,10 +83,23 @@ struct RunResult {
   int64_t prompt_tokens = 0;
   int64_t output_tokens = 0;
   int32_t num_completed = 0;
-  int32_t peak_concurrent = 0;
+  int32_t peak_concurrent = 0;  // requests holding KV in one step
   int64_t num_steps = 0;
   int64_t num_preemptions = 0;
+  int64_t step_budget = 0;  // token-layers
   Percentiles ttft, tpot;  // seconds
+  // Where the time went: steps that ran prefill work (with or without decodes) and decode-only
+  // steps, with the decode rows each carried.
+  struct StepTime {
+    int64_t num_steps = 0;
+    double seconds = 0;
+    int64_t decode_rows = 0;
+    double ms_per_step() const { return num_steps > 0 ? 1e3 * seconds / num_steps : 0.0; }
+    double rows_per_step() const {
+      return num_steps > 0 ? static_cast<double>(decode_rows) / num_steps : 0.0;
+    }
+  } prefill_steps, decode_steps;
+  int64_t prefill_token_layers = 0;
   double requests_per_s() const { return num_completed / std::max(seconds, 1e-9); }
   double output_tokens_per_s() const { return output_tokens / std::max(seconds, 1e-9); }
   double total_tokens_per_s() const {
@@ -153,7 +174,11 @@ Result<RunResult> run_once(const BenchOptions& o, model::LlamaModel& llama,
   ec.max_context_tokens = static_cast<int32_t>(context);
   ec.max_running = o.max_running;
   ec.max_waiting = std::max(o.num_prompts, 1);
-  ec.layered_prefill = false;
+  ec.layered_prefill = !o.whole_prefill;
+  ec.step_budget_token_layers =
+      std::max(o.step_budget > 0 ? o.step_budget : kDefaultStepTokens * config.num_layers,
+               ec.min_budget(config.num_layers));
+  r.step_budget = ec.step_budget_token_layers;
   ec.policy = o.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
                                        : scheduler::AdmissionPolicy::kReserve;
   auto created = scheduler::Engine::create(ec, kv.manager(), executor, detokenizer, clock);
@@ -197,8 +222,16 @@ Result<RunResult> run_once(const BenchOptions& o, model::LlamaModel& llama,
     }
   };
   while (engine->has_work()) {
+    const double step_start = clock.now_seconds();
     const scheduler::StepSummary s = engine->step();
-    r.peak_concurrent = std::max(r.peak_concurrent, s.num_decodes + s.num_prefills);
+    RunResult::StepTime& kind = s.num_prefills > 0 ? r.prefill_steps : r.decode_steps;
+    ++kind.num_steps;
+    kind.seconds += clock.now_seconds() - step_start;
+    kind.decode_rows += s.num_decodes;
+    r.prefill_token_layers +=
+        s.token_layers - static_cast<int64_t>(s.num_decodes) * config.num_layers;
+    // Requests that held KV during the step: still running, or finished in it.
+    r.peak_concurrent = std::max(r.peak_concurrent, engine->stats().num_running + s.num_finished);
     drain();
   }
   r.seconds = clock.now_seconds() - t0;
@@ -214,9 +247,11 @@ Result<RunResult> run_once(const BenchOptions& o, model::LlamaModel& llama,
 }
 
 void print_result(const RunResult& r) {
-  std::printf("== %s (mode %s): %d requests in %.2f s, %lld steps, %lld preemptions\n",
+  std::printf("== %s (mode %s): %d requests in %.2f s, %lld steps of at most %lld token-layers, "
+              "%lld preemptions\n",
               r.label.c_str(), r.mode.c_str(), r.num_completed, r.seconds,
-              static_cast<long long>(r.num_steps), static_cast<long long>(r.num_preemptions));
+              static_cast<long long>(r.num_steps), static_cast<long long>(r.step_budget),
+              static_cast<long long>(r.num_preemptions));
   std::printf("  KV arena:            %s, %d blocks, %d slots, %lld sequences of I+O planned\n",
               memory::format_bytes(r.arena_bytes).c_str(), r.num_blocks, r.num_slots,
               static_cast<long long>(r.max_sequences_planned));
@@ -228,11 +263,24 @@ void print_result(const RunResult& r) {
               r.ttft.p99 * 1e3);
   std::printf("  TPOT p50/p90/p99:    %.1f / %.1f / %.1f ms\n", r.tpot.p50 * 1e3, r.tpot.p90 * 1e3,
               r.tpot.p99 * 1e3);
+  std::printf("  prefill steps:       %lld in %.2f s (%.1f ms each, %.2f decodes each)\n",
+              static_cast<long long>(r.prefill_steps.num_steps), r.prefill_steps.seconds,
+              r.prefill_steps.ms_per_step(), r.prefill_steps.rows_per_step());
+  std::printf("  decode-only steps:   %lld in %.2f s (%.1f ms each, %.2f decodes each)\n",
+              static_cast<long long>(r.decode_steps.num_steps), r.decode_steps.seconds,
+              r.decode_steps.ms_per_step(), r.decode_steps.rows_per_step());
 }
 
 nlohmann::json to_json(const RunResult& r) {
   auto pct = [](const Percentiles& p) {
     return nlohmann::json{{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}};
+  };
+  auto steps = [](const RunResult::StepTime& t) {
+    return nlohmann::json{{"num_steps", t.num_steps},
+                          {"seconds", t.seconds},
+                          {"ms_per_step", t.ms_per_step()},
+                          {"decode_rows", t.decode_rows},
+                          {"decodes_per_step", t.rows_per_step()}};
   };
   return {{"label", r.label},
           {"mode", r.mode},
@@ -250,6 +298,10 @@ nlohmann::json to_json(const RunResult& r) {
           {"peak_concurrent", r.peak_concurrent},
           {"num_steps", r.num_steps},
           {"num_preemptions", r.num_preemptions},
+          {"step_budget_token_layers", r.step_budget},
+          {"prefill_token_layers", r.prefill_token_layers},
+          {"prefill_steps", steps(r.prefill_steps)},
+          {"decode_only_steps", steps(r.decode_steps)},
           {"ttft_s", pct(r.ttft)},
           {"tpot_s", pct(r.tpot)}};
 }
@@ -262,6 +314,10 @@ int run_bench(const BenchOptions& o) {
   }
   if (o.kv_budget <= 0) {
     std::fprintf(stderr, "error: --kv-budget must be a positive number of bytes\n");
+    return 2;
+  }
+  if (o.step_budget < 0) {
+    std::fprintf(stderr, "error: --step-budget must be >= 0 token-layers (0: the default)\n");
     return 2;
   }
   auto backend = kernels::make_cpu_backend(o.threads);
@@ -286,9 +342,9 @@ int run_bench(const BenchOptions& o) {
   }
   const auto prompts = make_prompts(llama->tokenizer(), corpus, o.num_prompts, o.input_len);
   std::printf("bench: %d prompts × %d tokens, %d output tokens each, KV budget %s, policy %s, "
-              "max running %d\n",
+              "max running %d, %s prefill\n",
               o.num_prompts, o.input_len, o.output_len, memory::format_bytes(o.kv_budget).c_str(),
-              o.policy.c_str(), o.max_running);
+              o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered");
 
   std::vector<RunResult> results;
   std::vector<std::pair<model::LightTransferSettings, std::string>> runs;
@@ -314,6 +370,7 @@ int run_bench(const BenchOptions& o) {
   out["kv_budget"] = o.kv_budget;
   out["policy"] = o.policy;
   out["max_running"] = o.max_running;
+  out["layered_prefill"] = !o.whole_prefill;
   out["runs"] = nlohmann::json::array();
   for (const RunResult& r : results) out["runs"].push_back(to_json(r));
   if (o.compare && results.size() == 2) {
@@ -366,6 +423,16 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-running", o->max_running, "Requests holding KV at once")
       ->capture_default_str();
+  cmd->add_option("--step-budget", o->step_budget,
+                  "Work per engine step in token-layers (T tokens through k layers cost T·k): every "
+                  "running decode costs num_layers, and prefills advance by whole layers over their "
+                  "whole prompt in what is left. 0: 2048 · num_layers, i.e. 2048 tokens through the "
+                  "whole model per step, like vLLM's default max_num_batched_tokens. Raised to the "
+                  "engine's minimum (max_running · num_layers + I + O) when below it. Smaller: "
+                  "decodes wait less behind prompts (lower TPOT), more steps")
+      ->capture_default_str();
+  cmd->add_flag("--whole-prefill", o->whole_prefill,
+                "Run each prompt's prefill whole in one step (no layered prefill), for comparison");
   cmd->add_option("--text-dir", o->text_dir, "Directory whose files give the prompt text")
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();

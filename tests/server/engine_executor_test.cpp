@@ -371,7 +371,8 @@ TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
   const fs::path json = fs::temp_directory_path() / ("lightserve_bench_" + std::to_string(::getpid()) + ".json");
   const std::string command = kBinary + " bench -q --model " + model_path() +
                               " --num-prompts 4 --input-len 64 --output-len 8 --kv-budget 8000000"
-                              " --window 32 --compare --json " + json.string() + " 2>&1";
+                              " --window 32 --max-running 4 --step-budget 400 --compare --json " +
+                              json.string() + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string out;
@@ -381,7 +382,8 @@ TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
   for (const char* field : {"requests/s", "output tokens/s", "total tokens/s", "peak concurrent",
-                            "TTFT p50/p90/p99", "TPOT p50/p90/p99", "hybrid / full"}) {
+                            "TTFT p50/p90/p99", "TPOT p50/p90/p99", "prefill steps",
+                            "decode-only steps", "hybrid / full"}) {
     EXPECT_NE(out.find(field), std::string::npos) << field << " missing from:\n" << out;
   }
   std::ifstream in(json);
@@ -392,6 +394,10 @@ TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
   for (const auto& run : j["runs"]) {
     EXPECT_EQ(run["num_completed"], 4);
     EXPECT_EQ(run["output_tokens"], 32);
+    EXPECT_EQ(run["step_budget_token_layers"], 400);
+    // 4 prompts × 64 tokens × 30 layers at most 400 token-layers a step: layered, many steps.
+    EXPECT_EQ(run["prefill_token_layers"], 4 * 64 * 30);
+    EXPECT_GE(run["prefill_steps"]["num_steps"], 4 * 64 * 30 / 400);
   }
   EXPECT_TRUE(j.contains("ratios"));
 }
