@@ -24,13 +24,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/server/cli_runner.h"
 
@@ -107,8 +106,8 @@ class DaemonProcess {
       int status = 0;
       if (::waitpid(d.pid_, &status, WNOHANG) == d.pid_) {
         d.pid_ = -1;
-        d.error_ = "lightserve serve exited (" + describe(status) + ") before listening; stderr:\n" +
-                   d.stderr_text();
+        d.error_ = "lightserve serve exited (" + describe(status) +
+                   ") before listening; stderr:\n" + d.stderr_text();
         return d;
       }
       if (d.read_ports(ports_file)) return d;
