@@ -36,7 +36,7 @@ struct BenchOptions {
   int num_prompts = 8;
   int input_len = 256;
   int output_len = 32;
-  int64_t kv_budget = 0;
+  std::string kv_budget;  // bytes, e.g. 400MB, 1GiB
   bool compare = false;
   std::string json;
   std::string policy = "reserve";
@@ -146,12 +146,12 @@ std::vector<std::vector<int32_t>> make_prompts(const model::Tokenizer& tok,
   return prompts;
 }
 
-Result<RunResult> run_once(const BenchOptions& o, model::LlamaModel& llama,
+Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::LlamaModel& llama,
                            const model::LightTransferSettings& settings, const std::string& label,
                            const std::vector<std::vector<int32_t>>& prompts) {
   const auto& config = llama.config();
   const int64_t context = static_cast<int64_t>(o.input_len) + o.output_len;
-  auto arena = model::KvArena::create(config, settings, o.kv_budget, context);
+  auto arena = model::KvArena::create(config, settings, kv_budget, context);
   if (!arena) return Error{label + ": " + arena.error().message};
   model::KvArena& kv = *arena.value();
   RunResult r;
@@ -312,8 +312,10 @@ int run_bench(const BenchOptions& o) {
                  "error: --num-prompts, --input-len, --output-len and --max-running must be ≥ 1\n");
     return 2;
   }
-  if (o.kv_budget <= 0) {
-    std::fprintf(stderr, "error: --kv-budget must be a positive number of bytes\n");
+  const int64_t kv_budget = parse_bytes(o.kv_budget);
+  if (kv_budget <= 0) {
+    std::fprintf(stderr, "error: --kv-budget '%s' is not a positive byte count (e.g. 400MB, 1GiB)\n",
+                 o.kv_budget.c_str());
     return 2;
   }
   if (o.step_budget < 0) {
@@ -343,7 +345,7 @@ int run_bench(const BenchOptions& o) {
   const auto prompts = make_prompts(llama->tokenizer(), corpus, o.num_prompts, o.input_len);
   std::printf("bench: %d prompts × %d tokens, %d output tokens each, KV budget %s, policy %s, "
               "max running %d, %s prefill\n",
-              o.num_prompts, o.input_len, o.output_len, memory::format_bytes(o.kv_budget).c_str(),
+              o.num_prompts, o.input_len, o.output_len, memory::format_bytes(kv_budget).c_str(),
               o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered");
 
   std::vector<RunResult> results;
@@ -355,7 +357,7 @@ int run_bench(const BenchOptions& o) {
   }
   runs.emplace_back(lt.value(), o.compare ? "hybrid" : std::string(model::to_string(lt.value().mode)));
   for (const auto& [settings, label] : runs) {
-    auto r = run_once(o, *llama, settings, label, prompts);
+    auto r = run_once(o, kv_budget, *llama, settings, label, prompts);
     if (!r) {
       std::fprintf(stderr, "error: %s\n", r.error().message.c_str());
       return 1;
@@ -367,7 +369,7 @@ int run_bench(const BenchOptions& o) {
   out["num_prompts"] = o.num_prompts;
   out["input_len"] = o.input_len;
   out["output_len"] = o.output_len;
-  out["kv_budget"] = o.kv_budget;
+  out["kv_budget"] = kv_budget;
   out["policy"] = o.policy;
   out["max_running"] = o.max_running;
   out["layered_prefill"] = !o.whole_prefill;
@@ -413,7 +415,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--input-len", o->input_len, "Tokens per prompt")->capture_default_str();
   cmd->add_option("--output-len", o->output_len, "Tokens generated per prompt (EOS ignored)")
       ->capture_default_str();
-  cmd->add_option("--kv-budget", o->kv_budget, "KV arena size in bytes")->required();
+  cmd->add_option("--kv-budget", o->kv_budget, "KV arena size in bytes (e.g. 400MB, 1GiB)")
+      ->required();
   cmd->add_flag("--compare", o->compare,
                 "Run full attention (arena laid out for f = 0, same budget), then the hybrid, and "
                 "print the ratios");
