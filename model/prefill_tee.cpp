@@ -1,0 +1,58 @@
+#include "model/prefill_tee.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "memory/check.h"
+
+namespace lightserve::model {
+
+PrefillTee::PrefillTee(std::vector<SequenceKv*> children, int32_t num_heads)
+    : children_(std::move(children)), num_heads_(num_heads) {
+  LS_CHECK(!children_.empty()) << "a PrefillTee needs at least one sequence";
+}
+
+int32_t PrefillTee::size() const { return children_.front()->size(); }
+
+int32_t PrefillTee::capacity() const {
+  int32_t c = children_.front()->capacity();
+  for (const SequenceKv* s : children_) c = std::min(c, s->capacity());
+  return c;
+}
+
+Status PrefillTee::check_append(int32_t n) const {
+  for (const SequenceKv* s : children_) {
+    if (s->size() != 0) return Error{"PrefillTee: prefill only, and a sequence is not empty"};
+    if (Status st = s->check_append(n); !st) return st;
+  }
+  return Status::Ok();
+}
+
+LayerKv PrefillTee::store_layer(kernels::Backend& backend, int32_t layer, const float* k,
+                                const float* v, int64_t src_stride, int32_t n) {
+  child_lse_.clear();
+  LayerKv first;
+  for (size_t i = 0; i < children_.size(); ++i) {
+    const LayerKv kv = children_[i]->store_layer(backend, layer, k, v, src_stride, n);
+    if (i == 0) first = kv;
+    child_lse_.push_back(kv.lse);
+  }
+  lse_.resize(static_cast<size_t>(n) * num_heads_);
+  first.lse = lse_.data();
+  return first;
+}
+
+void PrefillTee::finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
+                              const kernels::AttentionShape& shape, int32_t n) {
+  const size_t count = static_cast<size_t>(n) * num_heads_;
+  for (size_t i = 0; i < children_.size(); ++i) {
+    if (child_lse_[i] != nullptr) std::memcpy(child_lse_[i], lse_.data(), count * sizeof(float));
+    children_[i]->finish_layer(backend, layer, q, shape, n);
+  }
+}
+
+void PrefillTee::advance(int32_t n) {
+  for (SequenceKv* s : children_) s->advance(n);
+}
+
+}  // namespace lightserve::model
