@@ -150,6 +150,9 @@ std::optional<EngineError> to_input(const v1::GenerateRequest& request, const Mo
   s.top_p = request.has_top_p() ? request.top_p() : 1.0f;
   s.min_p = request.has_min_p() ? request.min_p() : 0.0f;
   s.seed = request.has_seed() ? request.seed() : fresh_seed();
+  if (request.has_repetition_penalty()) s.repetition_penalty = request.repetition_penalty();
+  if (request.has_presence_penalty()) s.presence_penalty = request.presence_penalty();
+  if (request.has_frequency_penalty()) s.frequency_penalty = request.frequency_penalty();
 
   input.stop.assign(request.stop().begin(), request.stop().end());
   input.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());

@@ -259,6 +259,24 @@ TEST_F(GrpcServerTest, GreedyGenerateEqualsTheCliGenerate) {
   EXPECT_EQ(response.text() + "\n", cli.out);
 }
 
+TEST_F(GrpcServerTest, SeedAndPenaltiesReachTheSampler) {
+  v1::GenerateRequest request = text_request(kPrompt, 8);
+  request.set_temperature(0.9f);
+  request.set_seed(7);
+  v1::GenerateResponse first, second;
+  ASSERT_TRUE(generate(request, &first).ok());
+  ASSERT_TRUE(generate(request, &second).ok());
+  EXPECT_EQ(first.text(), second.text()) << "same seed, different output";
+
+  // Greedy 24 tokens of this prompt repeat a phrase; a frequency penalty changes that.
+  v1::GenerateResponse plain, penalized;
+  ASSERT_TRUE(generate(text_request(kPrompt, 24), &plain).ok());
+  request = text_request(kPrompt, 24);
+  request.set_frequency_penalty(2.0f);
+  ASSERT_TRUE(generate(request, &penalized).ok());
+  EXPECT_NE(plain.text(), penalized.text());
+}
+
 TEST_F(GrpcServerTest, StreamCarriesTheSameTokensAsUnaryAndLogprobs) {
   v1::GenerateRequest request = text_request(kPrompt, 12);
   request.set_logprobs(3);
@@ -314,6 +332,47 @@ TEST_F(GrpcServerTest, CancelMidStreamAbortsTheRequestAndFreesItsKv) {
   const grpc::Status status = generate(text_request(kPrompt, 4), &response);
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_GT(response.tokens_size(), 0);
+}
+
+// Calls that go away in every way at once: cancelled streams, streams read to the end, unary
+// calls past their deadline. The daemon survives, and no request or KV is left behind.
+TEST_F(GrpcServerTest, ConcurrentCallsThatGoAwayLeaveNothingBehind) {
+  constexpr int kCalls = 12;
+  std::vector<grpc::StatusCode> codes(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&codes, i] {
+      v1::GenerateRequest request = text_request(kPrompt, i % 3 == 1 ? 6 : 300);
+      request.set_ignore_eos(true);
+      grpc::ClientContext context;
+      if (i % 3 == 2) {  // unary, past its deadline
+        prepare(context, kApiKey, 0.3);
+        v1::GenerateResponse response;
+        codes[i] = stub_->Generate(&context, request, &response).error_code();
+        return;
+      }
+      prepare(context);
+      auto reader = stub_->GenerateStream(&context, request);
+      v1::GenerateStreamResponse message;
+      if (i % 3 == 0 && reader->Read(&message)) context.TryCancel();  // cancel after one message
+      while (reader->Read(&message)) {
+      }
+      codes[i] = reader->Finish().error_code();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kCalls; ++i) {
+    const grpc::StatusCode expected = i % 3 == 0   ? grpc::StatusCode::CANCELLED
+                                      : i % 3 == 1 ? grpc::StatusCode::OK
+                                                   : grpc::StatusCode::DEADLINE_EXCEEDED;
+    EXPECT_EQ(codes[i], expected) << "call " << i;
+  }
+  const v1::Load load = wait_until_idle();
+  EXPECT_EQ(load.num_in_flight(), 0);
+  EXPECT_EQ(load.num_waiting(), 0);
+  EXPECT_EQ(load.num_used_blocks(), 0);
+  EXPECT_EQ(load.num_used_slots(), 0);
+  EXPECT_TRUE(daemon_->running());
 }
 
 TEST_F(GrpcServerTest, TokenizeDetokenizeRoundTrip) {
@@ -484,6 +543,12 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
       {"top_p 2", [](auto& r) { r.set_top_p(2); }, invalid, "top_p"},
       {"min_p 1.5", [](auto& r) { r.set_min_p(1.5f); }, invalid, "min_p"},
       {"top_k -3", [](auto& r) { r.set_top_k(-3); }, invalid, "top_k"},
+      {"repetition_penalty 0", [](auto& r) { r.set_repetition_penalty(0); }, invalid,
+       "repetition_penalty"},
+      {"presence_penalty 3", [](auto& r) { r.set_presence_penalty(3); }, invalid,
+       "presence_penalty"},
+      {"frequency_penalty -2.5", [](auto& r) { r.set_frequency_penalty(-2.5f); }, invalid,
+       "frequency_penalty"},
       {"logprobs 99", [](auto& r) { r.set_logprobs(99); }, invalid, "logprobs"},
       {"logprobs -2", [](auto& r) { r.set_logprobs(-2); }, invalid, "logprobs"},
       {"empty stop string", [](auto& r) { r.add_stop(""); }, invalid, "stop"},
@@ -632,7 +697,7 @@ class GrpcDrainTest : public DaemonSuite {
 };
 
 TEST_F(GrpcDrainTest, SigtermFlipsHealthRefusesNewCallsAndFinishesInFlight) {
-  v1::GenerateRequest request = text_request(kPrompt, 64);
+  v1::GenerateRequest request = text_request(kPrompt, 32);
   request.set_ignore_eos(true);
   grpc::ClientContext context;
   prepare(context, "");
@@ -658,7 +723,7 @@ TEST_F(GrpcDrainTest, SigtermFlipsHealthRefusesNewCallsAndFinishesInFlight) {
   while (reader->Read(&message)) num_tokens += message.tokens_size();
   const grpc::Status status = reader->Finish();
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(num_tokens, 64);
+  EXPECT_EQ(num_tokens, 32);
   EXPECT_EQ(daemon_->stop(SIGTERM, 30), 0) << daemon_->stderr_text();
 }
 
