@@ -465,52 +465,40 @@ class GenerationService final : public RawGenerationService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override {
-    return answer<v1::TokenizeRequest, v1::TokenizeResponse>(
-        context, request, response,
-        [this](const auto& in, auto& out) { return tokenize(in, out); });
+    return answer(context, *request, response, &GenerationService::tokenize);
   }
-
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override {
-    return answer<v1::DetokenizeRequest, v1::DetokenizeResponse>(
-        context, request, response,
-        [this](const auto& in, auto& out) { return detokenize(in, out); });
+    return answer(context, *request, response, &GenerationService::detokenize);
   }
-
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response) override {
-    return answer<v1::GetModelInfoRequest, v1::GetModelInfoResponse>(
-        context, request, response, [this](const auto&, auto& out) {
-          model_info(out);
-          return std::optional<EngineError>();
-        });
+    return answer(context, *request, response, &GenerationService::model_info);
   }
-
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) override {
-    return answer<v1::GetServerInfoRequest, v1::GetServerInfoResponse>(
-        context, request, response, [this](const auto&, auto& out) {
-          server_info(out);
-          return std::optional<EngineError>();
-        });
+    return answer(context, *request, response, &GenerationService::server_info);
   }
 
  private:
+  template <typename Request, typename Response>
+  using Body = std::optional<EngineError> (GenerationService::*)(const Request&, Response&) const;
+
   // A quick unary call: authenticate, parse, run `body` on this thread (it does not block),
   // serialize, finish.
-  template <typename Request, typename Response, typename Body>
+  template <typename Request, typename Response>
   grpc::ServerUnaryReactor* answer(grpc::CallbackServerContext* context,
-                                   const grpc::ByteBuffer* bytes, grpc::ByteBuffer* out,
-                                   Body body) {
+                                   const grpc::ByteBuffer& bytes, grpc::ByteBuffer* out,
+                                   Body<Request, Response> body) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     Request request;
     Response response;
     std::optional<EngineError> error = check_api_key(*context, engine_.config().api_key);
-    if (!error) error = parse(*bytes, request);
-    if (!error) error = body(request, response);
+    if (!error) error = parse(bytes, request);
+    if (!error) error = (this->*body)(request, response);
     if (!error) error = serialize(response, *out);
     reactor->Finish(error ? to_status(*error) : grpc::Status::OK);
     return reactor;
@@ -562,7 +550,8 @@ class GenerationService final : public RawGenerationService {
     return std::nullopt;
   }
 
-  void model_info(v1::GetModelInfoResponse& out) const {
+  std::optional<EngineError> model_info(const v1::GetModelInfoRequest& /*request*/,
+                                        v1::GetModelInfoResponse& out) const {
     const ModelInfo& info = engine_.model_info();
     out.set_name(info.name);
     out.set_path(info.path);
@@ -577,9 +566,11 @@ class GenerationService final : public RawGenerationService {
     out.set_bos_token_id(info.bos_id);
     out.set_eos_token_id(info.eos_id);
     out.set_has_chat_template(engine_.chat_template() != nullptr);
+    return std::nullopt;
   }
 
-  void server_info(v1::GetServerInfoResponse& out) const {
+  std::optional<EngineError> server_info(const v1::GetServerInfoRequest& /*request*/,
+                                         v1::GetServerInfoResponse& out) const {
     const memory::CapacityPlan& plan = engine_.capacity();
     v1::Capacity* capacity = out.mutable_capacity();
     capacity->set_budget_bytes(plan.budget_bytes);
@@ -630,6 +621,7 @@ class GenerationService final : public RawGenerationService {
     out.set_ready(engine_.ready());
     out.set_draining(engine_.draining());
     out.set_policy(config.policy);
+    return std::nullopt;
   }
 
   ServingEngine& engine_;
