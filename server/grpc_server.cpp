@@ -692,7 +692,8 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::start(ServingEngine& engine) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     if (server != nullptr) server->Shutdown();
-    return Error{"gRPC: cannot listen on " + address + " (in use, or not an address here)"};
+    return Error{"cannot listen on " + address +
+                 " (the port is in use, or the host is not an address of this machine)"};
   }
   if (grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService()) {
     health->SetServingStatus("", true);

@@ -634,6 +634,15 @@ TEST_F(GrpcServerTest, BadTokenizerAndWireInputs) {
   }
 }
 
+TEST_F(GrpcServerTest, ATakenPortStopsASecondDaemonWithTheAddressNamed) {
+  const std::string port = std::to_string(daemon_->grpc_port());
+  const DaemonProcess second = DaemonProcess::start(daemon_args({"--grpc-port", port}));
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().find("exit code 1"), std::string::npos) << second.error();
+  EXPECT_NE(second.error().find("cannot listen on 127.0.0.1:" + port), std::string::npos)
+      << second.error();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 class GrpcOverloadTest : public DaemonSuite {
