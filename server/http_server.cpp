@@ -46,6 +46,7 @@ constexpr size_t kMaxReadAheadBytes = 64 * 1024;  // pipelined bytes kept while 
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kMaxLingerBytes = 16 << 20;
 constexpr auto kShutdownGrace = std::chrono::seconds(10);
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(50);
 
 // Engine-thread wake-ups reach a session's strand through this gate. shutdown() closes it before
 // the io_context goes away, so a late listener call never posts into a dead context.
@@ -99,6 +100,7 @@ class HttpServerImpl final : public HttpServer {
   net::io_context ioc_{kNumIoThreads};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   tcp::acceptor acceptor_;
+  net::steady_timer accept_retry_{acceptor_.get_executor()};
   std::vector<std::thread> threads_;
   int port_ = 0;
 };
@@ -527,8 +529,13 @@ void HttpServerImpl::accept() {
         sessions_.emplace(session.get(), session);
       }
       session->start();
+      return accept();
     }
-    accept();  // also after an error (out of descriptors): the next connection may succeed
+    // Out of descriptors or a similar failure: try again shortly rather than spin.
+    accept_retry_.expires_after(kAcceptRetryDelay);
+    accept_retry_.async_wait([this](error_code) {
+      if (acceptor_.is_open() && !stopping_) accept();
+    });
   });
 }
 
@@ -553,6 +560,7 @@ void HttpServerImpl::shutdown() {
   net::post(acceptor_.get_executor(), [this] {
     error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
   });
   for (auto& s : live) net::post(s->executor(), [s] { s->on_shutdown(); });
   live.clear();

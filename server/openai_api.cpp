@@ -478,7 +478,7 @@ std::string detokenize_response(const std::string& text) {
 namespace {
 json model_json(const ModelInfo& info, int32_t max_model_len, int64_t created) {
   return {{"id", info.name},          {"object", "model"}, {"created", created},
-          {"owned_by", "lightserve"}, {"root", info.path}, {"max_model_len", max_model_len}};
+          {"owned_by", "lightserve"}, {"root", info.name}, {"max_model_len", max_model_len}};
 }
 }  // namespace
 
