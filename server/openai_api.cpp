@@ -274,11 +274,6 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   if (best_of && *best_of != 1) {
     return "'best_of' = " + std::to_string(*best_of) + " is not supported: only 1";
   }
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    std::optional<double> penalty;
-    if (Problem p = read_number(body, key, -2, 2, false, penalty)) return p;
-    if (penalty && *penalty != 0) return quoted(key) + " is not supported (only 0)";
-  }
   if (const json* bias = member(body, "logit_bias")) {
     if (!bias->is_object()) return wrong_type("logit_bias", "an object", *bias);
     if (!bias->empty()) return std::string("'logit_bias' is not supported");
@@ -319,6 +314,13 @@ Problem read_sampling(const json& body, model::SamplingParams& sampling) {
   if (temperature) sampling.temperature = static_cast<float>(*temperature);
   if (top_p) sampling.top_p = static_cast<float>(*top_p);
   if (min_p) sampling.min_p = static_cast<float>(*min_p);
+  std::optional<double> presence, frequency, repetition;
+  if (Problem p = read_number(body, "presence_penalty", -2, 2, false, presence)) return p;
+  if (Problem p = read_number(body, "frequency_penalty", -2, 2, false, frequency)) return p;
+  if (Problem p = read_number(body, "repetition_penalty", 0, 10, true, repetition)) return p;
+  if (presence) sampling.presence_penalty = static_cast<float>(*presence);
+  if (frequency) sampling.frequency_penalty = static_cast<float>(*frequency);
+  if (repetition) sampling.repetition_penalty = static_cast<float>(*repetition);
   std::optional<int64_t> top_k;
   if (Problem p = read_int(body, "top_k", -1, kInt32Max, top_k)) return p;
   if (top_k) sampling.top_k = static_cast<int32_t>(std::max<int64_t>(*top_k, 0));  // -1: off

@@ -4,7 +4,7 @@
 //
 // Pure functions over JSON and strings: no sockets, no engine. They never throw; every error is
 // an invalid argument (HTTP 400 through error_mapping.h). Fields OpenAI defines that lightserve
-// cannot honour (n > 1, echo, tools, penalties, batches of prompts ...) are refused by name;
+// cannot honour (n > 1, echo, tools, logit_bias, batches of prompts ...) are refused by name;
 // fields nobody defines are ignored, as OpenAI-compatible servers do.
 #pragma once
 

@@ -166,11 +166,13 @@ TEST_F(HttpServer, StreamedChatSendsRoleFirstAndAUsageChunk) {
   EXPECT_EQ(text, chat_text(request));
 }
 
-TEST_F(HttpServer, LogprobsAndLightTransferOverride) {
+TEST_F(HttpServer, LogprobsPenaltiesAndLightTransferOverride) {
   const HttpResponse r = post("/v1/completions", {{"prompt", "Hello"},
                                                   {"max_tokens", 4},
                                                   {"temperature", 0},
                                                   {"logprobs", 2},
+                                                  {"presence_penalty", 0.5},
+                                                  {"repetition_penalty", 1.2},
                                                   {"lighttransfer", {{"mode", "full"}}}});
   ASSERT_EQ(r.status, 200) << r.body;
   const json lp = r.json()["choices"][0]["logprobs"];

@@ -58,7 +58,8 @@ TEST(OpenAiParse, EveryCompletionField) {
     "top_p": 0.5, "top_k": 3, "min_p": 0.1, "seed": 42, "stop": ["a", "b"], "n": 1,
     "logprobs": 2, "stream": true, "stream_options": {"include_usage": true},
     "ignore_eos": true, "stop_token_ids": [5], "priority": -3,
-    "lighttransfer": {"mode": "full"}, "user": "u", "some_future_field": {"x": 1}})");
+    "lighttransfer": {"mode": "full"}, "user": "u", "some_future_field": {"x": 1},
+    "presence_penalty": 0.5, "frequency_penalty": -0.25, "repetition_penalty": 1.1})");
   EXPECT_EQ(*p.input.prompt_ids, (std::vector<int32_t>{1, 2, 999}));
   EXPECT_EQ(*p.input.max_tokens, 7);
   EXPECT_FLOAT_EQ(p.input.sampling.temperature, 0.0f);
@@ -74,6 +75,9 @@ TEST(OpenAiParse, EveryCompletionField) {
   EXPECT_EQ(p.input.stop_token_ids, (std::vector<int32_t>{5}));
   EXPECT_EQ(p.input.priority, -3);
   EXPECT_EQ(*p.input.lighttransfer_mode, "full");
+  EXPECT_FLOAT_EQ(p.input.sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(p.input.sampling.frequency_penalty, -0.25f);
+  EXPECT_FLOAT_EQ(p.input.sampling.repetition_penalty, 1.1f);
 }
 
 TEST(OpenAiParse, ChatMessagesAndFields) {
@@ -164,7 +168,10 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "lighttransfer": {"window": 4}})",
        "'lighttransfer.window' is not a known"},
       {R"({"prompt": "x", "lighttransfer": "full"})", "'lighttransfer' must be an object"},
-      {R"({"prompt": "x", "presence_penalty": 1})", "'presence_penalty' is not supported"},
+      {R"({"prompt": "x", "presence_penalty": 3})", "'presence_penalty' must be in [-2, 2], got 3"},
+      {R"({"prompt": "x", "repetition_penalty": 0})",
+       "'repetition_penalty' must be in (0, 10], got 0"},
+      {R"({"prompt": "x", "frequency_penalty": "x"})", "'frequency_penalty' must be a number"},
       {R"({"prompt": "x", "logit_bias": {"5": 1}})", "'logit_bias' is not supported"},
       {R"({"prompt": "x", "echo": true})", "'echo' is not supported"},
       {R"({"prompt": "x", "suffix": "z"})", "'suffix' is not supported"},
