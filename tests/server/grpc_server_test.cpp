@@ -277,6 +277,21 @@ TEST_F(GrpcServerTest, SeedAndPenaltiesReachTheSampler) {
   EXPECT_NE(plain.text(), penalized.text());
 }
 
+TEST_F(GrpcServerTest, StopStringEndsTheOutputWithoutIt) {
+  // The greedy continuation is " Paris.\n\nThe United States ...".
+  v1::GenerateRequest request = text_request(kPrompt, 24);
+  request.add_stop(".\n");
+  v1::GenerateResponse response;
+  ASSERT_TRUE(generate(request, &response).ok());
+  EXPECT_EQ(response.text(), " Paris");
+  EXPECT_EQ(response.finish().reason(), v1::FINISH_REASON_STOP);
+  EXPECT_FALSE(response.finish().has_stop_token_id());
+
+  const StreamResult streamed = read_stream(*stub_, request);
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  EXPECT_EQ(streamed.text, " Paris");
+}
+
 TEST_F(GrpcServerTest, StreamCarriesTheSameTokensAsUnaryAndLogprobs) {
   v1::GenerateRequest request = text_request(kPrompt, 12);
   request.set_logprobs(3);
