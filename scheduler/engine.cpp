@@ -16,6 +16,12 @@ int64_t EngineConfig::min_budget(int32_t num_layers) const {
   return static_cast<int64_t>(max_running) * num_layers + max_context_tokens * prefill_layers;
 }
 
+int64_t EngineConfig::budget_or_default(int32_t num_layers) const {
+  const int64_t wanted = step_budget_token_layers > 0 ? step_budget_token_layers
+                                                      : kDefaultStepTokens * num_layers;
+  return std::max(wanted, min_budget(num_layers));
+}
+
 Status EngineConfig::validate(int32_t num_layers) const {
   auto fail = [](const std::string& m) { return Status(Error{"engine config: " + m}); };
   if (num_layers < 1) return fail("the KV layout has no layers");

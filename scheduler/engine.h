@@ -69,6 +69,12 @@ struct EngineConfig {
   bool audit_kv_every_step = false;    // also KvManager::check_invariants (O(blocks)): tests
 
   int64_t min_budget(int32_t num_layers) const;
+  // A serving default in the manner of vLLM's max_num_batched_tokens: a step holds up to
+  // kDefaultStepTokens tokens through every layer.
+  static constexpr int64_t kDefaultStepTokens = 2048;
+  // step_budget_token_layers when set (> 0), else kDefaultStepTokens · num_layers; never below
+  // min_budget().
+  int64_t budget_or_default(int32_t num_layers) const;
   // Errors name the field. num_layers comes from the KV layout.
   Status validate(int32_t num_layers) const;
 };

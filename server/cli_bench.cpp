@@ -41,16 +41,13 @@ struct BenchOptions {
   std::string json;
   std::string policy = "reserve";
   int max_running = 64;
-  int64_t step_budget = 0;  // token-layers; 0: kDefaultStepTokens · num_layers
+  int64_t step_budget = 0;  // token-layers; 0: EngineConfig::budget_or_default
   bool whole_prefill = false;
   int threads = 0;
   bool quiet = false;
   std::string text_dir = "/usr/share/common-licenses";
   LtOptions lt;
 };
-
-// The default step budget, in tokens through every layer: vLLM's default max_num_batched_tokens.
-constexpr int64_t kDefaultStepTokens = 2048;
 
 struct Percentiles {
   double p50 = 0, p90 = 0, p99 = 0;
@@ -175,9 +172,8 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   ec.max_running = o.max_running;
   ec.max_waiting = std::max(o.num_prompts, 1);
   ec.layered_prefill = !o.whole_prefill;
-  ec.step_budget_token_layers =
-      std::max(o.step_budget > 0 ? o.step_budget : kDefaultStepTokens * config.num_layers,
-               ec.min_budget(config.num_layers));
+  ec.step_budget_token_layers = o.step_budget;
+  ec.step_budget_token_layers = ec.budget_or_default(config.num_layers);
   r.step_budget = ec.step_budget_token_layers;
   ec.policy = o.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
                                        : scheduler::AdmissionPolicy::kReserve;

@@ -88,8 +88,12 @@ const std::vector<Entry>& entries() {
       {{"engine", "policy", "--policy",
         "Admission: reserve (prompt + max_tokens up front) or optimistic (preempt on shortage)"},
        Kind::kString, member(&ServeConfig::policy)},
+      {{"engine", "scheduling", "--scheduling",
+        "fcfs (arrival order) or priority (a request's priority field first, then arrival)"},
+       Kind::kString, member(&ServeConfig::scheduling)},
       {{"engine", "step_budget", "--step-budget",
-        "Token-layers of work per engine step; 0 = the engine's choice"},
+        "Token-layers of work per engine step (prefills advance a few layers per step within "
+        "it, after every decode); 0 = 2048 tokens through every layer"},
        Kind::kInt64, member(&ServeConfig::step_budget)},
 
       {{"lighttransfer", "mode", "--lt-mode",
@@ -216,6 +220,9 @@ Status ServeConfig::validate() const {
   if (max_waiting < 0) return bad("engine.max_waiting", "must be >= 0");
   if (policy != "reserve" && policy != "optimistic") {
     return bad("engine.policy", "must be reserve or optimistic, got '" + policy + "'");
+  }
+  if (scheduling != "fcfs" && scheduling != "priority") {
+    return bad("engine.scheduling", "must be fcfs or priority, got '" + scheduling + "'");
   }
   if (step_budget < 0) return bad("engine.step_budget", "must be >= 0");
   if (drain_timeout_seconds < 0) return bad("shutdown.drain_timeout_seconds", "must be >= 0");

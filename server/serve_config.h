@@ -44,7 +44,8 @@ struct ServeConfig {
   int32_t max_running = 64;
   int32_t max_waiting = 256;  // queued requests; beyond it 429 / RESOURCE_EXHAUSTED
   std::string policy = "reserve";  // reserve | optimistic
-  int64_t step_budget = 0;         // token-layers per step; 0 = the engine's choice
+  std::string scheduling = "fcfs";  // fcfs | priority (higher request priority first)
+  int64_t step_budget = 0;         // token-layers per step; 0 = 2048 tokens through every layer
 
   // lighttransfer: (mode, lazy_fraction, sink, window, w_last, plan, seed)
   cli::LtOptions lighttransfer;

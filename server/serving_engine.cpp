@@ -57,10 +57,13 @@ Result<std::unique_ptr<ServingEngine>> ServingEngine::start(const ServeConfig& c
   ec.max_context_tokens = se->context_;
   ec.max_running = config.max_running;
   ec.max_waiting = config.max_waiting;
-  ec.step_budget_token_layers = config.step_budget;
   ec.policy = config.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
                                             : scheduler::AdmissionPolicy::kReserve;
-  ec.layered_prefill = false;  // EngineExecutor runs whole forward passes (executor.h)
+  ec.priority_scheduling = config.scheduling == "priority";
+  // A long prompt advances a few layers per step, so the decodes of others never stall.
+  ec.layered_prefill = true;
+  ec.step_budget_token_layers = config.step_budget;
+  ec.step_budget_token_layers = ec.budget_or_default(mc.num_layers);
   for (int32_t id = 0; id < mc.vocab_size; ++id) {
     if (se->model_->tokenizer().is_end_of_generation(id)) ec.eos_token_ids.push_back(id);
   }

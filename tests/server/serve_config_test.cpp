@@ -116,6 +116,7 @@ TEST(ServeConfig, ImpossibleValuesNameTheKey) {
       {{"--http-port", "9000", "--grpc-port", "9000"}, "equals server.http_port"},
       {{"--max-running", "0"}, "engine.max_running"},
       {{"--policy", "greedy"}, "engine.policy"},
+      {{"--scheduling", "lifo"}, "engine.scheduling"},
       {{"--kv-budget", "0"}, "engine.kv_budget"},
       {{"--kv-budget", "lots"}, "--kv-budget: expected a size"},
       {{"--max-running", "x"}, "--max-running: expected an integer"},
