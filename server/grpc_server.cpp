@@ -506,25 +506,20 @@ class GenerationService final : public RawGenerationService {
 
   std::optional<EngineError> tokenize(const v1::TokenizeRequest& request,
                                       v1::TokenizeResponse& response) const {
-    // As ServingEngine::prepare tokenizes (without its length limits): text with the model's BOS
-    // setting, a rendered chat without (the template carries its own special tokens).
-    const model::Tokenizer& tokenizer = engine_.tokenizer();
-    std::vector<int32_t> ids;
+    // As Generate tokenizes its prompt (ServingEngine::tokenize: prepare() without the limits).
+    GenerateInput input;
     switch (request.input_case()) {
       case v1::TokenizeRequest::kText:
-        ids = tokenizer.encode(request.text(), tokenizer.add_bos_token(), /*parse_special=*/true);
+        input.prompt_text = request.text();
         break;
-      case v1::TokenizeRequest::kChat: {
-        const model::ChatTemplate* chat = engine_.chat_template();
-        if (chat == nullptr) return invalid("chat: the model has no chat template");
-        if (request.chat().messages_size() == 0) return invalid("chat: messages is empty");
-        const std::string text = chat->render(to_chat(request.chat()), true);
-        ids = tokenizer.encode(text, /*add_bos=*/false, /*parse_special=*/true);
+      case v1::TokenizeRequest::kChat:
+        input.messages = to_chat(request.chat());
         break;
-      }
       case v1::TokenizeRequest::INPUT_NOT_SET:
         return invalid("input is missing: set text or chat");
     }
+    std::vector<int32_t> ids;
+    if (auto error = engine_.tokenize(input, ids)) return error;
     response.mutable_token_ids()->Add(ids.begin(), ids.end());
     response.set_max_context_tokens(engine_.context_tokens());
     return std::nullopt;

@@ -101,18 +101,12 @@ HttpReply tokenize(const HttpRequest& request, ServingEngine& engine) {
   auto parsed = openai::parse_tokenize_request(request.body(), api_context(engine));
   if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
   const openai::TokenizeRequest& r = parsed.value();
-  const model::Tokenizer& tok = engine.tokenizer();
+  GenerateInput input;  // tokenized as a generation request's prompt is
+  input.prompt_text = r.prompt;
+  input.messages = r.messages;
   std::vector<int32_t> ids;
-  if (r.messages) {
-    const model::ChatTemplate* chat = engine.chat_template();
-    if (chat == nullptr) {
-      return engine_error_reply(
-          {ErrorKind::kInvalidArgument, "this model has no chat template; send a prompt instead"});
-    }
-    // As prepare() renders chat requests: the template carries its own special tokens.
-    ids = tok.encode(chat->render(*r.messages, r.add_generation_prompt), false);
-  } else {
-    ids = tok.encode(*r.prompt, r.add_special_tokens && tok.add_bos_token());
+  if (auto error = engine.tokenize(input, ids, r.add_special_tokens, r.add_generation_prompt)) {
+    return engine_error_reply(*error);
   }
   return json_reply(openai::tokenize_response(ids, engine.context_tokens()));
 }

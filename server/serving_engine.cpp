@@ -128,21 +128,25 @@ void ServingEngine::run_loop() {
   engine_alive_ = false;
 }
 
-std::optional<EngineError> ServingEngine::prepare(const GenerateInput& in,
-                                                  scheduler::RequestParams& out) const {
-  auto invalid = [](std::string m) { return EngineError{ErrorKind::kInvalidArgument, std::move(m)}; };
+namespace {
+EngineError invalid(std::string message) {
+  return EngineError{ErrorKind::kInvalidArgument, std::move(message)};
+}
+}  // namespace
+
+std::optional<EngineError> ServingEngine::tokenize(const GenerateInput& in,
+                                                   std::vector<int32_t>& ids, bool add_special,
+                                                   bool add_generation_prompt) const {
   const int forms = (in.prompt_text ? 1 : 0) + (in.prompt_ids ? 1 : 0) + (in.messages ? 1 : 0);
   if (forms != 1) {
     return invalid(forms == 0 ? "no prompt: give prompt text, prompt token ids or messages"
                               : "give exactly one of prompt text, prompt token ids, messages");
   }
   const model::Tokenizer& tok = model_->tokenizer();
-  out = scheduler::RequestParams{};
   if (in.prompt_ids) {
-    out.prompt = *in.prompt_ids;
+    ids = *in.prompt_ids;
   } else if (in.prompt_text) {
-    if (in.prompt_text->empty()) return invalid("the prompt is empty");
-    out.prompt = tok.encode(*in.prompt_text, tok.add_bos_token());
+    ids = tok.encode(*in.prompt_text, add_special && tok.add_bos_token());
   } else {
     if (in.messages->empty()) return invalid("messages is empty");
     const model::ChatTemplate* chat = model_->chat_template();
@@ -155,8 +159,16 @@ std::optional<EngineError> ServingEngine::prepare(const GenerateInput& in,
       }
     }
     // The rendered template carries its own special tokens (no extra BOS).
-    out.prompt = tok.encode(chat->render(*in.messages, /*add_generation_prompt=*/true), false);
+    ids = tok.encode(chat->render(*in.messages, add_generation_prompt), false);
   }
+  return std::nullopt;
+}
+
+std::optional<EngineError> ServingEngine::prepare(const GenerateInput& in,
+                                                  scheduler::RequestParams& out) const {
+  out = scheduler::RequestParams{};
+  if (in.prompt_text && in.prompt_text->empty()) return invalid("the prompt is empty");
+  if (auto error = tokenize(in, out.prompt)) return error;
   if (out.prompt.empty()) return invalid("the prompt is empty");
   const int32_t num_prompt = static_cast<int32_t>(out.prompt.size());
   const int32_t max_prompt = config_.max_prompt_tokens > 0 ? config_.max_prompt_tokens : context_;

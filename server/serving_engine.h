@@ -84,6 +84,13 @@ class ServingEngine {
   [[nodiscard]] std::optional<scheduler::EngineError> prepare(const GenerateInput& input,
                                                               scheduler::RequestParams& out) const;
   [[nodiscard]] scheduler::AddResult submit(scheduler::RequestParams params);
+  // The prompt's token ids exactly as prepare() makes them, without the length limits (the
+  // tokenize endpoints): text with the model's BOS (unless add_special is false), ids as given,
+  // chat messages rendered by the template (which carries its own special tokens), with the
+  // assistant's turn opened unless add_generation_prompt is false.
+  [[nodiscard]] std::optional<scheduler::EngineError> tokenize(
+      const GenerateInput& input, std::vector<int32_t>& ids, bool add_special = true,
+      bool add_generation_prompt = true) const;
   void abort(scheduler::RequestId id);
 
   // Drain: ready() turns false and submit() refuses; in-flight requests go on.
