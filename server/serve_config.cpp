@@ -184,6 +184,23 @@ std::string get_value(const Entry& e, const ServeConfig& c) {
 
 std::string dotted(const ConfigKey& k) { return k.section + "." + k.key; }
 
+const char* type_name(Kind kind) {
+  switch (kind) {
+    case Kind::kString:
+      return "TEXT";
+    case Kind::kInt32:
+    case Kind::kInt64:
+      return "INT";
+    case Kind::kUint64:
+      return "UINT";
+    case Kind::kBytes:
+      return "SIZE";
+    case Kind::kDouble:
+      return "NUM";
+  }
+  return "TEXT";
+}
+
 }  // namespace
 
 const std::vector<ConfigKey>& config_keys() {
@@ -295,7 +312,7 @@ ServeFlags::ServeFlags(CLI::App* cmd) : cmd_(cmd), values_(entries().size()) {
     std::string help = e.key.help + " [" + dotted(e.key) + "]";
     const std::string def = get_value(e, defaults);
     if (!def.empty()) help += " (default: " + def + ")";
-    cmd->add_option(e.key.flag, values_[i], help)->group(e.key.section);
+    cmd->add_option(e.key.flag, values_[i], help)->group(e.key.section)->type_name(type_name(e.kind));
   }
 }
 
