@@ -131,6 +131,24 @@ TEST(ServeConfig, ImpossibleValuesNameTheKey) {
   }
 }
 
+// deploy/kubernetes.yaml's embedded config is a valid serve config, and its probes name the routes.
+TEST(ServeConfig, KubernetesManifestCarriesAValidConfig) {
+  const std::vector<YAML::Node> docs =
+      YAML::LoadAllFromFile(std::string(LIGHTSERVE_SOURCE_DIR) + "/deploy/kubernetes.yaml");
+  ASSERT_EQ(docs.size(), 3u);
+  const std::string embedded = docs[0]["data"]["config.yaml"].as<std::string>();
+  ServeConfig config;
+  ASSERT_TRUE(load_config_file(write_temp("k8s", embedded), config).ok());
+  EXPECT_TRUE(config.validate().ok());
+  EXPECT_EQ(config.host, "0.0.0.0");
+  const YAML::Node container = docs[1]["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_EQ(container["readinessProbe"]["httpGet"]["path"].as<std::string>(), "/ready");
+  EXPECT_EQ(container["livenessProbe"]["httpGet"]["path"].as<std::string>(), "/health");
+  // The grace period leaves the drain time to finish.
+  EXPECT_GT(docs[1]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<double>(),
+            config.drain_timeout_seconds);
+}
+
 TEST(ServeConfig, PrintedConfigLoadsBack) {
   auto r = resolve({"--kv-budget", "1GiB", "--lazy-fraction", "0.75", "--host", "0.0.0.0"});
   ASSERT_TRUE(r.ok()) << r.error().message;
