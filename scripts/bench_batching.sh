@@ -1,38 +1,43 @@
 #!/usr/bin/env bash
 # The continuous-batching benchmark of issue 4 (docs/benchmarks.md, "Continuous batching at
 # 2K/4K/8K"): `lightserve bench --compare` (full attention, then the hybrid, same prompts and KV
-# budget, layered prefill) at 2K, 4K and 8K input tokens, 128 output tokens, each with a KV budget
+# budget, layered prefill) at 2K, 4K and 8K tokens per sequence (2048 or 4096 prompt tokens + 128
+# generated; at 8K, 8064 + 128 = the model's whole 8192-token context), each with a KV budget
 # that holds 4 full-attention sequences; f = 0.5, and f = 0.75 at 8K; plus the 2K run with whole
 # prefills for comparison. Every run writes its JSON and its printed table to OUT_DIR, with the
-# load average before and after (the machine should be idle: other load moves every number).
+# load average before and after and sampled every 10 s during the run (OUT_DIR/NAME.load): the
+# machine should be idle, other load moves every number.
 #   bash scripts/bench_batching.sh [OUT_DIR]
-# BIN (default build/server/lightserve) picks the binary; N2K, N4K, N8K the prompts per run
-# (20, 12, 12: multiples of both modes' capacities where affordable, so that neither mode ends
-# with a half-empty last wave of decodes; the 8K runs take ~4 minutes per mode on 2 vCPUs).
-# The load average is also sampled every 10 s during each run (OUT_DIR/NAME.load).
+# BIN (default build/server/lightserve) picks the binary; ONLY="4k 8k" runs just those; N2K,
+# N4K, N8K the prompts per run (20, 12, 12: multiples of both modes' capacities where affordable,
+# so that neither mode ends on a half-empty last wave of decodes; an 8K run takes ~10 minutes per
+# mode on 2 vCPUs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${1:-$ROOT/.cache/bench-batching}"
 BIN="${BIN:-build/server/lightserve}"
+ONLY="${ONLY:-}"
 mkdir -p "$OUT"
 
 run() {  # name, then the bench arguments
   local name="$1"
   shift
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   echo "== $name: $BIN bench $*"
   echo "load average before: $(cat /proc/loadavg)" | tee "$OUT/$name.txt"
   (while sleep 10; do cut -d' ' -f1 /proc/loadavg; done) >"$OUT/$name.load" &
-  local sampler=$!
-  "$BIN" bench -q "$@" --compare --json "$OUT/$name.json" | tee -a "$OUT/$name.txt"
+  local sampler=$! status=0
+  "$BIN" bench -q "$@" --compare --json "$OUT/$name.json" | tee -a "$OUT/$name.txt" || status=$?
   kill "$sampler"
   echo "load average after: $(cat /proc/loadavg)" | tee -a "$OUT/$name.txt"
+  return "$status"
 }
 
 run 2k-whole --num-prompts "${N2K:-20}" --input-len 2048 --output-len 128 --kv-budget 210000000 \
   --whole-prefill
 run 2k --num-prompts "${N2K:-20}" --input-len 2048 --output-len 128 --kv-budget 210000000
 run 4k --num-prompts "${N4K:-12}" --input-len 4096 --output-len 128 --kv-budget 400MiB
-run 8k --num-prompts "${N8K:-12}" --input-len 8192 --output-len 128 --kv-budget 760MiB
-run 8k-f075 --num-prompts "${N8K:-12}" --input-len 8192 --output-len 128 --kv-budget 760MiB \
+run 8k --num-prompts "${N8K:-12}" --input-len 8064 --output-len 128 --kv-budget 760MiB
+run 8k-f075 --num-prompts "${N8K:-12}" --input-len 8064 --output-len 128 --kv-budget 760MiB \
   --lazy-fraction 0.75

@@ -427,8 +427,9 @@ void register_bench(CLI::App& app) {
                   "running decode costs num_layers, and prefills advance by whole layers over their "
                   "whole prompt in what is left. 0: 2048 · num_layers, i.e. 2048 tokens through the "
                   "whole model per step, like vLLM's default max_num_batched_tokens. Raised to the "
-                  "engine's minimum (max_running · num_layers + I + O) when below it. Smaller: "
-                  "decodes wait less behind prompts (lower TPOT), more steps")
+                  "engine's minimum (max_running · num_layers + I + O, the last term times "
+                  "num_layers with --whole-prefill) when below it. Smaller: decodes wait less "
+                  "behind prompts (lower TPOT), more steps")
       ->capture_default_str();
   cmd->add_flag("--whole-prefill", o->whole_prefill,
                 "Run each prompt's prefill whole in one step (no layered prefill), for comparison");
