@@ -3,10 +3,11 @@
 # 2K/4K/8K"): `lightserve bench --compare` (full attention, then the hybrid, same prompts and KV
 # budget, layered prefill) at 2K, 4K and 8K tokens per sequence (2048 or 4096 prompt tokens + 128
 # generated; at 8K, 8064 + 128 = the model's whole 8192-token context), each with a KV budget
-# that holds 4 full-attention sequences; f = 0.5, and f = 0.75 at 8K; plus the 2K run with whole
-# prefills for comparison. Every run writes its JSON and its printed table to OUT_DIR, with the
-# load average before and after and sampled every 10 s during the run (OUT_DIR/NAME.load): the
-# machine should be idle, other load moves every number.
+# that holds 4 full-attention sequences; f = 0.5, and f = 0.75 at 8K; plus, for comparison, 2K
+# with whole prefills and 2K and 8K with a step budget of 512 tokens through every layer. Every
+# run writes its JSON and its printed table to OUT_DIR, with the load average before and after and
+# sampled every 10 s during the run (OUT_DIR/NAME.load): the machine should be idle, other load
+# moves every number.
 #   bash scripts/bench_batching.sh [OUT_DIR]
 # BIN (default build/server/lightserve) picks the binary; ONLY="4k 8k" runs just those; N2K,
 # N4K, N8K the prompts per run (20, 12, 12: multiples of both modes' capacities where affordable,
@@ -37,7 +38,12 @@ run() {  # name, then the bench arguments
 run 2k-whole --num-prompts "${N2K:-20}" --input-len 2048 --output-len 128 --kv-budget 210000000 \
   --whole-prefill
 run 2k --num-prompts "${N2K:-20}" --input-len 2048 --output-len 128 --kv-budget 210000000
+# A smaller step budget (512 tokens through the 30 layers): shorter steps, so shorter stalls.
+run 2k-b512 --num-prompts "${N2K:-20}" --input-len 2048 --output-len 128 --kv-budget 210000000 \
+  --step-budget 15360
 run 4k --num-prompts "${N4K:-12}" --input-len 4096 --output-len 128 --kv-budget 400MiB
 run 8k --num-prompts "${N8K:-12}" --input-len 8064 --output-len 128 --kv-budget 760MiB
 run 8k-f075 --num-prompts "${N8K:-12}" --input-len 8064 --output-len 128 --kv-budget 760MiB \
   --lazy-fraction 0.75
+run 8k-b512 --num-prompts "${N8K:-12}" --input-len 8064 --output-len 128 --kv-budget 760MiB \
+  --step-budget 15360

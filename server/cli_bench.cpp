@@ -90,6 +90,7 @@ struct RunResult {
   struct StepTime {
     int64_t num_steps = 0;
     double seconds = 0;
+    double longest_seconds = 0;  // what a decode sharing the step waited for its token
     int64_t decode_rows = 0;
     double ms_per_step() const { return num_steps > 0 ? 1e3 * seconds / num_steps : 0.0; }
     double rows_per_step() const {
@@ -221,8 +222,10 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
     const double step_start = clock.now_seconds();
     const scheduler::StepSummary s = engine->step();
     RunResult::StepTime& kind = s.num_prefills > 0 ? r.prefill_steps : r.decode_steps;
+    const double step_seconds = clock.now_seconds() - step_start;
     ++kind.num_steps;
-    kind.seconds += clock.now_seconds() - step_start;
+    kind.seconds += step_seconds;
+    kind.longest_seconds = std::max(kind.longest_seconds, step_seconds);
     kind.decode_rows += s.num_decodes;
     r.prefill_token_layers +=
         s.token_layers - static_cast<int64_t>(s.num_decodes) * config.num_layers;
@@ -259,12 +262,12 @@ void print_result(const RunResult& r) {
               r.ttft.p99 * 1e3);
   std::printf("  TPOT p50/p90/p99:    %.1f / %.1f / %.1f ms\n", r.tpot.p50 * 1e3, r.tpot.p90 * 1e3,
               r.tpot.p99 * 1e3);
-  std::printf("  prefill steps:       %lld in %.2f s (%.1f ms each, %.2f decodes each)\n",
-              static_cast<long long>(r.prefill_steps.num_steps), r.prefill_steps.seconds,
-              r.prefill_steps.ms_per_step(), r.prefill_steps.rows_per_step());
-  std::printf("  decode-only steps:   %lld in %.2f s (%.1f ms each, %.2f decodes each)\n",
-              static_cast<long long>(r.decode_steps.num_steps), r.decode_steps.seconds,
-              r.decode_steps.ms_per_step(), r.decode_steps.rows_per_step());
+  for (const auto& [name, t] : {std::pair{"prefill steps:    ", &r.prefill_steps},
+                                std::pair{"decode-only steps:", &r.decode_steps}}) {
+    std::printf("  %s   %lld in %.2f s (%.1f ms each, longest %.1f ms, %.2f decodes each)\n", name,
+                static_cast<long long>(t->num_steps), t->seconds, t->ms_per_step(),
+                t->longest_seconds * 1e3, t->rows_per_step());
+  }
 }
 
 nlohmann::json to_json(const RunResult& r) {
@@ -275,6 +278,7 @@ nlohmann::json to_json(const RunResult& r) {
     return nlohmann::json{{"num_steps", t.num_steps},
                           {"seconds", t.seconds},
                           {"ms_per_step", t.ms_per_step()},
+                          {"longest_step_s", t.longest_seconds},
                           {"decode_rows", t.decode_rows},
                           {"decodes_per_step", t.rows_per_step()}};
   };
