@@ -14,11 +14,10 @@
 //    The entry whose layer_end == num_layers completes the prefill and asks for logits of the
 //    last token. LightTransfer needs whole-prompt layers (the lazy ratio of a layer is computed
 //    over the whole prompt), which is why a prefill is split by layers, never by tokens.
-//    NOTE: model::LlamaModel::forward today runs whole prompts through all layers in one call;
-//    until it can stop after k layers, run it with EngineConfig::layered_prefill = false and
-//    every prefill entry is whole (layer_begin = 0, layer_end = num_layers). Splitting prefills
-//    by layers is the contract the forward pass must grow into (docs/design-notes.md, "Prefill
-//    granularity").
+//    The real executor (server/engine_executor.h) runs these ranges through
+//    model::LlamaModel::forward, which parks an unfinished prompt's hidden states in its sequence
+//    (SequenceKv::pending()); with EngineConfig::layered_prefill = false every prefill entry is
+//    whole (layer_begin = 0, layer_end = num_layers).
 //  * A decode entry feeds one token (the last one sampled) at `position` through all layers and
 //    asks for its logits.
 //  * release(id) ends the executor's per-request state: on finish, abort, preemption and error,

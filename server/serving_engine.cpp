@@ -60,7 +60,7 @@ Result<std::unique_ptr<ServingEngine>> ServingEngine::start(const ServeConfig& c
   ec.policy = config.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
                                             : scheduler::AdmissionPolicy::kReserve;
   ec.priority_scheduling = config.scheduling == "priority";
-  // A long prompt advances a few layers per step, so the decodes of others never stall.
+  // A long prompt advances a few layers per step: the decodes of others wait one step at most.
   ec.layered_prefill = true;
   ec.step_budget_token_layers = config.step_budget;
   ec.step_budget_token_layers = ec.budget_or_default(mc.num_layers);
