@@ -107,7 +107,6 @@ class ServingEngine {
   const model::LightTransferSettings& lighttransfer() const { return settings_; }
   int32_t context_tokens() const { return context_; }
   ServingSnapshot snapshot() const;
-  Metrics& metrics() { return *metrics_; }
   // The Prometheus text of every metric, gauges refreshed first.
   std::string render_metrics();
 
