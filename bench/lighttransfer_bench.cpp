@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       Result r;
       double total = 0;
       for (int rep = 0; rep < reps; ++rep) {
-        auto arena = model::KvArena::create_for(config, lt, n);
+        auto arena = model::KvArena::create_for(*backend, config, lt, n);
         auto seq = model::HybridSequence::create(*arena.value(), config, lt, n);
         if (!seq) { std::fprintf(stderr, "error: %s\n", seq.error().message.c_str()); std::exit(1); }
         std::vector<float> logits;

@@ -1,13 +1,17 @@
 // The compute interface the model is written against (DESIGN.md §2). The CPU backend is the
-// oracle every other backend is tested against. Buffers passed to a backend are host memory for
-// the CPU backend; all shapes are explicit. Calls are made from one thread (the engine thread);
-// a backend may parallelize inside a call.
+// oracle every other backend is tested against. Every buffer an op reads or writes is backend
+// memory (Backend::allocate, kernels::Buffer): host memory for the CPU backend, device memory for
+// the CUDA backend. Arguments passed as std::span (ids, positions) and the AttentionSeq array
+// itself (with its block tables) are host memory. All shapes are explicit. Calls are made from one
+// thread (the engine thread); a backend may run them asynchronously, in order: download() and
+// lazy_ratio() wait for the work before them.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "kernels/dtype.h"
 
@@ -91,6 +95,20 @@ class Backend {
   // "cpu (avx512-vnni, amx, 2 threads)": what runs, for logs and `info`.
   virtual std::string description() const = 0;
 
+  // Backend memory, uninitialized; throws std::bad_alloc when there is none left. bytes > 0.
+  virtual void* allocate(int64_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  // host → backend memory.
+  virtual void upload(void* dst, const void* src, int64_t bytes) = 0;
+  // backend → host memory, after every op issued before it has finished.
+  virtual void download(void* dst, const void* src, int64_t bytes) = 0;
+  // Within backend memory; the ranges must not overlap.
+  virtual void copy(void* dst, const void* src, int64_t bytes) = 0;
+  // Waits for every op issued so far (benchmarks time with it).
+  virtual void synchronize() {}
+  // Whether backend memory is host memory (the CPU backend), so that callers may skip copies.
+  virtual bool host_memory() const { return false; }
+
   // The resident form of the row-wise concatenation of `parts` (equal type and cols), so that
   // e.g. Q, K and V projections run as one matmul. `parts` must stay valid while the weight lives
   // (the CPU backend may read them in place from the file mapping).
@@ -140,10 +158,88 @@ class Backend {
   // move a layer's keys and values between scratch, blocks and slots.
   virtual void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count,
                              int64_t width, uint16_t* dst, int64_t dst_stride) = 0;
+
+  // Many copies of `rows` consecutive rows of width f16 values each (rows `width` apart in both
+  // places), in one call: how a prefill moves a layer's keys and values from scratch into its
+  // blocks or slot. Destinations must not overlap each other or any source.
+  struct RowRun {
+    const uint16_t* src = nullptr;
+    uint16_t* dst = nullptr;
+    int64_t rows = 0;
+  };
+  virtual void copy_runs_f16(std::span<const RowRun> runs, int64_t width) = 0;
 };
 
 // The CPU backend with `num_threads` workers (0: one per core); picks AVX2 / AVX-512 / AMX
 // kernels at run time.
 std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0);
+
+// The CUDA backend on device `device` (kernels/cuda: cuBLAS and our own kernels). Null with the
+// reason in *error when this build has no CUDA (no nvcc at configure time), no device is visible,
+// or the device cannot run our kernels.
+std::unique_ptr<Backend> make_cuda_backend(int device, std::string* error);
+
+// Whether make_cuda_backend() was compiled in (the reason it returns null can still be "no
+// device").
+bool cuda_compiled();
+
+// A growable array in a backend's memory, owned. Move-only; empty until reserve().
+class Buffer {
+ public:
+  Buffer() = default;
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& other) noexcept { swap(other); }
+  Buffer& operator=(Buffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      swap(other);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  // At least `bytes` of capacity on `backend`; the contents are lost when it grows (or when the
+  // backend changes).
+  void reserve(Backend& backend, int64_t bytes) {
+    if (backend_ == &backend && bytes <= capacity_) return;
+    reset();
+    if (bytes <= 0) return;
+    data_ = backend.allocate(bytes);
+    backend_ = &backend;
+    capacity_ = bytes;
+  }
+  template <typename T>
+  T* reserve(Backend& backend, int64_t count) {
+    reserve(backend, count * static_cast<int64_t>(sizeof(T)));
+    return get<T>();
+  }
+  // A copy of `bytes` of backend memory at src (reserving as needed).
+  void assign(Backend& backend, const void* src, int64_t bytes) {
+    reserve(backend, bytes);
+    if (bytes > 0) backend.copy(data_, src, bytes);
+  }
+  void reset() {
+    if (data_ != nullptr) backend_->deallocate(data_);
+    data_ = nullptr;
+    backend_ = nullptr;
+    capacity_ = 0;
+  }
+  void swap(Buffer& other) noexcept {
+    std::swap(backend_, other.backend_);
+    std::swap(data_, other.data_);
+    std::swap(capacity_, other.capacity_);
+  }
+
+  template <typename T>
+  T* get() const { return static_cast<T*>(data_); }
+  int64_t capacity() const { return capacity_; }
+  bool empty() const { return data_ == nullptr; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
 
 }  // namespace lightserve::kernels

@@ -196,18 +196,16 @@ LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const fl
   LayerKv out;
   if (size_ == 0) {
     // Prefill: the whole prompt's K/V of this layer go to scratch; exact attention reads them.
-    scratch_k_.resize(static_cast<size_t>(n) * row_);
-    scratch_v_.resize(static_cast<size_t>(n) * row_);
-    b.store_f16(k, src_stride, n, row_, scratch_k_.data(), row_);
-    b.store_f16(v, src_stride, n, row_, scratch_v_.data(), row_);
+    scratch_rows_ = n;
+    uint16_t* sk = scratch_k_.reserve<uint16_t>(b, n * row_);
+    uint16_t* sv = scratch_v_.reserve<uint16_t>(b, n * row_);
+    b.store_f16(k, src_stride, n, row_, sk, row_);
+    b.store_f16(v, src_stride, n, row_, sv, row_);
     out.view.kind = KvView::Kind::kContiguous;
-    out.view.k = scratch_k_.data();
-    out.view.v = scratch_v_.data();
+    out.view.k = sk;
+    out.view.v = sv;
     out.view.row_stride = row_;
-    if (selector_) {
-      lse_.resize(static_cast<size_t>(n) * num_heads_);
-      out.lse = lse_.data();
-    }
+    if (selector_) out.lse = lse_.reserve<float>(b, static_cast<int64_t>(n) * num_heads_);
     return out;
   }
   // Decode: one token, written where its layer lives.
@@ -222,25 +220,39 @@ LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const fl
   return out;
 }
 
+template <typename Src, typename Dst>
+void HybridSequence::move_tokens(kernels::Backend& b, int32_t begin, int32_t end, Src src,
+                                 Dst dst) {
+  std::vector<kernels::Backend::RowRun> runs;
+  for (const bool values : {false, true}) {
+    for (int32_t t = begin; t < end;) {
+      const uint16_t* s0 = src(values, t);
+      uint16_t* d0 = dst(values, t);
+      int32_t count = 1;
+      while (t + count < end && src(values, t + count) == s0 + count * row_ &&
+             dst(values, t + count) == d0 + count * row_) {
+        ++count;
+      }
+      runs.push_back({s0, d0, count});
+      t += count;
+    }
+  }
+  b.copy_runs_f16(runs, row_);
+}
+
 void HybridSequence::place_full(kernels::Backend& b, int32_t layer, int32_t n) {
   const int32_t lane = kv_->layer_map().lane_of(layer);
-  const int32_t block_size = arena_.layout().block_size;
-  for (int32_t t0 = 0; t0 < n; t0 += block_size) {
-    const int32_t count = std::min(block_size, n - t0);
-    b.copy_rows_f16(scratch_k_.data() + t0 * row_, row_, count, row_, full_row(false, lane, t0), row_);
-    b.copy_rows_f16(scratch_v_.data() + t0 * row_, row_, count, row_, full_row(true, lane, t0), row_);
-  }
+  move_tokens(
+      b, 0, n, [&](bool values, int32_t t) { return scratch_row(values, t); },
+      [&](bool values, int32_t t) { return full_row(values, lane, t); });
 }
 
 void HybridSequence::place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n) {
   const int32_t lane = kv_->layer_map().lane_of(layer);
-  const int32_t window_begin = std::max(settings_.sink, n - settings_.window);
-  auto keep = [&](int32_t t) {
-    b.copy_rows_f16(scratch_k_.data() + t * row_, row_, 1, row_, lazy_row(false, lane, t), row_);
-    b.copy_rows_f16(scratch_v_.data() + t * row_, row_, 1, row_, lazy_row(true, lane, t), row_);
-  };
-  for (int32_t t = 0; t < std::min(settings_.sink, n); ++t) keep(t);
-  for (int32_t t = window_begin; t < n; ++t) keep(t);
+  auto from = [&](bool values, int32_t t) { return scratch_row(values, t); };
+  auto to = [&](bool values, int32_t t) { return lazy_row(values, lane, t); };
+  move_tokens(b, 0, std::min(settings_.sink, n), from, to);
+  move_tokens(b, std::max(settings_.sink, n - settings_.window), n, from, to);
 }
 
 void HybridSequence::demote(kernels::Backend& b, int32_t layer, int32_t n) {
@@ -248,13 +260,10 @@ void HybridSequence::demote(kernels::Backend& b, int32_t layer, int32_t n) {
   const int32_t full_lane = map.lane_of(layer);
   const int32_t lazy_lane = map.make_lazy(layer);
   // The freed full lane keeps its data until the arriving layer overwrites it, after this copy.
-  const int32_t window_begin = std::max(settings_.sink, n - settings_.window);
-  auto keep = [&](int32_t t) {
-    b.copy_rows_f16(full_row(false, full_lane, t), row_, 1, row_, lazy_row(false, lazy_lane, t), row_);
-    b.copy_rows_f16(full_row(true, full_lane, t), row_, 1, row_, lazy_row(true, lazy_lane, t), row_);
-  };
-  for (int32_t t = 0; t < std::min(settings_.sink, n); ++t) keep(t);
-  for (int32_t t = window_begin; t < n; ++t) keep(t);
+  auto from = [&](bool values, int32_t t) { return full_row(values, full_lane, t); };
+  auto to = [&](bool values, int32_t t) { return lazy_row(values, lazy_lane, t); };
+  move_tokens(b, 0, std::min(settings_.sink, n), from, to);
+  move_tokens(b, std::max(settings_.sink, n - settings_.window), n, from, to);
 }
 
 void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const float* q,
@@ -262,16 +271,15 @@ void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const floa
   if (size_ != 0) return;  // decode: nothing to decide
   memory::LayerMap& map = kv_->layer_map();
   // Full-length caches alive right now: the request's full lanes plus this layer's scratch.
-  note_peak(static_cast<int64_t>(scratch_k_.size() + scratch_v_.size()) * 2,
-            map.num_full_layers() + 1);
+  note_peak(scratch_rows_ * row_ * 2 * 2, map.num_full_layers() + 1);
   bool keep_full = !planned_lazy_[layer];
   if (selector_) {
     KvView scratch;
     scratch.kind = KvView::Kind::kContiguous;
-    scratch.k = scratch_k_.data();
-    scratch.v = scratch_v_.data();
+    scratch.k = scratch_k_.get<uint16_t>();
+    scratch.v = scratch_v_.get<uint16_t>();
     scratch.row_stride = row_;
-    const float ratio = b.lazy_ratio(q, lse_.data(), scratch, n, settings_.w_last, settings_.sink,
+    const float ratio = b.lazy_ratio(q, lse_.get<float>(), scratch, n, settings_.w_last, settings_.sink,
                                      settings_.window, shape);
     ratios_[layer] = ratio;
     const LazySelector::Decision d = selector_->push(layer, ratio);
@@ -290,9 +298,10 @@ void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const floa
 void HybridSequence::advance(int32_t n) {
   if (size_ == 0) {
     // Prefill done: the scratch layer is gone; only blocks and slots remain.
-    std::vector<uint16_t>().swap(scratch_k_);
-    std::vector<uint16_t>().swap(scratch_v_);
-    std::vector<float>().swap(lse_);
+    scratch_k_.reset();
+    scratch_v_.reset();
+    lse_.reset();
+    scratch_rows_ = 0;
   }
   size_ += n;
   note_peak(0, kv_->layer_map().num_full_layers());

@@ -68,12 +68,19 @@ class HybridSequence final : public SequenceKv {
  private:
   HybridSequence(KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings);
   void init_plan(const memory::Footprint& footprint);
+  // Copies tokens [begin, end) of one layer's K and V from rows src(values, t) to rows
+  // dst(values, t), runs of consecutive rows coalesced, in one backend call.
+  template <typename Src, typename Dst>
+  void move_tokens(kernels::Backend& b, int32_t begin, int32_t end, Src src, Dst dst);
   void place_full(kernels::Backend& b, int32_t layer, int32_t n);
   void place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n);
   void demote(kernels::Backend& b, int32_t layer, int32_t n);
   int32_t ring_row(int32_t token) const;
   uint16_t* full_row(bool values, int32_t lane, int32_t token);
   uint16_t* lazy_row(bool values, int32_t lane, int32_t token);
+  uint16_t* scratch_row(bool values, int32_t token) const {
+    return (values ? scratch_v_ : scratch_k_).get<uint16_t>() + token * row_;
+  }
   kernels::KvView full_view(int32_t lane);
   kernels::KvView lazy_view(int32_t lane);
   void note_peak(int64_t extra_bytes, int32_t full_length_layers);
@@ -88,9 +95,10 @@ class HybridSequence final : public SequenceKv {
   std::vector<bool> planned_lazy_;  // modes with a lazy set known before prefill
   std::unique_ptr<LazySelector> selector_;
   std::vector<float> ratios_;
-  // Prefill scratch for the layer being decided: the whole prompt's K and V, and its LSE.
-  std::vector<uint16_t> scratch_k_, scratch_v_;
-  std::vector<float> lse_;
+  // Prefill scratch (backend memory) for the layer being decided: the whole prompt's K and V
+  // (scratch_rows_ rows each), and its LSE.
+  kernels::Buffer scratch_k_, scratch_v_, lse_;
+  int64_t scratch_rows_ = 0;
   int64_t peak_bytes_ = 0;
   int32_t peak_full_layers_ = 0;
 };

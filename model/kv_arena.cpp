@@ -1,5 +1,8 @@
 #include "model/kv_arena.h"
 
+#include <new>
+#include <string>
+
 namespace lightserve::model {
 namespace {
 
@@ -13,15 +16,10 @@ Result<memory::KvLayout> layout_for(const LlamaConfig& config, const LightTransf
                                              settings.sink, settings.window, 2 * row * 2);
 }
 
-std::unique_ptr<uint16_t[]> untouched(int64_t elements) {
-  // new[] without a value-initializer leaves the pages unfaulted until first written.
-  return elements > 0 ? std::unique_ptr<uint16_t[]>(new uint16_t[static_cast<size_t>(elements)])
-                      : nullptr;
-}
-
 }  // namespace
 
-Result<std::unique_ptr<KvArena>> KvArena::create(const LlamaConfig& config,
+Result<std::unique_ptr<KvArena>> KvArena::create(kernels::Backend& backend,
+                                                 const LlamaConfig& config,
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
                                                  int32_t block_size) {
@@ -35,15 +33,21 @@ Result<std::unique_ptr<KvArena>> KvArena::create(const LlamaConfig& config,
   const auto& l = arena->plan_.layout;
   const int64_t block_elements = static_cast<int64_t>(l.lanes_per_block) * l.block_size * arena->row_;
   const int64_t slot_elements = static_cast<int64_t>(l.lanes_per_slot) * l.slot_tokens() * arena->row_;
-  arena->block_k_ = untouched(block_elements * arena->plan_.num_blocks);
-  arena->block_v_ = untouched(block_elements * arena->plan_.num_blocks);
-  arena->slot_k_ = untouched(slot_elements * arena->plan_.num_slots);
-  arena->slot_v_ = untouched(slot_elements * arena->plan_.num_slots);
+  try {
+    arena->block_k_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
+    arena->block_v_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
+    arena->slot_k_.reserve<uint16_t>(backend, slot_elements * arena->plan_.num_slots);
+    arena->slot_v_.reserve<uint16_t>(backend, slot_elements * arena->plan_.num_slots);
+  } catch (const std::bad_alloc&) {
+    return Error{"cannot allocate a KV arena of " + std::to_string(budget_bytes) + " bytes on " +
+                 backend.description()};
+  }
   arena->manager_ = std::make_unique<memory::KvManager>(arena->plan_);
   return arena;
 }
 
-Result<std::unique_ptr<KvArena>> KvArena::create_for(const LlamaConfig& config,
+Result<std::unique_ptr<KvArena>> KvArena::create_for(kernels::Backend& backend,
+                                                     const LlamaConfig& config,
                                                      const LightTransferSettings& settings,
                                                      int64_t context_tokens, int32_t num_sequences,
                                                      int32_t block_size) {
@@ -53,19 +57,20 @@ Result<std::unique_ptr<KvArena>> KvArena::create_for(const LlamaConfig& config,
   // Room for the layout's own footprint and for the footprint the mode needs.
   memory::Footprint footprint = l.hybrid_footprint();
   const int64_t per_sequence = l.bytes_for(context_tokens, footprint);
-  return create(config, settings, per_sequence * num_sequences, context_tokens, block_size);
+  return create(backend, config, settings, per_sequence * num_sequences, context_tokens,
+                block_size);
 }
 
 uint16_t* KvArena::block_rows(bool values, memory::BlockId block, int32_t lane) {
   const auto& l = plan_.layout;
   const int64_t offset = (static_cast<int64_t>(block) * l.lanes_per_block + lane) * l.block_size * row_;
-  return (values ? block_v_ : block_k_).get() + offset;
+  return (values ? block_v_ : block_k_).get<uint16_t>() + offset;
 }
 
 uint16_t* KvArena::slot_rows(bool values, memory::SlotId slot, int32_t lane) {
   const auto& l = plan_.layout;
   const int64_t offset = (static_cast<int64_t>(slot) * l.lanes_per_slot + lane) * l.slot_tokens() * row_;
-  return (values ? slot_v_ : slot_k_).get() + offset;
+  return (values ? slot_v_ : slot_k_).get<uint16_t>() + offset;
 }
 
 int64_t KvArena::block_stride() const {

@@ -1,11 +1,13 @@
 // The KV arena of DESIGN.md §5: one byte budget carved into full-layer blocks and lazy-layer
-// slots (memory::KvManager hands out their ids) plus the f16 storage those ids index. Storage is
-// allocated untouched, so resident memory grows only with what requests actually write.
+// slots (memory::KvManager hands out their ids) plus the f16 storage those ids index, in the
+// backend's memory (device memory on a GPU). Storage is allocated untouched, so on the CPU
+// resident memory grows only with what requests actually write.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
+#include "kernels/backend.h"
 #include "memory/capacity.h"
 #include "memory/kv_manager.h"
 #include "model/config.h"
@@ -19,13 +21,15 @@ class KvArena {
   // Lays the arena out for settings.lazy_fraction (mode full lays it out for f = 0, streaming for
   // f = 1) and carves `budget_bytes` for the most sequences of `context_tokens`. Errors name the
   // setting, or both sizes when not even one sequence fits.
-  static Result<std::unique_ptr<KvArena>> create(const LlamaConfig& config,
+  static Result<std::unique_ptr<KvArena>> create(kernels::Backend& backend,
+                                                 const LlamaConfig& config,
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
                                                  int32_t block_size = 16);
   // The smallest arena holding `num_sequences` sequences of `context_tokens` (the CLI's one-off
   // runs).
-  static Result<std::unique_ptr<KvArena>> create_for(const LlamaConfig& config,
+  static Result<std::unique_ptr<KvArena>> create_for(kernels::Backend& backend,
+                                                     const LlamaConfig& config,
                                                      const LightTransferSettings& settings,
                                                      int64_t context_tokens,
                                                      int32_t num_sequences = 1,
@@ -47,7 +51,7 @@ class KvArena {
   memory::CapacityPlan plan_;
   int64_t row_ = 0;
   std::unique_ptr<memory::KvManager> manager_;
-  std::unique_ptr<uint16_t[]> block_k_, block_v_, slot_k_, slot_v_;
+  kernels::Buffer block_k_, block_v_, slot_k_, slot_v_;
 };
 
 }  // namespace lightserve::model

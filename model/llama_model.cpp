@@ -8,8 +8,8 @@ namespace lightserve::model {
 using kernels::WeightView;
 
 struct LlamaModel::Layer {
-  std::vector<float> attn_norm;
-  std::vector<float> ffn_norm;
+  kernels::Buffer attn_norm;  // f32, backend memory
+  kernels::Buffer ffn_norm;
   std::unique_ptr<kernels::Weight> qkv;      // Q, K, V projections stacked: one matmul
   std::unique_ptr<kernels::Weight> output;   // attention output projection
   std::unique_ptr<kernels::Weight> gate_up;  // FFN gate and up stacked: one matmul
@@ -18,10 +18,9 @@ struct LlamaModel::Layer {
 
 SequenceCache::SequenceCache(const LlamaConfig& config, int32_t capacity)
     : capacity_(capacity),
+      num_layers_(config.num_layers),
       row_(static_cast<int64_t>(config.num_kv_heads) * config.head_dim),
-      layer_stride_(row_ * capacity),
-      keys_(static_cast<size_t>(layer_stride_) * config.num_layers),
-      values_(static_cast<size_t>(layer_stride_) * config.num_layers) {}
+      layer_stride_(row_ * capacity) {}
 
 Status SequenceCache::check_append(int32_t n) const {
   if (static_cast<int64_t>(size_) + n > capacity_) {
@@ -33,6 +32,8 @@ Status SequenceCache::check_append(int32_t n) const {
 
 LayerKv SequenceCache::store_layer(kernels::Backend& backend, int32_t layer, const float* k,
                                    const float* v, int64_t src_stride, int32_t n) {
+  keys_.reserve<uint16_t>(backend, layer_stride_ * num_layers_);
+  values_.reserve<uint16_t>(backend, layer_stride_ * num_layers_);
   const int64_t dst = static_cast<int64_t>(size_) * row_;
   backend.store_f16(k, src_stride, n, row_, keys(layer) + dst, row_);
   backend.store_f16(v, src_stride, n, row_, values(layer) + dst, row_);
@@ -51,10 +52,15 @@ WeightView view_of(const GgufFile& file, const GgufTensorInfo& t) {
   return WeightView{t.type, t.dims.size() > 1 ? t.dims[1] : 1, t.dims[0], file.tensor_data(t)};
 }
 
-std::vector<float> f32_vector(const GgufFile& file, const GgufTensorInfo& t) {
+// A small tensor (a norm's weights) as f32 in backend memory.
+kernels::Buffer f32_buffer(kernels::Backend& backend, const GgufFile& file,
+                           const GgufTensorInfo& t) {
   std::vector<float> v(static_cast<size_t>(t.num_elements));
   kernels::dequantize_row(t.type, file.tensor_data(t), v.data(), t.num_elements);
-  return v;
+  kernels::Buffer out;
+  backend.upload(out.reserve<float>(backend, t.num_elements), v.data(),
+                 t.num_elements * static_cast<int64_t>(sizeof(float)));
+  return out;
 }
 
 }  // namespace
@@ -148,8 +154,8 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     const LayerTensors& t = tensors_.layers[i];
     Layer& layer = layers_[i];
-    layer.attn_norm = f32_vector(f, *t.attn_norm);
-    layer.ffn_norm = f32_vector(f, *t.ffn_norm);
+    layer.attn_norm = f32_buffer(backend_, f, *t.attn_norm);
+    layer.ffn_norm = f32_buffer(backend_, f, *t.ffn_norm);
     auto qkv = stacked({t.attn_q, t.attn_k, t.attn_v});
     auto gate_up = stacked({t.ffn_gate, t.ffn_up});
     if (qkv.size() != 1 || gate_up.size() != 1) {
@@ -165,7 +171,7 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   }
   token_embd_ = std::move(stacked({tensors_.token_embd})[0]);
   if (!config_.tied_embeddings) output_ = std::move(stacked({tensors_.output})[0]);
-  output_norm_ = f32_vector(f, *tensors_.output_norm);
+  output_norm_ = f32_buffer(backend_, f, *tensors_.output_norm);
   advance(tensors_.output_norm);
   if (!weight_error.empty()) return Error{weight_error};
   return Status::Ok();
@@ -176,7 +182,7 @@ int64_t LlamaModel::weight_resident_bytes() const {
   for (const auto& l : layers_) {
     bytes += l.qkv->resident_bytes() + l.output->resident_bytes() + l.gate_up->resident_bytes() +
              l.down->resident_bytes();
-    bytes += static_cast<int64_t>((l.attn_norm.size() + l.ffn_norm.size()) * sizeof(float));
+    bytes += l.attn_norm.capacity() + l.ffn_norm.capacity();
   }
   return bytes;
 }
@@ -221,7 +227,7 @@ Status LlamaModel::validate(std::span<const BatchEntry> batch) const {
 void LlamaModel::pack_rows(std::span<const BatchEntry> batch, int32_t layer) {
   Scratch& s = scratch_;
   const int64_t d = config_.hidden_dim;
-  const size_t row_bytes = static_cast<size_t>(d) * sizeof(float);
+  const int64_t row_bytes = d * static_cast<int64_t>(sizeof(float));
   s.packed.clear();
   s.seqs.clear();
   s.positions.clear();
@@ -233,18 +239,18 @@ void LlamaModel::pack_rows(std::span<const BatchEntry> batch, int32_t layer) {
     PendingTokens& pending = e.cache->pending();
     if (layer < s.layer_begin[i] || layer >= s.layer_end[i]) {
       if (old_first >= 0) {  // its range ended at this layer: park it
-        pending.hidden.assign(s.x.begin() + old_first * d, s.x.begin() + (old_first + n) * d);
+        pending.hidden.assign(backend_, s.x.get<float>() + old_first * d, n * row_bytes);
       }
       s.first_row[i] = -1;
       continue;
     }
-    float* dst = s.x_next.data() + rows * d;
+    float* dst = s.x_next.get<float>() + rows * d;
     if (old_first >= 0) {
-      std::memcpy(dst, s.x.data() + old_first * d, n * row_bytes);
+      backend_.copy(dst, s.x.get<float>() + old_first * d, n * row_bytes);
     } else if (layer == 0) {
       backend_.embed(*token_embd_, e.tokens, dst);
     } else {
-      std::memcpy(dst, pending.hidden.data(), n * row_bytes);
+      backend_.copy(dst, pending.hidden.get<float>(), n * row_bytes);
     }
     kernels::AttentionSeq seq;
     seq.first_row = rows;
@@ -276,23 +282,28 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   shape.round_probabilities_f16 = round_probabilities_f16_;
 
   const int64_t num_rows = s.num_rows;
-  b.rms_norm(s.x.data(), L.attn_norm.data(), num_rows, d, c.rms_norm_eps, s.h.data());
-  b.matmul(*L.qkv, s.h.data(), num_rows, s.qkv.data());
-  b.rope(s.qkv.data(), s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
-  b.rope(s.qkv.data() + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
+  float* x = s.x.get<float>();
+  float* h = s.h.get<float>();
+  float* qkv = s.qkv.get<float>();
+  float* attn = s.attn.get<float>();
+  float* tmp = s.tmp.get<float>();
+  b.rms_norm(x, L.attn_norm.get<float>(), num_rows, d, c.rms_norm_eps, h);
+  b.matmul(*L.qkv, h, num_rows, qkv);
+  b.rope(qkv, s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
+  b.rope(qkv + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
   for (size_t k = 0; k < s.packed.size(); ++k) {
     kernels::AttentionSeq& seq = s.seqs[k];
-    const float* rows = s.qkv.data() + seq.first_row * qkv_dim;
+    const float* rows = qkv + seq.first_row * qkv_dim;
     const LayerKv kv = batch[s.packed[k]].cache->store_layer(
         b, layer, rows + q_dim, rows + q_dim + kv_dim, qkv_dim, seq.num_queries);
     seq.kv = kv.view;
     seq.lse = kv.lse;
   }
-  b.attention(s.qkv.data(), s.seqs, shape, s.attn.data());
+  b.attention(qkv, s.seqs, shape, attn);
   for (size_t k = 0; k < s.packed.size(); ++k) {
     const kernels::AttentionSeq& seq = s.seqs[k];
-    batch[s.packed[k]].cache->finish_layer(b, layer, s.qkv.data() + seq.first_row * qkv_dim,
-                                           shape, seq.num_queries);
+    batch[s.packed[k]].cache->finish_layer(b, layer, qkv + seq.first_row * qkv_dim, shape,
+                                           seq.num_queries);
   }
 
   int64_t rows = num_rows;  // rows of x still carried
@@ -307,21 +318,22 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
       }
     }
     rows = static_cast<int64_t>(s.out_rows.size());
+    // Rows move down only (out_rows ascend), each to a row of its own: no copy overlaps.
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t src = s.out_rows[static_cast<size_t>(r)];
       if (src == r) continue;
-      std::memmove(s.attn.data() + r * q_dim, s.attn.data() + src * q_dim, q_dim * sizeof(float));
-      std::memmove(s.x.data() + r * d, s.x.data() + src * d, d * sizeof(float));
+      b.copy(attn + r * q_dim, attn + src * q_dim, q_dim * static_cast<int64_t>(sizeof(float)));
+      b.copy(x + r * d, x + src * d, d * static_cast<int64_t>(sizeof(float)));
     }
     s.num_rows = rows;
   }
-  b.matmul(*L.output, s.attn.data(), rows, s.tmp.data());
-  b.add(s.x.data(), s.tmp.data(), rows * d);
-  b.rms_norm(s.x.data(), L.ffn_norm.data(), rows, d, c.rms_norm_eps, s.h.data());
-  b.matmul(*L.gate_up, s.h.data(), rows, s.gate_up.data());
-  b.swiglu(s.gate_up.data(), rows, ff, s.ffn.data());
-  b.matmul(*L.down, s.ffn.data(), rows, s.tmp.data());
-  b.add(s.x.data(), s.tmp.data(), rows * d);
+  b.matmul(*L.output, attn, rows, tmp);
+  b.add(x, tmp, rows * d);
+  b.rms_norm(x, L.ffn_norm.get<float>(), rows, d, c.rms_norm_eps, h);
+  b.matmul(*L.gate_up, h, rows, s.gate_up.get<float>());
+  b.swiglu(s.gate_up.get<float>(), rows, ff, s.ffn.get<float>());
+  b.matmul(*L.down, s.ffn.get<float>(), rows, tmp);
+  b.add(x, tmp, rows * d);
 }
 
 Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
@@ -351,17 +363,15 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
     last_layer = std::max(last_layer, end);
     num_tokens += static_cast<int64_t>(e.tokens.size());
   }
-  auto grow = [](std::vector<float>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  };
-  grow(s.x, num_tokens * d);
-  grow(s.x_next, num_tokens * d);
-  grow(s.h, num_tokens * d);
-  grow(s.qkv, num_tokens * qkv_dim);
-  grow(s.attn, num_tokens * q_dim);
-  grow(s.tmp, num_tokens * d);
-  grow(s.gate_up, num_tokens * 2 * c.ffn_dim);
-  grow(s.ffn, num_tokens * c.ffn_dim);
+  kernels::Backend& b = backend_;
+  s.x.reserve<float>(b, num_tokens * d);
+  s.x_next.reserve<float>(b, num_tokens * d);
+  s.h.reserve<float>(b, num_tokens * d);
+  s.qkv.reserve<float>(b, num_tokens * qkv_dim);
+  s.attn.reserve<float>(b, num_tokens * q_dim);
+  s.tmp.reserve<float>(b, num_tokens * d);
+  s.gate_up.reserve<float>(b, num_tokens * 2 * c.ffn_dim);
+  s.ffn.reserve<float>(b, num_tokens * c.ffn_dim);
 
   s.num_rows = 0;
   for (int32_t layer = first_layer; layer < last_layer; ++layer) {
@@ -386,9 +396,14 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
   const int64_t num_out = last_layer == num_layers ? s.num_rows : 0;
   logits.resize(static_cast<size_t>(num_out * c.vocab_size));
   if (num_out == 0) return Status::Ok();
-  kernels::Backend& b = backend_;
-  b.rms_norm(s.x.data(), output_norm_.data(), num_out, d, c.rms_norm_eps, s.h.data());
-  b.matmul(output_ ? *output_ : *token_embd_, s.h.data(), num_out, logits.data());
+  b.rms_norm(s.x.get<float>(), output_norm_.get<float>(), num_out, d, c.rms_norm_eps,
+             s.h.get<float>());
+  // Logits go to the host; a backend in host memory writes them there directly.
+  float* out = b.host_memory() ? logits.data() : s.logits.reserve<float>(b, num_out * c.vocab_size);
+  b.matmul(output_ ? *output_ : *token_embd_, s.h.get<float>(), num_out, out);
+  if (out != logits.data()) {
+    b.download(logits.data(), out, num_out * c.vocab_size * static_cast<int64_t>(sizeof(float)));
+  }
   return Status::Ok();
 }
 

@@ -30,14 +30,15 @@ struct LoadOptions {
 };
 
 // The f16 key/value cache of one sequence, contiguous, every layer full: the plain model.
-// For every layer, `capacity` rows of kv_heads·head_dim keys and as many values.
+// For every layer, `capacity` rows of kv_heads·head_dim keys and as many values, in the memory of
+// the backend of the first forward call (allocated then).
 class SequenceCache final : public SequenceKv {
  public:
   SequenceCache(const LlamaConfig& config, int32_t capacity);
   int32_t capacity() const override { return capacity_; }
   int32_t size() const override { return size_; }
   void truncate(int32_t size) { size_ = std::min(size_, size); }
-  int64_t bytes() const { return static_cast<int64_t>(keys_.size() + values_.size()) * 2; }
+  int64_t bytes() const { return 2 * layer_stride_ * num_layers_ * 2; }
 
   Status check_append(int32_t n) const override;
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
@@ -47,15 +48,16 @@ class SequenceCache final : public SequenceKv {
   void advance(int32_t n) override { size_ += n; }
 
  private:
-  uint16_t* keys(int32_t layer) { return keys_.data() + layer * layer_stride_; }
-  uint16_t* values(int32_t layer) { return values_.data() + layer * layer_stride_; }
+  uint16_t* keys(int32_t layer) { return keys_.get<uint16_t>() + layer * layer_stride_; }
+  uint16_t* values(int32_t layer) { return values_.get<uint16_t>() + layer * layer_stride_; }
 
   int32_t capacity_;
   int32_t size_ = 0;
+  int32_t num_layers_;
   int64_t row_;
   int64_t layer_stride_;
-  std::vector<uint16_t> keys_;
-  std::vector<uint16_t> values_;
+  kernels::Buffer keys_;
+  kernels::Buffer values_;
 };
 
 // One sequence's part of a forward call: `tokens` are appended at positions cache->size() ...
@@ -122,13 +124,14 @@ class LlamaModel {
   std::vector<Layer> layers_;
   std::unique_ptr<kernels::Weight> token_embd_;
   std::unique_ptr<kernels::Weight> output_;  // null when tied: token_embd_ serves
-  std::vector<float> output_norm_;
+  kernels::Buffer output_norm_;
   int64_t weight_file_bytes_ = 0;
   bool round_probabilities_f16_ = true;
 
   // Activation scratch, reused across calls (the engine thread owns the model).
+  // Activations are backend memory; the bookkeeping is host memory.
   struct Scratch {
-    std::vector<float> x, x_next, h, qkv, attn, tmp, gate_up, ffn;
+    kernels::Buffer x, x_next, h, qkv, attn, tmp, gate_up, ffn, logits;
     std::vector<int32_t> positions;  // of the packed rows
     std::vector<int64_t> out_rows;
     // Per entry: its [begin, end) layers and its first packed row (-1: not packed).

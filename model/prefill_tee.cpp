@@ -1,7 +1,6 @@
 #include "model/prefill_tee.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "memory/check.h"
 
@@ -37,16 +36,15 @@ LayerKv PrefillTee::store_layer(kernels::Backend& backend, int32_t layer, const 
     if (i == 0) first = kv;
     child_lse_.push_back(kv.lse);
   }
-  lse_.resize(static_cast<size_t>(n) * num_heads_);
-  first.lse = lse_.data();
+  first.lse = lse_.reserve<float>(backend, static_cast<int64_t>(n) * num_heads_);
   return first;
 }
 
 void PrefillTee::finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
                               const kernels::AttentionShape& shape, int32_t n) {
-  const size_t count = static_cast<size_t>(n) * num_heads_;
+  const int64_t bytes = static_cast<int64_t>(n) * num_heads_ * sizeof(float);
   for (size_t i = 0; i < children_.size(); ++i) {
-    if (child_lse_[i] != nullptr) std::memcpy(child_lse_[i], lse_.data(), count * sizeof(float));
+    if (child_lse_[i] != nullptr) backend.copy(child_lse_[i], lse_.get<float>(), bytes);
     children_[i]->finish_layer(backend, layer, q, shape, n);
   }
 }

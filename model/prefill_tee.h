@@ -37,7 +37,7 @@ class PrefillTee final : public SequenceKv {
   std::vector<SequenceKv*> children_;
   int32_t num_heads_;
   std::vector<float*> child_lse_;  // where each child wants this layer's LSE (null: not needed)
-  std::vector<float> lse_;
+  kernels::Buffer lse_;  // backend memory
 };
 
 }  // namespace lightserve::model

@@ -21,13 +21,13 @@ struct LayerKv {
 };
 
 // New tokens that have run through layers [0, layers_done) only: the residual stream after layer
-// layers_done − 1 (num_tokens rows of hidden_dim floats). Their K/V of those layers are already
-// stored (or, in a HybridSequence prefill, already decided); size() counts them only when the
-// last layer has run.
+// layers_done − 1 (num_tokens rows of hidden_dim floats, backend memory). Their K/V of those
+// layers are already stored (or, in a HybridSequence prefill, already decided); size() counts
+// them only when the last layer has run.
 struct PendingTokens {
   int32_t num_tokens = 0;
   int32_t layers_done = 0;  // 0: nothing pending
-  std::vector<float> hidden;
+  kernels::Buffer hidden;
 
   bool empty() const { return layers_done == 0; }
 };

@@ -44,6 +44,7 @@ struct BenchOptions {
   int64_t step_budget = 0;  // token-layers; 0: EngineConfig::budget_or_default
   bool whole_prefill = false;
   int threads = 0;
+  std::string device = "cpu";
   bool quiet = false;
   std::string text_dir = "/usr/share/common-licenses";
   LtOptions lt;
@@ -149,7 +150,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
                            const std::vector<std::vector<int32_t>>& prompts) {
   const auto& config = llama.config();
   const int64_t context = static_cast<int64_t>(o.input_len) + o.output_len;
-  auto arena = model::KvArena::create(config, settings, kv_budget, context);
+  auto arena = model::KvArena::create(llama.backend(), config, settings, kv_budget, context);
   if (!arena) return Error{label + ": " + arena.error().message};
   model::KvArena& kv = *arena.value();
   RunResult r;
@@ -322,7 +323,12 @@ int run_bench(const BenchOptions& o) {
     std::fprintf(stderr, "error: --step-budget must be >= 0 token-layers (0: the default)\n");
     return 2;
   }
-  auto backend = kernels::make_cpu_backend(o.threads);
+  auto made_backend = make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
   auto llama = load_model_or_report(o.model, *backend, o.quiet);
   if (!llama) return 1;
   const auto& config = llama->config();
@@ -440,6 +446,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--text-dir", o->text_dir, "Directory whose files give the prompt text")
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress or capacity report on stderr");
   o->lt.add_to(cmd);
   cmd->callback([o] { set_exit_code(run_bench(*o)); });

@@ -30,6 +30,7 @@ struct CalibrateOptions {
   int max_prompts = 0;
   bool chat = false;
   int threads = 0;
+  std::string device = "cpu";
   bool quiet = false;
   LtOptions lt;
 };
@@ -102,7 +103,12 @@ int run_calibrate(const CalibrateOptions& o) {
   if (!texts) return fail(texts.error().message);
   if (std::ofstream probe(o.out, std::ios::app); !probe) return fail("--out: cannot write " + o.out);
 
-  auto backend = kernels::make_cpu_backend(o.threads);
+  auto made_backend = make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
   auto model = load_model_or_report(o.model, *backend, o.quiet);
   if (!model) return 1;
   const auto& config = model->config();
@@ -144,7 +150,7 @@ int run_calibrate(const CalibrateOptions& o) {
                  short_prompts, prompts.size(), settings.sink + settings.window);
   }
 
-  auto arena = model::KvArena::create_for(config, settings, longest);
+  auto arena = model::KvArena::create_for(*backend, config, settings, longest);
   if (!arena) return fail(arena.error().message);
   const int32_t layers = config.num_layers;
   std::vector<double> lazy_count(layers, 0), ratio_sum(layers, 0);
@@ -237,6 +243,7 @@ void register_calibrate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--chat", o->chat, "Wrap each prompt as a user message in the model's chat template");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress on stderr");
   o->lt.add_to(cmd);
   cmd->callback([o] { set_exit_code(run_calibrate(*o)); });

@@ -14,11 +14,12 @@
 
 namespace lightserve::cli {
 
-Result<EvalSequence> make_eval_sequence(const model::LlamaConfig& config,
+Result<EvalSequence> make_eval_sequence(const model::LlamaModel& model,
                                         const model::LightTransferSettings& settings,
                                         int32_t capacity) {
+  const model::LlamaConfig& config = model.config();
   EvalSequence out;
-  auto arena = model::KvArena::create_for(config, settings, capacity);
+  auto arena = model::KvArena::create_for(model.backend(), config, settings, capacity);
   if (!arena) return arena.error();
   out.arena = std::move(arena).value();
   auto seq = model::HybridSequence::create(*out.arena, config, settings, capacity);
@@ -53,6 +54,7 @@ struct EvalCli {
   uint64_t lt_seed = 0;
   std::string plan;
   int threads = 0;
+  std::string device = "cpu";
   EvalOptions eval;
 };
 
@@ -146,7 +148,12 @@ int run_eval(EvalCli& o) {
     for (EvalMode& m : modes.value()) m.settings.plan = plan.value();
   }
 
-  auto backend = kernels::make_cpu_backend(o.threads);
+  auto made_backend = make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
   auto model = load_model_or_report(o.model, *backend, e.quiet);
   if (!model) return 1;
   const auto& config = model->config();
@@ -223,6 +230,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--lt-seed", o->lt_seed, "Seed of the random mode's lazy set (passkey: + trial)")
       ->capture_default_str()->group("LightTransfer");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->eval.quiet, "No progress on stderr");
   cmd->callback([o] { set_exit_code(run_eval(*o)); });
 }

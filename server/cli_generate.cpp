@@ -26,6 +26,7 @@ struct GenerateOptions {
   int max_tokens = 256;
   bool ignore_eos = false;
   int threads = 0;
+  std::string device = "cpu";
   bool quiet = false;
   bool verbose = false;
   model::SamplingParams sampling;
@@ -60,7 +61,12 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr, "error: --max-tokens must be ≥ 0\n");
     return 2;
   }
-  auto backend = kernels::make_cpu_backend(o.threads);
+  auto made_backend = make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
   auto model = load_model_or_report(o.model, *backend, o.quiet);
   if (!model) return 1;
   const auto& config = model->config();
@@ -96,7 +102,7 @@ int run_generate(const GenerateOptions& o) {
   }
   const int32_t capacity = static_cast<int32_t>(
       std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + o.max_tokens));
-  auto arena = model::KvArena::create_for(config, lt.value(), capacity);
+  auto arena = model::KvArena::create_for(*backend, config, lt.value(), capacity);
   if (!arena) {
     std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
     return 2;
@@ -175,6 +181,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed,-s", o->sampling.seed, "Random seed (same seed, same output)")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress or statistics on stderr");
   cmd->add_flag("--verbose,-v", o->verbose,
                 "Print the request's LightTransfer layer map, lazy ratios and KV bytes on stderr");

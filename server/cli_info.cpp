@@ -16,13 +16,19 @@ struct InfoOptions {
   std::string model = default_model_path();
   bool tensors = false;
   int threads = 0;
+  std::string device = "cpu";
   std::string kv_budget;  // bytes, or with a K/M/G/Ki/Mi/Gi suffix
   int64_t context = 0;    // 0: the model's context length
   LtOptions lt;
 };
 
 int run_info(const InfoOptions& o) {
-  auto backend = kernels::make_cpu_backend(o.threads);
+  auto made_backend = make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
   auto model = load_model_or_report(o.model, *backend, /*quiet=*/false);
   if (!model) return 1;
   const auto& c = model->config();
@@ -75,7 +81,7 @@ int run_info(const InfoOptions& o) {
       return 2;
     }
     const int64_t context = o.context > 0 ? o.context : c.context_length;
-    auto arena = model::KvArena::create(c, lt.value(), budget, context);
+    auto arena = model::KvArena::create(*backend, c, lt.value(), budget, context);
     if (!arena) {
       std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
       return 2;
@@ -104,6 +110,7 @@ void register_info(CLI::App& app) {
   cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
   cmd->add_flag("--tensors", o->tensors, "Also list every tensor");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, kDeviceHelp)->capture_default_str();
   cmd->add_option("--kv-budget", o->kv_budget,
                   "Print the KV capacity report for this many bytes (e.g. 2GiB, 512M)");
   cmd->add_option("--context", o->context,

@@ -158,7 +158,7 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
       for (size_t mi = 0; mi < modes.size(); ++mi) {
         model::LightTransferSettings settings = modes[mi].settings;
         if (settings.mode == model::LtMode::kRandom) settings.seed += static_cast<uint64_t>(t);
-        auto es = make_eval_sequence(model.config(), settings, length);
+        auto es = make_eval_sequence(model, settings, length);
         if (!es) return Error{modes[mi].label + ": " + es.error().message};
         sequences.push_back(std::move(es).value());
       }

@@ -82,7 +82,7 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   std::vector<std::vector<double>> table;  // [mode][checkpoint] cumulative PPL
   std::vector<double> seconds_by_mode;
   for (const EvalMode& m : modes) {
-    auto es = make_eval_sequence(model.config(), m.settings, run_len);
+    auto es = make_eval_sequence(model, m.settings, run_len);
     if (!es) return Error{m.label + ": " + es.error().message};
     model::HybridSequence& seq = *es->seq;
     const auto start = std::chrono::steady_clock::now();

@@ -39,7 +39,7 @@ struct EvalSequence {
   std::unique_ptr<model::KvArena> arena;
   std::unique_ptr<model::HybridSequence> seq;
 };
-Result<EvalSequence> make_eval_sequence(const model::LlamaConfig& config,
+Result<EvalSequence> make_eval_sequence(const model::LlamaModel& model,
                                         const model::LightTransferSettings& settings,
                                         int32_t capacity);
 

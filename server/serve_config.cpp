@@ -41,6 +41,8 @@ const std::vector<Entry>& entries() {
        Kind::kString, member(&ServeConfig::model_name)},
       {{"model", "threads", "--threads", "CPU threads; 0 = one per core"}, Kind::kInt32,
        member(&ServeConfig::threads)},
+      {{"model", "device", "--device", cli::kDeviceHelp}, Kind::kString,
+       member(&ServeConfig::device)},
 
       {{"server", "host", "--host", "Address both servers listen on"}, Kind::kString,
        member(&ServeConfig::host)},

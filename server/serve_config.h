@@ -22,6 +22,7 @@ struct ServeConfig {
   std::string model_path;  // empty: cli::default_model_path() (ServeFlags::resolve fills it)
   std::string model_name;  // the id clients name; default: the file name without .gguf
   int32_t threads = 0;     // CPU threads; 0 = one per core
+  std::string device = "cpu";  // cpu, cuda or cuda:N (cli::make_backend)
 
   // server:
   std::string host = "127.0.0.1";

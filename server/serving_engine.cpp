@@ -16,7 +16,9 @@ Result<std::unique_ptr<ServingEngine>> ServingEngine::start(const ServeConfig& c
   if (Status s = config.validate(); !s) return Error{s.message()};
   std::unique_ptr<ServingEngine> se(new ServingEngine());
   se->config_ = config;
-  se->backend_ = kernels::make_cpu_backend(config.threads);
+  auto backend = cli::make_backend(config.device, config.threads);
+  if (!backend) return Error{"model.device: " + backend.error().message};
+  se->backend_ = std::move(backend).value();
   auto loaded = cli::load_model(config.model_path, *se->backend_, /*quiet=*/log == nullptr);
   if (!loaded) return loaded.error();
   se->model_ = std::move(loaded).value();
@@ -32,7 +34,7 @@ Result<std::unique_ptr<ServingEngine>> ServingEngine::start(const ServeConfig& c
                  " exceeds the model's training context of " + std::to_string(mc.context_length) +
                  " tokens"};
   }
-  auto arena = model::KvArena::create(mc, se->settings_, config.kv_budget_bytes, se->context_);
+  auto arena = model::KvArena::create(*se->backend_, mc, se->settings_, config.kv_budget_bytes, se->context_);
   if (!arena) return Error{"engine.kv_budget: " + arena.error().message};
   se->arena_ = std::move(arena).value();
 

@@ -2,6 +2,7 @@
 // ISA-specific ops tables, all on one thread pool.
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include "kernels/backend.h"
@@ -58,6 +59,23 @@ class CpuBackend final : public Backend {
            " threads)";
   }
 
+  bool host_memory() const override { return true; }
+
+  void* allocate(int64_t bytes) override {
+    // 64-byte aligned for the SIMD kernels; new[] of a trivial type leaves pages untouched.
+    return ::operator new[](static_cast<size_t>(bytes), std::align_val_t{64});
+  }
+  void deallocate(void* p) override { ::operator delete[](p, std::align_val_t{64}); }
+  void upload(void* dst, const void* src, int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+  }
+  void download(void* dst, const void* src, int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+  }
+  void copy(void* dst, const void* src, int64_t bytes) override {
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+  }
+
   std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) override {
     return cpu::make_weight(parts, features_);
   }
@@ -108,6 +126,12 @@ class CpuBackend final : public Backend {
                      uint16_t* dst, int64_t dst_stride) override {
     for (int64_t r = 0; r < count; ++r) {
       std::memcpy(dst + r * dst_stride, src + r * src_stride, static_cast<size_t>(width) * 2);
+    }
+  }
+
+  void copy_runs_f16(std::span<const RowRun> runs, int64_t width) override {
+    for (const RowRun& r : runs) {
+      std::memcpy(r.dst, r.src, static_cast<size_t>(r.rows * width) * 2);
     }
   }
 

@@ -86,7 +86,7 @@ class LayeredPrefill : public ::testing::Test {
   // The sequence alone: one whole-pass prefill (all logits), then `steps` greedy decodes.
   Trace alone(const LightTransferSettings& lt, const std::vector<int32_t>& prompt, int steps) {
     const int32_t capacity = static_cast<int32_t>(prompt.size()) + steps;
-    auto arena = KvArena::create_for(model_->config(), lt, capacity);
+    auto arena = KvArena::create_for(model_->backend(), model_->config(), lt, capacity);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     auto seq = HybridSequence::create(*arena.value(), model_->config(), lt, capacity);
     EXPECT_TRUE(seq.ok()) << seq.error().message;
@@ -118,7 +118,7 @@ class LayeredPrefill : public ::testing::Test {
     int32_t capacity = 0;
     for (const auto& p : prompts) capacity = std::max(capacity, static_cast<int32_t>(p.size()));
     capacity += 64;  // the decoder decodes in every call
-    auto arena = KvArena::create_for(model_->config(), lt, capacity, n);
+    auto arena = KvArena::create_for(model_->backend(), model_->config(), lt, capacity, n);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     struct Running {
       std::unique_ptr<HybridSequence> seq;
@@ -257,8 +257,14 @@ TEST_F(LayeredPrefill, MisuseIsRefusedBeforeAnyStateChanges) {
   EXPECT_TRUE(logits.empty());  // no entry reached the last layer
   EXPECT_EQ(cache.size(), 0);
   EXPECT_EQ(cache.pending().layers_done, 5);
-  const std::vector<float> parked = cache.pending().hidden;
-  EXPECT_EQ(parked.size(), static_cast<size_t>(n) * model_->config().hidden_dim);
+  const int64_t hidden_count = static_cast<int64_t>(n) * model_->config().hidden_dim;
+  ASSERT_GE(cache.pending().hidden.capacity(), hidden_count * 4);
+  auto parked_now = [&] {
+    std::vector<float> v(static_cast<size_t>(hidden_count));
+    model_->backend().download(v.data(), cache.pending().hidden.get<float>(), hidden_count * 4);
+    return v;
+  };
+  const std::vector<float> parked = parked_now();
 
   refused({{&cache, prompt, false}}, "have run 5 layers");                 // a whole pass
   refused({{&cache, prompt, false, 4, 9}}, "have run 5 layers");           // a gap or overlap
@@ -267,7 +273,7 @@ TEST_F(LayeredPrefill, MisuseIsRefusedBeforeAnyStateChanges) {
           "twice");
   EXPECT_EQ(cache.pending().layers_done, 5);
   EXPECT_EQ(other.size(), 0);
-  EXPECT_TRUE(cache.pending().hidden == parked);
+  EXPECT_TRUE(parked_now() == parked);
 
   // The refusals changed nothing: finishing the prefill matches a whole pass (plain model).
   const BatchEntry rest{&cache, prompt, false, 5, BatchEntry::kAllLayers};

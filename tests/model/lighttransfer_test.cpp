@@ -105,7 +105,7 @@ class LightTransferModel : public ::testing::Test {
   std::vector<float> run_hybrid(const LightTransferSettings& lt, const std::vector<int32_t>& prompt,
                                 int steps, HybridSequence** keep = nullptr) {
     const int32_t capacity = static_cast<int32_t>(prompt.size()) + steps;
-    auto arena = KvArena::create_for(model_->config(), lt, capacity);
+    auto arena = KvArena::create_for(model_->backend(), model_->config(), lt, capacity);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     seq_.reset();  // a sequence must not outlive its arena
     arena_ = std::move(arena).value();
@@ -232,10 +232,10 @@ TEST_F(LightTransferModel, KvBytesAreOneSlotPlusBlocks) {
 
 TEST_F(LightTransferModel, ArenaErrorsAreClear) {
   LightTransferSettings lt;
-  auto arena = KvArena::create(model_->config(), lt, 1 << 20, 8192);
+  auto arena = KvArena::create(model_->backend(), model_->config(), lt, 1 << 20, 8192);
   ASSERT_FALSE(arena.ok());
   EXPECT_NE(arena.error().message.find("8192"), std::string::npos);
-  auto small = KvArena::create_for(model_->config(), lt, 100);
+  auto small = KvArena::create_for(model_->backend(), model_->config(), lt, 100);
   ASSERT_TRUE(small.ok());
   auto first = HybridSequence::create(*small.value(), model_->config(), lt, 100);
   ASSERT_TRUE(first.ok());

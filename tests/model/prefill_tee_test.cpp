@@ -23,7 +23,7 @@ struct Owned {
 
 Owned make(const LlamaModel& model, const LightTransferSettings& lt, int32_t capacity) {
   Owned o;
-  auto arena = KvArena::create_for(model.config(), lt, capacity);
+  auto arena = KvArena::create_for(model.backend(), model.config(), lt, capacity);
   EXPECT_TRUE(arena.ok()) << arena.error().message;
   o.arena = std::move(arena).value();
   auto seq = HybridSequence::create(*o.arena, model.config(), lt, capacity);

@@ -81,7 +81,7 @@ class EngineExecutorTest : public ::testing::Test {
   // The request run alone: its own arena and HybridSequence, model::generate.
   std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int32_t max_tokens) const {
     const int32_t capacity = static_cast<int32_t>(prompt.size()) + max_tokens;
-    auto arena = model::KvArena::create_for(model_->config(), lt_, capacity);
+    auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, capacity);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     auto seq = model::HybridSequence::create(*arena.value(), model_->config(), lt_, capacity);
     EXPECT_TRUE(seq.ok()) << seq.error().message;
@@ -110,7 +110,7 @@ class EngineExecutorTest : public ::testing::Test {
   // that prompts advance a few layers per step (and a few forward calls keep the tests quick).
   std::unique_ptr<Setup> make_engine(int32_t context, int32_t num_sequences) const {
     auto s = std::make_unique<Setup>();
-    auto arena = model::KvArena::create_for(model_->config(), lt_, context, num_sequences);
+    auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, context, num_sequences);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     s->arena = std::move(arena).value();
     s->executor = std::make_unique<EngineExecutor>(*model_, *s->arena, lt_);
@@ -321,7 +321,7 @@ TEST_F(EngineExecutorTest, AbortMidPrefillFreesTheParkedPrompt) {
 TEST_F(EngineExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
   const std::vector<int32_t> prompt = tokens(kStory);
   const int32_t capacity = static_cast<int32_t>(prompt.size()) + 6;
-  auto arena = model::KvArena::create_for(model_->config(), lt_, capacity, 2);
+  auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, capacity, 2);
   ASSERT_TRUE(arena.ok()) << arena.error().message;
   memory::KvManager& kv = arena.value()->manager();
   const memory::KvLayout& layout = kv.layout();

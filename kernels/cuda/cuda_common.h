@@ -1,0 +1,111 @@
+// Shared by the CUDA backend's translation units (kernels/cuda/*.cu); not a public header.
+// One CudaContext per backend: its device, one stream every op is issued on (so ops run in issue
+// order, as the Backend contract says), and one cuBLAS handle bound to that stream.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/backend.h"
+
+namespace lightserve::kernels::cuda {
+
+// A CUDA or cuBLAS failure inside an op: the backend cannot go on (an op has no error channel),
+// so it throws; the daemon treats it like any other fatal engine error.
+[[noreturn]] inline void fail(const char* what, const char* detail, const char* file, int line) {
+  throw std::runtime_error(std::string("CUDA backend: ") + what + " failed: " + detail + " (" +
+                           file + ":" + std::to_string(line) + ")");
+}
+
+#define LS_CUDA_CHECK(expr)                                                              \
+  do {                                                                                   \
+    cudaError_t ls_err_ = (expr);                                                        \
+    if (ls_err_ != cudaSuccess) {                                                        \
+      ::lightserve::kernels::cuda::fail(#expr, cudaGetErrorString(ls_err_), __FILE__,   \
+                                        __LINE__);                                       \
+    }                                                                                    \
+  } while (0)
+
+#define LS_CUBLAS_CHECK(expr)                                                            \
+  do {                                                                                   \
+    cublasStatus_t ls_st_ = (expr);                                                      \
+    if (ls_st_ != CUBLAS_STATUS_SUCCESS) {                                               \
+      ::lightserve::kernels::cuda::fail(#expr, cublasGetStatusString(ls_st_), __FILE__, \
+                                        __LINE__);                                       \
+    }                                                                                    \
+  } while (0)
+
+// Checks the launch just issued (bad configuration etc.; asynchronous faults surface at the next
+// synchronizing call).
+#define LS_CUDA_LAUNCHED() LS_CUDA_CHECK(cudaGetLastError())
+
+struct CudaContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  int num_sms = 0;
+};
+
+// Device scratch that grows on demand and is reused across calls. Growing frees the old block
+// (cudaFree waits for the device, so work still reading it finishes first).
+class DeviceScratch {
+ public:
+  DeviceScratch() = default;
+  ~DeviceScratch() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+
+  template <typename T>
+  T* get(int64_t count) {
+    const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
+    if (bytes > bytes_) {
+      if (ptr_ != nullptr) LS_CUDA_CHECK(cudaFree(ptr_));
+      ptr_ = nullptr;
+      bytes_ = 0;
+      LS_CUDA_CHECK(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
+      bytes_ = bytes;
+    }
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
+// Backend::copy_runs_f16 on the device (copy_runs.cu): the run descriptors go up in one copy,
+// one kernel moves every row.
+void copy_runs_f16(CudaContext& ctx, DeviceScratch& descriptors,
+                   std::span<const Backend::RowRun> runs, int64_t width);
+
+// Attention and LightTransfer's lazy ratio on the device (cuda_attention.cu), with the exact
+// contract of Backend::attention and Backend::lazy_ratio (kernels/backend.h). Pointers in q,
+// out, lse and the KvViews are device memory; `seqs` and the block tables its views point to
+// are host memory, copied to the device per call.
+class CudaAttention {
+ public:
+  explicit CudaAttention(CudaContext& ctx);
+  ~CudaAttention();
+  CudaAttention(const CudaAttention&) = delete;
+  CudaAttention& operator=(const CudaAttention&) = delete;
+
+  void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
+                 float* out);
+  // Returns after the device has computed it (one float comes back to the host).
+  float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
+                   int32_t sink, int32_t window, const AttentionShape& shape);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lightserve::kernels::cuda
