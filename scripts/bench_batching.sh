@@ -9,7 +9,8 @@
 # sampled every 10 s during the run (OUT_DIR/NAME.load): the machine should be idle, other load
 # moves every number.
 #   bash scripts/bench_batching.sh [OUT_DIR]
-# BIN (default build/server/lightserve) picks the binary; ONLY="4k 8k" runs just those; N2K,
+# BIN (default build/server/lightserve) picks the binary; BENCH_ARGS adds arguments to every run
+# (e.g. "--device cuda", or "--model PATH"); ONLY="4k 8k" runs just those; N2K,
 # N4K, N8K the prompts per run (20, 12, 12: multiples of both modes' capacities where affordable,
 # so that neither mode ends on a half-empty last wave of decodes; an 8K run takes ~10 minutes per
 # mode on 2 vCPUs).
@@ -29,7 +30,8 @@ run() {  # name, then the bench arguments
   echo "load average before: $(cat /proc/loadavg)" | tee "$OUT/$name.txt"
   (while sleep 10; do cut -d' ' -f1 /proc/loadavg; done) >"$OUT/$name.load" &
   local sampler=$! status=0
-  "$BIN" bench -q "$@" --compare --json "$OUT/$name.json" | tee -a "$OUT/$name.txt" || status=$?
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+  "$BIN" bench -q ${BENCH_ARGS:-} "$@" --compare --json "$OUT/$name.json" | tee -a "$OUT/$name.txt" || status=$?
   kill "$sampler"
   echo "load average after: $(cat /proc/loadavg)" | tee -a "$OUT/$name.txt"
   return "$status"

@@ -65,9 +65,8 @@ void copy_runs_f16(CudaContext& ctx, DeviceScratch& descriptors,
   }
   if (host.empty()) return;
   RunDesc* device = descriptors.get<RunDesc>(static_cast<int64_t>(host.size()));
-  // Pageable source: the call returns once the descriptors are staged, so `host` may go.
-  LS_CUDA_CHECK(cudaMemcpyAsync(device, host.data(), host.size() * sizeof(RunDesc),
-                                cudaMemcpyHostToDevice, ctx.stream));
+  ctx.upload_small(device, host.data(),
+                   static_cast<int64_t>(host.size() * sizeof(RunDesc)));
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((words + threads - 1) / threads,
                                            static_cast<int64_t>(ctx.num_sms) * 16);

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -45,11 +46,60 @@ namespace lightserve::kernels::cuda {
 // synchronizing call).
 #define LS_CUDA_LAUNCHED() LS_CUDA_CHECK(cudaGetLastError())
 
+// Small host → device copies (ids, positions, descriptors) through pinned memory: a copy from
+// pageable memory makes the host wait for the stream to drain, which would stall the issue of
+// every later op of the step. Space is handed out as a ring; when it wraps, the host waits once
+// for the stream, after which every earlier copy out of the ring has completed.
+class PinnedRing {
+ public:
+  static constexpr int64_t kBytes = 8 << 20;
+  PinnedRing() = default;
+  ~PinnedRing() {
+    if (base_ != nullptr) cudaFreeHost(base_);
+  }
+  PinnedRing(const PinnedRing&) = delete;
+  PinnedRing& operator=(const PinnedRing&) = delete;
+
+  // Copies `bytes` of host memory at src to device memory at dst, in stream order.
+  void upload(cudaStream_t stream, void* dst, const void* src, int64_t bytes) {
+    if (bytes <= 0) return;
+    if (bytes > kBytes / 2) {  // rare and large: a plain (synchronizing) copy
+      LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice,
+                                    stream));
+      LS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return;
+    }
+    if (base_ == nullptr) {
+      LS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base_), kBytes,
+                                  cudaHostAllocDefault));
+    }
+    const int64_t aligned = (bytes + 255) & ~int64_t{255};
+    if (head_ + aligned > kBytes) {
+      LS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      head_ = 0;
+    }
+    char* staged = base_ + head_;
+    head_ += aligned;
+    std::memcpy(staged, src, static_cast<size_t>(bytes));
+    LS_CUDA_CHECK(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes),
+                                  cudaMemcpyHostToDevice, stream));
+  }
+
+ private:
+  char* base_ = nullptr;
+  int64_t head_ = 0;
+};
+
 struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   int num_sms = 0;
+  PinnedRing staging;  // for small host → device copies of op arguments
+
+  void upload_small(void* dst, const void* src, int64_t bytes) {
+    staging.upload(stream, dst, src, bytes);
+  }
 };
 
 // Device scratch that grows on demand and is reused across calls. Growing frees the old block

@@ -1,0 +1,800 @@
+// The CUDA backend against the CPU backend (the oracle), op by op, on random inputs in the shapes
+// of the default model (SmolLM2-135M: hidden 576, 9 query and 3 KV heads of 64, ff 1536, 49152
+// tokens). Every test skips where this build has no CUDA backend or no device is visible. Each
+// comparison prints its worst error next to its tolerance, so one GPU run shows the margins.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/dtype.h"
+
+namespace lightserve::kernels {
+namespace {
+
+constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64;
+constexpr int64_t kKvWidth = kKvHeads * kHeadDim;
+constexpr int64_t kQStride = kHeads * kHeadDim + 2 * kKvWidth;  // fused q+k+v rows
+constexpr int64_t kOutStride = kHeads * kHeadDim;
+
+// ---- host ↔ backend memory ----
+
+template <typename T>
+Buffer to_backend(Backend& b, const std::vector<T>& host) {
+  Buffer buf;
+  buf.reserve(b, static_cast<int64_t>(std::max<size_t>(host.size(), 1) * sizeof(T)));
+  if (!host.empty()) {
+    b.upload(buf.get<void>(), host.data(), static_cast<int64_t>(host.size() * sizeof(T)));
+  }
+  return buf;
+}
+
+template <typename T>
+std::vector<T> to_host(Backend& b, const Buffer& buf, size_t count) {
+  std::vector<T> host(count);
+  if (count > 0) b.download(host.data(), buf.get<void>(), static_cast<int64_t>(count * sizeof(T)));
+  return host;
+}
+
+// ---- comparisons ----
+
+// |got − want| ≤ abs_tol + rel_tol·|want| element-wise (NaN fails; zero tolerances: equality).
+// Prints the worst error of a toleranced check; on failure reports how many values are off and
+// the first few as [row, column] of rows `width` wide.
+template <typename T>
+::testing::AssertionResult all_close(const std::vector<T>& got, const std::vector<T>& want,
+                                     double abs_tol, double rel_tol, int64_t width,
+                                     const std::string& what) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure()
+           << what << ": " << got.size() << " values, expected " << want.size();
+  }
+  int64_t bad = 0;
+  double worst = 0;
+  size_t worst_at = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
+    const double err = g == w ? 0.0 : std::fabs(g - w);  // equal infinities are no error
+    if (!(err <= worst)) {                               // NaN counts as the worst
+      worst = std::isnan(err) ? INFINITY : err;
+      worst_at = i;
+    }
+    if (!(err <= abs_tol + rel_tol * std::fabs(w))) {
+      if (bad < 5) {
+        first << "\n    [" << i / width << ", " << i % width << "] got " << +got[i] << " want "
+              << +want[i];
+      }
+      ++bad;
+    }
+  }
+  if (abs_tol > 0 || rel_tol > 0) {
+    std::printf("  %-64s max |err| %.3g at [%lld, %lld] (tol %.3g + %.3g·|want|)\n", what.c_str(),
+                worst, static_cast<long long>(worst_at / width),
+                static_cast<long long>(worst_at % width), abs_tol, rel_tol);
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << what << ": " << bad << " of " << got.size() << " values off (tolerance " << abs_tol
+         << " + " << rel_tol << "·|want|); first:" << first.str();
+}
+
+template <typename T>
+::testing::AssertionResult all_equal(const std::vector<T>& got, const std::vector<T>& want,
+                                     int64_t width, const std::string& what) {
+  return all_close(got, want, 0.0, 0.0, width, what);
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+float round_f16(float x) {
+  return fp16_to_fp32(fp32_to_fp16(x));
+}
+
+std::vector<float> random_normal(size_t n, std::mt19937& rng, float sigma = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// ---- fixture ----
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_compiled()) GTEST_SKIP() << "this build has no CUDA backend (nvcc not found)";
+    std::string why;
+    gpu_ = make_cuda_backend(0, &why);
+    if (gpu_ == nullptr) GTEST_SKIP() << "no CUDA backend: " << why;
+    cpu_ = make_cpu_backend(0);
+  }
+
+  Backend& gpu() { return *gpu_; }
+  Backend& cpu() { return *cpu_; }
+
+  std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+TEST_F(CudaBackendTest, PrintsDescription) {
+  const std::string description = gpu().description();
+  std::printf("CUDA backend: %s\n", description.c_str());
+  EXPECT_EQ(description.rfind("cuda (", 0), 0u) << description;
+  EXPECT_NE(description.find("sm_"), std::string::npos) << description;
+}
+
+// Runs everywhere: without a device (or without CUDA) the factory says why instead of throwing.
+TEST(CudaBackendFactory, RefusesWithAReasonInsteadOfThrowing) {
+  for (int device : {-1, 1 << 20}) {
+    std::string why;
+    EXPECT_EQ(make_cuda_backend(device, &why), nullptr) << "device " << device;
+    EXPECT_FALSE(why.empty()) << "device " << device;
+    std::printf("make_cuda_backend(%d): %s\n", device, why.c_str());
+  }
+  EXPECT_EQ(make_cuda_backend(-1, nullptr), nullptr);
+}
+
+TEST_F(CudaBackendTest, MemoryRoundTripsAndExhaustionIsBadAlloc) {
+  std::mt19937 rng(1);
+  // 64 MiB and a bit: too large for the context's pinned ring, so upload() copies directly.
+  const size_t count = (size_t{64} << 20) / 4 + 3;
+  const int64_t bytes = static_cast<int64_t>(count * 4);
+  std::vector<uint32_t> host(count);
+  for (auto& x : host) x = static_cast<uint32_t>(rng());
+  const std::vector<uint32_t> original = host;
+  Buffer a, b;
+  a.reserve(gpu(), bytes);
+  b.reserve(gpu(), bytes);
+  gpu().upload(a.get<void>(), host.data(), bytes);
+  // The source may be reused as soon as upload() returns.
+  std::fill(host.begin(), host.end(), 0xdeadbeefu);
+  gpu().copy(b.get<void>(), a.get<void>(), bytes);
+  Buffer c;
+  c.assign(gpu(), b.get<void>(), bytes);
+  gpu().synchronize();
+  EXPECT_TRUE(all_equal(to_host<uint32_t>(gpu(), c, count), original, 1 << 20, "round trip"));
+
+  EXPECT_THROW(gpu().allocate(int64_t{1} << 46), std::bad_alloc);
+  // The failed allocation leaves no error behind; a small upload (staged through pinned memory)
+  // may also have its source overwritten at once.
+  std::vector<uint32_t> small = {1, 2, 3};
+  const Buffer d = to_backend(gpu(), small);
+  small.assign(3, 0);
+  EXPECT_TRUE(all_equal(to_host<uint32_t>(gpu(), d, 3), {1, 2, 3}, 3, "small upload"));
+}
+
+// ---- weights: matmul and embed ----
+
+// File-encoded random rows of one type (as tests/kernels/matmul_test.cpp makes them); F32 values
+// are f16-representable so that only the activations' rounding separates the backends.
+std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t bytes = *row_bytes(type, cols) * rows;
+  std::vector<uint8_t> data(static_cast<size_t>(bytes));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
+  auto put16 = [](uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); };
+  switch (type) {
+    case DType::kF32:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        const float v = round_f16(value(rng));
+        std::memcpy(data.data() + 4 * i, &v, 4);
+      }
+      break;
+    case DType::kF16:
+      for (int64_t i = 0; i < rows * cols; ++i)
+        put16(data.data() + 2 * i, fp32_to_fp16(value(rng)));
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        const float v = value(rng);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        put16(data.data() + 2 * i, static_cast<uint16_t>(bits >> 16));
+      }
+      break;
+    default: {
+      const int64_t block = traits(type).block_bytes;
+      for (int64_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>(byte(rng));
+      for (int64_t off = 0; off < bytes; off += block) {
+        put16(data.data() + off, fp32_to_fp16(scale(rng)));
+        if (type == DType::kQ4_1) put16(data.data() + off + 2, fp32_to_fp16(-8 * scale(rng)));
+      }
+    }
+  }
+  return data;
+}
+
+// Activations with some outlier channels and all-zero blocks, as real ones have.
+std::vector<float> random_acts(int64_t n, int64_t cols, std::mt19937& rng) {
+  std::vector<float> x = random_normal(static_cast<size_t>(n * cols), rng);
+  for (int64_t t = 0; t < n; ++t) {
+    x[t * cols + (t * 7) % cols] *= 20.0f;
+    if (cols >= 64 && t % 3 == 0) std::fill_n(x.begin() + t * cols + 32, 32, 0.0f);
+  }
+  return x;
+}
+
+struct MatmulCase {
+  const char* name;
+  DType type;
+  std::vector<int64_t> part_rows;
+  int64_t cols;
+  std::vector<int64_t> tokens;
+};
+
+// A weight of stacked random parts, with the views both backends are made from and its values
+// as the GPU holds them (dequantized, rounded to f16).
+struct RandomWeight {
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<WeightView> views;
+  std::vector<float> f16_values;  // [rows × cols]
+  int64_t rows = 0;
+
+  RandomWeight(const MatmulCase& c, std::mt19937& rng) {
+    for (int64_t part : c.part_rows) {
+      data.push_back(random_rows(c.type, part, c.cols, rng));
+      views.push_back({c.type, part, c.cols, data.back().data()});
+      rows += part;
+    }
+    f16_values.resize(static_cast<size_t>(rows * c.cols));
+    float* out = f16_values.data();
+    for (const WeightView& v : views) {
+      const int64_t stride = *row_bytes(v.type, v.cols);
+      for (int64_t r = 0; r < v.rows; ++r, out += v.cols) {
+        dequantize_row(v.type, static_cast<const uint8_t*>(v.data) + r * stride, out, v.cols);
+        for (int64_t k = 0; k < v.cols; ++k) out[k] = round_f16(out[k]);
+      }
+    }
+  }
+};
+
+TEST_F(CudaBackendTest, MatmulAndEmbedMatchCpu) {
+  const std::vector<MatmulCase> cases = {
+      {"q+k+v", DType::kF16, {576, 192, 192}, 576, {1, 3, 77, 600, 2100}},
+      {"gate+up", DType::kF32, {1536, 1536}, 576, {1, 3, 77, 600}},
+      {"down", DType::kQ4_1, {576}, 1536, {1, 3, 77, 600}},
+      {"q+k+v", DType::kQ8_0, {576, 192, 192}, 576, {1, 77}},
+      {"small", DType::kQ4_0, {100, 28}, 64, {1, 3}},
+      {"odd width", DType::kBF16, {40}, 96, {1, 3}},
+      {"odd width", DType::kF16, {7}, 100, {1, 5}},
+      {"logits", DType::kQ8_0, {49152}, 576, {1, 77}},
+  };
+  std::mt19937 rng(2);
+  for (const MatmulCase& c : cases) {
+    const RandomWeight w(c, rng);
+    const std::string shape = std::string(c.name) + " " + std::string(traits(c.type).name) + " [" +
+                              std::to_string(w.rows) + " × " + std::to_string(c.cols) + "]";
+    auto gw = gpu().make_weight(w.views);
+    auto cw = cpu().make_weight(w.views);
+    ASSERT_NE(gw, nullptr) << shape;
+    ASSERT_NE(cw, nullptr) << shape;
+    EXPECT_EQ(gw->rows(), w.rows) << shape;
+    EXPECT_EQ(gw->cols(), c.cols) << shape;
+    EXPECT_EQ(gw->type(), c.type) << shape;
+    EXPECT_EQ(gw->resident_bytes(), w.rows * c.cols * 2) << shape;
+
+    for (int64_t n : c.tokens) {
+      const std::string what = "matmul " + shape + " n " + std::to_string(n);
+      const std::vector<float> x = random_acts(n, c.cols, rng);
+      std::vector<float> want(static_cast<size_t>(n * w.rows));
+      cpu().matmul(*cw, x.data(), n, want.data());
+      const Buffer gx = to_backend(gpu(), x);
+      Buffer gy;
+      gy.reserve<float>(gpu(), n * w.rows);
+      gpu().matmul(*gw, gx.get<float>(), n, gy.get<float>());
+      const std::vector<float> got = to_host<float>(gpu(), gy, want.size());
+
+      // Against what the GPU should compute exactly (f16 weights times f16-rounded activations,
+      // summed in f64) on a few tokens: only f32 accumulation order may differ.
+      std::vector<int64_t> sample = {0, n / 2, n - 1};
+      sample.erase(std::unique(sample.begin(), sample.end()), sample.end());
+      std::vector<float> exact, got_sample;
+      for (int64_t t : sample) {
+        std::vector<float> x16(static_cast<size_t>(c.cols));
+        for (int64_t k = 0; k < c.cols; ++k) x16[k] = round_f16(x[t * c.cols + k]);
+        for (int64_t r = 0; r < w.rows; ++r) {
+          const float* wr = w.f16_values.data() + r * c.cols;
+          double acc = 0;
+          for (int64_t k = 0; k < c.cols; ++k) acc += static_cast<double>(wr[k]) * x16[k];
+          exact.push_back(static_cast<float>(acc));
+          got_sample.push_back(got[t * w.rows + r]);
+        }
+      }
+      EXPECT_TRUE(
+          all_close(got_sample, exact, 1e-3 * max_abs(exact), 0, w.rows, what + " vs exact f16"));
+      // Against the CPU: it multiplies exact (not f16-rounded) activations and, for quantized
+      // weights, activations quantized to 8 bits per block of 32 (llama.cpp's numerics), which
+      // moves outputs by up to ~1.5% of the largest on these inputs (outlier channels); a
+      // misread layout moves them by ~100%.
+      const bool quantized = traits(c.type).block_elements > 1;
+      const double tol = quantized ? 5e-2 : 2e-3;
+      EXPECT_TRUE(all_close(got, want, tol * max_abs(want), 0, w.rows, what + " vs cpu"));
+    }
+
+    // Embedding rows: the CPU's exact values, within the GPU's f16 rounding of them.
+    std::vector<int32_t> ids = {0, static_cast<int32_t>(w.rows - 1), 0};
+    std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(w.rows - 1));
+    for (int i = 0; i < 29; ++i) ids.push_back(id(rng));
+    std::vector<float> want(ids.size() * static_cast<size_t>(c.cols));
+    cpu().embed(*cw, ids, want.data());
+    Buffer out;
+    out.reserve<float>(gpu(), static_cast<int64_t>(want.size()));
+    gpu().embed(*gw, ids, out.get<float>());
+    EXPECT_TRUE(all_close(to_host<float>(gpu(), out, want.size()), want, 1e-7, 1.0 / 2048, c.cols,
+                          "embed " + shape));
+  }
+}
+
+TEST_F(CudaBackendTest, MakeWeightRefusesWhatItCannotDecode) {
+  std::vector<uint8_t> data(64 * 64 * 4, 0);
+  const WeightView f16{DType::kF16, 4, 64, data.data()};
+  auto refused = [&](const std::vector<WeightView>& parts) {
+    return gpu().make_weight(parts) == nullptr;
+  };
+  EXPECT_TRUE(refused({}));
+  EXPECT_TRUE(refused({f16, {DType::kF16, 4, 32, data.data()}}));         // mixed widths
+  EXPECT_TRUE(refused({f16, {DType::kF32, 4, 64, data.data()}}));         // mixed types
+  EXPECT_TRUE(refused({{DType::kQ8_0, 4, 48, data.data()}}));             // partial block
+  EXPECT_TRUE(refused({{static_cast<DType>(14), 4, 256, data.data()}}));  // Q6_K
+  EXPECT_TRUE(refused({{DType::kF16, 4, 64, nullptr}}));
+  EXPECT_FALSE(refused({f16}));
+}
+
+// ---- element-wise ops ----
+
+TEST_F(CudaBackendTest, RmsNormMatchesCpuInPlaceAndOut) {
+  std::mt19937 rng(3);
+  for (int64_t dim : {576, 1536, 100}) {
+    for (int64_t n : {1, 3, 77, 600}) {
+      std::vector<float> x = random_normal(static_cast<size_t>(n * dim), rng, 3.0f);
+      for (int64_t r = 0; r < n; ++r) {  // rows of very different magnitudes
+        const float s = std::pow(10.0f, static_cast<float>(r % 5) - 2.0f);
+        for (int64_t i = 0; i < dim; ++i) x[r * dim + i] *= s;
+      }
+      const std::vector<float> weight = random_normal(static_cast<size_t>(dim), rng);
+      std::vector<float> want(x.size());
+      cpu().rms_norm(x.data(), weight.data(), n, dim, 1e-5f, want.data());
+      Buffer gx = to_backend(gpu(), x);
+      const Buffer gw = to_backend(gpu(), weight);
+      Buffer gy;
+      gy.reserve<float>(gpu(), n * dim);
+      gpu().rms_norm(gx.get<float>(), gw.get<float>(), n, dim, 1e-5f, gy.get<float>());
+      gpu().rms_norm(gx.get<float>(), gw.get<float>(), n, dim, 1e-5f, gx.get<float>());
+      const std::string what = "rms_norm n " + std::to_string(n) + " dim " + std::to_string(dim);
+      // Same f64 sum of f32 squares; only its summation order differs.
+      EXPECT_TRUE(all_close(to_host<float>(gpu(), gy, x.size()), want, 1e-30, 1e-6, dim, what));
+      EXPECT_TRUE(all_close(to_host<float>(gpu(), gx, x.size()), want, 1e-30, 1e-6, dim,
+                            what + " in place"));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, RopeMatchesCpuAndLeavesOtherColumns) {
+  std::mt19937 rng(4);
+  for (float freq_base : {10000.0f, 100000.0f}) {
+    for (int64_t n : {1, 3, 77, 600}) {
+      std::vector<int32_t> positions(static_cast<size_t>(n));
+      std::uniform_int_distribution<int32_t> pos(0, 32767);
+      for (auto& p : positions) p = pos(rng);
+      positions[0] = 0;
+      if (n > 1) positions[1] = 32767;
+      std::vector<float> want = random_normal(static_cast<size_t>(n * kQStride), rng);
+      Buffer gx = to_backend(gpu(), want);
+      // Queries, then keys, of fused q+k+v rows; the values must stay as they are.
+      cpu().rope(want.data(), positions, kHeads, kHeadDim, kQStride, freq_base);
+      cpu().rope(want.data() + kHeads * kHeadDim, positions, kKvHeads, kHeadDim, kQStride,
+                 freq_base);
+      gpu().rope(gx.get<float>(), positions, kHeads, kHeadDim, kQStride, freq_base);
+      gpu().rope(gx.get<float>() + kHeads * kHeadDim, positions, kKvHeads, kHeadDim, kQStride,
+                 freq_base);
+      // Angles are built bit for bit as the CPU builds them; cosf/sinf may differ by an ulp or
+      // two (angles computed differently, e.g. in f64, would be off by ~1e-3 at large positions).
+      EXPECT_TRUE(all_close(
+          to_host<float>(gpu(), gx, want.size()), want, 1e-5, 1e-5, kQStride,
+          "rope base " + std::to_string(static_cast<int>(freq_base)) + " n " + std::to_string(n)));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, SwigluMatchesCpu) {
+  std::mt19937 rng(5);
+  for (int64_t ff : {1536, 100}) {
+    for (int64_t n : {1, 3, 77, 600}) {
+      std::vector<float> gate_up = random_normal(static_cast<size_t>(n * 2 * ff), rng, 4.0f);
+      gate_up[0] = -100.0f;  // exp overflows on one side, underflows on the other
+      gate_up[ff - 1] = 100.0f;
+      std::vector<float> want(static_cast<size_t>(n * ff));
+      cpu().swiglu(gate_up.data(), n, ff, want.data());
+      const Buffer gin = to_backend(gpu(), gate_up);
+      Buffer gout;
+      gout.reserve<float>(gpu(), n * ff);
+      gpu().swiglu(gin.get<float>(), n, ff, gout.get<float>());
+      EXPECT_TRUE(all_close(to_host<float>(gpu(), gout, want.size()), want, 1e-6, 1e-5, ff,
+                            "swiglu n " + std::to_string(n) + " ff " + std::to_string(ff)));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, AddMatchesCpuExactly) {
+  std::mt19937 rng(6);
+  for (int64_t count : {1, 1000, 3000001}) {
+    std::vector<float> y = random_normal(static_cast<size_t>(count), rng);
+    const std::vector<float> x = random_normal(static_cast<size_t>(count), rng);
+    Buffer gy = to_backend(gpu(), y);
+    const Buffer gx = to_backend(gpu(), x);
+    cpu().add(y.data(), x.data(), count);
+    gpu().add(gy.get<float>(), gx.get<float>(), count);
+    EXPECT_TRUE(all_equal(to_host<float>(gpu(), gy, y.size()), y, count,
+                          "add count " + std::to_string(count)));
+  }
+}
+
+TEST_F(CudaBackendTest, StoreF16RoundsAsCpuAndKeepsPadding) {
+  std::mt19937 rng(7);
+  const std::vector<float> special = {
+      65504.0f, 65519.0f,  65520.0f, 70000.0f,           -70000.0f,          1e-8f,
+      5.96e-8f, 2.98e-8f,  -2.9e-8f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, -0.0f,
+      INFINITY, -INFINITY, 6.1e-5f};
+  for (int64_t width : {192, 100}) {
+    for (int64_t n : {1, 77, 600}) {
+      const int64_t src_stride = width + 13, dst_stride = width + 8;
+      std::vector<float> src = random_normal(static_cast<size_t>(n * src_stride), rng, 10.0f);
+      for (size_t i = 0; i < special.size() && i < static_cast<size_t>(width); ++i)
+        src[i] = special[i];
+      std::vector<uint16_t> want(static_cast<size_t>(n * dst_stride), 0xabcd);
+      Buffer gdst = to_backend(gpu(), want);
+      const Buffer gsrc = to_backend(gpu(), src);
+      cpu().store_f16(src.data(), src_stride, n, width, want.data(), dst_stride);
+      gpu().store_f16(gsrc.get<float>(), src_stride, n, width, gdst.get<uint16_t>(), dst_stride);
+      EXPECT_TRUE(
+          all_equal(to_host<uint16_t>(gpu(), gdst, want.size()), want, dst_stride,
+                    "store_f16 n " + std::to_string(n) + " width " + std::to_string(width)));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, CopyRowsAndRunsMatchCpu) {
+  std::mt19937 rng(8);
+  struct Case {
+    int64_t src_stride, count, width, dst_stride;
+  };
+  for (const Case& c : std::vector<Case>{
+           {40, 4, 33, 37}, {200, 1000, 192, 1000}, {40, 1, 33, 37}, {40, 0, 33, 37}}) {
+    std::vector<uint16_t> src(static_cast<size_t>(std::max<int64_t>(c.count, 1) * c.src_stride));
+    for (auto& v : src) v = static_cast<uint16_t>(rng());
+    std::vector<uint16_t> want(static_cast<size_t>(std::max<int64_t>(c.count, 1) * c.dst_stride),
+                               0xabcd);
+    Buffer gdst = to_backend(gpu(), want);
+    const Buffer gsrc = to_backend(gpu(), src);
+    cpu().copy_rows_f16(src.data(), c.src_stride, c.count, c.width, want.data(), c.dst_stride);
+    gpu().copy_rows_f16(gsrc.get<uint16_t>(), c.src_stride, c.count, c.width, gdst.get<uint16_t>(),
+                        c.dst_stride);
+    EXPECT_TRUE(all_equal(
+        to_host<uint16_t>(gpu(), gdst, want.size()), want, c.dst_stride,
+        "copy_rows_f16 count " + std::to_string(c.count) + " width " + std::to_string(c.width)));
+  }
+
+  // A prefill's scratch rows moved into shuffled blocks of 16 rows (the last one partial); a
+  // width of 192 takes the vectorized kernel, 100 the per-run fallback.
+  for (int64_t width : {192, 100}) {
+    const int64_t rows = 100, block_rows = 16, num_blocks = (rows + block_rows - 1) / block_rows;
+    std::vector<uint16_t> src(static_cast<size_t>(rows * width));
+    for (auto& v : src) v = static_cast<uint16_t>(rng());
+    std::vector<int64_t> order(static_cast<size_t>(num_blocks + 2));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<uint16_t> want(order.size() * block_rows * width, 0xabcd);
+    Buffer gdst = to_backend(gpu(), want);
+    const Buffer gsrc = to_backend(gpu(), src);
+    std::vector<Backend::RowRun> cpu_runs, gpu_runs;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const int64_t first = b * block_rows, count = std::min(block_rows, rows - first);
+      const int64_t dst_offset = order[b] * block_rows * width;
+      cpu_runs.push_back({src.data() + first * width, want.data() + dst_offset, count});
+      gpu_runs.push_back(
+          {gsrc.get<uint16_t>() + first * width, gdst.get<uint16_t>() + dst_offset, count});
+    }
+    cpu().copy_runs_f16(cpu_runs, width);
+    gpu().copy_runs_f16(gpu_runs, width);
+    EXPECT_TRUE(all_equal(to_host<uint16_t>(gpu(), gdst, want.size()), want, width,
+                          "copy_runs_f16 width " + std::to_string(width)));
+  }
+}
+
+// ---- attention ----
+
+AttentionShape model_shape(bool round_probabilities_f16) {
+  const float scale = 1.0f / std::sqrt(float{kHeadDim});
+  return {kHeads, kKvHeads, kHeadDim, kQStride, kOutStride, scale, round_probabilities_f16};
+}
+
+// The keys and values of n tokens, token-major, f16: keys σ 2 (peaked attention), values σ 1.
+struct Tokens {
+  int n = 0;
+  std::vector<uint16_t> k, v;
+
+  Tokens(int tokens, std::mt19937& rng) : n(tokens) {
+    for (float x : random_normal(n * kKvWidth, rng, 2.0f)) k.push_back(fp32_to_fp16(x));
+    for (float x : random_normal(n * kKvWidth, rng)) v.push_back(fp32_to_fp16(x));
+  }
+};
+
+// One sequence's cache in one layout, on the host (for the CPU) and mirrored on the device. NaN
+// wherever no token is (row padding, spare rows, unused blocks), so that a read outside the
+// attended keys shows in the output.
+struct Cache {
+  KvView layout;  // kind, strides, block size, sink and window
+  std::vector<uint16_t> k, v;
+  std::vector<int32_t> block_table;
+  Buffer device_k, device_v;
+
+  Cache(KvView::Kind kind, int64_t row_stride, int64_t elements) {
+    layout.kind = kind;
+    layout.row_stride = row_stride;
+    k.assign(static_cast<size_t>(elements), fp32_to_fp16(NAN));
+    v.assign(static_cast<size_t>(elements), fp32_to_fp16(NAN));
+  }
+  void put(const Tokens& tokens, int t, int64_t row_offset) {
+    std::copy_n(tokens.k.begin() + t * kKvWidth, kKvWidth, k.begin() + row_offset);
+    std::copy_n(tokens.v.begin() + t * kKvWidth, kKvWidth, v.begin() + row_offset);
+  }
+  void mirror(Backend& gpu) {
+    device_k = to_backend(gpu, k);
+    device_v = to_backend(gpu, v);
+  }
+  KvView host_view() const { return with(k.data(), v.data()); }
+  KvView device_view() const { return with(device_k.get<uint16_t>(), device_v.get<uint16_t>()); }
+
+ private:
+  KvView with(const uint16_t* keys, const uint16_t* values) const {
+    KvView view = layout;
+    view.k = keys;
+    view.v = values;
+    view.block_table = block_table.empty() ? nullptr : block_table.data();  // host memory
+    return view;
+  }
+};
+
+// Padded rows and 40 spare rows past the last token.
+std::unique_ptr<Cache> contiguous_cache(const Tokens& t) {
+  const int64_t stride = kKvWidth + 8;
+  auto c = std::make_unique<Cache>(KvView::Kind::kContiguous, stride, (t.n + 40) * stride);
+  for (int i = 0; i < t.n; ++i) c->put(t, i, i * stride);
+  return c;
+}
+
+// Blocks of 16 padded rows, shuffled in an arena with spare blocks, as the KV arena pages them.
+std::unique_ptr<Cache> paged_cache(const Tokens& t, std::mt19937& rng) {
+  const int block_size = 16;
+  const int64_t stride = kKvWidth + 8, block_stride = block_size * stride + 24;
+  const int num_blocks = (t.n + block_size - 1) / block_size;
+  std::vector<int32_t> ids(static_cast<size_t>(num_blocks + 3));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  auto c = std::make_unique<Cache>(KvView::Kind::kPaged, stride,
+                                   static_cast<int64_t>(ids.size()) * block_stride);
+  c->block_table.assign(ids.begin(), ids.begin() + num_blocks);
+  c->layout.block_size = block_size;
+  c->layout.block_stride = block_stride;
+  for (int i = 0; i < t.n; ++i) {
+    c->put(t, i, c->block_table[i / block_size] * block_stride + (i % block_size) * stride);
+  }
+  return c;
+}
+
+// A lazy layer's slot, written token by token as model/hybrid_sequence.cpp writes it (row
+// t < sink ? t : sink + (t − sink) % window), so the window slides over older tokens.
+std::unique_ptr<Cache> ring_cache(const Tokens& t, int sink, int window) {
+  const int64_t stride = kKvWidth + 4;
+  auto c = std::make_unique<Cache>(KvView::Kind::kRing, stride, (sink + window) * stride);
+  c->layout.sink = sink;
+  c->layout.window = window;
+  for (int i = 0; i < t.n; ++i) c->put(t, i, (i < sink ? i : sink + (i - sink) % window) * stride);
+  return c;
+}
+
+const char* kind_name(KvView::Kind kind) {
+  static const char* const names[] = {"contiguous", "paged", "ring"};
+  return names[static_cast<int>(kind)];
+}
+
+struct SeqCase {
+  const Cache* cache;
+  int32_t num_queries, first_pos;
+};
+
+class CudaAttentionTest : public CudaBackendTest {
+ protected:
+  // Tokens and their cache in one layout, mirrored on the device; owned by the test.
+  const Cache& add_cache(std::unique_ptr<Cache> cache) {
+    cache->mirror(gpu());
+    caches_.push_back(std::move(cache));
+    return *caches_.back();
+  }
+
+  // One attention call with `cases` as its sequences on both backends (rows in case order, or
+  // reversed), compared sequence by sequence: outputs of O(1) within 2e-3 (the GPU may keep f32
+  // probabilities where the CPU rounds them to f16, and sums in another order; a wrong mask or
+  // row moves outputs by O(0.1)), log-sum-exps within 1e-3.
+  void compare(const std::vector<SeqCase>& cases, bool round, std::mt19937& rng,
+               bool reverse_rows = false) {
+    const AttentionShape shape = model_shape(round);
+    int64_t rows = 0;
+    std::vector<int64_t> first_rows(cases.size());
+    for (size_t j = 0; j < cases.size(); ++j) {
+      const size_t i = reverse_rows ? cases.size() - 1 - j : j;
+      first_rows[i] = rows;
+      rows += cases[i].num_queries;
+    }
+    const std::vector<float> q = random_normal(static_cast<size_t>(rows * kQStride), rng, 2.0f);
+    std::vector<float> want(static_cast<size_t>(rows * kOutStride), NAN);
+    std::vector<float> want_lse(static_cast<size_t>(rows * kHeads), NAN);
+    const Buffer gq = to_backend(gpu(), q);
+    Buffer gout = to_backend(gpu(), want);
+    Buffer glse = to_backend(gpu(), want_lse);
+    std::vector<AttentionSeq> cpu_seqs, gpu_seqs;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      AttentionSeq seq;
+      seq.first_row = first_rows[i];
+      seq.num_queries = cases[i].num_queries;
+      seq.first_pos = cases[i].first_pos;
+      seq.kv = cases[i].cache->host_view();
+      seq.lse = want_lse.data() + first_rows[i] * kHeads;
+      cpu_seqs.push_back(seq);
+      seq.kv = cases[i].cache->device_view();
+      seq.lse = glse.get<float>() + first_rows[i] * kHeads;
+      gpu_seqs.push_back(seq);
+    }
+    cpu().attention(q.data(), cpu_seqs, shape, want.data());
+    gpu().attention(gq.get<float>(), gpu_seqs, shape, gout.get<float>());
+    const std::vector<float> got = to_host<float>(gpu(), gout, want.size());
+    const std::vector<float> got_lse = to_host<float>(gpu(), glse, want_lse.size());
+
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const SeqCase& c = cases[i];
+      const std::string what = std::string(kind_name(c.cache->layout.kind)) + " seq " +
+                               std::to_string(i) + "/" + std::to_string(cases.size()) + ": " +
+                               std::to_string(c.num_queries) + " q at pos " +
+                               std::to_string(c.first_pos) + (round ? ", f16 probs" : "");
+      auto slice = [&](const std::vector<float>& v, int64_t width) {
+        const auto begin = v.begin() + first_rows[i] * width;
+        return std::vector<float>(begin, begin + c.num_queries * width);
+      };
+      EXPECT_TRUE(all_close(slice(got, kOutStride), slice(want, kOutStride), 2e-3, 0, kOutStride,
+                            what + " out [q, head·64+d]"));
+      EXPECT_TRUE(all_close(slice(got_lse, kHeads), slice(want_lse, kHeads), 1e-3, 0, kHeads,
+                            what + " lse [q, head]"));
+    }
+  }
+
+  std::vector<std::unique_ptr<Cache>> caches_;
+};
+
+TEST_F(CudaAttentionTest, ContiguousPrefillMatchesCpu) {
+  std::mt19937 rng(9);
+  // {queries, first position}: prompt starts, and chunks after cached keys (the last a decode).
+  const std::vector<std::pair<int32_t, int32_t>> cases = {{1, 0},  {5, 0},      {300, 0}, {2100, 0},
+                                                          {5, 37}, {300, 1000}, {1, 4000}};
+  for (const auto& [num_queries, first_pos] : cases) {
+    const Cache& cache = add_cache(contiguous_cache(Tokens(first_pos + num_queries, rng)));
+    for (bool round : {false, true}) compare({{&cache, num_queries, first_pos}}, round, rng);
+  }
+}
+
+TEST_F(CudaAttentionTest, PagedDecodeBatchMatchesCpu) {
+  std::mt19937 rng(10);
+  std::vector<SeqCase> decodes;
+  for (int n : {1, 17, 1000, 5000}) {
+    const Tokens tokens(n, rng);
+    decodes.push_back({&add_cache(paged_cache(tokens, rng)), 1, n - 1});
+  }
+  // A chunk of queries over paged keys is allowed too.
+  const Tokens tokens(93, rng);
+  const Cache& chunk = add_cache(paged_cache(tokens, rng));
+  for (bool round : {false, true}) {
+    compare(decodes, round, rng);
+    compare({{&chunk, 33, 60}}, round, rng);
+  }
+}
+
+TEST_F(CudaAttentionTest, RingDecodeBatchMatchesCpu) {
+  std::mt19937 rng(11);
+  const int sink = 4, window = 1020;
+  std::vector<SeqCase> decodes;
+  // Before the ring fills, exactly full, one past, and after many wraps.
+  for (int n : {1, 4, 5, 600, 1023, 1024, 1025, 3000, 5000}) {
+    const Tokens tokens(n, rng);
+    decodes.push_back({&add_cache(ring_cache(tokens, sink, window)), 1, n - 1});
+  }
+  // Several queries while the ring still holds every token.
+  const Tokens tokens(300, rng);
+  const Cache& chunk = add_cache(ring_cache(tokens, sink, window));
+  for (bool round : {false, true}) {
+    compare(decodes, round, rng);
+    compare({{&chunk, 40, 260}}, round, rng);
+  }
+}
+
+TEST_F(CudaAttentionTest, MixedBatchInOneCallMatchesCpu) {
+  std::mt19937 rng(12);
+  const Cache& prompt = add_cache(contiguous_cache(Tokens(400, rng)));
+  const Cache& paged = add_cache(paged_cache(Tokens(1000, rng), rng));
+  const Cache& ring = add_cache(ring_cache(Tokens(3000, rng), 4, 1020));
+  const Cache& decode = add_cache(contiguous_cache(Tokens(1501, rng)));
+  const Cache& short_ring = add_cache(ring_cache(Tokens(700, rng), 4, 1020));
+  const std::vector<SeqCase> batch = {
+      {&prompt, 300, 100},                    // a prefill chunk after 100 cached tokens
+      {&paged, 1, 999},                       // decodes of every kind
+      {&ring, 1, 2999},    {&paged, 1, 998},  // the same paged cache, one token earlier
+      {&decode, 1, 1500},  {&short_ring, 1, 699},
+  };
+  for (bool round : {false, true}) {
+    compare(batch, round, rng);
+    compare(batch, round, rng, /*reverse_rows=*/true);
+  }
+}
+
+TEST_F(CudaAttentionTest, LazyRatioMatchesCpu) {
+  std::mt19937 rng(13);
+  struct Case {
+    int32_t n, w_last, sink, window;
+  };
+  for (const Case& c : std::vector<Case>{
+           {3000, 64, 4, 1020}, {1000, 64, 4, 1020}, {200, 64, 4, 20}, {40, 64, 4, 20}}) {
+    const Tokens tokens(c.n, rng);
+    const Cache& cache = add_cache(contiguous_cache(tokens));
+    // Queries scaled so that attention is peaked enough for ratios away from 0 and 1.
+    const std::vector<float> q = random_normal(static_cast<size_t>(c.n) * kQStride, rng, 3.0f);
+    const Buffer gq = to_backend(gpu(), q);
+    for (bool round : {false, true}) {
+      const AttentionShape shape = model_shape(round);
+      // The log-sum-exp of the last w_last queries, as the prefill's attention leaves it.
+      const int32_t first = std::max(0, c.n - c.w_last);
+      std::vector<float> lse(static_cast<size_t>(c.n) * kHeads, NAN);
+      std::vector<float> out(static_cast<size_t>(c.n) * kOutStride, NAN);
+      Buffer glse = to_backend(gpu(), lse);
+      Buffer gout = to_backend(gpu(), out);
+      AttentionSeq seq;
+      seq.first_row = first;
+      seq.num_queries = c.n - first;
+      seq.first_pos = first;
+      seq.kv = cache.host_view();
+      seq.lse = lse.data() + static_cast<int64_t>(first) * kHeads;
+      cpu().attention(q.data(), {&seq, 1}, shape, out.data());
+      seq.kv = cache.device_view();
+      seq.lse = glse.get<float>() + static_cast<int64_t>(first) * kHeads;
+      gpu().attention(gq.get<float>(), {&seq, 1}, shape, gout.get<float>());
+
+      const float want = cpu().lazy_ratio(q.data(), lse.data(), cache.host_view(), c.n, c.w_last,
+                                          c.sink, c.window, shape);
+      const float got = gpu().lazy_ratio(gq.get<float>(), glse.get<float>(), cache.device_view(),
+                                         c.n, c.w_last, c.sink, c.window, shape);
+      const std::string what = "lazy_ratio n " + std::to_string(c.n) + " w_last " +
+                               std::to_string(c.w_last) + " sink " + std::to_string(c.sink) +
+                               " window " + std::to_string(c.window) + (round ? ", f16 probs" : "");
+      std::printf("  %-60s got %.6f want %.6f\n", what.c_str(), got, want);
+      EXPECT_NEAR(got, want, 1e-3) << what;
+      EXPECT_GE(got, 0.0f) << what;
+      EXPECT_LE(got, 1.0f) << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lightserve::kernels
