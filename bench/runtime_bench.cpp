@@ -1,10 +1,11 @@
-// Runtime benchmark of the model on the CPU backend: prefill tokens/s at given prompt lengths,
+// Runtime benchmark of the model on a backend (the CPU by default, --device cuda for the GPU):
+// prefill tokens/s at given prompt lengths,
 // decode tokens/s at given batch sizes (each sequence with a 128-token prompt, as
 // llama-batched-bench -npp 128 -ntg 128), and resident memory. Mirrors llama-bench /
 // llama-batched-bench so scripts/bench_runtime.sh can put both side by side.
 //
-//   runtime_bench [--model PATH] [--threads N] [--prefill 512,2048] [--decode 1,8,32]
-//                 [--gen 128] [--reps 3] [--json PATH]
+//   runtime_bench [--model PATH] [--threads N] [--device cpu|cuda] [--prefill 512,2048]
+//                 [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
   int threads = 0, gen = 128, reps = 3, ubatch = 512, decode_prompt = 128;
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
-  std::string json_path;
+  std::string json_path, device = "cpu";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -70,19 +71,34 @@ int main(int argc, char** argv) {
     };
     if (a == "--model") model_path = next();
     else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--device") device = next();
     else if (a == "--prefill") prefill = parse_list(next());
     else if (a == "--decode") decode = parse_list(next());
     else if (a == "--gen") gen = std::stoi(next());
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--json") json_path = next();
     else {
-      std::fprintf(stderr, "usage: %s [--model P] [--threads N] [--prefill 512,2048] [--decode 1,8,32] "
-                   "[--gen 128] [--reps 3] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--model P] [--threads N] [--device cpu|cuda] "
+                   "[--prefill 512,2048] [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]\n",
+                   argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
 
-  auto backend = kernels::make_cpu_backend(threads);
+  std::unique_ptr<kernels::Backend> backend;
+  if (device == "cuda") {
+    std::string why;
+    backend = kernels::make_cuda_backend(0, &why);
+    if (backend == nullptr) {
+      std::fprintf(stderr, "error: %s\n", why.c_str());
+      return 1;
+    }
+  } else if (device == "cpu") {
+    backend = kernels::make_cpu_backend(threads);
+  } else {
+    std::fprintf(stderr, "error: --device must be cpu or cuda\n");
+    return 2;
+  }
   auto loaded = model::LlamaModel::load(model_path, *backend);
   if (!loaded) {
     std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());

@@ -289,8 +289,8 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   float* tmp = s.tmp.get<float>();
   b.rms_norm(x, L.attn_norm.get<float>(), num_rows, d, c.rms_norm_eps, h);
   b.matmul(*L.qkv, h, num_rows, qkv);
-  b.rope(qkv, s.positions, c.num_heads, hd, qkv_dim, c.rope_freq_base);
-  b.rope(qkv + q_dim, s.positions, c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
+  // The K heads follow the Q heads in each row: one call rotates both.
+  b.rope(qkv, s.positions, c.num_heads + c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
   for (size_t k = 0; k < s.packed.size(); ++k) {
     kernels::AttentionSeq& seq = s.seqs[k];
     const float* rows = qkv + seq.first_row * qkv_dim;

@@ -99,6 +99,7 @@ struct RunResult {
     }
   } prefill_steps, decode_steps;
   int64_t prefill_token_layers = 0;
+  double forward_seconds = 0;  // inside the model's forward pass; the rest is the engine's
   double requests_per_s() const { return num_completed / std::max(seconds, 1e-9); }
   double output_tokens_per_s() const { return output_tokens / std::max(seconds, 1e-9); }
   double total_tokens_per_s() const {
@@ -235,6 +236,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
     drain();
   }
   r.seconds = clock.now_seconds() - t0;
+  r.forward_seconds = executor.forward_seconds();
   drain();
   const scheduler::EngineStats stats = engine->stats();
   r.num_steps = stats.num_steps;
@@ -269,6 +271,8 @@ void print_result(const RunResult& r) {
                 static_cast<long long>(t->num_steps), t->seconds, t->ms_per_step(),
                 t->longest_seconds * 1e3, t->rows_per_step());
   }
+  std::printf("  in the forward pass: %.2f s of %.2f s (the rest: scheduling, sampling, events)\n",
+              r.forward_seconds, r.seconds);
 }
 
 nlohmann::json to_json(const RunResult& r) {
@@ -301,6 +305,7 @@ nlohmann::json to_json(const RunResult& r) {
           {"num_preemptions", r.num_preemptions},
           {"step_budget_token_layers", r.step_budget},
           {"prefill_token_layers", r.prefill_token_layers},
+          {"forward_seconds", r.forward_seconds},
           {"prefill_steps", steps(r.prefill_steps)},
           {"decode_only_steps", steps(r.decode_steps)},
           {"ttft_s", pct(r.ttft)},

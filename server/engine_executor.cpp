@@ -1,6 +1,7 @@
 #include "server/engine_executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 namespace lightserve::server {
@@ -61,7 +62,9 @@ Status EngineExecutor::execute(const scheduler::StepBatch& batch, std::vector<fl
   if (batch_.empty()) return Status::Ok();
   // forward returns one row (its last token) per entry that ran the last layer, in entry order:
   // exactly the entries with needs_logits.
+  const auto start = std::chrono::steady_clock::now();
   if (Status s = model_.forward(batch_, logits); !s) return s;
+  forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
   // A prefill that ran its last layer has its final layer map.

@@ -49,6 +49,8 @@ class EngineExecutor final : public scheduler::Executor {
   const model::HybridSequence* sequence(scheduler::RequestId request_id) const;
   // Forward calls made, and the most entries one of them held.
   int64_t num_forward_calls() const { return num_forward_calls_; }
+  // Wall time inside LlamaModel::forward (device work included: it returns with the logits).
+  double forward_seconds() const { return forward_seconds_; }
   int32_t max_batch_entries() const { return max_batch_entries_; }
   // Per layer: how many prefills so far ended with that layer lazy, counted in the step that ran
   // a prefill's last layer (the lightserve_lazy_layer_selected_total metric). Engine thread only.
@@ -61,6 +63,7 @@ class EngineExecutor final : public scheduler::Executor {
   std::unordered_map<scheduler::RequestId, std::unique_ptr<model::HybridSequence>> sequences_;
   std::vector<model::BatchEntry> batch_;  // reused across steps
   int64_t num_forward_calls_ = 0;
+  double forward_seconds_ = 0;
   int32_t max_batch_entries_ = 0;
   std::vector<int64_t> lazy_layer_counts_;
 };

@@ -39,6 +39,23 @@ __global__ void f32_rows_to_f16(const float* __restrict__ src, int64_t src_strid
   }
 }
 
+// The queued store_f16 calls (CudaBackend::flush_stores): one block per call.
+struct QueuedStore {
+  const float* src;
+  int64_t src_stride;
+  __half* dst;
+  int64_t dst_stride;
+  int64_t rows;
+};
+
+__global__ void store_queued(const QueuedStore* __restrict__ stores, int64_t width) {
+  const QueuedStore s = stores[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < s.rows * width; i += blockDim.x) {
+    const int64_t r = i / width, c = i - r * width;
+    s.dst[r * s.dst_stride + c] = __float2half_rn(s.src[r * s.src_stride + c]);
+  }
+}
+
 // out[i][c] = table[ids[i]][c] as f32.
 __global__ void gather_rows(const __half* __restrict__ table, int64_t cols,
                             const int32_t* __restrict__ ids, int64_t count,
@@ -228,6 +245,13 @@ class CudaBackend final : public Backend {
   }
 
   void deallocate(void* p) override {
+    // A queued store may write into p: issue the queue first (errors surface at the next call).
+    if (!queued_stores_.empty()) {
+      try {
+        flush_stores();
+      } catch (const std::exception&) {
+      }
+    }
     // Called from Buffer's destructor, so it must not throw; cudaFree fails only for a bad
     // pointer or a fault of earlier work, which the next checked call reports.
     static_cast<void>(cudaFree(p));
@@ -368,6 +392,16 @@ class CudaBackend final : public Backend {
   void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
                  int64_t dst_stride) override {
     if (n <= 0 || width <= 0) return;
+    if (n <= kQueuedStoreRows) {
+      // A decode stores one K and one V row per sequence and layer: queued, and issued as one
+      // launch by the next op (every other op flushes the queue first, in bind()).
+      LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
+      if (!queued_stores_.empty() && width != queued_width_) flush_stores();
+      queued_width_ = width;
+      queued_stores_.push_back(
+          QueuedStore{src, src_stride, reinterpret_cast<__half*>(dst), dst_stride, n});
+      return;
+    }
     bind();
     f32_rows_to_f16<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(
         src, src_stride, n, width, reinterpret_cast<__half*>(dst), dst_stride);
@@ -409,7 +443,20 @@ class CudaBackend final : public Backend {
  private:
   // Calls may come from a thread other than the one that created the backend (the engine
   // thread); the CUDA runtime's current device is per thread.
-  void bind() const { LS_CUDA_CHECK(cudaSetDevice(ctx_.device)); }
+  // Also issues the queued stores, so that every op sees them done in issue order.
+  void bind() {
+    LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
+    if (!queued_stores_.empty()) flush_stores();
+  }
+
+  void flush_stores() {
+    const auto count = static_cast<int64_t>(queued_stores_.size());
+    QueuedStore* device = store_descriptors_.get<QueuedStore>(count);
+    ctx_.upload_small(device, queued_stores_.data(), count * static_cast<int64_t>(sizeof(QueuedStore)));
+    queued_stores_.clear();
+    store_queued<<<static_cast<unsigned>(count), kThreads, 0, ctx_.stream>>>(device, queued_width_);
+    LS_CUDA_LAUNCHED();
+  }
 
   // Blocks for a grid-stride loop over `count` items: enough to fill the device, no more than the
   // items need.
@@ -434,6 +481,10 @@ class CudaBackend final : public Backend {
   DeviceScratch ids_;              // embed's token ids
   DeviceScratch positions_;        // rope's positions
   DeviceScratch run_descriptors_;  // copy_runs_f16's descriptors
+  static constexpr int64_t kQueuedStoreRows = 4;
+  std::vector<QueuedStore> queued_stores_;  // store_f16 calls not yet issued (all queued_width_)
+  int64_t queued_width_ = 0;
+  DeviceScratch store_descriptors_;
   std::string description_;
 };
 
