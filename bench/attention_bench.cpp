@@ -1,15 +1,18 @@
-// CPU attention throughput on SmolLM2-135M's attention shape (9 query heads, 3 KV heads,
-// head_dim 64) through the CPU backend's attention(): prefill of one sequence (512 to 8192
-// causal queries) and decode (1 query per sequence, batch 1 and 8, 1024/4096 keys), contiguous
-// f16 cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
+// Attention throughput on SmolLM2-135M's attention shape (9 query heads, 3 KV heads,
+// head_dim 64) through a backend's attention(): prefill of one sequence (512 to 8192 causal
+// queries) and decode (1 query per sequence, batch 1 and 8, 1024/4096 keys), contiguous f16
+// cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
 // 4 · heads · head_dim per attended key per query (QKᵀ and P·V). Best of several repetitions.
+// --device cuda runs the same cases on the CUDA backend (device 0; every buffer in device
+// memory, timed between synchronize() calls) and prints ms per call and TFLOP/s.
 //
-//   attention_bench [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
+//   attention_bench [--device cpu|cuda] [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,13 +41,16 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string device = "cpu";
   int threads = 2;
   double min_ms = 200;
   int reps = 5;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--threads" && i + 1 < argc) {
+    if (flag == "--device" && i + 1 < argc) {
+      device = argv[++i];
+    } else if (flag == "--threads" && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
     } else if (flag == "--min-ms" && i + 1 < argc) {
       min_ms = std::atof(argv[++i]);
@@ -53,11 +59,28 @@ int main(int argc, char** argv) {
     } else if (flag == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: attention_bench [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]\n");
+      std::fprintf(stderr,
+                   "usage: attention_bench [--device cpu|cuda] [--threads N] [--min-ms T] "
+                   "[--reps R] [--only SUBSTRING]\n");
       return 2;
     }
   }
-  auto backend = make_cpu_backend(threads);
+  const bool gpu = device == "cuda";
+  if (!gpu && device != "cpu") {
+    std::fprintf(stderr, "attention_bench: unknown device '%s' (cpu or cuda)\n", device.c_str());
+    return 2;
+  }
+  std::unique_ptr<Backend> backend;
+  if (gpu) {
+    std::string error;
+    backend = make_cuda_backend(0, &error);
+    if (backend == nullptr) {
+      std::fprintf(stderr, "attention_bench: no CUDA backend: %s\n", error.c_str());
+      return 1;
+    }
+  } else {
+    backend = make_cpu_backend(threads);
+  }
   std::printf("# %s; heads %d, kv_heads %d, head_dim %d; best of %d reps of >= %.0f ms\n",
               backend->description().c_str(), kHeads, kKvHeads, kHeadDim, reps, min_ms);
 
@@ -68,7 +91,11 @@ int main(int argc, char** argv) {
       {"decode b1 4096", 1, 1, 4096},    {"decode b8 1024", 8, 1, 1024},
       {"decode b8 4096", 8, 1, 4096},
   };
-  std::printf("%-18s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
+  if (gpu) {
+    std::printf("%-18s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "ms f16p", "TFLOP/s f16p");
+  } else {
+    std::printf("%-18s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
+  }
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t kv_width = static_cast<int64_t>(kKvHeads) * kHeadDim;
@@ -86,6 +113,23 @@ int main(int argc, char** argv) {
     const int64_t rows = static_cast<int64_t>(c.batch) * c.queries;
     std::vector<float> q(static_cast<size_t>(rows * q_width)), out(q.size());
     for (auto& x : q) x = normal(rng);
+    // The buffers attention() reads and writes: the host vectors themselves on the CPU, copies
+    // in device memory on the GPU.
+    const float* q_arg = q.data();
+    float* out_arg = out.data();
+    std::vector<Buffer> device_buffers;
+    auto on_device = [&](const void* src, int64_t bytes) {
+      Buffer& b = device_buffers.emplace_back();
+      b.reserve(*backend, bytes);
+      backend->upload(b.get<void>(), src, bytes);
+      return b.get<void>();
+    };
+    const auto q_bytes = static_cast<int64_t>(q.size() * sizeof(float));
+    if (gpu) {
+      device_buffers.reserve(2 + 2 * static_cast<size_t>(c.batch));
+      q_arg = static_cast<const float*>(on_device(q.data(), q_bytes));
+      out_arg = static_cast<float*>(on_device(out.data(), q_bytes));
+    }
     std::vector<AttentionSeq> seqs(c.batch);
     double flops = 0;
     for (int b = 0; b < c.batch; ++b) {
@@ -96,6 +140,11 @@ int main(int argc, char** argv) {
       s.kv.kind = KvView::Kind::kContiguous;
       s.kv.k = k[b].data();
       s.kv.v = v[b].data();
+      if (gpu) {
+        const auto kv_bytes = static_cast<int64_t>(k[b].size() * sizeof(uint16_t));
+        s.kv.k = static_cast<const uint16_t*>(on_device(k[b].data(), kv_bytes));
+        s.kv.v = static_cast<const uint16_t*>(on_device(v[b].data(), kv_bytes));
+      }
       s.kv.row_stride = kv_width;
       for (int i = 0; i < c.queries; ++i) {
         flops += 4.0 * kHeads * kHeadDim * static_cast<double>(s.first_pos + i + 1);
@@ -111,20 +160,41 @@ int main(int argc, char** argv) {
       shape.out_stride = q_width;
       shape.scale = 0.125f;
       shape.round_probabilities_f16 = round;
-      backend->attention(q.data(), seqs, shape, out.data());  // warm-up
+      backend->attention(q_arg, seqs, shape, out_arg);  // warm-up
+      backend->synchronize();
       double best = 1e300;
-      for (int r = 0; r < reps; ++r) {
-        int iters = 0;
-        const double t0 = now_seconds();
-        double t1 = t0;
-        do {
-          backend->attention(q.data(), seqs, shape, out.data());
-          ++iters;
-          t1 = now_seconds();
-        } while ((t1 - t0) * 1e3 < min_ms);
-        best = std::min(best, (t1 - t0) / iters);
+      if (gpu) {
+        // Asynchronous: time a run of calls sized from one synchronized call to about min_ms,
+        // synchronizing only at its ends (so that launches overlap as in serving).
+        const double t = now_seconds();
+        backend->attention(q_arg, seqs, shape, out_arg);
+        backend->synchronize();
+        const double one = std::max(now_seconds() - t, 1e-7);
+        const int calls = static_cast<int>(std::clamp(min_ms * 1e-3 / one, 1.0, 100000.0));
+        for (int r = 0; r < reps; ++r) {
+          const double t0 = now_seconds();
+          for (int i = 0; i < calls; ++i) backend->attention(q_arg, seqs, shape, out_arg);
+          backend->synchronize();
+          best = std::min(best, (now_seconds() - t0) / calls);
+        }
+      } else {
+        for (int r = 0; r < reps; ++r) {
+          int iters = 0;
+          const double t0 = now_seconds();
+          double t1 = t0;
+          do {
+            backend->attention(q_arg, seqs, shape, out_arg);
+            ++iters;
+            t1 = now_seconds();
+          } while ((t1 - t0) * 1e3 < min_ms);
+          best = std::min(best, (t1 - t0) / iters);
+        }
       }
-      std::printf(" %14.2f", flops / best * 1e-9);
+      if (gpu) {
+        std::printf(" %10.3f %10.2f", best * 1e3, flops / best * 1e-12);
+      } else {
+        std::printf(" %14.2f", flops / best * 1e-9);
+      }
     }
     std::printf("\n");
     std::fflush(stdout);

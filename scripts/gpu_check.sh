@@ -6,7 +6,9 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # BUILD (default build) holds a build configured where nvcc was found; MODEL (default the fetched
 # SmolLM2-135M-Instruct) and TEXT_DIR (default /usr/share/common-licenses) are passed on;
-# BENCH_ONLY (default "2k 4k 8k 8k-f075") picks the benchmark runs, "none" skips them.
+# BENCH_ONLY (default: the four runs of the CPU table, then the GPU-only runs of
+# bench_batching.sh at both step budgets) picks the benchmark runs, "none" skips them
+# (and runtime_bench: prefill and decode speed of the plain model on the GPU).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,7 +27,11 @@ LIGHTSERVE_TEST_MODEL="$MODEL" "$BUILD/tests/model_tests" --gtest_filter='Cuda*'
   --gtest_color=no 2>&1 | tee "$OUT/model_tests.txt" || status=1
 
 if [ "${BENCH_ONLY:-}" != none ]; then
-  BIN="$BUILD/server/lightserve" ONLY="${BENCH_ONLY:-2k 4k 8k 8k-f075}" \
+  "$BUILD/bench/runtime_bench" --device cuda --model "$MODEL" --prefill 512,2048,8192 \
+    --decode 1,4,8,16,32 --json "$OUT/runtime_bench.json" 2>&1 | tee "$OUT/runtime_bench.txt" ||
+    status=1
+  BIN="$BUILD/server/lightserve" ONLY="${BENCH_ONLY:-2k 4k 8k 8k-f075 $(for b in 61440 491520; do
+    printf '%s ' "2k-3-s$b" "4k-5-s$b" "8k-28-s$b" "8k-f075-24-s$b"; done)}" \
     BENCH_ARGS="--device cuda --model $MODEL --text-dir $TEXT_DIR" \
     bash scripts/bench_batching.sh "$OUT/bench" 2>&1 | tee "$OUT/bench.txt" || status=1
 fi

@@ -4,17 +4,19 @@
 // (query head h reads KV head h / (heads / kv_heads)), causal and streaming (ring) masks.
 //
 // Two paths, chosen per sequence:
-//  - Prefill (kContiguous keys and at least kPrefillMinQueries queries): tensor cores through
-//    cuBLAS, one sequence at a time in query chunks: S = scale · Q·Kᵀ (f16 → f32), a row softmax
-//    with the causal mask writing f16 probabilities P and lse, then O = P·V (f16 → f32) straight
-//    into the output rows. P is always rounded to f16 — llama.cpp's round_probabilities_f16
-//    numerics, whether or not the flag is set.
+//  - Prefill (kContiguous keys, 16-byte aligned rows, at least kPrefillMinQueries queries): one
+//    fused causal flash-attention kernel on tensor cores (mma.sync, f16 × f16 → f32), no score
+//    matrix in memory; see "Prefill path" below. Its probabilities are always rounded to f16 for
+//    the P·V product, whether or not round_probabilities_f16 is set: the unnormalized
+//    exp(s − m) ≤ 1 relative to the running row max m (relative error ≤ 2⁻¹¹ each, as llama.cpp's
+//    rounding of the normalized ones), normalized afterwards by the f32 sum; lse comes from the
+//    f32 max and sum.
 //  - Everything else (decode, short chunks, paged and ring views): split-K flash decoding. A block
 //    scores one key split of one query for the `group` query heads of one KV head (online softmax
 //    in f32) and writes a partial (max, sum, unnormalized output); a merge kernel combines the
-//    splits. Probabilities stay f32 here: round_probabilities_f16 is honoured only by the prefill
-//    path (rounding needs the global max and sum before any value is weighted, i.e. a second pass
-//    over the keys); the difference is within the tests' tolerances.
+//    splits. Probabilities stay f32 here, and round_probabilities_f16 is not honoured (rounding the
+//    normalized probabilities needs the global max and sum before any value is weighted, i.e. a
+//    second pass over the keys); the difference is within the tests' tolerances.
 //
 // Host inputs (the AttentionSeq array and its block tables) are packed into one host buffer per
 // call and copied with one pinned-staged cudaMemcpyAsync (CudaContext::upload_small); nothing in
@@ -39,10 +41,6 @@ constexpr int kChunk = 256;     // keys a split block scores per shared-memory p
 constexpr int kMinSplit = 64;   // smallest key split of the decode path
 constexpr int kMaxGroup = 8;    // query heads per KV head the kernels are built for
 constexpr int kPrefillMinQueries = 64;
-// Bytes of S (f32) + P (f16) per prefill chunk: 8K-token prompts of 9 heads in 1K-query chunks,
-// which also skip most of the masked upper triangle.
-constexpr int64_t kScoreBudget = int64_t{1} << 29;
-constexpr int kSoftmaxThreads = 256;
 constexpr int kRatioSplit = 256;  // keys per lazy-ratio block
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -423,105 +421,328 @@ merge_kernel(const SeqDesc* __restrict__ descs, const int32_t* __restrict__ quer
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill path
+// Prefill path: fused causal flash attention (FlashAttention-2 style) on tensor cores
+//
+// A block of kFlashWarps warps owns kFlashRows "rows" of one KV head g: row r of the sequence's
+// num_queries · group rows is query r / group of query head g·group + r % group, so the `group`
+// heads that share g read each key and value tile once. Warp w owns rows [16w, 16w + 16) of the
+// block as one m16 tile of mma.sync.m16n8k16 (f16 × f16 → f32); its queries sit in registers as
+// A fragments (converted to f16 on load). The block walks 64-key tiles 0 .. its last row's
+// position, staged in shared memory by cp.async (two stages: the next tile loads while this one
+// is used). Per tile a warp computes S = Q·Kᵀ (B fragments from K rows by ldmatrix), applies the
+// causal mask (only on tiles reaching past its first row's position), updates the running max m
+// and sum l of each row (f32, in the log2 domain: x = scale·log2(e)·q·k), rescales its output
+// accumulator, and adds P·V with P = exp2(x − m) rounded to f16 straight from the S registers
+// (the accumulator layout of S is the A layout of P) and V fragments by ldmatrix.trans. A warp
+// skips tiles whose first key is past all of its rows. Keys past the block's last position are
+// zero-filled, never read: every masked probability is exactly 0 and multiplies a finite value.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.f32; lane = 4·gid + tig):
+//   A (16×16): reg 0 = row gid, cols 2tig, 2tig+1; reg 1 = row gid + 8, same cols;
+//              reg 2 = row gid, cols 2tig + 8, +9;  reg 3 = row gid + 8, cols 2tig + 8, +9.
+//   B (16×8):  reg 0 = rows (k) 2tig, 2tig+1 of col (n) gid; reg 1 = rows 2tig + 8, +9.
+//   C (16×8):  c0, c1 = row gid, cols 2tig, 2tig+1; c2, c3 = row gid + 8, same cols.
+//   ldmatrix.x4: lanes 8i..8i+7 address the 8 rows of matrix i; register i of lane l holds
+//   matrix i's row l/4, elements 2(l%4), +1 (.trans: rows 2(l%4), +1 of column l/4).
 
-// qh[h][i][d] = f16(q[row0 + i][h·hd + d]) for i < c: the head-major query chunk.
-__global__ void prefill_queries(const float* __restrict__ q, int64_t q_stride, int64_t row0, int c,
-                                int heads, int hd, __half* __restrict__ qh) {
-  const int64_t total = static_cast<int64_t>(heads) * c * hd;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t d = idx % hd;
-    const int64_t i = (idx / hd) % c;
-    const int64_t h = idx / (static_cast<int64_t>(hd) * c);
-    qh[idx] = __float2half_rn(q[(row0 + i) * q_stride + h * hd + d]);
-  }
+constexpr int kFlashWarps = 8;
+constexpr int kFlashThreads = kFlashWarps * 32;
+constexpr int kFlashRows = kFlashWarps * 16;  // (query, head) rows per block
+constexpr int kFlashKeys = 64;                // keys per shared-memory tile
+constexpr int kFlashStages = 2;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <int HD>
+struct FlashTile {
+  static_assert(HD == 64 || HD == 128);
+  // f16 elements between shared-memory rows: 16-byte aligned rows (cp.async, ldmatrix) whose
+  // 8-row ldmatrix reads hit 8 distinct 4-bank groups (HD + 8 halves = 4 words mod 32 apart).
+  static constexpr int kPitch = HD + 8;
+  static constexpr int kTile = kFlashKeys * kPitch;  // elements of one K or V tile
+  static constexpr int kSmemBytes = kFlashStages * 2 * kTile * 2;
+  static constexpr int kChunksPerRow = HD / 8;       // 16-byte pieces of a key row
+  static constexpr int kLoadsPerThread = kFlashKeys * kChunksPerRow / kFlashThreads;
+  static_assert(kLoadsPerThread * kFlashThreads == kFlashKeys * kChunksPerRow);
+};
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Merges another (max, sum) pair into (m, l); −inf marks an empty one.
-__device__ __forceinline__ void combine(float& m, float& l, float m2, float l2) {
-  if (m2 == kNegInf) return;
-  if (m == kNegInf) {
-    m = m2;
-    l = l2;
-    return;
-  }
-  const float mx = fmaxf(m, m2);
-  l = l * expf(m - mx) + l2 * expf(m2 - mx);
-  m = mx;
+// 16 bytes global → shared, asynchronously; zero-fills instead when !valid (src not read).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+               : "memory");
 }
 
-// Block x = row (h, i) of the chunk's scores S[h][i][0..nk) (ld apart): query i at position
-// p0 + i sees keys ≤ p0 + i. Writes P[h][i][t] = f16(exp(s − m) / l) there, 0 for the masked
-// keys, and lse[(lse_q0 + i)·heads + h] = m + log l.
-__global__ void __launch_bounds__(kSoftmaxThreads)
-prefill_softmax(const float* __restrict__ scores, int64_t ld, int c, int32_t nk, int32_t p0,
-                int heads, __half* __restrict__ probs, float* __restrict__ lse, int64_t lse_q0) {
-  __shared__ float sh_m[kSoftmaxThreads / 32], sh_l[kSoftmaxThreads / 32];
-  const int64_t row = blockIdx.x;
-  const int h = static_cast<int>(row / c), i = static_cast<int>(row % c);
-  const float* s = scores + row * ld;
-  __half* p = probs + row * ld;
-  const int32_t valid = p0 + i + 1;  // ≤ nk
-  constexpr int kStep = kSoftmaxThreads * 4;
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
 
-  float m = kNegInf, l = 0.0f;
-  for (int32_t t = threadIdx.x * 4; t < valid; t += kStep) {
-    // t < valid ≤ ld and ld is a multiple of 8: the float4 stays inside the row.
-    const float4 v = *reinterpret_cast<const float4*>(s + t);
-    const float x[4] = {v.x, v.y, v.z, v.w};
-    float mx = x[0];
-#pragma unroll
-    for (int e = 1; e < 4; ++e) {
-      if (t + e < valid) mx = fmaxf(mx, x[e]);
-    }
-    const float mn = fmaxf(m, mx);
-    l *= expf(m - mn);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (t + e < valid) l += expf(x[e] - mn);
-    }
-    m = mn;
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(kFullMask, m, o);
-    const float l2 = __shfl_xor_sync(kFullMask, l, o);
-    combine(m, l, m2, l2);
-  }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// d += a · b (m16n8k16, f16 inputs, f32 accumulators).
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two f32 values as an f16 pair, `lo` in the low half (the lower column of a fragment).
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
+         (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16);
+}
+
+struct FlashArgs {
+  const float* q;
+  int64_t q_stride;
+  int64_t first_row;
+  const uint16_t* k;
+  const uint16_t* v;
+  int64_t row_stride;
+  int32_t num_queries;
+  int32_t first_pos;
+  int heads;
+  int group;
+  int kv_heads;
+  int row_tiles;
+  float scale_log2;  // shape.scale · log2(e)
+  int64_t out_stride;
+  float* out;
+  float* lse;        // [num_queries × heads] or null
+};
+
+// Block b: KV head b % kv_heads, row tile row_tiles − 1 − b / kv_heads (the longest tiles, the
+// last queries, start first).
+template <int HD>
+__global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
+flash_prefill_kernel(const FlashArgs a) {
+  using T = FlashTile<HD>;
+  constexpr int kDimChunks = HD / 16;          // k-steps of Q·Kᵀ; pairs of output n-tiles
+  constexpr int kKeyTiles = kFlashKeys / 8;    // n-tiles of S
+  constexpr int kKeyChunks = kFlashKeys / 16;  // k-steps of P·V
+  extern __shared__ __align__(16) uint16_t flash_smem[];  // [stage][K, V][kFlashKeys][kPitch]
+
+  const int block = static_cast<int>(blockIdx.x);
+  const int kvh = block % a.kv_heads;
+  const int tile = a.row_tiles - 1 - block / a.kv_heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) {
-    sh_m[warp] = m;
-    sh_l[warp] = l;
-  }
-  __syncthreads();
-  m = sh_m[0];
-  l = sh_l[0];
-  for (int w = 1; w < kSoftmaxThreads / 32; ++w) combine(m, l, sh_m[w], sh_l[w]);
-  const float inv = 1.0f / l;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int32_t total_rows = a.num_queries * a.group;  // < 2³¹ − kFlashRows (checked)
+  // The query of row r; rows past the last (in the last tile) act as the last query, unstored.
+  auto query_of = [&](int32_t r) { return imin(r / a.group, a.num_queries - 1); };
+  const int32_t block_row0 = tile * kFlashRows;
+  const int32_t warp_row0 = block_row0 + warp * 16;
+  const int32_t num_keys = a.first_pos + query_of(block_row0 + kFlashRows - 1) + 1;
+  const int num_tiles = (num_keys + kFlashKeys - 1) / kFlashKeys;
+  const int32_t warp_first_pos = a.first_pos + query_of(warp_row0);
+  const int32_t warp_last_pos = a.first_pos + query_of(warp_row0 + 15);
+  const int32_t row_lo = warp_row0 + gid, row_hi = row_lo + 8;
+  const int32_t query_lo = query_of(row_lo), query_hi = query_of(row_hi);
+  const int32_t pos_lo = a.first_pos + query_lo, pos_hi = a.first_pos + query_hi;
+  const int head_lo = kvh * a.group + row_lo % a.group;
+  const int head_hi = kvh * a.group + row_hi % a.group;
 
-  for (int32_t t = threadIdx.x * 4; t < nk; t += kStep) {
-    __half out[4];
-    if (t < valid) {
-      const float4 v = *reinterpret_cast<const float4*>(s + t);
-      const float x[4] = {v.x, v.y, v.z, v.w};
+  // This lane's A fragments of its two rows, f16-rounded as the CPU rounds queries.
+  uint32_t qf[kDimChunks][4];
+  {
+    const float* q_lo =
+        a.q + (a.first_row + query_lo) * a.q_stride + static_cast<int64_t>(head_lo) * HD;
+    const float* q_hi =
+        a.q + (a.first_row + query_hi) * a.q_stride + static_cast<int64_t>(head_hi) * HD;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        out[e] = __float2half_rn(t + e < valid ? expf(x[e] - m) * inv : 0.0f);
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) out[e] = __float2half_rn(0.0f);
+    for (int kc = 0; kc < kDimChunks; ++kc) {
+      const int c = kc * 16 + 2 * tig;
+      qf[kc][0] = pack_f16x2(q_lo[c], q_lo[c + 1]);
+      qf[kc][1] = pack_f16x2(q_hi[c], q_hi[c + 1]);
+      qf[kc][2] = pack_f16x2(q_lo[c + 8], q_lo[c + 9]);
+      qf[kc][3] = pack_f16x2(q_hi[c + 8], q_hi[c + 9]);
     }
-    // t + 4 ≤ round_up(nk, 4) ≤ ld: inside the row; 8-byte aligned (ld and t multiples of 4).
-    uint2 packed;
-    packed.x = static_cast<uint32_t>(__half_as_ushort(out[0])) |
-               (static_cast<uint32_t>(__half_as_ushort(out[1])) << 16);
-    packed.y = static_cast<uint32_t>(__half_as_ushort(out[2])) |
-               (static_cast<uint32_t>(__half_as_ushort(out[3])) << 16);
-    *reinterpret_cast<uint2*>(p + t) = packed;
   }
-  if (threadIdx.x == 0 && lse != nullptr) lse[(lse_q0 + i) * heads + h] = m + logf(l);
+
+  const uint16_t* k_head = a.k + static_cast<int64_t>(kvh) * HD;
+  const uint16_t* v_head = a.v + static_cast<int64_t>(kvh) * HD;
+  // Issues the copies of key tile t into stage s; rows of keys ≥ num_keys are zero-filled.
+  auto load_tile = [&](int t, int s) {
+    uint16_t* ks = flash_smem + s * 2 * T::kTile;
+    uint16_t* vs = ks + T::kTile;
+#pragma unroll
+    for (int i = 0; i < T::kLoadsPerThread; ++i) {
+      const int c = static_cast<int>(threadIdx.x) + i * kFlashThreads;
+      const int r = c / T::kChunksPerRow, piece = c % T::kChunksPerRow;
+      const int32_t key = t * kFlashKeys + r;
+      const bool valid = key < num_keys;
+      const int64_t offset = static_cast<int64_t>(valid ? key : 0) * a.row_stride + piece * 8;
+      const int smem = r * T::kPitch + piece * 8;
+      cp_async_16(shared_address(ks + smem), k_head + offset, valid);
+      cp_async_16(shared_address(vs + smem), v_head + offset, valid);
+    }
+  };
+
+  float o[2 * kDimChunks][4];
+#pragma unroll
+  for (int n = 0; n < 2 * kDimChunks; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+  }
+  float m_lo = kNegInf, m_hi = kNegInf;  // running maxima (log2 domain)
+  float l_lo = 0.0f, l_hi = 0.0f;        // this lane's part of the running sums
+
+  // ldmatrix row addresses of this lane within a tile (see the layouts above):
+  //  K (non-trans, B of S = Q·Kᵀ): matrices (keys +0, dims +0), (+0, +8), (+8, +0), (+8, +8).
+  //  V (trans, B of O = P·V):      matrices (keys +0, dims +0), (+8, +0), (+0, +8), (+8, +8).
+  const int k_lane = ((lane & 7) + (lane >> 4) * 8) * T::kPitch + ((lane >> 3) & 1) * 8;
+  const int v_lane = ((lane & 7) + ((lane >> 3) & 1) * 8) * T::kPitch + (lane >> 4) * 8;
+
+  load_tile(0, 0);
+  cp_async_commit();
+  for (int t = 0; t < num_tiles; ++t) {
+    if (t + 1 < num_tiles) {
+      load_tile(t + 1, (t + 1) & 1);  // the stage tile t − 1 used, released by the barrier below
+      cp_async_commit();
+      cp_async_wait<1>();             // tile t has landed (this thread's copies)
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();                  // ... and every thread's
+    const int32_t k0 = t * kFlashKeys;
+    if (k0 <= warp_last_pos) {  // warp-uniform: some row of this warp attends a key of the tile
+      const uint32_t ks = shared_address(flash_smem + (t & 1) * 2 * T::kTile);
+      const uint32_t vs = ks + T::kTile * 2;
+
+      float s[kKeyTiles][4];
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+      }
+#pragma unroll
+      for (int kc = 0; kc < kDimChunks; ++kc) {
+#pragma unroll
+        for (int kp = 0; kp < kKeyTiles / 2; ++kp) {
+          uint32_t b[4];
+          ldmatrix_x4(b, ks + 2 * (k_lane + kp * 16 * T::kPitch + kc * 16));
+          mma_16816(s[2 * kp], qf[kc], b[0], b[1]);
+          mma_16816(s[2 * kp + 1], qf[kc], b[2], b[3]);
+        }
+      }
+
+      // Scale into the log2 domain; mask keys past a row's position (tiles reaching past the
+      // warp's first position only). Key of s[j][e]: k0 + 8j + 2tig + (e & 1).
+      const bool mask = k0 + kFlashKeys - 1 > warp_first_pos;
+      float tmax_lo = kNegInf, tmax_hi = kNegInf;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[j][e] * a.scale_log2;
+          if (mask && k0 + 8 * j + 2 * tig + (e & 1) > (e < 2 ? pos_lo : pos_hi)) x = kNegInf;
+          s[j][e] = x;
+        }
+        tmax_lo = fmaxf(tmax_lo, fmaxf(s[j][0], s[j][1]));
+        tmax_hi = fmaxf(tmax_hi, fmaxf(s[j][2], s[j][3]));
+      }
+      // The 4 lanes of a row (same gid) hold its 64 scores.
+#pragma unroll
+      for (int x = 1; x < 4; x <<= 1) {
+        tmax_lo = fmaxf(tmax_lo, __shfl_xor_sync(kFullMask, tmax_lo, x));
+        tmax_hi = fmaxf(tmax_hi, __shfl_xor_sync(kFullMask, tmax_hi, x));
+      }
+      // Finite: tile 0 holds key 0 ≤ every position, and every warp scores tile 0.
+      const float mn_lo = fmaxf(m_lo, tmax_lo), mn_hi = fmaxf(m_hi, tmax_hi);
+      const float corr_lo = exp2f(m_lo - mn_lo), corr_hi = exp2f(m_hi - mn_hi);  // 0 at first
+      m_lo = mn_lo;
+      m_hi = mn_hi;
+      float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+        s[j][0] = exp2f(s[j][0] - mn_lo);  // masked: exp2(−inf) = 0
+        s[j][1] = exp2f(s[j][1] - mn_lo);
+        s[j][2] = exp2f(s[j][2] - mn_hi);
+        s[j][3] = exp2f(s[j][3] - mn_hi);
+        sum_lo += s[j][0] + s[j][1];
+        sum_hi += s[j][2] + s[j][3];
+      }
+      l_lo = l_lo * corr_lo + sum_lo;
+      l_hi = l_hi * corr_hi + sum_hi;
+#pragma unroll
+      for (int n = 0; n < 2 * kDimChunks; ++n) {
+        o[n][0] *= corr_lo;
+        o[n][1] *= corr_lo;
+        o[n][2] *= corr_hi;
+        o[n][3] *= corr_hi;
+      }
+
+      // O += P·V: the A fragment of keys 16kc..16kc+15 is S's n-tiles 2kc and 2kc + 1.
+#pragma unroll
+      for (int kc = 0; kc < kKeyChunks; ++kc) {
+        const uint32_t p[4] = {pack_f16x2(s[2 * kc][0], s[2 * kc][1]),
+                               pack_f16x2(s[2 * kc][2], s[2 * kc][3]),
+                               pack_f16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                               pack_f16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < kDimChunks; ++dp) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, vs + 2 * (v_lane + kc * 16 * T::kPitch + dp * 16));
+          mma_16816(o[2 * dp], p, b[0], b[1]);
+          mma_16816(o[2 * dp + 1], p, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's copies overwrite this tile's stage
+  }
+
+#pragma unroll
+  for (int x = 1; x < 4; x <<= 1) {
+    l_lo += __shfl_xor_sync(kFullMask, l_lo, x);
+    l_hi += __shfl_xor_sync(kFullMask, l_hi, x);
+  }
+  const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+  if (row_lo < total_rows) {
+    float* dst = a.out + (a.first_row + query_lo) * a.out_stride +
+                 static_cast<int64_t>(head_lo) * HD + 2 * tig;
+#pragma unroll
+    for (int n = 0; n < 2 * kDimChunks; ++n) {
+      dst[8 * n] = o[n][0] * inv_lo;
+      dst[8 * n + 1] = o[n][1] * inv_lo;
+    }
+    if (tig == 0 && a.lse != nullptr) {
+      a.lse[static_cast<int64_t>(query_lo) * a.heads + head_lo] = (m_lo + log2f(l_lo)) * kLn2;
+    }
+  }
+  if (row_hi < total_rows) {
+    float* dst = a.out + (a.first_row + query_hi) * a.out_stride +
+                 static_cast<int64_t>(head_hi) * HD + 2 * tig;
+#pragma unroll
+    for (int n = 0; n < 2 * kDimChunks; ++n) {
+      dst[8 * n] = o[n][2] * inv_hi;
+      dst[8 * n + 1] = o[n][3] * inv_hi;
+    }
+    if (tig == 0 && a.lse != nullptr) {
+      a.lse[static_cast<int64_t>(query_hi) * a.heads + head_hi] = (m_hi + log2f(l_hi)) * kLn2;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -730,11 +951,11 @@ SeqDesc describe(const KvView& kv, const char* op) {
   return d;
 }
 
+// The flash kernel copies 16-byte pieces of key and value rows.
 bool takes_prefill_path(const AttentionSeq& seq) {
-  return seq.kv.kind == KvView::Kind::kContiguous && seq.num_queries >= kPrefillMinQueries;
+  return seq.kv.kind == KvView::Kind::kContiguous && seq.num_queries >= kPrefillMinQueries &&
+         aligned16(seq.kv.k) && aligned16(seq.kv.v) && seq.kv.row_stride % 8 == 0;
 }
-
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // The decode-path work of one attention call: descriptors, the sequence of each split block and
 // of each query, the packed block tables, and the key split.
@@ -828,81 +1049,15 @@ StagingLayout staging_layout(const GenericPlan& plan) {
   return l;
 }
 
-// A column-major cuBLAS strided-batched GEMM: C = alpha · op(A) · op(B) (beta 0), element
-// offsets of the first batch's A, B, C from their base pointers.
-struct GemmArgs {
-  cublasOperation_t trans_a, trans_b;
-  int m, n, k;
-  int lda, ldb, ldc;
-  int64_t offset_a, offset_b, offset_c;
-  long long stride_a, stride_b, stride_c;
-  int batch;
-};
-
-// Scores of a chunk of c queries against keys [0, nk), one batch per KV head g. Row-major
-// S[h][i][t] (ld apart) seen column-major is the nk × (group·c) matrix S_g (ldc = ld) of the
-// `group` heads of g, stacked: S_g = K_g · Q_gᵀ, where
-//  - K_g: row-major keys K[t][g·hd + d] (row_stride apart) are the column-major hd × nk matrix
-//    with lda = row_stride at K + g·hd; op T makes it nk × hd.
-//  - Q_g: the head-major chunk qh[h][i][d] for h = g·group .. g·group + group − 1 is the
-//    column-major hd × (group·c) matrix with ldb = hd at qh + g·group·c·hd; op N.
-GemmArgs score_gemm(int hd, int group, int kv_heads, int c, int32_t nk, int64_t row_stride,
-                    int64_t ld) {
-  GemmArgs a;
-  a.trans_a = CUBLAS_OP_T;
-  a.trans_b = CUBLAS_OP_N;
-  a.m = nk;
-  a.n = group * c;
-  a.k = hd;
-  a.lda = static_cast<int>(row_stride);
-  a.ldb = hd;
-  a.ldc = static_cast<int>(ld);
-  a.offset_a = 0;
-  a.offset_b = 0;
-  a.offset_c = 0;
-  a.stride_a = hd;
-  a.stride_b = static_cast<long long>(group) * c * hd;
-  a.stride_c = static_cast<long long>(group) * c * ld;
-  a.batch = kv_heads;
-  return a;
-}
-
-// Outputs of head h = g·group + j for every KV head g (one batch each): O_h = P_h · V_g written
-// to out rows (out_stride apart) at column h·hd. Column-major: O_hᵀ (hd × c, ldc = out_stride)
-// = V_gᵀ · P_hᵀ, where
-//  - V_gᵀ: row-major values V[t][g·hd + d] are the column-major hd × nk matrix with
-//    lda = row_stride at V + g·hd; op N.
-//  - P_hᵀ: row-major P[h][i][t] (ld apart) is the column-major nk × c matrix with ldb = ld at
-//    P + h·c·ld; op N.
-GemmArgs value_gemm(int hd, int group, int kv_heads, int c, int32_t nk, int64_t row_stride,
-                    int64_t ld, int64_t out_stride, int j) {
-  GemmArgs a;
-  a.trans_a = CUBLAS_OP_N;
-  a.trans_b = CUBLAS_OP_N;
-  a.m = hd;
-  a.n = c;
-  a.k = nk;
-  a.lda = static_cast<int>(row_stride);
-  a.ldb = static_cast<int>(ld);
-  a.ldc = static_cast<int>(out_stride);
-  a.offset_a = 0;
-  a.offset_b = static_cast<int64_t>(j) * c * ld;
-  a.offset_c = static_cast<int64_t>(j) * hd;
-  a.stride_a = hd;
-  a.stride_b = static_cast<long long>(group) * c * ld;
-  a.stride_c = static_cast<long long>(group) * hd;
-  a.batch = kv_heads;
-  return a;
-}
-
-// Query rows per prefill chunk: S and P of a chunk stay within kScoreBudget, in equal chunks
-// rounded up to 64 rows.
-int prefill_chunk(int heads, int32_t num_queries, int32_t first_pos) {
-  const int64_t ld = round_up(static_cast<int64_t>(first_pos) + num_queries, 8);
-  const int64_t per_query = static_cast<int64_t>(heads) * ld * (sizeof(float) + sizeof(__half));
-  const int64_t most = std::max<int64_t>(64, kScoreBudget / per_query / 64 * 64);
-  const int64_t chunks = (num_queries + most - 1) / most;
-  return static_cast<int>(std::min<int64_t>(num_queries, round_up((num_queries + chunks - 1) / chunks, 64)));
+// One flash prefill launch (its dynamic shared memory may exceed the 48 KB default: allowed
+// per launch, which costs a driver call only per prefill).
+template <int HD>
+void launch_flash(const FlashArgs& a, unsigned blocks, cudaStream_t stream) {
+  constexpr int kBytes = FlashTile<HD>::kSmemBytes;
+  LS_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<HD>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+  flash_prefill_kernel<HD><<<blocks, kFlashThreads, kBytes, stream>>>(a);
+  LS_CUDA_LAUNCHED();
 }
 
 }  // namespace
@@ -915,7 +1070,6 @@ struct CudaAttention::Impl {
   std::vector<uint8_t> host;     // the packed staging bytes
   DeviceScratch staged;          // their device copy
   DeviceScratch part_acc, part_ml;
-  DeviceScratch prefill_q, prefill_s, prefill_p;
   DeviceScratch ratio_parts;
   float ratio_result = 0.0f;
 
@@ -968,49 +1122,33 @@ void CudaAttention::Impl::generic(const float* q, const AttentionShape& shape, i
 
 void CudaAttention::Impl::prefill(const float* q, const AttentionSeq& seq,
                                   const AttentionShape& shape, int group, float* out) {
-  const int heads = shape.heads, hd = shape.head_dim;
-  const int32_t nq = seq.num_queries, first_pos = seq.first_pos;
-  const int chunk = prefill_chunk(heads, nq, first_pos);
-  const int64_t ld_most = round_up(static_cast<int64_t>(first_pos) + nq, 8);
-  auto* qh = prefill_q.get<__half>(static_cast<int64_t>(heads) * chunk * hd);
-  float* scores = prefill_s.get<float>(static_cast<int64_t>(heads) * chunk * ld_most);
-  auto* probs = prefill_p.get<__half>(static_cast<int64_t>(heads) * chunk * ld_most);
-  const auto* keys = reinterpret_cast<const __half*>(seq.kv.k);
-  const auto* values = reinterpret_cast<const __half*>(seq.kv.v);
-  const float one = 1.0f, zero = 0.0f;
-
-  for (int32_t q0 = 0; q0 < nq; q0 += chunk) {
-    const int c = std::min<int32_t>(chunk, nq - q0);
-    const int32_t nk = first_pos + q0 + c;  // keys of the chunk's last query
-    const int64_t ld = round_up(nk, 8);
-    const int64_t elements = static_cast<int64_t>(heads) * c * hd;
-    const auto convert_blocks =
-        static_cast<unsigned>(std::min<int64_t>((elements + 255) / 256, int64_t{num_sms()} * 16));
-    prefill_queries<<<convert_blocks, 256, 0, ctx.stream>>>(q, shape.q_stride, seq.first_row + q0,
-                                                            c, heads, hd, qh);
-    LS_CUDA_LAUNCHED();
-
-    const GemmArgs s = score_gemm(hd, group, shape.kv_heads, c, nk, seq.kv.row_stride, ld);
-    LS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        ctx.cublas, s.trans_a, s.trans_b, s.m, s.n, s.k, &shape.scale, keys + s.offset_a,
-        CUDA_R_16F, s.lda, s.stride_a, qh + s.offset_b, CUDA_R_16F, s.ldb, s.stride_b, &zero,
-        scores + s.offset_c, CUDA_R_32F, s.ldc, s.stride_c, s.batch, CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT));
-
-    prefill_softmax<<<static_cast<unsigned>(static_cast<int64_t>(heads) * c), kSoftmaxThreads, 0,
-                      ctx.stream>>>(scores, ld, c, nk, first_pos + q0, heads, probs, seq.lse, q0);
-    LS_CUDA_LAUNCHED();
-
-    float* out_rows = out + (seq.first_row + q0) * shape.out_stride;
-    for (int j = 0; j < group; ++j) {
-      const GemmArgs v =
-          value_gemm(hd, group, shape.kv_heads, c, nk, seq.kv.row_stride, ld, shape.out_stride, j);
-      LS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-          ctx.cublas, v.trans_a, v.trans_b, v.m, v.n, v.k, &one, values + v.offset_a, CUDA_R_16F,
-          v.lda, v.stride_a, probs + v.offset_b, CUDA_R_16F, v.ldb, v.stride_b, &zero,
-          out_rows + v.offset_c, CUDA_R_32F, v.ldc, v.stride_c, v.batch, CUBLAS_COMPUTE_32F,
-          CUBLAS_GEMM_DEFAULT));
-    }
+  const int64_t rows = static_cast<int64_t>(seq.num_queries) * group;
+  const int64_t row_tiles = (rows + kFlashRows - 1) / kFlashRows;
+  const int64_t blocks = row_tiles * shape.kv_heads;
+  if (row_tiles * kFlashRows > std::numeric_limits<int32_t>::max() ||
+      blocks > std::numeric_limits<int32_t>::max()) {
+    throw std::invalid_argument("CUDA attention: too many queries in one prefill");
+  }
+  FlashArgs a{q,
+              shape.q_stride,
+              seq.first_row,
+              seq.kv.k,
+              seq.kv.v,
+              seq.kv.row_stride,
+              seq.num_queries,
+              seq.first_pos,
+              shape.heads,
+              group,
+              shape.kv_heads,
+              static_cast<int>(row_tiles),
+              shape.scale * kLog2e,
+              shape.out_stride,
+              out,
+              seq.lse};
+  if (shape.head_dim == 64) {
+    launch_flash<64>(a, static_cast<unsigned>(blocks), ctx.stream);
+  } else {
+    launch_flash<128>(a, static_cast<unsigned>(blocks), ctx.stream);
   }
 }
 
