@@ -11,50 +11,14 @@
 #include <vector>
 
 #include "kernels/cpu/matmul_kernels.h"
+#include "tests/kernels/random_rows.h"
 
 namespace lightserve::kernels::cpu {
 namespace {
 
 using detail::Q8Block;
 using detail::quantize_block_reference;
-
-// File-encoded random rows of one type.
-std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
-  const int64_t bytes = *row_bytes(type, cols) * rows;
-  std::vector<uint8_t> data(static_cast<size_t>(bytes));
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
-  auto put16 = [](uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); };
-  switch (type) {
-    case DType::kF32:
-      for (int64_t i = 0; i < rows * cols; ++i) {
-        const float v = value(rng);
-        std::memcpy(data.data() + 4 * i, &v, 4);
-      }
-      break;
-    case DType::kF16:
-      for (int64_t i = 0; i < rows * cols; ++i) put16(data.data() + 2 * i, fp32_to_fp16(value(rng)));
-      break;
-    case DType::kBF16:
-      for (int64_t i = 0; i < rows * cols; ++i) {
-        const float v = value(rng);
-        uint32_t bits;
-        std::memcpy(&bits, &v, 4);
-        put16(data.data() + 2 * i, static_cast<uint16_t>(bits >> 16));
-      }
-      break;
-    default: {
-      const int64_t block = traits(type).block_bytes;
-      for (int64_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>(byte(rng));
-      for (int64_t off = 0; off < bytes; off += block) {
-        put16(data.data() + off, fp32_to_fp16(scale(rng)));
-        if (type == DType::kQ4_1) put16(data.data() + off + 2, fp32_to_fp16(-8 * scale(rng)));
-      }
-    }
-  }
-  return data;
-}
+using testing::random_rows;
 
 std::vector<float> random_acts(int64_t n, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
