@@ -44,7 +44,7 @@ struct BenchOptions {
   int64_t step_budget = 0;  // token-layers; 0: EngineConfig::budget_or_default
   bool whole_prefill = false;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = default_device();
   bool quiet = false;
   std::string text_dir = "/usr/share/common-licenses";
   LtOptions lt;

@@ -30,7 +30,7 @@ struct CalibrateOptions {
   int max_prompts = 0;
   bool chat = false;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = default_device();
   bool quiet = false;
   LtOptions lt;
 };

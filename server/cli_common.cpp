@@ -36,6 +36,11 @@ int64_t parse_bytes(const std::string& text) {
   return static_cast<int64_t>(value * scale);
 }
 
+std::string default_device() {
+  if (const char* env = std::getenv("LIGHTSERVE_DEVICE"); env != nullptr && *env != '\0') return env;
+  return "cpu";
+}
+
 Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device, int threads) {
   if (device == "cpu") return kernels::make_cpu_backend(threads);
   int index = 0;

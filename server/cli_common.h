@@ -19,11 +19,16 @@ std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
 
 std::string human_bytes(double bytes);
 
+// LIGHTSERVE_DEVICE if set, else "cpu": the default of every --device option and of
+// model.device.
+std::string default_device();
+
 // The backend `device` names: "cpu" (with `threads` workers, 0 = one per core), "cuda" or
 // "cuda:N" (GPU N). The error says why a GPU cannot be used.
 Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device, int threads);
 inline constexpr const char* kDeviceHelp =
-    "Where the model runs: cpu, cuda or cuda:N (GPU N; needs a build with nvcc)";
+    "Where the model runs: cpu, cuda or cuda:N (GPU N; needs a build with nvcc); default "
+    "LIGHTSERVE_DEVICE, else cpu";
 
 // "4GiB", "1.5G", "512M", "1000000" → bytes (K/M/G decimal, Ki/Mi/Gi binary, optional B); −1
 // when malformed.

@@ -54,7 +54,7 @@ struct EvalCli {
   uint64_t lt_seed = 0;
   std::string plan;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = default_device();
   EvalOptions eval;
 };
 

@@ -26,7 +26,7 @@ struct GenerateOptions {
   int max_tokens = 256;
   bool ignore_eos = false;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = default_device();
   bool quiet = false;
   bool verbose = false;
   model::SamplingParams sampling;

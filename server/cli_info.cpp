@@ -16,7 +16,7 @@ struct InfoOptions {
   std::string model = default_model_path();
   bool tensors = false;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = default_device();
   std::string kv_budget;  // bytes, or with a K/M/G/Ki/Mi/Gi suffix
   int64_t context = 0;    // 0: the model's context length
   LtOptions lt;

@@ -321,6 +321,7 @@ ServeFlags::ServeFlags(CLI::App* cmd) : cmd_(cmd), values_(entries().size()) {
 Result<ServeConfig> ServeFlags::resolve() const {
   ServeConfig config;
   if (const char* key = std::getenv("LIGHTSERVE_API_KEY"); key != nullptr) config.api_key = key;
+  config.device = cli::default_device();
   if (!config_path_.empty()) {
     if (Status s = load_config_file(config_path_, config); !s) return Error{s.message()};
   }

@@ -37,7 +37,9 @@ class CliGenerate : public ::testing::Test {
 
 TEST_F(CliGenerate, GreedyOutputEqualsTheLibrary) {
   const std::string prompt = "The capital of France is";
-  const CliResult r = run("generate -q --model " + kModel + " --temperature 0 -n 24 --lt-mode full --prompt '" + prompt + "'");
+  // On the CPU, as the library run below (LIGHTSERVE_DEVICE may name another default).
+  const CliResult r = run("generate -q --device cpu --model " + kModel +
+                          " --temperature 0 -n 24 --lt-mode full --prompt '" + prompt + "'");
   ASSERT_EQ(r.code, 0) << r.err;
 
   auto backend = lightserve::kernels::make_cpu_backend(0);
