@@ -5,6 +5,10 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
 #include <climits>
 #include <cmath>
 #include <new>
@@ -222,6 +226,95 @@ struct OwnedContext {
   }
 };
 
+// LIGHTSERVE_CUDA_PROFILE set: the GPU time of every op, from CUDA events around it, and the
+// time the GPU sat idle between consecutive ops waiting for the host to issue the next (the
+// signature of a launch-bound step), printed to stderr when the backend goes. Off: one branch
+// per op.
+class OpProfiler {
+ public:
+  explicit OpProfiler(cudaStream_t stream) : stream_(stream) {
+    const char* env = std::getenv("LIGHTSERVE_CUDA_PROFILE");
+    enabled_ = env != nullptr && *env != '\0';
+  }
+  ~OpProfiler() {
+    if (!enabled_) return;
+    collect();
+    std::fprintf(stderr, "CUDA op profile (GPU ms from events; idle = GPU waiting between ops)\n");
+    double busy = 0;
+    for (const auto& [name, t] : totals_) busy += t.ms;
+    for (const auto& [name, t] : totals_) {
+      std::fprintf(stderr, "  %-20s %9lld calls %10.1f ms %8.1f us/call %5.1f%%\n", name.c_str(),
+                   static_cast<long long>(t.calls), t.ms, 1e3 * t.ms / std::max<int64_t>(t.calls, 1),
+                   100.0 * t.ms / std::max(busy, 1e-9));
+    }
+    std::fprintf(stderr, "  busy %.1f ms, idle between ops %.1f ms\n", busy, idle_ms_);
+    for (cudaEvent_t e : pool_) static_cast<void>(cudaEventDestroy(e));
+  }
+
+  bool enabled() const { return enabled_; }
+  // Marks the start and the end of one op's work on the stream.
+  void begin(const char* name) {
+    open_ = Record{name, event(), nullptr};
+    LS_CUDA_CHECK(cudaEventRecord(open_.start, stream_));
+  }
+  // From a destructor, also while an op's error unwinds: a failure here only loses the record.
+  void end() noexcept {
+    if (pool_.empty() && cudaEventCreate(&open_.end) != cudaSuccess) return;
+    if (open_.end == nullptr) {
+      open_.end = pool_.back();
+      pool_.pop_back();
+    }
+    if (cudaEventRecord(open_.end, stream_) == cudaSuccess) records_.push_back(open_);
+  }
+  // After the stream has been synchronized: every recorded event is complete.
+  void collect() {
+    cudaEvent_t previous_end = nullptr;
+    for (const Record& r : records_) {
+      float ms = 0;
+      LS_CUDA_CHECK(cudaEventElapsedTime(&ms, r.start, r.end));
+      Total& t = totals_[r.name];
+      ++t.calls;
+      t.ms += ms;
+      if (previous_end != nullptr) {
+        LS_CUDA_CHECK(cudaEventElapsedTime(&ms, previous_end, r.start));
+        idle_ms_ += ms;
+      }
+      previous_end = r.end;
+      pool_.push_back(r.start);
+      pool_.push_back(r.end);
+    }
+    records_.clear();
+  }
+
+ private:
+  struct Record {
+    const char* name;
+    cudaEvent_t start, end;
+  };
+  struct Total {
+    int64_t calls = 0;
+    double ms = 0;
+  };
+  cudaEvent_t event() {
+    if (pool_.empty()) {
+      cudaEvent_t e;
+      LS_CUDA_CHECK(cudaEventCreate(&e));
+      return e;
+    }
+    cudaEvent_t e = pool_.back();
+    pool_.pop_back();
+    return e;
+  }
+
+  cudaStream_t stream_;
+  bool enabled_ = false;
+  Record open_{};
+  std::vector<Record> records_;
+  std::vector<cudaEvent_t> pool_;
+  std::map<std::string, Total> totals_;
+  double idle_ms_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : owned_(device) {
@@ -262,20 +355,24 @@ class CudaBackend final : public Backend {
   void upload(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "upload");
     ctx_.upload_small(dst, src, bytes);
   }
 
   void download(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "download");
     LS_CUDA_CHECK(
         cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, ctx_.stream));
     LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    if (profiler_.enabled()) profiler_.collect();
   }
 
   void copy(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "copy");
     LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
                                   ctx_.stream));
   }
@@ -283,6 +380,7 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     bind();
     LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    if (profiler_.enabled()) profiler_.collect();
   }
 
   std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) override {
@@ -325,6 +423,7 @@ class CudaBackend final : public Backend {
     const auto& cw = static_cast<const CudaWeight&>(w);
     if (n <= 0 || cw.rows() == 0) return;
     bind();
+    const Profiled profiled(profiler_, "matmul");
     const int64_t cols = cw.cols();
     __half* x16 = x_f16_.get<__half>(n * cols);
     f32_rows_to_f16<<<grid_for(n * cols), kThreads, 0, ctx_.stream>>>(x, cols, n, cols, x16, cols);
@@ -346,6 +445,7 @@ class CudaBackend final : public Backend {
     const auto count = static_cast<int64_t>(ids.size());
     if (count == 0 || cw.cols() == 0) return;
     bind();
+    const Profiled profiled(profiler_, "embed");
     const int32_t* device_ids = upload_span(ids, ids_);
     gather_rows<<<grid_for(count * cw.cols()), kThreads, 0, ctx_.stream>>>(cw.data(), cw.cols(),
                                                                            device_ids, count, out);
@@ -356,6 +456,7 @@ class CudaBackend final : public Backend {
                 float* y) override {
     if (n <= 0 || dim <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "rms_norm");
     const auto blocks = static_cast<unsigned>(std::min<int64_t>(n, int64_t{ctx_.num_sms} * 32));
     rms_norm_rows<<<blocks, kThreads, 0, ctx_.stream>>>(x, weight, n, dim, eps, y);
     LS_CUDA_LAUNCHED();
@@ -367,6 +468,7 @@ class CudaBackend final : public Backend {
     const int64_t pairs = n * heads * (head_dim / 2);
     if (pairs <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "rope");
     // Exactly the CPU's RopeTable::ensure step (kernels/cpu/cpu_backend.cpp), in f32.
     const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(head_dim));
     const int32_t* device_positions = upload_span(positions, positions_);
@@ -378,6 +480,7 @@ class CudaBackend final : public Backend {
   void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) override {
     if (n <= 0 || ff <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "swiglu");
     swiglu_rows<<<grid_for(n * ff), kThreads, 0, ctx_.stream>>>(gate_up, n, ff, out);
     LS_CUDA_LAUNCHED();
   }
@@ -385,6 +488,7 @@ class CudaBackend final : public Backend {
   void add(float* y, const float* x, int64_t count) override {
     if (count <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "add");
     add_in_place<<<grid_for(count), kThreads, 0, ctx_.stream>>>(y, x, count);
     LS_CUDA_LAUNCHED();
   }
@@ -403,6 +507,7 @@ class CudaBackend final : public Backend {
       return;
     }
     bind();
+    const Profiled profiled(profiler_, "store_f16");
     f32_rows_to_f16<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(
         src, src_stride, n, width, reinterpret_cast<__half*>(dst), dst_stride);
     LS_CUDA_LAUNCHED();
@@ -411,12 +516,14 @@ class CudaBackend final : public Backend {
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
                  float* out) override {
     bind();
+    const Profiled profiled(profiler_, "attention");
     attention_.attention(q, seqs, shape, out);
   }
 
   float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
                    int32_t sink, int32_t window, const AttentionShape& shape) override {
     bind();
+    const Profiled profiled(profiler_, "lazy_ratio");
     return attention_.lazy_ratio(q, lse, kv, n, w_last, sink, window, shape);
   }
 
@@ -424,6 +531,7 @@ class CudaBackend final : public Backend {
                      uint16_t* dst, int64_t dst_stride) override {
     if (count <= 0 || width <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "copy_rows_f16");
     const auto row_bytes = static_cast<size_t>(width) * 2;
     if (count == 1) {  // strides are meaningless for one row (cudaMemcpy2D would check them)
       LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, row_bytes, cudaMemcpyDeviceToDevice, ctx_.stream));
@@ -437,6 +545,7 @@ class CudaBackend final : public Backend {
   void copy_runs_f16(std::span<const RowRun> runs, int64_t width) override {
     if (runs.empty() || width <= 0) return;
     bind();
+    const Profiled profiled(profiler_, "copy_runs_f16");
     cuda::copy_runs_f16(ctx_, run_descriptors_, runs, width);
   }
 
@@ -450,6 +559,7 @@ class CudaBackend final : public Backend {
   }
 
   void flush_stores() {
+    const Profiled profiled(profiler_, "store_f16 (queued)");
     const auto count = static_cast<int64_t>(queued_stores_.size());
     QueuedStore* device = store_descriptors_.get<QueuedStore>(count);
     ctx_.upload_small(device, queued_stores_.data(), count * static_cast<int64_t>(sizeof(QueuedStore)));
@@ -474,8 +584,25 @@ class CudaBackend final : public Backend {
     return device;
   }
 
+  // One op's profiling scope (begin at construction, end at destruction), when enabled.
+  class Profiled {
+   public:
+    Profiled(OpProfiler& p, const char* name) : p_(p.enabled() ? &p : nullptr) {
+      if (p_ != nullptr) p_->begin(name);
+    }
+    ~Profiled() {
+      if (p_ != nullptr) p_->end();
+    }
+    Profiled(const Profiled&) = delete;
+    Profiled& operator=(const Profiled&) = delete;
+
+   private:
+    OpProfiler* p_;
+  };
+
   OwnedContext owned_;  // first: outlives every member below that issues work on its stream
   CudaContext& ctx_ = owned_.ctx;
+  OpProfiler profiler_{ctx_.stream};
   CudaAttention attention_{ctx_};
   DeviceScratch x_f16_;            // matmul's activations in f16
   DeviceScratch ids_;              // embed's token ids
