@@ -6,7 +6,7 @@
 // --device cuda runs the same cases on the CUDA backend (device 0; every buffer in device
 // memory, timed between synchronize() calls) and prints ms per call and TFLOP/s.
 //
-//   attention_bench [--device cpu|cuda] [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
+//   attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -60,27 +60,18 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: attention_bench [--device cpu|cuda] [--threads N] [--min-ms T] "
+                   "usage: attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] "
                    "[--reps R] [--only SUBSTRING]\n");
       return 2;
     }
   }
-  const bool gpu = device == "cuda";
-  if (!gpu && device != "cpu") {
-    std::fprintf(stderr, "attention_bench: unknown device '%s' (cpu or cuda)\n", device.c_str());
-    return 2;
+  std::string error;
+  std::unique_ptr<Backend> backend = make_backend(device, threads, &error);
+  if (backend == nullptr) {
+    std::fprintf(stderr, "attention_bench: %s\n", error.c_str());
+    return 1;
   }
-  std::unique_ptr<Backend> backend;
-  if (gpu) {
-    std::string error;
-    backend = make_cuda_backend(0, &error);
-    if (backend == nullptr) {
-      std::fprintf(stderr, "attention_bench: no CUDA backend: %s\n", error.c_str());
-      return 1;
-    }
-  } else {
-    backend = make_cpu_backend(threads);
-  }
+  const bool gpu = !backend->host_memory();
   std::printf("# %s; heads %d, kv_heads %d, head_dim %d; best of %d reps of >= %.0f ms\n",
               backend->description().c_str(), kHeads, kKvHeads, kHeadDim, reps, min_ms);
 

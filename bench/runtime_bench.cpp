@@ -4,7 +4,7 @@
 // llama-batched-bench -npp 128 -ntg 128), and resident memory. Mirrors llama-bench /
 // llama-batched-bench so scripts/bench_runtime.sh can put both side by side.
 //
-//   runtime_bench [--model PATH] [--threads N] [--device cpu|cuda] [--prefill 512,2048]
+//   runtime_bench [--model PATH] [--threads N] [--device cpu|cuda[:N]] [--prefill 512,2048]
 //                 [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]
 #include <chrono>
 #include <cstdio>
@@ -78,26 +78,18 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--json") json_path = next();
     else {
-      std::fprintf(stderr, "usage: %s [--model P] [--threads N] [--device cpu|cuda] "
+      std::fprintf(stderr, "usage: %s [--model P] [--threads N] [--device cpu|cuda[:N]] "
                    "[--prefill 512,2048] [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]\n",
                    argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
 
-  std::unique_ptr<kernels::Backend> backend;
-  if (device == "cuda") {
-    std::string why;
-    backend = kernels::make_cuda_backend(0, &why);
-    if (backend == nullptr) {
-      std::fprintf(stderr, "error: %s\n", why.c_str());
-      return 1;
-    }
-  } else if (device == "cpu") {
-    backend = kernels::make_cpu_backend(threads);
-  } else {
-    std::fprintf(stderr, "error: --device must be cpu or cuda\n");
-    return 2;
+  std::string why;
+  auto backend = kernels::make_backend(device, threads, &why);
+  if (backend == nullptr) {
+    std::fprintf(stderr, "error: %s\n", why.c_str());
+    return 1;
   }
   auto loaded = model::LlamaModel::load(model_path, *backend);
   if (!loaded) {

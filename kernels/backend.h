@@ -179,6 +179,11 @@ std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0);
 // or the device cannot run our kernels.
 std::unique_ptr<Backend> make_cuda_backend(int device, std::string* error);
 
+// The backend `device` names: "cpu" (with `num_threads` workers), "cuda" or "cuda:N" (GPU N).
+// Null with the reason in *error for another name or when the GPU cannot be used.
+std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads,
+                                      std::string* error);
+
 // Whether make_cuda_backend() was compiled in (the reason it returns null can still be "no
 // device").
 bool cuda_compiled();

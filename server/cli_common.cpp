@@ -42,23 +42,10 @@ std::string default_device() {
 }
 
 Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device, int threads) {
-  if (device == "cpu") return kernels::make_cpu_backend(threads);
-  int index = 0;
-  if (device.rfind("cuda", 0) == 0) {
-    const std::string rest = device.substr(4);
-    bool ok = rest.empty();
-    if (rest.size() > 1 && rest[0] == ':') {
-      ok = rest.find_first_not_of("0123456789", 1) == std::string::npos && rest.size() < 6;
-      if (ok) index = std::stoi(rest.substr(1));
-    }
-    if (ok) {
-      std::string why;
-      auto backend = kernels::make_cuda_backend(index, &why);
-      if (backend == nullptr) return Error{"device " + device + ": " + why};
-      return backend;
-    }
-  }
-  return Error{"device \"" + device + "\" is not cpu, cuda or cuda:N"};
+  std::string why;
+  auto backend = kernels::make_backend(device, threads, &why);
+  if (backend == nullptr) return Error{why};
+  return backend;
 }
 
 std::string human_bytes(double bytes) {

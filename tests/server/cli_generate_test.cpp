@@ -97,4 +97,15 @@ TEST_F(CliGenerate, InvalidOptionsExit2) {
   }
 }
 
+TEST_F(CliGenerate, AnUnusableDeviceExits1WithTheReason) {
+  for (const auto& [device, phrase] :
+       {std::pair{"gpu", "is not cpu, cuda or cuda:N"}, {"cuda:1x", "is not cpu, cuda or cuda:N"},
+        {"cuda:999", "device cuda:999: "}}) {
+    const CliResult r =
+        run(std::string("generate --model ") + kModel + " --prompt hi --device " + device);
+    EXPECT_EQ(r.code, 1) << device << ": " << r.err;
+    EXPECT_NE(r.err.find(phrase), std::string::npos) << device << ": " << r.err;
+  }
+}
+
 }  // namespace
