@@ -136,9 +136,9 @@ class DeviceScratch {
 void copy_runs_f16(CudaContext& ctx, DeviceScratch& descriptors,
                    std::span<const Backend::RowRun> runs, int64_t width);
 
-// Attention and LightTransfer's lazy ratio on the device (cuda_attention.cu; prefill in flash_prefill.cu, lazy ratio in
-// lazy_ratio.cu), with the exact
-// contract of Backend::attention and Backend::lazy_ratio (kernels/backend.h). Pointers in q,
+// Attention and LightTransfer's lazy ratio on the device (cuda_attention.cu, flash_prefill.cu,
+// lazy_ratio.cu), with the exact contract of Backend::attention and Backend::lazy_ratio
+// (kernels/backend.h). Pointers in q,
 // out, lse and the KvViews are device memory; `seqs` and the block tables its views point to
 // are host memory, copied to the device per call.
 class CudaAttention {
