@@ -246,7 +246,16 @@ class Session : public std::enable_shared_from_this<Session> {
                               "too many open connections (the limit is " +
                                   std::to_string(config().max_connections) + "); retry later"}));
     }
-    HttpOutcome outcome = handle_http_request(request, engine_);
+    HttpOutcome outcome;
+    try {
+      outcome = handle_http_request(request, engine_);
+    } catch (const std::exception& e) {
+      // Defence in depth: a request must never take the daemon down. Parse failures are 400s
+      // inside handle_http_request; anything that still escapes is our bug, answered as 500.
+      keep_alive_ = false;
+      return send(engine_error_reply(
+          {scheduler::ErrorKind::kInternal, std::string("internal error: ") + e.what()}));
+    }
     if (auto* reply = std::get_if<HttpReply>(&outcome)) return send(std::move(*reply));
     start_generation(std::get<HttpGeneration>(std::move(outcome)));
   }

@@ -46,7 +46,8 @@ Result<json> parse_object(std::string_view body) {
   json root;
   try {
     root = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error for bad syntax, out_of_range for a number beyond a double (1e309): both 400.
     std::string what = e.what();
     if (const size_t pos = what.find("] ");
         what.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {
