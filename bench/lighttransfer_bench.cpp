@@ -1,4 +1,4 @@
-// LightTransfer memory and identification cost, measured on the real model (DESIGN.md §4–5):
+// LightTransfer memory and identification cost, measured on the real model (docs/design.md §4–5):
 // for prompts of 2K, 4K and 8K tokens of real English text, the KV bytes a request holds after
 // prefill and at its peak (from its actual block and slot allocation plus the prefill scratch),
 // the most full-length layer caches alive at once, and prefill time with the lazy-ratio

@@ -18,7 +18,7 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
-#include "model/sampler.h"
+#include "sampling/sampler.h"
 
 using namespace lightserve;
 
@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
       for (int step = 0; step < gen; ++step) {
         std::vector<model::BatchEntry> entries;
         for (int b = 0; b < batch; ++b) {
-          next[b] = model::argmax(std::span<const float>(logits).subspan(
+          next[b] = sampling::argmax(std::span<const float>(logits).subspan(
               static_cast<size_t>(b) * config.vocab_size, config.vocab_size));
           entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
         }

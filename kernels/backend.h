@@ -1,4 +1,4 @@
-// The compute interface the model is written against (DESIGN.md §2). The CPU backend is the
+// The compute interface the model is written against (docs/design.md §2). The CPU backend is the
 // oracle every other backend is tested against. Every buffer an op reads or writes is backend
 // memory (Backend::allocate, kernels::Buffer): host memory for the CPU backend, device memory for
 // the CUDA backend. Arguments passed as std::span (ids, positions) and the AttentionSeq array
@@ -144,7 +144,7 @@ class Backend {
   virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
                          const AttentionShape& shape, float* out) = 0;
 
-  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (DESIGN.md §4): the mean,
+  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (docs/design.md §4): the mean,
   // over the last w_last queries and all query heads, of the attention mass on the keys
   // [0, sink) ∪ [n − window, n) (only keys ≤ the query). q holds the prompt's n query rows
   // (q_stride apart, as passed to attention), lse their log-sum-exp [n × heads] from attention(),

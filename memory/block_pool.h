@@ -1,4 +1,4 @@
-// BlockPool: the block manager (STYLE.md habit 3). Blocks hold full-layer lanes, block_size
+// BlockPool: the block manager (docs/design.md §11 habit 3). Blocks hold full-layer lanes, block_size
 // tokens each; a request's block table grows with its length.
 //
 // Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;

@@ -1,12 +1,12 @@
 // Carving a KV byte budget into blocks and slots, and the start-up capacity report
-// (DESIGN.md §5: "Startup prints the capacity").
+// (docs/design.md §5: "Startup prints the capacity").
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "memory/kv_layout.h"
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::memory {
 

@@ -1,6 +1,6 @@
 #include "memory/id_free_list.h"
 
-#include "memory/check.h"
+#include "base/check.h"
 
 namespace lightserve::memory {
 

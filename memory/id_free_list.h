@@ -1,7 +1,7 @@
 // The free list shared by BlockPool and SlotPool: ids [0, n), LIFO (a just-freed id is handed out
 // first, so a hot working set stays small), plan-then-commit with a version stamp.
 //
-// Not thread-safe: owned by the engine thread (DESIGN.md §1).
+// Not thread-safe: owned by the engine thread (docs/design.md §1).
 #pragma once
 
 #include <cstdint>

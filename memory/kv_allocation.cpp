@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "memory/check.h"
+#include "base/check.h"
 #include "memory/kv_manager.h"
 
 namespace lightserve::memory {

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "memory/check.h"
+#include "base/check.h"
 
 namespace lightserve::memory {
 

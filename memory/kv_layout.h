@@ -1,5 +1,5 @@
 // The shape of the KV arena: how layer lanes and tokens are packed into blocks and slots
-// (DESIGN.md §5). Pure arithmetic on counts; no ids, no device.
+// (docs/design.md §5). Pure arithmetic on counts; no ids, no device.
 //
 // A *lane* is one layer's K and V rows. A *block* holds `block_size` tokens for
 // `lanes_per_block` lanes (the full layers of a request); a *slot* holds `sink + window` tokens
@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::memory {
 
@@ -53,7 +53,7 @@ struct KvLayout {
   int64_t slot_bytes() const;   // 0 when lanes_per_slot == 0
 
   // The footprint every request gets under the configured lazy fraction, and the two per-request
-  // overrides (DESIGN.md §4 baselines): `full` keeps every layer, `streaming` none.
+  // overrides (docs/design.md §4 baselines): `full` keeps every layer, `streaming` none.
   Footprint hybrid_footprint() const { return {lanes_per_block, lanes_per_slot}; }
   Footprint full_footprint() const { return {num_layers, 0}; }
   Footprint streaming_footprint() const { return {0, num_layers}; }

@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "memory/check.h"
+#include "base/check.h"
 
 namespace lightserve::memory {
 

@@ -1,5 +1,5 @@
 // KvManager: the coordinator over the block pool (full-layer lanes) and the slot pool (lazy-layer
-// lanes) of one KV arena (DESIGN.md §5, STYLE.md habits 2 and 3).
+// lanes) of one KV arena (docs/design.md §5, docs/design.md §11 habits 2 and 3).
 //
 // Plan, then commit: plan_admit / plan_grow compute which ids a request would get with no side
 // effects and return nullopt on a shortage; the matching commit changes state. A plan is valid

@@ -1,4 +1,4 @@
-// LayerMap: which lane holds each layer's KV for one request (DESIGN.md §4, §5).
+// LayerMap: which lane holds each layer's KV for one request (docs/design.md §4, §5).
 //
 // Built incrementally during prefill, layer by layer, the way test-time selection decides:
 // a finished layer takes a free full lane (assign_full) or goes straight to a lazy lane

@@ -1,4 +1,4 @@
-// SlotPool: the slot manager (STYLE.md habit 3). Slots hold lazy-layer lanes (sink + window
+// SlotPool: the slot manager (docs/design.md §11 habit 3). Slots hold lazy-layer lanes (sink + window
 // tokens); a request owns a constant number of them whatever its length.
 //
 // Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;

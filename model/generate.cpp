@@ -25,7 +25,7 @@ Result<GenerateResult> generate(LlamaModel& model, SequenceKv& kv, std::span<con
   result.prefill_seconds = seconds_since(start);
 
   const auto decode_start = std::chrono::steady_clock::now();
-  Sampler sampler(params.sampling);
+  sampling::Sampler sampler(params.sampling);
   const Tokenizer& tok = model.tokenizer();
   while (static_cast<int32_t>(result.tokens.size()) < params.max_tokens) {
     const int32_t id = sampler.sample(logits, prompt, result.tokens);

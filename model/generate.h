@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "model/llama_model.h"
-#include "model/sampler.h"
+#include "sampling/sampler.h"
 #include "model/sequence_kv.h"
 
 namespace lightserve::model {
@@ -21,7 +21,7 @@ struct GenerateParams {
   // Prompt tokens per forward pass; 0 = the whole prompt at once (required by LightTransfer
   // sequences, whose prefill decides layer by layer over the whole prompt).
   int32_t prefill_chunk = 0;
-  SamplingParams sampling;
+  sampling::SamplingParams sampling;
 };
 
 struct GenerateResult {

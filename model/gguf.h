@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/dtype.h"
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::model {
 

@@ -1,4 +1,4 @@
-// One request's KV under LightTransfer (DESIGN.md §4–5): prefill runs layer by layer over the
+// One request's KV under LightTransfer (docs/design.md §4–5): prefill runs layer by layer over the
 // whole prompt with exact attention on a one-layer scratch; after each layer the request decides
 // whether the layer keeps full KV (copied into its paged blocks) or becomes lazy (cut to the
 // sinks and the last `window` tokens in its slot ring). In test mode the decision is the online

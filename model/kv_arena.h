@@ -1,4 +1,4 @@
-// The KV arena of DESIGN.md §5: one byte budget carved into full-layer blocks and lazy-layer
+// The KV arena of docs/design.md §5: one byte budget carved into full-layer blocks and lazy-layer
 // slots (memory::KvManager hands out their ids) plus the f16 storage those ids index, in the
 // backend's memory (device memory on a GPU). Storage is allocated untouched, so on the CPU
 // resident memory grows only with what requests actually write.
@@ -12,7 +12,7 @@
 #include "memory/kv_manager.h"
 #include "model/config.h"
 #include "model/lighttransfer.h"
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::model {
 

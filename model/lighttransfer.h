@@ -1,4 +1,4 @@
-// LightTransfer settings and layer selection (DESIGN.md §4): which layers of a request keep full
+// LightTransfer settings and layer selection (docs/design.md §4): which layers of a request keep full
 // KV and which become lazy (sink + recent window), per mode, and the static plan file that
 // `lightserve calibrate` writes.
 #pragma once
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::model {
 
@@ -59,7 +59,7 @@ struct LightTransferSettings {
   int32_t num_full_layers(int32_t num_layers) const;
 };
 
-// The test-time selection of DESIGN.md §4 for one request: layers arrive in order with their lazy
+// The test-time selection of docs/design.md §4 for one request: layers arrive in order with their lazy
 // ratio; a max-heap keeps the P least lazy as full. When a layer arrives and the heap is full,
 // the laziest of (heap + arrival) becomes lazy at once. Exactly the global top-P by
 // (ratio, tie rank), computed online.

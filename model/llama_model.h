@@ -17,7 +17,7 @@
 #include "model/config.h"
 #include "model/gguf.h"
 #include "model/sequence_kv.h"
-#include "model/status.h"
+#include "base/status.h"
 #include "model/tokenizer.h"
 
 namespace lightserve::model {

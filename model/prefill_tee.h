@@ -1,7 +1,7 @@
 // One forward pass feeding the prefills of several sequences (the evaluation's trick for comparing
 // LightTransfer modes on the same prompt).
 //
-// LightTransfer's prefill is exact attention in every mode (DESIGN.md §4: a lazy layer is cut to
+// LightTransfer's prefill is exact attention in every mode (docs/design.md §4: a lazy layer is cut to
 // its sinks and window only after that layer has run over the whole prompt), so every mode's
 // HybridSequence sees the same K, V and log-sum-exps during its prefill; the modes differ only in
 // what each layer keeps afterwards and in the decode. PrefillTee hands one forward pass's K/V and

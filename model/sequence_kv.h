@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::model {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "model/gguf.h"
-#include "model/status.h"
+#include "base/status.h"
 
 namespace lightserve::model {
 

@@ -1,4 +1,4 @@
-// The engine's time source, injected so tests run on simulated time (STYLE.md habit 7).
+// The engine's time source, injected so tests run on simulated time (docs/design.md §11 habit 7).
 #pragma once
 
 #include <chrono>

@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "memory/check.h"
+#include "base/check.h"
 
 namespace lightserve::scheduler {
 

@@ -1,4 +1,4 @@
-// The engine: continuous batching over one KV arena, with one owner (DESIGN.md §1, §6; STYLE.md
+// The engine: continuous batching over one KV arena, with one owner (docs/design.md §1, §6; docs/design.md §11
 // habits 4–6).
 //
 // Threads. add(), abort() and stop() are thread-safe: they validate and post commands. Everything
@@ -12,7 +12,7 @@
 //   2. capacity stage (CapacityScheduler): preempt / grow / admit, committed to the KvManager;
 //   3. budget stage (StepComposer): decodes first, then prefill layers, within the budget;
 //   4. the executor runs the step and returns logits;
-//   5. sample (model::Sampler), apply stop rules, emit events, release finished requests;
+//   5. sample (sampling::Sampler), apply stop rules, emit events, release finished requests;
 //   6. assert the step invariants (LS_CHECK): budget respected, every running request holds
 //      enough KV, each request in exactly one state list, KvManager counts match the requests.
 //
@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "memory/kv_manager.h"
-#include "model/status.h"
+#include "base/status.h"
 #include "scheduler/capacity_scheduler.h"
 #include "scheduler/clock.h"
 #include "scheduler/detokenizer.h"

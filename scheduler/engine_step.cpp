@@ -6,7 +6,7 @@
 #include <span>
 #include <utility>
 
-#include "memory/check.h"
+#include "base/check.h"
 #include "scheduler/engine.h"
 
 namespace lightserve::scheduler {

@@ -1,4 +1,4 @@
-// Error kinds of the engine's request path (DESIGN.md §9). The kind is decided here, once; the
+// Error kinds of the engine's request path (docs/design.md §9). The kind is decided here, once; the
 // server maps it to an HTTP status and a gRPC code in one place.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The per-request event stream (DESIGN.md §1, STYLE.md habit 6): the engine thread pushes token
+// The per-request event stream (docs/design.md §1, docs/design.md §11 habit 6): the engine thread pushes token
 // and finish events; a frontend handler on any thread reads them. Exactly one kFinished event
 // ends every accepted request, and nothing follows it.
 #pragma once

@@ -1,4 +1,4 @@
-// The narrow interface between the engine and the forward pass (DESIGN.md §1, §2; STYLE.md
+// The narrow interface between the engine and the forward pass (docs/design.md §1, §2; docs/design.md §11
 // habit 5). The scheduler holds integer ids only; an executor runs the model over the KV ids it
 // is handed. Tests use tests/scheduler/fake_executor.h; the real adapter (over model::LlamaModel
 // and model::HybridSequence) lives in model/ or server/.
@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "memory/kv_allocation.h"
-#include "model/status.h"
+#include "base/status.h"
 #include "scheduler/events.h"
 
 namespace lightserve::scheduler {

@@ -1,6 +1,6 @@
 #include "scheduler/request.h"
 
-#include "memory/check.h"
+#include "base/check.h"
 
 namespace lightserve::scheduler {
 

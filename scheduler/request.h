@@ -1,4 +1,4 @@
-// Request lifecycle (DESIGN.md §6): what a client asks for, the states a request moves through,
+// Request lifecycle (docs/design.md §6): what a client asks for, the states a request moves through,
 // and the engine's record of one request.
 //
 //   waiting ──admit──▶ prefilling ──last layer──▶ decoding ──stop / length──▶ finished
@@ -19,7 +19,7 @@
 
 #include "memory/kv_allocation.h"
 #include "memory/kv_layout.h"
-#include "model/sampler.h"
+#include "sampling/sampler.h"
 #include "scheduler/detokenizer.h"
 #include "scheduler/events.h"
 #include "scheduler/stop_rules.h"
@@ -55,7 +55,7 @@ struct RequestParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop_strings;  // non-empty strings
   bool ignore_eos = false;
-  model::SamplingParams sampling;  // temperature <= 0: greedy
+  sampling::SamplingParams sampling;  // temperature <= 0: greedy
   // -1: no log-probabilities; 0..kMaxLogprobs: each token event carries the sampled token's
   // log-probability and this many top alternatives.
   int32_t logprobs = -1;
@@ -84,7 +84,7 @@ struct Request {
   bool begins_sequence = false;  // the next entry is the first since admission
 
   memory::KvAllocation kv;                // non-empty exactly while running
-  std::optional<model::Sampler> sampler;  // lives across preemptions: same seed, same output
+  std::optional<sampling::Sampler> sampler;  // lives across preemptions: same seed, same output
   StopRules stop_rules;
   std::unique_ptr<TextStream> text;
   std::shared_ptr<EventStream> events;

@@ -1,4 +1,4 @@
-// Budget stage (DESIGN.md §6 step 2; STYLE.md habits 4 and 5): what each running request
+// Budget stage (docs/design.md §6 step 2; docs/design.md §11 habits 4 and 5): what each running request
 // computes this step, within a per-step budget counted in token-layers (T tokens through k
 // layers cost T · k).
 //

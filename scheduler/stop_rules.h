@@ -1,4 +1,4 @@
-// Stop rules of one request (DESIGN.md §6 step 4): end-of-generation and stop token ids (EOS
+// Stop rules of one request (docs/design.md §6 step 4): end-of-generation and stop token ids (EOS
 // ignored under ignore_eos; explicit stop_token_ids always apply), max_tokens, and stop strings
 // with streaming hold-back.
 //

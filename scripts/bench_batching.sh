@@ -9,7 +9,7 @@
 # sampled every 10 s during the run (OUT_DIR/NAME.load): the machine should be idle, other load
 # moves every number.
 #   bash scripts/bench_batching.sh [OUT_DIR]
-# BIN (default build/server/lightserve) picks the binary; BENCH_ARGS adds arguments to every run
+# BIN (default build/lightserve) picks the binary; BENCH_ARGS adds arguments to every run
 # (e.g. "--device cuda", or "--model PATH"); ONLY="4k 8k" runs just those; N2K,
 # N4K, N8K the prompts per run (20, 12, 12: multiples of both modes' capacities where affordable,
 # so that neither mode ends on a half-empty last wave of decodes; an 8K run takes ~10 minutes per
@@ -18,7 +18,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${1:-$ROOT/.cache/bench-batching}"
-BIN="${BIN:-build/server/lightserve}"
+BIN="${BIN:-build/lightserve}"
 ONLY="${ONLY:-}"
 mkdir -p "$OUT"
 

@@ -30,7 +30,7 @@ if [ "${BENCH_ONLY:-}" != none ]; then
   "$BUILD/bench/runtime_bench" --device cuda --model "$MODEL" --prefill 512,2048,8192 \
     --decode 1,4,8,16,32 --json "$OUT/runtime_bench.json" 2>&1 | tee "$OUT/runtime_bench.txt" ||
     status=1
-  BIN="$BUILD/server/lightserve" ONLY="${BENCH_ONLY:-2k 4k 8k 8k-f075 $(for b in 61440 491520; do
+  BIN="$BUILD/lightserve" ONLY="${BENCH_ONLY:-2k 4k 8k 8k-f075 $(for b in 61440 491520; do
     printf '%s ' "2k-3-s$b" "4k-5-s$b" "8k-28-s$b" "8k-f075-24-s$b"; done)}" \
     BENCH_ARGS="--device cuda --model $MODEL --text-dir $TEXT_DIR" \
     bash scripts/bench_batching.sh "$OUT/bench" 2>&1 | tee "$OUT/bench.txt" || status=1

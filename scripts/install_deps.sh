@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config git clang libclang-rt-14-dev
   # python (fetch_model.sh uses pip; goldens use a venv)
   python3 python3-venv python3-pip
-  # libraries (see docs REFERENCE.md §6)
+  # libraries (see docs/design.md §12)
   libpcre2-dev libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   # server/: gRPC + protobuf, Boost.Beast (1.81: has Boost.JSON), Prometheus client

@@ -26,7 +26,7 @@ bash scripts/build.sh
 echo "== 3/4 model"
 bash scripts/fetch_model.sh
 echo "== 4/4 check"
-LIGHTSERVE=build/server/lightserve
+LIGHTSERVE=build/lightserve
 [[ -x "$LIGHTSERVE" ]] || { echo "ERROR: $LIGHTSERVE was not built" >&2; exit 1; }
 "$LIGHTSERVE" info
 

@@ -16,7 +16,7 @@ echo "== model"
 bash scripts/fetch_model.sh
 echo "== build"
 bash scripts/build.sh   # incremental: cheap when nothing changed
-echo "== python test client"   # the openai client test (tests/server/openai_client_test.py)
+echo "== python test client"   # the openai client test (tests/frontends/http/openai_client_test.py)
 if [[ ! -x .venv-test/bin/python ]] || ! .venv-test/bin/python -c "import openai" 2>/dev/null; then
   # A hard failure: a silently skipped client test would hide a broken install step.
   python3 -m venv .venv-test

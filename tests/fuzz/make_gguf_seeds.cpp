@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/model/gguf_writer.h"
+#include "tests/support/gguf_writer.h"
 
 using lightserve::kernels::DType;
 using lightserve::model::GgufValueType;

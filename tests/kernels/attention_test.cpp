@@ -395,7 +395,7 @@ TEST(Attention, MixedBatchEqualsSeparateCalls) {
   }
 }
 
-// Brute force (DESIGN.md §4): full causal softmax over all keys in double, then the mass on
+// Brute force (docs/design.md §4): full causal softmax over all keys in double, then the mass on
 // [0, sink) ∪ [n − window, n) (keys ≤ the query), averaged over the last w_last queries and all
 // query heads.
 double brute_force_lazy_ratio(const std::vector<float>& q, const DenseKv& kv, int w_last, int sink,

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <functional>
 
-#include "tests/model/gguf_writer.h"
+#include "tests/support/gguf_writer.h"
 
 namespace lightserve::model {
 namespace {

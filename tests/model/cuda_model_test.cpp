@@ -1,4 +1,4 @@
-// The real model on the CUDA backend against the CPU oracle (DESIGN.md §10): the same forward
+// The real model on the CUDA backend against the CPU oracle (docs/design.md §10): the same forward
 // pass, written once against kernels::Backend, must give the CPU's logits up to f16 rounding
 // (the GPU keeps weights and matmul inputs in f16) and the same greedy tokens, for the plain
 // model, a batch, and LightTransfer's hybrid (paged full layers, ring slots, lazy ratios on the
@@ -14,10 +14,12 @@
 
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
-#include "model/sampler.h"
-#include "tests/model/shared_model.h"
+#include "sampling/sampler.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
+using sampling::argmax;
+
 namespace {
 
 const char* kText =

@@ -11,7 +11,7 @@
 #include <functional>
 #include <limits>
 
-#include "tests/model/gguf_writer.h"
+#include "tests/support/gguf_writer.h"
 
 namespace lightserve::model {
 namespace {

@@ -17,10 +17,11 @@
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
-#include "model/sampler.h"
-#include "tests/model/shared_model.h"
+#include "sampling/sampler.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
+using sampling::argmax;
 namespace {
 
 const char* kProse =

@@ -1,4 +1,4 @@
-// LightTransfer identities on the real model (DESIGN.md §10): full mode and f = 0 equal the plain
+// LightTransfer identities on the real model (docs/design.md §10): full mode and f = 0 equal the plain
 // model bit for bit; a window covering the sequence equals full; the online selection is the
 // global top-P; different prompts give different layer maps; memory stays within P + 1
 // full-length layers.
@@ -15,10 +15,11 @@
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
-#include "tests/model/shared_model.h"
-#include "model/sampler.h"
+#include "tests/support/shared_model.h"
+#include "sampling/sampler.h"
 
 namespace lightserve::model {
+using sampling::argmax;
 namespace {
 
 TEST(LazySelector, OnlineSelectionIsTheGlobalTopP) {

@@ -11,10 +11,11 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
-#include "tests/model/shared_model.h"
-#include "model/sampler.h"
+#include "tests/support/shared_model.h"
+#include "sampling/sampler.h"
 
 namespace lightserve::model {
+using sampling::argmax;
 namespace {
 
 // What "like llama.cpp" can mean on this model, measured (docs/benchmarks.md, "Agreement with

@@ -10,10 +10,11 @@
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
 #include "model/prefill_tee.h"
-#include "model/sampler.h"
-#include "tests/model/shared_model.h"
+#include "sampling/sampler.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
+using sampling::argmax;
 namespace {
 
 struct Owned {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "model/gguf.h"
-#include "tests/model/gguf_writer.h"
+#include "tests/support/gguf_writer.h"
 
 namespace lightserve::model {
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "memory/kv_manager.h"
-#include "model/sampler.h"
+#include "sampling/sampler.h"
 #include "scheduler/engine.h"
 #include "tests/scheduler/fake_executor.h"
 
@@ -74,7 +74,7 @@ struct Reference {
 inline Reference reference_run(const FakeExecutor& model, const RequestParams& params,
                                const std::vector<int32_t>& eos_ids) {
   Reference ref;
-  model::Sampler sampler(params.sampling);
+  sampling::Sampler sampler(params.sampling);
   std::vector<int32_t> context = params.prompt;
   for (int32_t i = 0; i < params.max_tokens; ++i) {
     const std::vector<float> logits = model.logits_for(context);

@@ -1,4 +1,4 @@
-// Fakes for the scheduler tests (STYLE.md habit 7): a deterministic "model" behind the Executor
+// Fakes for the scheduler tests (docs/design.md §11 habit 7): a deterministic "model" behind the Executor
 // interface that also checks the catch-up contract of scheduler/executor.h, a table detokenizer
 // and a settable clock.
 #pragma once

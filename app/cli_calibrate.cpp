@@ -1,0 +1,253 @@
+// `lightserve calibrate`: the paper's offline layer selection. Runs each prompt's prefill in test
+// mode (exact attention, lazy ratios measured, the top-P decision made), counts how often each
+// layer ends lazy, and writes the ranking as a plan file for --lt-mode static (and for breaking
+// ties in test mode).
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/hybrid_sequence.h"
+#include "model/kv_arena.h"
+#include "serving/model_loading.h"
+#include "base/units.h"
+#include "app/lighttransfer_flags.h"
+#include "app/subcommands.h"
+
+namespace lightserve::cli {
+namespace {
+
+struct CalibrateOptions {
+  std::string model = serving::default_model_path();
+  std::string prompts;
+  std::string out;
+  int max_prompts = 0;
+  bool chat = false;
+  int threads = 0;
+  std::string device = serving::default_device();
+  bool quiet = false;
+  serving::LightTransferOptions lt;
+};
+
+// Plain-text prompts: one per line, with \n, \t and \\ escapes.
+std::string unescape(const std::string& line) {
+  std::string out;
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '\\' && i + 1 < line.size()) {
+      const char c = line[i + 1];
+      if (c == 'n' || c == 't' || c == '\\') {
+        out += c == 'n' ? '\n' : c == 't' ? '\t' : '\\';
+        ++i;
+        continue;
+      }
+    }
+    out += line[i];
+  }
+  return out;
+}
+
+// JSONL (a "prompt" string per line) when the first non-blank character is '{', else plain text.
+Result<std::vector<std::string>> read_prompts(const std::string& path, int max_prompts) {
+  std::ifstream in(path);
+  if (!in) return Error{"--prompts: cannot read " + path};
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+  }
+  bool jsonl = false;
+  for (const std::string& line : lines) {
+    const size_t p = line.find_first_not_of(" \t");
+    if (p == std::string::npos) continue;
+    jsonl = line[p] == '{';
+    break;
+  }
+  std::vector<std::string> prompts;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (max_prompts > 0 && static_cast<int>(prompts.size()) >= max_prompts) break;
+    if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
+    if (!jsonl) {
+      prompts.push_back(unescape(lines[i]));
+      continue;
+    }
+    const std::string where = path + ":" + std::to_string(i + 1);
+    nlohmann::json doc = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded()) return Error{where + ": not valid JSON"};
+    if (!doc.is_object() || !doc.contains("prompt") || !doc["prompt"].is_string()) {
+      return Error{where + ": expected an object with a string \"prompt\""};
+    }
+    prompts.push_back(doc["prompt"].get<std::string>());
+  }
+  if (prompts.empty()) return Error{"--prompts: " + path + " holds no prompt"};
+  return prompts;
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  return 2;
+}
+
+int run_calibrate(const CalibrateOptions& o) {
+  if (o.lt.mode != "test") return fail("calibrate measures in test mode; --lt-mode must be test");
+  if (o.max_prompts < 0) return fail("--max-prompts must be ≥ 0");
+  if (!(o.lt.lazy_fraction >= 0.0 && o.lt.lazy_fraction <= 1.0)) {
+    return fail("--lazy-fraction must be in [0, 1], got " + std::to_string(o.lt.lazy_fraction));
+  }
+  auto texts = read_prompts(o.prompts, o.max_prompts);
+  if (!texts) return fail(texts.error().message);
+  if (std::ofstream probe(o.out, std::ios::app); !probe) return fail("--out: cannot write " + o.out);
+
+  auto made_backend = serving::make_backend(o.device, o.threads);
+  if (!made_backend) {
+    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
+    return 1;
+  }
+  auto backend = std::move(made_backend).value();
+  auto model = serving::load_model_or_report(o.model, *backend, o.quiet);
+  if (!model) return 1;
+  const auto& config = model->config();
+  auto lt = o.lt.settings(config.num_layers);
+  if (!lt) return fail(lt.error().message);
+  const model::LightTransferSettings& settings = lt.value();
+  const model::Tokenizer& tok = model->tokenizer();
+  const model::ChatTemplate* chat = model->chat_template();
+  if (o.chat && chat == nullptr) return fail("--chat: " + model->chat_error());
+
+  std::vector<std::vector<int32_t>> prompts;
+  int32_t longest = 0, cut = 0, short_prompts = 0;
+  for (const std::string& text : texts.value()) {
+    std::string rendered = text;
+    if (o.chat) {
+      std::vector<model::ChatMessage> messages{{"user", text}};
+      rendered = chat->render(messages, /*add_generation_prompt=*/true);
+    }
+    std::vector<int32_t> ids = tok.encode(rendered, tok.add_bos_token(), /*parse_special=*/o.chat);
+    if (ids.empty()) continue;
+    if (static_cast<int32_t>(ids.size()) > config.context_length) {
+      ids.resize(config.context_length);
+      ++cut;
+    }
+    if (static_cast<int32_t>(ids.size()) <= settings.sink + settings.window) ++short_prompts;
+    longest = std::max(longest, static_cast<int32_t>(ids.size()));
+    prompts.push_back(std::move(ids));
+  }
+  if (prompts.empty()) return fail("--prompts: every prompt is empty after tokenization");
+  if (cut > 0) {
+    std::fprintf(stderr, "note: %d prompt(s) cut to the model's context of %d tokens\n", cut,
+                 config.context_length);
+  }
+  if (short_prompts > 0) {
+    std::fprintf(stderr,
+                 "warning: %d of %zu prompts are no longer than sink + window = %d tokens: every "
+                 "lazy ratio is 1 for them, so they carry no information (ties fall to layer "
+                 "order). Use longer prompts or a smaller --window.\n",
+                 short_prompts, prompts.size(), settings.sink + settings.window);
+  }
+
+  auto arena = model::KvArena::create_for(*backend, config, settings, longest);
+  if (!arena) return fail(arena.error().message);
+  const int32_t layers = config.num_layers;
+  std::vector<double> lazy_count(layers, 0), ratio_sum(layers, 0);
+  std::vector<float> ratio_min(layers, 2.0f), ratio_max(layers, -1.0f);
+  std::vector<float> logits;
+  const auto start = std::chrono::steady_clock::now();
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& ids = prompts[i];
+    auto seq = model::HybridSequence::create(*arena.value(), config, settings,
+                                             static_cast<int32_t>(ids.size()));
+    if (!seq) return fail(seq.error().message);
+    const model::BatchEntry entry{seq.value().get(), ids, false};
+    if (Status s = model->forward({&entry, 1}, logits); !s) {
+      std::fprintf(stderr, "error: prompt %zu: %s\n", i + 1, s.message().c_str());
+      return 1;
+    }
+    const model::HybridSequence& hs = *seq.value();
+    for (int32_t l = 0; l < layers; ++l) {
+      const float r = hs.lazy_ratios()[l];
+      ratio_sum[l] += r;
+      ratio_min[l] = std::min(ratio_min[l], r);
+      ratio_max[l] = std::max(ratio_max[l], r);
+      if (hs.layer_map().is_lazy(l)) lazy_count[l] += 1;
+    }
+    total_tokens += static_cast<int64_t>(ids.size());
+    if (!o.quiet) {
+      std::fprintf(stderr, "  prompt %zu/%zu: %zu tokens, %d lazy layers\n", i + 1, prompts.size(),
+                   ids.size(), hs.layer_map().num_lazy_layers());
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  model::LtPlan plan;
+  plan.model = config.name;
+  plan.num_layers = layers;
+  plan.lazy_fraction = settings.lazy_fraction;
+  plan.num_prompts = static_cast<int32_t>(prompts.size());
+  const double n = static_cast<double>(prompts.size());
+  for (int32_t l = 0; l < layers; ++l) {
+    plan.lazy_frequency.push_back(lazy_count[l] / n);
+    plan.mean_ratio.push_back(ratio_sum[l] / n);
+  }
+  plan.ranking.resize(layers);
+  std::iota(plan.ranking.begin(), plan.ranking.end(), 0);
+  // Laziest first: frequency, then mean ratio, then the higher layer (the selector's tie order).
+  std::stable_sort(plan.ranking.begin(), plan.ranking.end(), [&](int32_t a, int32_t b) {
+    if (plan.lazy_frequency[a] != plan.lazy_frequency[b]) {
+      return plan.lazy_frequency[a] > plan.lazy_frequency[b];
+    }
+    if (plan.mean_ratio[a] != plan.mean_ratio[b]) return plan.mean_ratio[a] > plan.mean_ratio[b];
+    return a > b;
+  });
+  if (Status s = plan.save(o.out); !s) return fail(s.message());
+
+  std::vector<int32_t> rank_of(layers);
+  for (int32_t i = 0; i < layers; ++i) rank_of[plan.ranking[i]] = i + 1;
+  const int32_t num_lazy = static_cast<int32_t>(std::lround(settings.lazy_fraction * layers));
+  std::printf("calibrated %s on %zu prompts (%lld tokens, longest %d) in %.1f s; lazy fraction "
+              "%.2f, sink %d, window %d, w_last %d\n",
+              config.name.empty() ? "model" : config.name.c_str(), prompts.size(),
+              static_cast<long long>(total_tokens), longest, seconds, settings.lazy_fraction,
+              settings.sink, settings.window, settings.w_last);
+  std::printf("%5s %10s %10s %8s %8s %5s %6s\n", "layer", "lazy_freq", "mean_ratio", "min", "max",
+              "rank", "plan");
+  for (int32_t l = 0; l < layers; ++l) {
+    std::printf("%5d %10.3f %10.4f %8.4f %8.4f %5d %6s\n", l, plan.lazy_frequency[l],
+                plan.mean_ratio[l], ratio_min[l], ratio_max[l], rank_of[l],
+                rank_of[l] <= num_lazy ? "lazy" : "full");
+  }
+  std::printf("wrote %s (ranking laziest first; static mode makes the first %d lazy)\n",
+              o.out.c_str(), num_lazy);
+  return 0;
+}
+
+}  // namespace
+
+void register_calibrate(CLI::App& app) {
+  auto o = std::make_shared<CalibrateOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "calibrate", "Rank layers by laziness over a prompt set and write a LightTransfer plan file");
+  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  cmd->add_option("--prompts", o->prompts,
+                  "Prompt file: JSONL with a \"prompt\" string per line, or plain text with one "
+                  "prompt per line (\\n escapes)")
+      ->required();
+  cmd->add_option("--out,-o", o->out, "Plan file to write (YAML)")->required();
+  cmd->add_option("--max-prompts", o->max_prompts, "Use at most N prompts; 0 = all")
+      ->capture_default_str();
+  cmd->add_flag("--chat", o->chat, "Wrap each prompt as a user message in the model's chat template");
+  cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
+  cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress on stderr");
+  add_lighttransfer_flags(cmd, o->lt);
+  cmd->callback([o] { set_exit_code(run_calibrate(*o)); });
+}
+
+}  // namespace lightserve::cli

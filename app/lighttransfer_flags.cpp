@@ -1,0 +1,31 @@
+#include "app/lighttransfer_flags.h"
+
+namespace lightserve::cli {
+
+void add_lighttransfer_flags(CLI::App* cmd, serving::LightTransferOptions& o) {
+  cmd->add_option("--lt-mode", o.mode,
+                  "LightTransfer mode: test (lazy layers chosen per request), static (from --plan), "
+                  "full (no lazy layer), streaming (every layer lazy), random")
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--lazy-fraction", o.lazy_fraction, "Fraction of layers served lazily (f)")
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--sink", o.sink, "Initial tokens a lazy layer keeps (S)")
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--window", o.window, "Recent tokens a lazy layer keeps (W)")
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--w-last", o.w_last, "Last prompt tokens whose attention scores laziness")
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--plan", o.plan,
+                  "Plan file from `lightserve calibrate` (static mode; breaks ties in test mode)")
+      ->group("LightTransfer");
+  cmd->add_option("--lt-seed", o.seed, "Seed of the random mode's lazy set")
+      ->capture_default_str()
+      ->group("LightTransfer");
+}
+
+}  // namespace lightserve::cli

@@ -1,0 +1,20 @@
+// `lightserve`: one binary, subcommands.
+#include <CLI/CLI.hpp>
+
+#include "app/subcommands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "lightserve: a serving engine for LLaMA-family models with LightTransfer (lazy layers served "
+      "from a constant-size KV slot)."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lightserve 0.1.0");
+  lightserve::cli::register_generate(app);
+  lightserve::cli::register_info(app);
+  lightserve::cli::register_calibrate(app);
+  lightserve::cli::register_eval(app);
+  lightserve::cli::register_bench(app);
+  lightserve::cli::register_serve(app);
+  CLI11_PARSE(app, argc, argv);
+  return lightserve::cli::exit_code();
+}

@@ -1,0 +1,99 @@
+#include "executor/model_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+namespace lightserve::executor {
+
+ModelExecutor::ModelExecutor(model::LlamaModel& model, model::KvArena& arena,
+                               model::LightTransferSettings settings)
+    : model_(model),
+      arena_(arena),
+      settings_(std::move(settings)),
+      lazy_layer_counts_(static_cast<size_t>(model.config().num_layers), 0) {}
+
+int32_t ModelExecutor::vocab_size() const { return model_.config().vocab_size; }
+
+const model::HybridSequence* ModelExecutor::sequence(scheduler::RequestId request_id) const {
+  auto it = sequences_.find(request_id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+void ModelExecutor::release(scheduler::RequestId request_id) { sequences_.erase(request_id); }
+
+Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
+  const int32_t num_layers = model_.config().num_layers;
+  logits.clear();
+  batch_.clear();
+  batch_.reserve(batch.entries.size());
+  for (const scheduler::ExecutorEntry& e : batch.entries) {
+    const std::string who = "request " + std::to_string(e.request_id) + ": ";
+    if (e.tokens.empty()) return Error{who + "an entry with no tokens"};
+    if (e.needs_logits != (e.layer_end == num_layers)) {
+      return Error{who + "logits come with the last layer and only with it"};
+    }
+    model::HybridSequence* seq = nullptr;
+    if (e.begins_sequence) {
+      if (e.kv == nullptr) return Error{who + "a first entry without KV"};
+      if (e.position != 0) return Error{who + "a first entry must prefill from position 0"};
+      auto attached = model::HybridSequence::attach(arena_, model_.config(), settings_, *e.kv);
+      if (!attached) return Error{who + attached.error().message};
+      seq = attached.value().get();
+      sequences_[e.request_id] = std::move(attached).value();  // replaces any stale state
+    } else {
+      auto it = sequences_.find(e.request_id);
+      if (it == sequences_.end()) return Error{who + "no sequence (no first entry seen)"};
+      seq = it->second.get();
+      if (seq->size() != e.position) {
+        return Error{who + "an entry at position " + std::to_string(e.position) +
+                     ", but the sequence holds " + std::to_string(seq->size()) + " tokens"};
+      }
+      if (!e.is_prefill() && (e.tokens.size() != 1 || e.layer_begin != 0)) {
+        return Error{who + "a decode entry feeds one token through every layer (got " +
+                     std::to_string(e.tokens.size()) + " tokens, layers [" +
+                     std::to_string(e.layer_begin) + ", " + std::to_string(e.layer_end) + "))"};
+      }
+    }
+    // LlamaModel::forward checks that a prefill's layer range resumes where it stopped.
+    batch_.push_back(
+        model::BatchEntry{seq, e.tokens, /*all_logits=*/false, e.layer_begin, e.layer_end});
+  }
+  if (batch_.empty()) return Status::Ok();
+  // forward returns one row (its last token) per entry that ran the last layer, in entry order:
+  // exactly the entries with needs_logits.
+  const auto start = std::chrono::steady_clock::now();
+  if (Status s = model_.forward(batch_, logits); !s) return s;
+  forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++num_forward_calls_;
+  max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
+  // A prefill that ran its last layer has its final layer map.
+  for (const scheduler::ExecutorEntry& e : batch.entries) {
+    if (!e.is_prefill() || e.layer_end != num_layers) continue;
+    const memory::LayerMap& map = sequences_.at(e.request_id)->layer_map();
+    for (int32_t l = 0; l < num_layers; ++l) {
+      lazy_layer_counts_[static_cast<size_t>(l)] += map.is_lazy(l) ? 1 : 0;
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+class ModelTextStream final : public scheduler::TextStream {
+ public:
+  explicit ModelTextStream(const model::Tokenizer& tokenizer) : decoder_(tokenizer) {}
+  std::string push(int32_t token_id) override { return decoder_.push(token_id); }
+  std::string flush() override { return decoder_.flush(); }
+
+ private:
+  model::StreamDecoder decoder_;
+};
+
+}  // namespace
+
+std::unique_ptr<scheduler::TextStream> ModelDetokenizer::start() const {
+  return std::make_unique<ModelTextStream>(tokenizer_);
+}
+
+}  // namespace lightserve::executor

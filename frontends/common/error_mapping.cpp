@@ -1,0 +1,51 @@
+#include "frontends/common/error_mapping.h"
+
+#include <nlohmann/json.hpp>
+
+namespace lightserve::frontends {
+
+using scheduler::ErrorKind;
+
+HttpError http_error(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument:
+    case ErrorKind::kOutOfRange:
+      return {400, "invalid_request_error"};
+    case ErrorKind::kResourceExhausted:
+      return {429, "rate_limit_exceeded"};
+    case ErrorKind::kUnavailable:
+      return {503, "service_unavailable"};
+    case ErrorKind::kUnauthenticated:
+      return {401, "authentication_error"};
+    case ErrorKind::kInternal:
+      return {500, "server_error"};
+  }
+  return {500, "server_error"};
+}
+
+grpc::StatusCode grpc_code(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case ErrorKind::kOutOfRange:
+      return grpc::StatusCode::OUT_OF_RANGE;
+    case ErrorKind::kResourceExhausted:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case ErrorKind::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
+    case ErrorKind::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case ErrorKind::kInternal:
+      return grpc::StatusCode::INTERNAL;
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
+std::string openai_error_body(const std::string& message, const char* type, int status) {
+  nlohmann::json body;
+  body["error"] = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
+  // Replace invalid UTF-8 (a message may quote client bytes) rather than throw.
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace lightserve::frontends

@@ -1,0 +1,24 @@
+// The one place that maps request-path error kinds (scheduler/errors.h, docs/design.md §9) to HTTP
+// statuses with OpenAI error bodies, and to gRPC status codes.
+#pragma once
+
+#include <string>
+
+#include <grpcpp/support/status_code_enum.h>
+
+#include "scheduler/errors.h"
+
+namespace lightserve::frontends {
+
+struct HttpError {
+  int status = 500;
+  const char* type = "server_error";  // OpenAI "error.type"
+};
+
+HttpError http_error(scheduler::ErrorKind kind);
+grpc::StatusCode grpc_code(scheduler::ErrorKind kind);
+
+// {"error": {"message": ..., "type": ..., "param": null, "code": ...}} as OpenAI sends it.
+std::string openai_error_body(const std::string& message, const char* type, int status);
+
+}  // namespace lightserve::frontends

@@ -1,0 +1,701 @@
+// The gRPC frontend (grpc_server.h): lightserve.v1.Generation on the callback API, health and
+// reflection.
+//
+// Threads and lifetimes. Handlers and reactions run on gRPC's callback threads; EventStream
+// listeners run on the engine thread. Neither blocks: a listener only pops what is ready and
+// starts a write (or the Finish). A generation reactor is owned by a shared_ptr that it holds on
+// itself until OnDone; the stream's listener holds a weak_ptr, so an engine push that races with
+// OnDone never touches a freed reactor. Each reactor keeps at most one write in flight, calls
+// Finish (or StartWriteAndFinish) exactly once, after the engine's kFinished event, and turns a
+// cancelled call into serving::ServingCore::abort (the request's KV is freed in the engine's next step).
+//
+// The methods are registered raw (ByteBuffer in and out) so that bytes which are not a valid
+// request get INVALID_ARGUMENT naming the message type; with typed methods the callback API
+// answers UNIMPLEMENTED with no message. Authentication comes before parsing.
+//
+// Unset sampling fields take the OpenAI API's defaults (generation.proto), not the CLI's.
+#include "frontends/grpc/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lightserve/v1/generation.grpc.pb.h"
+#include "model/tokenizer.h"
+#include "frontends/common/error_mapping.h"
+
+namespace lightserve::frontends {
+namespace {
+
+namespace v1 = ::lightserve::v1;
+using scheduler::EngineError;
+using scheduler::ErrorKind;
+using scheduler::RequestEvent;
+
+constexpr const char* kServiceName = "lightserve.v1.Generation";
+
+grpc::Status to_status(const EngineError& error) {
+  return {grpc_code(error.kind), error.message};
+}
+
+EngineError invalid(std::string message) {
+  return {ErrorKind::kInvalidArgument, std::move(message)};
+}
+
+// --- Authentication ------------------------------------------------------------------------
+
+bool same_secret(std::string_view a, std::string_view b) {
+  // Compares every byte whatever differs first, so timing does not reveal the key's prefix.
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+// nullopt when no key is configured or the call carries `authorization: Bearer KEY`.
+std::optional<EngineError> check_api_key(const grpc::CallbackServerContext& context,
+                                         const std::string& api_key) {
+  if (api_key.empty()) return std::nullopt;
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return EngineError{ErrorKind::kUnauthenticated,
+                       "missing API key: send the metadata \"authorization: Bearer KEY\""};
+  }
+  const std::string_view value(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!value.starts_with(kBearer) || !same_secret(value.substr(kBearer.size()), api_key)) {
+    return EngineError{ErrorKind::kUnauthenticated,
+                       "invalid API key in the \"authorization\" metadata (expected \"Bearer "
+                       "KEY\" with the server's key)"};
+  }
+  return std::nullopt;
+}
+
+// --- Wire ----------------------------------------------------------------------------------
+
+template <typename Message>
+std::optional<EngineError> parse(const grpc::ByteBuffer& bytes, Message& message) {
+  grpc::ByteBuffer consumed(bytes);  // Deserialize empties its buffer; the copy shares the slices
+  if (grpc::SerializationTraits<Message>::Deserialize(&consumed, &message).ok())
+    return std::nullopt;
+  return invalid("the request is not a valid " + Message::descriptor()->full_name() +
+                 " (malformed protobuf, or a string field that is not UTF-8)");
+}
+
+template <typename Message>
+std::optional<EngineError> serialize(const Message& message, grpc::ByteBuffer& out) {
+  out.Clear();  // the writer needs an empty buffer; a written one is done with its bytes
+  bool own_buffer = false;
+  if (grpc::SerializationTraits<Message>::Serialize(message, &out, &own_buffer).ok()) {
+    return std::nullopt;
+  }
+  return EngineError{ErrorKind::kInternal,
+                     "cannot serialize the " + Message::descriptor()->full_name()};
+}
+
+// --- Requests ------------------------------------------------------------------------------
+
+std::vector<model::ChatMessage> to_chat(const v1::ChatMessages& chat) {
+  std::vector<model::ChatMessage> messages;
+  messages.reserve(static_cast<size_t>(chat.messages_size()));
+  for (const auto& m : chat.messages()) messages.push_back({m.role(), m.content()});
+  return messages;
+}
+
+uint64_t fresh_seed() {
+  static std::mutex mutex;
+  static std::mt19937_64 rng{std::random_device{}()};
+  const std::lock_guard lock(mutex);
+  return rng();
+}
+
+// The proto's fields and defaults -> serving::GenerateInput. Only what the proto alone decides is checked
+// here (prompt form, model name, mode enum); serving::ServingCore::prepare checks the values.
+std::optional<EngineError> to_input(const v1::GenerateRequest& request, const serving::ModelInfo& model,
+                                    serving::GenerateInput& input) {
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      input.prompt_text = request.text();
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      input.prompt_ids.emplace(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::kChat:
+      input.messages = to_chat(request.chat());
+      break;
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return invalid("prompt is missing: set one of text, token_ids or chat");
+  }
+  if (!request.model().empty() && request.model() != model.name) {
+    return invalid("model \"" + request.model() + "\" is not served here; this server serves \"" +
+                   model.name + "\"");
+  }
+  if (request.has_max_tokens()) input.max_tokens = request.max_tokens();
+
+  sampling::SamplingParams& s = input.sampling;
+  s.temperature = request.has_temperature() ? request.temperature() : 1.0f;
+  s.top_k = request.has_top_k() ? request.top_k() : 0;
+  s.top_p = request.has_top_p() ? request.top_p() : 1.0f;
+  s.min_p = request.has_min_p() ? request.min_p() : 0.0f;
+  s.seed = request.has_seed() ? request.seed() : fresh_seed();
+  if (request.has_repetition_penalty()) s.repetition_penalty = request.repetition_penalty();
+  if (request.has_presence_penalty()) s.presence_penalty = request.presence_penalty();
+  if (request.has_frequency_penalty()) s.frequency_penalty = request.frequency_penalty();
+
+  input.stop.assign(request.stop().begin(), request.stop().end());
+  input.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  input.ignore_eos = request.ignore_eos();
+  if (request.has_logprobs()) {
+    if (request.logprobs() < 0) {
+      return invalid("logprobs must be in [0, " +
+                     std::to_string(scheduler::RequestParams::kMaxLogprobs) + "], got " +
+                     std::to_string(request.logprobs()));
+    }
+    input.logprobs = request.logprobs();
+  }
+  input.priority = request.priority();
+  switch (request.lighttransfer().mode()) {
+    case v1::LIGHTTRANSFER_MODE_SERVER_DEFAULT:
+      break;
+    case v1::LIGHTTRANSFER_MODE_FULL:
+      input.lighttransfer_mode = "full";
+      break;
+    case v1::LIGHTTRANSFER_MODE_STREAMING:
+      input.lighttransfer_mode = "streaming";
+      break;
+    default:
+      return invalid("lighttransfer.mode " + std::to_string(request.lighttransfer().mode()) +
+                     " is not a LightTransferMode (0 server default, 1 full, 2 streaming)");
+  }
+  return std::nullopt;
+}
+
+// Authenticates, parses, converts, prepares and submits: an AddResult whose error (if any) is the
+// status to finish the call with.
+scheduler::AddResult submit(serving::ServingCore& engine, const grpc::CallbackServerContext& context,
+                            const grpc::ByteBuffer& bytes) {
+  scheduler::AddResult refused;
+  if ((refused.error = check_api_key(context, engine.config().api_key))) return refused;
+  v1::GenerateRequest request;
+  if ((refused.error = parse(bytes, request))) return refused;
+  serving::GenerateInput input;
+  if ((refused.error = to_input(request, engine.model_info(), input))) return refused;
+  scheduler::RequestParams params;
+  if ((refused.error = engine.prepare(input, params))) return refused;
+  return engine.submit(std::move(params));
+}
+
+// --- Events -> responses -------------------------------------------------------------------
+
+void add_token(const RequestEvent& event, const model::Tokenizer& tokenizer,
+               v1::GeneratedToken* token) {
+  token->set_token_id(event.token_id);
+  token->set_text(event.text);
+  if (!event.logprobs) return;
+  v1::PositionLogprobs* logprobs = token->mutable_logprobs();
+  logprobs->set_logprob(event.logprobs->logprob);
+  for (const auto& alternative : event.logprobs->top) {
+    v1::TokenLogprob* top = logprobs->add_top();
+    top->set_token_id(alternative.token_id);
+    top->set_token(tokenizer.token_bytes(alternative.token_id, /*render_special=*/true));
+    top->set_logprob(alternative.logprob);
+  }
+}
+
+void fill_finish(const RequestEvent& event, v1::GenerateFinish* finish) {
+  finish->set_text(event.text);
+  finish->set_reason(event.finish_reason == scheduler::FinishReason::kLength
+                         ? v1::FINISH_REASON_LENGTH
+                         : v1::FINISH_REASON_STOP);
+  if (event.token_id >= 0) finish->set_stop_token_id(event.token_id);
+  const scheduler::RequestTimings& t = event.timings;
+  v1::Usage* usage = finish->mutable_usage();
+  usage->set_prompt_tokens(t.num_prompt_tokens);
+  usage->set_completion_tokens(t.num_generated_tokens);
+  usage->set_total_tokens(t.num_prompt_tokens + t.num_generated_tokens);
+  v1::Timings* timings = finish->mutable_timings();
+  timings->set_queue_seconds(t.queue_seconds);
+  timings->set_time_to_first_token_seconds(t.time_to_first_token);
+  timings->set_e2e_seconds(t.e2e_seconds);
+  timings->set_num_preemptions(t.num_preemptions);
+}
+
+// The call's status once the engine has finished the request.
+grpc::Status final_status(const RequestEvent& event, bool cancelled) {
+  if (cancelled) return {grpc::StatusCode::CANCELLED, "the call was cancelled"};
+  switch (*event.finish_reason) {
+    case scheduler::FinishReason::kStop:
+    case scheduler::FinishReason::kLength:
+      return grpc::Status::OK;
+    case scheduler::FinishReason::kAbort:
+      return to_status(
+          {ErrorKind::kUnavailable, "the request was aborted: the server is shutting down"});
+    case scheduler::FinishReason::kError:
+      return to_status(event.error.value_or(
+          EngineError{ErrorKind::kInternal, "the engine failed a step holding this request"}));
+  }
+  return {grpc::StatusCode::INTERNAL, "unknown finish reason"};
+}
+
+// --- Generation reactors -------------------------------------------------------------------
+
+// What both generation reactors share (CRTP: `Reactor` derives from this and from its gRPC
+// reactor, and has pump()): the request, the self-reference that keeps the reactor alive until
+// OnDone, the listener hookup, cancellation.
+template <typename Reactor>
+class EngineCall : public std::enable_shared_from_this<Reactor> {
+ protected:
+  explicit EngineCall(serving::ServingCore& engine) : engine_(engine) {}
+
+  // Runs after the reactor is built: submit, then either finish at once or follow the stream.
+  void begin(const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request) {
+    self_ = this->shared_from_this();
+    scheduler::AddResult added = submit(engine_, context, request);
+    if (!added.ok()) {
+      {
+        const std::lock_guard lock(mutex_);
+        done_ = true;
+      }
+      self_->Finish(to_status(*added.error));
+      return;
+    }
+    id_ = added.id;
+    stream_ = std::move(added.events);
+    stream_->set_listener([weak = this->weak_from_this()] {
+      if (auto reactor = weak.lock()) reactor->pump();
+    });
+    self_->pump();  // events pushed before the listener was set are not announced
+  }
+
+  void abort_request() {
+    if (id_ != 0) engine_.abort(id_);
+  }
+  // OnCancel: the engine's kAbort finish follows, and pump() finishes the call with CANCELLED.
+  void cancel() {
+    {
+      const std::lock_guard lock(mutex_);
+      cancelled_ = true;
+    }
+    abort_request();
+  }
+  // OnDone: drops the self-reference; a listener running now keeps the reactor until it returns.
+  void release() { auto keep_until_return = std::move(self_); }
+
+  serving::ServingCore& engine_;
+  std::shared_ptr<Reactor> self_;  // released in OnDone
+  scheduler::RequestId id_ = 0;    // 0 when the request was refused
+  std::shared_ptr<scheduler::EventStream> stream_;
+  std::mutex mutex_;        // guards the state below and the response being built
+  bool done_ = false;       // Finish (or StartWriteAndFinish) has been called
+  bool cancelled_ = false;  // OnCancel ran
+};
+
+// Generate: collects the events into the response and finishes at kFinished.
+class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall<GenerateReactor> {
+ public:
+  static grpc::ServerUnaryReactor* start(serving::ServingCore& engine,
+                                         const grpc::CallbackServerContext& context,
+                                         const grpc::ByteBuffer& request, grpc::ByteBuffer* out) {
+    auto reactor = std::shared_ptr<GenerateReactor>(new GenerateReactor(engine, out));
+    reactor->begin(context, request);
+    return reactor.get();
+  }
+
+  void pump() {
+    std::optional<grpc::Status> status;
+    {
+      const std::lock_guard lock(mutex_);
+      if (done_) return;
+      while (auto event = stream_->try_pop()) {
+        if (event->kind == RequestEvent::Kind::kToken) {
+          response_.mutable_text()->append(event->text);
+          add_token(*event, engine_.tokenizer(), response_.add_tokens());
+          continue;
+        }
+        status = final_status(*event, cancelled_);
+        if (status->ok()) {
+          response_.mutable_text()->append(event->text);
+          fill_finish(*event, response_.mutable_finish());
+          if (auto error = serialize(response_, *out_)) status = to_status(*error);
+        }
+        done_ = true;
+        break;
+      }
+    }
+    if (status) Finish(*status);
+  }
+
+  void OnCancel() override { cancel(); }
+  void OnDone() override { release(); }
+
+ private:
+  GenerateReactor(serving::ServingCore& engine, grpc::ByteBuffer* out) : EngineCall(engine), out_(out) {}
+
+  v1::GenerateResponse response_;
+  grpc::ByteBuffer* out_;  // owned by gRPC, valid until OnDone; written once, before Finish
+};
+
+// GenerateStream: each write carries every token ready when the previous write completed; the
+// finish goes with the last tokens in one StartWriteAndFinish. An error finish after tokens is
+// sent as a status once the tokens' write is done.
+class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
+                                    public EngineCall<GenerateStreamReactor> {
+ public:
+  static grpc::ServerWriteReactor<grpc::ByteBuffer>* start(
+      serving::ServingCore& engine, const grpc::CallbackServerContext& context,
+      const grpc::ByteBuffer& request) {
+    auto reactor = std::shared_ptr<GenerateStreamReactor>(new GenerateStreamReactor(engine));
+    reactor->begin(context, request);
+    return reactor.get();
+  }
+
+  void pump() {
+    enum class Action { kNone, kWrite, kWriteAndFinish, kFinish } action = Action::kNone;
+    grpc::Status status;
+    bool abort_unfinished = false;
+    {
+      const std::lock_guard lock(mutex_);
+      if (done_ || write_in_flight_) return;
+      response_.Clear();
+      while (!final_) {
+        auto event = stream_->try_pop();
+        if (!event) break;
+        if (event->kind == RequestEvent::Kind::kFinished) {
+          final_ = std::move(event);
+        } else if (!cancelled_ && !write_failed_) {
+          add_token(*event, engine_.tokenizer(), response_.add_tokens());
+        }
+      }
+      if (final_) status = final_status(*final_, cancelled_ || write_failed_);
+      if (final_ && status.ok()) {
+        fill_finish(*final_, response_.mutable_finish());
+        action = Action::kWriteAndFinish;
+      } else if (response_.tokens_size() > 0 && !cancelled_ && !write_failed_) {
+        action = Action::kWrite;  // tokens first; an error status follows at the next pump
+      } else if (final_) {
+        action = Action::kFinish;
+      }
+      if (action == Action::kWrite || action == Action::kWriteAndFinish) {
+        if (auto error = serialize(response_, buffer_)) {
+          abort_unfinished = !final_;
+          action = Action::kFinish;
+          status = to_status(*error);
+        }
+      }
+      write_in_flight_ = action == Action::kWrite;
+      done_ = action == Action::kWriteAndFinish || action == Action::kFinish;
+    }
+    // Outside the lock: gRPC may run reactions on other threads meanwhile.
+    switch (action) {
+      case Action::kNone:
+        break;
+      case Action::kWrite:
+        StartWrite(&buffer_);
+        break;
+      case Action::kWriteAndFinish:
+        StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
+        break;
+      case Action::kFinish:
+        Finish(status);
+        break;
+    }
+    if (abort_unfinished) abort_request();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      const std::lock_guard lock(mutex_);
+      write_in_flight_ = false;
+      write_failed_ = write_failed_ || !ok;
+    }
+    if (!ok) abort_request();  // the client is gone; OnCancel may or may not follow
+    pump();
+  }
+  void OnCancel() override { cancel(); }
+  void OnDone() override { release(); }
+
+ private:
+  explicit GenerateStreamReactor(serving::ServingCore& engine) : EngineCall(engine) {}
+
+  v1::GenerateStreamResponse response_;
+  grpc::ByteBuffer buffer_;            // response_'s bytes; not touched while a write is in flight
+  std::optional<RequestEvent> final_;  // the kFinished event, once popped
+  bool write_in_flight_ = false;
+  bool write_failed_ = false;
+};
+
+// --- The service ---------------------------------------------------------------------------
+
+// Every method raw (see the file comment).
+using RawGenerationService = v1::Generation::WithRawCallbackMethod_Generate<
+    v1::Generation::WithRawCallbackMethod_GenerateStream<
+        v1::Generation::WithRawCallbackMethod_Tokenize<
+            v1::Generation::WithRawCallbackMethod_Detokenize<
+                v1::Generation::WithRawCallbackMethod_GetModelInfo<
+                    v1::Generation::WithRawCallbackMethod_GetServerInfo<
+                        v1::Generation::Service>>>>>>;
+
+class GenerationService final : public RawGenerationService {
+ public:
+  explicit GenerationService(serving::ServingCore& engine) : engine_(engine) {}
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override {
+    return GenerateReactor::start(engine_, *context, *request, response);
+  }
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override {
+    return GenerateStreamReactor::start(engine_, *context, *request);
+  }
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override {
+    return answer(context, *request, response, &GenerationService::tokenize);
+  }
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override {
+    return answer(context, *request, response, &GenerationService::detokenize);
+  }
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override {
+    return answer(context, *request, response, &GenerationService::model_info);
+  }
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override {
+    return answer(context, *request, response, &GenerationService::server_info);
+  }
+
+ private:
+  template <typename Request, typename Response>
+  using Body = std::optional<EngineError> (GenerationService::*)(const Request&, Response&) const;
+
+  // A quick unary call: authenticate, parse, run `body` on this thread (it does not block),
+  // serialize, finish.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* answer(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer& bytes, grpc::ByteBuffer* out,
+                                   Body<Request, Response> body) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    Request request;
+    Response response;
+    std::optional<EngineError> error = check_api_key(*context, engine_.config().api_key);
+    if (!error) error = parse(bytes, request);
+    if (!error) error = (this->*body)(request, response);
+    if (!error) error = serialize(response, *out);
+    reactor->Finish(error ? to_status(*error) : grpc::Status::OK);
+    return reactor;
+  }
+
+  std::optional<EngineError> tokenize(const v1::TokenizeRequest& request,
+                                      v1::TokenizeResponse& response) const {
+    // As Generate tokenizes its prompt (serving::ServingCore::tokenize: prepare() without the limits).
+    serving::GenerateInput input;
+    switch (request.input_case()) {
+      case v1::TokenizeRequest::kText:
+        input.prompt_text = request.text();
+        break;
+      case v1::TokenizeRequest::kChat:
+        input.messages = to_chat(request.chat());
+        break;
+      case v1::TokenizeRequest::INPUT_NOT_SET:
+        return invalid("input is missing: set text or chat");
+    }
+    std::vector<int32_t> ids;
+    if (auto error = engine_.tokenize(input, ids)) return error;
+    response.mutable_token_ids()->Add(ids.begin(), ids.end());
+    response.set_max_context_tokens(engine_.context_tokens());
+    return std::nullopt;
+  }
+
+  std::optional<EngineError> detokenize(const v1::DetokenizeRequest& request,
+                                        v1::DetokenizeResponse& response) const {
+    const model::Tokenizer& tokenizer = engine_.tokenizer();
+    // The stream decoder replaces bytes that are not UTF-8 (proto strings must be UTF-8).
+    model::StreamDecoder decoder(tokenizer, request.render_special_tokens());
+    std::string text;
+    for (int i = 0; i < request.token_ids_size(); ++i) {
+      const int32_t id = request.token_ids(i);
+      if (id < 0 || id >= tokenizer.vocab_size()) {
+        return invalid("token_ids[" + std::to_string(i) + "] = " + std::to_string(id) +
+                       " is not a token id (vocabulary size " +
+                       std::to_string(tokenizer.vocab_size()) + ")");
+      }
+      text += decoder.push(id);
+    }
+    text += decoder.flush();
+    response.set_text(std::move(text));
+    return std::nullopt;
+  }
+
+  std::optional<EngineError> model_info(const v1::GetModelInfoRequest& /*request*/,
+                                        v1::GetModelInfoResponse& out) const {
+    const serving::ModelInfo& info = engine_.model_info();
+    out.set_name(info.name);
+    out.set_path(info.path);
+    out.set_architecture(info.architecture);
+    out.set_num_layers(info.num_layers);
+    out.set_hidden_dim(info.hidden_dim);
+    out.set_num_heads(info.num_heads);
+    out.set_num_kv_heads(info.num_kv_heads);
+    out.set_vocab_size(info.vocab_size);
+    out.set_context_length(info.context_length);
+    out.set_weight_bytes(info.weight_bytes);
+    out.set_bos_token_id(info.bos_id);
+    out.set_eos_token_id(info.eos_id);
+    out.set_has_chat_template(engine_.chat_template() != nullptr);
+    return std::nullopt;
+  }
+
+  std::optional<EngineError> server_info(const v1::GetServerInfoRequest& /*request*/,
+                                         v1::GetServerInfoResponse& out) const {
+    const memory::CapacityPlan& plan = engine_.capacity();
+    v1::Capacity* capacity = out.mutable_capacity();
+    capacity->set_budget_bytes(plan.budget_bytes);
+    capacity->set_arena_bytes(plan.arena_bytes);
+    capacity->set_num_blocks(plan.num_blocks);
+    capacity->set_num_slots(plan.num_slots);
+    capacity->set_block_size(plan.layout.block_size);
+    capacity->set_block_bytes(plan.layout.block_bytes());
+    capacity->set_slot_bytes(plan.layout.slot_bytes());
+    capacity->set_context_tokens(plan.context_tokens);
+    capacity->set_hybrid_bytes_per_sequence(plan.hybrid_bytes_per_sequence);
+    capacity->set_full_bytes_per_sequence(plan.full_bytes_per_sequence);
+    capacity->set_max_hybrid_sequences(plan.max_hybrid_sequences);
+    capacity->set_max_full_sequences(plan.max_full_sequences);
+
+    const model::LightTransferSettings& settings = engine_.lighttransfer();
+    v1::LightTransferSettings* lt = out.mutable_lighttransfer();
+    lt->set_mode(std::string(model::to_string(settings.mode)));
+    lt->set_lazy_fraction(settings.lazy_fraction);
+    lt->set_sink(settings.sink);
+    lt->set_window(settings.window);
+    lt->set_w_last(settings.w_last);
+    lt->set_num_full_layers(plan.layout.lanes_per_block);
+    lt->set_num_lazy_layers(plan.layout.lanes_per_slot);
+    lt->set_has_plan(settings.plan.has_value());
+
+    const serving::ServeConfig& config = engine_.config();
+    const int32_t context = engine_.context_tokens();
+    v1::Limits* limits = out.mutable_limits();
+    limits->set_context_tokens(context);
+    limits->set_max_prompt_tokens(config.max_prompt_tokens > 0 ? config.max_prompt_tokens
+                                                               : context);
+    limits->set_max_tokens_limit(config.max_tokens_limit > 0 ? config.max_tokens_limit : context);
+    limits->set_default_max_tokens(config.default_max_tokens);
+    limits->set_max_logprobs(scheduler::RequestParams::kMaxLogprobs);
+    limits->set_max_message_bytes(config.max_body_bytes);
+    limits->set_max_running(config.max_running);
+    limits->set_max_waiting(config.max_waiting);
+
+    const serving::ServingSnapshot snapshot = engine_.snapshot();
+    v1::Load* load = out.mutable_load();
+    load->set_num_running(snapshot.num_running);
+    load->set_num_waiting(snapshot.num_waiting);
+    load->set_num_in_flight(engine_.num_in_flight());
+    load->set_num_used_blocks(snapshot.num_used_blocks);
+    load->set_num_used_slots(snapshot.num_used_slots);
+
+    out.set_ready(engine_.ready());
+    out.set_draining(engine_.draining());
+    out.set_policy(config.policy);
+    return std::nullopt;
+  }
+
+  serving::ServingCore& engine_;
+};
+
+// --- The server ----------------------------------------------------------------------------
+
+std::string listen_address(const std::string& host, int32_t port) {
+  const bool ipv6 = host.find(':') != std::string::npos && !host.starts_with('[');
+  return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+class GrpcServerImpl final : public GrpcServer {
+ public:
+  GrpcServerImpl(std::unique_ptr<GenerationService> service, std::unique_ptr<grpc::Server> server,
+                 int port)
+      : service_(std::move(service)), server_(std::move(server)), port_(port) {}
+  ~GrpcServerImpl() override { shutdown(0); }
+
+  int port() const override { return port_; }
+
+  void set_not_serving() override {
+    grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+    if (health == nullptr) return;
+    health->SetServingStatus(false);
+    health->SetServingStatus("", false);
+    health->SetServingStatus(kServiceName, false);
+  }
+
+  void shutdown(double deadline_seconds) override {
+    const std::lock_guard lock(shutdown_mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    set_not_serving();
+    // Calls still open at the deadline are cancelled: their reactors abort their requests and
+    // finish when the engine's kAbort event arrives (the engine must still be running).
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                          std::chrono::duration<double>(std::max(0.0, deadline_seconds))));
+    server_->Wait();
+  }
+
+ private:
+  std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_;
+  std::mutex shutdown_mutex_;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<GrpcServer>> GrpcServer::start(serving::ServingCore& engine) {
+  const serving::ServeConfig& config = engine.config();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  auto service = std::make_unique<GenerationService>(engine);
+  grpc::ServerBuilder builder;
+  const std::string address = listen_address(config.host, config.grpc_port);
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service.get());
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::clamp<int64_t>(config.max_body_bytes, 1, INT_MAX)));
+  // Without this, Linux lets a second server bind the same port and share its calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    if (server != nullptr) server->Shutdown();
+    return Error{"cannot listen on " + address +
+                 " (the port is in use, or the host is not an address of this machine)"};
+  }
+  if (grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService()) {
+    health->SetServingStatus("", true);
+    health->SetServingStatus(kServiceName, true);
+  }
+  return std::unique_ptr<GrpcServer>(
+      std::make_unique<GrpcServerImpl>(std::move(service), std::move(server), port));
+}
+
+}  // namespace lightserve::frontends

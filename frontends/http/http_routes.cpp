@@ -1,0 +1,235 @@
+#include "frontends/http/http_routes.h"
+
+#include <cctype>
+#include <chrono>
+#include <string_view>
+
+#include <boost/beast/http/field.hpp>
+
+#include "frontends/common/error_mapping.h"
+
+namespace lightserve::frontends {
+namespace {
+
+namespace http = boost::beast::http;
+using scheduler::ErrorKind;
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// When the process started serving: the `created` of the model object.
+const int64_t kStartSeconds = unix_seconds();
+
+bool iequals_prefix(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[i])) != prefix[i]) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Equal-time comparison: the key's bytes do not leak through the time a refusal takes.
+bool same_key(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+std::optional<HttpReply> check_api_key(const HttpRequest& request, const std::string& key) {
+  if (key.empty()) return std::nullopt;
+  const auto it = request.find(http::field::authorization);
+  const auto refuse = [](const std::string& message) {
+    return engine_error_reply({ErrorKind::kUnauthenticated, message});
+  };
+  if (it == request.end()) {
+    return refuse("missing API key: send the header 'Authorization: Bearer <key>'");
+  }
+  const std::string_view value = trim(it->value());
+  if (!iequals_prefix(value, "bearer ")) {
+    return refuse("the Authorization header must be 'Bearer <key>'");
+  }
+  if (!same_key(trim(value.substr(7)), key)) return refuse("invalid API key");
+  return std::nullopt;
+}
+
+std::optional<HttpReply> check_json_content_type(const HttpRequest& request) {
+  const auto it = request.find(http::field::content_type);
+  const std::string_view type = it == request.end() ? std::string_view() : trim(it->value());
+  const std::string_view media = trim(type.substr(0, type.find(';')));
+  if (media.size() == 16 && iequals_prefix(media, "application/json")) return std::nullopt;
+  // Appended piece by piece: GCC 12 reports a false -Wrestrict on "literal" + std::string&&.
+  std::string message = "Content-Type must be application/json, got ";
+  if (type.empty()) {
+    message += "none";
+  } else {
+    message.append("'").append(type).append("'");
+  }
+  return error_reply(415, message);
+}
+
+HttpReply json_reply(std::string body) {
+  return HttpReply{200, "application/json", std::move(body), {}};
+}
+
+openai::ApiContext api_context(const serving::ServingCore& engine) {
+  return {engine.model_info().name, engine.tokenizer().vocab_size()};
+}
+
+HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine, openai::Endpoint endpoint) {
+  auto parsed = openai::parse_generate_request(request.body(), endpoint, api_context(engine));
+  if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
+  scheduler::RequestParams params;
+  if (auto error = engine.prepare(parsed.value().input, params)) return engine_error_reply(*error);
+  scheduler::AddResult added = engine.submit(std::move(params));
+  if (!added.ok()) return engine_error_reply(*added.error);
+  HttpGeneration g;
+  g.endpoint = endpoint;
+  g.stream = parsed.value().stream;
+  g.include_usage = parsed.value().include_usage;
+  g.want_logprobs = parsed.value().input.logprobs >= 0;
+  g.id = added.id;
+  g.events = std::move(added.events);
+  return g;
+}
+
+HttpReply tokenize(const HttpRequest& request, serving::ServingCore& engine) {
+  auto parsed = openai::parse_tokenize_request(request.body(), api_context(engine));
+  if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
+  const openai::TokenizeRequest& r = parsed.value();
+  serving::GenerateInput input;  // tokenized as a generation request's prompt is
+  input.prompt_text = r.prompt;
+  input.messages = r.messages;
+  std::vector<int32_t> ids;
+  if (auto error = engine.tokenize(input, ids, r.add_special_tokens, r.add_generation_prompt)) {
+    return engine_error_reply(*error);
+  }
+  return json_reply(openai::tokenize_response(ids, engine.context_tokens()));
+}
+
+HttpReply detokenize(const HttpRequest& request, serving::ServingCore& engine) {
+  auto ids = openai::parse_detokenize_request(request.body(), api_context(engine));
+  if (!ids) return engine_error_reply({ErrorKind::kInvalidArgument, ids.error().message});
+  return json_reply(
+      openai::detokenize_response(engine.tokenizer().decode(ids.value(), /*render_special=*/true)));
+}
+
+HttpReply ready(const serving::ServingCore& engine) {
+  if (engine.ready()) return json_reply(R"({"status":"ready"})");
+  HttpReply reply =
+      json_reply(engine.draining() ? R"({"status":"draining"})" : R"({"status":"not ready"})");
+  reply.status = 503;
+  return reply;
+}
+
+// The routes: path, method, whether the API key guards it, whether it takes a JSON body.
+enum class Route : uint8_t {
+  kCompletions,
+  kChatCompletions,
+  kModels,
+  kModel,
+  kTokenize,
+  kDetokenize,
+  kHealth,
+  kReady,
+  kMetrics,
+};
+struct RouteSpec {
+  Route route;
+  http::verb method;
+  bool guarded;
+};
+
+std::optional<RouteSpec> find_route(std::string_view path) {
+  if (path == "/v1/completions") return RouteSpec{Route::kCompletions, http::verb::post, true};
+  if (path == "/v1/chat/completions") {
+    return RouteSpec{Route::kChatCompletions, http::verb::post, true};
+  }
+  if (path == "/v1/models") return RouteSpec{Route::kModels, http::verb::get, true};
+  if (path.starts_with("/v1/models/")) return RouteSpec{Route::kModel, http::verb::get, true};
+  if (path == "/tokenize") return RouteSpec{Route::kTokenize, http::verb::post, true};
+  if (path == "/detokenize") return RouteSpec{Route::kDetokenize, http::verb::post, true};
+  if (path == "/health") return RouteSpec{Route::kHealth, http::verb::get, false};
+  if (path == "/ready") return RouteSpec{Route::kReady, http::verb::get, false};
+  if (path == "/metrics") return RouteSpec{Route::kMetrics, http::verb::get, false};
+  return std::nullopt;
+}
+
+}  // namespace
+
+HttpReply error_reply(int status, const std::string& message) {
+  // Protocol-level refusals (404, 405, 408, 413, 415 ...) are the client's doing: OpenAI's
+  // invalid-request type, the same as error_mapping gives invalid arguments.
+  const char* type = status >= 500 ? http_error(ErrorKind::kUnavailable).type
+                                   : http_error(ErrorKind::kInvalidArgument).type;
+  return HttpReply{status, "application/json", openai_error_body(message, type, status), {}};
+}
+
+HttpReply engine_error_reply(const scheduler::EngineError& error) {
+  const HttpError mapped = http_error(error.kind);
+  return HttpReply{mapped.status,
+                   "application/json",
+                   openai_error_body(error.message, mapped.type, mapped.status),
+                   {}};
+}
+
+HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore& engine) {
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  const std::optional<RouteSpec> spec = find_route(path);
+  if (!spec) return error_reply(404, "no route for " + std::string(path));
+  if (request.method() != spec->method) {
+    HttpReply reply = error_reply(405, std::string(request.method_string()) +
+                                           " is not allowed on " + std::string(path) + "; use " +
+                                           std::string(http::to_string(spec->method)));
+    reply.headers.emplace_back("Allow", std::string(http::to_string(spec->method)));
+    return reply;
+  }
+  if (spec->guarded) {
+    if (auto refused = check_api_key(request, engine.config().api_key)) return *refused;
+  }
+  if (spec->method == http::verb::post) {
+    if (auto refused = check_json_content_type(request)) return *refused;
+  }
+  switch (spec->route) {
+    case Route::kCompletions:
+      return generate(request, engine, openai::Endpoint::kCompletions);
+    case Route::kChatCompletions:
+      return generate(request, engine, openai::Endpoint::kChatCompletions);
+    case Route::kModels:
+      return json_reply(
+          openai::models_response(engine.model_info(), engine.context_tokens(), kStartSeconds));
+    case Route::kModel: {
+      const std::string_view id = path.substr(std::string_view("/v1/models/").size());
+      if (id != engine.model_info().name) {
+        return error_reply(404, "model '" + std::string(id) + "' is not served here");
+      }
+      return json_reply(
+          openai::model_object(engine.model_info(), engine.context_tokens(), kStartSeconds));
+    }
+    case Route::kTokenize:
+      return tokenize(request, engine);
+    case Route::kDetokenize:
+      return detokenize(request, engine);
+    case Route::kHealth:
+      return json_reply(R"({"status":"ok"})");
+    case Route::kReady:
+      return ready(engine);
+    case Route::kMetrics:
+      return HttpReply{
+          200, "text/plain; version=0.0.4; charset=utf-8", engine.render_metrics(), {}};
+  }
+  return error_reply(404, "no route for " + std::string(path));
+}
+
+}  // namespace lightserve::frontends

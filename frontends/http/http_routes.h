@@ -1,0 +1,51 @@
+// The HTTP frontend's request handling, apart from its sockets (server/http_server.cpp): one
+// parsed HTTP request in, either a whole reply or a generation that was submitted to the engine.
+//
+// Checks in order: route (404), method (405), API key (401), Content-Type (415), then the body
+// (400 from openai_api.h, or the engine's prepare()/submit() errors through error_mapping.h).
+// Thread-safe as serving::ServingCore is; call it from any I/O thread.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "scheduler/engine.h"
+#include "frontends/http/openai_api.h"
+#include "serving/serving_core.h"
+
+namespace lightserve::frontends {
+
+using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+
+struct HttpReply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra ones (Allow)
+};
+
+// A request the engine accepted: the caller streams or collects its events.
+struct HttpGeneration {
+  openai::Endpoint endpoint = openai::Endpoint::kCompletions;
+  bool stream = false;
+  bool include_usage = false;
+  bool want_logprobs = false;
+  scheduler::RequestId id = 0;
+  std::shared_ptr<scheduler::EventStream> events;
+};
+
+using HttpOutcome = std::variant<HttpReply, HttpGeneration>;
+
+HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore& engine);
+
+// Error replies with OpenAI bodies, for the protocol-level failures the socket layer sees too
+// (413, 408, 400 for unparsable HTTP, 503 over max_connections).
+HttpReply error_reply(int status, const std::string& message);
+HttpReply engine_error_reply(const scheduler::EngineError& error);
+
+}  // namespace lightserve::frontends

@@ -1,0 +1,594 @@
+// The HTTP frontend's sockets (http_server.h): an acceptor and one Session per connection, all on
+// a pool of kNumIoThreads Asio threads; each session runs on its own strand, so its state needs
+// no lock. What a request means is decided in http_routes.cpp; this file moves bytes.
+//
+// A session's life: read a request (header, then body; the read timer answers a stalled client
+// with 408 and an idle keep-alive connection with a close), answer it, and read the next one.
+// While a generation is pending a second read watches the socket, so a client that goes away is
+// seen at once and its request aborted (its KV is freed in the engine's next step), streamed or
+// not. Streamed responses (SSE over chunked encoding) keep one write in flight; the engine's
+// event listener only posts a wake-up to the strand.
+#include "frontends/http/http_server.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "frontends/http/http_routes.h"
+#include "frontends/http/openai_api.h"
+
+namespace lightserve::frontends {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using error_code = boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kNumIoThreads = 2;
+constexpr uint32_t kHeaderLimit = 16 * 1024;
+constexpr size_t kWatchReadBytes = 4096;
+constexpr size_t kMaxReadAheadBytes = 64 * 1024;  // pipelined bytes kept while a response runs
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kMaxLingerBytes = 16 << 20;
+constexpr auto kShutdownGrace = std::chrono::seconds(10);
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(50);
+
+// Engine-thread wake-ups reach a session's strand through this gate. shutdown() closes it before
+// the io_context goes away, so a late listener call never posts into a dead context.
+class NotifyGate {
+ public:
+  template <typename Handler>
+  void post(const net::any_io_executor& executor, Handler&& handler) {
+    std::lock_guard lock(mutex_);
+    if (open_) net::post(executor, std::forward<Handler>(handler));
+  }
+  void close() {
+    std::lock_guard lock(mutex_);
+    open_ = false;
+  }
+
+ private:
+  std::mutex mutex_;
+  bool open_ = true;
+};
+
+class Session;
+
+class HttpServerImpl final : public HttpServer {
+ public:
+  explicit HttpServerImpl(serving::ServingCore& engine)
+      : engine_(engine), acceptor_(net::make_strand(ioc_)) {}
+  ~HttpServerImpl() override { shutdown(); }
+
+  Status listen();
+  int port() const override { return port_; }
+  void shutdown() override;
+
+  serving::ServingCore& engine() { return engine_; }
+  bool stopping() const { return stopping_.load(); }
+  const std::shared_ptr<NotifyGate>& gate() const { return gate_; }
+  void remove(Session* session);
+
+ private:
+  void accept();
+
+  serving::ServingCore& engine_;
+  std::shared_ptr<NotifyGate> gate_ = std::make_shared<NotifyGate>();
+  std::atomic<bool> stopping_{false};
+  bool shut_down_ = false;  // guarded by mutex_
+  // Live sessions (they unregister in their destructors, possibly inside ~io_context: declared
+  // before ioc_ so they outlive it).
+  std::mutex mutex_;
+  std::condition_variable sessions_gone_;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+
+  net::io_context ioc_{kNumIoThreads};
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
+  tcp::acceptor acceptor_;
+  net::steady_timer accept_retry_{acceptor_.get_executor()};
+  std::vector<std::thread> threads_;
+  int port_ = 0;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServerImpl& server, bool over_connection_limit)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        server_(server),
+        engine_(server.engine()),
+        over_connection_limit_(over_connection_limit) {}
+
+  ~Session() {
+    if (gen_) {
+      gen_->info.events->set_listener(nullptr);
+      if (!gen_->finished) engine_.abort(gen_->info.id);
+    }
+    server_.remove(this);
+  }
+
+  net::any_io_executor executor() { return socket_.get_executor(); }
+
+  void start() {
+    net::dispatch(executor(), [self = shared_from_this()] { self->read_request(); });
+  }
+
+  // On the strand: the server stops. Idle connections close; a response in progress finishes,
+  // then its connection closes.
+  void on_shutdown() {
+    keep_alive_ = false;
+    if (phase_ == Phase::kReading) close();
+  }
+
+ private:
+  enum class Phase : uint8_t { kReading, kResponding, kLingering, kClosed };
+  enum class TimerUse : uint8_t { kNone, kRead, kWrite, kLinger };
+  enum class AfterWatch : uint8_t { kNothing, kReadRequest, kLinger };
+
+  struct Generation {
+    HttpGeneration info;
+    openai::ResponseBuilder builder;
+    bool finished = false;  // the kFinished event was read
+  };
+
+  const serving::ServeConfig& config() const { return engine_.config(); }
+
+  // ---- reading a request ----
+
+  void read_request() {
+    if (phase_ == Phase::kClosed) return;
+    if (server_.stopping()) return close();
+    phase_ = Phase::kReading;
+    timed_out_ = false;
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(static_cast<uint64_t>(config().max_body_bytes));
+    arm_timer(TimerUse::kRead, config().client_timeout_seconds);
+    http::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(error_code ec) {
+    if (phase_ == Phase::kClosed) return;
+    if (ec) return on_read_error(ec);
+    const auto length = parser_->content_length();
+    if (length && *length > static_cast<uint64_t>(config().max_body_bytes)) {
+      return refuse_body_size();
+    }
+    const auto expect = parser_->get()[http::field::expect];
+    if (beast::iequals(expect, "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(socket_, net::buffer(kContinue),
+                       [self = shared_from_this()](error_code ec, size_t) {
+                         if (self->phase_ == Phase::kClosed) return;
+                         if (ec) return self->close();
+                         self->read_body();
+                       });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = shared_from_this()](error_code ec, size_t) {
+                       if (self->phase_ == Phase::kClosed) return;
+                       self->disarm_timer();
+                       if (ec) return self->on_read_error(ec);
+                       self->handle();
+                     });
+  }
+
+  void refuse_body_size() {
+    keep_alive_ = false;
+    phase_ = Phase::kResponding;
+    send(error_reply(413, "the request body is over the limit of " +
+                              std::to_string(config().max_body_bytes) + " bytes"));
+  }
+
+  void on_read_error(error_code ec) {
+    disarm_timer();
+    keep_alive_ = false;
+    if (ec == net::error::operation_aborted && timed_out_) {
+      phase_ = Phase::kResponding;
+      return send(error_reply(408, "the request was not received within " +
+                                       format_seconds(config().client_timeout_seconds)));
+    }
+    if (ec == http::error::body_limit) return refuse_body_size();
+    if (ec.category() != http::make_error_code(http::error::bad_method).category() ||
+        ec == http::error::end_of_stream) {
+      return close();  // the client closed, reset, or the server is stopping
+    }
+    phase_ = Phase::kResponding;
+    if (ec == http::error::header_limit) {
+      return send(error_reply(
+          431, "the request header is over " + std::to_string(kHeaderLimit) + " bytes"));
+    }
+    if (ec == http::error::partial_message) {
+      return send(error_reply(400, "incomplete HTTP request: the client stopped sending"));
+    }
+    send(error_reply(400, "malformed HTTP request: " + ec.message()));
+  }
+
+  static std::string format_seconds(double seconds) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g s", seconds);
+    return text;
+  }
+
+  // ---- answering ----
+
+  void handle() {
+    phase_ = Phase::kResponding;
+    const HttpRequest& request = parser_->get();
+    keep_alive_ = request.keep_alive() && !server_.stopping();
+    version_ = request.version();
+    if (over_connection_limit_) {
+      keep_alive_ = false;
+      return send(
+          engine_error_reply({scheduler::ErrorKind::kUnavailable,
+                              "too many open connections (the limit is " +
+                                  std::to_string(config().max_connections) + "); retry later"}));
+    }
+    HttpOutcome outcome;
+    try {
+      outcome = handle_http_request(request, engine_);
+    } catch (const std::exception& e) {
+      // Defence in depth: a request must never take the daemon down. Parse failures are 400s
+      // inside handle_http_request; anything that still escapes is our bug, answered as 500.
+      keep_alive_ = false;
+      return send(engine_error_reply(
+          {scheduler::ErrorKind::kInternal, std::string("internal error: ") + e.what()}));
+    }
+    if (auto* reply = std::get_if<HttpReply>(&outcome)) return send(std::move(*reply));
+    start_generation(std::get<HttpGeneration>(std::move(outcome)));
+  }
+
+  void send(HttpReply reply) {
+    auto response = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(reply.status), version_);
+    response->set(http::field::server, "lightserve");
+    response->set(http::field::content_type, reply.content_type);
+    for (const auto& [name, value] : reply.headers) response->set(name, value);
+    response->body() = std::move(reply.body);
+    response->keep_alive(keep_alive_);
+    response->prepare_payload();
+    arm_timer(TimerUse::kWrite, config().client_timeout_seconds);
+    http::async_write(socket_, *response,
+                      [self = shared_from_this(), response](error_code ec, size_t) {
+                        if (self->phase_ == Phase::kClosed) return;
+                        self->disarm_timer();
+                        if (ec) return self->close();
+                        self->after_response();
+                      });
+  }
+
+  void after_response() {
+    if (gen_) gen_->info.events->set_listener(nullptr);
+    gen_.reset();
+    const AfterWatch next =
+        keep_alive_ && !server_.stopping() ? AfterWatch::kReadRequest : AfterWatch::kLinger;
+    if (watching_) {
+      after_watch_ = next;
+      error_code ec;
+      socket_.cancel(ec);  // the watch read completes, then goes on with `next`
+      return;
+    }
+    if (next == AfterWatch::kReadRequest) return read_request();
+    linger_close();
+  }
+
+  // ---- generations ----
+
+  void start_generation(HttpGeneration generation) {
+    const model::Tokenizer& tok = engine_.tokenizer();
+    gen_.emplace(Generation{generation,
+                            openai::ResponseBuilder(
+                                generation.endpoint, engine_.model_info().name,
+                                [&tok](int32_t id) { return tok.token_bytes(id, true); },
+                                generation.want_logprobs, unix_seconds()),
+                            false});
+    if (generation.stream) {
+      chunked_ = version_ >= 11;
+      if (!chunked_) keep_alive_ = false;
+      out_ = std::string("HTTP/1.1 200 OK\r\nServer: lightserve\r\n") +
+             "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
+             "X-Accel-Buffering: no\r\n" + (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") +
+             (keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n") + "\r\n";
+    }
+    // Set the listener, then pop once: events pushed before it are not announced.
+    generation.events->set_listener(
+        [gate = server_.gate(), executor = executor(), weak = weak_from_this()] {
+          gate->post(executor, [weak] {
+            if (auto self = weak.lock()) self->on_events();
+          });
+        });
+    watch_client();
+    on_events();
+  }
+
+  void on_events() {
+    if (!gen_ || gen_->finished || phase_ != Phase::kResponding) return;
+    while (auto event = gen_->info.events->try_pop()) {
+      const bool finished = event->kind == scheduler::RequestEvent::Kind::kFinished;
+      if (gen_->info.stream) {
+        append_stream(gen_->builder.stream_event(*event, gen_->info.include_usage));
+      } else {
+        gen_->builder.add(*event);
+      }
+      if (finished) {
+        gen_->finished = true;
+        if (gen_->info.stream && chunked_) out_ += "0\r\n\r\n";
+        break;
+      }
+    }
+    if (gen_->info.stream) return pump();
+    if (!gen_->finished) return;
+    const auto& error = gen_->builder.error();
+    send(error ? engine_error_reply(*error)
+               : HttpReply{200, "application/json", gen_->builder.response(), {}});
+  }
+
+  void append_stream(const std::string& data) {
+    if (data.empty()) return;
+    if (!chunked_) {
+      out_ += data;
+      return;
+    }
+    char size[20];
+    std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    out_ += size;
+    out_ += data;
+    out_ += "\r\n";
+  }
+
+  // One write in flight: whatever accumulated since the last one goes out as one buffer.
+  void pump() {
+    if (writing_ || phase_ != Phase::kResponding || !gen_) return;
+    if (out_.empty()) {
+      if (gen_->finished) after_response();
+      return;
+    }
+    in_flight_ = std::move(out_);
+    out_.clear();
+    writing_ = true;
+    arm_timer(TimerUse::kWrite, config().client_timeout_seconds);
+    net::async_write(socket_, net::buffer(in_flight_),
+                     [self = shared_from_this()](error_code ec, size_t) {
+                       self->writing_ = false;
+                       if (self->phase_ == Phase::kClosed) return;
+                       self->disarm_timer();
+                       if (ec) return self->close();  // the client went away: abort
+                       self->pump();
+                     });
+  }
+
+  // A read while the response is pending: EOF or an error means the client went away.
+  void watch_client() {
+    if (watching_) return;
+    watching_ = true;
+    socket_.async_read_some(
+        buffer_.prepare(kWatchReadBytes),
+        [self = shared_from_this()](error_code ec, size_t n) { self->on_watch(ec, n); });
+  }
+
+  void on_watch(error_code ec, size_t n) {
+    watching_ = false;
+    if (phase_ == Phase::kClosed) return;
+    if (!ec) buffer_.commit(n);  // a pipelined request: kept for the next read
+    const AfterWatch next = std::exchange(after_watch_, AfterWatch::kNothing);
+    if (next == AfterWatch::kReadRequest) return read_request();
+    if (next == AfterWatch::kLinger) return linger_close();
+    if (ec == net::error::operation_aborted) return;
+    if (ec) {
+      if (gen_ && !gen_->finished) return close();  // aborts the request
+      keep_alive_ = false;                          // the answer is on its way; close after it
+      return;
+    }
+    if (gen_ && buffer_.size() < kMaxReadAheadBytes) watch_client();
+  }
+
+  // ---- closing ----
+
+  // Half-close, then read and drop what the client still sends for a while, so the answer is
+  // not lost to a reset when unread bytes remain (a refused body, a pipelined request).
+  void linger_close() {
+    if (phase_ == Phase::kClosed) return;
+    phase_ = Phase::kLingering;
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    arm_timer(TimerUse::kLinger, std::chrono::duration<double>(kLingerTime).count());
+    drain();
+  }
+
+  void drain() {
+    buffer_.consume(buffer_.size());
+    socket_.async_read_some(buffer_.prepare(kWatchReadBytes),
+                            [self = shared_from_this()](error_code ec, size_t n) {
+                              if (self->phase_ == Phase::kClosed) return;
+                              self->lingered_bytes_ += n;
+                              if (ec || self->lingered_bytes_ > kMaxLingerBytes) {
+                                return self->close();
+                              }
+                              self->drain();
+                            });
+  }
+
+  void close() {
+    if (phase_ == Phase::kClosed) return;
+    phase_ = Phase::kClosed;
+    if (gen_ && !gen_->finished) engine_.abort(gen_->info.id);
+    timer_.cancel();
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+  // ---- the timer: request reads, writes, lingering ----
+
+  void arm_timer(TimerUse use, double seconds) {
+    timer_use_ = use;
+    timer_.expires_after(
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+    timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_timer(ec); });
+  }
+
+  void disarm_timer() {
+    timer_use_ = TimerUse::kNone;
+    timer_.cancel();
+  }
+
+  void on_timer(error_code ec) {
+    if (ec || phase_ == Phase::kClosed || timer_.expiry() > Clock::now()) return;  // re-armed
+    switch (std::exchange(timer_use_, TimerUse::kNone)) {
+      case TimerUse::kNone:
+        return;
+      case TimerUse::kRead:
+        if (buffer_.size() > 0 || parser_->got_some()) {
+          timed_out_ = true;  // the read completes with operation_aborted: answer 408
+          error_code ignored;
+          socket_.cancel(ignored);
+          return;
+        }
+        return close();       // an idle keep-alive connection
+      case TimerUse::kWrite:  // the client stopped reading
+      case TimerUse::kLinger:
+        return close();
+    }
+  }
+
+  static int64_t unix_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  tcp::socket socket_;
+  net::steady_timer timer_;
+  HttpServerImpl& server_;
+  serving::ServingCore& engine_;
+  const bool over_connection_limit_;
+
+  Phase phase_ = Phase::kReading;
+  TimerUse timer_use_ = TimerUse::kNone;
+  AfterWatch after_watch_ = AfterWatch::kNothing;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  bool timed_out_ = false;
+  bool keep_alive_ = false;
+  unsigned version_ = 11;
+  bool watching_ = false;
+  size_t lingered_bytes_ = 0;
+
+  std::optional<Generation> gen_;
+  bool chunked_ = false;
+  bool writing_ = false;
+  std::string out_;        // SSE bytes not yet written
+  std::string in_flight_;  // the bytes of the write in flight
+};
+
+Status HttpServerImpl::listen() {
+  const serving::ServeConfig& config = engine_.config();
+  const std::string where = config.host + ":" + std::to_string(config.http_port);
+  error_code ec;
+  tcp::resolver resolver(ioc_);
+  const auto endpoints =
+      resolver.resolve(config.host, std::to_string(config.http_port), tcp::resolver::passive, ec);
+  if (ec || endpoints.empty()) return Error{"cannot resolve " + where + ": " + ec.message()};
+  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return Error{"cannot listen on " + where + ": " + ec.message()};
+  port_ = acceptor_.local_endpoint().port();
+  work_.emplace(ioc_.get_executor());
+  net::dispatch(acceptor_.get_executor(), [this] { accept(); });
+  for (int i = 0; i < kNumIoThreads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  return Status::Ok();
+}
+
+void HttpServerImpl::accept() {
+  acceptor_.async_accept(net::make_strand(ioc_), [this](error_code ec, tcp::socket socket) {
+    if (!acceptor_.is_open() || stopping_) return;
+    if (!ec) {
+      std::shared_ptr<Session> session;
+      {
+        std::lock_guard lock(mutex_);
+        const bool over = static_cast<int64_t>(sessions_.size()) >=
+                          static_cast<int64_t>(engine_.config().max_connections);
+        session = std::make_shared<Session>(std::move(socket), *this, over);
+        sessions_.emplace(session.get(), session);
+      }
+      session->start();
+      return accept();
+    }
+    // Out of descriptors or a similar failure: try again shortly rather than spin.
+    accept_retry_.expires_after(kAcceptRetryDelay);
+    accept_retry_.async_wait([this](error_code) {
+      if (acceptor_.is_open() && !stopping_) accept();
+    });
+  });
+}
+
+void HttpServerImpl::remove(Session* session) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(session);
+  if (sessions_.empty()) sessions_gone_.notify_all();
+}
+
+void HttpServerImpl::shutdown() {
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_ = true;
+    for (auto& [ptr, weak] : sessions_) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  if (threads_.empty()) return;  // never listened
+  net::post(acceptor_.get_executor(), [this] {
+    error_code ec;
+    acceptor_.close(ec);
+    accept_retry_.cancel();
+  });
+  for (auto& s : live) net::post(s->executor(), [s] { s->on_shutdown(); });
+  live.clear();
+  {
+    std::unique_lock lock(mutex_);
+    sessions_gone_.wait_for(lock, kShutdownGrace, [this] { return sessions_.empty(); });
+  }
+  gate_->close();
+  work_.reset();
+  ioc_.stop();  // sessions still open after the grace period are dropped with the context
+  for (auto& t : threads_) t.join();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<HttpServer>> HttpServer::start(serving::ServingCore& engine) {
+  auto server = std::make_unique<HttpServerImpl>(engine);
+  if (Status s = server->listen(); !s) return Error{s.message()};
+  return std::unique_ptr<HttpServer>(std::move(server));
+}
+
+}  // namespace lightserve::frontends

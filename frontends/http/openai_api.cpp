@@ -1,0 +1,671 @@
+#include "frontends/http/openai_api.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "frontends/common/error_mapping.h"
+
+namespace lightserve::frontends::openai {
+namespace {
+
+using json = nlohmann::json;
+using Problem = std::optional<std::string>;  // a field's error message, nullopt when fine
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
+constexpr int32_t kMaxStopStrings = 4;  // OpenAI's limit
+
+// Text from the model may hold invalid UTF-8 (a token's partial bytes): replace, never throw.
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+uint64_t random_u64() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+std::string random_hex(int num_chars) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  uint64_t bits = 0;
+  for (int i = 0; i < num_chars; ++i) {
+    if (i % 16 == 0) bits = random_u64();
+    out += kDigits[bits & 15];
+    bits >>= 4;
+  }
+  return out;
+}
+
+// The body as a JSON object, or the parser's message without its exception prefix.
+Result<json> parse_object(std::string_view body) {
+  json root;
+  try {
+    root = json::parse(body);
+  } catch (const json::exception& e) {
+    // parse_error for bad syntax, out_of_range for a number beyond a double (1e309): both 400.
+    std::string what = e.what();
+    if (const size_t pos = what.find("] ");
+        what.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {
+      what = what.substr(pos + 2);
+    }
+    return Error{"invalid JSON in the request body: " + what};
+  }
+  if (!root.is_object()) {
+    return Error{std::string("the request body must be a JSON object, got ") + root.type_name()};
+  }
+  return root;
+}
+
+std::string format_number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
+std::string quoted(const std::string& name) {
+  return "'" + name + "'";
+}
+
+std::string wrong_type(const std::string& name, const char* expected, const json& value) {
+  return quoted(name) + " must be " + expected + ", got " + value.type_name();
+}
+
+// A present, non-null member, or null.
+const json* member(const json& object, const char* key) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+Problem read_bool(const json& object, const char* key, bool& out) {
+  const json* value = member(object, key);
+  if (value == nullptr) return std::nullopt;
+  if (!value->is_boolean()) return wrong_type(key, "a boolean", *value);
+  out = value->get<bool>();
+  return std::nullopt;
+}
+
+Problem to_int(const std::string& name, const json& value, int64_t lo, int64_t hi, int64_t& out) {
+  if (!value.is_number_integer()) return wrong_type(name, "an integer", value);
+  const bool too_big =
+      value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kInt32Max);
+  const int64_t v = too_big ? hi + 1 : value.get<int64_t>();
+  if (too_big || v < lo || v > hi) {
+    const std::string range = hi >= kInt32Max
+                                  ? "≥ " + std::to_string(lo)
+                                  : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    return quoted(name) + " must be " + range + ", got " + dump(value);
+  }
+  out = v;
+  return std::nullopt;
+}
+
+Problem read_int(const json& object, const char* key, int64_t lo, int64_t hi,
+                 std::optional<int64_t>& out) {
+  const json* value = member(object, key);
+  if (value == nullptr) return std::nullopt;
+  int64_t v = 0;
+  if (Problem p = to_int(key, *value, lo, hi, v)) return p;
+  out = v;
+  return std::nullopt;
+}
+
+// A number in [lo, hi] ((lo, hi] when lo_open).
+Problem read_number(const json& object, const char* key, double lo, double hi, bool lo_open,
+                    std::optional<double>& out) {
+  const json* value = member(object, key);
+  if (value == nullptr) return std::nullopt;
+  if (!value->is_number()) return wrong_type(key, "a number", *value);
+  const double v = value->get<double>();
+  if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo)) {
+    return quoted(key) + " must be in " + (lo_open ? "(" : "[") + format_number(lo) + ", " +
+           format_number(hi) + "], got " + dump(*value);
+  }
+  out = v;
+  return std::nullopt;
+}
+
+Problem read_string(const json& object, const char* key, std::optional<std::string>& out) {
+  const json* value = member(object, key);
+  if (value == nullptr) return std::nullopt;
+  if (!value->is_string()) return wrong_type(key, "a string", *value);
+  out = value->get<std::string>();
+  return std::nullopt;
+}
+
+Problem token_id(const std::string& name, const json& value, const ApiContext& context,
+                 int32_t& out) {
+  int64_t id = 0;
+  if (Problem p = to_int(name, value, kInt32Min, kInt32Max, id)) return p;
+  if (id < 0 || id >= context.vocab_size) {
+    return quoted(name) + " = " + std::to_string(id) + " is not a token id (the vocabulary has " +
+           std::to_string(context.vocab_size) + " tokens)";
+  }
+  out = static_cast<int32_t>(id);
+  return std::nullopt;
+}
+
+Problem read_token_ids(const std::string& name, const json& value, const ApiContext& context,
+                       std::vector<int32_t>& out) {
+  if (!value.is_array()) return wrong_type(name, "an array of token ids", value);
+  out.clear();
+  for (size_t i = 0; i < value.size(); ++i) {
+    int32_t id = 0;
+    if (Problem p = token_id(name + "[" + std::to_string(i) + "]", value[i], context, id)) return p;
+    out.push_back(id);
+  }
+  return std::nullopt;
+}
+
+Problem read_prompt(const json& body, serving::GenerateInput& input, const ApiContext& context) {
+  const json* prompt = member(body, "prompt");
+  if (prompt == nullptr) return std::string("'prompt' is required");
+  if (prompt->is_string()) {
+    if (prompt->get_ref<const std::string&>().empty()) return std::string("'prompt' is empty");
+    input.prompt_text = prompt->get<std::string>();
+    return std::nullopt;
+  }
+  if (!prompt->is_array())
+    return wrong_type("prompt", "a string or an array of token ids", *prompt);
+  if (prompt->empty()) return std::string("'prompt' is empty");
+  for (const json& element : *prompt) {
+    if (element.is_string() || element.is_array()) {
+      return std::string("'prompt' as an array of ") +
+             (element.is_string() ? "strings" : "token arrays") +
+             " (a batch of prompts) is not supported: send one prompt per request";
+    }
+  }
+  std::vector<int32_t> ids;
+  if (Problem p = read_token_ids("prompt", *prompt, context, ids)) return p;
+  input.prompt_ids = std::move(ids);
+  return std::nullopt;
+}
+
+Problem read_content(const std::string& name, const json& content, std::string& out) {
+  if (content.is_string()) {
+    out = content.get<std::string>();
+    return std::nullopt;
+  }
+  if (!content.is_array()) return wrong_type(name, "a string or an array of text parts", content);
+  out.clear();
+  for (size_t i = 0; i < content.size(); ++i) {
+    const std::string part_name = name + "[" + std::to_string(i) + "]";
+    const json& part = content[i];
+    if (!part.is_object()) return wrong_type(part_name, "an object", part);
+    const json* type = member(part, "type");
+    if (type == nullptr || !type->is_string()) {
+      return quoted(part_name + ".type") + " must be a string";
+    }
+    if (type->get_ref<const std::string&>() != "text") {
+      return quoted(part_name + ".type") + " '" + type->get<std::string>() +
+             "' is not supported: only \"text\" parts";
+    }
+    const json* text = member(part, "text");
+    if (text == nullptr || !text->is_string()) {
+      return quoted(part_name + ".text") + " must be a string";
+    }
+    out += text->get_ref<const std::string&>();
+  }
+  return std::nullopt;
+}
+
+Problem read_messages(const json& body, std::vector<model::ChatMessage>& out) {
+  const json* messages = member(body, "messages");
+  if (messages == nullptr) return std::string("'messages' is required");
+  if (!messages->is_array()) return wrong_type("messages", "an array", *messages);
+  if (messages->empty()) return std::string("'messages' is empty");
+  out.clear();
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const std::string name = "messages[" + std::to_string(i) + "]";
+    const json& message = (*messages)[i];
+    if (!message.is_object()) return wrong_type(name, "an object", message);
+    const json* role = member(message, "role");
+    if (role == nullptr) return quoted(name + ".role") + " is required";
+    if (!role->is_string()) return wrong_type(name + ".role", "a string", *role);
+    std::string role_name = role->get<std::string>();
+    if (role_name == "developer") role_name = "system";  // OpenAI's newer name for it
+    if (role_name != "system" && role_name != "user" && role_name != "assistant") {
+      return quoted(name + ".role") + " must be one of system, user, assistant, got '" +
+             role->get<std::string>() + "'";
+    }
+    const json* content = member(message, "content");
+    if (content == nullptr) return quoted(name + ".content") + " is required";
+    model::ChatMessage parsed{role_name, ""};
+    if (Problem p = read_content(name + ".content", *content, parsed.content)) return p;
+    out.push_back(std::move(parsed));
+  }
+  return std::nullopt;
+}
+
+Problem read_stop(const json& body, std::vector<std::string>& out) {
+  const json* stop = member(body, "stop");
+  if (stop == nullptr) return std::nullopt;
+  std::vector<json> items;
+  if (stop->is_string()) {
+    items.push_back(*stop);
+  } else if (stop->is_array()) {
+    if (stop->size() > static_cast<size_t>(kMaxStopStrings)) {
+      return "'stop' may hold at most " + std::to_string(kMaxStopStrings) + " strings, got " +
+             std::to_string(stop->size());
+    }
+    items.assign(stop->begin(), stop->end());
+  } else {
+    return wrong_type("stop", "a string or an array of strings", *stop);
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string name = stop->is_array() ? "stop[" + std::to_string(i) + "]" : "stop";
+    if (!items[i].is_string()) return wrong_type(name, "a string", items[i]);
+    if (items[i].get_ref<const std::string&>().empty()) return quoted(name) + " is empty";
+    out.push_back(items[i].get<std::string>());
+  }
+  return std::nullopt;
+}
+
+// Fields OpenAI defines that lightserve does not implement: refused unless they ask for nothing.
+Problem refuse_unsupported(const json& body, Endpoint endpoint) {
+  std::optional<int64_t> n, best_of;
+  if (Problem p = read_int(body, "n", 1, kInt32Max, n)) return p;
+  if (n && *n != 1) return "'n' = " + std::to_string(*n) + " is not supported: only n = 1";
+  if (Problem p = read_int(body, "best_of", 1, kInt32Max, best_of)) return p;
+  if (best_of && *best_of != 1) {
+    return "'best_of' = " + std::to_string(*best_of) + " is not supported: only 1";
+  }
+  if (const json* bias = member(body, "logit_bias")) {
+    if (!bias->is_object()) return wrong_type("logit_bias", "an object", *bias);
+    if (!bias->empty()) return std::string("'logit_bias' is not supported");
+  }
+  for (const char* key : {"tools", "functions"}) {
+    if (const json* tools = member(body, key); tools != nullptr && !tools->empty()) {
+      return quoted(key) + " (tool calling) is not supported";
+    }
+  }
+  if (const json* format = member(body, "response_format")) {
+    if (!format->is_object()) return wrong_type("response_format", "an object", *format);
+    const json* type = member(*format, "type");
+    if (type != nullptr && *type != "text") {
+      return "'response_format' " + dump(*type) + " is not supported: only {\"type\": \"text\"}";
+    }
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    bool echo = false;
+    if (Problem p = read_bool(body, "echo", echo)) return p;
+    if (echo) return std::string("'echo' is not supported");
+    std::optional<std::string> suffix;
+    if (Problem p = read_string(body, "suffix", suffix)) return p;
+    if (suffix && !suffix->empty()) return std::string("'suffix' is not supported");
+  }
+  return std::nullopt;
+}
+
+Problem read_sampling(const json& body, sampling::SamplingParams& sampling) {
+  // OpenAI's defaults, not the CLI's.
+  sampling.temperature = 1.0f;
+  sampling.top_p = 1.0f;
+  sampling.top_k = 0;
+  sampling.min_p = 0.0f;
+  std::optional<double> temperature, top_p, min_p;
+  if (Problem p = read_number(body, "temperature", 0, 2, false, temperature)) return p;
+  if (Problem p = read_number(body, "top_p", 0, 1, true, top_p)) return p;
+  if (Problem p = read_number(body, "min_p", 0, 1, false, min_p)) return p;
+  if (temperature) sampling.temperature = static_cast<float>(*temperature);
+  if (top_p) sampling.top_p = static_cast<float>(*top_p);
+  if (min_p) sampling.min_p = static_cast<float>(*min_p);
+  std::optional<double> presence, frequency, repetition;
+  if (Problem p = read_number(body, "presence_penalty", -2, 2, false, presence)) return p;
+  if (Problem p = read_number(body, "frequency_penalty", -2, 2, false, frequency)) return p;
+  if (Problem p = read_number(body, "repetition_penalty", 0, 10, true, repetition)) return p;
+  if (presence) sampling.presence_penalty = static_cast<float>(*presence);
+  if (frequency) sampling.frequency_penalty = static_cast<float>(*frequency);
+  if (repetition) sampling.repetition_penalty = static_cast<float>(*repetition);
+  std::optional<int64_t> top_k;
+  if (Problem p = read_int(body, "top_k", -1, kInt32Max, top_k)) return p;
+  if (top_k) sampling.top_k = static_cast<int32_t>(std::max<int64_t>(*top_k, 0));  // -1: off
+  sampling.seed = random_u64();
+  if (const json* seed = member(body, "seed")) {
+    if (!seed->is_number_integer()) return wrong_type("seed", "an integer", *seed);
+    sampling.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                               : static_cast<uint64_t>(seed->get<int64_t>());
+  }
+  return std::nullopt;
+}
+
+Problem read_logprobs(const json& body, Endpoint endpoint, int32_t& out) {
+  constexpr int64_t kMax = scheduler::RequestParams::kMaxLogprobs;
+  std::optional<int64_t> count;
+  if (endpoint == Endpoint::kCompletions) {
+    if (Problem p = read_int(body, "logprobs", 0, kMax, count)) return p;
+    out = count ? static_cast<int32_t>(*count) : -1;
+    return std::nullopt;
+  }
+  bool wanted = false;
+  if (Problem p = read_bool(body, "logprobs", wanted)) return p;
+  if (Problem p = read_int(body, "top_logprobs", 0, kMax, count)) return p;
+  if (count && !wanted) return std::string("'top_logprobs' needs 'logprobs': true");
+  out = wanted ? static_cast<int32_t>(count.value_or(0)) : -1;
+  return std::nullopt;
+}
+
+Problem read_stream(const json& body, ParsedRequest& out) {
+  if (Problem p = read_bool(body, "stream", out.stream)) return p;
+  const json* options = member(body, "stream_options");
+  if (options == nullptr) return std::nullopt;
+  if (!out.stream) return std::string("'stream_options' is only allowed with 'stream': true");
+  if (!options->is_object()) return wrong_type("stream_options", "an object", *options);
+  if (const json* usage = member(*options, "include_usage")) {
+    if (!usage->is_boolean()) {
+      return wrong_type("stream_options.include_usage", "a boolean", *usage);
+    }
+    out.include_usage = usage->get<bool>();
+  }
+  return std::nullopt;
+}
+
+Problem read_lighttransfer(const json& body, serving::GenerateInput& input) {
+  const json* lt = member(body, "lighttransfer");
+  if (lt == nullptr) return std::nullopt;
+  if (!lt->is_object()) return wrong_type("lighttransfer", "an object", *lt);
+  for (const auto& [key, value] : lt->items()) {
+    if (key != "mode") return "'lighttransfer." + key + "' is not a known field (only 'mode')";
+  }
+  std::optional<std::string> mode;
+  if (Problem p = read_string(*lt, "mode", mode)) return "'lighttransfer." + p->substr(1);
+  if (!mode) return std::nullopt;
+  if (*mode != "full" && *mode != "streaming" && *mode != "test" && *mode != "hybrid") {
+    return "'lighttransfer.mode' must be one of full, streaming, test, hybrid, got '" + *mode + "'";
+  }
+  input.lighttransfer_mode = *mode;
+  return std::nullopt;
+}
+
+Problem read_model(const json& body, const ApiContext& context) {
+  std::optional<std::string> model;
+  if (Problem p = read_string(body, "model", model)) return p;
+  if (model && *model != context.model_name) {
+    return "model '" + *model + "' is not served here (this server serves '" + context.model_name +
+           "')";
+  }
+  return std::nullopt;
+}
+
+Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& context,
+                      ParsedRequest& out) {
+  serving::GenerateInput& input = out.input;
+  if (Problem p = read_model(body, context)) return p;
+  if (endpoint == Endpoint::kCompletions) {
+    if (Problem p = read_prompt(body, input, context)) return p;
+  } else {
+    std::vector<model::ChatMessage> messages;
+    if (Problem p = read_messages(body, messages)) return p;
+    input.messages = std::move(messages);
+  }
+  if (Problem p = refuse_unsupported(body, endpoint)) return p;
+  std::optional<int64_t> max_tokens, max_completion_tokens;
+  if (Problem p = read_int(body, "max_tokens", 1, kInt32Max, max_tokens)) return p;
+  if (Problem p = read_int(body, "max_completion_tokens", 1, kInt32Max, max_completion_tokens)) {
+    return p;
+  }
+  if (max_completion_tokens) max_tokens = max_completion_tokens;  // the newer name wins
+  if (max_tokens) input.max_tokens = static_cast<int32_t>(*max_tokens);
+  if (Problem p = read_sampling(body, input.sampling)) return p;
+  if (Problem p = read_stop(body, input.stop)) return p;
+  if (const json* ids = member(body, "stop_token_ids")) {
+    if (Problem p = read_token_ids("stop_token_ids", *ids, context, input.stop_token_ids)) return p;
+  }
+  if (Problem p = read_bool(body, "ignore_eos", input.ignore_eos)) return p;
+  if (Problem p = read_logprobs(body, endpoint, input.logprobs)) return p;
+  std::optional<int64_t> priority;
+  if (Problem p = read_int(body, "priority", kInt32Min, kInt32Max, priority)) return p;
+  if (priority) input.priority = static_cast<int32_t>(*priority);
+  if (Problem p = read_stream(body, out)) return p;
+  if (Problem p = read_lighttransfer(body, input)) return p;
+  std::optional<std::string> user;
+  return read_string(body, "user", user);
+}
+
+}  // namespace
+
+Result<ParsedRequest> parse_generate_request(std::string_view body, Endpoint endpoint,
+                                             const ApiContext& context) {
+  Result<json> root = parse_object(body);
+  if (!root) return root.error();
+  ParsedRequest out;
+  if (Problem p = read_generate(root.value(), endpoint, context, out)) return Error{*p};
+  return out;
+}
+
+Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiContext& context) {
+  Result<json> root = parse_object(body);
+  if (!root) return root.error();
+  const json& object = root.value();
+  TokenizeRequest out;
+  Problem problem = read_model(object, context);
+  if (!problem) problem = read_bool(object, "add_special_tokens", out.add_special_tokens);
+  if (!problem) problem = read_bool(object, "add_generation_prompt", out.add_generation_prompt);
+  if (!problem && member(object, "messages") != nullptr) {
+    std::vector<model::ChatMessage> messages;
+    problem = read_messages(object, messages);
+    out.messages = std::move(messages);
+  } else if (!problem) {
+    problem = read_string(object, "prompt", out.prompt);
+    if (!problem && !out.prompt) problem = "'prompt' (a string) or 'messages' is required";
+  }
+  if (problem) return Error{*problem};
+  return out;
+}
+
+std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_model_len) {
+  return dump({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}});
+}
+
+Result<std::vector<int32_t>> parse_detokenize_request(std::string_view body,
+                                                      const ApiContext& context) {
+  Result<json> root = parse_object(body);
+  if (!root) return root.error();
+  if (Problem p = read_model(root.value(), context)) return Error{*p};
+  const json* tokens = member(root.value(), "tokens");
+  if (tokens == nullptr) return Error{"'tokens' is required"};
+  std::vector<int32_t> ids;
+  if (Problem p = read_token_ids("tokens", *tokens, context, ids)) return Error{*p};
+  return ids;
+}
+
+std::string detokenize_response(const std::string& text) {
+  return dump({{"prompt", text}});
+}
+
+namespace {
+json model_json(const serving::ModelInfo& info, int32_t max_model_len, int64_t created) {
+  return {{"id", info.name},          {"object", "model"}, {"created", created},
+          {"owned_by", "lightserve"}, {"root", info.name}, {"max_model_len", max_model_len}};
+}
+}  // namespace
+
+std::string model_object(const serving::ModelInfo& info, int32_t max_model_len, int64_t created) {
+  return dump(model_json(info, max_model_len, created));
+}
+
+std::string models_response(const serving::ModelInfo& info, int32_t max_model_len, int64_t created) {
+  return dump(
+      {{"object", "list"}, {"data", json::array({model_json(info, max_model_len, created)})}});
+}
+
+const char* finish_reason_name(scheduler::FinishReason reason) {
+  switch (reason) {
+    case scheduler::FinishReason::kStop:
+      return "stop";
+    case scheduler::FinishReason::kLength:
+      return "length";
+    case scheduler::FinishReason::kAbort:
+      return "abort";
+    case scheduler::FinishReason::kError:
+      return "error";
+  }
+  return "stop";
+}
+
+ResponseBuilder::ResponseBuilder(Endpoint endpoint, std::string model_name, TokenText token_text,
+                                 bool want_logprobs, int64_t created)
+    : endpoint_(endpoint),
+      model_name_(std::move(model_name)),
+      token_text_(std::move(token_text)),
+      want_logprobs_(want_logprobs),
+      created_(created),
+      id_((endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-") + random_hex(24)) {}
+
+std::optional<ResponseBuilder::LogprobEntry> ResponseBuilder::record(
+    const scheduler::RequestEvent& event) {
+  std::optional<LogprobEntry> entry;
+  if (event.kind == scheduler::RequestEvent::Kind::kToken && event.logprobs && want_logprobs_) {
+    entry = LogprobEntry{event.token_id, *event.logprobs, static_cast<int32_t>(text_.size())};
+    logprobs_.push_back(*entry);
+  }
+  text_ += event.text;
+  if (event.kind == scheduler::RequestEvent::Kind::kFinished) {
+    finish_ = event.finish_reason.value_or(scheduler::FinishReason::kStop);
+    error_ = event.error;
+    timings_ = event.timings;
+  }
+  return entry;
+}
+
+void ResponseBuilder::add(const scheduler::RequestEvent& event) {
+  record(event);
+}
+
+json ResponseBuilder::usage_json() const {
+  return {{"prompt_tokens", timings_.num_prompt_tokens},
+          {"completion_tokens", timings_.num_generated_tokens},
+          {"total_tokens", timings_.num_prompt_tokens + timings_.num_generated_tokens}};
+}
+
+json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) const {
+  if (!want_logprobs_) return nullptr;
+  if (endpoint_ == Endpoint::kCompletions) {
+    json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+         offsets = json::array();
+    for (const LogprobEntry& e : entries) {
+      tokens.push_back(token_text_(e.token_id));
+      token_logprobs.push_back(e.logprobs.logprob);
+      json alternatives = json::object();
+      for (const scheduler::TokenLogprob& t : e.logprobs.top) {
+        alternatives[token_text_(t.token_id)] = t.logprob;
+      }
+      top.push_back(std::move(alternatives));
+      offsets.push_back(e.text_offset);
+    }
+    return {{"tokens", tokens},
+            {"token_logprobs", token_logprobs},
+            {"top_logprobs", top},
+            {"text_offset", offsets}};
+  }
+  const auto token_json = [&](int32_t id, float logprob) {
+    const std::string text = token_text_(id);
+    json bytes = json::array();
+    for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+    return json{{"token", text}, {"logprob", logprob}, {"bytes", bytes}};
+  };
+  json content = json::array();
+  for (const LogprobEntry& e : entries) {
+    json item = token_json(e.token_id, e.logprobs.logprob);
+    json top = json::array();
+    for (const scheduler::TokenLogprob& t : e.logprobs.top) {
+      top.push_back(token_json(t.token_id, t.logprob));
+    }
+    item["top_logprobs"] = std::move(top);
+    content.push_back(std::move(item));
+  }
+  return {{"content", content}};
+}
+
+std::string ResponseBuilder::response() const {
+  json choice = {
+      {"index", 0},
+      {"logprobs", logprobs_json(logprobs_)},
+      {"finish_reason", finish_reason_name(finish_.value_or(scheduler::FinishReason::kStop))}};
+  if (endpoint_ == Endpoint::kCompletions) {
+    choice["text"] = text_;
+  } else {
+    choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  }
+  return dump(
+      {{"id", id_},
+       {"object", endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion"},
+       {"created", created_},
+       {"model", model_name_},
+       {"choices", json::array({std::move(choice)})},
+       {"usage", usage_json()}});
+}
+
+json ResponseBuilder::chunk(const std::string& text, const std::vector<LogprobEntry>& logprobs,
+                            const char* finish_reason) {
+  json choice = {{"index", 0},
+                 {"logprobs", logprobs.empty() ? json(nullptr) : logprobs_json(logprobs)},
+                 {"finish_reason", finish_reason == nullptr ? json(nullptr) : json(finish_reason)}};
+  if (endpoint_ == Endpoint::kCompletions) {
+    choice["text"] = text;
+  } else {
+    json delta = json::object();
+    if (!role_sent_) delta["role"] = "assistant";
+    if (!text.empty() || !role_sent_) delta["content"] = text;
+    role_sent_ = true;
+    choice["delta"] = std::move(delta);
+  }
+  return {
+      {"id", id_},
+      {"object", endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk"},
+      {"created", created_},
+      {"model", model_name_},
+      {"choices", json::array({std::move(choice)})}};
+}
+
+namespace {
+std::string sse(const json& data) {
+  return "data: " + dump(data) + "\n\n";
+}
+}  // namespace
+
+std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event,
+                                          bool include_usage) {
+  std::string out;
+  if (endpoint_ == Endpoint::kChatCompletions && !role_sent_) {
+    json first = chunk("", {}, nullptr);  // the role, as OpenAI sends it first
+    if (include_usage) first["usage"] = nullptr;
+    out += sse(first);
+  }
+  const std::optional<LogprobEntry> entry = record(event);
+  std::vector<LogprobEntry> entries;
+  if (entry) entries.push_back(*entry);
+  const bool finished = event.kind == scheduler::RequestEvent::Kind::kFinished;
+  if (finished && error_) {
+    // The engine failed the request mid-stream: the status line is gone, so the error travels
+    // as an event with OpenAI's error body, then the stream ends as usual.
+    const HttpError mapped = http_error(error_->kind);
+    return out + "data: " + openai_error_body(error_->message, mapped.type, mapped.status) +
+           "\n\ndata: [DONE]\n\n";
+  }
+  if (!event.text.empty() || !entries.empty() || finished) {
+    json data = chunk(event.text, entries, finished ? finish_reason_name(*finish_) : nullptr);
+    if (include_usage) data["usage"] = nullptr;
+    out += sse(data);
+  }
+  if (finished) {
+    if (include_usage) {
+      out += sse({{"id", id_},
+                  {"object", endpoint_ == Endpoint::kCompletions ? "text_completion"
+                                                                 : "chat.completion.chunk"},
+                  {"created", created_},
+                  {"model", model_name_},
+                  {"choices", json::array()},
+                  {"usage", usage_json()}});
+    }
+    out += "data: [DONE]\n\n";
+  }
+  return out;
+}
+
+}  // namespace lightserve::frontends::openai

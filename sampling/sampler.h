@@ -1,0 +1,55 @@
+// Token sampling from logits: penalties first (repetition over prompt and output as llama.cpp
+// and Hugging Face; presence and frequency over the output as the OpenAI API), then greedy, or
+// temperature with top-k, top-p and min-p filters in llama.cpp's order (top-k → top-p → min-p →
+// temperature → draw). The same seed and the same logits give the same tokens.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lightserve::sampling {
+
+struct SamplingParams {
+  float temperature = 0.8f;  // ≤ 0: greedy (argmax)
+  int32_t top_k = 40;        // ≤ 0: off
+  float top_p = 0.95f;       // ≥ 1: off
+  float min_p = 0.05f;       // ≤ 0: off
+  uint64_t seed = 0;
+  float repetition_penalty = 1.0f;  // 1: off; a seen token's logit l becomes l/p (l > 0) or l·p
+  float presence_penalty = 0.0f;    // subtracted once from every token the output holds
+  float frequency_penalty = 0.0f;   // subtracted per occurrence in the output
+
+  bool has_penalties() const {
+    return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
+  }
+  // An Error naming the field for out-of-range values (negative temperature, top_p ∉ (0, 1],
+  // min_p ∉ [0, 1], repetition_penalty ∉ (0, 10], presence / frequency ∉ [−2, 2], non-finite).
+  Status validate() const;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // `prompt` and `output`: the tokens so far (read only when a penalty is set).
+  int32_t sample(std::span<const float> logits, std::span<const int32_t> prompt = {},
+                 std::span<const int32_t> output = {});
+
+ private:
+  struct Candidate {
+    int32_t id;
+    float logit;
+  };
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<Candidate> candidates_;
+  std::vector<float> probs_;
+  std::vector<float> penalized_;
+};
+
+int32_t argmax(std::span<const float> logits);
+
+}  // namespace lightserve::sampling

@@ -1,0 +1,36 @@
+// From a device name and a model path to a backend and a loaded model: what serve, the CLI
+// subcommands and the benchmarks all do first.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "kernels/backend.h"
+#include "model/llama_model.h"
+
+namespace lightserve::serving {
+
+// The default model path: LIGHTSERVE_MODEL if set, else models/ in the source tree.
+std::string default_model_path();
+
+// LIGHTSERVE_DEVICE if set, else "cpu": the default of every --device option and of
+// model.device.
+std::string default_device();
+
+// The backend `device` names: "cpu" (with `threads` workers, 0 = one per core), "cuda" or
+// "cuda:N" (GPU N). The error says why a GPU cannot be used.
+Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device, int threads);
+inline constexpr const char* kDeviceHelp =
+    "Where the model runs: cpu, cuda or cuda:N (GPU N; needs a build with nvcc); default "
+    "LIGHTSERVE_DEVICE, else cpu";
+
+// Loads `path`, showing a progress bar on stderr unless quiet; the error names the file.
+Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
+                                                      kernels::Backend& backend, bool quiet);
+
+// load_model, printing the error and returning null on failure (the CLI subcommands).
+std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
+                                                        kernels::Backend& backend, bool quiet);
+
+}  // namespace lightserve::serving

@@ -1,0 +1,331 @@
+#include "serving/serve_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <sstream>
+
+#include "serving/model_loading.h"
+#include "base/units.h"
+
+namespace lightserve::serving {
+namespace {
+
+enum class Kind : uint8_t { kString, kInt32, kInt64, kBytes, kDouble, kUint64 };
+
+// One configuration key: where it lives in the YAML file, its flag, and the field it sets.
+struct Entry {
+  ConfigKey key;
+  Kind kind;
+  std::function<void*(ServeConfig&)> field;
+};
+
+template <typename T>
+std::function<void*(ServeConfig&)> member(T ServeConfig::*m) {
+  return [m](ServeConfig& c) -> void* { return &(c.*m); };
+}
+template <typename T>
+std::function<void*(ServeConfig&)> lt_member(T LightTransferOptions::*m) {
+  return [m](ServeConfig& c) -> void* { return &(c.lighttransfer.*m); };
+}
+
+const std::vector<Entry>& entries() {
+  static const std::vector<Entry> table = {
+      {{"model", "path", "--model", "GGUF model file (default: the fetched SmolLM2-135M-Instruct)"},
+       Kind::kString, member(&ServeConfig::model_path)},
+      {{"model", "name", "--model-name",
+        "Model id clients name in requests and /v1/models (default: the file name without .gguf)"},
+       Kind::kString, member(&ServeConfig::model_name)},
+      {{"model", "threads", "--threads", "CPU threads; 0 = one per core"}, Kind::kInt32,
+       member(&ServeConfig::threads)},
+      {{"model", "device", "--device", kDeviceHelp}, Kind::kString,
+       member(&ServeConfig::device)},
+
+      {{"server", "host", "--host", "Address both servers listen on"}, Kind::kString,
+       member(&ServeConfig::host)},
+      {{"server", "http_port", "--http-port",
+        "HTTP port (OpenAI API, probes, /metrics); 0 = ephemeral, -1 = off"},
+       Kind::kInt32, member(&ServeConfig::http_port)},
+      {{"server", "grpc_port", "--grpc-port", "gRPC port; 0 = ephemeral, -1 = off"}, Kind::kInt32,
+       member(&ServeConfig::grpc_port)},
+      {{"server", "api_key", "--api-key",
+        "Require `Authorization: Bearer KEY` on both protocols (also LIGHTSERVE_API_KEY); "
+        "empty = open"},
+       Kind::kString, member(&ServeConfig::api_key)},
+      {{"server", "ports_file", "--ports-file",
+        "Write {\"http\": PORT, \"grpc\": PORT} here once listening (for ephemeral ports)"},
+       Kind::kString, member(&ServeConfig::ports_file)},
+
+      {{"limits", "max_body_bytes", "--max-body-bytes",
+        "Largest HTTP body / gRPC message (bytes, or with K/M/G/Ki/Mi/Gi)"},
+       Kind::kBytes, member(&ServeConfig::max_body_bytes)},
+      {{"limits", "max_prompt_tokens", "--max-prompt-tokens", "Largest prompt; 0 = the context"},
+       Kind::kInt32, member(&ServeConfig::max_prompt_tokens)},
+      {{"limits", "max_tokens", "--max-tokens-limit",
+        "Largest max_tokens a request may ask for; 0 = the context"},
+       Kind::kInt32, member(&ServeConfig::max_tokens_limit)},
+      {{"limits", "default_max_tokens", "--default-max-tokens",
+        "max_tokens of a request that names none"},
+       Kind::kInt32, member(&ServeConfig::default_max_tokens)},
+      {{"limits", "client_timeout_seconds", "--client-timeout",
+        "Seconds to read a whole request, and keep-alive idle time"},
+       Kind::kDouble, member(&ServeConfig::client_timeout_seconds)},
+      {{"limits", "max_connections", "--max-connections", "Open HTTP connections at most"},
+       Kind::kInt32, member(&ServeConfig::max_connections)},
+
+      {{"engine", "kv_budget", "--kv-budget",
+        "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the block and slot pools"},
+       Kind::kBytes, member(&ServeConfig::kv_budget_bytes)},
+      {{"engine", "context", "--context",
+        "Tokens per request, prompt + output; 0 = the model's training context"},
+       Kind::kInt32, member(&ServeConfig::context)},
+      {{"engine", "max_running", "--max-running", "Requests holding KV at once"}, Kind::kInt32,
+       member(&ServeConfig::max_running)},
+      {{"engine", "max_waiting", "--max-waiting",
+        "Queued requests at most; beyond it 429 / RESOURCE_EXHAUSTED"},
+       Kind::kInt32, member(&ServeConfig::max_waiting)},
+      {{"engine", "policy", "--policy",
+        "Admission: reserve (prompt + max_tokens up front) or optimistic (preempt on shortage)"},
+       Kind::kString, member(&ServeConfig::policy)},
+      {{"engine", "scheduling", "--scheduling",
+        "fcfs (arrival order) or priority (a request's priority field first, then arrival)"},
+       Kind::kString, member(&ServeConfig::scheduling)},
+      {{"engine", "step_budget", "--step-budget",
+        "Token-layers of work per engine step (prefills advance a few layers per step within "
+        "it, after every decode); 0 = 2048 tokens through every layer"},
+       Kind::kInt64, member(&ServeConfig::step_budget)},
+
+      {{"lighttransfer", "mode", "--lt-mode",
+        "test (lazy layers chosen per request), static (--plan), full, streaming, random"},
+       Kind::kString, lt_member(&LightTransferOptions::mode)},
+      {{"lighttransfer", "lazy_fraction", "--lazy-fraction", "Fraction of layers served lazily (f)"},
+       Kind::kDouble, lt_member(&LightTransferOptions::lazy_fraction)},
+      {{"lighttransfer", "sink", "--sink", "Initial tokens a lazy layer keeps (S)"}, Kind::kInt32,
+       lt_member(&LightTransferOptions::sink)},
+      {{"lighttransfer", "window", "--window", "Recent tokens a lazy layer keeps (W)"},
+       Kind::kInt32, lt_member(&LightTransferOptions::window)},
+      {{"lighttransfer", "w_last", "--w-last", "Last prompt tokens whose attention scores laziness"},
+       Kind::kInt32, lt_member(&LightTransferOptions::w_last)},
+      {{"lighttransfer", "plan", "--plan", "Plan file from `lightserve calibrate`"},
+       Kind::kString, lt_member(&LightTransferOptions::plan)},
+      {{"lighttransfer", "seed", "--lt-seed", "Seed of the random mode's lazy set"},
+       Kind::kUint64, lt_member(&LightTransferOptions::seed)},
+
+      {{"shutdown", "drain_timeout_seconds", "--drain-timeout",
+        "On SIGTERM: seconds in-flight requests may take to finish before they are aborted"},
+       Kind::kDouble, member(&ServeConfig::drain_timeout_seconds)},
+  };
+  return table;
+}
+
+template <typename T>
+bool parse_integer(const std::string& text, T& out) {
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  return ec == std::errc() && ptr == end && !text.empty();
+}
+
+// Sets the entry's field from `text`; an error message (without the key) when it does not parse.
+std::optional<std::string> set_value(const Entry& e, ServeConfig& c, const std::string& text) {
+  void* f = e.field(c);
+  switch (e.kind) {
+    case Kind::kString:
+      *static_cast<std::string*>(f) = text;
+      return std::nullopt;
+    case Kind::kInt32:
+      if (!parse_integer(text, *static_cast<int32_t*>(f))) return "expected an integer";
+      return std::nullopt;
+    case Kind::kInt64:
+      if (!parse_integer(text, *static_cast<int64_t*>(f))) return "expected an integer";
+      return std::nullopt;
+    case Kind::kUint64:
+      if (!parse_integer(text, *static_cast<uint64_t*>(f))) return "expected an unsigned integer";
+      return std::nullopt;
+    case Kind::kBytes: {
+      const int64_t bytes = parse_bytes(text);
+      if (bytes < 0) return "expected a size in bytes (e.g. 1048576, 512MiB, 4G)";
+      *static_cast<int64_t*>(f) = bytes;
+      return std::nullopt;
+    }
+    case Kind::kDouble: {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v)) {
+        return "expected a number";
+      }
+      *static_cast<double*>(f) = v;
+      return std::nullopt;
+    }
+  }
+  return "unknown kind";
+}
+
+std::string get_value(const Entry& e, const ServeConfig& c) {
+  void* f = e.field(const_cast<ServeConfig&>(c));
+  switch (e.kind) {
+    case Kind::kString:
+      return *static_cast<std::string*>(f);
+    case Kind::kInt32:
+      return std::to_string(*static_cast<int32_t*>(f));
+    case Kind::kInt64:
+    case Kind::kBytes:
+      return std::to_string(*static_cast<int64_t*>(f));
+    case Kind::kUint64:
+      return std::to_string(*static_cast<uint64_t*>(f));
+    case Kind::kDouble: {
+      std::ostringstream out;
+      out << *static_cast<double*>(f);
+      return out.str();
+    }
+  }
+  return {};
+}
+
+std::string dotted(const ConfigKey& k) { return k.section + "." + k.key; }
+
+const char* type_name(Kind kind) {
+  switch (kind) {
+    case Kind::kString:
+      return "TEXT";
+    case Kind::kInt32:
+    case Kind::kInt64:
+      return "INT";
+    case Kind::kUint64:
+      return "UINT";
+    case Kind::kBytes:
+      return "SIZE";
+    case Kind::kDouble:
+      return "NUM";
+  }
+  return "TEXT";
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> k;
+    for (const Entry& e : entries()) {
+      k.push_back(e.key);
+      k.back().value_type = type_name(e.kind);
+    }
+    return k;
+  }();
+  return keys;
+}
+
+Status ServeConfig::validate() const {
+  auto bad = [](const char* key, const std::string& why) {
+    return Status(Error{std::string("config: ") + key + " " + why});
+  };
+  if (http_port < -1 || http_port > 65535) return bad("server.http_port", "must be in [-1, 65535]");
+  if (grpc_port < -1 || grpc_port > 65535) return bad("server.grpc_port", "must be in [-1, 65535]");
+  if (http_port == -1 && grpc_port == -1) {
+    return bad("server.http_port", "and server.grpc_port are both -1: nothing would listen");
+  }
+  if (http_port > 0 && http_port == grpc_port) {
+    return bad("server.grpc_port", "equals server.http_port (" + std::to_string(http_port) + ")");
+  }
+  if (threads < 0) return bad("model.threads", "must be >= 0");
+  if (max_body_bytes < 1024) return bad("limits.max_body_bytes", "must be >= 1024");
+  if (max_prompt_tokens < 0) return bad("limits.max_prompt_tokens", "must be >= 0");
+  if (max_tokens_limit < 0) return bad("limits.max_tokens", "must be >= 0");
+  if (default_max_tokens < 1) return bad("limits.default_max_tokens", "must be >= 1");
+  if (!(client_timeout_seconds > 0)) return bad("limits.client_timeout_seconds", "must be > 0");
+  if (max_connections < 1) return bad("limits.max_connections", "must be >= 1");
+  if (kv_budget_bytes <= 0) return bad("engine.kv_budget", "must be > 0");
+  if (context < 0) return bad("engine.context", "must be >= 0");
+  if (max_running < 1) return bad("engine.max_running", "must be >= 1");
+  if (max_waiting < 0) return bad("engine.max_waiting", "must be >= 0");
+  if (policy != "reserve" && policy != "optimistic") {
+    return bad("engine.policy", "must be reserve or optimistic, got '" + policy + "'");
+  }
+  if (scheduling != "fcfs" && scheduling != "priority") {
+    return bad("engine.scheduling", "must be fcfs or priority, got '" + scheduling + "'");
+  }
+  if (step_budget < 0) return bad("engine.step_budget", "must be >= 0");
+  if (drain_timeout_seconds < 0) return bad("shutdown.drain_timeout_seconds", "must be >= 0");
+  return Status::Ok();
+}
+
+Status load_config_file(const std::string& path, ServeConfig& config) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return Error{path + ": cannot open the config file"};
+  } catch (const YAML::Exception& e) {
+    return Error{path + ": not valid YAML: " + e.what()};
+  }
+  if (root.IsNull()) return Status::Ok();  // an empty file: all defaults
+  if (!root.IsMap()) return Error{path + ": the top level must be a map of sections"};
+  for (const auto& section : root) {
+    const std::string name = section.first.as<std::string>("");
+    bool known_section = false;
+    for (const Entry& e : entries()) known_section |= e.key.section == name;
+    if (!known_section) return Error{path + ": unknown section '" + name + "'"};
+    if (section.second.IsNull()) continue;
+    if (!section.second.IsMap()) return Error{path + ": section '" + name + "' must be a map"};
+    for (const auto& item : section.second) {
+      const std::string key = item.first.as<std::string>("");
+      const Entry* entry = nullptr;
+      for (const Entry& e : entries()) {
+        if (e.key.section == name && e.key.key == key) entry = &e;
+      }
+      if (entry == nullptr) return Error{path + ": unknown key '" + name + "." + key + "'"};
+      if (!item.second.IsScalar()) {
+        return Error{path + ": " + dotted(entry->key) + ": expected a single value"};
+      }
+      if (auto why = set_value(*entry, config, item.second.Scalar())) {
+        return Error{path + ": " + dotted(entry->key) + ": " + *why + ", got '" +
+                     item.second.Scalar() + "'"};
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+std::string format_config(const ServeConfig& config) {
+  std::ostringstream out;
+  std::string section;
+  for (const Entry& e : entries()) {
+    if (e.key.section != section) {
+      section = e.key.section;
+      out << section << ":\n";
+    }
+    std::string value = get_value(e, config);
+    if (e.kind == Kind::kString) {
+      if (e.key.key == "api_key" && !value.empty()) value = "<set>";
+      value = "\"" + value + "\"";
+    }
+    out << "  " << e.key.key << ": " << value << "\n";
+  }
+  return out.str();
+}
+
+ServeConfig config_from_environment() {
+  ServeConfig config;
+  if (const char* key = std::getenv("LIGHTSERVE_API_KEY"); key != nullptr) config.api_key = key;
+  config.device = default_device();
+  return config;
+}
+
+std::optional<std::string> set_config_value(size_t index, const std::string& text,
+                                            ServeConfig& config) {
+  return set_value(entries().at(index), config, text);
+}
+
+std::string config_value(size_t index, const ServeConfig& config) {
+  return get_value(entries().at(index), config);
+}
+
+Status finish_config(ServeConfig& config) {
+  if (config.model_path.empty()) config.model_path = default_model_path();
+  return config.validate();
+}
+
+}  // namespace lightserve::serving

@@ -1,0 +1,254 @@
+#include "serving/serving_core.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "memory/capacity.h"
+#include "serving/model_loading.h"
+#include "base/units.h"
+
+namespace lightserve::serving {
+
+using scheduler::EngineError;
+using scheduler::ErrorKind;
+
+Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& config,
+                                                            std::FILE* log) {
+  if (Status s = config.validate(); !s) return Error{s.message()};
+  std::unique_ptr<ServingCore> se(new ServingCore());
+  se->config_ = config;
+  auto backend = make_backend(config.device, config.threads);
+  if (!backend) return Error{"model.device: " + backend.error().message};
+  se->backend_ = std::move(backend).value();
+  auto loaded = load_model(config.model_path, *se->backend_, /*quiet=*/log == nullptr);
+  if (!loaded) return loaded.error();
+  se->model_ = std::move(loaded).value();
+  const model::LlamaConfig& mc = se->model_->config();
+
+  auto settings = config.lighttransfer.settings(mc.num_layers);
+  if (!settings) return Error{"lighttransfer: " + settings.error().message};
+  se->settings_ = std::move(settings).value();
+
+  se->context_ = config.context > 0 ? config.context : mc.context_length;
+  if (se->context_ > mc.context_length) {
+    return Error{"engine.context " + std::to_string(se->context_) +
+                 " exceeds the model's training context of " + std::to_string(mc.context_length) +
+                 " tokens"};
+  }
+  auto arena = model::KvArena::create(*se->backend_, mc, se->settings_, config.kv_budget_bytes, se->context_);
+  if (!arena) return Error{"engine.kv_budget: " + arena.error().message};
+  se->arena_ = std::move(arena).value();
+
+  ModelInfo& info = se->info_;
+  info.name = config.model_name;
+  if (info.name.empty()) info.name = std::filesystem::path(config.model_path).stem().string();
+  info.path = config.model_path;
+  info.architecture = "llama";
+  info.num_layers = mc.num_layers;
+  info.hidden_dim = mc.hidden_dim;
+  info.num_heads = mc.num_heads;
+  info.num_kv_heads = mc.num_kv_heads;
+  info.vocab_size = mc.vocab_size;
+  info.context_length = mc.context_length;
+  info.weight_bytes = se->model_->weight_file_bytes();
+  info.bos_id = se->model_->tokenizer().bos_id();
+  info.eos_id = se->model_->tokenizer().eos_id();
+
+  se->executor_ = std::make_unique<executor::ModelExecutor>(*se->model_, *se->arena_, se->settings_);
+  se->detokenizer_ = std::make_unique<executor::ModelDetokenizer>(se->model_->tokenizer());
+  scheduler::EngineConfig ec;
+  ec.max_context_tokens = se->context_;
+  ec.max_running = config.max_running;
+  ec.max_waiting = config.max_waiting;
+  ec.policy = config.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
+                                            : scheduler::AdmissionPolicy::kReserve;
+  ec.priority_scheduling = config.scheduling == "priority";
+  // A long prompt advances a few layers per step: the decodes of others wait one step at most.
+  ec.layered_prefill = true;
+  ec.step_budget_token_layers = config.step_budget;
+  ec.step_budget_token_layers = ec.budget_or_default(mc.num_layers);
+  for (int32_t id = 0; id < mc.vocab_size; ++id) {
+    if (se->model_->tokenizer().is_end_of_generation(id)) ec.eos_token_ids.push_back(id);
+  }
+  auto engine = scheduler::Engine::create(ec, se->arena_->manager(), *se->executor_,
+                                          *se->detokenizer_, se->clock_);
+  if (!engine) return Error{"engine: " + engine.error().message};
+  se->engine_ = std::move(engine).value();
+  se->metrics_ = std::make_unique<Metrics>(info.name, se->arena_->plan(), se->settings_);
+  ServingCore* self = se.get();
+  se->engine_->set_observer([self](const scheduler::RequestEvent& event) {
+    self->metrics_->on_event(event);
+    if (event.kind == scheduler::RequestEvent::Kind::kFinished) self->num_in_flight_.fetch_sub(1);
+  });
+  if (log != nullptr) {
+    std::fprintf(log, "%s\n", memory::format_capacity(se->arena_->plan()).c_str());
+    std::fprintf(log,
+                 "LightTransfer: mode %s, lazy_fraction %.2f, sink %d, window %d, w_last %d; "
+                 "context %d tokens per request\n",
+                 std::string(model::to_string(se->settings_.mode)).c_str(),
+                 se->settings_.lazy_fraction, se->settings_.sink, se->settings_.window,
+                 se->settings_.w_last, se->context_);
+  }
+  se->engine_alive_ = true;
+  se->thread_ = std::thread([self] { self->run_loop(); });
+  return se;
+}
+
+ServingCore::~ServingCore() { stop(); }
+
+void ServingCore::stop() {
+  {
+    std::shared_lock lock(engine_mutex_);
+    if (!engine_) return;
+    engine_->stop();
+  }
+  if (thread_.joinable()) thread_.join();
+  std::unique_lock lock(engine_mutex_);
+  engine_.reset();  // aborts what is left, on this thread now that the loop is gone
+}
+
+void ServingCore::run_loop() {
+  // Engine::run() steps while there is work and sleeps on its command queue otherwise; it returns
+  // after stop(). The gauges are published after every step through the observer below.
+  scheduler::Engine& engine = *engine_;
+  const memory::KvManager& kv = arena_->manager();
+  const int32_t total_blocks = kv.num_total_blocks();
+  const int32_t total_slots = kv.num_total_slots();
+  engine.set_step_listener([&](const scheduler::StepSummary&) {
+    const scheduler::EngineStats stats = engine.stats();
+    const int32_t used_blocks = total_blocks - kv.num_free_blocks();
+    const int32_t used_slots = total_slots - kv.num_free_slots();
+    num_running_ = stats.num_running;
+    num_waiting_ = stats.num_waiting;
+    num_used_blocks_ = used_blocks;
+    num_used_slots_ = used_slots;
+    metrics_->on_step(stats.num_running, stats.num_waiting,
+                      total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
+                      total_slots ? static_cast<double>(used_slots) / total_slots : 0.0,
+                      stats.num_preemptions_total, executor_->lazy_layer_counts());
+  });
+  engine.run();
+  engine_alive_ = false;
+}
+
+namespace {
+EngineError invalid(std::string message) {
+  return EngineError{ErrorKind::kInvalidArgument, std::move(message)};
+}
+}  // namespace
+
+std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in,
+                                                   std::vector<int32_t>& ids, bool add_special,
+                                                   bool add_generation_prompt) const {
+  const int forms = (in.prompt_text ? 1 : 0) + (in.prompt_ids ? 1 : 0) + (in.messages ? 1 : 0);
+  if (forms != 1) {
+    return invalid(forms == 0 ? "no prompt: give prompt text, prompt token ids or messages"
+                              : "give exactly one of prompt text, prompt token ids, messages");
+  }
+  const model::Tokenizer& tok = model_->tokenizer();
+  if (in.prompt_ids) {
+    ids = *in.prompt_ids;
+  } else if (in.prompt_text) {
+    ids = tok.encode(*in.prompt_text, add_special && tok.add_bos_token());
+  } else {
+    if (in.messages->empty()) return invalid("messages is empty");
+    const model::ChatTemplate* chat = model_->chat_template();
+    if (chat == nullptr) return invalid("this model has no chat template; send a prompt instead");
+    for (size_t i = 0; i < in.messages->size(); ++i) {
+      const std::string& role = (*in.messages)[i].role;
+      if (role != "system" && role != "user" && role != "assistant") {
+        return invalid("messages[" + std::to_string(i) + "].role must be system, user or "
+                       "assistant, got '" + role + "'");
+      }
+    }
+    // The rendered template carries its own special tokens (no extra BOS).
+    ids = tok.encode(chat->render(*in.messages, add_generation_prompt), false);
+  }
+  return std::nullopt;
+}
+
+std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
+                                                  scheduler::RequestParams& out) const {
+  out = scheduler::RequestParams{};
+  if (in.prompt_text && in.prompt_text->empty()) return invalid("the prompt is empty");
+  if (auto error = tokenize(in, out.prompt)) return error;
+  if (out.prompt.empty()) return invalid("the prompt is empty");
+  const int32_t num_prompt = static_cast<int32_t>(out.prompt.size());
+  const int32_t max_prompt = config_.max_prompt_tokens > 0 ? config_.max_prompt_tokens : context_;
+  if (num_prompt > max_prompt) {
+    return invalid("the prompt has " + std::to_string(num_prompt) +
+                   " tokens, over the limit of " + std::to_string(max_prompt));
+  }
+  out.max_tokens = in.max_tokens.value_or(config_.default_max_tokens);
+  const int32_t max_tokens_limit = config_.max_tokens_limit > 0 ? config_.max_tokens_limit : context_;
+  if (out.max_tokens < 1) {
+    return invalid("max_tokens must be >= 1, got " + std::to_string(out.max_tokens));
+  }
+  if (out.max_tokens > max_tokens_limit) {
+    return invalid("max_tokens " + std::to_string(out.max_tokens) + " is over the limit of " +
+                   std::to_string(max_tokens_limit));
+  }
+  if (!in.max_tokens) {
+    // An unset max_tokens means "as many as fit": clamp the default to the context.
+    out.max_tokens = std::max(1, std::min(out.max_tokens, context_ - num_prompt));
+  }
+  out.sampling = in.sampling;
+  out.stop_strings = in.stop;
+  out.stop_token_ids = in.stop_token_ids;
+  out.ignore_eos = in.ignore_eos;
+  out.logprobs = in.logprobs;
+  out.priority = in.priority;
+  if (in.lighttransfer_mode) {
+    const std::string& mode = *in.lighttransfer_mode;
+    const memory::KvLayout& layout = arena_->layout();
+    if (mode == "full") {
+      out.footprint = layout.full_footprint();
+    } else if (mode == "streaming") {
+      out.footprint = layout.streaming_footprint();
+    } else if (mode != "hybrid" && mode != "test" && mode != "default" && !mode.empty()) {
+      return invalid("lighttransfer.mode must be full, streaming or test, got '" + mode + "'");
+    }
+  }
+  return std::nullopt;  // the engine checks the rest (ids, ranges, context, arena) in add()
+}
+
+scheduler::AddResult ServingCore::submit(scheduler::RequestParams params) {
+  scheduler::AddResult result;
+  if (draining_.load()) {
+    result.error = EngineError{ErrorKind::kUnavailable,
+                               "the server is shutting down and takes no new requests"};
+  } else {
+    std::shared_lock lock(engine_mutex_);
+    if (!engine_) {
+      result.error = EngineError{ErrorKind::kUnavailable, "the engine has stopped"};
+    } else {
+      num_in_flight_.fetch_add(1);
+      result = engine_->add(std::move(params));
+      if (!result.ok()) num_in_flight_.fetch_sub(1);
+    }
+  }
+  if (!result.ok() && result.error->kind != ErrorKind::kInvalidArgument) metrics_->on_rejection();
+  return result;
+}
+
+void ServingCore::abort(scheduler::RequestId id) {
+  std::shared_lock lock(engine_mutex_);
+  if (engine_) engine_->abort(id);
+}
+
+void ServingCore::begin_drain() { draining_ = true; }
+
+bool ServingCore::ready() const { return engine_alive_.load() && !draining_.load(); }
+
+ServingSnapshot ServingCore::snapshot() const {
+  ServingSnapshot s;
+  s.num_running = num_running_.load();
+  s.num_waiting = num_waiting_.load();
+  s.num_used_blocks = num_used_blocks_.load();
+  s.num_used_slots = num_used_slots_.load();
+  return s;
+}
+
+std::string ServingCore::render_metrics() { return metrics_->render(); }
+
+}  // namespace lightserve::serving

@@ -1,0 +1,139 @@
+// The daemon's core, shared by the gRPC and HTTP frontends (docs/design.md §1, §7): the model, the KV
+// arena, the engine and the one thread that runs it, the metrics, and the drain state.
+//
+// Frontends turn their wire format into a GenerateInput, call prepare() (tokenize, render the
+// chat template, apply the configured limits) and submit(); then they read the request's
+// EventStream (set a listener on it, then pop) and call abort() when their client goes away.
+// Every public method is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/kv_arena.h"
+#include "model/lighttransfer.h"
+#include "model/llama_model.h"
+#include "scheduler/clock.h"
+#include "scheduler/engine.h"
+#include "executor/model_executor.h"
+#include "serving/metrics.h"
+#include "serving/serve_config.h"
+
+namespace lightserve::serving {
+
+// A generation request, whatever protocol it came from. Untrusted: prepare() checks it.
+struct GenerateInput {
+  // Exactly one prompt form.
+  std::optional<std::string> prompt_text;            // tokenized, BOS added as the model says
+  std::optional<std::vector<int32_t>> prompt_ids;    // used as given
+  std::optional<std::vector<model::ChatMessage>> messages;  // rendered by the chat template
+  std::optional<int32_t> max_tokens;  // nullopt: ServeConfig::default_max_tokens
+  sampling::SamplingParams sampling;
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
+  int32_t priority = 0;
+  // LightTransfer override: "full" (every layer full), "streaming" (every layer lazy),
+  // "hybrid" / "test" (the server's setting). nullopt: the server's setting.
+  std::optional<std::string> lighttransfer_mode;
+};
+
+// What the frontends report about the model and the server.
+struct ModelInfo {
+  std::string name;  // the served id
+  std::string path;
+  std::string architecture;
+  int32_t num_layers = 0, hidden_dim = 0, num_heads = 0, num_kv_heads = 0, vocab_size = 0;
+  int32_t context_length = 0;  // the model's training context
+  int64_t weight_bytes = 0;
+  int32_t bos_id = -1, eos_id = -1;
+};
+
+// Engine-thread state published after every step, for /metrics and GetServerInfo.
+struct ServingSnapshot {
+  int32_t num_running = 0;
+  int32_t num_waiting = 0;
+  int32_t num_used_blocks = 0;
+  int32_t num_used_slots = 0;
+};
+
+class ServingCore {
+ public:
+  // Loads the model (progress on `log` unless null), carves the arena, starts the engine thread.
+  // Errors name the file or the setting (a budget that holds no request of `context` tokens
+  // names both sizes).
+  static Result<std::unique_ptr<ServingCore>> start(const ServeConfig& config, std::FILE* log);
+  // stop(), if not done yet.
+  ~ServingCore();
+  // Stops the engine thread and aborts what is left: their streams get their kAbort finish here,
+  // on the calling thread, so call it while the frontends still listen. Later submits are refused
+  // (kUnavailable). Idempotent.
+  void stop();
+
+  // Requests: see the header comment. prepare() errors are kInvalidArgument or kOutOfRange with
+  // a message naming the field; submit() adds kResourceExhausted (queue full) and kUnavailable
+  // (draining).
+  [[nodiscard]] std::optional<scheduler::EngineError> prepare(const GenerateInput& input,
+                                                              scheduler::RequestParams& out) const;
+  [[nodiscard]] scheduler::AddResult submit(scheduler::RequestParams params);
+  // The prompt's token ids exactly as prepare() makes them, without the length limits (the
+  // tokenize endpoints): text with the model's BOS (unless add_special is false), ids as given,
+  // chat messages rendered by the template (which carries its own special tokens), with the
+  // assistant's turn opened unless add_generation_prompt is false.
+  [[nodiscard]] std::optional<scheduler::EngineError> tokenize(
+      const GenerateInput& input, std::vector<int32_t>& ids, bool add_special = true,
+      bool add_generation_prompt = true) const;
+  void abort(scheduler::RequestId id);
+
+  // Drain: ready() turns false and submit() refuses; in-flight requests go on.
+  void begin_drain();
+  bool draining() const { return draining_.load(); }
+  bool ready() const;  // model loaded, engine thread alive, not draining
+  int32_t num_in_flight() const { return num_in_flight_.load(); }
+
+  const model::Tokenizer& tokenizer() const { return model_->tokenizer(); }
+  const model::ChatTemplate* chat_template() const { return model_->chat_template(); }
+  const ModelInfo& model_info() const { return info_; }
+  const ServeConfig& config() const { return config_; }
+  const memory::CapacityPlan& capacity() const { return arena_->plan(); }
+  const model::LightTransferSettings& lighttransfer() const { return settings_; }
+  int32_t context_tokens() const { return context_; }
+  ServingSnapshot snapshot() const;
+  // The Prometheus text of every metric, gauges refreshed first.
+  std::string render_metrics();
+
+ private:
+  ServingCore() = default;
+  void run_loop();
+
+  ServeConfig config_;
+  ModelInfo info_;
+  model::LightTransferSettings settings_;
+  int32_t context_ = 0;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<model::LlamaModel> model_;
+  std::unique_ptr<model::KvArena> arena_;
+  std::unique_ptr<executor::ModelExecutor> executor_;
+  std::unique_ptr<executor::ModelDetokenizer> detokenizer_;
+  scheduler::SteadyClock clock_;
+  mutable std::shared_mutex engine_mutex_;  // stop() resets engine_ under it; users share it
+  std::unique_ptr<scheduler::Engine> engine_;
+  std::unique_ptr<Metrics> metrics_;
+  std::thread thread_;
+
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> engine_alive_{false};
+  std::atomic<int32_t> num_in_flight_{0};  // accepted, kFinished not yet emitted
+  // Published by the engine thread after each step.
+  std::atomic<int32_t> num_running_{0}, num_waiting_{0}, num_used_blocks_{0}, num_used_slots_{0};
+};
+
+}  // namespace lightserve::serving

@@ -1,0 +1,390 @@
+// server/openai_api: OpenAI request JSON → GenerateInput (defaults, every field, errors that name
+// the field) and engine events → completion / chat.completion objects and SSE chunks. No model,
+// no daemon: the translation is pure.
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "frontends/http/openai_api.h"
+
+namespace {
+
+using lightserve::scheduler::FinishReason;
+using lightserve::scheduler::RequestEvent;
+using lightserve::frontends::openai::ApiContext;
+using lightserve::frontends::openai::Endpoint;
+using lightserve::frontends::openai::parse_detokenize_request;
+using lightserve::frontends::openai::parse_generate_request;
+using lightserve::frontends::openai::parse_tokenize_request;
+using lightserve::frontends::openai::ParsedRequest;
+using lightserve::frontends::openai::ResponseBuilder;
+using json = nlohmann::json;
+
+const ApiContext kContext{"tiny-model", 1000};
+
+ParsedRequest parse_ok(const std::string& body, Endpoint endpoint = Endpoint::kCompletions) {
+  auto r = parse_generate_request(body, endpoint, kContext);
+  EXPECT_TRUE(r.ok()) << body << " → " << (r.ok() ? "" : r.error().message);
+  return r.ok() ? r.value() : ParsedRequest{};
+}
+
+std::string parse_error(const std::string& body, Endpoint endpoint = Endpoint::kCompletions) {
+  auto r = parse_generate_request(body, endpoint, kContext);
+  EXPECT_FALSE(r.ok()) << body << " was accepted";
+  return r.ok() ? "" : r.error().message;
+}
+
+TEST(OpenAiParse, CompletionDefaultsAreOpenAis) {
+  const ParsedRequest p = parse_ok(R"({"prompt": "Hello"})");
+  ASSERT_TRUE(p.input.prompt_text.has_value());
+  EXPECT_EQ(*p.input.prompt_text, "Hello");
+  EXPECT_FALSE(p.input.prompt_ids.has_value());
+  EXPECT_FALSE(p.input.max_tokens.has_value());
+  EXPECT_FLOAT_EQ(p.input.sampling.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(p.input.sampling.top_p, 1.0f);
+  EXPECT_EQ(p.input.sampling.top_k, 0);
+  EXPECT_FLOAT_EQ(p.input.sampling.min_p, 0.0f);
+  EXPECT_EQ(p.input.logprobs, -1);
+  EXPECT_FALSE(p.stream);
+  EXPECT_FALSE(p.include_usage);
+  EXPECT_FALSE(p.input.lighttransfer_mode.has_value());
+}
+
+TEST(OpenAiParse, EveryCompletionField) {
+  const ParsedRequest p = parse_ok(R"({
+    "model": "tiny-model", "prompt": [1, 2, 999], "max_tokens": 7, "temperature": 0,
+    "top_p": 0.5, "top_k": 3, "min_p": 0.1, "seed": 42, "stop": ["a", "b"], "n": 1,
+    "logprobs": 2, "stream": true, "stream_options": {"include_usage": true},
+    "ignore_eos": true, "stop_token_ids": [5], "priority": -3,
+    "lighttransfer": {"mode": "full"}, "user": "u", "some_future_field": {"x": 1},
+    "presence_penalty": 0.5, "frequency_penalty": -0.25, "repetition_penalty": 1.1})");
+  EXPECT_EQ(*p.input.prompt_ids, (std::vector<int32_t>{1, 2, 999}));
+  EXPECT_EQ(*p.input.max_tokens, 7);
+  EXPECT_FLOAT_EQ(p.input.sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(p.input.sampling.top_p, 0.5f);
+  EXPECT_EQ(p.input.sampling.top_k, 3);
+  EXPECT_FLOAT_EQ(p.input.sampling.min_p, 0.1f);
+  EXPECT_EQ(p.input.sampling.seed, 42u);
+  EXPECT_EQ(p.input.stop, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(p.input.logprobs, 2);
+  EXPECT_TRUE(p.stream);
+  EXPECT_TRUE(p.include_usage);
+  EXPECT_TRUE(p.input.ignore_eos);
+  EXPECT_EQ(p.input.stop_token_ids, (std::vector<int32_t>{5}));
+  EXPECT_EQ(p.input.priority, -3);
+  EXPECT_EQ(*p.input.lighttransfer_mode, "full");
+  EXPECT_FLOAT_EQ(p.input.sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(p.input.sampling.frequency_penalty, -0.25f);
+  EXPECT_FLOAT_EQ(p.input.sampling.repetition_penalty, 1.1f);
+}
+
+TEST(OpenAiParse, ChatMessagesAndFields) {
+  const ParsedRequest p = parse_ok(R"({
+    "messages": [{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": [{"type": "text", "text": "Hi "},
+                                              {"type": "text", "text": "there"}]},
+                 {"role": "assistant", "content": "Hello"},
+                 {"role": "developer", "content": "x", "name": "ignored"}],
+    "max_completion_tokens": 5, "max_tokens": 9, "logprobs": true, "top_logprobs": 3,
+    "seed": -1, "stop": "END"})",
+                                   Endpoint::kChatCompletions);
+  ASSERT_TRUE(p.input.messages.has_value());
+  ASSERT_EQ(p.input.messages->size(), 4u);
+  EXPECT_EQ((*p.input.messages)[1].role, "user");
+  EXPECT_EQ((*p.input.messages)[1].content, "Hi there");
+  EXPECT_EQ((*p.input.messages)[3].role, "system");
+  EXPECT_EQ(*p.input.max_tokens, 5);  // max_completion_tokens wins
+  EXPECT_EQ(p.input.logprobs, 3);
+  EXPECT_EQ(p.input.sampling.seed, ~0ull);
+  EXPECT_EQ(p.input.stop, std::vector<std::string>{"END"});
+  EXPECT_EQ(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})",
+                     Endpoint::kChatCompletions)
+                .input.logprobs,
+            0);
+}
+
+TEST(OpenAiParse, NullMeansUnset) {
+  const ParsedRequest p = parse_ok(
+      R"({"prompt": "x", "max_tokens": null, "temperature": null, "stop": null, "seed": null,
+          "stream_options": null, "logprobs": null})");
+  EXPECT_FALSE(p.input.max_tokens.has_value());
+  EXPECT_FLOAT_EQ(p.input.sampling.temperature, 1.0f);
+  EXPECT_TRUE(p.input.stop.empty());
+}
+
+TEST(OpenAiParse, ErrorsNameTheField) {
+  struct Case {
+    const char* body;
+    const char* expected;
+    Endpoint endpoint = Endpoint::kCompletions;
+  };
+  const Case cases[] = {
+      {R"({"prompt": "x",)", "invalid JSON"},
+      {R"([1, 2])", "must be a JSON object"},
+      {R"({"max_tokens": 3})", "'prompt' is required"},
+      {R"({"prompt": ""})", "'prompt' is empty"},
+      {R"({"prompt": []})", "'prompt' is empty"},
+      {R"({"prompt": 5})", "'prompt' must be a string or an array of token ids"},
+      {R"({"prompt": ["a", "b"]})", "array of strings"},
+      {R"({"prompt": [[1, 2], [3]]})", "array of token arrays"},
+      {R"({"prompt": [1, 1000]})", "'prompt[1]' = 1000 is not a token id"},
+      {R"({"prompt": [1, -1]})", "'prompt[1]' = -1 is not a token id"},
+      {R"({"prompt": [1, 2.5]})", "'prompt[1]' must be an integer"},
+      {R"({"prompt": "x", "model": "gpt-4"})", "model 'gpt-4' is not served here"},
+      {R"({"prompt": "x", "model": 3})", "'model' must be a string"},
+      {R"({"prompt": "x", "max_tokens": 0})", "'max_tokens' must be ≥ 1, got 0"},
+      {R"({"prompt": "x", "max_tokens": -5})", "'max_tokens' must be ≥ 1"},
+      {R"({"prompt": "x", "max_tokens": 99999999999})", "'max_tokens' must be"},
+      {R"({"prompt": "x", "max_tokens": "10"})", "'max_tokens' must be an integer, got string"},
+      {R"({"prompt": "x", "temperature": -1})", "'temperature' must be in [0, 2], got -1"},
+      {R"({"prompt": "x", "temperature": 5})", "'temperature' must be in [0, 2], got 5"},
+      {R"({"prompt": "x", "temperature": "hot"})", "'temperature' must be a number"},
+      {R"({"prompt": "x", "top_p": 0})", "'top_p' must be in (0, 1], got 0"},
+      {R"({"prompt": "x", "top_p": 2})", "'top_p' must be in (0, 1]"},
+      {R"({"prompt": "x", "top_k": -2})", "'top_k' must be ≥ -1"},
+      {R"({"prompt": "x", "min_p": 1.5})", "'min_p' must be in [0, 1]"},
+      {R"({"prompt": "x", "seed": 1.5})", "'seed' must be an integer"},
+      {R"({"prompt": "x", "n": 2})", "'n' = 2 is not supported"},
+      {R"({"prompt": "x", "best_of": 3})", "'best_of' = 3 is not supported"},
+      {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "at most 4 strings, got 5"},
+      {R"({"prompt": "x", "stop": [1]})", "'stop[0]' must be a string"},
+      {R"({"prompt": "x", "stop": ""})", "'stop' is empty"},
+      {R"({"prompt": "x", "stop": 7})", "'stop' must be a string or an array of strings"},
+      {R"({"prompt": "x", "logprobs": 99})", "'logprobs' must be in [0, 20], got 99"},
+      {R"({"prompt": "x", "logprobs": true})", "'logprobs' must be an integer"},
+      {R"({"prompt": "x", "stream": "yes"})", "'stream' must be a boolean"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": true}})",
+       "'stream_options' is only allowed with 'stream': true"},
+      {R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": 1}})",
+       "'stream_options.include_usage' must be a boolean"},
+      {R"({"prompt": "x", "ignore_eos": 1})", "'ignore_eos' must be a boolean"},
+      {R"({"prompt": "x", "stop_token_ids": [5000]})", "'stop_token_ids[0]' = 5000"},
+      {R"({"prompt": "x", "priority": "high"})", "'priority' must be an integer"},
+      {R"({"prompt": "x", "lighttransfer": {"mode": "bogus"}})",
+       "'lighttransfer.mode' must be one of full, streaming, test"},
+      {R"({"prompt": "x", "lighttransfer": {"mode": 1}})", "'lighttransfer.mode' must be a string"},
+      {R"({"prompt": "x", "lighttransfer": {"window": 4}})",
+       "'lighttransfer.window' is not a known"},
+      {R"({"prompt": "x", "lighttransfer": "full"})", "'lighttransfer' must be an object"},
+      {R"({"prompt": "x", "presence_penalty": 3})", "'presence_penalty' must be in [-2, 2], got 3"},
+      {R"({"prompt": "x", "repetition_penalty": 0})",
+       "'repetition_penalty' must be in (0, 10], got 0"},
+      {R"({"prompt": "x", "frequency_penalty": "x"})", "'frequency_penalty' must be a number"},
+      {R"({"prompt": "x", "logit_bias": {"5": 1}})", "'logit_bias' is not supported"},
+      {R"({"prompt": "x", "echo": true})", "'echo' is not supported"},
+      {R"({"prompt": "x", "suffix": "z"})", "'suffix' is not supported"},
+      {R"({"messages": []})", "'messages' is empty", Endpoint::kChatCompletions},
+      {R"({"prompt": "x"})", "'messages' is required", Endpoint::kChatCompletions},
+      {R"({"messages": {"role": "user"}})", "'messages' must be an array",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "bogus", "content": "x"}]})",
+       "'messages[0].role' must be one of system, user, assistant, got 'bogus'",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"content": "x"}]})", "'messages[0].role' is required",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user"}]})", "'messages[0].content' is required",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": 3}]})",
+       "'messages[0].content' must be a string or an array of text parts",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
+       "'messages[0].content[0].type' 'image_url' is not supported", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 3})",
+       "'logprobs' must be a boolean", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3})",
+       "'top_logprobs' needs 'logprobs': true", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
+       "'top_logprobs' must be in [0, 20]", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
+       "'tools' (tool calling) is not supported", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}],
+           "response_format": {"type": "json_object"}})",
+       "'response_format' \"json_object\" is not supported", Endpoint::kChatCompletions},
+  };
+  for (const Case& c : cases) {
+    const std::string message = parse_error(c.body, c.endpoint);
+    EXPECT_NE(message.find(c.expected), std::string::npos)
+        << c.body << "\n  message: " << message << "\n  expected to contain: " << c.expected;
+  }
+}
+
+TEST(OpenAiParse, InvalidUtf8IsRefusedByTheJsonParser) {
+  const std::string body = "{\"prompt\": \"ab\xff\xfe\"}";
+  EXPECT_NE(parse_error(body).find("UTF-8"), std::string::npos);
+  const std::string surrogate = R"({"prompt": "\ud800x"})";
+  EXPECT_NE(parse_error(surrogate).find("invalid JSON"), std::string::npos);
+}
+
+TEST(OpenAiParse, TokenizeAndDetokenizeRequests) {
+  auto t = parse_tokenize_request(R"({"prompt": "Hi", "add_special_tokens": false})", kContext);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t.value().prompt, "Hi");
+  EXPECT_FALSE(t.value().add_special_tokens);
+  auto m = parse_tokenize_request(R"({"messages": [{"role": "user", "content": "Hi"}]})", kContext);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m.value().messages->size(), 1u);
+  EXPECT_FALSE(parse_tokenize_request(R"({})", kContext).ok());
+  EXPECT_FALSE(parse_tokenize_request(R"({"prompt": 3})", kContext).ok());
+
+  auto d = parse_detokenize_request(R"({"tokens": [1, 2, 3]})", kContext);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value(), (std::vector<int32_t>{1, 2, 3}));
+  auto bad = parse_detokenize_request(R"({"tokens": [1, 5000]})", kContext);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("'tokens[1]' = 5000 is not a token id"), std::string::npos);
+}
+
+// Events as the engine sends them.
+RequestEvent token(int32_t id, const std::string& text, bool with_logprobs = false) {
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kToken;
+  e.token_id = id;
+  e.text = text;
+  if (with_logprobs) {
+    e.logprobs = lightserve::scheduler::TokenLogprobs{-0.5f, {{id, -0.5f}, {7, -1.5f}}};
+  }
+  return e;
+}
+
+RequestEvent finished(FinishReason reason, const std::string& text = "") {
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kFinished;
+  e.finish_reason = reason;
+  e.text = text;
+  e.timings.num_prompt_tokens = 4;
+  e.timings.num_generated_tokens = 3;
+  return e;
+}
+
+std::string token_text(int32_t id) {
+  std::string text = "<";  // appended: GCC 12 warns falsely (-Wrestrict) on "<" + std::string
+  text += std::to_string(id);
+  return text + ">";
+}
+
+TEST(OpenAiResponse, CompletionObject) {
+  ResponseBuilder b(Endpoint::kCompletions, "tiny-model", token_text, false, 1700000000);
+  b.add(token(1, "Hel"));
+  b.add(token(2, "lo"));
+  b.add(finished(FinishReason::kLength, "!"));
+  ASSERT_TRUE(b.finished());
+  const json r = json::parse(b.response());
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  EXPECT_EQ(r["model"], "tiny-model");
+  EXPECT_EQ(r["created"], 1700000000);
+  EXPECT_EQ(r["choices"][0]["text"], "Hello!");
+  EXPECT_EQ(r["choices"][0]["index"], 0);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(r["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(r["usage"],
+            json({{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7}}));
+}
+
+TEST(OpenAiResponse, ChatObjectWithLogprobs) {
+  ResponseBuilder b(Endpoint::kChatCompletions, "tiny-model", token_text, true, 1);
+  b.add(token(1, "Hi", true));
+  b.add(finished(FinishReason::kStop));
+  const json r = json::parse(b.response());
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(r["choices"][0]["message"], json({{"role", "assistant"}, {"content", "Hi"}}));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  const json& content = r["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 1u);
+  EXPECT_EQ(content[0]["token"], "<1>");
+  EXPECT_FLOAT_EQ(content[0]["logprob"].get<float>(), -0.5f);
+  EXPECT_EQ(content[0]["bytes"], json({'<', '1', '>'}));
+  ASSERT_EQ(content[0]["top_logprobs"].size(), 2u);
+  EXPECT_EQ(content[0]["top_logprobs"][1]["token"], "<7>");
+}
+
+TEST(OpenAiResponse, CompletionLogprobsHaveOffsets) {
+  ResponseBuilder b(Endpoint::kCompletions, "m", token_text, true, 1);
+  b.add(token(1, "ab", true));
+  b.add(token(2, "c", true));
+  b.add(finished(FinishReason::kStop));
+  const json lp = json::parse(b.response())["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({"<1>", "<2>"}));
+  EXPECT_EQ(lp["text_offset"], json({0, 2}));
+  EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
+  EXPECT_EQ(lp["token_logprobs"].size(), 2u);
+}
+
+// The SSE events of a stream, as JSON (the final "[DONE]" kept as a string).
+std::vector<json> sse_events(const std::string& text) {
+  std::vector<json> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t end = text.find("\n\n", pos);
+    EXPECT_NE(end, std::string::npos) << "unterminated event in " << text;
+    if (end == std::string::npos) break;
+    const std::string line = text.substr(pos, end - pos);
+    EXPECT_EQ(line.rfind("data: ", 0), 0u) << line;
+    const std::string data = line.substr(6);
+    out.push_back(data == "[DONE]" ? json("[DONE]") : json::parse(data));
+    pos = end + 2;
+  }
+  return out;
+}
+
+TEST(OpenAiStream, ChatChunksSendTheRoleFirstThenContentThenUsage) {
+  ResponseBuilder b(Endpoint::kChatCompletions, "m", token_text, false, 1);
+  std::string text;
+  text += b.stream_event(token(1, "Hel"), true);
+  text += b.stream_event(token(2, ""), true);  // held back: no chunk
+  text += b.stream_event(token(3, "lo"), true);
+  text += b.stream_event(finished(FinishReason::kStop), true);
+  const std::vector<json> events = sse_events(text);
+  ASSERT_EQ(events.size(), 6u) << text;
+  EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(events[0]["choices"][0]["delta"], json({{"role", "assistant"}, {"content", ""}}));
+  EXPECT_TRUE(events[0]["usage"].is_null());
+  EXPECT_EQ(events[1]["choices"][0]["delta"], json({{"content", "Hel"}}));
+  EXPECT_EQ(events[2]["choices"][0]["delta"], json({{"content", "lo"}}));
+  EXPECT_TRUE(events[2]["choices"][0]["finish_reason"].is_null());
+  EXPECT_EQ(events[3]["choices"][0]["delta"], json::object());
+  EXPECT_EQ(events[3]["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(events[4]["choices"].empty());
+  EXPECT_EQ(events[4]["usage"]["total_tokens"], 7);
+  EXPECT_EQ(events[5], "[DONE]");
+  for (size_t i = 0; i + 1 < events.size(); ++i) EXPECT_EQ(events[i]["id"], events[0]["id"]);
+}
+
+TEST(OpenAiStream, CompletionChunksWithoutUsage) {
+  ResponseBuilder b(Endpoint::kCompletions, "m", token_text, false, 1);
+  std::string text = b.stream_event(token(1, "A"), false);
+  text += b.stream_event(finished(FinishReason::kLength, "B"), false);
+  const std::vector<json> events = sse_events(text);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0]["object"], "text_completion");
+  EXPECT_EQ(events[0]["choices"][0]["text"], "A");
+  EXPECT_FALSE(events[0].contains("usage"));
+  EXPECT_EQ(events[1]["choices"][0]["text"], "B");
+  EXPECT_EQ(events[1]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events[2], "[DONE]");
+}
+
+TEST(OpenAiStream, AnEngineErrorBecomesAnErrorEventThenDone) {
+  ResponseBuilder b(Endpoint::kCompletions, "m", token_text, false, 1);
+  RequestEvent e = finished(FinishReason::kError);
+  e.error = lightserve::scheduler::EngineError{lightserve::scheduler::ErrorKind::kInternal, "boom"};
+  const std::vector<json> events = sse_events(b.stream_event(e, false));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["error"]["message"], "boom");
+  EXPECT_EQ(events[1], "[DONE]");
+}
+
+TEST(OpenAiResponse, InvalidUtf8FromTheModelIsReplacedNotThrown) {
+  ResponseBuilder b(
+      Endpoint::kChatCompletions, "m", [](int32_t) { return std::string("\xe2"); }, true, 1);
+  b.add(token(1, "\xff", true));
+  b.add(finished(FinishReason::kStop));
+  const json r = json::parse(b.response());
+  EXPECT_EQ(r["choices"][0]["message"]["content"], "\xEF\xBF\xBD");
+  EXPECT_EQ(r["choices"][0]["logprobs"]["content"][0]["bytes"], json({0xe2}));
+}
+
+}  // namespace
