@@ -95,6 +95,9 @@ struct StepSummary {
   int32_t num_admitted = 0;
   int32_t num_preempted = 0;
   int32_t num_finished = 0;  // finished or aborted in this step, commands included
+  // The executor failed this step (an error status or an exception such as std::bad_alloc or a
+  // device error): the step's requests finished with kInternal, every other request goes on.
+  bool executor_failed = false;
 };
 
 struct EngineStats {

@@ -2,6 +2,7 @@
 // step invariants. Runs on the engine thread only.
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <set>
 #include <span>
 #include <utility>
@@ -77,9 +78,19 @@ StepSummary Engine::step() {
   summary.num_prefills = plan.num_prefills;
 
   logits_.clear();
-  const Status status = executor_.execute(batch, logits_);
+  // Nothing thrown by the forward pass may cross the engine thread (it would std::terminate the
+  // daemon): an exception is that step's failure, like an error status.
+  Status status;
+  try {
+    status = executor_.execute(batch, logits_);
+  } catch (const std::exception& e) {
+    status = Error{std::string("exception in the forward pass: ") + e.what()};
+  } catch (...) {
+    status = Error{"unknown exception in the forward pass"};
+  }
   const double now = clock_.now_seconds();
   if (!status.ok()) {
+    summary.executor_failed = true;
     const EngineError error{ErrorKind::kInternal, "executor: " + status.message()};
     for (const ScheduledWork& w : plan.work) {
       finish(*requests_.at(w.id), FinishReason::kError, {}, -1, error, now, summary);

@@ -1,5 +1,7 @@
 #include "serving/serving_core.h"
 
+#include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <utility>
 
@@ -114,7 +116,7 @@ void ServingCore::run_loop() {
   const memory::KvManager& kv = arena_->manager();
   const int32_t total_blocks = kv.num_total_blocks();
   const int32_t total_slots = kv.num_total_slots();
-  engine.set_step_listener([&](const scheduler::StepSummary&) {
+  engine.set_step_listener([&](const scheduler::StepSummary& summary) {
     const scheduler::EngineStats stats = engine.stats();
     const int32_t used_blocks = total_blocks - kv.num_free_blocks();
     const int32_t used_slots = total_slots - kv.num_free_slots();
@@ -122,12 +124,31 @@ void ServingCore::run_loop() {
     num_waiting_ = stats.num_waiting;
     num_used_blocks_ = used_blocks;
     num_used_slots_ = used_slots;
+    // The stated rule for backend failures: a failed step fails only its own requests (the
+    // engine did that already); kMaxConsecutiveFailedSteps in a row mean the device is gone, and
+    // then /health and /ready fail and new requests are refused, so an orchestrator restarts us.
+    if (summary.executor_failed) {
+      if (++num_consecutive_failed_steps_ >= kMaxConsecutiveFailedSteps && !device_failed_) {
+        device_failed_ = true;
+        std::fprintf(stderr, "error: %d engine steps in a row failed; reporting unhealthy\n",
+                     kMaxConsecutiveFailedSteps);
+      }
+    } else if (summary.ran) {
+      num_consecutive_failed_steps_ = 0;
+    }
     metrics_->on_step(stats.num_running, stats.num_waiting,
                       total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
                       total_slots ? static_cast<double>(used_slots) / total_slots : 0.0,
                       stats.num_preemptions_total, executor_->lazy_layer_counts());
   });
-  engine.run();
+  try {
+    engine.run();
+  } catch (const std::exception& e) {
+    // Outside the forward pass (which Engine::step catches): the engine's own bookkeeping threw,
+    // e.g. std::bad_alloc. The loop cannot go on; report unhealthy, stop() aborts what is left.
+    std::fprintf(stderr, "error: the engine thread failed: %s\n", e.what());
+    device_failed_ = true;
+  }
   engine_alive_ = false;
 }
 
@@ -217,6 +238,9 @@ scheduler::AddResult ServingCore::submit(scheduler::RequestParams params) {
   if (draining_.load()) {
     result.error = EngineError{ErrorKind::kUnavailable,
                                "the server is shutting down and takes no new requests"};
+  } else if (!healthy()) {
+    result.error = EngineError{ErrorKind::kUnavailable,
+                               "the engine has failed (see /health); retry on another replica"};
   } else {
     std::shared_lock lock(engine_mutex_);
     if (!engine_) {
@@ -238,7 +262,8 @@ void ServingCore::abort(scheduler::RequestId id) {
 
 void ServingCore::begin_drain() { draining_ = true; }
 
-bool ServingCore::ready() const { return engine_alive_.load() && !draining_.load(); }
+bool ServingCore::healthy() const { return engine_alive_.load() && !device_failed_.load(); }
+bool ServingCore::ready() const { return healthy() && !draining_.load(); }
 
 ServingSnapshot ServingCore::snapshot() const {
   ServingSnapshot s;

@@ -96,7 +96,11 @@ class ServingCore {
   // Drain: ready() turns false and submit() refuses; in-flight requests go on.
   void begin_drain();
   bool draining() const { return draining_.load(); }
-  bool ready() const;  // model loaded, engine thread alive, not draining
+  bool ready() const;    // healthy and not draining
+  // The engine thread runs and the backend works: false once kMaxConsecutiveFailedSteps steps in
+  // a row failed in the executor, or the engine loop itself threw. Stays false (restart us).
+  bool healthy() const;
+  static constexpr int32_t kMaxConsecutiveFailedSteps = 3;
   int32_t num_in_flight() const { return num_in_flight_.load(); }
 
   const model::Tokenizer& tokenizer() const { return model_->tokenizer(); }
@@ -131,6 +135,8 @@ class ServingCore {
 
   std::atomic<bool> draining_{false};
   std::atomic<bool> engine_alive_{false};
+  std::atomic<bool> device_failed_{false};
+  int32_t num_consecutive_failed_steps_ = 0;  // engine thread only
   std::atomic<int32_t> num_in_flight_{0};  // accepted, kFinished not yet emitted
   // Published by the engine thread after each step.
   std::atomic<int32_t> num_running_{0}, num_waiting_{0}, num_used_blocks_{0}, num_used_slots_{0};

@@ -222,6 +222,7 @@ HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore
     case Route::kDetokenize:
       return detokenize(request, engine);
     case Route::kHealth:
+      if (!engine.healthy()) return error_reply(503, "unhealthy: the engine or its device failed");
       return json_reply(R"({"status":"ok"})");
     case Route::kReady:
       return ready(engine);

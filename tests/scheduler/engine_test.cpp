@@ -334,6 +334,31 @@ TEST(EngineTest, ExecutorErrorFinishesItsBatchWithAnInternalError) {
   EXPECT_EQ(ob.finish->finish_reason, FinishReason::kLength);
 }
 
+TEST(EngineTest, ExecutorExceptionFailsItsStepOnlyAndTheEngineCarriesOn) {
+  Harness h;
+  const AddResult a = h.add({1, 2, 3}, 8);
+  (void)h.engine->step();  // a's prefill
+  h.executor.throw_at_step(h.executor.num_steps() + 1);
+  const StepSummary failed = h.engine->step();  // a's first decode throws std::bad_alloc
+  EXPECT_TRUE(failed.executor_failed);
+  EXPECT_EQ(failed.num_finished, 1);
+  Outcome o;
+  collect(*a.events, o);
+  ASSERT_EQ(o.num_finished, 1);
+  EXPECT_EQ(o.finish->finish_reason, FinishReason::kError);
+  ASSERT_TRUE(o.finish->error.has_value());
+  EXPECT_EQ(o.finish->error->kind, ErrorKind::kInternal);
+  EXPECT_NE(o.finish->error->message.find("bad_alloc"), std::string::npos) << o.finish->error->message;
+  expect_all_memory_back(h);
+  const AddResult b = h.add({1, 2, 3}, 3);  // later requests are served
+  run_until_idle(h);
+  Outcome ob;
+  collect(*b.events, ob);
+  EXPECT_EQ(ob.finish->finish_reason, FinishReason::kLength);
+  EXPECT_EQ(ob.tokens.size(), 3u);
+  expect_all_memory_back(h);
+}
+
 TEST(EngineTest, TimingsComeFromTheInjectedClock) {
   Harness h;
   const AddResult a = h.add({1, 2, 3}, 2);  // arrives at t = 100

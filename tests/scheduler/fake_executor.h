@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <new>
 #include <memory>
 #include <span>
 #include <string>
@@ -76,6 +77,7 @@ class FakeExecutor final : public Executor {
     }
     steps_.push_back(record);
     if (fail_at_step_ == num_steps_) return Error{"injected failure"};
+    if (throw_at_step_ == num_steps_) throw std::bad_alloc();
 
     for (const ExecutorEntry& e : batch.entries) {
       EXPECT_NE(e.kv, nullptr);
@@ -128,6 +130,9 @@ class FakeExecutor final : public Executor {
   }
 
   void fail_at_step(int64_t step) { fail_at_step_ = step; }
+  // The executor throws std::bad_alloc at that step (an allocation failing mid-step).
+  void throw_at_step(int64_t step) { throw_at_step_ = step; }
+  int64_t num_steps() const { return num_steps_; }
   size_t num_live_states() const { return states_.size(); }
   int64_t num_releases() const { return num_releases_; }
   const std::vector<std::vector<EntryRecord>>& steps() const { return steps_; }
@@ -145,6 +150,7 @@ class FakeExecutor final : public Executor {
   std::vector<std::vector<EntryRecord>> steps_;
   int64_t num_steps_ = 0;
   int64_t fail_at_step_ = -1;
+  int64_t throw_at_step_ = -1;
   int64_t num_releases_ = 0;
 };
 
