@@ -197,8 +197,9 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   const int32_t num_prompt = static_cast<int32_t>(out.prompt.size());
   const int32_t max_prompt = config_.max_prompt_tokens > 0 ? config_.max_prompt_tokens : context_;
   if (num_prompt > max_prompt) {
-    return invalid("the prompt has " + std::to_string(num_prompt) +
-                   " tokens, over the limit of " + std::to_string(max_prompt));
+    // OUT_OF_RANGE on gRPC as the proto promises (a prompt that does not fit); 400 over HTTP.
+    return EngineError{ErrorKind::kOutOfRange, "the prompt has " + std::to_string(num_prompt) +
+                   " tokens, over the limit of " + std::to_string(max_prompt)};
   }
   out.max_tokens = in.max_tokens.value_or(config_.default_max_tokens);
   const int32_t max_tokens_limit = config_.max_tokens_limit > 0 ? config_.max_tokens_limit : context_;
@@ -215,6 +216,16 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   }
   out.sampling = in.sampling;
   out.stop_strings = in.stop;
+  // Checked here, once for both protocols (gRPC used to pass -1 and 49152 through).
+  const int32_t vocab_size = model_->config().vocab_size;
+  for (size_t i = 0; i < in.stop_token_ids.size(); ++i) {
+    const int32_t id = in.stop_token_ids[i];
+    if (id < 0 || id >= vocab_size) {
+      return invalid("stop_token_ids[" + std::to_string(i) + "] = " + std::to_string(id) +
+                     " is not a token id (the vocabulary has " + std::to_string(vocab_size) +
+                     " tokens)");
+    }
+  }
   out.stop_token_ids = in.stop_token_ids;
   out.ignore_eos = in.ignore_eos;
   out.logprobs = in.logprobs;

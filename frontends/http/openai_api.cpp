@@ -96,9 +96,15 @@ Problem to_int(const std::string& name, const json& value, int64_t lo, int64_t h
       value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kInt32Max);
   const int64_t v = too_big ? hi + 1 : value.get<int64_t>();
   if (too_big || v < lo || v > hi) {
-    const std::string range = hi >= kInt32Max
-                                  ? "≥ " + std::to_string(lo)
-                                  : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    // Name the bound that was crossed: "≥ 1" for 0, "≤ 2147483647" for 2147483648.
+    std::string range;
+    if (hi >= kInt32Max && !too_big && v < lo) {
+      range = "≥ " + std::to_string(lo);
+    } else if (lo <= kInt32Min && (too_big || v > hi)) {
+      range = "≤ " + std::to_string(hi);
+    } else {
+      range = "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    }
     return quoted(name) + " must be " + range + ", got " + dump(value);
   }
   out = v;
@@ -140,12 +146,17 @@ Problem read_string(const json& object, const char* key, std::optional<std::stri
 
 Problem token_id(const std::string& name, const json& value, const ApiContext& context,
                  int32_t& out) {
+  const auto not_a_token = [&] {
+    return quoted(name) + " = " + dump(value) + " is not a token id (the vocabulary has " +
+           std::to_string(context.vocab_size) + " tokens)";
+  };
+  // Beyond int64 too (18446744073709551615): still "not a token id", not a bound of int32.
+  if (value.is_number_unsigned() && value.get<uint64_t>() >= static_cast<uint64_t>(context.vocab_size)) {
+    return not_a_token();
+  }
   int64_t id = 0;
   if (Problem p = to_int(name, value, kInt32Min, kInt32Max, id)) return p;
-  if (id < 0 || id >= context.vocab_size) {
-    return quoted(name) + " = " + std::to_string(id) + " is not a token id (the vocabulary has " +
-           std::to_string(context.vocab_size) + " tokens)";
-  }
+  if (id < 0 || id >= context.vocab_size) return not_a_token();
   out = static_cast<int32_t>(id);
   return std::nullopt;
 }

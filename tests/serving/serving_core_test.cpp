@@ -118,6 +118,7 @@ TEST_F(ServingCoreTest, PrepareNamesTheProblem) {
   struct Case {
     GenerateInput input;
     const char* message;
+    ErrorKind kind = ErrorKind::kInvalidArgument;
   };
   std::vector<Case> cases;
   cases.push_back({GenerateInput{}, "no prompt"});
@@ -139,7 +140,8 @@ TEST_F(ServingCoreTest, PrepareNamesTheProblem) {
     in.messages = std::vector<model::ChatMessage>{};
     cases.push_back({in, "messages is empty"});
   }
-  cases.push_back({greedy(std::string(3000, 'a') + " b", 4), "over the limit of 400"});
+  cases.push_back({greedy(std::string(3000, 'a') + " b", 4), "over the limit of 400",
+                   ErrorKind::kOutOfRange});  // a prompt that does not fit (gRPC OUT_OF_RANGE)
   cases.push_back({greedy("hello", 0), "max_tokens must be >= 1"});
   cases.push_back({greedy("hello", 301), "max_tokens 301 is over the limit of 300"});
   {
@@ -151,7 +153,7 @@ TEST_F(ServingCoreTest, PrepareNamesTheProblem) {
     scheduler::RequestParams params;
     auto error = engine_->prepare(c.input, params);
     ASSERT_TRUE(error.has_value()) << c.message;
-    EXPECT_EQ(error->kind, ErrorKind::kInvalidArgument);
+    EXPECT_EQ(error->kind, c.kind) << c.message;
     EXPECT_NE(error->message.find(c.message), std::string::npos) << error->message;
   }
   // The engine's own checks come back from submit(): over the context.

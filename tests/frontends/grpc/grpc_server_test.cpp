@@ -572,8 +572,12 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
        invalid, "lighttransfer.mode"},
       {"prompt over the context",
        [&](auto& r) { r.set_text(long_text); },
-       {grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::OUT_OF_RANGE},
+       {grpc::StatusCode::OUT_OF_RANGE},
        "1024"},
+      {"negative stop token id", [](auto& r) { r.add_stop_token_ids(-1); }, invalid,
+       "stop_token_ids[0] = -1 is not a token id"},
+      {"stop token id past the vocabulary", [](auto& r) { r.add_stop_token_ids(49152); },
+       invalid, "stop_token_ids[0] = 49152 is not a token id"},
       {"prompt + max_tokens over the context",
        [&](auto& r) {
          r.set_text(fitting_text);
