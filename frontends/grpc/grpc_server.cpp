@@ -32,6 +32,7 @@
 
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "model/tokenizer.h"
+#include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
 
 namespace lightserve::frontends {
@@ -54,33 +55,14 @@ EngineError invalid(std::string message) {
 
 // --- Authentication ------------------------------------------------------------------------
 
-bool same_secret(std::string_view a, std::string_view b) {
-  // Compares every byte whatever differs first, so timing does not reveal the key's prefix.
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
-
-// nullopt when no key is configured or the call carries `authorization: Bearer KEY`.
+// nullopt when no key is configured or the call carries `authorization: Bearer KEY`
+// (frontends/common/auth.h: the same parsing as the HTTP header).
 std::optional<EngineError> check_api_key(const grpc::CallbackServerContext& context,
                                          const std::string& api_key) {
-  if (api_key.empty()) return std::nullopt;
-  const auto& metadata = context.client_metadata();
-  const auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return EngineError{ErrorKind::kUnauthenticated,
-                       "missing API key: send the metadata \"authorization: Bearer KEY\""};
-  }
-  const std::string_view value(it->second.data(), it->second.size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!value.starts_with(kBearer) || !same_secret(value.substr(kBearer.size()), api_key)) {
-    return EngineError{ErrorKind::kUnauthenticated,
-                       "invalid API key in the \"authorization\" metadata (expected \"Bearer "
-                       "KEY\" with the server's key)"};
-  }
-  return std::nullopt;
+  std::vector<std::string_view> values;
+  const auto [first, last] = context.client_metadata().equal_range("authorization");
+  for (auto it = first; it != last; ++it) values.emplace_back(it->second.data(), it->second.size());
+  return check_bearer(values, api_key, "metadata");
 }
 
 // --- Wire ----------------------------------------------------------------------------------

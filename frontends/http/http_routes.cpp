@@ -6,6 +6,7 @@
 
 #include <boost/beast/http/field.hpp>
 
+#include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
 
 namespace lightserve::frontends {
@@ -37,30 +38,16 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// Equal-time comparison: the key's bytes do not leak through the time a refusal takes.
-bool same_key(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
-
 std::optional<HttpReply> check_api_key(const HttpRequest& request, const std::string& key) {
-  if (key.empty()) return std::nullopt;
-  const auto it = request.find(http::field::authorization);
-  const auto refuse = [](const std::string& message) {
-    return engine_error_reply({ErrorKind::kUnauthenticated, message});
-  };
-  if (it == request.end()) {
-    return refuse("missing API key: send the header 'Authorization: Bearer <key>'");
-  }
-  const std::string_view value = trim(it->value());
-  if (!iequals_prefix(value, "bearer ")) {
-    return refuse("the Authorization header must be 'Bearer <key>'");
-  }
-  if (!same_key(trim(value.substr(7)), key)) return refuse("invalid API key");
-  return std::nullopt;
+  std::vector<std::string_view> values;
+  const auto [first, last] = request.equal_range(http::field::authorization);
+  for (auto it = first; it != last; ++it) values.push_back(it->value());
+  auto error = check_bearer(values, key, "header");
+  if (!error) return std::nullopt;
+  HttpReply reply = engine_error_reply(*error);
+  // RFC 6750: a 401 names the scheme it wants.
+  if (reply.status == 401) reply.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return reply;
 }
 
 std::optional<HttpReply> check_json_content_type(const HttpRequest& request) {
@@ -177,10 +164,11 @@ HttpReply error_reply(int status, const std::string& message) {
 
 HttpReply engine_error_reply(const scheduler::EngineError& error) {
   const HttpError mapped = http_error(error.kind);
-  return HttpReply{mapped.status,
-                   "application/json",
-                   openai_error_body(error.message, mapped.type, mapped.status),
-                   {}};
+  HttpReply reply{mapped.status, "application/json",
+                  openai_error_body(error.message, mapped.type, mapped.status), {}};
+  // Queue full: tell clients when to come back rather than let them hammer us.
+  if (mapped.status == 429) reply.headers.emplace_back("Retry-After", "1");
+  return reply;
 }
 
 HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore& engine) {

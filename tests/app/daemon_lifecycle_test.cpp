@@ -160,6 +160,7 @@ TEST_F(DaemonLifecycleTest, OverloadGets429AtOnceAndTheRestComplete) {
       seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (r.status == 429) {
         EXPECT_NE(r.body.find("queue is full"), std::string::npos) << r.body;
+        EXPECT_EQ(r.header("retry-after"), "1");
       }
     });
   }

@@ -150,6 +150,29 @@ TEST_F(HttpBadRequests, IdleConnectionIsClosedAfterTheTimeout) {
 }
 
 // The client sends half a request and shuts its sending side: a 400, then a close.
+// Two Authorization headers, right then wrong: refused (the first no longer wins); a 401 names
+// the scheme it wants (RFC 6750).
+TEST_F(HttpBadRequests, TwoAuthorizationHeadersGetA400And401NamesBearer) {
+  const std::string body = R"({"prompt": "hi", "max_tokens": 1})";
+  const auto request = [&](const std::string& auth_lines) {
+    HttpConnection c(port(), 10);
+    EXPECT_TRUE(c.send_raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           "application/json\r\n" + auth_lines +
+                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+    return c.read_response();
+  };
+  const HttpResponse two =
+      request("Authorization: Bearer test-key\r\nAuthorization: Bearer wrong\r\n");
+  EXPECT_EQ(two.status, 400) << two.body;
+  EXPECT_NE(two.body.find("more than one authorization header"), std::string::npos) << two.body;
+  const HttpResponse wrong = request("Authorization: Bearer wrong\r\n");
+  EXPECT_EQ(wrong.status, 401) << wrong.body;
+  EXPECT_EQ(wrong.header("www-authenticate"), "Bearer");
+  const HttpResponse lower = request("authorization: bearer   test-key  \r\n");
+  EXPECT_EQ(lower.status, 200) << lower.body;
+  expect_healthy_and_idle();
+}
+
 TEST_F(HttpBadRequests, HalfClosedClientGetsA400) {
   HttpConnection c(port(), 10);
   ASSERT_TRUE(
