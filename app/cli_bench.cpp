@@ -12,22 +12,21 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "app/lighttransfer_flags.h"
+#include "app/subcommands.h"
+#include "base/units.h"
+#include "executor/model_executor.h"
 #include "kernels/backend.h"
 #include "memory/capacity.h"
 #include "model/kv_arena.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
 #include "serving/model_loading.h"
-#include "base/units.h"
-#include "executor/model_executor.h"
-#include "app/lighttransfer_flags.h"
-#include "app/subcommands.h"
 
 namespace lightserve::cli {
 namespace {
@@ -86,7 +85,7 @@ struct RunResult {
   int64_t num_steps = 0;
   int64_t num_preemptions = 0;
   int64_t step_budget = 0;  // token-layers
-  Percentiles ttft, tpot;  // seconds
+  Percentiles ttft, tpot;   // seconds
   // Where the time went: steps that ran prefill work (with or without decodes) and decode-only
   // steps, with the decode rows each carried.
   struct StepTime {
@@ -130,8 +129,7 @@ std::string read_corpus(const std::string& dir) {
 // N prompts of `len` tokens: BOS (when the model adds one), then a slice of the corpus starting
 // at a sliding offset, wrapping around the corpus when it is shorter than a prompt.
 std::vector<std::vector<int32_t>> make_prompts(const model::Tokenizer& tok,
-                                               const std::vector<int32_t>& corpus, int n,
-                                               int len) {
+                                               const std::vector<int32_t>& corpus, int n, int len) {
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(n));
   const size_t size = corpus.size();
   const size_t stride = std::max<size_t>(1, size / static_cast<size_t>(std::max(n, 1)));
@@ -161,9 +159,8 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   r.arena_bytes = kv.plan().arena_bytes;
   r.num_blocks = kv.plan().num_blocks;
   r.num_slots = kv.plan().num_slots;
-  r.max_sequences_planned = settings.mode == model::LtMode::kFull
-                                ? kv.plan().max_full_sequences
-                                : kv.plan().max_hybrid_sequences;
+  r.max_sequences_planned = settings.mode == model::LtMode::kFull ? kv.plan().max_full_sequences
+                                                                  : kv.plan().max_hybrid_sequences;
   if (!o.quiet) {
     std::fprintf(stderr, "[%s] %s\n", label.c_str(), memory::format_capacity(kv.plan()).c_str());
   }
@@ -250,11 +247,12 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
 }
 
 void print_result(const RunResult& r) {
-  std::printf("== %s (mode %s): %d requests in %.2f s, %lld steps of at most %lld token-layers, "
-              "%lld preemptions\n",
-              r.label.c_str(), r.mode.c_str(), r.num_completed, r.seconds,
-              static_cast<long long>(r.num_steps), static_cast<long long>(r.step_budget),
-              static_cast<long long>(r.num_preemptions));
+  std::printf(
+      "== %s (mode %s): %d requests in %.2f s, %lld steps of at most %lld token-layers, "
+      "%lld preemptions\n",
+      r.label.c_str(), r.mode.c_str(), r.num_completed, r.seconds,
+      static_cast<long long>(r.num_steps), static_cast<long long>(r.step_budget),
+      static_cast<long long>(r.num_preemptions));
   std::printf("  KV arena:            %s, %d blocks, %d slots, %lld sequences of I+O planned\n",
               memory::format_bytes(r.arena_bytes).c_str(), r.num_blocks, r.num_slots,
               static_cast<long long>(r.max_sequences_planned));
@@ -281,12 +279,10 @@ nlohmann::json to_json(const RunResult& r) {
     return nlohmann::json{{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}};
   };
   auto steps = [](const RunResult::StepTime& t) {
-    return nlohmann::json{{"num_steps", t.num_steps},
-                          {"seconds", t.seconds},
-                          {"ms_per_step", t.ms_per_step()},
-                          {"longest_step_s", t.longest_seconds},
-                          {"decode_rows", t.decode_rows},
-                          {"decodes_per_step", t.rows_per_step()}};
+    return nlohmann::json{
+        {"num_steps", t.num_steps},       {"seconds", t.seconds},
+        {"ms_per_step", t.ms_per_step()}, {"longest_step_s", t.longest_seconds},
+        {"decode_rows", t.decode_rows},   {"decodes_per_step", t.rows_per_step()}};
   };
   return {{"label", r.label},
           {"mode", r.mode},
@@ -321,7 +317,8 @@ int run_bench(const BenchOptions& o) {
   }
   const int64_t kv_budget = parse_bytes(o.kv_budget);
   if (kv_budget <= 0) {
-    std::fprintf(stderr, "error: --kv-budget '%s' is not a positive byte count (e.g. 400MB, 1GiB)\n",
+    std::fprintf(stderr,
+                 "error: --kv-budget '%s' is not a positive byte count (e.g. 400MB, 1GiB)\n",
                  o.kv_budget.c_str());
     return 2;
   }
@@ -339,7 +336,8 @@ int run_bench(const BenchOptions& o) {
   if (!llama) return 1;
   const auto& config = llama->config();
   if (static_cast<int64_t>(o.input_len) + o.output_len > config.context_length) {
-    std::fprintf(stderr, "error: --input-len + --output-len = %d exceeds the model's context %lld\n",
+    std::fprintf(stderr,
+                 "error: --input-len + --output-len = %d exceeds the model's context %lld\n",
                  o.input_len + o.output_len, static_cast<long long>(config.context_length));
     return 2;
   }
@@ -355,10 +353,11 @@ int run_bench(const BenchOptions& o) {
     return 1;
   }
   const auto prompts = make_prompts(llama->tokenizer(), corpus, o.num_prompts, o.input_len);
-  std::printf("bench: %d prompts × %d tokens, %d output tokens each, KV budget %s, policy %s, "
-              "max running %d, %s prefill\n",
-              o.num_prompts, o.input_len, o.output_len, memory::format_bytes(kv_budget).c_str(),
-              o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered");
+  std::printf(
+      "bench: %d prompts × %d tokens, %d output tokens each, KV budget %s, policy %s, "
+      "max running %d, %s prefill\n",
+      o.num_prompts, o.input_len, o.output_len, memory::format_bytes(kv_budget).c_str(),
+      o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered");
 
   std::vector<RunResult> results;
   std::vector<std::pair<model::LightTransferSettings, std::string>> runs;
@@ -367,7 +366,8 @@ int run_bench(const BenchOptions& o) {
     full.mode = model::LtMode::kFull;
     runs.emplace_back(full, "full");
   }
-  runs.emplace_back(lt.value(), o.compare ? "hybrid" : std::string(model::to_string(lt.value().mode)));
+  runs.emplace_back(lt.value(),
+                    o.compare ? "hybrid" : std::string(model::to_string(lt.value().mode)));
   for (const auto& [settings, label] : runs) {
     auto r = run_once(o, kv_budget, *llama, settings, label, prompts);
     if (!r) {
@@ -423,7 +423,8 @@ void register_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "bench", "Offline throughput of the continuous-batching engine (N prompts at once)");
   cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
-  cmd->add_option("--num-prompts", o->num_prompts, "Prompts submitted at once")->capture_default_str();
+  cmd->add_option("--num-prompts", o->num_prompts, "Prompts submitted at once")
+      ->capture_default_str();
   cmd->add_option("--input-len", o->input_len, "Tokens per prompt")->capture_default_str();
   cmd->add_option("--output-len", o->output_len, "Tokens generated per prompt (EOS ignored)")
       ->capture_default_str();
@@ -438,14 +439,15 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-running", o->max_running, "Requests holding KV at once")
       ->capture_default_str();
-  cmd->add_option("--step-budget", o->step_budget,
-                  "Work per engine step in token-layers (T tokens through k layers cost T·k): every "
-                  "running decode costs num_layers, and prefills advance by whole layers over their "
-                  "whole prompt in what is left. 0: 2048 · num_layers, i.e. 2048 tokens through the "
-                  "whole model per step, like vLLM's default max_num_batched_tokens. Raised to the "
-                  "engine's minimum (max_running · num_layers + I + O, the last term times "
-                  "num_layers with --whole-prefill) when below it. Smaller: decodes wait less "
-                  "behind prompts (lower TPOT), more steps")
+  cmd->add_option(
+         "--step-budget", o->step_budget,
+         "Work per engine step in token-layers (T tokens through k layers cost T·k): every "
+         "running decode costs num_layers, and prefills advance by whole layers over their "
+         "whole prompt in what is left. 0: 2048 · num_layers, i.e. 2048 tokens through the "
+         "whole model per step, like vLLM's default max_num_batched_tokens. Raised to the "
+         "engine's minimum (max_running · num_layers + I + O, the last term times "
+         "num_layers with --whole-prefill) when below it. Smaller: decodes wait less "
+         "behind prompts (lower TPOT), more steps")
       ->capture_default_str();
   cmd->add_flag("--whole-prefill", o->whole_prefill,
                 "Run each prompt's prefill whole in one step (no layered prefill), for comparison");

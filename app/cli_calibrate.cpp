@@ -2,24 +2,23 @@
 // mode (exact attention, lazy ratios measured, the top-P decision made), counts how often each
 // layer ends lazy, and writes the ranking as a plan file for --lt-mode static (and for breaking
 // ties in test mode).
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "app/lighttransfer_flags.h"
+#include "app/subcommands.h"
+#include "base/units.h"
 #include "kernels/backend.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
 #include "serving/model_loading.h"
-#include "base/units.h"
-#include "app/lighttransfer_flags.h"
-#include "app/subcommands.h"
 
 namespace lightserve::cli {
 namespace {
@@ -102,7 +101,8 @@ int run_calibrate(const CalibrateOptions& o) {
   }
   auto texts = read_prompts(o.prompts, o.max_prompts);
   if (!texts) return fail(texts.error().message);
-  if (std::ofstream probe(o.out, std::ios::app); !probe) return fail("--out: cannot write " + o.out);
+  if (std::ofstream probe(o.out, std::ios::app); !probe)
+    return fail("--out: cannot write " + o.out);
 
   auto made_backend = serving::make_backend(o.device, o.threads);
   if (!made_backend) {
@@ -211,11 +211,12 @@ int run_calibrate(const CalibrateOptions& o) {
   std::vector<int32_t> rank_of(layers);
   for (int32_t i = 0; i < layers; ++i) rank_of[plan.ranking[i]] = i + 1;
   const int32_t num_lazy = static_cast<int32_t>(std::lround(settings.lazy_fraction * layers));
-  std::printf("calibrated %s on %zu prompts (%lld tokens, longest %d) in %.1f s; lazy fraction "
-              "%.2f, sink %d, window %d, w_last %d\n",
-              config.name.empty() ? "model" : config.name.c_str(), prompts.size(),
-              static_cast<long long>(total_tokens), longest, seconds, settings.lazy_fraction,
-              settings.sink, settings.window, settings.w_last);
+  std::printf(
+      "calibrated %s on %zu prompts (%lld tokens, longest %d) in %.1f s; lazy fraction "
+      "%.2f, sink %d, window %d, w_last %d\n",
+      config.name.empty() ? "model" : config.name.c_str(), prompts.size(),
+      static_cast<long long>(total_tokens), longest, seconds, settings.lazy_fraction, settings.sink,
+      settings.window, settings.w_last);
   std::printf("%5s %10s %10s %8s %8s %5s %6s\n", "layer", "lazy_freq", "mean_ratio", "min", "max",
               "rank", "plan");
   for (int32_t l = 0; l < layers; ++l) {
@@ -242,7 +243,8 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--out,-o", o->out, "Plan file to write (YAML)")->required();
   cmd->add_option("--max-prompts", o->max_prompts, "Use at most N prompts; 0 = all")
       ->capture_default_str();
-  cmd->add_flag("--chat", o->chat, "Wrap each prompt as a user message in the model's chat template");
+  cmd->add_flag("--chat", o->chat,
+                "Wrap each prompt as a user message in the model's chat template");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
   cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress on stderr");

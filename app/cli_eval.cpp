@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "kernels/backend.h"
-#include "serving/model_loading.h"
+#include "app/subcommands.h"
 #include "base/units.h"
 #include "eval/eval_tasks.h"
-#include "app/subcommands.h"
+#include "kernels/backend.h"
+#include "serving/model_loading.h"
 
 namespace lightserve::cli {
 
@@ -98,7 +98,8 @@ int run_eval(EvalCli& o) {
   if (o.lengths.empty()) o.lengths = e.task == "passkey" ? "2048,4096,8192" : "4096,8192";
   for (const std::string& item : split_list(o.lengths)) {
     int32_t n = 0;
-    if (!parse_number(item, n) || n < 16) return fail("--lengths: '" + item + "' is not a length ≥ 16");
+    if (!parse_number(item, n) || n < 16)
+      return fail("--lengths: '" + item + "' is not a length ≥ 16");
     e.lengths.push_back(n);
   }
   if (e.lengths.empty()) return fail("--lengths names no length");
@@ -136,7 +137,8 @@ int run_eval(EvalCli& o) {
   if (!model) return 1;
   const auto& config = model->config();
   for (const EvalMode& m : modes.value()) {
-    if (Status s = m.settings.validate(config.num_layers); !s) return fail(m.label + ": " + s.message());
+    if (Status s = m.settings.validate(config.num_layers); !s)
+      return fail(m.label + ": " + s.message());
   }
   for (int32_t n : e.lengths) {
     if (n > config.context_length) {
@@ -160,8 +162,11 @@ int run_eval(EvalCli& o) {
     doc["task"] = e.task;
     doc["model"] = config.name;
     doc["model_path"] = o.model;
-    doc["settings"] = {{"sink", o.sink}, {"window", o.window}, {"w_last", o.w_last},
-                       {"lt_seed", o.lt_seed}, {"plan", o.plan}};
+    doc["settings"] = {{"sink", o.sink},
+                       {"window", o.window},
+                       {"w_last", o.w_last},
+                       {"lt_seed", o.lt_seed},
+                       {"plan", o.plan}};
     doc["seconds"] = seconds;
     doc["backend"] = backend->description();
     std::ofstream out(o.json_out);
@@ -195,18 +200,24 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--prefix", o->eval.prefix,
                   "Perplexity: tokens prefilled (exact in every mode) before token-by-token decode")
       ->capture_default_str();
-  cmd->add_option("--text", o->eval.texts,
-                  "Perplexity: text file(s), concatenated (default /usr/share/common-licenses/GPL-3)");
+  cmd->add_option(
+      "--text", o->eval.texts,
+      "Perplexity: text file(s), concatenated (default /usr/share/common-licenses/GPL-3)");
   cmd->add_option("--json", o->json_out, "Write every number to this JSON file");
   cmd->add_option("--sink", o->sink, "Initial tokens a lazy layer keeps (S)")
-      ->capture_default_str()->group("LightTransfer");
+      ->capture_default_str()
+      ->group("LightTransfer");
   cmd->add_option("--window", o->window, "Recent tokens a lazy layer keeps (W)")
-      ->capture_default_str()->group("LightTransfer");
+      ->capture_default_str()
+      ->group("LightTransfer");
   cmd->add_option("--w-last", o->w_last, "Last prompt tokens whose attention scores laziness")
-      ->capture_default_str()->group("LightTransfer");
-  cmd->add_option("--plan", o->plan, "Plan file (static mode; ties in test mode)")->group("LightTransfer");
+      ->capture_default_str()
+      ->group("LightTransfer");
+  cmd->add_option("--plan", o->plan, "Plan file (static mode; ties in test mode)")
+      ->group("LightTransfer");
   cmd->add_option("--lt-seed", o->lt_seed, "Seed of the random mode's lazy set (passkey: + trial)")
-      ->capture_default_str()->group("LightTransfer");
+      ->capture_default_str()
+      ->group("LightTransfer");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
   cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->eval.quiet, "No progress on stderr");

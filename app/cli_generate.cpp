@@ -4,15 +4,15 @@
 #include <string>
 #include <vector>
 
+#include "app/lighttransfer_flags.h"
+#include "app/subcommands.h"
+#include "base/units.h"
 #include "kernels/backend.h"
 #include "model/generate.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
 #include "sampling/sampler.h"
 #include "serving/model_loading.h"
-#include "base/units.h"
-#include "app/lighttransfer_flags.h"
-#include "app/subcommands.h"
 
 namespace lightserve::cli {
 namespace {
@@ -42,15 +42,17 @@ void print_layer_map(const model::HybridSequence& seq, const model::LightTransfe
   std::fprintf(stderr, "  layer:  ");
   for (int32_t l = 0; l < map.num_layers(); ++l) std::fprintf(stderr, "%3d", l);
   std::fprintf(stderr, "\n  kind:   ");
-  for (int32_t l = 0; l < map.num_layers(); ++l) std::fprintf(stderr, "  %c", map.is_lazy(l) ? 'L' : 'F');
+  for (int32_t l = 0; l < map.num_layers(); ++l)
+    std::fprintf(stderr, "  %c", map.is_lazy(l) ? 'L' : 'F');
   if (lt.mode == model::LtMode::kTest) {
     std::fprintf(stderr, "\n  ratio%%: ");
     for (float r : seq.lazy_ratios()) std::fprintf(stderr, "%3.0f", std::min(99.0f, 100.0f * r));
   }
-  std::fprintf(stderr, "\n  KV: %s held after prefill, %s at the peak (%d full-length layer caches at most)\n",
-               human_bytes(static_cast<double>(seq.kv_bytes())).c_str(),
-               human_bytes(static_cast<double>(seq.peak_kv_bytes())).c_str(),
-               seq.peak_full_length_layers());
+  std::fprintf(
+      stderr,
+      "\n  KV: %s held after prefill, %s at the peak (%d full-length layer caches at most)\n",
+      human_bytes(static_cast<double>(seq.kv_bytes())).c_str(),
+      human_bytes(static_cast<double>(seq.peak_kv_bytes())).c_str(), seq.peak_full_length_layers());
 }
 
 int run_generate(const GenerateOptions& o) {
@@ -143,8 +145,9 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr,
                  "prompt: %zu tokens in %.3f s (%.1f tokens/s); generated: %zu tokens in %.3f s "
                  "(%.1f tokens/s); finish: %s\n",
-                 prompt.size(), r.prefill_seconds, prompt.size() / std::max(r.prefill_seconds, 1e-9),
-                 r.tokens.size(), r.decode_seconds, r.tokens.size() / std::max(r.decode_seconds, 1e-9),
+                 prompt.size(), r.prefill_seconds,
+                 prompt.size() / std::max(r.prefill_seconds, 1e-9), r.tokens.size(),
+                 r.decode_seconds, r.tokens.size() / std::max(r.decode_seconds, 1e-9),
                  r.stopped ? "stop" : "length");
   }
   return 0;
@@ -152,23 +155,32 @@ int run_generate(const GenerateOptions& o) {
 
 }  // namespace
 
-void set_exit_code(int code) { g_exit_code = code; }
-int exit_code() { return g_exit_code; }
+void set_exit_code(int code) {
+  g_exit_code = code;
+}
+int exit_code() {
+  return g_exit_code;
+}
 
 void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt, streamed to stdout");
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate a continuation of one prompt, streamed to stdout");
   cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
   cmd->add_option("--prompt,-p", o->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", o->chat,
                 "Format the prompt as a user message with the model's chat template (ChatML)");
   cmd->add_option("--system", o->system, "System message for --chat (default: the template's)");
-  cmd->add_option("--max-tokens,-n", o->max_tokens, "Maximum tokens to generate")->capture_default_str();
+  cmd->add_option("--max-tokens,-n", o->max_tokens, "Maximum tokens to generate")
+      ->capture_default_str();
   cmd->add_option("--temperature,-t", o->sampling.temperature, "Sampling temperature; 0 = greedy")
       ->capture_default_str();
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens; 0 = off")->capture_default_str();
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass; 1 = off")->capture_default_str();
-  cmd->add_option("--min-p", o->sampling.min_p, "Drop tokens below min-p × top probability; 0 = off")
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens; 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass; 1 = off")
+      ->capture_default_str();
+  cmd->add_option("--min-p", o->sampling.min_p,
+                  "Drop tokens below min-p × top probability; 0 = off")
       ->capture_default_str();
   cmd->add_option("--repeat-penalty", o->sampling.repetition_penalty,
                   "Divide the logits of tokens already in the prompt or output by this; 1 = off")
@@ -179,7 +191,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty,
                   "Subtract per occurrence in the output; 0 = off")
       ->capture_default_str();
-  cmd->add_option("--seed,-s", o->sampling.seed, "Random seed (same seed, same output)")->capture_default_str();
+  cmd->add_option("--seed,-s", o->sampling.seed, "Random seed (same seed, same output)")
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
   cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();

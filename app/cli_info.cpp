@@ -3,12 +3,12 @@
 #include <map>
 #include <string>
 
+#include "app/lighttransfer_flags.h"
+#include "app/subcommands.h"
+#include "base/units.h"
 #include "kernels/backend.h"
 #include "model/kv_arena.h"
 #include "serving/model_loading.h"
-#include "base/units.h"
-#include "app/lighttransfer_flags.h"
-#include "app/subcommands.h"
 
 namespace lightserve::cli {
 namespace {
@@ -44,12 +44,15 @@ int run_info(const InfoOptions& o) {
   std::printf("hidden:          %d (ffn %d)\n", c.hidden_dim, c.ffn_dim);
   std::printf("heads:           %d query, %d key/value (head_dim %d, GQA group %d)\n", c.num_heads,
               c.num_kv_heads, c.head_dim, c.num_heads / c.num_kv_heads);
-  std::printf("vocabulary:      %d tokens (bos %d, eos %d)\n", c.vocab_size, tok.bos_id(), tok.eos_id());
+  std::printf("vocabulary:      %d tokens (bos %d, eos %d)\n", c.vocab_size, tok.bos_id(),
+              tok.eos_id());
   std::printf("context:         %d tokens\n", c.context_length);
   std::printf("rope:            base %.0f\n", c.rope_freq_base);
   std::printf("rms_norm_eps:    %g\n", c.rms_norm_eps);
-  std::printf("embeddings:      %s\n", c.tied_embeddings ? "tied (logits reuse token_embd)" : "separate output");
-  std::printf("chat template:   %s\n", model->chat_template() ? "ChatML" : model->chat_error().c_str());
+  std::printf("embeddings:      %s\n",
+              c.tied_embeddings ? "tied (logits reuse token_embd)" : "separate output");
+  std::printf("chat template:   %s\n",
+              model->chat_template() ? "ChatML" : model->chat_error().c_str());
 
   std::map<std::string, std::pair<int, int64_t>> by_type;
   for (const auto& t : file.tensors()) {
@@ -59,7 +62,8 @@ int run_info(const InfoOptions& o) {
   }
   std::printf("tensor types:   ");
   for (const auto& [name, e] : by_type) {
-    std::printf(" %s×%d (%s)", name.c_str(), e.first, human_bytes(static_cast<double>(e.second)).c_str());
+    std::printf(" %s×%d (%s)", name.c_str(), e.first,
+                human_bytes(static_cast<double>(e.second)).c_str());
   }
   std::printf("\n");
   std::printf("weights:         %s in the file, %s resident after preparation\n",
@@ -67,7 +71,8 @@ int run_info(const InfoOptions& o) {
               human_bytes(static_cast<double>(model->weight_resident_bytes())).c_str());
   const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
   std::printf("KV cache (f16):  %s per token, %s at the full context\n",
-              human_bytes(kv_per_token).c_str(), human_bytes(kv_per_token * c.context_length).c_str());
+              human_bytes(kv_per_token).c_str(),
+              human_bytes(kv_per_token * c.context_length).c_str());
   std::printf("backend:         %s\n", backend->description().c_str());
   if (!o.kv_budget.empty()) {
     const int64_t budget = parse_bytes(o.kv_budget);
@@ -87,17 +92,20 @@ int run_info(const InfoOptions& o) {
       std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
       return 2;
     }
-    std::printf("\nKV capacity (LightTransfer mode %s, lazy fraction %.2f, sink %d, window %d):\n%s\n",
-                std::string(model::to_string(lt->mode)).c_str(), lt->lazy_fraction, lt->sink,
-                lt->window, memory::format_capacity(arena.value()->plan()).c_str());
+    std::printf(
+        "\nKV capacity (LightTransfer mode %s, lazy fraction %.2f, sink %d, window %d):\n%s\n",
+        std::string(model::to_string(lt->mode)).c_str(), lt->lazy_fraction, lt->sink, lt->window,
+        memory::format_capacity(arena.value()->plan()).c_str());
   }
   if (o.tensors) {
     std::printf("\n%-32s %-6s %-20s %s\n", "tensor", "type", "dims", "bytes");
     for (const auto& t : file.tensors()) {
       std::string dims;
-      for (size_t i = 0; i < t.dims.size(); ++i) dims += (i ? " x " : "") + std::to_string(t.dims[i]);
-      std::printf("%-32s %-6s %-20s %lld\n", t.name.c_str(), std::string(kernels::traits(t.type).name).c_str(),
-                  dims.c_str(), static_cast<long long>(t.num_bytes));
+      for (size_t i = 0; i < t.dims.size(); ++i)
+        dims += (i ? " x " : "") + std::to_string(t.dims[i]);
+      std::printf("%-32s %-6s %-20s %lld\n", t.name.c_str(),
+                  std::string(kernels::traits(t.type).name).c_str(), dims.c_str(),
+                  static_cast<long long>(t.num_bytes));
     }
   }
   return 0;
@@ -107,7 +115,8 @@ int run_info(const InfoOptions& o) {
 
 void register_info(CLI::App& app) {
   auto o = std::make_shared<InfoOptions>();
-  CLI::App* cmd = app.add_subcommand("info", "Print a model's architecture, shapes, tensor types and memory");
+  CLI::App* cmd =
+      app.add_subcommand("info", "Print a model's architecture, shapes, tensor types and memory");
   cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
   cmd->add_flag("--tensors", o->tensors, "Also list every tensor");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();

@@ -11,11 +11,11 @@
 #include <fstream>
 #include <memory>
 
+#include "app/serve_flags.h"
+#include "app/subcommands.h"
 #include "frontends/grpc/grpc_server.h"
 #include "frontends/http/http_server.h"
-#include "app/serve_flags.h"
 #include "serving/serving_core.h"
-#include "app/subcommands.h"
 
 namespace lightserve::cli {
 namespace {

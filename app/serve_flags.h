@@ -2,10 +2,9 @@
 // plus --config FILE and --print-config. Precedence: defaults < environment < file < flags.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "base/status.h"
 #include "serving/serve_config.h"

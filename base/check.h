@@ -1,4 +1,5 @@
-// LS_CHECK: the invariant check of the memory library (docs/design.md §9, docs/design.md §11 habit 8).
+// LS_CHECK: the invariant check of the memory library (docs/design.md §9, docs/design.md §11 habit
+// 8).
 //
 // Misuse of an allocator (double free, a foreign id, a stale plan) means the engine's bookkeeping
 // is already wrong; carrying on would hand the same KV memory to two requests. So a failed check
@@ -42,7 +43,6 @@ struct CheckVoidify {
 }  // namespace lightserve::detail
 
 #define LS_CHECK(condition)                            \
-  (condition)                                          \
-      ? static_cast<void>(0)                           \
-      : ::lightserve::detail::CheckVoidify() & \
-            ::lightserve::detail::CheckFailure(__FILE__, __LINE__, #condition).stream()
+  (condition) ? static_cast<void>(0)                   \
+              : ::lightserve::detail::CheckVoidify() & \
+                    ::lightserve::detail::CheckFailure(__FILE__, __LINE__, #condition).stream()

@@ -6,7 +6,8 @@
 // --device cuda runs the same cases on the CUDA backend (device 0; every buffer in device
 // memory, timed between synchronize() calls) and prints ms per call and TFLOP/s.
 //
-//   attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] [--reps R] [--only SUBSTRING]
+//   attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] [--reps R] [--only
+//   SUBSTRING]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -27,15 +28,14 @@ namespace {
 constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64;
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct Case {
   const char* name;
-  int batch;     // sequences
-  int queries;   // per sequence
-  int keys;      // cached keys per sequence (queries end at position keys − 1)
+  int batch;    // sequences
+  int queries;  // per sequence
+  int keys;     // cached keys per sequence (queries end at position keys − 1)
 };
 
 }  // namespace
@@ -76,10 +76,10 @@ int main(int argc, char** argv) {
               backend->description().c_str(), kHeads, kKvHeads, kHeadDim, reps, min_ms);
 
   const Case cases[] = {
-      {"prefill 512", 1, 512, 512},      {"prefill 1024", 1, 1024, 1024},
-      {"prefill 2048", 1, 2048, 2048},   {"prefill 4096", 1, 4096, 4096},
-      {"prefill 8192", 1, 8192, 8192},   {"decode b1 1024", 1, 1, 1024},
-      {"decode b1 4096", 1, 1, 4096},    {"decode b8 1024", 8, 1, 1024},
+      {"prefill 512", 1, 512, 512},    {"prefill 1024", 1, 1024, 1024},
+      {"prefill 2048", 1, 2048, 2048}, {"prefill 4096", 1, 4096, 4096},
+      {"prefill 8192", 1, 8192, 8192}, {"decode b1 1024", 1, 1, 1024},
+      {"decode b1 4096", 1, 1, 4096},  {"decode b8 1024", 8, 1, 1024},
       {"decode b8 4096", 8, 1, 4096},
   };
   if (gpu) {

@@ -3,12 +3,11 @@
 // the CPU backend's matmul on the Q4_1 weights themselves, same process, back to back.
 //
 //   gemm_library_bench [--threads 2] [--reps 20]
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <chrono>
-#include <functional>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,7 +24,8 @@ double time_best(int reps, const std::function<void()>& fn) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -53,11 +53,17 @@ int main(int argc, char** argv) {
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   std::mt19937 rng(1);
-  std::printf("lightserve backend: %s; oneDNN %d.%d (threads from its OpenMP/TBB runtime: set "
-              "OMP_NUM_THREADS=%d)\n\n", backend->description().c_str(), dnnl_version()->major,
-              dnnl_version()->minor, threads);
-  std::printf("| shape (out × in) | tokens | lightserve Q4_1 GFLOP/s | oneDNN f32 GFLOP/s | oneDNN bf16 GFLOP/s |\n|---|---:|---:|---:|---:|\n");
-  struct Shape { const char* name; int64_t rows, cols; };
+  std::printf(
+      "lightserve backend: %s; oneDNN %d.%d (threads from its OpenMP/TBB runtime: set "
+      "OMP_NUM_THREADS=%d)\n\n",
+      backend->description().c_str(), dnnl_version()->major, dnnl_version()->minor, threads);
+  std::printf(
+      "| shape (out × in) | tokens | lightserve Q4_1 GFLOP/s | oneDNN f32 GFLOP/s | oneDNN bf16 "
+      "GFLOP/s |\n|---|---:|---:|---:|---:|\n");
+  struct Shape {
+    const char* name;
+    int64_t rows, cols;
+  };
   for (const Shape s : {Shape{"qkv 960×576", 960, 576}, Shape{"gate_up 3072×576", 3072, 576},
                         Shape{"down 576×1536", 576, 1536}}) {
     auto blocks = random_q4_1(s.rows, s.cols, rng);
@@ -83,7 +89,8 @@ int main(int argc, char** argv) {
         const dnnl::memory::desc dst_md({n, s.rows}, dt::f32, tag::ab);
         const dnnl::matmul::desc desc(src_md, wei_any, dst_md);
         dnnl::matmul::primitive_desc pd(desc, engine);  // oneDNN 2.x API (Debian 12)
-        // Weights as [in, out] = wᵀ, reordered once into the library's preferred layout (not timed).
+        // Weights as [in, out] = wᵀ, reordered once into the library's preferred layout (not
+        // timed).
         dnnl::memory w_user({{s.cols, s.rows}, dt::f32, tag::ba}, engine, w_f32.data());
         dnnl::memory w_mem(pd.weights_desc(), engine);
         dnnl::reorder(w_user, w_mem).execute(stream, w_user, w_mem);
@@ -91,7 +98,8 @@ int main(int argc, char** argv) {
         dnnl::matmul prim(pd);
         stream.wait();
         return time_best(reps, [&] {
-          prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst}});
+          prim.execute(stream,
+                       {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst}});
           stream.wait();
         });
       };

@@ -48,35 +48,59 @@ int main(int argc, char** argv) {
   int reps = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--model") model_path = v;
-    else if (a == "--text") texts = v;
-    else if (a == "--lengths") { lengths.clear(); for (auto& x : split(v, ',')) lengths.push_back(std::stoi(x)); }
-    else if (a == "--lazy-fraction") lazy_fraction = std::stod(v);
-    else if (a == "--reps") reps = std::stoi(v);
-    else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
+    if (a == "--model")
+      model_path = v;
+    else if (a == "--text")
+      texts = v;
+    else if (a == "--lengths") {
+      lengths.clear();
+      for (auto& x : split(v, ',')) lengths.push_back(std::stoi(x));
+    } else if (a == "--lazy-fraction")
+      lazy_fraction = std::stod(v);
+    else if (a == "--reps")
+      reps = std::stoi(v);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
   }
   auto backend = kernels::make_cpu_backend(0);
   auto loaded = model::LlamaModel::load(model_path, *backend);
-  if (!loaded) { std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str()); return 1; }
+  if (!loaded) {
+    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
+    return 1;
+  }
   auto model = std::move(loaded).value();
   const auto& config = model->config();
 
   std::string text;
   for (const auto& path : split(texts, ',')) {
     std::ifstream in(path);
-    if (!in) { std::fprintf(stderr, "error: cannot read %s\n", path.c_str()); return 1; }
+    if (!in) {
+      std::fprintf(stderr, "error: cannot read %s\n", path.c_str());
+      return 1;
+    }
     text += std::string(std::istreambuf_iterator<char>(in), {}) + "\n\n";
   }
   const std::vector<int32_t> all = model->tokenizer().encode(text, false, false);
-  std::printf("model: %s\ntext: %s (%zu tokens)\nbackend: %s\n\n", model_path.c_str(), texts.c_str(),
-              all.size(), backend->description().c_str());
-  std::printf("| prompt | mode | KV after prefill | KV peak | vs full (after / peak) | full-length layers at peak | prefill s |\n");
+  std::printf("model: %s\ntext: %s (%zu tokens)\nbackend: %s\n\n", model_path.c_str(),
+              texts.c_str(), all.size(), backend->description().c_str());
+  std::printf(
+      "| prompt | mode | KV after prefill | KV peak | vs full (after / peak) | full-length layers "
+      "at peak | prefill s |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|\n");
 
   for (int n : lengths) {
-    if (n > static_cast<int>(all.size())) { std::fprintf(stderr, "text has only %zu tokens\n", all.size()); return 1; }
+    if (n > static_cast<int>(all.size())) {
+      std::fprintf(stderr, "text has only %zu tokens\n", all.size());
+      return 1;
+    }
     std::vector<int32_t> prompt(all.begin(), all.begin() + n);
-    struct Result { int64_t after = 0, peak = 0; int layers = 0; double seconds = 0; };
+    struct Result {
+      int64_t after = 0, peak = 0;
+      int layers = 0;
+      double seconds = 0;
+    };
     auto measure = [&](model::LtMode mode) {
       model::LightTransferSettings lt;
       lt.mode = mode;
@@ -86,11 +110,17 @@ int main(int argc, char** argv) {
       for (int rep = 0; rep < reps; ++rep) {
         auto arena = model::KvArena::create_for(*backend, config, lt, n);
         auto seq = model::HybridSequence::create(*arena.value(), config, lt, n);
-        if (!seq) { std::fprintf(stderr, "error: %s\n", seq.error().message.c_str()); std::exit(1); }
+        if (!seq) {
+          std::fprintf(stderr, "error: %s\n", seq.error().message.c_str());
+          std::exit(1);
+        }
         std::vector<float> logits;
         const model::BatchEntry entry{seq.value().get(), prompt, false};
         const double t0 = now();
-        if (Status s = model->forward({&entry, 1}, logits); !s) { std::fprintf(stderr, "%s\n", s.message().c_str()); std::exit(1); }
+        if (Status s = model->forward({&entry, 1}, logits); !s) {
+          std::fprintf(stderr, "%s\n", s.message().c_str());
+          std::exit(1);
+        }
         total += now() - t0;
         r.after = seq.value()->kv_bytes();
         r.peak = seq.value()->peak_kv_bytes();
@@ -104,14 +134,15 @@ int main(int argc, char** argv) {
     const Result test = measure(model::LtMode::kTest);
     const Result random = measure(model::LtMode::kRandom);
     auto mib = [](int64_t b) { return b / (1024.0 * 1024.0); };
-    std::printf("| %d | full | %.1f MiB | %.1f MiB | 1.000 / 1.000 | %d | %.3f |\n", n, mib(full.after),
-                mib(full.peak), full.layers, full.seconds);
-    std::printf("| %d | test f=%.2f | %.1f MiB | %.1f MiB | %.3f / %.3f | %d | %.3f |\n", n, lazy_fraction,
-                mib(test.after), mib(test.peak), double(test.after) / full.after,
+    std::printf("| %d | full | %.1f MiB | %.1f MiB | 1.000 / 1.000 | %d | %.3f |\n", n,
+                mib(full.after), mib(full.peak), full.layers, full.seconds);
+    std::printf("| %d | test f=%.2f | %.1f MiB | %.1f MiB | %.3f / %.3f | %d | %.3f |\n", n,
+                lazy_fraction, mib(test.after), mib(test.peak), double(test.after) / full.after,
                 double(test.peak) / full.peak, test.layers, test.seconds);
-    std::printf("| %d | random f=%.2f (no scoring) | %.1f MiB | %.1f MiB | %.3f / %.3f | %d | %.3f |\n", n,
-                lazy_fraction, mib(random.after), mib(random.peak), double(random.after) / full.after,
-                double(random.peak) / full.peak, random.layers, random.seconds);
+    std::printf(
+        "| %d | random f=%.2f (no scoring) | %.1f MiB | %.1f MiB | %.3f / %.3f | %d | %.3f |\n", n,
+        lazy_fraction, mib(random.after), mib(random.peak), double(random.after) / full.after,
+        double(random.peak) / full.peak, random.layers, random.seconds);
     std::printf("|  | identification cost (test / random prefill − 1) | | | | | %+.2f%% |\n",
                 100.0 * (test.seconds / random.seconds - 1.0));
   }

@@ -4,10 +4,10 @@
 //
 //   matmul_bench [--threads N] [--levels scalar,avx2,avx512,amx] [--min-ms T] [--cpu-time]
 #include <algorithm>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <sstream>
 #include <string>
@@ -77,10 +77,11 @@ int main(int argc, char** argv) {
     levels.push_back(level);
   }
 
-  const std::vector<BenchShape> shapes = {
-      {"qkv", DType::kQ4_1, 960, 576, 30},    {"o", DType::kQ4_1, 576, 576, 30},
-      {"gate_up", DType::kQ4_1, 3072, 576, 30}, {"down", DType::kQ4_1, 576, 1536, 30},
-      {"logits", DType::kQ8_0, 49152, 576, 1}};
+  const std::vector<BenchShape> shapes = {{"qkv", DType::kQ4_1, 960, 576, 30},
+                                          {"o", DType::kQ4_1, 576, 576, 30},
+                                          {"gate_up", DType::kQ4_1, 3072, 576, 30},
+                                          {"down", DType::kQ4_1, 576, 1536, 30},
+                                          {"logits", DType::kQ8_0, 49152, 576, 1}};
   const std::vector<int64_t> token_counts = {1, 8, 32, 512};
 
   std::printf("cpu: %s; %d threads\n", all.describe().c_str(), threads);
@@ -111,7 +112,8 @@ int main(int argc, char** argv) {
           step_us[ni] = -1e30;
           continue;
         }
-        std::vector<float> x(static_cast<size_t>(n * shape.cols)), y(static_cast<size_t>(n * shape.rows));
+        std::vector<float> x(static_cast<size_t>(n * shape.cols)),
+            y(static_cast<size_t>(n * shape.rows));
         std::normal_distribution<float> dist(0.0f, 1.0f);
         for (auto& v : x) v = dist(rng);
         matmul(pool, f, *weights[0], x.data(), n, y.data());  // warm-up

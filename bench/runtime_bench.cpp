@@ -69,16 +69,25 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--model") model_path = next();
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--device") device = next();
-    else if (a == "--prefill") prefill = parse_list(next());
-    else if (a == "--decode") decode = parse_list(next());
-    else if (a == "--gen") gen = std::stoi(next());
-    else if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--json") json_path = next();
+    if (a == "--model")
+      model_path = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--device")
+      device = next();
+    else if (a == "--prefill")
+      prefill = parse_list(next());
+    else if (a == "--decode")
+      decode = parse_list(next());
+    else if (a == "--gen")
+      gen = std::stoi(next());
+    else if (a == "--reps")
+      reps = std::stoi(next());
+    else if (a == "--json")
+      json_path = next();
     else {
-      std::fprintf(stderr, "usage: %s [--model P] [--threads N] [--device cpu|cuda[:N]] "
+      std::fprintf(stderr,
+                   "usage: %s [--model P] [--threads N] [--device cpu|cuda[:N]] "
                    "[--prefill 512,2048] [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]\n",
                    argv[0]);
       return a == "--help" ? 0 : 2;
@@ -175,18 +184,20 @@ int main(int argc, char** argv) {
 
   std::printf("model: %s\nbackend: %s\n\n", model_path.c_str(), backend->description().c_str());
   std::printf("| test | tokens/s | seconds |\n|---|---:|---:|\n");
-  for (const Row& r : rows) std::printf("| %s | %.1f | %.3f |\n", r.test.c_str(), r.tokens_per_second, r.seconds);
+  for (const Row& r : rows)
+    std::printf("| %s | %.1f | %.3f |\n", r.test.c_str(), r.tokens_per_second, r.seconds);
   std::printf("\nresident memory: %.1f MiB after load, %.1f MiB peak\n", rss_after_load / 1024.0,
               peak_rss / 1024.0);
 
   if (!json_path.empty()) {
     std::ofstream out(json_path);
-    out << "{\n  \"backend\": \"" << backend->description() << "\",\n  \"rss_after_load_kib\": "
-        << rss_after_load << ",\n  \"peak_rss_kib\": " << peak_rss << ",\n  \"results\": [\n";
+    out << "{\n  \"backend\": \"" << backend->description()
+        << "\",\n  \"rss_after_load_kib\": " << rss_after_load
+        << ",\n  \"peak_rss_kib\": " << peak_rss << ",\n  \"results\": [\n";
     for (size_t i = 0; i < rows.size(); ++i) {
-      out << "    {\"test\": \"" << rows[i].test << "\", \"tokens_per_second\": "
-          << rows[i].tokens_per_second << ", \"seconds\": " << rows[i].seconds << "}"
-          << (i + 1 < rows.size() ? ",\n" : "\n");
+      out << "    {\"test\": \"" << rows[i].test
+          << "\", \"tokens_per_second\": " << rows[i].tokens_per_second
+          << ", \"seconds\": " << rows[i].seconds << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
     out << "  ]\n}\n";
   }

@@ -1,6 +1,6 @@
-#include "eval/eval_tasks.h"
-
 #include <string>
+
+#include "eval/eval_tasks.h"
 
 namespace lightserve::eval {
 

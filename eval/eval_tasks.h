@@ -2,10 +2,9 @@
 // LightTransfer modes in the same engine, one HybridSequence per trial.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -23,14 +22,14 @@ struct EvalMode {
 };
 
 struct EvalOptions {
-  std::string task;                      // passkey | perplexity
-  std::vector<int32_t> lengths;          // total tokens (prompt for passkey, text for perplexity)
-  int32_t trials = 20;                   // passkey trials per length
-  uint64_t seed = 1234;                  // passkey keys and depths
-  bool chat = false;                     // passkey: wrap in the model's chat template
-  int32_t answer_tokens = 8;             // passkey: greedy tokens generated
-  int32_t prefix = 1024;                 // perplexity: tokens prefilled before decoding
-  std::vector<std::string> texts;        // perplexity: files concatenated
+  std::string task;                // passkey | perplexity
+  std::vector<int32_t> lengths;    // total tokens (prompt for passkey, text for perplexity)
+  int32_t trials = 20;             // passkey trials per length
+  uint64_t seed = 1234;            // passkey keys and depths
+  bool chat = false;               // passkey: wrap in the model's chat template
+  int32_t answer_tokens = 8;       // passkey: greedy tokens generated
+  int32_t prefix = 1024;           // perplexity: tokens prefilled before decoding
+  std::vector<std::string> texts;  // perplexity: files concatenated
   bool quiet = false;
 };
 

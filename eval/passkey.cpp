@@ -12,9 +12,9 @@
 #include <cstdio>
 #include <random>
 
+#include "eval/eval_tasks.h"
 #include "model/generate.h"
 #include "model/prefill_tee.h"
-#include "eval/eval_tasks.h"
 
 namespace lightserve::eval {
 namespace {
@@ -69,12 +69,9 @@ class PasskeyPrompts {
 // Prefills `prompt` once into every sequence (PrefillTee), then decodes them together, greedily,
 // up to params.max_tokens tokens each (a sequence stops at an end-of-generation token, which is not
 // kept). Adds the time of each phase to prefill_seconds and decode_seconds.
-Result<std::vector<std::vector<int32_t>>> decode_modes(model::LlamaModel& model,
-                                                     std::vector<EvalSequence>& sequences,
-                                                     std::span<const int32_t> prompt,
-                                                     const model::GenerateParams& params,
-                                                     double& prefill_seconds,
-                                                     double& decode_seconds) {
+Result<std::vector<std::vector<int32_t>>> decode_modes(
+    model::LlamaModel& model, std::vector<EvalSequence>& sequences, std::span<const int32_t> prompt,
+    const model::GenerateParams& params, double& prefill_seconds, double& decode_seconds) {
   const size_t n = sequences.size();
   const int32_t vocab = model.config().vocab_size;
   std::vector<model::SequenceKv*> children;
@@ -84,7 +81,8 @@ Result<std::vector<std::vector<int32_t>>> decode_modes(model::LlamaModel& model,
   auto start = std::chrono::steady_clock::now();
   const model::BatchEntry prefill{&tee, prompt, false};
   if (Status s = model.forward({&prefill, 1}, logits); !s) return Error{s.message()};
-  prefill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  prefill_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   start = std::chrono::steady_clock::now();
 
   std::vector<std::vector<int32_t>> out(n);
@@ -150,7 +148,10 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
                      std::to_string(prompt.size()) + " tokens without filler plus " +
                      std::to_string(options.answer_tokens) + " answer tokens)"};
       }
-      nlohmann::json trial{{"length", length}, {"trial", t}, {"depth", depth}, {"key", key},
+      nlohmann::json trial{{"length", length},
+                           {"trial", t},
+                           {"depth", depth},
+                           {"key", key},
                            {"prompt_tokens", prompt.size()}};
       nlohmann::json answers = nlohmann::json::object();
       std::string line;
@@ -162,13 +163,15 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
         if (!es) return Error{modes[mi].label + ": " + es.error().message};
         sequences.push_back(std::move(es).value());
       }
-      auto decoded = decode_modes(model, sequences, prompt, params, prefill_seconds, decode_seconds);
+      auto decoded =
+          decode_modes(model, sequences, prompt, params, prefill_seconds, decode_seconds);
       if (!decoded) return decoded.error();
       for (size_t mi = 0; mi < modes.size(); ++mi) {
         const std::string answer = tok.decode(decoded.value()[mi]);
         const bool ok = answer.find(key) != std::string::npos;
         successes[li][mi] += ok ? 1 : 0;
-        answers[modes[mi].label] = {{"answer", answer}, {"success", ok},
+        answers[modes[mi].label] = {{"answer", answer},
+                                    {"success", ok},
                                     {"lazy_layers", lazy_layer_list(*sequences[mi].seq)}};
         line += " " + modes[mi].label + (ok ? " ok" : " --");
       }
@@ -181,9 +184,10 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
     }
   }
 
-  std::printf("passkey retrieval accuracy (%%, %d trials per length, %s prompt; sink %d, window %d)\n",
-              options.trials, options.chat ? "chat" : "plain", modes.front().settings.sink,
-              modes.front().settings.window);
+  std::printf(
+      "passkey retrieval accuracy (%%, %d trials per length, %s prompt; sink %d, window %d)\n",
+      options.trials, options.chat ? "chat" : "plain", modes.front().settings.sink,
+      modes.front().settings.window);
   std::printf("%-16s", "mode");
   for (int32_t n : options.lengths) std::printf(" %8d", n);
   std::printf("\n");
@@ -194,8 +198,10 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
     for (size_t li = 0; li < options.lengths.size(); ++li) {
       const double pct = 100.0 * successes[li][mi] / options.trials;
       std::printf(" %8.1f", pct);
-      acc.push_back({{"length", options.lengths[li]}, {"successes", successes[li][mi]},
-                     {"trials", options.trials}, {"accuracy", pct}});
+      acc.push_back({{"length", options.lengths[li]},
+                     {"successes", successes[li][mi]},
+                     {"trials", options.trials},
+                     {"accuracy", pct}});
     }
     std::printf("\n");
     rows.push_back({{"mode", modes[mi].label},
@@ -205,10 +211,15 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
   }
   std::printf("time: %.1f s prefill (one per trial, shared by the modes), %.1f s decode\n",
               prefill_seconds, decode_seconds);
-  return nlohmann::json{{"trials_per_length", options.trials}, {"chat", options.chat},
-                        {"prefill_seconds", prefill_seconds}, {"decode_seconds", decode_seconds},
-                        {"seed", options.seed}, {"answer_tokens", options.answer_tokens},
-                        {"lengths", options.lengths}, {"modes", rows}, {"trials", trials}};
+  return nlohmann::json{{"trials_per_length", options.trials},
+                        {"chat", options.chat},
+                        {"prefill_seconds", prefill_seconds},
+                        {"decode_seconds", decode_seconds},
+                        {"seed", options.seed},
+                        {"answer_tokens", options.answer_tokens},
+                        {"lengths", options.lengths},
+                        {"modes", rows},
+                        {"trials", trials}};
 }
 
 }  // namespace lightserve::eval

@@ -50,8 +50,8 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   for (int32_t n : options.lengths) {
     const int32_t capped = std::min(n, available);
     if (capped < n) {
-      std::fprintf(stderr, "warning: the text has %d tokens; length %d is cut to %d\n", available, n,
-                   capped);
+      std::fprintf(stderr, "warning: the text has %d tokens; length %d is cut to %d\n", available,
+                   n, capped);
     }
     lengths.push_back(capped);
   }
@@ -59,16 +59,17 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
   const int32_t run_len = lengths.back();
   if (options.prefix >= lengths.front()) {
-    return Error{"--prefix " + std::to_string(options.prefix) + " leaves nothing to decode at length " +
-                 std::to_string(lengths.front())};
+    return Error{"--prefix " + std::to_string(options.prefix) +
+                 " leaves nothing to decode at length " + std::to_string(lengths.front())};
   }
   for (const EvalMode& m : modes) {
     if (m.settings.mode == model::LtMode::kTest &&
         options.prefix <= m.settings.sink + m.settings.window) {
-      std::fprintf(stderr,
-                   "warning: %s: the prefix (%d) is no longer than sink + window (%d): every lazy "
-                   "ratio is 1 and the choice falls to the tie order (the plan, else layer index)\n",
-                   m.label.c_str(), options.prefix, m.settings.sink + m.settings.window);
+      std::fprintf(
+          stderr,
+          "warning: %s: the prefix (%d) is no longer than sink + window (%d): every lazy "
+          "ratio is 1 and the choice falls to the tie order (the plan, else layer index)\n",
+          m.label.c_str(), options.prefix, m.settings.sink + m.settings.window);
       break;
     }
   }
@@ -87,8 +88,10 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
     model::HybridSequence& seq = *es->seq;
     const auto start = std::chrono::steady_clock::now();
     std::vector<float> logits;
-    model::BatchEntry prefill{&seq, std::span(tokens.data(), static_cast<size_t>(options.prefix)), false};
-    if (Status s = model.forward({&prefill, 1}, logits); !s) return Error{m.label + ": " + s.message()};
+    model::BatchEntry prefill{&seq, std::span(tokens.data(), static_cast<size_t>(options.prefix)),
+                              false};
+    if (Status s = model.forward({&prefill, 1}, logits); !s)
+      return Error{m.label + ": " + s.message()};
     const std::string lazy = lazy_layer_list(seq);
 
     double total = 0, segment = 0;
@@ -104,8 +107,11 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
         const int32_t scored = p + 1 - options.prefix;
         const double ppl = std::exp(total / scored);
         const double seg_ppl = std::exp(segment / (p + 1 - segment_start));
-        points.push_back({{"length", p + 1}, {"scored_tokens", scored}, {"ppl", ppl},
-                          {"mean_nll", total / scored}, {"segment_from", segment_start},
+        points.push_back({{"length", p + 1},
+                          {"scored_tokens", scored},
+                          {"ppl", ppl},
+                          {"mean_nll", total / scored},
+                          {"segment_from", segment_start},
                           {"segment_ppl", seg_ppl}});
         ppl_row.push_back(ppl);
         segment = 0;
@@ -114,7 +120,8 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
       }
       if (p + 1 == run_len) break;
       model::BatchEntry step{&seq, std::span(tokens.data() + p, 1), false};
-      if (Status s = model.forward({&step, 1}, logits); !s) return Error{m.label + ": " + s.message()};
+      if (Status s = model.forward({&step, 1}, logits); !s)
+        return Error{m.label + ": " + s.message()};
       if (!options.quiet && (p + 1 - options.prefix) % 1024 == 0) {
         std::fprintf(stderr, "  %s: %d/%d tokens, running ppl %.3f\n", m.label.c_str(), p + 1,
                      run_len, std::exp(total / (p + 1 - options.prefix)));
@@ -144,8 +151,8 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   for (size_t i = 0; i < modes.size(); ++i) {
     if (modes[i].settings.mode == model::LtMode::kFull) full_index = static_cast<int32_t>(i);
   }
-  std::printf("perplexity over decoded tokens (prefill %d exact; sink %d, window %d)\n", options.prefix,
-              modes.front().settings.sink, modes.front().settings.window);
+  std::printf("perplexity over decoded tokens (prefill %d exact; sink %d, window %d)\n",
+              options.prefix, modes.front().settings.sink, modes.front().settings.window);
   std::printf("%-16s", "mode");
   for (int32_t n : lengths) std::printf(" %10s%-6d %8s", "ppl@", n, "Δ%");
   std::printf(" %9s\n", "seconds");
@@ -161,8 +168,11 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
     }
     std::printf(" %9.1f\n", seconds_by_mode[i]);
   }
-  return nlohmann::json{{"text_files", options.texts}, {"text_tokens", available},
-                        {"prefix", options.prefix}, {"lengths", lengths}, {"modes", rows}};
+  return nlohmann::json{{"text_files", options.texts},
+                        {"text_tokens", available},
+                        {"prefix", options.prefix},
+                        {"lengths", lengths},
+                        {"modes", rows}};
 }
 
 }  // namespace lightserve::eval

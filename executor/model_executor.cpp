@@ -7,20 +7,24 @@
 namespace lightserve::executor {
 
 ModelExecutor::ModelExecutor(model::LlamaModel& model, model::KvArena& arena,
-                               model::LightTransferSettings settings)
+                             model::LightTransferSettings settings)
     : model_(model),
       arena_(arena),
       settings_(std::move(settings)),
       lazy_layer_counts_(static_cast<size_t>(model.config().num_layers), 0) {}
 
-int32_t ModelExecutor::vocab_size() const { return model_.config().vocab_size; }
+int32_t ModelExecutor::vocab_size() const {
+  return model_.config().vocab_size;
+}
 
 const model::HybridSequence* ModelExecutor::sequence(scheduler::RequestId request_id) const {
   auto it = sequences_.find(request_id);
   return it == sequences_.end() ? nullptr : it->second.get();
 }
 
-void ModelExecutor::release(scheduler::RequestId request_id) { sequences_.erase(request_id); }
+void ModelExecutor::release(scheduler::RequestId request_id) {
+  sequences_.erase(request_id);
+}
 
 Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
   const int32_t num_layers = model_.config().num_layers;
@@ -64,7 +68,8 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<flo
   // exactly the entries with needs_logits.
   const auto start = std::chrono::steady_clock::now();
   if (Status s = model_.forward(batch_, logits); !s) return s;
-  forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  forward_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
   // A prefill that ran its last layer has its final layer map.

@@ -38,7 +38,7 @@ class ModelExecutor final : public scheduler::Executor {
   // KvManager. `settings` is the mode hybrid allocations run (full and streaming footprints
   // override it per request).
   ModelExecutor(model::LlamaModel& model, model::KvArena& arena,
-                 model::LightTransferSettings settings);
+                model::LightTransferSettings settings);
 
   int32_t vocab_size() const override;
   Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;

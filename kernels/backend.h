@@ -76,11 +76,11 @@ struct AttentionSeq {
 
 struct AttentionShape {
   int32_t heads = 0;
-  int32_t kv_heads = 0;   // heads / kv_heads query heads share one KV head (GQA)
+  int32_t kv_heads = 0;  // heads / kv_heads query heads share one KV head (GQA)
   int32_t head_dim = 0;
-  int64_t q_stride = 0;   // elements between consecutive query rows
-  int64_t out_stride = 0; // elements between consecutive output rows
-  float scale = 1.0f;     // usually 1/sqrt(head_dim)
+  int64_t q_stride = 0;    // elements between consecutive query rows
+  int64_t out_stride = 0;  // elements between consecutive output rows
+  float scale = 1.0f;      // usually 1/sqrt(head_dim)
   // llama.cpp's numerics: round the normalized attention probabilities to f16 before they
   // weight the values (what its non-flash attention does with an f16 cache). Costs a second pass
   // over the keys. The model is very sensitive to this on some inputs: off, greedy decoding can
@@ -144,20 +144,20 @@ class Backend {
   virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
                          const AttentionShape& shape, float* out) = 0;
 
-  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (docs/design.md §4): the mean,
-  // over the last w_last queries and all query heads, of the attention mass on the keys
-  // [0, sink) ∪ [n − window, n) (only keys ≤ the query). q holds the prompt's n query rows
-  // (q_stride apart, as passed to attention), lse their log-sum-exp [n × heads] from attention(),
-  // kv the prompt's keys (kContiguous). Scores are computed exactly as attention() computes them,
-  // so the ratio is in [0, 1]; the cost is O(w_last · (sink + window)), independent of n.
+  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (docs/design.md §4): the
+  // mean, over the last w_last queries and all query heads, of the attention mass on the keys [0,
+  // sink) ∪ [n − window, n) (only keys ≤ the query). q holds the prompt's n query rows (q_stride
+  // apart, as passed to attention), lse their log-sum-exp [n × heads] from attention(), kv the
+  // prompt's keys (kContiguous). Scores are computed exactly as attention() computes them, so the
+  // ratio is in [0, 1]; the cost is O(w_last · (sink + window)), independent of n.
   virtual float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n,
                            int32_t w_last, int32_t sink, int32_t window,
                            const AttentionShape& shape) = 0;
 
   // Copies `count` rows of width values (f16) from src to dst (strides in elements); used to
   // move a layer's keys and values between scratch, blocks and slots.
-  virtual void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count,
-                             int64_t width, uint16_t* dst, int64_t dst_stride) = 0;
+  virtual void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count, int64_t width,
+                             uint16_t* dst, int64_t dst_stride) = 0;
 
   // Many copies of `rows` consecutive rows of width f16 values each (rows `width` apart in both
   // places), in one call: how a prefill moves a layer's keys and values from scratch into its
@@ -237,7 +237,9 @@ class Buffer {
   }
 
   template <typename T>
-  T* get() const { return static_cast<T*>(data_); }
+  T* get() const {
+    return static_cast<T*>(data_);
+  }
   int64_t capacity() const { return capacity_; }
   bool empty() const { return data_ == nullptr; }
 

@@ -19,11 +19,11 @@ constexpr std::array<DTypeTraits, 6> kTraits = {{
 
 // Names of every ggml type id, so an error can say "Q6_K" rather than "type 14".
 constexpr std::array<std::string_view, 40> kGgmlNames = {
-    "F32",  "F16",  "Q4_0", "Q4_1", "type 4", "type 5", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
-    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",   "Q8_K",   "IQ2_XXS", "IQ2_XS", "IQ3_XXS",
-    "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
-    "BF16", "type 31", "type 32", "type 33", "TQ1_0", "TQ2_0", "type 36", "type 37", "type 38",
-    "MXFP4"};
+    "F32",     "F16",     "Q4_0",    "Q4_1",  "type 4",  "type 5",  "Q5_0",    "Q5_1",
+    "Q8_0",    "Q8_1",    "Q2_K",    "Q3_K",  "Q4_K",    "Q5_K",    "Q6_K",    "Q8_K",
+    "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S", "IQ4_NL",  "IQ3_S",   "IQ2_S",   "IQ4_XS",
+    "I8",      "I16",     "I32",     "I64",   "F64",     "IQ1_M",   "BF16",    "type 31",
+    "type 32", "type 33", "TQ1_0",   "TQ2_0", "type 36", "type 37", "type 38", "MXFP4"};
 
 }  // namespace
 
@@ -87,7 +87,7 @@ uint16_t fp32_to_fp16(float f) {
     return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
   }
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (abs < 0x38800000u) {  // result is subnormal or zero
+  if (abs < 0x38800000u) {                                  // result is subnormal or zero
     const float magic = std::bit_cast<float>(0x3f000000u);  // 0.5: aligns to f16 subnormal ulp
     const float v = std::bit_cast<float>(abs) + magic;
     return static_cast<uint16_t>(sign | (std::bit_cast<uint32_t>(v) - 0x3f000000u));
@@ -98,7 +98,9 @@ uint16_t fp32_to_fp16(float f) {
   return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
-float bf16_to_fp32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+float bf16_to_fp32(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t elements) {
   switch (type) {

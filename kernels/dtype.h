@@ -1,4 +1,5 @@
-// Element types of weights and caches, numbered as in GGUF / ggml so a file's type id maps directly.
+// Element types of weights and caches, numbered as in GGUF / ggml so a file's type id maps
+// directly.
 #pragma once
 
 #include <cstddef>
@@ -38,17 +39,17 @@ std::optional<int64_t> row_bytes(DType type, int64_t elements);
 
 // Quantized block layouts (identical to ggml's, so GGUF data is used in place).
 struct BlockQ4_0 {
-  uint16_t d;       // f16 scale
-  uint8_t qs[16];   // value = (nibble - 8) * d; low nibbles are elements 0..15
+  uint16_t d;      // f16 scale
+  uint8_t qs[16];  // value = (nibble - 8) * d; low nibbles are elements 0..15
 };
 struct BlockQ4_1 {
-  uint16_t d;       // f16 scale
-  uint16_t m;       // f16 minimum
-  uint8_t qs[16];   // value = nibble * d + m
+  uint16_t d;      // f16 scale
+  uint16_t m;      // f16 minimum
+  uint8_t qs[16];  // value = nibble * d + m
 };
 struct BlockQ8_0 {
-  uint16_t d;       // f16 scale
-  int8_t qs[32];    // value = q * d
+  uint16_t d;     // f16 scale
+  int8_t qs[32];  // value = q * d
 };
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);

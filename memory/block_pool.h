@@ -1,5 +1,5 @@
-// BlockPool: the block manager (docs/design.md §11 habit 3). Blocks hold full-layer lanes, block_size
-// tokens each; a request's block table grows with its length.
+// BlockPool: the block manager (docs/design.md §11 habit 3). Blocks hold full-layer lanes,
+// block_size tokens each; a request's block table grows with its length.
 //
 // Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;
 // commit() takes exactly the planned ids. A plan is valid until the next commit or release on

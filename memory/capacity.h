@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "memory/kv_layout.h"
 #include "base/status.h"
+#include "memory/kv_layout.h"
 
 namespace lightserve::memory {
 

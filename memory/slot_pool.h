@@ -1,5 +1,5 @@
-// SlotPool: the slot manager (docs/design.md §11 habit 3). Slots hold lazy-layer lanes (sink + window
-// tokens); a request owns a constant number of them whatever its length.
+// SlotPool: the slot manager (docs/design.md §11 habit 3). Slots hold lazy-layer lanes (sink +
+// window tokens); a request owns a constant number of them whatever its length.
 //
 // Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;
 // commit() takes exactly the planned ids. A plan is valid until the next commit or release on

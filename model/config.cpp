@@ -21,8 +21,8 @@ constexpr int64_t kMaxContext = int64_t{1} << 24;
 constexpr std::string_view kSupportedArchitecture = "llama";
 
 // Reads an integer key that must lie in [1, max]. nullopt value + ok when absent and optional.
-Result<std::optional<int64_t>> read_dim(const GgufFile& file, const std::string& key,
-                                        int64_t max, bool required) {
+Result<std::optional<int64_t>> read_dim(const GgufFile& file, const std::string& key, int64_t max,
+                                        bool required) {
   auto value = file.get_int(key);
   if (!value.ok()) return value.error();
   if (!value.value()) {
@@ -48,7 +48,6 @@ Result<float> read_positive_float(const GgufFile& file, const std::string& key, 
   }
   return static_cast<float>(v);
 }
-
 
 // Finds `name` and checks its shape; norms must also be F32. Matrices may use any type the
 // reader accepted, which already guarantees dims[0] is a whole number of blocks; it is checked
@@ -95,11 +94,11 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
 
   const std::string prefix = config.architecture + ".";
   // Reads a required dimension into `field`; returns from from_gguf on error.
-#define LIGHTSERVE_READ_DIM(field, key, max)                              \
-  do {                                                                    \
-    auto v = read_dim(file, prefix + (key), (max), /*required=*/true);    \
-    if (!v.ok()) return v.error();                                        \
-    (field) = static_cast<int32_t>(*v.value());                           \
+#define LIGHTSERVE_READ_DIM(field, key, max)                           \
+  do {                                                                 \
+    auto v = read_dim(file, prefix + (key), (max), /*required=*/true); \
+    if (!v.ok()) return v.error();                                     \
+    (field) = static_cast<int32_t>(*v.value());                        \
   } while (0)
   LIGHTSERVE_READ_DIM(config.num_layers, "block_count", kMaxLayers);
   LIGHTSERVE_READ_DIM(config.context_length, "context_length", kMaxContext);
@@ -118,9 +117,9 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
                  std::to_string(config.num_heads)};
   }
   if (config.num_heads % config.num_kv_heads != 0) {
-    return Error{path + ": " + prefix + "attention.head_count " +
-                 std::to_string(config.num_heads) + " is not divisible by " + prefix +
-                 "attention.head_count_kv " + std::to_string(config.num_kv_heads)};
+    return Error{path + ": " + prefix + "attention.head_count " + std::to_string(config.num_heads) +
+                 " is not divisible by " + prefix + "attention.head_count_kv " +
+                 std::to_string(config.num_kv_heads)};
   }
   config.head_dim = config.hidden_dim / config.num_heads;
   if (config.head_dim % 2 != 0) {
@@ -166,8 +165,7 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
   } else if (num_tokens >= 0) {
     if (num_tokens < 1 || num_tokens > kMaxVocab) {
       return Error{path + ": tokenizer.ggml.tokens has " + std::to_string(num_tokens) +
-                   " entries; the vocabulary must hold between 1 and " +
-                   std::to_string(kMaxVocab)};
+                   " entries; the vocabulary must hold between 1 and " + std::to_string(kMaxVocab)};
     }
     config.vocab_size = static_cast<int32_t>(num_tokens);
   } else {
@@ -188,11 +186,11 @@ Result<LlamaTensors> LlamaTensors::bind(const GgufFile& file, const LlamaConfig&
 
   LlamaTensors out;
   // Binds one tensor into `slot`; returns from bind() on error.
-#define LIGHTSERVE_BIND(slot, name, expected, must_be_f32)           \
-  do {                                                               \
-    auto t = bind_one(file, (name), expected, (must_be_f32));        \
-    if (!t.ok()) return t.error();                                   \
-    (slot) = t.value();                                              \
+#define LIGHTSERVE_BIND(slot, name, expected, must_be_f32)    \
+  do {                                                        \
+    auto t = bind_one(file, (name), expected, (must_be_f32)); \
+    if (!t.ok()) return t.error();                            \
+    (slot) = t.value();                                       \
   } while (0)
   LIGHTSERVE_BIND(out.token_embd, "token_embd.weight", (std::vector<int64_t>{hidden, vocab}),
                   false);

@@ -6,20 +6,20 @@
 #include <string>
 #include <vector>
 
-#include "model/gguf.h"
 #include "base/status.h"
+#include "model/gguf.h"
 
 namespace lightserve::model {
 
 struct LlamaConfig {
-  std::string architecture;   // "llama"
-  std::string name;           // general.name, when present
+  std::string architecture;  // "llama"
+  std::string name;          // general.name, when present
   int32_t num_layers = 0;
-  int32_t hidden_dim = 0;     // embedding_length
-  int32_t ffn_dim = 0;        // feed_forward_length
+  int32_t hidden_dim = 0;  // embedding_length
+  int32_t ffn_dim = 0;     // feed_forward_length
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
-  int32_t head_dim = 0;       // hidden_dim / num_heads (rope.dimension_count must equal it)
+  int32_t head_dim = 0;  // hidden_dim / num_heads (rope.dimension_count must equal it)
   int32_t vocab_size = 0;
   int32_t context_length = 0;
   float rope_freq_base = 10000.0f;
@@ -32,21 +32,21 @@ struct LlamaConfig {
 };
 
 struct LayerTensors {
-  const GgufTensorInfo* attn_norm = nullptr;   // [hidden]            f32
-  const GgufTensorInfo* attn_q = nullptr;      // [hidden → heads·hd]
-  const GgufTensorInfo* attn_k = nullptr;      // [hidden → kv·hd]
-  const GgufTensorInfo* attn_v = nullptr;      // [hidden → kv·hd]
-  const GgufTensorInfo* attn_output = nullptr; // [heads·hd → hidden]
-  const GgufTensorInfo* ffn_norm = nullptr;    // [hidden]            f32
-  const GgufTensorInfo* ffn_gate = nullptr;    // [hidden → ffn]
-  const GgufTensorInfo* ffn_up = nullptr;      // [hidden → ffn]
-  const GgufTensorInfo* ffn_down = nullptr;    // [ffn → hidden]
+  const GgufTensorInfo* attn_norm = nullptr;    // [hidden]            f32
+  const GgufTensorInfo* attn_q = nullptr;       // [hidden → heads·hd]
+  const GgufTensorInfo* attn_k = nullptr;       // [hidden → kv·hd]
+  const GgufTensorInfo* attn_v = nullptr;       // [hidden → kv·hd]
+  const GgufTensorInfo* attn_output = nullptr;  // [heads·hd → hidden]
+  const GgufTensorInfo* ffn_norm = nullptr;     // [hidden]            f32
+  const GgufTensorInfo* ffn_gate = nullptr;     // [hidden → ffn]
+  const GgufTensorInfo* ffn_up = nullptr;       // [hidden → ffn]
+  const GgufTensorInfo* ffn_down = nullptr;     // [ffn → hidden]
 };
 
 struct LlamaTensors {
-  const GgufTensorInfo* token_embd = nullptr;  // [hidden, vocab] in ggml order
-  const GgufTensorInfo* output_norm = nullptr; // [hidden] f32
-  const GgufTensorInfo* output = nullptr;      // [hidden, vocab]; == token_embd when tied
+  const GgufTensorInfo* token_embd = nullptr;   // [hidden, vocab] in ggml order
+  const GgufTensorInfo* output_norm = nullptr;  // [hidden] f32
+  const GgufTensorInfo* output = nullptr;       // [hidden, vocab]; == token_embd when tied
   std::vector<LayerTensors> layers;
 
   // Finds every tensor the config needs and checks its dims (ggml order: dims[0] = input

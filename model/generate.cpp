@@ -17,7 +17,8 @@ Result<GenerateResult> generate(LlamaModel& model, SequenceKv& kv, std::span<con
   GenerateResult result;
   std::vector<float> logits;
   const auto start = std::chrono::steady_clock::now();
-  const size_t chunk = params.prefill_chunk > 0 ? static_cast<size_t>(params.prefill_chunk) : prompt.size();
+  const size_t chunk =
+      params.prefill_chunk > 0 ? static_cast<size_t>(params.prefill_chunk) : prompt.size();
   for (size_t pos = 0; pos < prompt.size(); pos += chunk) {
     const BatchEntry entry{&kv, prompt.subspan(pos, std::min(chunk, prompt.size() - pos)), false};
     if (Status s = model.forward({&entry, 1}, logits); !s) return Error{s.message()};
@@ -35,7 +36,8 @@ Result<GenerateResult> generate(LlamaModel& model, SequenceKv& kv, std::span<con
     }
     result.tokens.push_back(id);
     if (on_token && !on_token(id)) break;
-    if (static_cast<int32_t>(result.tokens.size()) == params.max_tokens || kv.size() >= kv.capacity()) {
+    if (static_cast<int32_t>(result.tokens.size()) == params.max_tokens ||
+        kv.size() >= kv.capacity()) {
       break;
     }
     const BatchEntry entry{&kv, std::span(&id, 1), false};

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "model/llama_model.h"
-#include "sampling/sampler.h"
 #include "model/sequence_kv.h"
+#include "sampling/sampler.h"
 
 namespace lightserve::model {
 

@@ -73,7 +73,6 @@ std::string quote_magic(std::span<const uint8_t> magic) {
   return out + "'";
 }
 
-
 // Sequential little-endian reads over the file. A read that would run past the end fails and
 // records the byte it would have ended at, so the caller can say what was truncated and where.
 // Other problems are recorded in `problem`. After the first failure every read fails.
@@ -145,16 +144,26 @@ class ValueParser {
     }
     out->type = static_cast<GgufValueType>(type);
     switch (out->type) {
-      case GgufValueType::kU8: return parse_scalar<uint8_t, uint64_t>(out);
-      case GgufValueType::kI8: return parse_scalar<int8_t, int64_t>(out);
-      case GgufValueType::kU16: return parse_scalar<uint16_t, uint64_t>(out);
-      case GgufValueType::kI16: return parse_scalar<int16_t, int64_t>(out);
-      case GgufValueType::kU32: return parse_scalar<uint32_t, uint64_t>(out);
-      case GgufValueType::kI32: return parse_scalar<int32_t, int64_t>(out);
-      case GgufValueType::kU64: return parse_scalar<uint64_t, uint64_t>(out);
-      case GgufValueType::kI64: return parse_scalar<int64_t, int64_t>(out);
-      case GgufValueType::kF32: return parse_scalar<float, double>(out);
-      case GgufValueType::kF64: return parse_scalar<double, double>(out);
+      case GgufValueType::kU8:
+        return parse_scalar<uint8_t, uint64_t>(out);
+      case GgufValueType::kI8:
+        return parse_scalar<int8_t, int64_t>(out);
+      case GgufValueType::kU16:
+        return parse_scalar<uint16_t, uint64_t>(out);
+      case GgufValueType::kI16:
+        return parse_scalar<int16_t, int64_t>(out);
+      case GgufValueType::kU32:
+        return parse_scalar<uint32_t, uint64_t>(out);
+      case GgufValueType::kI32:
+        return parse_scalar<int32_t, int64_t>(out);
+      case GgufValueType::kU64:
+        return parse_scalar<uint64_t, uint64_t>(out);
+      case GgufValueType::kI64:
+        return parse_scalar<int64_t, int64_t>(out);
+      case GgufValueType::kF32:
+        return parse_scalar<float, double>(out);
+      case GgufValueType::kF64:
+        return parse_scalar<double, double>(out);
       case GgufValueType::kBool: {
         uint8_t b = 0;
         if (!cursor_.read(&b)) return false;
@@ -168,7 +177,8 @@ class ValueParser {
         out->data = std::move(s);
         return true;
       }
-      case GgufValueType::kArray: return parse_array(out, depth);
+      case GgufValueType::kArray:
+        return parse_array(out, depth);
     }
     return false;  // unreachable: min_encoded_size rejected unknown types
   }
@@ -238,19 +248,32 @@ bool is_integer(const GgufValue& v) {
 
 std::string_view to_string(GgufValueType type) {
   switch (type) {
-    case GgufValueType::kU8: return "u8";
-    case GgufValueType::kI8: return "i8";
-    case GgufValueType::kU16: return "u16";
-    case GgufValueType::kI16: return "i16";
-    case GgufValueType::kU32: return "u32";
-    case GgufValueType::kI32: return "i32";
-    case GgufValueType::kF32: return "f32";
-    case GgufValueType::kBool: return "bool";
-    case GgufValueType::kString: return "string";
-    case GgufValueType::kArray: return "array";
-    case GgufValueType::kU64: return "u64";
-    case GgufValueType::kI64: return "i64";
-    case GgufValueType::kF64: return "f64";
+    case GgufValueType::kU8:
+      return "u8";
+    case GgufValueType::kI8:
+      return "i8";
+    case GgufValueType::kU16:
+      return "u16";
+    case GgufValueType::kI16:
+      return "i16";
+    case GgufValueType::kU32:
+      return "u32";
+    case GgufValueType::kI32:
+      return "i32";
+    case GgufValueType::kF32:
+      return "f32";
+    case GgufValueType::kBool:
+      return "bool";
+    case GgufValueType::kString:
+      return "string";
+    case GgufValueType::kArray:
+      return "array";
+    case GgufValueType::kU64:
+      return "u64";
+    case GgufValueType::kI64:
+      return "i64";
+    case GgufValueType::kF64:
+      return "f64";
   }
   return "unknown";
 }
@@ -352,8 +375,8 @@ Status GgufFile::parse_all() {
 
   ValueParser values(cursor);
   for (uint64_t i = 0; i < num_metadata; ++i) {
-    const std::string what = "metadata key " + std::to_string(i + 1) + " of " +
-                             std::to_string(num_metadata);
+    const std::string what =
+        "metadata key " + std::to_string(i + 1) + " of " + std::to_string(num_metadata);
     std::string key;
     uint32_t type = 0;
     GgufValue value;
@@ -376,8 +399,8 @@ Status GgufFile::parse_all() {
   // num_tensors is bounded by the file size, but a large file could still claim millions.
   tensors_.reserve(std::min<uint64_t>(num_tensors, 4096));
   for (uint64_t i = 0; i < num_tensors; ++i) {
-    const std::string what = "tensor info " + std::to_string(i + 1) + " of " +
-                             std::to_string(num_tensors);
+    const std::string what =
+        "tensor info " + std::to_string(i + 1) + " of " + std::to_string(num_tensors);
     GgufTensorInfo info;
     uint32_t num_dims = 0;
     if (!cursor.read_string(&info.name) || !cursor.read(&num_dims)) return cursor_error(what);
@@ -391,8 +414,8 @@ Status GgufFile::parse_all() {
       uint64_t dim = 0;
       if (!cursor.read(&dim)) return cursor_error(what + " (" + info.name + ")");
       if (dim == 0 || dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return Error{path_ + ": " + tensor + " has invalid dimension " + std::to_string(d) +
-                     " = " + std::to_string(dim)};
+        return Error{path_ + ": " + tensor + " has invalid dimension " + std::to_string(d) + " = " +
+                     std::to_string(dim)};
       }
       info.dims.push_back(static_cast<int64_t>(dim));
       if (__builtin_mul_overflow(num_elements, static_cast<int64_t>(dim), &num_elements)) {
@@ -418,8 +441,8 @@ Status GgufFile::parse_all() {
     const std::optional<int64_t> row = kernels::row_bytes(info.type, info.dims[0]);
     if (!row) {
       return Error{path_ + ": " + tensor + " rows of " + std::to_string(info.dims[0]) +
-                   " values are not a whole number of " + std::string(traits->name) +
-                   " blocks (" + std::to_string(traits->block_elements) + " values each)"};
+                   " values are not a whole number of " + std::string(traits->name) + " blocks (" +
+                   std::to_string(traits->block_elements) + " values each)"};
     }
     int64_t num_bytes = 0;
     if (__builtin_mul_overflow(*row, num_elements / info.dims[0], &num_bytes)) {
@@ -537,19 +560,18 @@ Result<std::optional<std::vector<int64_t>>> GgufFile::get_int_array(std::string_
   const GgufValue* v = find(key);
   if (v == nullptr) return Out();
   const auto* array = std::get_if<GgufArray>(&v->data);
-  const bool integers = array != nullptr && array->element_type != GgufValueType::kF32 &&
-                        array->element_type != GgufValueType::kF64 &&
-                        array->element_type != GgufValueType::kBool &&
-                        array->element_type != GgufValueType::kString &&
-                        array->element_type != GgufValueType::kArray;
+  const bool integers =
+      array != nullptr && array->element_type != GgufValueType::kF32 &&
+      array->element_type != GgufValueType::kF64 && array->element_type != GgufValueType::kBool &&
+      array->element_type != GgufValueType::kString && array->element_type != GgufValueType::kArray;
   if (!integers) return wrong_type(path_, key, *v, "an array of integers");
   std::vector<int64_t> out;
   out.reserve(array->values.size());
   for (size_t i = 0; i < array->values.size(); ++i) {
     const std::optional<int64_t> element = as_int(array->values[i]);
     if (!element) {
-      return Error{path_ + ": metadata key " + std::string(key) + " element " +
-                   std::to_string(i) + " does not fit in 64-bit signed"};
+      return Error{path_ + ": metadata key " + std::string(key) + " element " + std::to_string(i) +
+                   " does not fit in 64-bit signed"};
     }
     out.push_back(*element);
   }

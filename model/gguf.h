@@ -15,15 +15,26 @@
 #include <variant>
 #include <vector>
 
-#include "kernels/dtype.h"
 #include "base/status.h"
+#include "kernels/dtype.h"
 
 namespace lightserve::model {
 
 // GGUF metadata value types, numbered as in the file.
 enum class GgufValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 std::string_view to_string(GgufValueType type);
 
@@ -42,7 +53,7 @@ struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> dims;  // ggml order: dims[0] is the contiguous axis
   kernels::DType type = kernels::DType::kF32;
-  uint64_t offset = 0;        // from the start of the data section
+  uint64_t offset = 0;  // from the start of the data section
   int64_t num_elements = 0;
   int64_t num_bytes = 0;
 };
@@ -73,8 +84,8 @@ class GgufFile {
   const GgufValue* find(std::string_view key) const;
 
   // Typed lookups: nullopt when the key is absent; an Error when present with the wrong type.
-  Result<std::optional<int64_t>> get_int(std::string_view key) const;       // any integer type
-  Result<std::optional<double>> get_float(std::string_view key) const;      // f32/f64 or integer
+  Result<std::optional<int64_t>> get_int(std::string_view key) const;   // any integer type
+  Result<std::optional<double>> get_float(std::string_view key) const;  // f32/f64 or integer
   Result<std::optional<bool>> get_bool(std::string_view key) const;
   Result<std::optional<std::string>> get_string(std::string_view key) const;
   Result<std::optional<std::vector<std::string>>> get_string_array(std::string_view key) const;

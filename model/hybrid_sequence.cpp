@@ -56,8 +56,8 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
   auto plan = arena.manager().plan_admit(footprint, token_capacity);
   if (!plan) {
     return Error{"the KV arena has no room for a request of " + std::to_string(token_capacity) +
-                 " tokens (" + std::to_string(arena.manager().num_free_blocks()) +
-                 " blocks and " + std::to_string(arena.manager().num_free_slots()) + " slots free)"};
+                 " tokens (" + std::to_string(arena.manager().num_free_blocks()) + " blocks and " +
+                 std::to_string(arena.manager().num_free_slots()) + " slots free)"};
   }
   std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, settings));
   seq->owned_ = arena.manager().commit(std::move(plan).value());
@@ -83,9 +83,8 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::attach(
     effective.mode = LtMode::kStreaming;
   } else if (settings.mode == LtMode::kFull || settings.mode == LtMode::kStreaming) {
     return Error{"LightTransfer mode " + std::string(to_string(settings.mode)) +
-                 " cannot run on a hybrid KV allocation (" +
-                 std::to_string(footprint.full_layers) + " full / " +
-                 std::to_string(footprint.lazy_layers) + " lazy layers)"};
+                 " cannot run on a hybrid KV allocation (" + std::to_string(footprint.full_layers) +
+                 " full / " + std::to_string(footprint.lazy_layers) + " lazy layers)"};
   }
   if (Status s = check_mode(layout, effective, num_layers, footprint); !s) {
     return Error{s.message()};
@@ -103,7 +102,8 @@ void HybridSequence::init_plan(const memory::Footprint& footprint) {
   switch (settings_.mode) {
     case LtMode::kTest:
       selector_ = std::make_unique<LazySelector>(
-          footprint.full_layers, settings_.plan ? settings_.plan->tie_rank() : std::vector<int32_t>{});
+          footprint.full_layers,
+          settings_.plan ? settings_.plan->tie_rank() : std::vector<int32_t>{});
       break;
     case LtMode::kStatic:
       for (int32_t layer : settings_.plan->lazy_layers(num_lazy)) planned_lazy_[layer] = true;
@@ -127,13 +127,13 @@ void HybridSequence::init_plan(const memory::Footprint& footprint) {
 Status HybridSequence::check_append(int32_t n) const {
   if (static_cast<int64_t>(size_) + n > kv_->token_capacity()) {
     return Error{"sequence of " + std::to_string(static_cast<int64_t>(size_) + n) +
-                 " tokens exceeds its KV reservation of " +
-                 std::to_string(kv_->token_capacity())};
+                 " tokens exceeds its KV reservation of " + std::to_string(kv_->token_capacity())};
   }
   if (size_ > 0 && n != 1) {
-    return Error{"a LightTransfer sequence takes its whole prompt in the first step and one token "
-                 "per step after it (got " + std::to_string(n) + " tokens after " +
-                 std::to_string(size_) + ")"};
+    return Error{
+        "a LightTransfer sequence takes its whole prompt in the first step and one token "
+        "per step after it (got " +
+        std::to_string(n) + " tokens after " + std::to_string(size_) + ")"};
   }
   return Status::Ok();
 }
@@ -279,8 +279,8 @@ void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const floa
     scratch.k = scratch_k_.get<uint16_t>();
     scratch.v = scratch_v_.get<uint16_t>();
     scratch.row_stride = row_;
-    const float ratio = b.lazy_ratio(q, lse_.get<float>(), scratch, n, settings_.w_last, settings_.sink,
-                                     settings_.window, shape);
+    const float ratio = b.lazy_ratio(q, lse_.get<float>(), scratch, n, settings_.w_last,
+                                     settings_.sink, settings_.window, shape);
     ratios_[layer] = ratio;
     const LazySelector::Decision d = selector_->push(layer, ratio);
     if (d.demoted >= 0) demote(b, d.demoted, n);

@@ -6,14 +6,14 @@
 namespace lightserve::model {
 namespace {
 
-Result<memory::KvLayout> layout_for(const LlamaConfig& config, const LightTransferSettings& settings,
-                                    int32_t block_size) {
+Result<memory::KvLayout> layout_for(const LlamaConfig& config,
+                                    const LightTransferSettings& settings, int32_t block_size) {
   double fraction = settings.lazy_fraction;
   if (settings.mode == LtMode::kFull) fraction = 0.0;
   if (settings.mode == LtMode::kStreaming) fraction = 1.0;
   const int64_t row = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
-  return memory::KvLayout::for_lazy_fraction(config.num_layers, fraction, block_size,
-                                             settings.sink, settings.window, 2 * row * 2);
+  return memory::KvLayout::for_lazy_fraction(config.num_layers, fraction, block_size, settings.sink,
+                                             settings.window, 2 * row * 2);
 }
 
 }  // namespace
@@ -31,8 +31,10 @@ Result<std::unique_ptr<KvArena>> KvArena::create(kernels::Backend& backend,
   arena->plan_ = plan.value();
   arena->row_ = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
   const auto& l = arena->plan_.layout;
-  const int64_t block_elements = static_cast<int64_t>(l.lanes_per_block) * l.block_size * arena->row_;
-  const int64_t slot_elements = static_cast<int64_t>(l.lanes_per_slot) * l.slot_tokens() * arena->row_;
+  const int64_t block_elements =
+      static_cast<int64_t>(l.lanes_per_block) * l.block_size * arena->row_;
+  const int64_t slot_elements =
+      static_cast<int64_t>(l.lanes_per_slot) * l.slot_tokens() * arena->row_;
   try {
     arena->block_k_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
     arena->block_v_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
@@ -63,13 +65,15 @@ Result<std::unique_ptr<KvArena>> KvArena::create_for(kernels::Backend& backend,
 
 uint16_t* KvArena::block_rows(bool values, memory::BlockId block, int32_t lane) {
   const auto& l = plan_.layout;
-  const int64_t offset = (static_cast<int64_t>(block) * l.lanes_per_block + lane) * l.block_size * row_;
+  const int64_t offset =
+      (static_cast<int64_t>(block) * l.lanes_per_block + lane) * l.block_size * row_;
   return (values ? block_v_ : block_k_).get<uint16_t>() + offset;
 }
 
 uint16_t* KvArena::slot_rows(bool values, memory::SlotId slot, int32_t lane) {
   const auto& l = plan_.layout;
-  const int64_t offset = (static_cast<int64_t>(slot) * l.lanes_per_slot + lane) * l.slot_tokens() * row_;
+  const int64_t offset =
+      (static_cast<int64_t>(slot) * l.lanes_per_slot + lane) * l.slot_tokens() * row_;
   return (values ? slot_v_ : slot_k_).get<uint16_t>() + offset;
 }
 

@@ -7,12 +7,12 @@
 #include <cstdint>
 #include <memory>
 
+#include "base/status.h"
 #include "kernels/backend.h"
 #include "memory/capacity.h"
 #include "memory/kv_manager.h"
 #include "model/config.h"
 #include "model/lighttransfer.h"
-#include "base/status.h"
 
 namespace lightserve::model {
 
@@ -28,12 +28,9 @@ class KvArena {
                                                  int32_t block_size = 16);
   // The smallest arena holding `num_sequences` sequences of `context_tokens` (the CLI's one-off
   // runs).
-  static Result<std::unique_ptr<KvArena>> create_for(kernels::Backend& backend,
-                                                     const LlamaConfig& config,
-                                                     const LightTransferSettings& settings,
-                                                     int64_t context_tokens,
-                                                     int32_t num_sequences = 1,
-                                                     int32_t block_size = 16);
+  static Result<std::unique_ptr<KvArena>> create_for(
+      kernels::Backend& backend, const LlamaConfig& config, const LightTransferSettings& settings,
+      int64_t context_tokens, int32_t num_sequences = 1, int32_t block_size = 16);
 
   memory::KvManager& manager() { return *manager_; }
   const memory::CapacityPlan& plan() const { return plan_; }

@@ -11,17 +11,23 @@ namespace lightserve::model {
 
 std::string_view to_string(LtMode mode) {
   switch (mode) {
-    case LtMode::kTest: return "test";
-    case LtMode::kStatic: return "static";
-    case LtMode::kFull: return "full";
-    case LtMode::kStreaming: return "streaming";
-    case LtMode::kRandom: return "random";
+    case LtMode::kTest:
+      return "test";
+    case LtMode::kStatic:
+      return "static";
+    case LtMode::kFull:
+      return "full";
+    case LtMode::kStreaming:
+      return "streaming";
+    case LtMode::kRandom:
+      return "random";
   }
   return "?";
 }
 
 Result<LtMode> parse_lt_mode(std::string_view text) {
-  for (LtMode m : {LtMode::kTest, LtMode::kStatic, LtMode::kFull, LtMode::kStreaming, LtMode::kRandom}) {
+  for (LtMode m :
+       {LtMode::kTest, LtMode::kStatic, LtMode::kFull, LtMode::kStreaming, LtMode::kRandom}) {
     if (text == to_string(m)) return m;
   }
   return Error{"unknown LightTransfer mode '" + std::string(text) +
@@ -29,14 +35,16 @@ Result<LtMode> parse_lt_mode(std::string_view text) {
 }
 
 std::vector<int32_t> LtPlan::lazy_layers(int32_t count) const {
-  std::vector<int32_t> out(ranking.begin(), ranking.begin() + std::min<size_t>(count, ranking.size()));
+  std::vector<int32_t> out(ranking.begin(),
+                           ranking.begin() + std::min<size_t>(count, ranking.size()));
   std::sort(out.begin(), out.end());
   return out;
 }
 
 std::vector<int32_t> LtPlan::tie_rank() const {
   std::vector<int32_t> rank(num_layers, 0);
-  for (size_t i = 0; i < ranking.size(); ++i) rank[ranking[i]] = num_layers - static_cast<int32_t>(i);
+  for (size_t i = 0; i < ranking.size(); ++i)
+    rank[ranking[i]] = num_layers - static_cast<int32_t>(i);
   return rank;
 }
 
@@ -54,7 +62,8 @@ Result<LtPlan> LtPlan::load(const std::string& path) {
     plan.lazy_fraction = root["lazy_fraction"].as<double>();
     plan.num_prompts = root["num_prompts"] ? root["num_prompts"].as<int32_t>() : 0;
     plan.ranking = root["ranking"].as<std::vector<int32_t>>();
-    if (root["lazy_frequency"]) plan.lazy_frequency = root["lazy_frequency"].as<std::vector<double>>();
+    if (root["lazy_frequency"])
+      plan.lazy_frequency = root["lazy_frequency"].as<std::vector<double>>();
     if (root["mean_ratio"]) plan.mean_ratio = root["mean_ratio"].as<std::vector<double>>();
   } catch (const std::exception& e) {
     return Error{path + ": malformed plan (needs num_layers, lazy_fraction, ranking): " + e.what()};
@@ -67,15 +76,16 @@ Result<LtPlan> LtPlan::load(const std::string& path) {
   std::vector<int32_t> expected(plan.num_layers);
   std::iota(expected.begin(), expected.end(), 0);
   if (sorted != expected) {
-    return Error{path + ": ranking must list every layer 0.." + std::to_string(plan.num_layers - 1) +
-                 " exactly once"};
+    return Error{path + ": ranking must list every layer 0.." +
+                 std::to_string(plan.num_layers - 1) + " exactly once"};
   }
   return plan;
 }
 
 Status LtPlan::save(const std::string& path) const {
   YAML::Emitter out;
-  out << YAML::Comment("lightserve LightTransfer plan (lightserve calibrate): layers ranked by laziness");
+  out << YAML::Comment(
+      "lightserve LightTransfer plan (lightserve calibrate): layers ranked by laziness");
   out << YAML::BeginMap;
   out << YAML::Key << "model" << YAML::Value << model;
   out << YAML::Key << "num_layers" << YAML::Value << num_layers;
@@ -95,9 +105,12 @@ Status LtPlan::save(const std::string& path) const {
 
 int32_t LightTransferSettings::num_full_layers(int32_t num_layers) const {
   switch (mode) {
-    case LtMode::kFull: return num_layers;
-    case LtMode::kStreaming: return 0;
-    default: return num_layers - static_cast<int32_t>(std::lround(lazy_fraction * num_layers));
+    case LtMode::kFull:
+      return num_layers;
+    case LtMode::kStreaming:
+      return 0;
+    default:
+      return num_layers - static_cast<int32_t>(std::lround(lazy_fraction * num_layers));
   }
 }
 

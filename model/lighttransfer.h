@@ -1,5 +1,5 @@
-// LightTransfer settings and layer selection (docs/design.md §4): which layers of a request keep full
-// KV and which become lazy (sink + recent window), per mode, and the static plan file that
+// LightTransfer settings and layer selection (docs/design.md §4): which layers of a request keep
+// full KV and which become lazy (sink + recent window), per mode, and the static plan file that
 // `lightserve calibrate` writes.
 #pragma once
 
@@ -26,9 +26,9 @@ Result<LtMode> parse_lt_mode(std::string_view text);
 // A calibrated ranking of layers by laziness (lightserve calibrate): per-layer frequency of being
 // lazy over a prompt set, and the order from laziest to least lazy.
 struct LtPlan {
-  std::string model;                   // general.name of the calibrated model
+  std::string model;  // general.name of the calibrated model
   int32_t num_layers = 0;
-  double lazy_fraction = 0.5;          // the fraction calibrated for
+  double lazy_fraction = 0.5;  // the fraction calibrated for
   int32_t num_prompts = 0;
   std::vector<double> lazy_frequency;  // [layer] in [0, 1]
   std::vector<double> mean_ratio;      // [layer] mean lazy ratio
@@ -59,8 +59,8 @@ struct LightTransferSettings {
   int32_t num_full_layers(int32_t num_layers) const;
 };
 
-// The test-time selection of docs/design.md §4 for one request: layers arrive in order with their lazy
-// ratio; a max-heap keeps the P least lazy as full. When a layer arrives and the heap is full,
+// The test-time selection of docs/design.md §4 for one request: layers arrive in order with their
+// lazy ratio; a max-heap keeps the P least lazy as full. When a layer arrives and the heap is full,
 // the laziest of (heap + arrival) becomes lazy at once. Exactly the global top-P by
 // (ratio, tie rank), computed online.
 class LazySelector {

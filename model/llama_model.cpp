@@ -113,7 +113,8 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   auto advance = [&](const GgufTensorInfo* t) {
     if (t == nullptr) return;
     done += t->num_bytes;
-    if (options.progress) options.progress(static_cast<uint64_t>(done), static_cast<uint64_t>(total));
+    if (options.progress)
+      options.progress(static_cast<uint64_t>(done), static_cast<uint64_t>(total));
   };
   weight_file_bytes_ = total;
 
@@ -277,8 +278,9 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   Scratch& s = scratch_;
   kernels::Backend& b = backend_;
   const Layer& L = layers_[static_cast<size_t>(layer)];
-  kernels::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, qkv_dim, q_dim,
-                                1.0f / std::sqrt(static_cast<float>(hd))};
+  kernels::AttentionShape shape{c.num_heads, c.num_kv_heads,
+                                c.head_dim,  qkv_dim,
+                                q_dim,       1.0f / std::sqrt(static_cast<float>(hd))};
   shape.round_probabilities_f16 = round_probabilities_f16_;
 
   const int64_t num_rows = s.num_rows;

@@ -5,19 +5,19 @@
 // while other sequences decode); at each layer the matmuls batch the sequences that run it.
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/gguf.h"
 #include "model/sequence_kv.h"
-#include "base/status.h"
 #include "model/tokenizer.h"
 
 namespace lightserve::model {

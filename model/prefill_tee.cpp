@@ -11,7 +11,9 @@ PrefillTee::PrefillTee(std::vector<SequenceKv*> children, int32_t num_heads)
   LS_CHECK(!children_.empty()) << "a PrefillTee needs at least one sequence";
 }
 
-int32_t PrefillTee::size() const { return children_.front()->size(); }
+int32_t PrefillTee::size() const {
+  return children_.front()->size();
+}
 
 int32_t PrefillTee::capacity() const {
   int32_t c = children_.front()->capacity();

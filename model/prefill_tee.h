@@ -1,8 +1,8 @@
 // One forward pass feeding the prefills of several sequences (the evaluation's trick for comparing
 // LightTransfer modes on the same prompt).
 //
-// LightTransfer's prefill is exact attention in every mode (docs/design.md §4: a lazy layer is cut to
-// its sinks and window only after that layer has run over the whole prompt), so every mode's
+// LightTransfer's prefill is exact attention in every mode (docs/design.md §4: a lazy layer is cut
+// to its sinks and window only after that layer has run over the whole prompt), so every mode's
 // HybridSequence sees the same K, V and log-sum-exps during its prefill; the modes differ only in
 // what each layer keeps afterwards and in the decode. PrefillTee hands one forward pass's K/V and
 // LSE to every child, each of which decides and cuts as it would alone: the children end up
@@ -37,7 +37,7 @@ class PrefillTee final : public SequenceKv {
   std::vector<SequenceKv*> children_;
   int32_t num_heads_;
   std::vector<float*> child_lse_;  // where each child wants this layer's LSE (null: not needed)
-  kernels::Buffer lse_;  // backend memory
+  kernels::Buffer lse_;            // backend memory
 };
 
 }  // namespace lightserve::model

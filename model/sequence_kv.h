@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/backend.h"
 #include "base/status.h"
+#include "kernels/backend.h"
 
 namespace lightserve::model {
 

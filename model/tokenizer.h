@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "model/gguf.h"
 #include "base/status.h"
+#include "model/gguf.h"
 
 namespace lightserve::model {
 
@@ -19,16 +19,16 @@ namespace lightserve::model {
 // comments). Kept apart from the file format so other loaders (tokenizer.json) and tests can
 // build one directly.
 struct TokenizerSpec {
-  std::string model = "gpt2";             // tokenizer.ggml.model
-  std::string pre = "default";            // tokenizer.ggml.pre
-  std::vector<std::string> tokens;        // tokenizer.ggml.tokens (GPT-2 byte alphabet)
-  std::vector<int32_t> token_types;       // tokenizer.ggml.token_type; empty: all normal
-  std::vector<std::string> merges;        // tokenizer.ggml.merges, "left right", rank = index
-  int32_t bos_id = -1;                    // tokenizer.ggml.bos_token_id; −1 when none
-  int32_t eos_id = -1;                    // tokenizer.ggml.eos_token_id
-  int32_t unk_id = -1;                    // tokenizer.ggml.unknown_token_id
-  int32_t pad_id = -1;                    // tokenizer.ggml.padding_token_id
-  bool add_bos = false;                   // tokenizer.ggml.add_bos_token
+  std::string model = "gpt2";        // tokenizer.ggml.model
+  std::string pre = "default";       // tokenizer.ggml.pre
+  std::vector<std::string> tokens;   // tokenizer.ggml.tokens (GPT-2 byte alphabet)
+  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type; empty: all normal
+  std::vector<std::string> merges;   // tokenizer.ggml.merges, "left right", rank = index
+  int32_t bos_id = -1;               // tokenizer.ggml.bos_token_id; −1 when none
+  int32_t eos_id = -1;               // tokenizer.ggml.eos_token_id
+  int32_t unk_id = -1;               // tokenizer.ggml.unknown_token_id
+  int32_t pad_id = -1;               // tokenizer.ggml.padding_token_id
+  bool add_bos = false;              // tokenizer.ggml.add_bos_token
 };
 
 class Tokenizer {
@@ -78,7 +78,7 @@ class StreamDecoder {
 };
 
 struct ChatMessage {
-  std::string role;     // "system", "user", "assistant"
+  std::string role;  // "system", "user", "assistant"
   std::string content;
 };
 

@@ -21,7 +21,8 @@ Status SamplingParams::validate() const {
   if (top_k < 0) return Error{"top_k must be ≥ 0, got " + std::to_string(top_k)};
   if (!std::isfinite(repetition_penalty) || repetition_penalty <= 0.0f ||
       repetition_penalty > 10.0f) {
-    return Error{"repetition_penalty must be in (0, 10], got " + std::to_string(repetition_penalty)};
+    return Error{"repetition_penalty must be in (0, 10], got " +
+                 std::to_string(repetition_penalty)};
   }
   if (!std::isfinite(presence_penalty) || std::fabs(presence_penalty) > 2.0f) {
     return Error{"presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty)};

@@ -1,4 +1,5 @@
-// Capacity stage (docs/design.md §6 step 1; docs/design.md §11 habit 4): which requests hold KV this step.
+// Capacity stage (docs/design.md §6 step 1; docs/design.md §11 habit 4): which requests hold KV
+// this step.
 //
 // A small const object: it sees counts only (free blocks and slots, each request's footprint,
 // tokens and capacity) and returns a decision with no side effects. The engine then commits it

@@ -17,8 +17,8 @@ int64_t EngineConfig::min_budget(int32_t num_layers) const {
 }
 
 int64_t EngineConfig::budget_or_default(int32_t num_layers) const {
-  const int64_t wanted = step_budget_token_layers > 0 ? step_budget_token_layers
-                                                      : kDefaultStepTokens * num_layers;
+  const int64_t wanted =
+      step_budget_token_layers > 0 ? step_budget_token_layers : kDefaultStepTokens * num_layers;
   return std::max(wanted, min_budget(num_layers));
 }
 

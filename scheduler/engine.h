@@ -1,5 +1,5 @@
-// The engine: continuous batching over one KV arena, with one owner (docs/design.md §1, §6; docs/design.md §11
-// habits 4–6).
+// The engine: continuous batching over one KV arena, with one owner (docs/design.md §1, §6;
+// docs/design.md §11 habits 4–6).
 //
 // Threads. add(), abort() and stop() are thread-safe: they validate and post commands. Everything
 // else — the command queue's consumer, the requests, the KvManager, the executor — belongs to the
@@ -40,8 +40,8 @@
 #include <optional>
 #include <vector>
 
-#include "memory/kv_manager.h"
 #include "base/status.h"
+#include "memory/kv_manager.h"
 #include "scheduler/capacity_scheduler.h"
 #include "scheduler/clock.h"
 #include "scheduler/detokenizer.h"

@@ -189,8 +189,9 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
                                             tokens.subspan(r.num_prompt_tokens));
     on_token(r, token,
-             r.params.logprobs >= 0 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
-                                    : std::nullopt,
+             r.params.logprobs >= 0
+                 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
+                 : std::nullopt,
              now, summary);
   }
 }

@@ -1,6 +1,6 @@
-// The per-request event stream (docs/design.md §1, docs/design.md §11 habit 6): the engine thread pushes token
-// and finish events; a frontend handler on any thread reads them. Exactly one kFinished event
-// ends every accepted request, and nothing follows it.
+// The per-request event stream (docs/design.md §1, docs/design.md §11 habit 6): the engine thread
+// pushes token and finish events; a frontend handler on any thread reads them. Exactly one
+// kFinished event ends every accepted request, and nothing follows it.
 #pragma once
 
 #include <chrono>
@@ -45,7 +45,7 @@ struct TokenLogprob {
   float logprob = 0;
 };
 struct TokenLogprobs {
-  float logprob = 0;               // of the sampled token
+  float logprob = 0;              // of the sampled token
   std::vector<TokenLogprob> top;  // most likely first; RequestParams::logprobs entries
 };
 
@@ -58,9 +58,9 @@ struct RequestEvent {
   // one ended the request, else -1; text is the last held-back text released at the finish.
   int32_t token_id = -1;
   std::string text;
-  double time_seconds = 0;         // when the engine emitted the event
-  double inter_token_seconds = 0;  // kToken: since the previous token (TTFT for the first)
-  std::optional<TokenLogprobs> logprobs;      // kToken, when RequestParams::logprobs >= 0
+  double time_seconds = 0;                // when the engine emitted the event
+  double inter_token_seconds = 0;         // kToken: since the previous token (TTFT for the first)
+  std::optional<TokenLogprobs> logprobs;  // kToken, when RequestParams::logprobs >= 0
   std::optional<FinishReason> finish_reason;  // kFinished only
   std::optional<EngineError> error;           // kFinished with kError only
   RequestTimings timings;                     // kFinished only

@@ -1,7 +1,7 @@
-// The narrow interface between the engine and the forward pass (docs/design.md §1, §2; docs/design.md §11
-// habit 5). The scheduler holds integer ids only; an executor runs the model over the KV ids it
-// is handed. Tests use tests/scheduler/fake_executor.h; the real adapter (over model::LlamaModel
-// and model::HybridSequence) lives in model/ or server/.
+// The narrow interface between the engine and the forward pass (docs/design.md §1, §2;
+// docs/design.md §11 habit 5). The scheduler holds integer ids only; an executor runs the model
+// over the KV ids it is handed. Tests use tests/scheduler/fake_executor.h; the real adapter (over
+// model::LlamaModel and model::HybridSequence) lives in model/ or server/.
 //
 // The catch-up contract, per request:
 //  * A request's life on the executor starts with an entry with begins_sequence = true: a prefill
@@ -30,8 +30,8 @@
 #include <span>
 #include <vector>
 
-#include "memory/kv_allocation.h"
 #include "base/status.h"
+#include "memory/kv_allocation.h"
 #include "scheduler/events.h"
 
 namespace lightserve::scheduler {

@@ -1,5 +1,5 @@
-// Request lifecycle (docs/design.md §6): what a client asks for, the states a request moves through,
-// and the engine's record of one request.
+// Request lifecycle (docs/design.md §6): what a client asks for, the states a request moves
+// through, and the engine's record of one request.
 //
 //   waiting ──admit──▶ prefilling ──last layer──▶ decoding ──stop / length──▶ finished
 //      ▲                   │  │                     │  │
@@ -60,7 +60,7 @@ struct RequestParams {
   // log-probability and this many top alternatives.
   int32_t logprobs = -1;
   static constexpr int32_t kMaxLogprobs = 20;
-  int32_t priority = 0;            // higher first, when EngineConfig::priority_scheduling
+  int32_t priority = 0;  // higher first, when EngineConfig::priority_scheduling
   // Per-request LightTransfer override (full / streaming footprint); nullopt: the arena's hybrid.
   std::optional<memory::Footprint> footprint;
 };
@@ -83,7 +83,7 @@ struct Request {
   int32_t prefill_layers_done = 0;
   bool begins_sequence = false;  // the next entry is the first since admission
 
-  memory::KvAllocation kv;                // non-empty exactly while running
+  memory::KvAllocation kv;                   // non-empty exactly while running
   std::optional<sampling::Sampler> sampler;  // lives across preemptions: same seed, same output
   StopRules stop_rules;
   std::unique_ptr<TextStream> text;

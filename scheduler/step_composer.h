@@ -1,5 +1,5 @@
-// Budget stage (docs/design.md §6 step 2; docs/design.md §11 habits 4 and 5): what each running request
-// computes this step, within a per-step budget counted in token-layers (T tokens through k
+// Budget stage (docs/design.md §6 step 2; docs/design.md §11 habits 4 and 5): what each running
+// request computes this step, within a per-step budget counted in token-layers (T tokens through k
 // layers cost T · k).
 //
 // Every decoding request gets its one token first (cost num_layers each). Prefills then fill the

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   # toolchain and build
-  build-essential cmake pkg-config git clang libclang-rt-14-dev
+  build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
   # python (fetch_model.sh uses pip; goldens use a venv)
   python3 python3-venv python3-pip
   # libraries (see docs/design.md §12)

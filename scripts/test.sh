@@ -14,6 +14,8 @@ echo "== dependencies"
 bash scripts/install_deps.sh
 echo "== model"
 bash scripts/fetch_model.sh
+echo "== format"
+bash scripts/check_format.sh
 echo "== build"
 bash scripts/build.sh   # incremental: cheap when nothing changed
 echo "== python test client"   # the openai client test (tests/frontends/http/openai_client_test.py)

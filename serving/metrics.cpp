@@ -1,8 +1,8 @@
 #include "serving/metrics.h"
 
-#include <sstream>
-
 #include <prometheus/text_serializer.h>
+
+#include <sstream>
 
 namespace lightserve::serving {
 namespace {
@@ -10,8 +10,8 @@ namespace {
 using prometheus::Histogram;
 
 Histogram::BucketBoundaries latency_buckets() {
-  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-          2.5,   5.0,   7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0};
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,  0.75,
+          1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0};
 }
 Histogram::BucketBoundaries token_buckets() {
   return {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
@@ -29,13 +29,18 @@ Metrics::Metrics(const std::string& model_name, const memory::CapacityPlan& plan
     return &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add(labels_);
   };
   auto histogram = [&](const char* name, const char* help, Histogram::BucketBoundaries b) {
-    return &prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_).Add(labels_,
-                                                                                     std::move(b));
+    return &prometheus::BuildHistogram()
+                .Name(name)
+                .Help(help)
+                .Register(*registry_)
+                .Add(labels_, std::move(b));
   };
-  running_ = gauge("lightserve_num_requests_running", "Requests holding KV (prefilling or decoding)");
+  running_ =
+      gauge("lightserve_num_requests_running", "Requests holding KV (prefilling or decoding)");
   waiting_ = gauge("lightserve_num_requests_waiting", "Requests queued for admission");
   kv_usage_ = gauge("lightserve_kv_cache_usage_perc", "Fraction of KV blocks in use, 0-1");
-  slot_usage_ = gauge("lightserve_lazy_slot_usage_perc", "Fraction of lazy-layer slots in use, 0-1");
+  slot_usage_ =
+      gauge("lightserve_lazy_slot_usage_perc", "Fraction of lazy-layer slots in use, 0-1");
 
   prometheus::Labels info = labels_;
   info["block_size"] = std::to_string(plan.layout.block_size);
@@ -56,12 +61,12 @@ Metrics::Metrics(const std::string& model_name, const memory::CapacityPlan& plan
                     latency_buckets());
   itl_ = histogram("lightserve_inter_token_latency_seconds", "Time between generated tokens",
                    latency_buckets());
-  e2e_ = histogram("lightserve_e2e_request_latency_seconds", "Arrival to finish",
-                   latency_buckets());
+  e2e_ =
+      histogram("lightserve_e2e_request_latency_seconds", "Arrival to finish", latency_buckets());
   queue_ = histogram("lightserve_request_queue_time_seconds", "Arrival to first admission",
                      latency_buckets());
-  prompt_tokens_hist_ = histogram("lightserve_request_prompt_tokens", "Prompt tokens per request",
-                                  token_buckets());
+  prompt_tokens_hist_ =
+      histogram("lightserve_request_prompt_tokens", "Prompt tokens per request", token_buckets());
   generation_tokens_hist_ = histogram("lightserve_request_generation_tokens",
                                       "Generated tokens per request", token_buckets());
   prompt_tokens_ = counter("lightserve_prompt_tokens_total", "Prompt tokens of finished requests");
@@ -130,7 +135,9 @@ void Metrics::on_step(int32_t num_running, int32_t num_waiting, double kv_usage,
   }
 }
 
-void Metrics::on_rejection() { rejections_->Increment(); }
+void Metrics::on_rejection() {
+  rejections_->Increment();
+}
 
 std::string Metrics::render() const {
   std::ostringstream out;

@@ -1,9 +1,16 @@
-// The Prometheus metrics of docs/design.md §8 (prefix `lightserve_`, label `model_name` everywhere),
-// kept in a prometheus-cpp registry and rendered as text for GET /metrics on the HTTP port.
+// The Prometheus metrics of docs/design.md §8 (prefix `lightserve_`, label `model_name`
+// everywhere), kept in a prometheus-cpp registry and rendered as text for GET /metrics on the HTTP
+// port.
 //
 // Threads: on_event() and on_step() run on the engine thread; on_rejection() on frontend
 // threads; render() anywhere. prometheus-cpp metrics are thread-safe.
 #pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
 
 #include <cstdint>
 #include <memory>
@@ -11,12 +18,6 @@
 #include <string>
 #include <unordered_set>
 #include <vector>
-
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
 
 #include "memory/capacity.h"
 #include "model/lighttransfer.h"

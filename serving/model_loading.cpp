@@ -17,7 +17,8 @@ std::string default_model_path() {
 }
 
 std::string default_device() {
-  if (const char* env = std::getenv("LIGHTSERVE_DEVICE"); env != nullptr && *env != '\0') return env;
+  if (const char* env = std::getenv("LIGHTSERVE_DEVICE"); env != nullptr && *env != '\0')
+    return env;
   return "cpu";
 }
 
@@ -41,8 +42,8 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
       if (percent == last_percent) return;
       if (tty) {
         const int filled = percent / 4;
-        std::fprintf(stderr, "\r  [%.*s%*s] %3d%%", filled, "#########################", 25 - filled,
-                     "", percent);
+        std::fprintf(stderr, "\r  [%.*s%*s] %3d%%", filled, "#########################",
+                     25 - filled, "", percent);
       } else if (percent % 25 == 0) {
         std::fprintf(stderr, "  %d%%\n", percent);
       }
@@ -57,11 +58,13 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto& c = model->config();
-    std::fprintf(stderr, "loaded %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s weights in %.2f s on %s\n",
-                 c.name.empty() ? "model" : c.name.c_str(), c.num_layers, c.hidden_dim,
-                 c.num_heads, c.num_kv_heads, c.vocab_size,
-                 human_bytes(static_cast<double>(model->weight_file_bytes())).c_str(), seconds,
-                 backend.description().c_str());
+    std::fprintf(
+        stderr,
+        "loaded %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s weights in %.2f s on %s\n",
+        c.name.empty() ? "model" : c.name.c_str(), c.num_layers, c.hidden_dim, c.num_heads,
+        c.num_kv_heads, c.vocab_size,
+        human_bytes(static_cast<double>(model->weight_file_bytes())).c_str(), seconds,
+        backend.description().c_str());
   }
   return model;
 }

@@ -9,8 +9,8 @@
 #include <limits>
 #include <sstream>
 
-#include "serving/model_loading.h"
 #include "base/units.h"
+#include "serving/model_loading.h"
 
 namespace lightserve::serving {
 namespace {
@@ -36,88 +36,118 @@ std::function<void*(ServeConfig&)> lt_member(T LightTransferOptions::*m) {
 const std::vector<Entry>& entries() {
   static const std::vector<Entry> table = {
       {{"model", "path", "--model", "GGUF model file (default: the fetched SmolLM2-135M-Instruct)"},
-       Kind::kString, member(&ServeConfig::model_path)},
+       Kind::kString,
+       member(&ServeConfig::model_path)},
       {{"model", "name", "--model-name",
         "Model id clients name in requests and /v1/models (default: the file name without .gguf)"},
-       Kind::kString, member(&ServeConfig::model_name)},
-      {{"model", "threads", "--threads", "CPU threads; 0 = one per core"}, Kind::kInt32,
+       Kind::kString,
+       member(&ServeConfig::model_name)},
+      {{"model", "threads", "--threads", "CPU threads; 0 = one per core"},
+       Kind::kInt32,
        member(&ServeConfig::threads)},
-      {{"model", "device", "--device", kDeviceHelp}, Kind::kString,
-       member(&ServeConfig::device)},
+      {{"model", "device", "--device", kDeviceHelp}, Kind::kString, member(&ServeConfig::device)},
 
-      {{"server", "host", "--host", "Address both servers listen on"}, Kind::kString,
+      {{"server", "host", "--host", "Address both servers listen on"},
+       Kind::kString,
        member(&ServeConfig::host)},
       {{"server", "http_port", "--http-port",
         "HTTP port (OpenAI API, probes, /metrics); 0 = ephemeral, -1 = off"},
-       Kind::kInt32, member(&ServeConfig::http_port)},
-      {{"server", "grpc_port", "--grpc-port", "gRPC port; 0 = ephemeral, -1 = off"}, Kind::kInt32,
+       Kind::kInt32,
+       member(&ServeConfig::http_port)},
+      {{"server", "grpc_port", "--grpc-port", "gRPC port; 0 = ephemeral, -1 = off"},
+       Kind::kInt32,
        member(&ServeConfig::grpc_port)},
       {{"server", "api_key", "--api-key",
         "Require `Authorization: Bearer KEY` on both protocols (also LIGHTSERVE_API_KEY); "
         "empty = open"},
-       Kind::kString, member(&ServeConfig::api_key)},
+       Kind::kString,
+       member(&ServeConfig::api_key)},
       {{"server", "ports_file", "--ports-file",
         "Write {\"http\": PORT, \"grpc\": PORT} here once listening (for ephemeral ports)"},
-       Kind::kString, member(&ServeConfig::ports_file)},
+       Kind::kString,
+       member(&ServeConfig::ports_file)},
 
       {{"limits", "max_body_bytes", "--max-body-bytes",
         "Largest HTTP body / gRPC message (bytes, or with K/M/G/Ki/Mi/Gi)"},
-       Kind::kBytes, member(&ServeConfig::max_body_bytes)},
+       Kind::kBytes,
+       member(&ServeConfig::max_body_bytes)},
       {{"limits", "max_prompt_tokens", "--max-prompt-tokens", "Largest prompt; 0 = the context"},
-       Kind::kInt32, member(&ServeConfig::max_prompt_tokens)},
+       Kind::kInt32,
+       member(&ServeConfig::max_prompt_tokens)},
       {{"limits", "max_tokens", "--max-tokens-limit",
         "Largest max_tokens a request may ask for; 0 = the context"},
-       Kind::kInt32, member(&ServeConfig::max_tokens_limit)},
+       Kind::kInt32,
+       member(&ServeConfig::max_tokens_limit)},
       {{"limits", "default_max_tokens", "--default-max-tokens",
         "max_tokens of a request that names none"},
-       Kind::kInt32, member(&ServeConfig::default_max_tokens)},
+       Kind::kInt32,
+       member(&ServeConfig::default_max_tokens)},
       {{"limits", "client_timeout_seconds", "--client-timeout",
         "Seconds to read a whole request, and keep-alive idle time"},
-       Kind::kDouble, member(&ServeConfig::client_timeout_seconds)},
+       Kind::kDouble,
+       member(&ServeConfig::client_timeout_seconds)},
       {{"limits", "max_connections", "--max-connections", "Open HTTP connections at most"},
-       Kind::kInt32, member(&ServeConfig::max_connections)},
+       Kind::kInt32,
+       member(&ServeConfig::max_connections)},
 
       {{"engine", "kv_budget", "--kv-budget",
         "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the block and slot pools"},
-       Kind::kBytes, member(&ServeConfig::kv_budget_bytes)},
+       Kind::kBytes,
+       member(&ServeConfig::kv_budget_bytes)},
       {{"engine", "context", "--context",
         "Tokens per request, prompt + output; 0 = the model's training context"},
-       Kind::kInt32, member(&ServeConfig::context)},
-      {{"engine", "max_running", "--max-running", "Requests holding KV at once"}, Kind::kInt32,
+       Kind::kInt32,
+       member(&ServeConfig::context)},
+      {{"engine", "max_running", "--max-running", "Requests holding KV at once"},
+       Kind::kInt32,
        member(&ServeConfig::max_running)},
       {{"engine", "max_waiting", "--max-waiting",
         "Queued requests at most; beyond it 429 / RESOURCE_EXHAUSTED"},
-       Kind::kInt32, member(&ServeConfig::max_waiting)},
+       Kind::kInt32,
+       member(&ServeConfig::max_waiting)},
       {{"engine", "policy", "--policy",
         "Admission: reserve (prompt + max_tokens up front) or optimistic (preempt on shortage)"},
-       Kind::kString, member(&ServeConfig::policy)},
+       Kind::kString,
+       member(&ServeConfig::policy)},
       {{"engine", "scheduling", "--scheduling",
         "fcfs (arrival order) or priority (a request's priority field first, then arrival)"},
-       Kind::kString, member(&ServeConfig::scheduling)},
+       Kind::kString,
+       member(&ServeConfig::scheduling)},
       {{"engine", "step_budget", "--step-budget",
         "Token-layers of work per engine step (prefills advance a few layers per step within "
         "it, after every decode); 0 = 2048 tokens through every layer"},
-       Kind::kInt64, member(&ServeConfig::step_budget)},
+       Kind::kInt64,
+       member(&ServeConfig::step_budget)},
 
       {{"lighttransfer", "mode", "--lt-mode",
         "test (lazy layers chosen per request), static (--plan), full, streaming, random"},
-       Kind::kString, lt_member(&LightTransferOptions::mode)},
-      {{"lighttransfer", "lazy_fraction", "--lazy-fraction", "Fraction of layers served lazily (f)"},
-       Kind::kDouble, lt_member(&LightTransferOptions::lazy_fraction)},
-      {{"lighttransfer", "sink", "--sink", "Initial tokens a lazy layer keeps (S)"}, Kind::kInt32,
+       Kind::kString,
+       lt_member(&LightTransferOptions::mode)},
+      {{"lighttransfer", "lazy_fraction", "--lazy-fraction",
+        "Fraction of layers served lazily (f)"},
+       Kind::kDouble,
+       lt_member(&LightTransferOptions::lazy_fraction)},
+      {{"lighttransfer", "sink", "--sink", "Initial tokens a lazy layer keeps (S)"},
+       Kind::kInt32,
        lt_member(&LightTransferOptions::sink)},
       {{"lighttransfer", "window", "--window", "Recent tokens a lazy layer keeps (W)"},
-       Kind::kInt32, lt_member(&LightTransferOptions::window)},
-      {{"lighttransfer", "w_last", "--w-last", "Last prompt tokens whose attention scores laziness"},
-       Kind::kInt32, lt_member(&LightTransferOptions::w_last)},
+       Kind::kInt32,
+       lt_member(&LightTransferOptions::window)},
+      {{"lighttransfer", "w_last", "--w-last",
+        "Last prompt tokens whose attention scores laziness"},
+       Kind::kInt32,
+       lt_member(&LightTransferOptions::w_last)},
       {{"lighttransfer", "plan", "--plan", "Plan file from `lightserve calibrate`"},
-       Kind::kString, lt_member(&LightTransferOptions::plan)},
+       Kind::kString,
+       lt_member(&LightTransferOptions::plan)},
       {{"lighttransfer", "seed", "--lt-seed", "Seed of the random mode's lazy set"},
-       Kind::kUint64, lt_member(&LightTransferOptions::seed)},
+       Kind::kUint64,
+       lt_member(&LightTransferOptions::seed)},
 
       {{"shutdown", "drain_timeout_seconds", "--drain-timeout",
         "On SIGTERM: seconds in-flight requests may take to finish before they are aborted"},
-       Kind::kDouble, member(&ServeConfig::drain_timeout_seconds)},
+       Kind::kDouble,
+       member(&ServeConfig::drain_timeout_seconds)},
   };
   return table;
 }
@@ -185,7 +215,9 @@ std::string get_value(const Entry& e, const ServeConfig& c) {
   return {};
 }
 
-std::string dotted(const ConfigKey& k) { return k.section + "." + k.key; }
+std::string dotted(const ConfigKey& k) {
+  return k.section + "." + k.key;
+}
 
 const char* type_name(Kind kind) {
   switch (kind) {

@@ -1,9 +1,10 @@
-// `lightserve serve` configuration (docs/design.md §7): one YAML file where every key is also a flag.
+// `lightserve serve` configuration (docs/design.md §7): one YAML file where every key is also a
+// flag.
 //
 // The keys live in one table (serve_config.cpp): section, key, flag, help and the field it sets.
-// The YAML loader, the flags (app/serve_flags.h), `--print-config` and the test that checks deploy/config.yaml
-// documents every key all read that table, so a key cannot exist in one place only.
-// Precedence: built-in defaults < the YAML file < flags given on the command line.
+// The YAML loader, the flags (app/serve_flags.h), `--print-config` and the test that checks
+// deploy/config.yaml documents every key all read that table, so a key cannot exist in one place
+// only. Precedence: built-in defaults < the YAML file < flags given on the command line.
 #pragma once
 
 #include <cstdint>
@@ -18,9 +19,9 @@ namespace lightserve::serving {
 
 struct ServeConfig {
   // model:
-  std::string model_path;  // empty: default_model_path() (ServeFlags::resolve fills it)
-  std::string model_name;  // the id clients name; default: the file name without .gguf
-  int32_t threads = 0;     // CPU threads; 0 = one per core
+  std::string model_path;      // empty: default_model_path() (ServeFlags::resolve fills it)
+  std::string model_name;      // the id clients name; default: the file name without .gguf
+  int32_t threads = 0;         // CPU threads; 0 = one per core
   std::string device = "cpu";  // cpu, cuda or cuda:N (cli::make_backend)
 
   // server:
@@ -31,21 +32,21 @@ struct ServeConfig {
   std::string ports_file;     // written once listening: {"http": port, "grpc": port}
 
   // limits:
-  int64_t max_body_bytes = 1 << 20;     // HTTP request bodies and gRPC messages
-  int32_t max_prompt_tokens = 0;        // 0 = the context
-  int32_t max_tokens_limit = 0;         // the largest max_tokens a request may ask; 0 = context
-  int32_t default_max_tokens = 256;     // when a request names none
-  double client_timeout_seconds = 30;   // reading a request (slow clients), idle keep-alive
-  int32_t max_connections = 256;        // open HTTP connections
+  int64_t max_body_bytes = 1 << 20;    // HTTP request bodies and gRPC messages
+  int32_t max_prompt_tokens = 0;       // 0 = the context
+  int32_t max_tokens_limit = 0;        // the largest max_tokens a request may ask; 0 = context
+  int32_t default_max_tokens = 256;    // when a request names none
+  double client_timeout_seconds = 30;  // reading a request (slow clients), idle keep-alive
+  int32_t max_connections = 256;       // open HTTP connections
 
   // engine:
   int64_t kv_budget_bytes = 512ll << 20;  // the KV arena
   int32_t context = 0;                    // tokens per request (prompt + output); 0 = the model's
   int32_t max_running = 64;
-  int32_t max_waiting = 256;  // queued requests; beyond it 429 / RESOURCE_EXHAUSTED
-  std::string policy = "reserve";  // reserve | optimistic
+  int32_t max_waiting = 256;        // queued requests; beyond it 429 / RESOURCE_EXHAUSTED
+  std::string policy = "reserve";   // reserve | optimistic
   std::string scheduling = "fcfs";  // fcfs | priority (higher request priority first)
-  int64_t step_budget = 0;         // token-layers per step; 0 = 2048 tokens through every layer
+  int64_t step_budget = 0;          // token-layers per step; 0 = 2048 tokens through every layer
 
   // lighttransfer: (mode, lazy_fraction, sink, window, w_last, plan, seed)
   LightTransferOptions lighttransfer;
@@ -87,6 +88,5 @@ std::string config_value(size_t index, const ServeConfig& config);
 
 // After file and flags: fills what is still unset (the default model path) and validates.
 Status finish_config(ServeConfig& config);
-
 
 }  // namespace lightserve::serving

@@ -5,17 +5,16 @@
 #include <filesystem>
 #include <utility>
 
+#include "base/units.h"
 #include "memory/capacity.h"
 #include "serving/model_loading.h"
-#include "base/units.h"
 
 namespace lightserve::serving {
 
 using scheduler::EngineError;
 using scheduler::ErrorKind;
 
-Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& config,
-                                                            std::FILE* log) {
+Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& config, std::FILE* log) {
   if (Status s = config.validate(); !s) return Error{s.message()};
   std::unique_ptr<ServingCore> se(new ServingCore());
   se->config_ = config;
@@ -37,7 +36,8 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
                  " exceeds the model's training context of " + std::to_string(mc.context_length) +
                  " tokens"};
   }
-  auto arena = model::KvArena::create(*se->backend_, mc, se->settings_, config.kv_budget_bytes, se->context_);
+  auto arena = model::KvArena::create(*se->backend_, mc, se->settings_, config.kv_budget_bytes,
+                                      se->context_);
   if (!arena) return Error{"engine.kv_budget: " + arena.error().message};
   se->arena_ = std::move(arena).value();
 
@@ -56,7 +56,8 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   info.bos_id = se->model_->tokenizer().bos_id();
   info.eos_id = se->model_->tokenizer().eos_id();
 
-  se->executor_ = std::make_unique<executor::ModelExecutor>(*se->model_, *se->arena_, se->settings_);
+  se->executor_ =
+      std::make_unique<executor::ModelExecutor>(*se->model_, *se->arena_, se->settings_);
   se->detokenizer_ = std::make_unique<executor::ModelDetokenizer>(se->model_->tokenizer());
   scheduler::EngineConfig ec;
   ec.max_context_tokens = se->context_;
@@ -96,7 +97,9 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   return se;
 }
 
-ServingCore::~ServingCore() { stop(); }
+ServingCore::~ServingCore() {
+  stop();
+}
 
 void ServingCore::stop() {
   {
@@ -158,9 +161,9 @@ EngineError invalid(std::string message) {
 }
 }  // namespace
 
-std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in,
-                                                   std::vector<int32_t>& ids, bool add_special,
-                                                   bool add_generation_prompt) const {
+std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in, std::vector<int32_t>& ids,
+                                                 bool add_special,
+                                                 bool add_generation_prompt) const {
   const int forms = (in.prompt_text ? 1 : 0) + (in.prompt_ids ? 1 : 0) + (in.messages ? 1 : 0);
   if (forms != 1) {
     return invalid(forms == 0 ? "no prompt: give prompt text, prompt token ids or messages"
@@ -178,8 +181,10 @@ std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in,
     for (size_t i = 0; i < in.messages->size(); ++i) {
       const std::string& role = (*in.messages)[i].role;
       if (role != "system" && role != "user" && role != "assistant") {
-        return invalid("messages[" + std::to_string(i) + "].role must be system, user or "
-                       "assistant, got '" + role + "'");
+        return invalid("messages[" + std::to_string(i) +
+                       "].role must be system, user or "
+                       "assistant, got '" +
+                       role + "'");
       }
     }
     // The rendered template carries its own special tokens (no extra BOS).
@@ -189,7 +194,7 @@ std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in,
 }
 
 std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
-                                                  scheduler::RequestParams& out) const {
+                                                scheduler::RequestParams& out) const {
   out = scheduler::RequestParams{};
   if (in.prompt_text && in.prompt_text->empty()) return invalid("the prompt is empty");
   if (auto error = tokenize(in, out.prompt)) return error;
@@ -199,10 +204,12 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   if (num_prompt > max_prompt) {
     // OUT_OF_RANGE on gRPC as the proto promises (a prompt that does not fit); 400 over HTTP.
     return EngineError{ErrorKind::kOutOfRange, "the prompt has " + std::to_string(num_prompt) +
-                   " tokens, over the limit of " + std::to_string(max_prompt)};
+                                                   " tokens, over the limit of " +
+                                                   std::to_string(max_prompt)};
   }
   out.max_tokens = in.max_tokens.value_or(config_.default_max_tokens);
-  const int32_t max_tokens_limit = config_.max_tokens_limit > 0 ? config_.max_tokens_limit : context_;
+  const int32_t max_tokens_limit =
+      config_.max_tokens_limit > 0 ? config_.max_tokens_limit : context_;
   if (out.max_tokens < 1) {
     return invalid("max_tokens must be >= 1, got " + std::to_string(out.max_tokens));
   }
@@ -271,10 +278,16 @@ void ServingCore::abort(scheduler::RequestId id) {
   if (engine_) engine_->abort(id);
 }
 
-void ServingCore::begin_drain() { draining_ = true; }
+void ServingCore::begin_drain() {
+  draining_ = true;
+}
 
-bool ServingCore::healthy() const { return engine_alive_.load() && !device_failed_.load(); }
-bool ServingCore::ready() const { return healthy() && !draining_.load(); }
+bool ServingCore::healthy() const {
+  return engine_alive_.load() && !device_failed_.load();
+}
+bool ServingCore::ready() const {
+  return healthy() && !draining_.load();
+}
 
 ServingSnapshot ServingCore::snapshot() const {
   ServingSnapshot s;
@@ -285,6 +298,8 @@ ServingSnapshot ServingCore::snapshot() const {
   return s;
 }
 
-std::string ServingCore::render_metrics() { return metrics_->render(); }
+std::string ServingCore::render_metrics() {
+  return metrics_->render();
+}
 
 }  // namespace lightserve::serving

@@ -1,5 +1,5 @@
-// The daemon's core, shared by the gRPC and HTTP frontends (docs/design.md §1, §7): the model, the KV
-// arena, the engine and the one thread that runs it, the metrics, and the drain state.
+// The daemon's core, shared by the gRPC and HTTP frontends (docs/design.md §1, §7): the model, the
+// KV arena, the engine and the one thread that runs it, the metrics, and the drain state.
 //
 // Frontends turn their wire format into a GenerateInput, call prepare() (tokenize, render the
 // chat template, apply the configured limits) and submit(); then they read the request's
@@ -16,13 +16,13 @@
 #include <thread>
 #include <vector>
 
+#include "executor/model_executor.h"
 #include "kernels/backend.h"
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
-#include "executor/model_executor.h"
 #include "serving/metrics.h"
 #include "serving/serve_config.h"
 
@@ -31,8 +31,8 @@ namespace lightserve::serving {
 // A generation request, whatever protocol it came from. Untrusted: prepare() checks it.
 struct GenerateInput {
   // Exactly one prompt form.
-  std::optional<std::string> prompt_text;            // tokenized, BOS added as the model says
-  std::optional<std::vector<int32_t>> prompt_ids;    // used as given
+  std::optional<std::string> prompt_text;          // tokenized, BOS added as the model says
+  std::optional<std::vector<int32_t>> prompt_ids;  // used as given
   std::optional<std::vector<model::ChatMessage>> messages;  // rendered by the chat template
   std::optional<int32_t> max_tokens;  // nullopt: ServeConfig::default_max_tokens
   sampling::SamplingParams sampling;
@@ -96,7 +96,7 @@ class ServingCore {
   // Drain: ready() turns false and submit() refuses; in-flight requests go on.
   void begin_drain();
   bool draining() const { return draining_.load(); }
-  bool ready() const;    // healthy and not draining
+  bool ready() const;  // healthy and not draining
   // The engine thread runs and the backend works: false once kMaxConsecutiveFailedSteps steps in
   // a row failed in the executor, or the engine loop itself threw. Stays false (restart us).
   bool healthy() const;
@@ -137,7 +137,7 @@ class ServingCore {
   std::atomic<bool> engine_alive_{false};
   std::atomic<bool> device_failed_{false};
   int32_t num_consecutive_failed_steps_ = 0;  // engine thread only
-  std::atomic<int32_t> num_in_flight_{0};  // accepted, kFinished not yet emitted
+  std::atomic<int32_t> num_in_flight_{0};     // accepted, kFinished not yet emitted
   // Published by the engine thread after each step.
   std::atomic<int32_t> num_running_{0}, num_waiting_{0}, num_used_blocks_{0}, num_used_slots_{0};
 };

@@ -31,8 +31,7 @@ bool same_secret(std::string_view a, std::string_view b) {
 }
 
 std::optional<scheduler::EngineError> check_bearer(const std::vector<std::string_view>& values,
-                                                   const std::string& api_key,
-                                                   const char* where) {
+                                                   const std::string& api_key, const char* where) {
   using scheduler::ErrorKind;
   if (api_key.empty()) return std::nullopt;
   const std::string carrier = std::string("the authorization ") + where;
@@ -42,13 +41,12 @@ std::optional<scheduler::EngineError> check_bearer(const std::vector<std::string
   }
   if (values.size() > 1) {
     return scheduler::EngineError{ErrorKind::kInvalidArgument,
-                                  "more than one authorization " + std::string(where) +
-                                      " (" + std::to_string(values.size()) + "): send one"};
+                                  "more than one authorization " + std::string(where) + " (" +
+                                      std::to_string(values.size()) + "): send one"};
   }
   const std::string_view value = trim(values.front());
   if (!starts_with_bearer(value)) {
-    return scheduler::EngineError{ErrorKind::kUnauthenticated,
-                                  carrier + " must be 'Bearer <key>'"};
+    return scheduler::EngineError{ErrorKind::kUnauthenticated, carrier + " must be 'Bearer <key>'"};
   }
   if (!same_secret(trim(value.substr(7)), api_key)) {
     return scheduler::EngineError{ErrorKind::kUnauthenticated, "invalid API key"};

@@ -18,8 +18,7 @@ namespace lightserve::frontends {
 // which one counts would be a guess). `where` names the carrier in messages: "header" or
 // "metadata".
 std::optional<scheduler::EngineError> check_bearer(const std::vector<std::string_view>& values,
-                                                   const std::string& api_key,
-                                                   const char* where);
+                                                   const std::string& api_key, const char* where);
 
 // Equal-time comparison: the key's bytes do not leak through the time a refusal takes.
 bool same_secret(std::string_view a, std::string_view b);

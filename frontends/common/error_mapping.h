@@ -2,9 +2,9 @@
 // statuses with OpenAI error bodies, and to gRPC status codes.
 #pragma once
 
-#include <string>
-
 #include <grpcpp/support/status_code_enum.h>
+
+#include <string>
 
 #include "scheduler/errors.h"
 

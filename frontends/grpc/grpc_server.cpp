@@ -7,7 +7,8 @@
 // itself until OnDone; the stream's listener holds a weak_ptr, so an engine push that races with
 // OnDone never touches a freed reactor. Each reactor keeps at most one write in flight, calls
 // Finish (or StartWriteAndFinish) exactly once, after the engine's kFinished event, and turns a
-// cancelled call into serving::ServingCore::abort (the request's KV is freed in the engine's next step).
+// cancelled call into serving::ServingCore::abort (the request's KV is freed in the engine's next
+// step).
 //
 // The methods are registered raw (ByteBuffer in and out) so that bytes which are not a valid
 // request get INVALID_ARGUMENT naming the message type; with typed methods the callback API
@@ -30,10 +31,10 @@
 #include <utility>
 #include <vector>
 
-#include "lightserve/v1/generation.grpc.pb.h"
-#include "model/tokenizer.h"
 #include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
+#include "lightserve/v1/generation.grpc.pb.h"
+#include "model/tokenizer.h"
 
 namespace lightserve::frontends {
 namespace {
@@ -103,9 +104,11 @@ uint64_t fresh_seed() {
   return rng();
 }
 
-// The proto's fields and defaults -> serving::GenerateInput. Only what the proto alone decides is checked
-// here (prompt form, model name, mode enum); serving::ServingCore::prepare checks the values.
-std::optional<EngineError> to_input(const v1::GenerateRequest& request, const serving::ModelInfo& model,
+// The proto's fields and defaults -> serving::GenerateInput. Only what the proto alone decides is
+// checked here (prompt form, model name, mode enum); serving::ServingCore::prepare checks the
+// values.
+std::optional<EngineError> to_input(const v1::GenerateRequest& request,
+                                    const serving::ModelInfo& model,
                                     serving::GenerateInput& input) {
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText:
@@ -166,7 +169,8 @@ std::optional<EngineError> to_input(const v1::GenerateRequest& request, const se
 
 // Authenticates, parses, converts, prepares and submits: an AddResult whose error (if any) is the
 // status to finish the call with.
-scheduler::AddResult submit(serving::ServingCore& engine, const grpc::CallbackServerContext& context,
+scheduler::AddResult submit(serving::ServingCore& engine,
+                            const grpc::CallbackServerContext& context,
                             const grpc::ByteBuffer& bytes) {
   scheduler::AddResult refused;
   if ((refused.error = check_api_key(context, engine.config().api_key))) return refused;
@@ -323,7 +327,8 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
   void OnDone() override { release(); }
 
  private:
-  GenerateReactor(serving::ServingCore& engine, grpc::ByteBuffer* out) : EngineCall(engine), out_(out) {}
+  GenerateReactor(serving::ServingCore& engine, grpc::ByteBuffer* out)
+      : EngineCall(engine), out_(out) {}
 
   v1::GenerateResponse response_;
   grpc::ByteBuffer* out_;  // owned by gRPC, valid until OnDone; written once, before Finish
@@ -488,7 +493,8 @@ class GenerationService final : public RawGenerationService {
 
   std::optional<EngineError> tokenize(const v1::TokenizeRequest& request,
                                       v1::TokenizeResponse& response) const {
-    // As Generate tokenizes its prompt (serving::ServingCore::tokenize: prepare() without the limits).
+    // As Generate tokenizes its prompt (serving::ServingCore::tokenize: prepare() without the
+    // limits).
     serving::GenerateInput input;
     switch (request.input_case()) {
       case v1::TokenizeRequest::kText:

@@ -1,5 +1,5 @@
-// The gRPC frontend (docs/design.md §7): service lightserve.v1.Generation (proto/lightserve/v1/) on the
-// callback API, the standard grpc.health.v1.Health service, and server reflection.
+// The gRPC frontend (docs/design.md §7): service lightserve.v1.Generation (proto/lightserve/v1/) on
+// the callback API, the standard grpc.health.v1.Health service, and server reflection.
 //
 // Every handler is a non-blocking reactor: it posts to the serving::ServingCore and is woken by the
 // request's EventStream listener. A cancelled call aborts its request. With an API key

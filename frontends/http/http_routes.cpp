@@ -1,10 +1,9 @@
 #include "frontends/http/http_routes.h"
 
+#include <boost/beast/http/field.hpp>
 #include <cctype>
 #include <chrono>
 #include <string_view>
-
-#include <boost/beast/http/field.hpp>
 
 #include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
@@ -73,7 +72,8 @@ openai::ApiContext api_context(const serving::ServingCore& engine) {
   return {engine.model_info().name, engine.tokenizer().vocab_size()};
 }
 
-HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine, openai::Endpoint endpoint) {
+HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
+                     openai::Endpoint endpoint) {
   auto parsed = openai::parse_generate_request(request.body(), endpoint, api_context(engine));
   if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
   scheduler::RequestParams params;
@@ -164,8 +164,10 @@ HttpReply error_reply(int status, const std::string& message) {
 
 HttpReply engine_error_reply(const scheduler::EngineError& error) {
   const HttpError mapped = http_error(error.kind);
-  HttpReply reply{mapped.status, "application/json",
-                  openai_error_body(error.message, mapped.type, mapped.status), {}};
+  HttpReply reply{mapped.status,
+                  "application/json",
+                  openai_error_body(error.message, mapped.type, mapped.status),
+                  {}};
   // Queue full: tell clients when to come back rather than let them hammer us.
   if (mapped.status == 429) reply.headers.emplace_back("Retry-After", "1");
   return reply;

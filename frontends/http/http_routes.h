@@ -6,16 +6,15 @@
 // Thread-safe as serving::ServingCore is; call it from any I/O thread.
 #pragma once
 
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
 
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-
-#include "scheduler/engine.h"
 #include "frontends/http/openai_api.h"
+#include "scheduler/engine.h"
 #include "serving/serving_core.h"
 
 namespace lightserve::frontends {

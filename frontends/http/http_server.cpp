@@ -12,6 +12,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -21,10 +24,6 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "frontends/http/http_routes.h"
 #include "frontends/http/openai_api.h"

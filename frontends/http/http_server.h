@@ -1,4 +1,5 @@
-// The HTTP frontend (docs/design.md §7), Boost.Beast on its own I/O threads: the OpenAI-compatible API
+// The HTTP frontend (docs/design.md §7), Boost.Beast on its own I/O threads: the OpenAI-compatible
+// API
 // (/v1/completions, /v1/chat/completions with SSE, /v1/models), /tokenize, /detokenize, /health,
 // /ready and /metrics (Prometheus text).
 //

@@ -3,9 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "frontends/common/error_mapping.h"
 
@@ -151,7 +150,8 @@ Problem token_id(const std::string& name, const json& value, const ApiContext& c
            std::to_string(context.vocab_size) + " tokens)";
   };
   // Beyond int64 too (18446744073709551615): still "not a token id", not a bound of int32.
-  if (value.is_number_unsigned() && value.get<uint64_t>() >= static_cast<uint64_t>(context.vocab_size)) {
+  if (value.is_number_unsigned() &&
+      value.get<uint64_t>() >= static_cast<uint64_t>(context.vocab_size)) {
     return not_a_token();
   }
   int64_t id = 0;
@@ -500,7 +500,8 @@ std::string model_object(const serving::ModelInfo& info, int32_t max_model_len, 
   return dump(model_json(info, max_model_len, created));
 }
 
-std::string models_response(const serving::ModelInfo& info, int32_t max_model_len, int64_t created) {
+std::string models_response(const serving::ModelInfo& info, int32_t max_model_len,
+                            int64_t created) {
   return dump(
       {{"object", "list"}, {"data", json::array({model_json(info, max_model_len, created)})}});
 }

@@ -1,6 +1,7 @@
 // The OpenAI-compatible wire format of the HTTP frontend (docs/design.md §7): request JSON → a
-// serving::GenerateInput, checked strictly with messages that name the field, and the engine's events →
-// completion / chat.completion objects and their stream chunks. Also /tokenize and /detokenize.
+// serving::GenerateInput, checked strictly with messages that name the field, and the engine's
+// events → completion / chat.completion objects and their stream chunks. Also /tokenize and
+// /detokenize.
 //
 // Pure functions over JSON and strings: no sockets, no engine. They never throw; every error is
 // an invalid argument (HTTP 400 through error_mapping.h). Fields OpenAI defines that lightserve
@@ -10,12 +11,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "base/status.h"
 #include "scheduler/events.h"

@@ -51,8 +51,9 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads)
       : features_(CpuFeatures::detect()),
         ops_(ops_for(features_)),
-        pool_(num_threads > 0 ? num_threads
-                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+        pool_(num_threads > 0
+                  ? num_threads
+                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
   std::string description() const override {
     return "cpu (" + features_.describe() + ", " + std::to_string(pool_.num_threads()) +

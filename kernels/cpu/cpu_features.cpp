@@ -32,7 +32,9 @@ uint64_t xgetbv0() {
   return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
-bool bit(uint32_t value, int index) { return (value >> index) & 1u; }
+bool bit(uint32_t value, int index) {
+  return (value >> index) & 1u;
+}
 
 // Linux keeps the 8 KiB AMX tile state off until a process asks for it.
 bool request_amx_permission() {
@@ -59,9 +61,9 @@ CpuFeatures CpuFeatures::detect() {
   const bool osxsave = bit(l1.ecx, 27);
   if (!osxsave) return f;
   const uint64_t xcr0 = xgetbv0();
-  const bool os_avx = (xcr0 & 0x6) == 0x6;            // XMM and YMM state
+  const bool os_avx = (xcr0 & 0x6) == 0x6;                 // XMM and YMM state
   const bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask, ZMM_Hi256, Hi16_ZMM
-  const bool os_amx = (xcr0 & 0x60000) == 0x60000;    // XTILECFG and XTILEDATA
+  const bool os_amx = (xcr0 & 0x60000) == 0x60000;         // XTILECFG and XTILEDATA
 
   const bool fma = bit(l1.ecx, 12), f16c = bit(l1.ecx, 29), avx = bit(l1.ecx, 28);
   f.avx2 = os_avx && avx && fma && f16c && bit(l7.ebx, 5);

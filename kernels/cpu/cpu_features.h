@@ -7,12 +7,12 @@
 namespace lightserve::kernels::cpu {
 
 struct CpuFeatures {
-  bool avx2 = false;        // with FMA and F16C
-  bool avx512 = false;      // F, BW, VL, DQ
+  bool avx2 = false;    // with FMA and F16C
+  bool avx512 = false;  // F, BW, VL, DQ
   bool avx512_vnni = false;
   bool avx512_bf16 = false;
   bool avx_vnni = false;
-  bool amx_int8 = false;    // usable: the OS granted the tile state
+  bool amx_int8 = false;  // usable: the OS granted the tile state
   bool amx_bf16 = false;
 
   static CpuFeatures detect();

@@ -122,9 +122,8 @@ void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWe
   const detail::PackedWeight& pw = w.packed_;
   const int threads = pool.num_threads();
   if (pw.groups >= 2 * threads || n <= gemm.token_tile) {
-    pool.parallel_for(pw.groups, 1, [&](int64_t g0, int64_t g1) {
-      gemm.gemm(pw, acts, g0, g1, 0, n, y);
-    });
+    pool.parallel_for(pw.groups, 1,
+                      [&](int64_t g0, int64_t g1) { gemm.gemm(pw, acts, g0, g1, 0, n, y); });
   } else {
     // Few row groups, many tokens: split the tokens, in whole tiles.
     const int64_t tile = gemm.token_tile;
@@ -134,8 +133,8 @@ void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWe
   }
 }
 
-void matmul_float(ThreadPool& pool, const CpuFeatures& features, const CpuWeight& w,
-                  const float* x, int64_t n, float* y) {
+void matmul_float(ThreadPool& pool, const CpuFeatures& features, const CpuWeight& w, const float* x,
+                  int64_t n, float* y) {
   const detail::KernelSet& ks = kernels_for(features);
   const int64_t cols = w.cols_;
   pool.parallel_for(w.rows_, 16, [&](int64_t r0, int64_t r1) {
@@ -149,14 +148,16 @@ void matmul_float(ThreadPool& pool, const CpuFeatures& features, const CpuWeight
       const auto* src = static_cast<const uint8_t*>(p.data) +
                         (r - part_first) * cols * traits(p.type).block_bytes;
       dequantize_row(p.type, src, row.data(), cols);
-      for (int64_t t = 0; t < n; ++t) y[t * w.rows_ + r] = ks.dot_f32(row.data(), x + t * cols, cols);
+      for (int64_t t = 0; t < n; ++t)
+        y[t * w.rows_ + r] = ks.dot_f32(row.data(), x + t * cols, cols);
     }
   });
 }
 
 }  // namespace
 
-std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts, const CpuFeatures& features) {
+std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts,
+                                    const CpuFeatures& features) {
   if (parts.empty()) return nullptr;
   auto w = std::make_unique<CpuWeight>();
   w->type_ = parts[0].type;
@@ -217,7 +218,9 @@ void embed(const Weight& w, std::span<const int32_t> ids, float* out) {
       for (int64_t j = 0; j < qbytes; ++j) {
         const uint8_t byte = blk[(j / 4) * 64 + lane * 4 + j % 4];
         switch (pw.type) {
-          case DType::kQ8_0: o[j] = static_cast<float>(static_cast<int>(byte) - 128) * d; break;
+          case DType::kQ8_0:
+            o[j] = static_cast<float>(static_cast<int>(byte) - 128) * d;
+            break;
           case DType::kQ4_0:
             o[j] = static_cast<float>((byte & 0x0f) - 8) * d;
             o[j + 16] = static_cast<float>((byte >> 4) - 8) * d;

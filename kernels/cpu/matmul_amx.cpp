@@ -64,8 +64,7 @@ void unpack_group(const uint8_t* group, int64_t blocks, int64_t block_bytes, uin
     for (int k = 0; k < 4; ++k) {
       const __m512i raw = _mm512_loadu_si512(blk + 64 * k);
       _mm512_store_si512(dst + 64 * k, _mm512_and_si512(raw, low_mask));
-      _mm512_store_si512(dst + 256 + 64 * k,
-                         _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask));
+      _mm512_store_si512(dst + 256 + 64 * k, _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask));
     }
   }
 }
@@ -180,10 +179,17 @@ void gemm_amx(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t
   const int64_t full_end = t0 + (t1 - t0) / kTileTokens * kTileTokens;
   if (full_end > t0) {
     switch (w.type) {
-      case DType::kQ4_0: gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, full_end, y); break;
-      case DType::kQ4_1: gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, full_end, y); break;
-      case DType::kQ8_0: gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, full_end, y); break;
-      default: break;
+      case DType::kQ4_0:
+        gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, full_end, y);
+        break;
+      case DType::kQ4_1:
+        gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, full_end, y);
+        break;
+      case DType::kQ8_0:
+        gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, full_end, y);
+        break;
+      default:
+        break;
     }
   }
   if (full_end < t1) avx512_kernels().gemm(w, a, g0, g1, full_end, t1, y);

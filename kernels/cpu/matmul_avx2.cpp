@@ -117,8 +117,8 @@ void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, i
 template <DType kType, bool kVnni>
 void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                int64_t t1, float* y) {
-  using Tile = void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, int, float*,
-                        int64_t, int);
+  using Tile =
+      void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, int, float*, int64_t, int);
   static constexpr Tile kTiles[kTokenTile + 1] = {
       nullptr, microkernel<kType, kVnni, 1>, microkernel<kType, kVnni, 2>,
       microkernel<kType, kVnni, 3>, microkernel<kType, kVnni, 4>};
@@ -131,8 +131,8 @@ void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_
         const int half_valid = static_cast<int>(std::min<int64_t>(8, valid - 8 * h));
         for (int64_t t = c0; t < c1; t += kTokenTile) {
           const int64_t count = std::min<int64_t>(kTokenTile, c1 - t);
-          kTiles[count](group, w.blocks, a, t, h, y + t * w.rows + g * kGroupRows + 8 * h,
-                        w.rows, half_valid);
+          kTiles[count](group, w.blocks, a, t, h, y + t * w.rows + g * kGroupRows + 8 * h, w.rows,
+                        half_valid);
         }
       }
     }
@@ -143,10 +143,14 @@ template <bool kVnni>
 void gemm_avx2(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                int64_t t1, float* y) {
   switch (w.type) {
-    case DType::kQ4_0: return gemm_type<DType::kQ4_0, kVnni>(w, a, g0, g1, t0, t1, y);
-    case DType::kQ4_1: return gemm_type<DType::kQ4_1, kVnni>(w, a, g0, g1, t0, t1, y);
-    case DType::kQ8_0: return gemm_type<DType::kQ8_0, kVnni>(w, a, g0, g1, t0, t1, y);
-    default: return;
+    case DType::kQ4_0:
+      return gemm_type<DType::kQ4_0, kVnni>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ4_1:
+      return gemm_type<DType::kQ4_1, kVnni>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ8_0:
+      return gemm_type<DType::kQ8_0, kVnni>(w, a, g0, g1, t0, t1, y);
+    default:
+      return;
   }
 }
 
@@ -159,7 +163,8 @@ void quantize_avx2(const float* x, int64_t t0, int64_t t1, const QuantizedActs& 
       __m256 v[4];
       for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(p + 8 * i);
       __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-      m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+      m = _mm256_max_ps(m,
+                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
       __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
       m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
       m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -169,10 +174,11 @@ void quantize_avx2(const float* x, int64_t t0, int64_t t1, const QuantizedActs& 
       const __m256 mul = _mm256_set1_ps(id);
       __m256i q[4];
       for (int i = 0; i < 4; ++i) {
-        q[i] = _mm256_cvtps_epi32(
-            _mm256_round_ps(_mm256_mul_ps(v[i], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], mul),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       }
-      const __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+      const __m256i total =
+          _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
       __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
       s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));

@@ -108,18 +108,17 @@ void tile_call(const uint8_t* group, int64_t blocks, const QuantizedActs& a, int
 template <DType kType>
 void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                int64_t t1, float* y) {
-  using Tile = void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t,
-                        __mmask16);
-  static constexpr Tile kTiles[kTokenTile + 1] = {
-      nullptr,
-      tile_call<kType, 1>,
-      tile_call<kType, 2>,
-      tile_call<kType, 3>,
-      tile_call<kType, 4>,
-      tile_call<kType, 5>,
-      tile_call<kType, 6>,
-      tile_call<kType, 7>,
-      tile_call<kType, 8>};
+  using Tile =
+      void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t, __mmask16);
+  static constexpr Tile kTiles[kTokenTile + 1] = {nullptr,
+                                                  tile_call<kType, 1>,
+                                                  tile_call<kType, 2>,
+                                                  tile_call<kType, 3>,
+                                                  tile_call<kType, 4>,
+                                                  tile_call<kType, 5>,
+                                                  tile_call<kType, 6>,
+                                                  tile_call<kType, 7>,
+                                                  tile_call<kType, 8>};
   for (int64_t c0 = t0; c0 < t1; c0 += kTokenChunk) {
     const int64_t c1 = std::min(t1, c0 + kTokenChunk);
     for (int64_t g = g0; g < g1; ++g) {
@@ -134,13 +133,17 @@ void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_
   }
 }
 
-void gemm_avx512(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1,
-                 int64_t t0, int64_t t1, float* y) {
+void gemm_avx512(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
+                 int64_t t1, float* y) {
   switch (w.type) {
-    case DType::kQ4_0: return gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, t1, y);
-    case DType::kQ4_1: return gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, t1, y);
-    case DType::kQ8_0: return gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, t1, y);
-    default: return;
+    case DType::kQ4_0:
+      return gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ4_1:
+      return gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ8_0:
+      return gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, t1, y);
+    default:
+      return;
   }
 }
 

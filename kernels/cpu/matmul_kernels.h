@@ -25,13 +25,19 @@ constexpr int64_t kGroupRows = 16;
 // Bytes of one group-block (16 rows × one 32-value block) in the repacked layout.
 constexpr int64_t group_block_bytes(DType type) {
   switch (type) {
-    case DType::kQ4_0: return 16 * 16 + 32;
-    case DType::kQ4_1: return 16 * 16 + 32 + 32;
-    case DType::kQ8_0: return 16 * 32 + 32;
-    default: return 0;
+    case DType::kQ4_0:
+      return 16 * 16 + 32;
+    case DType::kQ4_1:
+      return 16 * 16 + 32 + 32;
+    case DType::kQ8_0:
+      return 16 * 32 + 32;
+    default:
+      return 0;
   }
 }
-constexpr int64_t quant_bytes_per_row(DType type) { return type == DType::kQ8_0 ? 32 : 16; }
+constexpr int64_t quant_bytes_per_row(DType type) {
+  return type == DType::kQ8_0 ? 32 : 16;
+}
 
 // A repacked quantized weight, as the kernels see it.
 struct PackedWeight {
@@ -50,10 +56,10 @@ struct QuantizedActs {
   int64_t n = 0;
   int64_t cols = 0;
   int64_t blocks = 0;
-  int8_t* qs = nullptr;   // n × cols
-  float* d = nullptr;     // n × blocks: f16 scale, widened
-  float* s = nullptr;     // n × blocks: f16(d · Σq), widened
-  int32_t* sum = nullptr; // n × blocks: Σq
+  int8_t* qs = nullptr;    // n × cols
+  float* d = nullptr;      // n × blocks: f16 scale, widened
+  float* s = nullptr;      // n × blocks: f16(d · Σq), widened
+  int32_t* sum = nullptr;  // n × blocks: Σq
 };
 
 // One activation block with ggml's field encodings (f16 bit patterns), plus the integer sum.

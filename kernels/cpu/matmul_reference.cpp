@@ -61,8 +61,8 @@ void quantize_scalar(const float* x, int64_t t0, int64_t t1, const QuantizedActs
 }
 
 // The repacked layout read one value at a time: the scalar twin of the SIMD kernels.
-void gemm_scalar(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1,
-                 int64_t t0, int64_t t1, float* y) {
+void gemm_scalar(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
+                 int64_t t1, float* y) {
   const int64_t qbytes = quant_bytes_per_row(w.type);
   const int64_t block_bytes = group_block_bytes(w.type);
   for (int64_t g = g0; g < g1; ++g) {

@@ -35,8 +35,8 @@ struct OpsTable {
                     int64_t dst_stride);
   void (*attention)(ThreadPool& pool, const float* q, std::span<const AttentionSeq> seqs,
                     const AttentionShape& shape, float* out);
-  float (*lazy_ratio)(const float* q, const float* lse, const KvView& kv, int32_t n,
-                      int32_t w_last, int32_t sink, int32_t window, const AttentionShape& shape);
+  float (*lazy_ratio)(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
+                      int32_t sink, int32_t window, const AttentionShape& shape);
 };
 
 extern const OpsTable kOpsGeneric;

@@ -18,7 +18,7 @@ namespace lightserve::kernels::cuda {
 
 constexpr int kThreads = 128;  // split, merge and lazy-ratio kernels
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxGroup = 8;    // query heads per KV head the kernels are built for
+constexpr int kMaxGroup = 8;  // query heads per KV head the kernels are built for
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -28,7 +28,7 @@ enum : int32_t { kKindContiguous = 0, kKindPaged = 1, kKindRing = 2 };
 struct SeqDesc {
   const uint16_t* k;
   const uint16_t* v;
-  float* lse;              // [num_queries × heads] or null
+  float* lse;  // [num_queries × heads] or null
   int64_t first_row;
   int64_t row_stride;
   int64_t block_stride;
@@ -38,15 +38,19 @@ struct SeqDesc {
   int32_t window;
   int32_t num_queries;
   int32_t first_pos;
-  int32_t table_offset;    // kPaged: its block table in the packed tables
-  int32_t nsplit;          // key splits per query
-  int32_t block_base;      // its first split block (= partial slot) in the split grid
-  int32_t query_base;      // its first query in the merge grid
-  int32_t vec;             // k, v and strides 16-byte aligned: vector loads
+  int32_t table_offset;  // kPaged: its block table in the packed tables
+  int32_t nsplit;        // key splits per query
+  int32_t block_base;    // its first split block (= partial slot) in the split grid
+  int32_t query_base;    // its first query in the merge grid
+  int32_t vec;           // k, v and strides 16-byte aligned: vector loads
 };
 
-__host__ __device__ inline int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
-__host__ __device__ inline int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
+__host__ __device__ inline int32_t imin(int32_t a, int32_t b) {
+  return a < b ? a : b;
+}
+__host__ __device__ inline int32_t imax(int32_t a, int32_t b) {
+  return a > b ? a : b;
+}
 
 // The keys a query attends, as `count` virtual indices j: j < sink_keys is token j, the rest
 // token window_begin + (j − sink_keys). Full views: sink_keys 0, window_begin 0, tokens 0..p.
@@ -113,7 +117,8 @@ __device__ __forceinline__ void load_f16(const uint16_t* p, bool vec, float* f) 
     }
   }
 #pragma unroll
-  for (int e = 0; e < N; ++e) f[e] = half_bits_to_float(__ldg(reinterpret_cast<const unsigned short*>(p) + e));
+  for (int e = 0; e < N; ++e)
+    f[e] = half_bits_to_float(__ldg(reinterpret_cast<const unsigned short*>(p) + e));
 }
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -186,15 +191,32 @@ __device__ __forceinline__ void key_dots(const float (&qr)[G][16], const float (
 template <int HD, template <int, int> class Launch, typename... Args>
 void dispatch_group(int group, Args&&... args) {
   switch (group) {
-    case 1: Launch<HD, 1>::run(args...); break;
-    case 2: Launch<HD, 2>::run(args...); break;
-    case 3: Launch<HD, 3>::run(args...); break;
-    case 4: Launch<HD, 4>::run(args...); break;
-    case 5: Launch<HD, 5>::run(args...); break;
-    case 6: Launch<HD, 6>::run(args...); break;
-    case 7: Launch<HD, 7>::run(args...); break;
-    case 8: Launch<HD, 8>::run(args...); break;
-    default: throw std::logic_error("CudaAttention: unchecked group");
+    case 1:
+      Launch<HD, 1>::run(args...);
+      break;
+    case 2:
+      Launch<HD, 2>::run(args...);
+      break;
+    case 3:
+      Launch<HD, 3>::run(args...);
+      break;
+    case 4:
+      Launch<HD, 4>::run(args...);
+      break;
+    case 5:
+      Launch<HD, 5>::run(args...);
+      break;
+    case 6:
+      Launch<HD, 6>::run(args...);
+      break;
+    case 7:
+      Launch<HD, 7>::run(args...);
+      break;
+    case 8:
+      Launch<HD, 8>::run(args...);
+      break;
+    default:
+      throw std::logic_error("CudaAttention: unchecked group");
   }
 }
 
@@ -227,7 +249,9 @@ inline int check_shape(const AttentionShape& s, const char* op) {
   return group;
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 // The device descriptor of a view (first_row, queries, splits filled in by the caller); checks
 // what the kernels rely on.
@@ -238,7 +262,9 @@ inline SeqDesc describe(const KvView& kv, const char* op) {
   d.v = kv.v;
   d.row_stride = kv.row_stride;
   switch (kv.kind) {
-    case KvView::Kind::kContiguous: d.kind = kKindContiguous; break;
+    case KvView::Kind::kContiguous:
+      d.kind = kKindContiguous;
+      break;
     case KvView::Kind::kPaged:
       if (kv.block_size <= 0 || kv.block_table == nullptr) {
         throw std::invalid_argument(where + "a paged view needs a block table and block_size > 0");

@@ -34,7 +34,9 @@ __global__ void copy_runs_kernel(const RunDesc* runs, int32_t num_runs, int64_t 
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
 
 }  // namespace
 
@@ -65,13 +67,12 @@ void copy_runs_f16(CudaContext& ctx, DeviceScratch& descriptors,
   }
   if (host.empty()) return;
   RunDesc* device = descriptors.get<RunDesc>(static_cast<int64_t>(host.size()));
-  ctx.upload_small(device, host.data(),
-                   static_cast<int64_t>(host.size() * sizeof(RunDesc)));
+  ctx.upload_small(device, host.data(), static_cast<int64_t>(host.size() * sizeof(RunDesc)));
   const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((words + threads - 1) / threads,
-                                           static_cast<int64_t>(ctx.num_sms) * 16);
-  copy_runs_kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), threads, 0,
-                     ctx.stream>>>(device, static_cast<int32_t>(host.size()), words);
+  const int64_t blocks =
+      std::min<int64_t>((words + threads - 1) / threads, static_cast<int64_t>(ctx.num_sms) * 16);
+  copy_runs_kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), threads, 0, ctx.stream>>>(
+      device, static_cast<int32_t>(host.size()), words);
   LS_CUDA_LAUNCHED();
 }
 

@@ -26,8 +26,8 @@
 namespace lightserve::kernels::cuda {
 namespace {
 
-constexpr int kChunk = 256;     // keys a split block scores per shared-memory pass
-constexpr int kMinSplit = 64;   // smallest key split of the decode path
+constexpr int kChunk = 256;    // keys a split block scores per shared-memory pass
+constexpr int kMinSplit = 64;  // smallest key split of the decode path
 
 // Block (x = split slot, y = KV head): keys [j0, j1) of one query for its G query heads. Per
 // chunk of kChunk keys: scores into shared memory (key groups), the chunk max and exp (a warp per
@@ -35,10 +35,10 @@ constexpr int kMinSplit = 64;   // smallest key split of the decode path
 // carried across chunks. Writes partial (m, l) and the unnormalized Σ exp(s − m)·v.
 template <int HD, int G>
 __global__ void __launch_bounds__(kThreads)
-split_kernel(const float* __restrict__ q, const SeqDesc* __restrict__ descs,
-             const int32_t* __restrict__ block_seq, const int32_t* __restrict__ tables,
-             int64_t q_stride, int heads, float scale, int split, float* __restrict__ part_acc,
-             float* __restrict__ part_ml) {
+    split_kernel(const float* __restrict__ q, const SeqDesc* __restrict__ descs,
+                 const int32_t* __restrict__ block_seq, const int32_t* __restrict__ tables,
+                 int64_t q_stride, int heads, float scale, int split, float* __restrict__ part_acc,
+                 float* __restrict__ part_ml) {
   using L = Lanes<HD>;
   constexpr int kDpl = HD / 32;  // value dimensions per lane
   constexpr int kPerHead = kChunk > kWarps * HD ? kChunk : kWarps * HD;
@@ -177,7 +177,8 @@ split_kernel(const float* __restrict__ q, const SeqDesc* __restrict__ descs,
     for (int e = 0; e < kDpl; ++e) red[(warp * G + g) * HD + lane * kDpl + e] = acc[g][e];
   }
   __syncthreads();
-  const int64_t slot_head = static_cast<int64_t>(blockIdx.x) * heads + static_cast<int64_t>(kvh) * G;
+  const int64_t slot_head =
+      static_cast<int64_t>(blockIdx.x) * heads + static_cast<int64_t>(kvh) * G;
   for (int x = threadIdx.x; x < G * HD; x += kThreads) {
     float sum = 0.0f;
 #pragma unroll
@@ -199,9 +200,9 @@ split_kernel(const float* __restrict__ q, const SeqDesc* __restrict__ descs,
 // weights shuffled out, so the partial loads of consecutive splits are in flight together.
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-merge_kernel(const SeqDesc* __restrict__ descs, const int32_t* __restrict__ query_seq,
-             const float* __restrict__ part_acc, const float* __restrict__ part_ml, int heads,
-             int split, int64_t out_stride, float* __restrict__ out) {
+    merge_kernel(const SeqDesc* __restrict__ descs, const int32_t* __restrict__ query_seq,
+                 const float* __restrict__ part_acc, const float* __restrict__ part_ml, int heads,
+                 int split, int64_t out_stride, float* __restrict__ out) {
   constexpr int kDpl = HD / 32;
   __shared__ SeqDesc sd;
   if (threadIdx.x == 0) sd = descs[query_seq[blockIdx.x]];
@@ -363,9 +364,9 @@ struct CudaAttention::Impl {
   explicit Impl(CudaContext& c) : ctx(c) {}
 
   CudaContext& ctx;
-  GenericPlan plan;              // reused: no host allocation per decode step after warm-up
-  std::vector<uint8_t> host;     // the packed staging bytes
-  DeviceScratch staged;          // their device copy
+  GenericPlan plan;           // reused: no host allocation per decode step after warm-up
+  std::vector<uint8_t> host;  // the packed staging bytes
+  DeviceScratch staged;       // their device copy
   DeviceScratch part_acc, part_ml;
   DeviceScratch ratio_parts;
 
@@ -398,8 +399,17 @@ void CudaAttention::Impl::generic(const float* q, const AttentionShape& shape, i
   float* ml = part_ml.get<float>(slots * 2);
 
   SplitArgs a{dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(shape.kv_heads)),
-              ctx.stream, q, descs, block_seq, tables, shape.q_stride, shape.heads, shape.scale,
-              plan.split, acc, ml};
+              ctx.stream,
+              q,
+              descs,
+              block_seq,
+              tables,
+              shape.q_stride,
+              shape.heads,
+              shape.scale,
+              plan.split,
+              acc,
+              ml};
   dispatch<SplitLaunch>(shape.head_dim, group, a);
   LS_CUDA_LAUNCHED();
   const dim3 merge_grid(static_cast<unsigned>(plan.query_seq.size()),

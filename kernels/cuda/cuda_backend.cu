@@ -5,14 +5,14 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <string>
-#include <climits>
-#include <cmath>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
@@ -244,8 +244,8 @@ class OpProfiler {
     for (const auto& [name, t] : totals_) busy += t.ms;
     for (const auto& [name, t] : totals_) {
       std::fprintf(stderr, "  %-20s %9lld calls %10.1f ms %8.1f us/call %5.1f%%\n", name.c_str(),
-                   static_cast<long long>(t.calls), t.ms, 1e3 * t.ms / std::max<int64_t>(t.calls, 1),
-                   100.0 * t.ms / std::max(busy, 1e-9));
+                   static_cast<long long>(t.calls), t.ms,
+                   1e3 * t.ms / std::max<int64_t>(t.calls, 1), 100.0 * t.ms / std::max(busy, 1e-9));
     }
     std::fprintf(stderr, "  busy %.1f ms, idle between ops %.1f ms\n", busy, idle_ms_);
     for (cudaEvent_t e : pool_) static_cast<void>(cudaEventDestroy(e));
@@ -562,7 +562,8 @@ class CudaBackend final : public Backend {
     const Profiled profiled(profiler_, "store_f16 (queued)");
     const auto count = static_cast<int64_t>(queued_stores_.size());
     QueuedStore* device = store_descriptors_.get<QueuedStore>(count);
-    ctx_.upload_small(device, queued_stores_.data(), count * static_cast<int64_t>(sizeof(QueuedStore)));
+    ctx_.upload_small(device, queued_stores_.data(),
+                      count * static_cast<int64_t>(sizeof(QueuedStore)));
     queued_stores_.clear();
     store_queued<<<static_cast<unsigned>(count), kThreads, 0, ctx_.stream>>>(device, queued_width_);
     LS_CUDA_LAUNCHED();

@@ -24,22 +24,20 @@ namespace lightserve::kernels::cuda {
                            file + ":" + std::to_string(line) + ")");
 }
 
-#define LS_CUDA_CHECK(expr)                                                              \
-  do {                                                                                   \
-    cudaError_t ls_err_ = (expr);                                                        \
-    if (ls_err_ != cudaSuccess) {                                                        \
-      ::lightserve::kernels::cuda::fail(#expr, cudaGetErrorString(ls_err_), __FILE__,   \
-                                        __LINE__);                                       \
-    }                                                                                    \
+#define LS_CUDA_CHECK(expr)                                                                      \
+  do {                                                                                           \
+    cudaError_t ls_err_ = (expr);                                                                \
+    if (ls_err_ != cudaSuccess) {                                                                \
+      ::lightserve::kernels::cuda::fail(#expr, cudaGetErrorString(ls_err_), __FILE__, __LINE__); \
+    }                                                                                            \
   } while (0)
 
-#define LS_CUBLAS_CHECK(expr)                                                            \
-  do {                                                                                   \
-    cublasStatus_t ls_st_ = (expr);                                                      \
-    if (ls_st_ != CUBLAS_STATUS_SUCCESS) {                                               \
-      ::lightserve::kernels::cuda::fail(#expr, cublasGetStatusString(ls_st_), __FILE__, \
-                                        __LINE__);                                       \
-    }                                                                                    \
+#define LS_CUBLAS_CHECK(expr)                                                                      \
+  do {                                                                                             \
+    cublasStatus_t ls_st_ = (expr);                                                                \
+    if (ls_st_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+      ::lightserve::kernels::cuda::fail(#expr, cublasGetStatusString(ls_st_), __FILE__, __LINE__); \
+    }                                                                                              \
   } while (0)
 
 // Checks the launch just issued (bad configuration etc.; asynchronous faults surface at the next
@@ -64,14 +62,13 @@ class PinnedRing {
   void upload(cudaStream_t stream, void* dst, const void* src, int64_t bytes) {
     if (bytes <= 0) return;
     if (bytes > kBytes / 2) {  // rare and large: a plain (synchronizing) copy
-      LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice,
-                                    stream));
+      LS_CUDA_CHECK(
+          cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream));
       LS_CUDA_CHECK(cudaStreamSynchronize(stream));
       return;
     }
     if (base_ == nullptr) {
-      LS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base_), kBytes,
-                                  cudaHostAllocDefault));
+      LS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base_), kBytes, cudaHostAllocDefault));
     }
     const int64_t aligned = (bytes + 255) & ~int64_t{255};
     if (head_ + aligned > kBytes) {
@@ -81,8 +78,8 @@ class PinnedRing {
     char* staged = base_ + head_;
     head_ += aligned;
     std::memcpy(staged, src, static_cast<size_t>(bytes));
-    LS_CUDA_CHECK(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes),
-                                  cudaMemcpyHostToDevice, stream));
+    LS_CUDA_CHECK(
+        cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream));
   }
 
  private:

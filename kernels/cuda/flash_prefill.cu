@@ -54,7 +54,7 @@ struct FlashTile {
   static constexpr int kPitch = HD + 8;
   static constexpr int kTile = kFlashKeys * kPitch;  // elements of one K or V tile
   static constexpr int kSmemBytes = kFlashStages * 2 * kTile * 2;
-  static constexpr int kChunksPerRow = HD / 8;       // 16-byte pieces of a key row
+  static constexpr int kChunksPerRow = HD / 8;  // 16-byte pieces of a key row
   static constexpr int kLoadsPerThread = kFlashKeys * kChunksPerRow / kFlashThreads;
   static_assert(kLoadsPerThread * kFlashThreads == kFlashKeys * kChunksPerRow);
 };
@@ -123,14 +123,14 @@ struct FlashArgs {
   float scale_log2;  // shape.scale · log2(e)
   int64_t out_stride;
   float* out;
-  float* lse;        // [num_queries × heads] or null
+  float* lse;  // [num_queries × heads] or null
 };
 
 // Block b: KV head b % kv_heads, row tile row_tiles − 1 − b / kv_heads (the longest tiles, the
 // last queries, start first).
 template <int HD>
 __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
-flash_prefill_kernel(const FlashArgs a) {
+    flash_prefill_kernel(const FlashArgs a) {
   using T = FlashTile<HD>;
   constexpr int kDimChunks = HD / 16;          // k-steps of Q·Kᵀ; pairs of output n-tiles
   constexpr int kKeyTiles = kFlashKeys / 8;    // n-tiles of S
@@ -214,11 +214,11 @@ flash_prefill_kernel(const FlashArgs a) {
     if (t + 1 < num_tiles) {
       load_tile(t + 1, (t + 1) & 1);  // the stage tile t − 1 used, released by the barrier below
       cp_async_commit();
-      cp_async_wait<1>();             // tile t has landed (this thread's copies)
+      cp_async_wait<1>();  // tile t has landed (this thread's copies)
     } else {
       cp_async_wait<0>();
     }
-    __syncthreads();                  // ... and every thread's
+    __syncthreads();  // ... and every thread's
     const int32_t k0 = t * kFlashKeys;
     if (k0 <= warp_last_pos) {  // warp-uniform: some row of this warp attends a key of the tile
       const uint32_t ks = shared_address(flash_smem + (t & 1) * 2 * T::kTile);
@@ -316,8 +316,8 @@ flash_prefill_kernel(const FlashArgs a) {
   auto store_row = [&](int half, int32_t row, int32_t query, int head, float m, float l) {
     if (row >= total_rows) return;
     const float inv = 1.0f / l;
-    float* dst = a.out + (a.first_row + query) * a.out_stride + static_cast<int64_t>(head) * HD +
-                 2 * tig;
+    float* dst =
+        a.out + (a.first_row + query) * a.out_stride + static_cast<int64_t>(head) * HD + 2 * tig;
 #pragma unroll
     for (int n = 0; n < 2 * kDimChunks; ++n) {
       dst[8 * n] = o[n][2 * half] * inv;

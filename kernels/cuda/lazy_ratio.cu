@@ -15,10 +15,10 @@ constexpr int kRatioSplit = 256;  // keys per lazy-ratio block
 // query only. Writes one float per block.
 template <int HD, int G>
 __global__ void __launch_bounds__(kThreads)
-ratio_kernel(const float* __restrict__ q, const float* __restrict__ lse, SeqDesc kv,
-             const int32_t* __restrict__ tables, int64_t q_stride, int heads, float scale,
-             int32_t first_query, int32_t sink_end, int32_t window_begin,
-             float* __restrict__ parts) {
+    ratio_kernel(const float* __restrict__ q, const float* __restrict__ lse, SeqDesc kv,
+                 const int32_t* __restrict__ tables, int64_t q_stride, int heads, float scale,
+                 int32_t first_query, int32_t sink_end, int32_t window_begin,
+                 float* __restrict__ parts) {
   using L = Lanes<HD>;
   __shared__ float sh_mass[kWarps];
   const int32_t pos = first_query + static_cast<int32_t>(blockIdx.x);
@@ -68,9 +68,8 @@ ratio_kernel(const float* __restrict__ q, const float* __restrict__ lse, SeqDesc
 }
 
 // result = clamp(Σ parts / denominator, 0, 1), summed in double by one block.
-__global__ void __launch_bounds__(256)
-ratio_final(const float* __restrict__ parts, int64_t count, double denominator,
-            float* __restrict__ result) {
+__global__ void __launch_bounds__(256) ratio_final(const float* __restrict__ parts, int64_t count,
+                                                   double denominator, float* __restrict__ result) {
   __shared__ double sh[256];
   double sum = 0.0;
   for (int64_t x = threadIdx.x; x < count; x += 256) sum += parts[x];
@@ -111,8 +110,8 @@ struct RatioLaunch {
 
 float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
                         DeviceScratch& parts_scratch, const float* q, const float* lse,
-                        const KvView& kv, int32_t n, int32_t w_last, int32_t sink,
-                        int32_t window, const AttentionShape& shape) {
+                        const KvView& kv, int32_t n, int32_t w_last, int32_t sink, int32_t window,
+                        const AttentionShape& shape) {
   const int group = check_shape(shape, "lazy_ratio");
   const int32_t first_query = std::max(0, n - std::max(w_last, 0));
   const int32_t num_q = n - first_query;
@@ -136,8 +135,18 @@ float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
   float* result = parts + count;
   RatioArgs a{dim3(static_cast<unsigned>(num_q), static_cast<unsigned>(shape.kv_heads),
                    static_cast<unsigned>(splits)),
-              ctx.stream, q, lse, d, tables, shape.q_stride, shape.heads, shape.scale,
-              first_query, sink_end, window_begin, parts};
+              ctx.stream,
+              q,
+              lse,
+              d,
+              tables,
+              shape.q_stride,
+              shape.heads,
+              shape.scale,
+              first_query,
+              sink_end,
+              window_begin,
+              parts};
   dispatch<RatioLaunch>(shape.head_dim, group, a);
   LS_CUDA_LAUNCHED();
   ratio_final<<<1, 256, 0, ctx.stream>>>(parts, count, static_cast<double>(num_q) * shape.heads,

@@ -10,6 +10,8 @@ std::unique_ptr<Backend> make_cuda_backend(int, std::string* error) {
   return nullptr;
 }
 
-bool cuda_compiled() { return false; }
+bool cuda_compiled() {
+  return false;
+}
 
 }  // namespace lightserve::kernels

@@ -25,7 +25,9 @@ const std::string kModel = LIGHTSERVE_TEST_MODEL;
 
 using lightserve::testing::CliResult;
 
-CliResult run(const std::string& args) { return lightserve::testing::run_lightserve(args); }
+CliResult run(const std::string& args) {
+  return lightserve::testing::run_lightserve(args);
+}
 
 class CliGenerate : public ::testing::Test {
  protected:
@@ -55,7 +57,8 @@ TEST_F(CliGenerate, GreedyOutputEqualsTheLibrary) {
 }
 
 TEST_F(CliGenerate, SameSeedSameOutput) {
-  const std::string args = "generate -q --model " + kModel + " -n 24 --temperature 0.9 --prompt 'Once upon a time'";
+  const std::string args =
+      "generate -q --model " + kModel + " -n 24 --temperature 0.9 --prompt 'Once upon a time'";
   const CliResult a = run(args + " --seed 7");
   const CliResult b = run(args + " --seed 7");
   const CliResult c = run(args + " --seed 8");
@@ -65,13 +68,15 @@ TEST_F(CliGenerate, SameSeedSameOutput) {
 }
 
 TEST_F(CliGenerate, BrokenModelFilesGiveOneClearErrorAndExit1) {
-  const fs::path dir = fs::temp_directory_path() / ("lightserve_badmodel_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("lightserve_badmodel_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ifstream in(kModel, std::ios::binary);
   std::vector<char> head(1 << 20);
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   const fs::path truncated = dir / "truncated.gguf";
-  std::ofstream(truncated, std::ios::binary).write(head.data(), static_cast<std::streamsize>(head.size()));
+  std::ofstream(truncated, std::ios::binary)
+      .write(head.data(), static_cast<std::streamsize>(head.size()));
   const fs::path magic = dir / "magic.gguf";
   head[0] = 'X';
   std::ofstream(magic, std::ios::binary).write(head.data(), 4096);
@@ -89,8 +94,8 @@ TEST_F(CliGenerate, BrokenModelFilesGiveOneClearErrorAndExit1) {
 }
 
 TEST_F(CliGenerate, InvalidOptionsExit2) {
-  for (const std::string args : {"--temperature -1", "--top-p 0", "--lt-mode bogus", "--lazy-fraction 2",
-                                 "--window 0"}) {
+  for (const std::string args :
+       {"--temperature -1", "--top-p 0", "--lt-mode bogus", "--lazy-fraction 2", "--window 0"}) {
     const CliResult r = run("generate --model " + kModel + " --prompt hi " + args);
     EXPECT_EQ(r.code, 2) << args << ": " << r.err;
     EXPECT_NE(r.err.find("error: "), std::string::npos) << args;
@@ -98,9 +103,9 @@ TEST_F(CliGenerate, InvalidOptionsExit2) {
 }
 
 TEST_F(CliGenerate, AnUnusableDeviceExits1WithTheReason) {
-  for (const auto& [device, phrase] :
-       {std::pair{"gpu", "is not cpu, cuda or cuda:N"}, {"cuda:1x", "is not cpu, cuda or cuda:N"},
-        {"cuda:999", "device cuda:999: "}}) {
+  for (const auto& [device, phrase] : {std::pair{"gpu", "is not cpu, cuda or cuda:N"},
+                                       {"cuda:1x", "is not cpu, cuda or cuda:N"},
+                                       {"cuda:999", "device cuda:999: "}}) {
     const CliResult r =
         run(std::string("generate --model ") + kModel + " --prompt hi --device " + device);
     EXPECT_EQ(r.code, 1) << device << ": " << r.err;

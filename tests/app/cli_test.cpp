@@ -1,7 +1,6 @@
 // The `lightserve calibrate` and `lightserve eval` subcommands, run as a user runs them: a plan
 // that loads, a perplexity that parses, and bad inputs that fail with a clear message and exit 2.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
@@ -35,7 +35,8 @@ CliRun run_cli(const std::string& args) {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(kModel)) GTEST_SKIP() << "model file absent: " << kModel << " (scripts/fetch_model.sh)";
+    if (!fs::exists(kModel))
+      GTEST_SKIP() << "model file absent: " << kModel << " (scripts/fetch_model.sh)";
     if (!fs::exists(kBinary)) GTEST_SKIP() << "lightserve binary absent: " << kBinary;
     dir_ = fs::temp_directory_path() /
            ("lightserve_cli_test_" + std::to_string(::getpid()) + "_" +
@@ -63,7 +64,7 @@ TEST_F(CliTest, CalibrateWritesAPlanRankingEveryLayer) {
   const std::string plan_path = (dir_ / "plan.yaml").string();
   // A window smaller than the prompts, so the ratios carry information.
   const CliRun r = run_cli("calibrate --prompts " + prompts + " --out " + plan_path +
-                    " --window 8 --sink 2 --w-last 4 --lazy-fraction 0.5");
+                           " --window 8 --sink 2 --w-last 4 --lazy-fraction 0.5");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("lazy_freq"), std::string::npos) << r.output;
   auto plan = lightserve::model::LtPlan::load(plan_path);
@@ -82,8 +83,10 @@ TEST_F(CliTest, CalibrateWritesAPlanRankingEveryLayer) {
 }
 
 TEST_F(CliTest, CalibrateWarnsWhenPromptsAreShorterThanTheWindow) {
-  const std::string prompts = write("prompts.txt", "Hello there.\\nHow are you?\nA second prompt.\n");
-  const CliRun r = run_cli("calibrate --prompts " + prompts + " --out " + (dir_ / "p.yaml").string());
+  const std::string prompts =
+      write("prompts.txt", "Hello there.\\nHow are you?\nA second prompt.\n");
+  const CliRun r =
+      run_cli("calibrate --prompts " + prompts + " --out " + (dir_ / "p.yaml").string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("no information"), std::string::npos) << r.output;
 }
@@ -91,14 +94,16 @@ TEST_F(CliTest, CalibrateWarnsWhenPromptsAreShorterThanTheWindow) {
 TEST_F(CliTest, EvalPerplexityParsesAndIsFinite) {
   std::string text;
   for (int i = 0; i < 20; ++i) {
-    text += "The committee met on a Tuesday to discuss the budget for the coming year. Several "
-            "members raised concerns about the cost of the new library building. ";
+    text +=
+        "The committee met on a Tuesday to discuss the budget for the coming year. Several "
+        "members raised concerns about the cost of the new library building. ";
   }
   const std::string text_path = write("text.txt", text);
   const std::string json_path = (dir_ / "ppl.json").string();
   const CliRun r = run_cli("eval --task perplexity --text " + text_path +
-                    " --lengths 96 --prefix 48 --window 16 --modes full,test,streaming "
-                    "--lazy-fractions 0.5 --json " + json_path);
+                           " --lengths 96 --prefix 48 --window 16 --modes full,test,streaming "
+                           "--lazy-fractions 0.5 --json " +
+                           json_path);
   ASSERT_EQ(r.code, 0) << r.output;
   std::ifstream in(json_path);
   const nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
@@ -115,8 +120,8 @@ TEST_F(CliTest, EvalPerplexityParsesAndIsFinite) {
 }
 
 TEST_F(CliTest, BadInputsExitWithCode2) {
-  const CliRun missing = run_cli("calibrate --prompts " + (dir_ / "nope.jsonl").string() + " --out " +
-                          (dir_ / "p.yaml").string());
+  const CliRun missing = run_cli("calibrate --prompts " + (dir_ / "nope.jsonl").string() +
+                                 " --out " + (dir_ / "p.yaml").string());
   EXPECT_EQ(missing.code, 2) << missing.output;
   EXPECT_NE(missing.output.find("cannot read"), std::string::npos) << missing.output;
 
@@ -130,7 +135,7 @@ TEST_F(CliTest, BadInputsExitWithCode2) {
 
   const std::string prompts = write("p.txt", "hello\n");
   const CliRun calib_fraction = run_cli("calibrate --prompts " + prompts + " --out " +
-                                 (dir_ / "p.yaml").string() + " --lazy-fraction 1.5");
+                                        (dir_ / "p.yaml").string() + " --lazy-fraction 1.5");
   EXPECT_EQ(calib_fraction.code, 2) << calib_fraction.output;
   EXPECT_NE(calib_fraction.output.find("lazy"), std::string::npos) << calib_fraction.output;
 

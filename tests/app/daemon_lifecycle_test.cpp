@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include "tests/support/gguf_writer.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/gguf_writer.h"
 #include "tests/support/http_test_client.h"
 
 namespace lightserve::testing {
@@ -84,9 +84,9 @@ class DaemonLifecycleTest : public ::testing::Test {
 };
 
 TEST_F(DaemonLifecycleTest, SigtermDrainsStreamsRefusesNewRequestsAndExitsZero) {
-  DaemonProcess d = DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB",
-                                          "--context", "512", "--grpc-port", "-1",
-                                          "--drain-timeout", "60", "--threads", "2"});
+  DaemonProcess d =
+      DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB", "--context", "512",
+                            "--grpc-port", "-1", "--drain-timeout", "60", "--threads", "2"});
   ASSERT_TRUE(d.ok()) << d.error();
   const int port = d.http_port();
   const int kStreams = 3, kTokens = 48;
@@ -126,9 +126,9 @@ TEST_F(DaemonLifecycleTest, SigtermDrainsStreamsRefusesNewRequestsAndExitsZero) 
 }
 
 TEST_F(DaemonLifecycleTest, DrainTimeoutAbortsWhatIsLeftAndStillExitsZero) {
-  DaemonProcess d = DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB",
-                                          "--context", "512", "--grpc-port", "-1",
-                                          "--drain-timeout", "0.2", "--threads", "2"});
+  DaemonProcess d =
+      DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB", "--context", "512",
+                            "--grpc-port", "-1", "--drain-timeout", "0.2", "--threads", "2"});
   ASSERT_TRUE(d.ok()) << d.error();
   std::atomic<int> started{0};
   StreamResult result;
@@ -143,9 +143,9 @@ TEST_F(DaemonLifecycleTest, DrainTimeoutAbortsWhatIsLeftAndStillExitsZero) {
 
 TEST_F(DaemonLifecycleTest, OverloadGets429AtOnceAndTheRestComplete) {
   // One request runs at a time and two may wait; the others are refused at once.
-  DaemonProcess d = DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB",
-                                          "--context", "512", "--grpc-port", "-1", "--max-running",
-                                          "1", "--max-waiting", "2", "--threads", "2"});
+  DaemonProcess d = DaemonProcess::start({"--model", kModel, "--kv-budget", "64MiB", "--context",
+                                          "512", "--grpc-port", "-1", "--max-running", "1",
+                                          "--max-waiting", "2", "--threads", "2"});
   ASSERT_TRUE(d.ok()) << d.error();
   const int kRequests = 8;
   std::vector<int> statuses(kRequests, 0);
@@ -154,8 +154,9 @@ TEST_F(DaemonLifecycleTest, OverloadGets429AtOnceAndTheRestComplete) {
   for (int i = 0; i < kRequests; ++i) {
     threads.emplace_back([&, i] {
       const auto t0 = std::chrono::steady_clock::now();
-      const HttpResponse r = HttpConnection(d.http_port(), 120)
-                                 .request("POST", "/v1/completions", completion_body(24, false), kJson);
+      const HttpResponse r =
+          HttpConnection(d.http_port(), 120)
+              .request("POST", "/v1/completions", completion_body(24, false), kJson);
       statuses[i] = r.status;
       seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (r.status == 429) {

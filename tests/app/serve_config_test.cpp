@@ -1,14 +1,13 @@
 // The serve configuration: deploy/config.yaml documents exactly the daemon's keys with their
 // defaults; bad files and flags get errors naming the key; flags override the file.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "app/serve_flags.h"
 
@@ -67,15 +66,16 @@ TEST(ServeConfig, EveryKeyHasAFlagAndHelp) {
 }
 
 TEST(ServeConfig, FlagsOverrideTheFile) {
-  const std::string file = write_temp("override", "engine:\n  kv_budget: 64MiB\n  max_running: 3\n"
-                                                  "lighttransfer:\n  lazy_fraction: 0.25\n");
+  const std::string file = write_temp("override",
+                                      "engine:\n  kv_budget: 64MiB\n  max_running: 3\n"
+                                      "lighttransfer:\n  lazy_fraction: 0.25\n");
   auto r = resolve({"--config", file, "--max-running", "5", "--lt-mode", "full"});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r.value().kv_budget_bytes, 64ll << 20);        // from the file
-  EXPECT_EQ(r.value().max_running, 5);                      // the flag wins
+  EXPECT_EQ(r.value().max_running, 5);                     // the flag wins
   EXPECT_EQ(r.value().lighttransfer.lazy_fraction, 0.25);  // from the file
-  EXPECT_EQ(r.value().lighttransfer.mode, "full");          // flag
-  EXPECT_FALSE(r.value().model_path.empty());               // the default model
+  EXPECT_EQ(r.value().lighttransfer.mode, "full");         // flag
+  EXPECT_FALSE(r.value().model_path.empty());              // the default model
 }
 
 TEST(ServeConfig, BadFilesNameTheProblem) {

@@ -3,6 +3,8 @@
 // together give, each, exactly the greedy tokens of the same request run alone; an abort frees
 // its KV and its sequence in the same step, mid-prefill too; `lightserve bench` runs and prints
 // its table.
+#include "executor/model_executor.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,10 +14,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kernels/backend.h"
 #include "model/generate.h"
@@ -24,7 +25,6 @@
 #include "model/llama_model.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
-#include "executor/model_executor.h"
 
 namespace lightserve::executor {
 namespace {
@@ -110,7 +110,8 @@ class EngineExecutorTest : public ::testing::Test {
   // that prompts advance a few layers per step (and a few forward calls keep the tests quick).
   std::unique_ptr<Setup> make_engine(int32_t context, int32_t num_sequences) const {
     auto s = std::make_unique<Setup>();
-    auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, context, num_sequences);
+    auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, context,
+                                            num_sequences);
     EXPECT_TRUE(arena.ok()) << arena.error().message;
     s->arena = std::move(arena).value();
     s->executor = std::make_unique<ModelExecutor>(*model_, *s->arena, lt_);
@@ -169,8 +170,8 @@ void collect(scheduler::EventStream& stream, Streamed& out) {
 }
 
 TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
-  const std::vector<std::vector<int32_t>> prompts = {tokens(kStory), tokens(kShortA),
-                                                     tokens(kCode), tokens(kShortB)};
+  const std::vector<std::vector<int32_t>> prompts = {tokens(kStory), tokens(kShortA), tokens(kCode),
+                                                     tokens(kShortB)};
   ASSERT_GT(prompts[0].size(), static_cast<size_t>(lt_.sink + lt_.window));
   ASSERT_GT(prompts[2].size(), static_cast<size_t>(lt_.sink + lt_.window));
   ASSERT_LT(prompts[1].size(), static_cast<size_t>(lt_.sink + lt_.window));
@@ -216,8 +217,8 @@ TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
   const int32_t num_layers = model_->config().num_layers;
   int64_t lazy_total = 0;
   for (int64_t count : s->executor->lazy_layer_counts()) lazy_total += count;
-  EXPECT_EQ(lazy_total, static_cast<int64_t>(prompts.size()) *
-                            (num_layers - lt_.num_full_layers(num_layers)));
+  EXPECT_EQ(lazy_total,
+            static_cast<int64_t>(prompts.size()) * (num_layers - lt_.num_full_layers(num_layers)));
 }
 
 TEST_F(EngineExecutorTest, DecodesJoinWhilePrefillsArrive) {
@@ -355,7 +356,8 @@ TEST_F(EngineExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
   memory::KvAllocation hybrid = kv.commit(std::move(hybrid_plan).value());
   model::LightTransferSettings full_mode = lt_;
   full_mode.mode = model::LtMode::kFull;
-  EXPECT_FALSE(model::HybridSequence::attach(*arena.value(), model_->config(), full_mode, hybrid).ok());
+  EXPECT_FALSE(
+      model::HybridSequence::attach(*arena.value(), model_->config(), full_mode, hybrid).ok());
   EXPECT_TRUE(model::HybridSequence::attach(*arena.value(), model_->config(), lt_, hybrid).ok());
   kv.release(std::move(hybrid));
   memory::KvAllocation empty;
@@ -368,7 +370,8 @@ const std::string kBinary = LIGHTSERVE_BINARY_DIR "/lightserve";
 
 TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
   if (!fs::exists(kBinary)) GTEST_SKIP() << "lightserve binary absent: " << kBinary;
-  const fs::path json = fs::temp_directory_path() / ("lightserve_bench_" + std::to_string(::getpid()) + ".json");
+  const fs::path json =
+      fs::temp_directory_path() / ("lightserve_bench_" + std::to_string(::getpid()) + ".json");
   const std::string command = kBinary + " bench -q --model " + model_path() +
                               " --num-prompts 4 --input-len 64 --output-len 8 --kv-budget 8000000"
                               " --window 32 --max-running 4 --step-budget 400 --compare --json " +
@@ -381,9 +384,9 @@ TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
   const int status = pclose(pipe);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
-  for (const char* field : {"requests/s", "output tokens/s", "total tokens/s", "peak concurrent",
-                            "TTFT p50/p90/p99", "TPOT p50/p90/p99", "prefill steps",
-                            "decode-only steps", "hybrid / full"}) {
+  for (const char* field :
+       {"requests/s", "output tokens/s", "total tokens/s", "peak concurrent", "TTFT p50/p90/p99",
+        "TPOT p50/p90/p99", "prefill steps", "decode-only steps", "hybrid / full"}) {
     EXPECT_NE(out.find(field), std::string::npos) << field << " missing from:\n" << out;
   }
   std::ifstream in(json);

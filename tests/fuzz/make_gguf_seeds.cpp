@@ -16,7 +16,8 @@ namespace {
 
 void write(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 // One layer, hidden 32, 2 heads of 16, 1 KV head, ffn 32, vocab 8: a few KB per file.
@@ -70,8 +71,8 @@ int main(int argc, char** argv) {
   nested.put<uint32_t>(static_cast<uint32_t>(GgufValueType::kArray)).put<uint64_t>(1);
   nested.put<uint32_t>(static_cast<uint32_t>(GgufValueType::kU8)).put<uint64_t>(1).put<uint8_t>(7);
   every.set_raw("nested", static_cast<uint32_t>(GgufValueType::kArray), nested.data);
-  for (DType type : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
-                     DType::kQ8_0}) {
+  for (DType type :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
     every.add_tensor(std::string(lightserve::kernels::traits(type).name), {32, 1}, type);
   }
   write(dir + "/every_type.seed", every.build());

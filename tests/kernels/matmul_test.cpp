@@ -97,10 +97,10 @@ TEST(MatmulQuantizeTest, MatchesLlamaCppFormulasBitForBit) {
   for (int j = 0; j < 32; ++j) x[j] = 0.0f;
   // amax = 127 → d = 1, id = 1: quants are the values rounded half to even.
   x[0] = 127.0f;
-  x[1] = 2.5f;    // tie → 2
-  x[2] = 3.5f;    // tie → 4
-  x[3] = -2.5f;   // tie → −2
-  x[4] = -0.5f;   // tie → −0
+  x[1] = 2.5f;   // tie → 2
+  x[2] = 3.5f;   // tie → 4
+  x[3] = -2.5f;  // tie → −2
+  x[4] = -0.5f;  // tie → −0
   x[5] = 1.49f;
   x[6] = -126.6f;
   Q8Block b = quantize_block_reference(x);
@@ -148,8 +148,8 @@ TEST(MatmulQuantizeTest, SimdQuantizersAreBitIdentical) {
   for (const std::string& level : supported_levels()) {
     const CpuFeatures f = features_for(level);
     const detail::KernelSet& ks = f.avx512 && f.avx512_vnni ? detail::avx512_kernels()
-                                  : f.avx2 ? detail::avx2_kernels(f.avx_vnni)
-                                           : detail::scalar_kernels();
+                                  : f.avx2                  ? detail::avx2_kernels(f.avx_vnni)
+                                                            : detail::scalar_kernels();
     std::vector<int8_t> qs(n * cols);
     std::vector<float> d(n * cols / 32), s(n * cols / 32);
     std::vector<int32_t> sum(n * cols / 32);
@@ -215,8 +215,8 @@ TEST_P(MatmulTypeTest, ReferenceMatchesNaiveWithinQuantizationError) {
 // groups and token tiles, with concatenated parts.
 TEST_P(MatmulTypeTest, EveryLevelMatchesReference) {
   const DType type = GetParam();
-  const std::vector<Shape> shapes = {
-      {{16}, 32}, {{5}, 64}, {{37}, 96}, {{40, 24, 17}, 576}, {{96, 33}, 1536}, {{50}, 3072}};
+  const std::vector<Shape> shapes = {{{16}, 32},          {{5}, 64},        {{37}, 96},
+                                     {{40, 24, 17}, 576}, {{96, 33}, 1536}, {{50}, 3072}};
   const std::vector<int64_t> token_counts = {1, 2, 3, 7, 16, 33, 100, 512};
   std::mt19937 rng(static_cast<unsigned>(type) * 31 + 5);
   ThreadPool pool1(1), pool2(2);

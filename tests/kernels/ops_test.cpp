@@ -1,4 +1,6 @@
 // The CPU element-wise ops and attention, every ISA build of them, against plain references.
+#include "kernels/cpu/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,7 +8,6 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_features.h"
-#include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/dtype.h"
 
@@ -28,7 +29,9 @@ std::vector<float> random_vector(size_t n, std::mt19937& rng, float scale = 1.0f
   return v;
 }
 
-float round_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
+float round_f16(float x) {
+  return fp16_to_fp32(fp32_to_fp16(x));
+}
 
 TEST(Fp16, RoundTripMatchesHardwareRounding) {
   // Exact values survive; halfway cases round to even; overflow goes to infinity.
@@ -37,7 +40,8 @@ TEST(Fp16, RoundTripMatchesHardwareRounding) {
   EXPECT_EQ(fp32_to_fp16(1.0f + 1.0f / 2048.0f), fp32_to_fp16(1.0f));  // tie → even
   EXPECT_EQ(fp32_to_fp16(1.0f + 3.0f / 2048.0f), fp32_to_fp16(1.0f + 2.0f / 1024.0f));
   EXPECT_TRUE(std::isinf(fp16_to_fp32(fp32_to_fp16(70000.0f))));
-  EXPECT_EQ(fp16_to_fp32(fp32_to_fp16(5.960464477539063e-08f)), 5.960464477539063e-08f);  // min subnormal
+  EXPECT_EQ(fp16_to_fp32(fp32_to_fp16(5.960464477539063e-08f)),
+            5.960464477539063e-08f);  // min subnormal
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const float f = fp16_to_fp32(static_cast<uint16_t>(h));
     if (std::isnan(f)) continue;
@@ -77,7 +81,8 @@ TEST(Ops, SwigluMatchesReference) {
       for (int64_t i = 0; i < ff; ++i) {
         const double g = gu[r * 2 * ff + i], u = gu[r * 2 * ff + ff + i];
         const double expected = g / (1.0 + std::exp(-g)) * u;
-        EXPECT_NEAR(out[r * ff + i], expected, 1e-5 * std::max(1.0, std::abs(expected))) << t->level;
+        EXPECT_NEAR(out[r * ff + i], expected, 1e-5 * std::max(1.0, std::abs(expected)))
+            << t->level;
       }
     }
   }
@@ -101,8 +106,10 @@ TEST(Ops, RopeRotatesAdjacentPairs) {
           // f32 θ accumulated step by step (as llama.cpp) drifts from the exact angle at large
           // positions: tolerance grows with the position.
           const double tol = 1e-5 + 2e-7 * positions[r];
-          EXPECT_NEAR(y[r * stride + h * hd + 2 * i], x0 * std::cos(theta) - x1 * std::sin(theta), tol);
-          EXPECT_NEAR(y[r * stride + h * hd + 2 * i + 1], x0 * std::sin(theta) + x1 * std::cos(theta), tol);
+          EXPECT_NEAR(y[r * stride + h * hd + 2 * i], x0 * std::cos(theta) - x1 * std::sin(theta),
+                      tol);
+          EXPECT_NEAR(y[r * stride + h * hd + 2 * i + 1],
+                      x0 * std::sin(theta) + x1 * std::cos(theta), tol);
         }
       }
       // Padding past the heads is untouched.
@@ -118,7 +125,8 @@ TEST(Ops, StoreF16IsExactConversion) {
     std::vector<uint16_t> out(4 * 37, 0xffff);
     t->store_f16(x.data(), 40, 4, 35, out.data(), 37);
     for (int r = 0; r < 4; ++r) {
-      for (int i = 0; i < 35; ++i) EXPECT_EQ(out[r * 37 + i], fp32_to_fp16(x[r * 40 + i])) << t->level;
+      for (int i = 0; i < 35; ++i)
+        EXPECT_EQ(out[r * 37 + i], fp32_to_fp16(x[r * 40 + i])) << t->level;
       EXPECT_EQ(out[r * 37 + 35], 0xffff);
     }
   }
@@ -148,7 +156,8 @@ void reference_attention(const std::vector<float>& q, const AttentionSeq& seq,
       for (int d = 0; d < s.head_dim; ++d) {
         double acc = 0;
         for (int j = 0; j <= pos; ++j) {
-          const double p = round_p ? round_f16(static_cast<float>(scores[j] / sum)) : scores[j] / sum;
+          const double p =
+              round_p ? round_f16(static_cast<float>(scores[j] / sum)) : scores[j] / sum;
           acc += p * fp16_to_fp32(seq.kv.v[j * seq.kv.row_stride + kvh * s.head_dim + d]);
         }
         out[(seq.first_row + i) * s.out_stride + h * s.head_dim + d] = acc;
@@ -161,10 +170,12 @@ TEST(Ops, AttentionMatchesDenseReference) {
   std::mt19937 rng(5);
   const int heads = 9, kv_heads = 3, hd = 64;
   const int64_t kv_stride = kv_heads * hd;
-  AttentionShape shape{heads, kv_heads, hd, heads * hd + 2 * kv_stride, heads * hd,
-                       1.0f / std::sqrt(float(hd))};
+  AttentionShape shape{
+      heads, kv_heads, hd, heads * hd + 2 * kv_stride, heads * hd, 1.0f / std::sqrt(float(hd))};
   // A prefill from 0, a chunk continuing a cached prefix, and two decodes (one crossing a block).
-  struct Case { int first_pos, num_queries; };
+  struct Case {
+    int first_pos, num_queries;
+  };
   const std::vector<Case> cases = {{0, 37}, {100, 70}, {64, 1}, {300, 1}};
   std::vector<std::vector<uint16_t>> ks, vs;
   std::vector<AttentionSeq> seqs;
@@ -193,24 +204,24 @@ TEST(Ops, AttentionMatchesDenseReference) {
   }
   auto q = random_vector(rows * shape.q_stride, rng, 2.0f);
   for (bool round_p : {false, true}) {
-  shape.round_probabilities_f16 = round_p;
-  std::vector<double> expected(rows * shape.out_stride);
-  for (const auto& seq : seqs) reference_attention(q, seq, shape, expected, round_p);
+    shape.round_probabilities_f16 = round_p;
+    std::vector<double> expected(rows * shape.out_stride);
+    for (const auto& seq : seqs) reference_attention(q, seq, shape, expected, round_p);
 
-  for (int threads : {1, 2}) {
-    ThreadPool pool(threads);
-    for (const OpsTable* t : supported_tables()) {
-      std::vector<float> out(rows * shape.out_stride, NAN);
-      t->attention(pool, q.data(), seqs, shape, out.data());
-      for (int64_t i = 0; i < rows * shape.out_stride; ++i) {
-        // With rounding, a probability within an ulp of an f16 rounding boundary may round the
-        // other way (our exp differs from std::exp by an ulp or two): one f16 ulp of p times |v|.
-        const double tol = round_p ? 5e-4 : 2e-5;
-        ASSERT_NEAR(out[i], expected[i], tol * std::max(1.0, std::abs(expected[i])))
-            << t->level << " threads " << threads << " element " << i << " round_p " << round_p;
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      for (const OpsTable* t : supported_tables()) {
+        std::vector<float> out(rows * shape.out_stride, NAN);
+        t->attention(pool, q.data(), seqs, shape, out.data());
+        for (int64_t i = 0; i < rows * shape.out_stride; ++i) {
+          // With rounding, a probability within an ulp of an f16 rounding boundary may round the
+          // other way (our exp differs from std::exp by an ulp or two): one f16 ulp of p times |v|.
+          const double tol = round_p ? 5e-4 : 2e-5;
+          ASSERT_NEAR(out[i], expected[i], tol * std::max(1.0, std::abs(expected[i])))
+              << t->level << " threads " << threads << " element " << i << " round_p " << round_p;
+        }
       }
     }
-  }
   }
 }
 

@@ -30,7 +30,8 @@ inline std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, 
       }
       break;
     case DType::kF16:
-      for (int64_t i = 0; i < rows * cols; ++i) put16(data.data() + 2 * i, fp32_to_fp16(value(rng)));
+      for (int64_t i = 0; i < rows * cols; ++i)
+        put16(data.data() + 2 * i, fp32_to_fp16(value(rng)));
       break;
     case DType::kBF16:
       for (int64_t i = 0; i < rows * cols; ++i) {

@@ -10,9 +10,10 @@
 namespace lightserve::memory {
 namespace {
 
-// Test-time selection as docs/design.md §4 describes it, against a LayerMap with P full lanes: after
-// layer i, it keeps full attention if it is among the P least lazy so far; the laziest full layer
-// is demoted when the full lanes overflow. Returns the number of full lanes seen in use at most.
+// Test-time selection as docs/design.md §4 describes it, against a LayerMap with P full lanes:
+// after layer i, it keeps full attention if it is among the P least lazy so far; the laziest full
+// layer is demoted when the full lanes overflow. Returns the number of full lanes seen in use at
+// most.
 int32_t select_layers(LayerMap& map, const std::vector<double>& lazy_ratio) {
   int32_t max_full_in_use = 0;
   for (int32_t layer = 0; layer < map.num_layers(); ++layer) {

@@ -51,9 +51,9 @@ TEST(LlamaConfigRealModel, MatchesSmolLM2) {
   EXPECT_EQ(t.layers[0].ffn_down->dims, (std::vector<int64_t>{1536, 576}));
   EXPECT_EQ(t.layers[0].attn_q->type, DType::kQ4_1);
   for (const LayerTensors& layer : t.layers) {
-    for (const GgufTensorInfo* info : {layer.attn_norm, layer.attn_q, layer.attn_k, layer.attn_v,
-                                       layer.attn_output, layer.ffn_norm, layer.ffn_gate,
-                                       layer.ffn_up, layer.ffn_down}) {
+    for (const GgufTensorInfo* info :
+         {layer.attn_norm, layer.attn_q, layer.attn_k, layer.attn_v, layer.attn_output,
+          layer.ffn_norm, layer.ffn_gate, layer.ffn_up, layer.ffn_down}) {
       ASSERT_NE(info, nullptr);
     }
   }
@@ -74,8 +74,8 @@ Loaded load(const GgufWriter& w) {
 
 TEST(LlamaConfigSynthetic, TinyLlamaBinds) {
   for (bool tied : {true, false}) {
-    for (DType type : {DType::kQ4_1, DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16,
-                       DType::kF32}) {
+    for (DType type :
+         {DType::kQ4_1, DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32}) {
       TinyLlama tiny;
       tiny.tied = tied;
       tiny.matrix_type = type;
@@ -152,7 +152,8 @@ std::vector<BadModel> bad_models() {
        "llama.context_length is 33554432"},
       {"float head_count", [](auto& w) { w.set_f32("llama.attention.head_count", 4.0f); },
        "llama.attention.head_count is f32, expected an integer"},
-      {"head_count not dividing hidden", [](auto& w) { w.set_u32("llama.attention.head_count", 5); },
+      {"head_count not dividing hidden",
+       [](auto& w) { w.set_u32("llama.attention.head_count", 5); },
        "llama.embedding_length 64 is not divisible by llama.attention.head_count 5"},
       {"kv heads not dividing heads",
        [](auto& w) { w.set_u32("llama.attention.head_count_kv", 3); },
@@ -175,26 +176,39 @@ std::vector<BadModel> bad_models() {
        "cannot tell the vocabulary size"},
       {"tokens not an array", [](auto& w) { w.set_string("tokenizer.ggml.tokens", "abc"); },
        "tokenizer.ggml.tokens is string"},
-      {"tokens are integers", [](auto& w) { w.set_i32_array("tokenizer.ggml.tokens", {1, 2}); },
+      {"tokens are integers",
+       [](auto& w) {
+         w.set_i32_array("tokenizer.ggml.tokens", {1, 2});
+       },
        "tokenizer.ggml.tokens is array of i32, expected an array of strings"},
       {"token_embd rows disagree with vocab",
-       [](auto& w) { w.find_tensor("token_embd.weight")->dims = {64, 40}; },
+       [](auto& w) {
+         w.find_tensor("token_embd.weight")->dims = {64, 40};
+       },
        "tensor token_embd.weight has shape [64, 40], expected [64, 32]"},
       {"missing tensor", [](auto& w) { w.remove_tensor("blk.1.ffn_up.weight"); },
        "missing tensor blk.1.ffn_up.weight"},
       {"missing output_norm", [](auto& w) { w.remove_tensor("output_norm.weight"); },
        "missing tensor output_norm.weight"},
       {"wrong attn_k shape",
-       [](auto& w) { w.find_tensor("blk.1.attn_k.weight")->dims = {64, 64}; },
+       [](auto& w) {
+         w.find_tensor("blk.1.attn_k.weight")->dims = {64, 64};
+       },
        "tensor blk.1.attn_k.weight has shape [64, 64], expected [64, 32]"},
       {"transposed ffn_down",
-       [](auto& w) { w.find_tensor("blk.0.ffn_down.weight")->dims = {64, 128}; },
+       [](auto& w) {
+         w.find_tensor("blk.0.ffn_down.weight")->dims = {64, 128};
+       },
        "tensor blk.0.ffn_down.weight has shape [64, 128], expected [128, 64]"},
       {"3-d attn_q",
-       [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->dims = {64, 64, 1}; },
+       [](auto& w) {
+         w.find_tensor("blk.0.attn_q.weight")->dims = {64, 64, 1};
+       },
        "tensor blk.0.attn_q.weight has shape [64, 64, 1], expected [64, 64]"},
       {"wrong output shape",
-       [](auto& w) { w.add_tensor("output.weight", {64, 31}, kernels::DType::kQ8_0); },
+       [](auto& w) {
+         w.add_tensor("output.weight", {64, 31}, kernels::DType::kQ8_0);
+       },
        "tensor output.weight has shape [64, 31], expected [64, 32]"},
       {"F16 norm",
        [](auto& w) {

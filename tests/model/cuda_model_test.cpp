@@ -76,8 +76,8 @@ kernels::Backend* CudaModel::backend_ = nullptr;
 std::string* CudaModel::skip_reason_ = nullptr;
 
 struct Compared {
-  double max_abs = 0;        // largest |gpu − cpu| over every logit
-  double max_logit = 0;      // largest |cpu| (scale)
+  double max_abs = 0;    // largest |gpu − cpu| over every logit
+  double max_logit = 0;  // largest |cpu| (scale)
   int rows = 0;
   int argmax_equal = 0;
 };
@@ -98,8 +98,8 @@ Compared compare(const std::vector<float>& cpu, const std::vector<float>& gpu, i
 }
 
 // Greedy continuation of `prompt` through `cache` (already empty) for `steps` tokens.
-std::vector<int32_t> greedy(LlamaModel& model, SequenceKv& cache, const std::vector<int32_t>& prompt,
-                            int steps) {
+std::vector<int32_t> greedy(LlamaModel& model, SequenceKv& cache,
+                            const std::vector<int32_t>& prompt, int steps) {
   std::vector<float> logits;
   BatchEntry e{&cache, prompt, false};
   EXPECT_TRUE(model.forward({&e, 1}, logits).ok());
@@ -132,8 +132,10 @@ TEST_F(CudaModel, PrefillLogitsMatchTheCpu) {
   ASSERT_TRUE(s.ok()) << s.message();
   ASSERT_EQ(a.size(), b.size());
   const Compared c = compare(a, b, vocab);
-  std::printf("prefill of %zu tokens: max |Δlogit| %.4f (logits up to %.2f), argmax equal in %d "
-              "of %d rows\n", p.size(), c.max_abs, c.max_logit, c.argmax_equal, c.rows);
+  std::printf(
+      "prefill of %zu tokens: max |Δlogit| %.4f (logits up to %.2f), argmax equal in %d "
+      "of %d rows\n",
+      p.size(), c.max_abs, c.max_logit, c.argmax_equal, c.rows);
   EXPECT_LT(c.max_abs, 0.05 * c.max_logit);
   EXPECT_GE(c.argmax_equal, c.rows * 95 / 100);
   EXPECT_EQ(argmax({a.data() + a.size() - vocab, static_cast<size_t>(vocab)}),
@@ -213,8 +215,8 @@ TEST_F(CudaModel, HybridSequenceFollowsTheCpu) {
   const Run b = run(*gpu_);
   double worst = 0;
   for (size_t l = 0; l < a.seq->lazy_ratios().size(); ++l) {
-    worst = std::max(worst, static_cast<double>(
-                                std::fabs(a.seq->lazy_ratios()[l] - b.seq->lazy_ratios()[l])));
+    worst = std::max(
+        worst, static_cast<double>(std::fabs(a.seq->lazy_ratios()[l] - b.seq->lazy_ratios()[l])));
   }
   std::string map_a, map_b;
   for (int32_t l = 0; l < a.seq->layer_map().num_layers(); ++l) {
@@ -222,9 +224,10 @@ TEST_F(CudaModel, HybridSequenceFollowsTheCpu) {
     map_b += b.seq->layer_map().is_lazy(l) ? 'L' : 'F';
   }
   const int same = common_prefix(a.tokens, b.tokens);
-  std::printf("hybrid (%zu-token prompt): max |Δ lazy ratio| %.5f\n  cpu map %s\n  gpu map %s\n"
-              "  greedy: %d of %d tokens equal\n", p.size(), worst, map_a.c_str(), map_b.c_str(),
-              same, steps);
+  std::printf(
+      "hybrid (%zu-token prompt): max |Δ lazy ratio| %.5f\n  cpu map %s\n  gpu map %s\n"
+      "  greedy: %d of %d tokens equal\n",
+      p.size(), worst, map_a.c_str(), map_b.c_str(), same, steps);
   EXPECT_LT(worst, 0.01);
   EXPECT_EQ(map_a, map_b);
   EXPECT_GE(same, 8);

@@ -165,13 +165,14 @@ GgufWriter every_type_writer() {
 
   // One tensor per supported type, each with distinct bytes.
   const std::pair<DType, std::vector<uint64_t>> specs[] = {
-      {DType::kF32, {3, 2}},  {DType::kF16, {5}},       {DType::kBF16, {2, 2, 2}},
-      {DType::kQ4_0, {64, 2}}, {DType::kQ4_1, {32, 1, 1, 2}}, {DType::kQ8_0, {32, 3}},
+      {DType::kF32, {3, 2}},         {DType::kF16, {5}},
+      {DType::kBF16, {2, 2, 2}},     {DType::kQ4_0, {64, 2}},
+      {DType::kQ4_1, {32, 1, 1, 2}}, {DType::kQ8_0, {32, 3}},
   };
   uint8_t fill = 1;
   for (const auto& [type, dims] : specs) {
-    TensorSpec spec{std::string(kernels::traits(type).name), dims, static_cast<uint32_t>(type),
-                    {}, {}, {}};
+    TensorSpec spec{
+        std::string(kernels::traits(type).name), dims, static_cast<uint32_t>(type), {}, {}, {}};
     spec.data.resize(GgufWriter::data_size(spec));
     for (auto& byte : spec.data) byte = fill++;
     w.add_tensor(std::move(spec));
@@ -220,8 +221,7 @@ TEST(GgufSynthetic, EveryValueAndTensorTypeRoundTrips) {
   EXPECT_FALSE(f.get_int("absent").value().has_value());
   auto wrong = f.get_int("string");
   ASSERT_FALSE(wrong.ok());
-  EXPECT_NE(wrong.error().message.find("string is string, expected an integer"),
-            std::string::npos)
+  EXPECT_NE(wrong.error().message.find("string is string, expected an integer"), std::string::npos)
       << wrong.error().message;
   EXPECT_FALSE(f.get_string("u8").ok());
   EXPECT_FALSE(f.get_bool("u8").ok());
@@ -238,7 +238,8 @@ TEST(GgufSynthetic, EveryValueAndTensorTypeRoundTrips) {
     EXPECT_EQ(t.name, kernels::traits(t.type).name);
     EXPECT_EQ(t.offset % 64, 0u) << t.name;
     const uint8_t* data = f.tensor_data(t);
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % 64, reinterpret_cast<uintptr_t>(bytes.data()) % 64);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % 64,
+              reinterpret_cast<uintptr_t>(bytes.data()) % 64);
     for (int64_t i = 0; i < t.num_bytes; ++i) {
       ASSERT_EQ(data[i], fill++) << t.name << " byte " << i;
     }
@@ -286,8 +287,8 @@ TEST(GgufOpen, FileSystemErrorsNameThePath) {
 
   EXPECT_FALSE(GgufFile::open("/tmp").ok());
 
-  const std::string empty_path = ::testing::TempDir() + "/empty_" + std::to_string(getpid()) +
-                                 ".gguf";
+  const std::string empty_path =
+      ::testing::TempDir() + "/empty_" + std::to_string(getpid()) + ".gguf";
   { std::ofstream out(empty_path); }
   auto empty = GgufFile::open(empty_path);
   ASSERT_FALSE(empty.ok());
@@ -297,7 +298,8 @@ TEST(GgufOpen, FileSystemErrorsNameThePath) {
   const std::vector<uint8_t> bytes = every_type_writer().build();
   {
     std::ofstream out(empty_path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
   }
   auto mapped = GgufFile::open(empty_path);
   ASSERT_TRUE(mapped.ok()) << mapped.error().message;
@@ -335,16 +337,18 @@ constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
 std::vector<BadFile> bad_files() {
   return {
       {"empty", [] { return std::vector<uint8_t>{}; }, "empty file"},
-      {"zip magic",
-       [] { return std::vector<uint8_t>{'P', 'K', 3, 4, 0, 0, 0, 0, 0, 0, 0, 0}; },
+      {"zip magic", [] { return std::vector<uint8_t>{'P', 'K', 3, 4, 0, 0, 0, 0, 0, 0, 0, 0}; },
        "not a GGUF file (magic 'PK\\x03\\x04', expected 'GGUF')"},
-      {"short magic", [] { return std::vector<uint8_t>{'G', 'G'}; }, "not a GGUF file"},
+      {"short magic",
+       [] {
+         return std::vector<uint8_t>{'G', 'G'};
+       },
+       "not a GGUF file"},
       {"version 1", [] { return with(one_tensor(), [](auto& w) { w.version = 1; }); },
        "GGUF version 1 is not supported"},
       {"version 99", [] { return with(one_tensor(), [](auto& w) { w.version = 99; }); },
        "GGUF version 99 is not supported"},
-      {"big endian",
-       [] { return with(one_tensor(), [](auto& w) { w.version = 0x03000000; }); },
+      {"big endian", [] { return with(one_tensor(), [](auto& w) { w.version = 0x03000000; }); },
        "big-endian"},
       {"header only", [] { return std::vector<uint8_t>{'G', 'G', 'U', 'F', 3, 0, 0}; },
        "truncated: header"},
@@ -377,7 +381,9 @@ std::vector<BadFile> bad_files() {
        },
        "truncated: metadata key 2 of 2 (x) ends at byte 18446744073709551615"},
       {"unknown value type 13",
-       [] { return with(one_tensor(), [](auto& w) { w.set_raw("x", 13, {1, 2, 3, 4}); }); },
+       [] { return with(one_tensor(), [](auto& w) {
+              w.set_raw("x", 13, {1, 2, 3, 4});
+            }); },
        "metadata key 2 of 2 (x): unknown value type 13"},
       {"array of unknown type",
        [] {
@@ -396,12 +402,14 @@ std::vector<BadFile> bad_files() {
          });
        },
        "nested more than"},
-      {"bad bool",
-       [] { return with(one_tensor(), [](auto& w) { w.set_raw("x", 7, {2}); }); },
+      {"bad bool", [] { return with(one_tensor(), [](auto& w) { w.set_raw("x", 7, {2}); }); },
        "bool value is 2"},
       {"duplicate key",
-       [] { return with(one_tensor(), [](auto& w) { w.add_raw("general.architecture", kString,
-                                                               Bytes().put_string("x").data); }); },
+       [] {
+         return with(one_tensor(), [](auto& w) {
+           w.add_raw("general.architecture", kString, Bytes().put_string("x").data);
+         });
+       },
        "duplicate key general.architecture"},
       {"alignment zero",
        [] { return with(one_tensor(), [](auto& w) { w.set_u32("general.alignment", 0); }); },
@@ -414,32 +422,51 @@ std::vector<BadFile> bad_files() {
        "general.alignment must be a power of two"},
       {"tensor offset past end",
        [] {
-         return with(one_tensor(), [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->offset = 1 << 20; });
+         return with(one_tensor(),
+                     [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->offset = 1 << 20; });
        },
        "truncated: tensor blk.0.attn_q.weight data (offset 1048576, 256 bytes) ends at byte"},
       {"tensor offset near 2^64",
        [] {
-         return with(one_tensor(), [](auto& w) {
-           w.find_tensor("blk.0.attn_q.weight")->offset = kMax - 31;
-         });
+         return with(one_tensor(),
+                     [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->offset = kMax - 31; });
        },
        "ends at byte 18446744073709551615 past end of file"},
       {"misaligned offset",
-       [] { return with(one_tensor(), [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->offset = 17; }); },
+       [] {
+         return with(one_tensor(),
+                     [](auto& w) { w.find_tensor("blk.0.attn_q.weight")->offset = 17; });
+       },
        "data offset 17 is not a multiple of the alignment 32"},
-      {"zero dim", [] { return one_tensor({32, 0}).build(); },
+      {"zero dim",
+       [] {
+         return one_tensor({32, 0}).build();
+       },
        "tensor blk.0.attn_q.weight has invalid dimension 1 = 0"},
-      {"negative dim", [] { return one_tensor({32, static_cast<uint64_t>(-5)}).build(); },
+      {"negative dim",
+       [] {
+         return one_tensor({32, static_cast<uint64_t>(-5)}).build();
+       },
        "invalid dimension 1 = 18446744073709551611"},
-      {"dim 2^40", [] { return one_tensor({32, uint64_t{1} << 40}).build(); },
+      {"dim 2^40",
+       [] {
+         return one_tensor({32, uint64_t{1} << 40}).build();
+       },
        "truncated: tensor blk.0.attn_q.weight data"},
       {"product overflow",
-       [] { return one_tensor({uint64_t{1} << 32, uint64_t{1} << 32}).build(); },
+       [] {
+         return one_tensor({uint64_t{1} << 32, uint64_t{1} << 32}).build();
+       },
        "dimensions overflow"},
       {"byte size overflow",
-       [] { return one_tensor({uint64_t{1} << 31, uint64_t{1} << 31}).build(); },
+       [] {
+         return one_tensor({uint64_t{1} << 31, uint64_t{1} << 31}).build();
+       },
        "byte size overflows"},
-      {"n_dims 5", [] { return one_tensor({32, 1, 1, 1, 1}).build(); },
+      {"n_dims 5",
+       [] {
+         return one_tensor({32, 1, 1, 1, 1}).build();
+       },
        "has 5 dimensions; lightserve supports 1 to 4"},
       {"n_dims 0",
        [] {
@@ -449,19 +476,26 @@ std::vector<BadFile> bad_files() {
          });
        },
        "has 0 dimensions"},
-      {"unknown tensor type 200", [] { return one_tensor({32, 2}, 200).build(); },
+      {"unknown tensor type 200",
+       [] {
+         return one_tensor({32, 2}, 200).build();
+       },
        "tensor blk.0.attn_q.weight has unknown type id 200, which lightserve does not support"},
-      {"Q6_K tensor", [] { return one_tensor({256, 2}, 14).build(); },
+      {"Q6_K tensor",
+       [] {
+         return one_tensor({256, 2}, 14).build();
+       },
        "tensor blk.0.attn_q.weight has type Q6_K, which lightserve does not support (supported: "
        "F32, F16, BF16, Q4_0, Q4_1, Q8_0)"},
       {"partial block",
-       [] { return one_tensor({33, 2}, static_cast<uint32_t>(DType::kQ4_1)).build(); },
+       [] {
+         return one_tensor({33, 2}, static_cast<uint32_t>(DType::kQ4_1)).build();
+       },
        "rows of 33 values are not a whole number of Q4_1 blocks"},
       {"duplicate tensor name",
        [] {
-         return with(one_tensor(), [](auto& w) {
-           w.add_tensor("blk.0.attn_q.weight", {32}, DType::kF32);
-         });
+         return with(one_tensor(),
+                     [](auto& w) { w.add_tensor("blk.0.attn_q.weight", {32}, DType::kF32); });
        },
        "duplicate tensor name blk.0.attn_q.weight (tensor info 2 of 2)"},
   };

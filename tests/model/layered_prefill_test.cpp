@@ -145,7 +145,8 @@ class LayeredPrefill : public ::testing::Test {
       const BatchEntry whole{decoder.seq.get(), decoder.prompt, true};
       EXPECT_TRUE(model_->forward({&whole, 1}, decoder.trace.prefill_logits).ok());
       record_map(*decoder.seq, decoder.trace);
-      decoder.next_token = argmax(std::span<const float>(decoder.trace.prefill_logits).last(vocab()));
+      decoder.next_token =
+          argmax(std::span<const float>(decoder.trace.prefill_logits).last(vocab()));
     }
     std::mt19937 rng(seed);
     std::vector<float> logits;
@@ -267,8 +268,8 @@ TEST_F(LayeredPrefill, MisuseIsRefusedBeforeAnyStateChanges) {
   };
   const std::vector<float> parked = parked_now();
 
-  refused({{&cache, prompt, false}}, "have run 5 layers");                 // a whole pass
-  refused({{&cache, prompt, false, 4, 9}}, "have run 5 layers");           // a gap or overlap
+  refused({{&cache, prompt, false}}, "have run 5 layers");                  // a whole pass
+  refused({{&cache, prompt, false, 4, 9}}, "have run 5 layers");            // a gap or overlap
   refused({{&cache, std::span(prompt).first(2), false, 5, 9}}, "pending");  // other tokens
   refused({{&other, prompt, false}, {&cache, prompt, false, 5, 9}, {&cache, prompt, false, 5, 9}},
           "twice");

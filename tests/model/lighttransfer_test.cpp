@@ -1,7 +1,9 @@
-// LightTransfer identities on the real model (docs/design.md §10): full mode and f = 0 equal the plain
-// model bit for bit; a window covering the sequence equals full; the online selection is the
+// LightTransfer identities on the real model (docs/design.md §10): full mode and f = 0 equal the
+// plain model bit for bit; a window covering the sequence equals full; the online selection is the
 // global top-P; different prompts give different layer maps; memory stays within P + 1
 // full-length layers.
+#include "model/lighttransfer.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,10 +15,9 @@
 #include "kernels/backend.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
-#include "model/lighttransfer.h"
 #include "model/llama_model.h"
-#include "tests/support/shared_model.h"
 #include "sampling/sampler.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
 using sampling::argmax;
@@ -40,7 +41,8 @@ TEST(LazySelector, OnlineSelectionIsTheGlobalTopP) {
         full[d.demoted] = false;
       }
       full[layer] = d.arrival_full;
-      max_full = std::max<int32_t>(max_full, static_cast<int32_t>(std::count(full.begin(), full.end(), true)));
+      max_full = std::max<int32_t>(
+          max_full, static_cast<int32_t>(std::count(full.begin(), full.end(), true)));
     }
     std::vector<int32_t> order(num_layers);
     std::iota(order.begin(), order.end(), 0);
@@ -70,9 +72,7 @@ TEST(LightTransferSettings, InvalidSettingsAreNamed) {
 
 class LightTransferModel : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    model_ = testing::shared_model();
-  }
+  static void SetUpTestSuite() { model_ = testing::shared_model(); }
   void SetUp() override {
     if (model_ == nullptr) GTEST_SKIP() << "model not found: " << gguf_testing::test_model_path();
   }
@@ -165,7 +165,8 @@ TEST_F(LightTransferModel, WindowCoveringTheSequenceEqualsFull) {
     const auto hybrid = run_hybrid(lt, prompt, 24);
     ASSERT_EQ(hybrid.size(), plain.size());
     double max_diff = 0;
-    for (size_t i = 0; i < plain.size(); ++i) max_diff = std::max(max_diff, double(std::abs(hybrid[i] - plain[i])));
+    for (size_t i = 0; i < plain.size(); ++i)
+      max_diff = std::max(max_diff, double(std::abs(hybrid[i] - plain[i])));
     // Bit-identical: a ring that still holds every token is walked exactly like a full view.
     EXPECT_EQ(max_diff, 0.0) << to_string(mode);
   }
@@ -183,7 +184,8 @@ TEST_F(LightTransferModel, SmallWindowChangesDecodeButNotPrefill) {
   const size_t prefill_values = prompt.size() * vocab;
   // Prefill is exact in every mode; decode reads only sinks + window in lazy layers.
   EXPECT_TRUE(std::equal(plain.begin(), plain.begin() + prefill_values, hybrid.begin()));
-  EXPECT_FALSE(std::equal(plain.begin() + prefill_values, plain.end(), hybrid.begin() + prefill_values));
+  EXPECT_FALSE(
+      std::equal(plain.begin() + prefill_values, plain.end(), hybrid.begin() + prefill_values));
   for (float v : hybrid) ASSERT_TRUE(std::isfinite(v));
 }
 
@@ -224,7 +226,8 @@ TEST_F(LightTransferModel, KvBytesAreOneSlotPlusBlocks) {
   HybridSequence* seq = nullptr;
   run_hybrid(lt, prompt, 0, &seq);
   const auto& layout = arena_->layout();
-  const int64_t blocks = (static_cast<int64_t>(prompt.size()) + layout.block_size - 1) / layout.block_size;
+  const int64_t blocks =
+      (static_cast<int64_t>(prompt.size()) + layout.block_size - 1) / layout.block_size;
   EXPECT_EQ(seq->kv_bytes(), layout.slot_bytes() + blocks * layout.block_bytes());
   // The peak adds one layer's full-length prompt K/V (the layer being decided).
   EXPECT_EQ(seq->peak_kv_bytes(),

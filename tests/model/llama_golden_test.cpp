@@ -11,8 +11,8 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
-#include "tests/support/shared_model.h"
 #include "sampling/sampler.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
 using sampling::argmax;
@@ -43,9 +43,7 @@ class LlamaGolden : public ::testing::Test {
     ASSERT_TRUE(in.good());
     golden_ = new nlohmann::json(nlohmann::json::parse(in));
   }
-  static void TearDownTestSuite() {
-    delete golden_;
-  }
+  static void TearDownTestSuite() { delete golden_; }
   void SetUp() override {
     if (model_ == nullptr) GTEST_SKIP() << "model not found: " << gguf_testing::test_model_path();
   }
@@ -60,14 +58,15 @@ double compare_logits(const nlohmann::json& record, std::span<const float> row, 
                       const std::string& what) {
   double max_diff = 0;
   for (const char* ids_key : {"top_ids", "random_ids"}) {
-    const std::string logits_key = std::string(ids_key) == "top_ids" ? "top_logits" : "random_logits";
+    const std::string logits_key =
+        std::string(ids_key) == "top_ids" ? "top_logits" : "random_logits";
     const auto& ids = record[ids_key];
     const auto& expected = record[logits_key];
     for (size_t i = 0; i < ids.size(); ++i) {
       const double diff = std::abs(row[ids[i].get<int>()] - expected[i].get<double>());
       max_diff = std::max(max_diff, diff);
       EXPECT_LE(diff, tolerance) << what << " token " << ids[i] << ": ours "
-                                       << row[ids[i].get<int>()] << ", llama.cpp " << expected[i];
+                                 << row[ids[i].get<int>()] << ", llama.cpp " << expected[i];
     }
   }
   return max_diff;
@@ -100,8 +99,9 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
       const int32_t id = argmax(last);
       generated.push_back(id);
       if (gaps[step].get<double>() > kLogitTolerance) {
-        EXPECT_EQ(id, expected[step]) << name << " step " << step << ": llama.cpp's choice was clear (gap "
-                                      << gaps[step].get<double>() << ")";
+        EXPECT_EQ(id, expected[step])
+            << name << " step " << step << ": llama.cpp's choice was clear (gap "
+            << gaps[step].get<double>() << ")";
       }
       if (step + 1 == expected.size()) break;
       // Feed llama.cpp's token so one divergence does not hide the logits of later steps.
@@ -112,9 +112,10 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
       last = std::span<const float>(rows_by_position.back());
     }
     size_t first_diff = 0;
-    while (first_diff < generated.size() && generated[first_diff] == expected[first_diff]) ++first_diff;
-    std::printf("%-16s greedy: %zu/%zu tokens as llama.cpp%s", name.c_str(), first_diff, expected.size(),
-                first_diff < expected.size() ? "" : "\n");
+    while (first_diff < generated.size() && generated[first_diff] == expected[first_diff])
+      ++first_diff;
+    std::printf("%-16s greedy: %zu/%zu tokens as llama.cpp%s", name.c_str(), first_diff,
+                expected.size(), first_diff < expected.size() ? "" : "\n");
     if (first_diff < expected.size()) {
       std::printf(" (llama.cpp's top-2 gap there: %.4f)\n", gaps[first_diff].get<double>());
     } else {
@@ -129,10 +130,11 @@ TEST_F(LlamaGolden, GreedyContinuationsAndLogitsMatchLlamaCpp) {
       } else {
         row = rows_by_position.at(pos - static_cast<int64_t>(prompt.size()));
       }
-      const double diff = compare_logits(
-          record, row, pos == 0 ? kFirstPositionTolerance : kLogitTolerance,
-          name + " @" + std::to_string(pos));
-      std::printf("  %-16s logits @%-4lld max |diff| %.4f\n", name.c_str(), static_cast<long long>(pos), diff);
+      const double diff =
+          compare_logits(record, row, pos == 0 ? kFirstPositionTolerance : kLogitTolerance,
+                         name + " @" + std::to_string(pos));
+      std::printf("  %-16s logits @%-4lld max |diff| %.4f\n", name.c_str(),
+                  static_cast<long long>(pos), diff);
       worst = std::max(worst, diff);
     }
   }
@@ -175,8 +177,10 @@ TEST(LlamaGoldenData, ToleranceCoversLlamaCppBuildToBuildSpread) {
       }
     }
   }
-  std::printf("llama.cpp GCC vs clang build: max |logit diff| %.3f at prompt positions, %d of %zu "
-              "greedy continuations identical\n", spread, identical, gcc["prompts"].size());
+  std::printf(
+      "llama.cpp GCC vs clang build: max |logit diff| %.3f at prompt positions, %d of %zu "
+      "greedy continuations identical\n",
+      spread, identical, gcc["prompts"].size());
   EXPECT_GT(spread, 0.1);  // the builds really disagree
   EXPECT_LE(spread, kLogitTolerance);
   EXPECT_LE(identical, static_cast<int>(gcc["prompts"].size()));

@@ -1,5 +1,7 @@
 // PrefillTee: one forward pass prefilling several LightTransfer modes leaves each sequence exactly
 // as its own prefill would (layer map, lazy ratios, and the logits of every later decode step).
+#include "model/prefill_tee.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
-#include "model/prefill_tee.h"
 #include "sampling/sampler.h"
 #include "tests/support/shared_model.h"
 

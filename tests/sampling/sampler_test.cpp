@@ -1,11 +1,11 @@
 // The sampler: greedy, seeded draws with the right frequencies, filters, penalties, and range
 // checks that name the field.
+#include "sampling/sampler.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
-
-#include "sampling/sampler.h"
 
 namespace lightserve::sampling {
 namespace {

@@ -348,7 +348,8 @@ TEST(EngineTest, ExecutorExceptionFailsItsStepOnlyAndTheEngineCarriesOn) {
   EXPECT_EQ(o.finish->finish_reason, FinishReason::kError);
   ASSERT_TRUE(o.finish->error.has_value());
   EXPECT_EQ(o.finish->error->kind, ErrorKind::kInternal);
-  EXPECT_NE(o.finish->error->message.find("bad_alloc"), std::string::npos) << o.finish->error->message;
+  EXPECT_NE(o.finish->error->message.find("bad_alloc"), std::string::npos)
+      << o.finish->error->message;
   expect_all_memory_back(h);
   const AddResult b = h.add({1, 2, 3}, 3);  // later requests are served
   run_until_idle(h);

@@ -1,6 +1,6 @@
-// Fakes for the scheduler tests (docs/design.md §11 habit 7): a deterministic "model" behind the Executor
-// interface that also checks the catch-up contract of scheduler/executor.h, a table detokenizer
-// and a settable clock.
+// Fakes for the scheduler tests (docs/design.md §11 habit 7): a deterministic "model" behind the
+// Executor interface that also checks the catch-up contract of scheduler/executor.h, a table
+// detokenizer and a settable clock.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -8,8 +8,8 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <new>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <vector>

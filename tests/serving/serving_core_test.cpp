@@ -1,6 +1,8 @@
 // The daemon's core in-process, with the real model: prepare() checks, drain, abort, and the
 // Prometheus metrics after a known workload (counters and histogram counts as expected, gauges
 // back at idle).
+#include "serving/serving_core.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,7 +13,6 @@
 #include <string>
 #include <thread>
 
-#include "serving/serving_core.h"
 #include "tests/support/gguf_writer.h"
 
 namespace lightserve::serving {
@@ -70,7 +71,8 @@ class ServingCoreTest : public ::testing::Test {
     engine_ = nullptr;
   }
   void SetUp() override {
-    if (engine_ == nullptr) GTEST_SKIP() << "no model at " << model::gguf_testing::test_model_path();
+    if (engine_ == nullptr)
+      GTEST_SKIP() << "no model at " << model::gguf_testing::test_model_path();
   }
 
   static GenerateInput greedy(std::string text, int32_t max_tokens) {
@@ -225,8 +227,7 @@ TEST_F(ServingCoreTest, MetricsAfterAKnownWorkload) {
   const int32_t num_layers = engine_->model_info().num_layers;
   double lazy = 0;
   for (int32_t l = 0; l < num_layers; ++l) {
-    lazy += delta("lightserve_lazy_layer_selected_total",
-                  {"layer=\"" + std::to_string(l) + "\""});
+    lazy += delta("lightserve_lazy_layer_selected_total", {"layer=\"" + std::to_string(l) + "\""});
   }
   const int32_t lazy_per_request =
       num_layers - engine_->lighttransfer().num_full_layers(num_layers);
@@ -247,7 +248,9 @@ TEST_F(ServingCoreTest, AbortGivesTheKvBack) {
   ASSERT_TRUE(added.ok());
   auto first = added.events->wait_pop(std::chrono::seconds(60));  // it is running
   ASSERT_TRUE(first.has_value());
-  auto used = [] { return engine_->snapshot().num_used_slots + engine_->snapshot().num_used_blocks; };
+  auto used = [] {
+    return engine_->snapshot().num_used_slots + engine_->snapshot().num_used_blocks;
+  };
   for (int i = 0; i < 100 && used() == 0; ++i) {  // published after the step that emitted it
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

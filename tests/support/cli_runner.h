@@ -15,9 +15,9 @@ namespace lightserve::testing {
 inline const std::string kLightserveBinary = LIGHTSERVE_BINARY_DIR "/lightserve";
 
 struct CliResult {
-  int code = -1;     // exit status, −1 when it did not exit normally
-  std::string out;   // stdout
-  std::string err;   // stderr
+  int code = -1;    // exit status, −1 when it did not exit normally
+  std::string out;  // stdout
+  std::string err;  // stderr
 };
 
 // `lightserve ARGS` through the shell; stdout and stderr captured separately.

@@ -52,11 +52,11 @@ class Bytes {
 
 struct TensorSpec {
   std::string name;
-  std::vector<uint64_t> dims;  // ggml order, written verbatim (may be invalid on purpose)
-  uint32_t type_id = 0;        // ggml type id, written verbatim
-  std::optional<uint64_t> offset;  // default: packed after the previous tensor, aligned
+  std::vector<uint64_t> dims;        // ggml order, written verbatim (may be invalid on purpose)
+  uint32_t type_id = 0;              // ggml type id, written verbatim
+  std::optional<uint64_t> offset;    // default: packed after the previous tensor, aligned
   std::optional<uint32_t> num_dims;  // default: dims.size()
-  std::vector<uint8_t> data;   // default: zeros of the size implied by dims and type
+  std::vector<uint8_t> data;         // default: zeros of the size implied by dims and type
 };
 
 class GgufWriter {
@@ -127,8 +127,7 @@ class GgufWriter {
     tensors_.push_back(std::move(spec));
     return *this;
   }
-  GgufWriter& add_tensor(const std::string& name, std::vector<uint64_t> dims,
-                         kernels::DType type) {
+  GgufWriter& add_tensor(const std::string& name, std::vector<uint64_t> dims, kernels::DType type) {
     return add_tensor(TensorSpec{name, std::move(dims), static_cast<uint32_t>(type), {}, {}, {}});
   }
   TensorSpec* find_tensor(const std::string& name) {

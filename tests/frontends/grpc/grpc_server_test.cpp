@@ -1,5 +1,5 @@
-// The gRPC frontend against the real daemon (docs/design.md §10): `lightserve serve` runs as a child
-// process on ephemeral ports and a C++ client drives lightserve.v1.Generation through its
+// The gRPC frontend against the real daemon (docs/design.md §10): `lightserve serve` runs as a
+// child process on ephemeral ports and a C++ client drives lightserve.v1.Generation through its
 // generated stub, plus grpc.health.v1 and reflection through a generic stub (their protos are not
 // installed, so those few bytes are written by hand).
 //
@@ -576,8 +576,8 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
        "1024"},
       {"negative stop token id", [](auto& r) { r.add_stop_token_ids(-1); }, invalid,
        "stop_token_ids[0] = -1 is not a token id"},
-      {"stop token id past the vocabulary", [](auto& r) { r.add_stop_token_ids(49152); },
-       invalid, "stop_token_ids[0] = 49152 is not a token id"},
+      {"stop token id past the vocabulary", [](auto& r) { r.add_stop_token_ids(49152); }, invalid,
+       "stop_token_ids[0] = 49152 is not a token id"},
       {"prompt + max_tokens over the context",
        [&](auto& r) {
          r.set_text(fitting_text);

@@ -1,18 +1,18 @@
 // Hostile and broken clients against the real daemon (started once, with an API key, small
-// limits and a 1 s client timeout): the bad-request corpus (tests/frontends/http/bad_requests.json), each
-// case's status and error message, then the daemon still answers and holds no request and no KV;
-// and the protocol-level cases: stalled clients, half-closed clients, bytes that are not HTTP,
-// Expect: 100-continue, and the connection limit.
+// limits and a 1 s client timeout): the bad-request corpus
+// (tests/frontends/http/bad_requests.json), each case's status and error message, then the daemon
+// still answers and holds no request and no KV; and the protocol-level cases: stalled clients,
+// half-closed clients, bytes that are not HTTP, Expect: 100-continue, and the connection limit.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/support/http_test_client.h"
 
@@ -156,9 +156,10 @@ TEST_F(HttpBadRequests, TwoAuthorizationHeadersGetA400And401NamesBearer) {
   const std::string body = R"({"prompt": "hi", "max_tokens": 1})";
   const auto request = [&](const std::string& auth_lines) {
     HttpConnection c(port(), 10);
-    EXPECT_TRUE(c.send_raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                           "application/json\r\n" + auth_lines +
-                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+    EXPECT_TRUE(c.send_raw(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\n" +
+        auth_lines + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
     return c.read_response();
   };
   const HttpResponse two =

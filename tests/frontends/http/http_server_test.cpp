@@ -2,14 +2,14 @@
 // for the suite): completions and chat, whole and streamed (SSE framing, [DONE], the usage chunk),
 // /v1/models, /tokenize → /detokenize, the probes and /metrics, keep-alive, greedy text equal to
 // `lightserve generate`, and a client that goes away mid-request being aborted (KV freed).
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/support/cli_runner.h"
 #include "tests/support/http_test_client.h"

@@ -1,18 +1,16 @@
 // server/openai_api: OpenAI request JSON → GenerateInput (defaults, every field, errors that name
 // the field) and engine events → completion / chat.completion objects and SSE chunks. No model,
 // no daemon: the translation is pure.
+#include "frontends/http/openai_api.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
-#include "frontends/http/openai_api.h"
-
 namespace {
 
-using lightserve::scheduler::FinishReason;
-using lightserve::scheduler::RequestEvent;
 using lightserve::frontends::openai::ApiContext;
 using lightserve::frontends::openai::Endpoint;
 using lightserve::frontends::openai::parse_detokenize_request;
@@ -20,6 +18,8 @@ using lightserve::frontends::openai::parse_generate_request;
 using lightserve::frontends::openai::parse_tokenize_request;
 using lightserve::frontends::openai::ParsedRequest;
 using lightserve::frontends::openai::ResponseBuilder;
+using lightserve::scheduler::FinishReason;
+using lightserve::scheduler::RequestEvent;
 using json = nlohmann::json;
 
 const ApiContext kContext{"tiny-model", 1000};
