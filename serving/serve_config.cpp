@@ -281,6 +281,19 @@ Status ServeConfig::validate() const {
   }
   if (step_budget < 0) return bad("engine.step_budget", "must be >= 0");
   if (drain_timeout_seconds < 0) return bad("shutdown.drain_timeout_seconds", "must be >= 0");
+  // LightTransfer settings that need no model, checked before it loads (a bad one exits 2 at
+  // once instead of 1 after the load); the plan's layer count waits for the model.
+  const auto mode = model::parse_lt_mode(lighttransfer.mode);
+  if (!mode) return bad("lighttransfer.mode", mode.error().message);
+  model::LightTransferSettings lt;
+  lt.mode = mode.value() == model::LtMode::kStatic && !lighttransfer.plan.empty()
+                ? model::LtMode::kTest  // the plan itself is loaded with the model
+                : mode.value();
+  lt.lazy_fraction = lighttransfer.lazy_fraction;
+  lt.sink = lighttransfer.sink;
+  lt.window = lighttransfer.window;
+  lt.w_last = lighttransfer.w_last;
+  if (Status s = lt.validate(/*num_layers=*/0); !s) return bad("lighttransfer:", s.message());
   return Status::Ok();
 }
 

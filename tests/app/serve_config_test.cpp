@@ -125,6 +125,10 @@ TEST(ServeConfig, ImpossibleValuesNameTheKey) {
       {{"--client-timeout", "0"}, "limits.client_timeout_seconds"},
       {{"--default-max-tokens", "0"}, "limits.default_max_tokens"},
       {{"--drain-timeout", "-1"}, "shutdown.drain_timeout_seconds"},
+      {{"--lt-mode", "bogus"}, "lighttransfer.mode"},
+      {{"--window", "0"}, "window must be ≥ 1"},
+      {{"--lazy-fraction", "1.5"}, "lazy_fraction must be in [0, 1]"},
+      {{"--lt-mode", "static"}, "needs a plan file"},
   };
   for (const Case& c : cases) {
     auto r = resolve(c.args);
