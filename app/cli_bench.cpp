@@ -326,14 +326,9 @@ int run_bench(const BenchOptions& o) {
     std::fprintf(stderr, "error: --step-budget must be >= 0 token-layers (0: the default)\n");
     return 2;
   }
-  auto made_backend = serving::make_backend(o.device, o.threads);
-  if (!made_backend) {
-    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
-    return 1;
-  }
-  auto backend = std::move(made_backend).value();
-  auto llama = serving::load_model_or_report(o.model, *backend, o.quiet);
-  if (!llama) return 1;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, o.quiet);
+  if (!loaded) return 1;
+  std::unique_ptr<model::LlamaModel>& llama = loaded->model;
   const auto& config = llama->config();
   if (static_cast<int64_t>(o.input_len) + o.output_len > config.context_length) {
     std::fprintf(stderr,

@@ -104,14 +104,10 @@ int run_calibrate(const CalibrateOptions& o) {
   if (std::ofstream probe(o.out, std::ios::app); !probe)
     return fail("--out: cannot write " + o.out);
 
-  auto made_backend = serving::make_backend(o.device, o.threads);
-  if (!made_backend) {
-    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
-    return 1;
-  }
-  auto backend = std::move(made_backend).value();
-  auto model = serving::load_model_or_report(o.model, *backend, o.quiet);
-  if (!model) return 1;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, o.quiet);
+  if (!loaded) return 1;
+  std::unique_ptr<kernels::Backend>& backend = loaded->backend;
+  std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& config = model->config();
   auto lt = o.lt.settings(config.num_layers);
   if (!lt) return fail(lt.error().message);

@@ -127,14 +127,10 @@ int run_eval(EvalCli& o) {
     for (EvalMode& m : modes.value()) m.settings.plan = plan.value();
   }
 
-  auto made_backend = serving::make_backend(o.device, o.threads);
-  if (!made_backend) {
-    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
-    return 1;
-  }
-  auto backend = std::move(made_backend).value();
-  auto model = serving::load_model_or_report(o.model, *backend, e.quiet);
-  if (!model) return 1;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, e.quiet);
+  if (!loaded) return 1;
+  std::unique_ptr<kernels::Backend>& backend = loaded->backend;
+  std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& config = model->config();
   for (const EvalMode& m : modes.value()) {
     if (Status s = m.settings.validate(config.num_layers); !s)

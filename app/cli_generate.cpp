@@ -64,14 +64,10 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr, "error: --max-tokens must be ≥ 0\n");
     return 2;
   }
-  auto made_backend = serving::make_backend(o.device, o.threads);
-  if (!made_backend) {
-    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
-    return 1;
-  }
-  auto backend = std::move(made_backend).value();
-  auto model = serving::load_model_or_report(o.model, *backend, o.quiet);
-  if (!model) return 1;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, o.quiet);
+  if (!loaded) return 1;
+  std::unique_ptr<kernels::Backend>& backend = loaded->backend;
+  std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& config = model->config();
   auto lt = o.lt.settings(config.num_layers);
   if (!lt) {

@@ -24,14 +24,11 @@ struct InfoOptions {
 };
 
 int run_info(const InfoOptions& o) {
-  auto made_backend = serving::make_backend(o.device, o.threads);
-  if (!made_backend) {
-    std::fprintf(stderr, "error: %s\n", made_backend.error().message.c_str());
-    return 1;
-  }
-  auto backend = std::move(made_backend).value();
-  auto model = serving::load_model_or_report(o.model, *backend, /*quiet=*/false);
-  if (!model) return 1;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model,
+                                                          /*quiet=*/false);
+  if (!loaded) return 1;
+  std::unique_ptr<kernels::Backend>& backend = loaded->backend;
+  std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& c = model->config();
   const auto& file = model->file();
   const auto& tok = model->tokenizer();

@@ -69,14 +69,21 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
   return model;
 }
 
-std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
-                                                        kernels::Backend& backend, bool quiet) {
-  auto loaded = load_model(path, backend, quiet);
-  if (!loaded) {
-    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
-    return nullptr;
+std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
+                                                            const std::string& path, bool quiet) {
+  auto backend = make_backend(device, threads);
+  if (!backend) {
+    std::fprintf(stderr, "error: %s\n", backend.error().message.c_str());
+    return std::nullopt;
   }
-  return std::move(loaded).value();
+  LoadedModel out{std::move(backend).value(), nullptr};
+  auto model = load_model(path, *out.backend, quiet);
+  if (!model) {
+    std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
+    return std::nullopt;
+  }
+  out.model = std::move(model).value();
+  return out;
 }
 
 }  // namespace lightserve::serving

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -29,8 +30,15 @@ inline constexpr const char* kDeviceHelp =
 Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
                                                       kernels::Backend& backend, bool quiet);
 
-// load_model, printing the error and returning null on failure (the CLI subcommands).
-std::unique_ptr<model::LlamaModel> load_model_or_report(const std::string& path,
-                                                        kernels::Backend& backend, bool quiet);
+// A backend and the model loaded on it.
+struct LoadedModel {
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<model::LlamaModel> model;
+};
+
+// make_backend + load_model, printing the error to stderr and returning nullopt on failure (what
+// every CLI subcommand does first).
+std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
+                                                            const std::string& path, bool quiet);
 
 }  // namespace lightserve::serving
