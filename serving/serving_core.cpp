@@ -178,15 +178,6 @@ std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in, std::v
     if (in.messages->empty()) return invalid("messages is empty");
     const model::ChatTemplate* chat = model_->chat_template();
     if (chat == nullptr) return invalid("this model has no chat template; send a prompt instead");
-    for (size_t i = 0; i < in.messages->size(); ++i) {
-      const std::string& role = (*in.messages)[i].role;
-      if (role != "system" && role != "user" && role != "assistant") {
-        return invalid("messages[" + std::to_string(i) +
-                       "].role must be system, user or "
-                       "assistant, got '" +
-                       role + "'");
-      }
-    }
     // The rendered template carries its own special tokens (no extra BOS).
     ids = tok.encode(chat->render(*in.messages, add_generation_prompt), false);
   }
@@ -223,30 +214,20 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   }
   out.sampling = in.sampling;
   out.stop_strings = in.stop;
-  // Checked here, once for both protocols (gRPC used to pass -1 and 49152 through).
-  const int32_t vocab_size = model_->config().vocab_size;
-  for (size_t i = 0; i < in.stop_token_ids.size(); ++i) {
-    const int32_t id = in.stop_token_ids[i];
-    if (id < 0 || id >= vocab_size) {
-      return invalid("stop_token_ids[" + std::to_string(i) + "] = " + std::to_string(id) +
-                     " is not a token id (the vocabulary has " + std::to_string(vocab_size) +
-                     " tokens)");
-    }
-  }
   out.stop_token_ids = in.stop_token_ids;
   out.ignore_eos = in.ignore_eos;
   out.logprobs = in.logprobs;
   out.priority = in.priority;
-  if (in.lighttransfer_mode) {
-    const std::string& mode = *in.lighttransfer_mode;
-    const memory::KvLayout& layout = arena_->layout();
-    if (mode == "full") {
+  const memory::KvLayout& layout = arena_->layout();
+  switch (in.lighttransfer) {
+    case LightTransferOverride::kServerDefault:
+      break;
+    case LightTransferOverride::kFull:
       out.footprint = layout.full_footprint();
-    } else if (mode == "streaming") {
+      break;
+    case LightTransferOverride::kStreaming:
       out.footprint = layout.streaming_footprint();
-    } else if (mode != "hybrid" && mode != "test" && mode != "default" && !mode.empty()) {
-      return invalid("lighttransfer.mode must be full, streaming or test, got '" + mode + "'");
-    }
+      break;
   }
   return std::nullopt;  // the engine checks the rest (ids, ranges, context, arena) in add()
 }

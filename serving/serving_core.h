@@ -28,7 +28,16 @@
 
 namespace lightserve::serving {
 
-// A generation request, whatever protocol it came from. Untrusted: prepare() checks it.
+// A per-request LightTransfer override (docs/design.md §4): the KV layout one request uses.
+enum class LightTransferOverride : uint8_t {
+  kServerDefault,  // the server's lighttransfer.mode
+  kFull,           // every layer full: plain attention
+  kStreaming,      // every layer lazy (sinks + recent window)
+};
+
+// A generation request, whatever protocol it came from. The frontends check the client's values
+// (frontends/common/request_translation.h); prepare() checks what needs the model and the
+// configured limits.
 struct GenerateInput {
   // Exactly one prompt form.
   std::optional<std::string> prompt_text;          // tokenized, BOS added as the model says
@@ -41,9 +50,7 @@ struct GenerateInput {
   bool ignore_eos = false;
   int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
   int32_t priority = 0;
-  // LightTransfer override: "full" (every layer full), "streaming" (every layer lazy),
-  // "hybrid" / "test" (the server's setting). nullopt: the server's setting.
-  std::optional<std::string> lighttransfer_mode;
+  LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
 };
 
 // What the frontends report about the model and the server.

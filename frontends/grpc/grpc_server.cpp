@@ -14,7 +14,8 @@
 // request get INVALID_ARGUMENT naming the message type; with typed methods the callback API
 // answers UNIMPLEMENTED with no message. Authentication comes before parsing.
 //
-// Unset sampling fields take the OpenAI API's defaults (generation.proto), not the CLI's.
+// Requests and responses are converted by proto_conversion.h (the translation both frontends
+// share), so unset sampling fields take the OpenAI API's defaults (generation.proto).
 #include "frontends/grpc/grpc_server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -26,13 +27,14 @@
 #include <cstdio>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
+#include "frontends/common/request_translation.h"
+#include "frontends/grpc/proto_conversion.h"
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "model/tokenizer.h"
 
@@ -90,83 +92,6 @@ std::optional<EngineError> serialize(const Message& message, grpc::ByteBuffer& o
 
 // --- Requests ------------------------------------------------------------------------------
 
-std::vector<model::ChatMessage> to_chat(const v1::ChatMessages& chat) {
-  std::vector<model::ChatMessage> messages;
-  messages.reserve(static_cast<size_t>(chat.messages_size()));
-  for (const auto& m : chat.messages()) messages.push_back({m.role(), m.content()});
-  return messages;
-}
-
-uint64_t fresh_seed() {
-  static std::mutex mutex;
-  static std::mt19937_64 rng{std::random_device{}()};
-  const std::lock_guard lock(mutex);
-  return rng();
-}
-
-// The proto's fields and defaults -> serving::GenerateInput. Only what the proto alone decides is
-// checked here (prompt form, model name, mode enum); serving::ServingCore::prepare checks the
-// values.
-std::optional<EngineError> to_input(const v1::GenerateRequest& request,
-                                    const serving::ModelInfo& model,
-                                    serving::GenerateInput& input) {
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText:
-      input.prompt_text = request.text();
-      break;
-    case v1::GenerateRequest::kTokenIds:
-      input.prompt_ids.emplace(request.token_ids().ids().begin(), request.token_ids().ids().end());
-      break;
-    case v1::GenerateRequest::kChat:
-      input.messages = to_chat(request.chat());
-      break;
-    case v1::GenerateRequest::PROMPT_NOT_SET:
-      return invalid("prompt is missing: set one of text, token_ids or chat");
-  }
-  if (!request.model().empty() && request.model() != model.name) {
-    return invalid("model \"" + request.model() + "\" is not served here; this server serves \"" +
-                   model.name + "\"");
-  }
-  if (request.has_max_tokens()) input.max_tokens = request.max_tokens();
-
-  sampling::SamplingParams& s = input.sampling;
-  s.temperature = request.has_temperature() ? request.temperature() : 1.0f;
-  s.top_k = request.has_top_k() ? request.top_k() : 0;
-  s.top_p = request.has_top_p() ? request.top_p() : 1.0f;
-  s.min_p = request.has_min_p() ? request.min_p() : 0.0f;
-  s.seed = request.has_seed() ? request.seed() : fresh_seed();
-  if (request.has_repetition_penalty()) s.repetition_penalty = request.repetition_penalty();
-  if (request.has_presence_penalty()) s.presence_penalty = request.presence_penalty();
-  if (request.has_frequency_penalty()) s.frequency_penalty = request.frequency_penalty();
-
-  input.stop.assign(request.stop().begin(), request.stop().end());
-  input.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
-  input.ignore_eos = request.ignore_eos();
-  if (request.has_logprobs()) {
-    if (request.logprobs() < 0) {
-      return invalid("logprobs must be in [0, " +
-                     std::to_string(scheduler::RequestParams::kMaxLogprobs) + "], got " +
-                     std::to_string(request.logprobs()));
-    }
-    input.logprobs = request.logprobs();
-  }
-  input.priority = request.priority();
-  switch (request.lighttransfer().mode()) {
-    case v1::LIGHTTRANSFER_MODE_SERVER_DEFAULT:
-      break;
-    case v1::LIGHTTRANSFER_MODE_FULL:
-      input.lighttransfer_mode = "full";
-      break;
-    case v1::LIGHTTRANSFER_MODE_STREAMING:
-      input.lighttransfer_mode = "streaming";
-      break;
-    default:
-      return invalid("lighttransfer.mode " + std::to_string(request.lighttransfer().mode()) +
-                     " is not a LightTransferMode (0 server default, 1 full, 2 streaming)");
-  }
-  return std::nullopt;
-}
-
 // Authenticates, parses, converts, prepares and submits: an AddResult whose error (if any) is the
 // status to finish the call with.
 scheduler::AddResult submit(serving::ServingCore& engine,
@@ -176,63 +101,15 @@ scheduler::AddResult submit(serving::ServingCore& engine,
   if ((refused.error = check_api_key(context, engine.config().api_key))) return refused;
   v1::GenerateRequest request;
   if ((refused.error = parse(bytes, request))) return refused;
-  serving::GenerateInput input;
-  if ((refused.error = to_input(request, engine.model_info(), input))) return refused;
+  Result<serving::GenerateInput> input =
+      proto::to_generate_input(request, translation_context(engine));
+  if (!input) {
+    refused.error = invalid(input.error().message);
+    return refused;
+  }
   scheduler::RequestParams params;
-  if ((refused.error = engine.prepare(input, params))) return refused;
+  if ((refused.error = engine.prepare(input.value(), params))) return refused;
   return engine.submit(std::move(params));
-}
-
-// --- Events -> responses -------------------------------------------------------------------
-
-void add_token(const RequestEvent& event, const model::Tokenizer& tokenizer,
-               v1::GeneratedToken* token) {
-  token->set_token_id(event.token_id);
-  token->set_text(event.text);
-  if (!event.logprobs) return;
-  v1::PositionLogprobs* logprobs = token->mutable_logprobs();
-  logprobs->set_logprob(event.logprobs->logprob);
-  for (const auto& alternative : event.logprobs->top) {
-    v1::TokenLogprob* top = logprobs->add_top();
-    top->set_token_id(alternative.token_id);
-    top->set_token(tokenizer.token_bytes(alternative.token_id, /*render_special=*/true));
-    top->set_logprob(alternative.logprob);
-  }
-}
-
-void fill_finish(const RequestEvent& event, v1::GenerateFinish* finish) {
-  finish->set_text(event.text);
-  finish->set_reason(event.finish_reason == scheduler::FinishReason::kLength
-                         ? v1::FINISH_REASON_LENGTH
-                         : v1::FINISH_REASON_STOP);
-  if (event.token_id >= 0) finish->set_stop_token_id(event.token_id);
-  const scheduler::RequestTimings& t = event.timings;
-  v1::Usage* usage = finish->mutable_usage();
-  usage->set_prompt_tokens(t.num_prompt_tokens);
-  usage->set_completion_tokens(t.num_generated_tokens);
-  usage->set_total_tokens(t.num_prompt_tokens + t.num_generated_tokens);
-  v1::Timings* timings = finish->mutable_timings();
-  timings->set_queue_seconds(t.queue_seconds);
-  timings->set_time_to_first_token_seconds(t.time_to_first_token);
-  timings->set_e2e_seconds(t.e2e_seconds);
-  timings->set_num_preemptions(t.num_preemptions);
-}
-
-// The call's status once the engine has finished the request.
-grpc::Status final_status(const RequestEvent& event, bool cancelled) {
-  if (cancelled) return {grpc::StatusCode::CANCELLED, "the call was cancelled"};
-  switch (*event.finish_reason) {
-    case scheduler::FinishReason::kStop:
-    case scheduler::FinishReason::kLength:
-      return grpc::Status::OK;
-    case scheduler::FinishReason::kAbort:
-      return to_status(
-          {ErrorKind::kUnavailable, "the request was aborted: the server is shutting down"});
-    case scheduler::FinishReason::kError:
-      return to_status(event.error.value_or(
-          EngineError{ErrorKind::kInternal, "the engine failed a step holding this request"}));
-  }
-  return {grpc::StatusCode::INTERNAL, "unknown finish reason"};
 }
 
 // --- Generation reactors -------------------------------------------------------------------
@@ -307,13 +184,13 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
       while (auto event = stream_->try_pop()) {
         if (event->kind == RequestEvent::Kind::kToken) {
           response_.mutable_text()->append(event->text);
-          add_token(*event, engine_.tokenizer(), response_.add_tokens());
+          proto::fill_token(*event, engine_.tokenizer(), response_.add_tokens());
           continue;
         }
-        status = final_status(*event, cancelled_);
+        status = proto::final_status(*event, cancelled_);
         if (status->ok()) {
           response_.mutable_text()->append(event->text);
-          fill_finish(*event, response_.mutable_finish());
+          proto::fill_finish(*event, response_.mutable_finish());
           if (auto error = serialize(response_, *out_)) status = to_status(*error);
         }
         done_ = true;
@@ -362,12 +239,12 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
         if (event->kind == RequestEvent::Kind::kFinished) {
           final_ = std::move(event);
         } else if (!cancelled_ && !write_failed_) {
-          add_token(*event, engine_.tokenizer(), response_.add_tokens());
+          proto::fill_token(*event, engine_.tokenizer(), response_.add_tokens());
         }
       }
-      if (final_) status = final_status(*final_, cancelled_ || write_failed_);
+      if (final_) status = proto::final_status(*final_, cancelled_ || write_failed_);
       if (final_ && status.ok()) {
-        fill_finish(*final_, response_.mutable_finish());
+        proto::fill_finish(*final_, response_.mutable_finish());
         action = Action::kWriteAndFinish;
       } else if (response_.tokens_size() > 0 && !cancelled_ && !write_failed_) {
         action = Action::kWrite;  // tokens first; an error status follows at the next pump
@@ -495,19 +372,10 @@ class GenerationService final : public RawGenerationService {
                                       v1::TokenizeResponse& response) const {
     // As Generate tokenizes its prompt (serving::ServingCore::tokenize: prepare() without the
     // limits).
-    serving::GenerateInput input;
-    switch (request.input_case()) {
-      case v1::TokenizeRequest::kText:
-        input.prompt_text = request.text();
-        break;
-      case v1::TokenizeRequest::kChat:
-        input.messages = to_chat(request.chat());
-        break;
-      case v1::TokenizeRequest::INPUT_NOT_SET:
-        return invalid("input is missing: set text or chat");
-    }
+    Result<serving::GenerateInput> input = proto::to_tokenize_input(request);
+    if (!input) return invalid(input.error().message);
     std::vector<int32_t> ids;
-    if (auto error = engine_.tokenize(input, ids)) return error;
+    if (auto error = engine_.tokenize(input.value(), ids)) return error;
     response.mutable_token_ids()->Add(ids.begin(), ids.end());
     response.set_max_context_tokens(engine_.context_tokens());
     return std::nullopt;
@@ -515,40 +383,18 @@ class GenerationService final : public RawGenerationService {
 
   std::optional<EngineError> detokenize(const v1::DetokenizeRequest& request,
                                         v1::DetokenizeResponse& response) const {
-    const model::Tokenizer& tokenizer = engine_.tokenizer();
-    // The stream decoder replaces bytes that are not UTF-8 (proto strings must be UTF-8).
-    model::StreamDecoder decoder(tokenizer, request.render_special_tokens());
-    std::string text;
-    for (int i = 0; i < request.token_ids_size(); ++i) {
-      const int32_t id = request.token_ids(i);
-      if (id < 0 || id >= tokenizer.vocab_size()) {
-        return invalid("token_ids[" + std::to_string(i) + "] = " + std::to_string(id) +
-                       " is not a token id (vocabulary size " +
-                       std::to_string(tokenizer.vocab_size()) + ")");
-      }
-      text += decoder.push(id);
-    }
-    text += decoder.flush();
-    response.set_text(std::move(text));
+    Result<std::vector<int32_t>> ids =
+        proto::to_detokenize_ids(request, translation_context(engine_));
+    if (!ids) return invalid(ids.error().message);
+    // Proto strings must be UTF-8: detokenize() replaces what is not.
+    response.set_text(
+        frontends::detokenize(engine_.tokenizer(), ids.value(), request.render_special_tokens()));
     return std::nullopt;
   }
 
   std::optional<EngineError> model_info(const v1::GetModelInfoRequest& /*request*/,
                                         v1::GetModelInfoResponse& out) const {
-    const serving::ModelInfo& info = engine_.model_info();
-    out.set_name(info.name);
-    out.set_path(info.path);
-    out.set_architecture(info.architecture);
-    out.set_num_layers(info.num_layers);
-    out.set_hidden_dim(info.hidden_dim);
-    out.set_num_heads(info.num_heads);
-    out.set_num_kv_heads(info.num_kv_heads);
-    out.set_vocab_size(info.vocab_size);
-    out.set_context_length(info.context_length);
-    out.set_weight_bytes(info.weight_bytes);
-    out.set_bos_token_id(info.bos_id);
-    out.set_eos_token_id(info.eos_id);
-    out.set_has_chat_template(engine_.chat_template() != nullptr);
+    proto::fill_model_info(engine_.model_info(), engine_.chat_template() != nullptr, out);
     return std::nullopt;
   }
 

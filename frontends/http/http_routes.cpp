@@ -7,6 +7,7 @@
 
 #include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
+#include "frontends/common/request_translation.h"
 
 namespace lightserve::frontends {
 namespace {
@@ -68,13 +69,10 @@ HttpReply json_reply(std::string body) {
   return HttpReply{200, "application/json", std::move(body), {}};
 }
 
-openai::ApiContext api_context(const serving::ServingCore& engine) {
-  return {engine.model_info().name, engine.tokenizer().vocab_size()};
-}
-
 HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
                      openai::Endpoint endpoint) {
-  auto parsed = openai::parse_generate_request(request.body(), endpoint, api_context(engine));
+  auto parsed =
+      openai::parse_generate_request(request.body(), endpoint, translation_context(engine));
   if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
   scheduler::RequestParams params;
   if (auto error = engine.prepare(parsed.value().input, params)) return engine_error_reply(*error);
@@ -91,7 +89,7 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
 }
 
 HttpReply tokenize(const HttpRequest& request, serving::ServingCore& engine) {
-  auto parsed = openai::parse_tokenize_request(request.body(), api_context(engine));
+  auto parsed = openai::parse_tokenize_request(request.body(), translation_context(engine));
   if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
   const openai::TokenizeRequest& r = parsed.value();
   serving::GenerateInput input;  // tokenized as a generation request's prompt is
@@ -105,10 +103,10 @@ HttpReply tokenize(const HttpRequest& request, serving::ServingCore& engine) {
 }
 
 HttpReply detokenize(const HttpRequest& request, serving::ServingCore& engine) {
-  auto ids = openai::parse_detokenize_request(request.body(), api_context(engine));
+  auto ids = openai::parse_detokenize_request(request.body(), translation_context(engine));
   if (!ids) return engine_error_reply({ErrorKind::kInvalidArgument, ids.error().message});
-  return json_reply(
-      openai::detokenize_response(engine.tokenizer().decode(ids.value(), /*render_special=*/true)));
+  return json_reply(openai::detokenize_response(
+      frontends::detokenize(engine.tokenizer(), ids.value(), /*render_special=*/true)));
 }
 
 HttpReply ready(const serving::ServingCore& engine) {

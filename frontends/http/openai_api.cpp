@@ -1,10 +1,8 @@
 #include "frontends/http/openai_api.h"
 
-#include <cmath>
-#include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <random>
+#include <utility>
 
 #include "frontends/common/error_mapping.h"
 
@@ -14,18 +12,9 @@ namespace {
 using json = nlohmann::json;
 using Problem = std::optional<std::string>;  // a field's error message, nullopt when fine
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
-constexpr int32_t kMaxStopStrings = 4;  // OpenAI's limit
-
 // Text from the model may hold invalid UTF-8 (a token's partial bytes): replace, never throw.
 std::string dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-uint64_t random_u64() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng();
 }
 
 std::string random_hex(int num_chars) {
@@ -33,7 +22,7 @@ std::string random_hex(int num_chars) {
   std::string out;
   uint64_t bits = 0;
   for (int i = 0; i < num_chars; ++i) {
-    if (i % 16 == 0) bits = random_u64();
+    if (i % 16 == 0) bits = random_seed();
     out += kDigits[bits & 15];
     bits >>= 4;
   }
@@ -60,18 +49,17 @@ Result<json> parse_object(std::string_view body) {
   return root;
 }
 
-std::string format_number(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g", value);
-  return text;
-}
-
 std::string quoted(const std::string& name) {
   return "'" + name + "'";
 }
 
 std::string wrong_type(const std::string& name, const char* expected, const json& value) {
   return quoted(name) + " must be " + expected + ", got " + value.type_name();
+}
+
+Problem problem_of(const Status& status) {
+  if (status.ok()) return std::nullopt;
+  return status.message();
 }
 
 // A present, non-null member, or null.
@@ -81,6 +69,8 @@ const json* member(const json& object, const char* key) {
   return &*it;
 }
 
+// The readers below check JSON types only; frontends::translate checks the values.
+
 Problem read_bool(const json& object, const char* key, bool& out) {
   const json* value = member(object, key);
   if (value == nullptr) return std::nullopt;
@@ -89,49 +79,27 @@ Problem read_bool(const json& object, const char* key, bool& out) {
   return std::nullopt;
 }
 
-Problem to_int(const std::string& name, const json& value, int64_t lo, int64_t hi, int64_t& out) {
+Problem to_wire_int(const std::string& name, const json& value, WireInt& out) {
   if (!value.is_number_integer()) return wrong_type(name, "an integer", value);
-  const bool too_big =
-      value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kInt32Max);
-  const int64_t v = too_big ? hi + 1 : value.get<int64_t>();
-  if (too_big || v < lo || v > hi) {
-    // Name the bound that was crossed: "≥ 1" for 0, "≤ 2147483647" for 2147483648.
-    std::string range;
-    if (hi >= kInt32Max && !too_big && v < lo) {
-      range = "≥ " + std::to_string(lo);
-    } else if (lo <= kInt32Min && (too_big || v > hi)) {
-      range = "≤ " + std::to_string(hi);
-    } else {
-      range = "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-    }
-    return quoted(name) + " must be " + range + ", got " + dump(value);
-  }
-  out = v;
+  out = value.is_number_unsigned() ? WireInt::of_unsigned(value.get<uint64_t>())
+                                   : WireInt::of(value.get<int64_t>());
   return std::nullopt;
 }
 
-Problem read_int(const json& object, const char* key, int64_t lo, int64_t hi,
-                 std::optional<int64_t>& out) {
+Problem read_int(const json& object, const char* key, std::optional<WireInt>& out) {
   const json* value = member(object, key);
   if (value == nullptr) return std::nullopt;
-  int64_t v = 0;
-  if (Problem p = to_int(key, *value, lo, hi, v)) return p;
+  WireInt v;
+  if (Problem p = to_wire_int(key, *value, v)) return p;
   out = v;
   return std::nullopt;
 }
 
-// A number in [lo, hi] ((lo, hi] when lo_open).
-Problem read_number(const json& object, const char* key, double lo, double hi, bool lo_open,
-                    std::optional<double>& out) {
+Problem read_number(const json& object, const char* key, std::optional<double>& out) {
   const json* value = member(object, key);
   if (value == nullptr) return std::nullopt;
   if (!value->is_number()) return wrong_type(key, "a number", *value);
-  const double v = value->get<double>();
-  if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo)) {
-    return quoted(key) + " must be in " + (lo_open ? "(" : "[") + format_number(lo) + ", " +
-           format_number(hi) + "], got " + dump(*value);
-  }
-  out = v;
+  out = value->get<double>();
   return std::nullopt;
 }
 
@@ -143,47 +111,27 @@ Problem read_string(const json& object, const char* key, std::optional<std::stri
   return std::nullopt;
 }
 
-Problem token_id(const std::string& name, const json& value, const ApiContext& context,
-                 int32_t& out) {
-  const auto not_a_token = [&] {
-    return quoted(name) + " = " + dump(value) + " is not a token id (the vocabulary has " +
-           std::to_string(context.vocab_size) + " tokens)";
-  };
-  // Beyond int64 too (18446744073709551615): still "not a token id", not a bound of int32.
-  if (value.is_number_unsigned() &&
-      value.get<uint64_t>() >= static_cast<uint64_t>(context.vocab_size)) {
-    return not_a_token();
-  }
-  int64_t id = 0;
-  if (Problem p = to_int(name, value, kInt32Min, kInt32Max, id)) return p;
-  if (id < 0 || id >= context.vocab_size) return not_a_token();
-  out = static_cast<int32_t>(id);
-  return std::nullopt;
-}
-
-Problem read_token_ids(const std::string& name, const json& value, const ApiContext& context,
-                       std::vector<int32_t>& out) {
+Problem read_token_ids(const std::string& name, const json& value, std::vector<WireInt>& out) {
   if (!value.is_array()) return wrong_type(name, "an array of token ids", value);
   out.clear();
+  out.reserve(value.size());
   for (size_t i = 0; i < value.size(); ++i) {
-    int32_t id = 0;
-    if (Problem p = token_id(name + "[" + std::to_string(i) + "]", value[i], context, id)) return p;
+    WireInt id;
+    if (Problem p = to_wire_int(name + "[" + std::to_string(i) + "]", value[i], id)) return p;
     out.push_back(id);
   }
   return std::nullopt;
 }
 
-Problem read_prompt(const json& body, serving::GenerateInput& input, const ApiContext& context) {
+Problem read_prompt(const json& body, RequestFields& fields) {
   const json* prompt = member(body, "prompt");
   if (prompt == nullptr) return std::string("'prompt' is required");
   if (prompt->is_string()) {
-    if (prompt->get_ref<const std::string&>().empty()) return std::string("'prompt' is empty");
-    input.prompt_text = prompt->get<std::string>();
+    fields.prompt_text = prompt->get<std::string>();
     return std::nullopt;
   }
   if (!prompt->is_array())
     return wrong_type("prompt", "a string or an array of token ids", *prompt);
-  if (prompt->empty()) return std::string("'prompt' is empty");
   for (const json& element : *prompt) {
     if (element.is_string() || element.is_array()) {
       return std::string("'prompt' as an array of ") +
@@ -191,10 +139,7 @@ Problem read_prompt(const json& body, serving::GenerateInput& input, const ApiCo
              " (a batch of prompts) is not supported: send one prompt per request";
     }
   }
-  std::vector<int32_t> ids;
-  if (Problem p = read_token_ids("prompt", *prompt, context, ids)) return p;
-  input.prompt_ids = std::move(ids);
-  return std::nullopt;
+  return read_token_ids("prompt", *prompt, fields.prompt_ids.emplace());
 }
 
 Problem read_content(const std::string& name, const json& content, std::string& out) {
@@ -225,11 +170,11 @@ Problem read_content(const std::string& name, const json& content, std::string& 
   return std::nullopt;
 }
 
+// The messages' shape; frontends::check_messages checks the roles.
 Problem read_messages(const json& body, std::vector<model::ChatMessage>& out) {
   const json* messages = member(body, "messages");
   if (messages == nullptr) return std::string("'messages' is required");
   if (!messages->is_array()) return wrong_type("messages", "an array", *messages);
-  if (messages->empty()) return std::string("'messages' is empty");
   out.clear();
   for (size_t i = 0; i < messages->size(); ++i) {
     const std::string name = "messages[" + std::to_string(i) + "]";
@@ -238,53 +183,45 @@ Problem read_messages(const json& body, std::vector<model::ChatMessage>& out) {
     const json* role = member(message, "role");
     if (role == nullptr) return quoted(name + ".role") + " is required";
     if (!role->is_string()) return wrong_type(name + ".role", "a string", *role);
-    std::string role_name = role->get<std::string>();
-    if (role_name == "developer") role_name = "system";  // OpenAI's newer name for it
-    if (role_name != "system" && role_name != "user" && role_name != "assistant") {
-      return quoted(name + ".role") + " must be one of system, user, assistant, got '" +
-             role->get<std::string>() + "'";
-    }
     const json* content = member(message, "content");
     if (content == nullptr) return quoted(name + ".content") + " is required";
-    model::ChatMessage parsed{role_name, ""};
+    model::ChatMessage parsed{role->get<std::string>(), ""};
     if (Problem p = read_content(name + ".content", *content, parsed.content)) return p;
     out.push_back(std::move(parsed));
   }
   return std::nullopt;
 }
 
+// A string or an array of strings.
 Problem read_stop(const json& body, std::vector<std::string>& out) {
   const json* stop = member(body, "stop");
   if (stop == nullptr) return std::nullopt;
-  std::vector<json> items;
   if (stop->is_string()) {
-    items.push_back(*stop);
-  } else if (stop->is_array()) {
-    if (stop->size() > static_cast<size_t>(kMaxStopStrings)) {
-      return "'stop' may hold at most " + std::to_string(kMaxStopStrings) + " strings, got " +
-             std::to_string(stop->size());
-    }
-    items.assign(stop->begin(), stop->end());
-  } else {
-    return wrong_type("stop", "a string or an array of strings", *stop);
+    if (stop->get_ref<const std::string&>().empty()) return std::string("'stop' is empty");
+    out.push_back(stop->get<std::string>());
+    return std::nullopt;
   }
-  for (size_t i = 0; i < items.size(); ++i) {
-    const std::string name = stop->is_array() ? "stop[" + std::to_string(i) + "]" : "stop";
-    if (!items[i].is_string()) return wrong_type(name, "a string", items[i]);
-    if (items[i].get_ref<const std::string&>().empty()) return quoted(name) + " is empty";
-    out.push_back(items[i].get<std::string>());
+  if (!stop->is_array()) return wrong_type("stop", "a string or an array of strings", *stop);
+  for (size_t i = 0; i < stop->size(); ++i) {
+    const json& item = (*stop)[i];
+    if (!item.is_string()) return wrong_type("stop[" + std::to_string(i) + "]", "a string", item);
+    out.push_back(item.get<std::string>());
   }
   return std::nullopt;
 }
 
 // Fields OpenAI defines that lightserve does not implement: refused unless they ask for nothing.
 Problem refuse_unsupported(const json& body, Endpoint endpoint) {
-  std::optional<int64_t> n, best_of;
-  if (Problem p = read_int(body, "n", 1, kInt32Max, n)) return p;
-  if (n && *n != 1) return "'n' = " + std::to_string(*n) + " is not supported: only n = 1";
-  if (Problem p = read_int(body, "best_of", 1, kInt32Max, best_of)) return p;
-  if (best_of && *best_of != 1) {
-    return "'best_of' = " + std::to_string(*best_of) + " is not supported: only 1";
+  for (const char* key : {"n", "best_of"}) {
+    std::optional<WireInt> count;
+    if (Problem p = read_int(body, key, count)) return p;
+    if (!count) continue;
+    if (Problem p = problem_of(check_range(key, *count, 1, std::numeric_limits<int32_t>::max()))) {
+      return p;
+    }
+    if (count->get() != 1) {
+      return quoted(key) + " = " + count->str() + " is not supported: only " + key + " = 1";
+    }
   }
   if (const json* bias = member(body, "logit_bias")) {
     if (!bias->is_object()) return wrong_type("logit_bias", "an object", *bias);
@@ -313,51 +250,37 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   return std::nullopt;
 }
 
-Problem read_sampling(const json& body, sampling::SamplingParams& sampling) {
-  // OpenAI's defaults, not the CLI's.
-  sampling.temperature = 1.0f;
-  sampling.top_p = 1.0f;
-  sampling.top_k = 0;
-  sampling.min_p = 0.0f;
-  std::optional<double> temperature, top_p, min_p;
-  if (Problem p = read_number(body, "temperature", 0, 2, false, temperature)) return p;
-  if (Problem p = read_number(body, "top_p", 0, 1, true, top_p)) return p;
-  if (Problem p = read_number(body, "min_p", 0, 1, false, min_p)) return p;
-  if (temperature) sampling.temperature = static_cast<float>(*temperature);
-  if (top_p) sampling.top_p = static_cast<float>(*top_p);
-  if (min_p) sampling.min_p = static_cast<float>(*min_p);
-  std::optional<double> presence, frequency, repetition;
-  if (Problem p = read_number(body, "presence_penalty", -2, 2, false, presence)) return p;
-  if (Problem p = read_number(body, "frequency_penalty", -2, 2, false, frequency)) return p;
-  if (Problem p = read_number(body, "repetition_penalty", 0, 10, true, repetition)) return p;
-  if (presence) sampling.presence_penalty = static_cast<float>(*presence);
-  if (frequency) sampling.frequency_penalty = static_cast<float>(*frequency);
-  if (repetition) sampling.repetition_penalty = static_cast<float>(*repetition);
-  std::optional<int64_t> top_k;
-  if (Problem p = read_int(body, "top_k", -1, kInt32Max, top_k)) return p;
-  if (top_k) sampling.top_k = static_cast<int32_t>(std::max<int64_t>(*top_k, 0));  // -1: off
-  sampling.seed = random_u64();
+Problem read_sampling(const json& body, RequestFields& f) {
+  const std::pair<const char*, std::optional<double>*> numbers[] = {
+      {"temperature", &f.temperature},
+      {"top_p", &f.top_p},
+      {"min_p", &f.min_p},
+      {"presence_penalty", &f.presence_penalty},
+      {"frequency_penalty", &f.frequency_penalty},
+      {"repetition_penalty", &f.repetition_penalty},
+  };
+  for (const auto& [key, out] : numbers) {
+    if (Problem p = read_number(body, key, *out)) return p;
+  }
+  if (Problem p = read_int(body, "top_k", f.top_k)) return p;
   if (const json* seed = member(body, "seed")) {
     if (!seed->is_number_integer()) return wrong_type("seed", "an integer", *seed);
-    sampling.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
-                                               : static_cast<uint64_t>(seed->get<int64_t>());
+    f.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                        : static_cast<uint64_t>(seed->get<int64_t>());
   }
   return std::nullopt;
 }
 
-Problem read_logprobs(const json& body, Endpoint endpoint, int32_t& out) {
-  constexpr int64_t kMax = scheduler::RequestParams::kMaxLogprobs;
-  std::optional<int64_t> count;
-  if (endpoint == Endpoint::kCompletions) {
-    if (Problem p = read_int(body, "logprobs", 0, kMax, count)) return p;
-    out = count ? static_cast<int32_t>(*count) : -1;
-    return std::nullopt;
-  }
+// Completions: "logprobs": N. Chat: "logprobs": true with "top_logprobs": N.
+Problem read_logprobs(const json& body, Endpoint endpoint, RequestFields& f) {
+  if (endpoint == Endpoint::kCompletions) return read_int(body, "logprobs", f.logprobs);
   bool wanted = false;
   if (Problem p = read_bool(body, "logprobs", wanted)) return p;
-  if (Problem p = read_int(body, "top_logprobs", 0, kMax, count)) return p;
+  std::optional<WireInt> count;
+  if (Problem p = read_int(body, "top_logprobs", count)) return p;
   if (count && !wanted) return std::string("'top_logprobs' needs 'logprobs': true");
-  out = wanted ? static_cast<int32_t>(count.value_or(0)) : -1;
+  if (wanted) f.logprobs = count.value_or(WireInt::of(0));
+  f.logprobs_field = "top_logprobs";
   return std::nullopt;
 }
 
@@ -376,7 +299,7 @@ Problem read_stream(const json& body, ParsedRequest& out) {
   return std::nullopt;
 }
 
-Problem read_lighttransfer(const json& body, serving::GenerateInput& input) {
+Problem read_lighttransfer(const json& body, RequestFields& f) {
   const json* lt = member(body, "lighttransfer");
   if (lt == nullptr) return std::nullopt;
   if (!lt->is_object()) return wrong_type("lighttransfer", "an object", *lt);
@@ -386,56 +309,56 @@ Problem read_lighttransfer(const json& body, serving::GenerateInput& input) {
   std::optional<std::string> mode;
   if (Problem p = read_string(*lt, "mode", mode)) return "'lighttransfer." + p->substr(1);
   if (!mode) return std::nullopt;
-  if (*mode != "full" && *mode != "streaming" && *mode != "test" && *mode != "hybrid") {
-    return "'lighttransfer.mode' must be one of full, streaming, test, hybrid, got '" + *mode + "'";
-  }
-  input.lighttransfer_mode = *mode;
-  return std::nullopt;
-}
-
-Problem read_model(const json& body, const ApiContext& context) {
-  std::optional<std::string> model;
-  if (Problem p = read_string(body, "model", model)) return p;
-  if (model && *model != context.model_name) {
-    return "model '" + *model + "' is not served here (this server serves '" + context.model_name +
-           "')";
+  // "hybrid" and "test" are older names of the server's setting.
+  if (*mode == "default" || *mode == "hybrid" || *mode == "test") {
+    f.lighttransfer = serving::LightTransferOverride::kServerDefault;
+  } else if (*mode == "full") {
+    f.lighttransfer = serving::LightTransferOverride::kFull;
+  } else if (*mode == "streaming") {
+    f.lighttransfer = serving::LightTransferOverride::kStreaming;
+  } else {
+    return "'lighttransfer.mode' must be one of default, full, streaming, got '" + *mode + "'";
   }
   return std::nullopt;
 }
 
 Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& context,
                       ParsedRequest& out) {
-  serving::GenerateInput& input = out.input;
-  if (Problem p = read_model(body, context)) return p;
+  RequestFields f;
+  if (Problem p = read_string(body, "model", f.model)) return p;
   if (endpoint == Endpoint::kCompletions) {
-    if (Problem p = read_prompt(body, input, context)) return p;
+    if (Problem p = read_prompt(body, f)) return p;
   } else {
-    std::vector<model::ChatMessage> messages;
-    if (Problem p = read_messages(body, messages)) return p;
-    input.messages = std::move(messages);
+    if (Problem p = read_messages(body, f.messages.emplace())) return p;
   }
   if (Problem p = refuse_unsupported(body, endpoint)) return p;
-  std::optional<int64_t> max_tokens, max_completion_tokens;
-  if (Problem p = read_int(body, "max_tokens", 1, kInt32Max, max_tokens)) return p;
-  if (Problem p = read_int(body, "max_completion_tokens", 1, kInt32Max, max_completion_tokens)) {
-    return p;
-  }
-  if (max_completion_tokens) max_tokens = max_completion_tokens;  // the newer name wins
-  if (max_tokens) input.max_tokens = static_cast<int32_t>(*max_tokens);
-  if (Problem p = read_sampling(body, input.sampling)) return p;
-  if (Problem p = read_stop(body, input.stop)) return p;
+  std::optional<WireInt> max_completion_tokens;
+  if (Problem p = read_int(body, "max_tokens", f.max_tokens)) return p;
+  if (Problem p = read_int(body, "max_completion_tokens", max_completion_tokens)) return p;
+  if (Problem p = read_sampling(body, f)) return p;
+  if (Problem p = read_stop(body, f.stop)) return p;
   if (const json* ids = member(body, "stop_token_ids")) {
-    if (Problem p = read_token_ids("stop_token_ids", *ids, context, input.stop_token_ids)) return p;
+    if (Problem p = read_token_ids("stop_token_ids", *ids, f.stop_token_ids)) return p;
   }
-  if (Problem p = read_bool(body, "ignore_eos", input.ignore_eos)) return p;
-  if (Problem p = read_logprobs(body, endpoint, input.logprobs)) return p;
-  std::optional<int64_t> priority;
-  if (Problem p = read_int(body, "priority", kInt32Min, kInt32Max, priority)) return p;
-  if (priority) input.priority = static_cast<int32_t>(*priority);
+  if (Problem p = read_bool(body, "ignore_eos", f.ignore_eos)) return p;
+  if (Problem p = read_logprobs(body, endpoint, f)) return p;
+  if (Problem p = read_int(body, "priority", f.priority)) return p;
   if (Problem p = read_stream(body, out)) return p;
-  if (Problem p = read_lighttransfer(body, input)) return p;
+  if (Problem p = read_lighttransfer(body, f)) return p;
   std::optional<std::string> user;
-  return read_string(body, "user", user);
+  if (Problem p = read_string(body, "user", user)) return p;
+
+  if (max_completion_tokens) {  // the newer name wins; checked under its own name
+    if (Problem p = problem_of(check_range("max_completion_tokens", *max_completion_tokens, 1,
+                                           std::numeric_limits<int32_t>::max()))) {
+      return p;
+    }
+    f.max_tokens = max_completion_tokens;
+  }
+  Result<serving::GenerateInput> input = translate(f, context);
+  if (!input) return input.error().message;
+  out.input = std::move(input).value();
+  return std::nullopt;
 }
 
 }  // namespace
@@ -454,12 +377,15 @@ Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiC
   if (!root) return root.error();
   const json& object = root.value();
   TokenizeRequest out;
-  Problem problem = read_model(object, context);
+  std::optional<std::string> model;
+  Problem problem = read_string(object, "model", model);
+  if (!problem) problem = problem_of(check_model(model, context));
   if (!problem) problem = read_bool(object, "add_special_tokens", out.add_special_tokens);
   if (!problem) problem = read_bool(object, "add_generation_prompt", out.add_generation_prompt);
   if (!problem && member(object, "messages") != nullptr) {
     std::vector<model::ChatMessage> messages;
     problem = read_messages(object, messages);
+    if (!problem) problem = problem_of(check_messages(messages));
     out.messages = std::move(messages);
   } else if (!problem) {
     problem = read_string(object, "prompt", out.prompt);
@@ -477,12 +403,14 @@ Result<std::vector<int32_t>> parse_detokenize_request(std::string_view body,
                                                       const ApiContext& context) {
   Result<json> root = parse_object(body);
   if (!root) return root.error();
-  if (Problem p = read_model(root.value(), context)) return Error{*p};
+  std::optional<std::string> model;
+  if (Problem p = read_string(root.value(), "model", model)) return Error{*p};
+  if (Status s = check_model(model, context); !s.ok()) return Error{s.message()};
   const json* tokens = member(root.value(), "tokens");
   if (tokens == nullptr) return Error{"'tokens' is required"};
-  std::vector<int32_t> ids;
-  if (Problem p = read_token_ids("tokens", *tokens, context, ids)) return Error{*p};
-  return ids;
+  std::vector<WireInt> ids;
+  if (Problem p = read_token_ids("tokens", *tokens, ids)) return Error{*p};
+  return check_token_ids(ids, "tokens", context);
 }
 
 std::string detokenize_response(const std::string& text) {

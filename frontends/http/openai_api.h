@@ -1,5 +1,6 @@
-// The OpenAI-compatible wire format of the HTTP frontend (docs/design.md §7): request JSON → a
-// serving::GenerateInput, checked strictly with messages that name the field, and the engine's
+// The OpenAI-compatible wire format of the HTTP frontend (docs/design.md §7): request JSON → the
+// shared RequestFields (JSON types checked here) → frontends::translate (values checked there, as
+// for gRPC) → a serving::GenerateInput, with messages that name the field; and the engine's
 // events → completion / chat.completion objects and their stream chunks. Also /tokenize and
 // /detokenize.
 //
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "frontends/common/request_translation.h"
 #include "scheduler/events.h"
 #include "serving/serving_core.h"
 
@@ -25,11 +27,8 @@ namespace lightserve::frontends::openai {
 
 enum class Endpoint : uint8_t { kCompletions, kChatCompletions };
 
-// What a request is checked against.
-struct ApiContext {
-  std::string model_name;  // the served id: `model` must equal it when present
-  int32_t vocab_size = 0;  // token ids must be in [0, vocab_size)
-};
+// What a request is checked against: the served id and the vocabulary size.
+using ApiContext = TranslationContext;
 
 struct ParsedRequest {
   serving::GenerateInput input;

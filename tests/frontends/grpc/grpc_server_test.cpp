@@ -535,8 +535,9 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
   const std::string fitting_text = long_text.substr(0, 4 * 1000);  // 1000 tokens
   const std::vector<Case> cases = {
       {"no prompt", [](auto& r) { r.clear_text(); }, invalid, "prompt"},
-      {"empty text", [](auto& r) { r.set_text(""); }, invalid, "prompt"},
-      {"empty token ids", [](auto& r) { r.mutable_token_ids(); }, invalid, "prompt"},
+      {"empty text", [](auto& r) { r.set_text(""); }, invalid, "'text' is empty"},
+      {"empty token ids", [](auto& r) { r.mutable_token_ids(); }, invalid,
+       "'token_ids.ids' is empty"},
       {"unknown token id", [](auto& r) { r.mutable_token_ids()->add_ids(999999); }, invalid,
        "999999"},
       {"negative token id", [](auto& r) { r.mutable_token_ids()->add_ids(-5); }, invalid, "-5"},
@@ -575,9 +576,9 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
        {grpc::StatusCode::OUT_OF_RANGE},
        "1024"},
       {"negative stop token id", [](auto& r) { r.add_stop_token_ids(-1); }, invalid,
-       "stop_token_ids[0] = -1 is not a token id"},
+       "'stop_token_ids[0]' = -1 is not a token id"},
       {"stop token id past the vocabulary", [](auto& r) { r.add_stop_token_ids(49152); }, invalid,
-       "stop_token_ids[0] = 49152 is not a token id"},
+       "'stop_token_ids[0]' = 49152 is not a token id"},
       {"prompt + max_tokens over the context",
        [&](auto& r) {
          r.set_text(fitting_text);
@@ -615,7 +616,7 @@ TEST_F(GrpcServerTest, BadTokenizerAndWireInputs) {
     prepare(context);
     const grpc::Status status = stub_->Detokenize(&context, request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(status.error_message().find("token_ids[1] = 49152"), std::string::npos)
+    EXPECT_NE(status.error_message().find("'token_ids[1]' = 49152"), std::string::npos)
         << status.error_message();
   }
   {  // no input

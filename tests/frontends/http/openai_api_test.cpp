@@ -49,7 +49,7 @@ TEST(OpenAiParse, CompletionDefaultsAreOpenAis) {
   EXPECT_EQ(p.input.logprobs, -1);
   EXPECT_FALSE(p.stream);
   EXPECT_FALSE(p.include_usage);
-  EXPECT_FALSE(p.input.lighttransfer_mode.has_value());
+  EXPECT_EQ(p.input.lighttransfer, lightserve::serving::LightTransferOverride::kServerDefault);
 }
 
 TEST(OpenAiParse, EveryCompletionField) {
@@ -74,7 +74,7 @@ TEST(OpenAiParse, EveryCompletionField) {
   EXPECT_TRUE(p.input.ignore_eos);
   EXPECT_EQ(p.input.stop_token_ids, (std::vector<int32_t>{5}));
   EXPECT_EQ(p.input.priority, -3);
-  EXPECT_EQ(*p.input.lighttransfer_mode, "full");
+  EXPECT_EQ(p.input.lighttransfer, lightserve::serving::LightTransferOverride::kFull);
   EXPECT_FLOAT_EQ(p.input.sampling.presence_penalty, 0.5f);
   EXPECT_FLOAT_EQ(p.input.sampling.frequency_penalty, -0.25f);
   EXPECT_FLOAT_EQ(p.input.sampling.repetition_penalty, 1.1f);
@@ -163,7 +163,7 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "stop_token_ids": [5000]})", "'stop_token_ids[0]' = 5000"},
       {R"({"prompt": "x", "priority": "high"})", "'priority' must be an integer"},
       {R"({"prompt": "x", "lighttransfer": {"mode": "bogus"}})",
-       "'lighttransfer.mode' must be one of full, streaming, test"},
+       "'lighttransfer.mode' must be one of default, full, streaming, got 'bogus'"},
       {R"({"prompt": "x", "lighttransfer": {"mode": 1}})", "'lighttransfer.mode' must be a string"},
       {R"({"prompt": "x", "lighttransfer": {"window": 4}})",
        "'lighttransfer.window' is not a known"},

@@ -1,0 +1,258 @@
+#include "frontends/common/request_translation.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <random>
+
+#include "scheduler/request.h"
+
+namespace lightserve::frontends {
+namespace {
+
+using Problem = std::optional<std::string>;  // a field's error message, nullopt when fine
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
+
+std::string quoted(const std::string& name) {
+  return "'" + name + "'";
+}
+
+std::string format_number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
+// `value` in [lo, hi]; the message names the bound that was crossed ("≥ 1" for 0 when there is
+// no real upper bound, "≤ 2147483647" for 2147483648 when there is no real lower one).
+Problem check_int(const std::string& name, const WireInt& value, int64_t lo, int64_t hi) {
+  if (value.in(lo, hi)) return std::nullopt;
+  const bool above = !value.in(std::numeric_limits<int64_t>::min(), hi);
+  std::string range;
+  if (hi >= kInt32Max && !above) {
+    range = "≥ " + std::to_string(lo);
+  } else if (lo <= kInt32Min && above) {
+    range = "≤ " + std::to_string(hi);
+  } else {
+    range = "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  }
+  return quoted(name) + " must be " + range + ", got " + value.str();
+}
+
+Problem read_int(const char* name, const std::optional<WireInt>& value, int64_t lo, int64_t hi,
+                 std::optional<int64_t>& out) {
+  if (!value) return std::nullopt;
+  if (Problem p = check_int(name, *value, lo, hi)) return p;
+  out = value->get();
+  return std::nullopt;
+}
+
+// A number in [lo, hi] ((lo, hi] when lo_open); unset keeps `out`.
+Problem read_number(const char* name, const std::optional<double>& value, double lo, double hi,
+                    bool lo_open, float& out) {
+  if (!value) return std::nullopt;
+  const double v = *value;
+  if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo)) {
+    return quoted(name) + " must be in " + (lo_open ? "(" : "[") + format_number(lo) + ", " +
+           format_number(hi) + "], got " + format_number(v);
+  }
+  out = static_cast<float>(v);
+  return std::nullopt;
+}
+
+Problem token_ids(const std::vector<WireInt>& ids, const std::string& field,
+                  const TranslationContext& context, std::vector<int32_t>& out) {
+  out.clear();
+  out.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!ids[i].in(0, context.vocab_size - 1)) {
+      return quoted(field + "[" + std::to_string(i) + "]") + " = " + ids[i].str() +
+             " is not a token id (the vocabulary has " + std::to_string(context.vocab_size) +
+             " tokens)";
+    }
+    out.push_back(static_cast<int32_t>(ids[i].get()));
+  }
+  return std::nullopt;
+}
+
+Problem read_prompt(const RequestFields& f, const TranslationContext& context,
+                    serving::GenerateInput& input) {
+  const int forms = (f.prompt_text ? 1 : 0) + (f.prompt_ids ? 1 : 0) + (f.messages ? 1 : 0);
+  if (forms != 1) {
+    return std::string(forms == 0 ? "the prompt is missing: give prompt text, token ids or chat "
+                                    "messages"
+                                  : "give exactly one of prompt text, token ids, chat messages");
+  }
+  const std::string empty = quoted(f.prompt_field) + " is empty: the prompt needs at least a token";
+  if (f.prompt_text) {
+    if (f.prompt_text->empty()) return empty;
+    input.prompt_text = *f.prompt_text;
+  } else if (f.prompt_ids) {
+    if (f.prompt_ids->empty()) return empty;
+    std::vector<int32_t> ids;
+    if (Problem p = token_ids(*f.prompt_ids, f.prompt_field, context, ids)) return p;
+    input.prompt_ids = std::move(ids);
+  } else {
+    std::vector<model::ChatMessage> messages = *f.messages;
+    if (Status s = check_messages(messages); !s.ok()) return s.message();
+    input.messages = std::move(messages);
+  }
+  return std::nullopt;
+}
+
+Problem read_sampling(const RequestFields& f, sampling::SamplingParams& s) {
+  // OpenAI's defaults, not the CLI's.
+  s.temperature = 1.0f;
+  s.top_p = 1.0f;
+  s.top_k = 0;
+  s.min_p = 0.0f;
+  if (Problem p = read_number("temperature", f.temperature, 0, 2, false, s.temperature)) return p;
+  if (Problem p = read_number("top_p", f.top_p, 0, 1, true, s.top_p)) return p;
+  if (Problem p = read_number("min_p", f.min_p, 0, 1, false, s.min_p)) return p;
+  if (Problem p =
+          read_number("presence_penalty", f.presence_penalty, -2, 2, false, s.presence_penalty)) {
+    return p;
+  }
+  if (Problem p = read_number("frequency_penalty", f.frequency_penalty, -2, 2, false,
+                              s.frequency_penalty)) {
+    return p;
+  }
+  if (Problem p = read_number("repetition_penalty", f.repetition_penalty, 0, 10, true,
+                              s.repetition_penalty)) {
+    return p;
+  }
+  std::optional<int64_t> top_k;
+  if (Problem p = read_int("top_k", f.top_k, -1, kInt32Max, top_k)) return p;
+  if (top_k) s.top_k = static_cast<int32_t>(std::max<int64_t>(*top_k, 0));  // -1: off
+  s.seed = f.seed ? *f.seed : random_seed();
+  return std::nullopt;
+}
+
+Problem read_stop(const RequestFields& f, const TranslationContext& context,
+                  serving::GenerateInput& input) {
+  if (f.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
+    return "'stop' may hold at most " + std::to_string(kMaxStopStrings) + " strings, got " +
+           std::to_string(f.stop.size());
+  }
+  for (size_t i = 0; i < f.stop.size(); ++i) {
+    if (f.stop[i].empty()) return quoted("stop[" + std::to_string(i) + "]") + " is empty";
+  }
+  input.stop = f.stop;
+  return token_ids(f.stop_token_ids, "stop_token_ids", context, input.stop_token_ids);
+}
+
+Problem translate_fields(const RequestFields& f, const TranslationContext& context,
+                         serving::GenerateInput& input) {
+  if (Status s = check_model(f.model, context); !s.ok()) return s.message();
+  if (Problem p = read_prompt(f, context, input)) return p;
+  std::optional<int64_t> number;
+  if (Problem p = read_int("max_tokens", f.max_tokens, 1, kInt32Max, number)) return p;
+  if (number) input.max_tokens = static_cast<int32_t>(*number);
+  if (Problem p = read_sampling(f, input.sampling)) return p;
+  if (Problem p = read_stop(f, context, input)) return p;
+  input.ignore_eos = f.ignore_eos;
+  number.reset();
+  constexpr int64_t kMaxLogprobs = scheduler::RequestParams::kMaxLogprobs;
+  if (Problem p = read_int(f.logprobs_field, f.logprobs, 0, kMaxLogprobs, number)) return p;
+  input.logprobs = number ? static_cast<int32_t>(*number) : -1;
+  number.reset();
+  if (Problem p = read_int("priority", f.priority, kInt32Min, kInt32Max, number)) return p;
+  input.priority = static_cast<int32_t>(number.value_or(0));
+  input.lighttransfer = f.lighttransfer;
+  return std::nullopt;
+}
+
+}  // namespace
+
+WireInt WireInt::of(int64_t value) {
+  WireInt w;
+  w.negative_ = value < 0;
+  // -INT64_MIN overflows int64; in uint64 it is exact.
+  w.magnitude_ = w.negative_ ? 0 - static_cast<uint64_t>(value) : static_cast<uint64_t>(value);
+  return w;
+}
+
+WireInt WireInt::of_unsigned(uint64_t value) {
+  WireInt w;
+  w.magnitude_ = value;
+  return w;
+}
+
+bool WireInt::in(int64_t lo, int64_t hi) const {
+  constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  if (!negative_ && magnitude_ > kMax) return false;  // above every int64 bound
+  const int64_t v = get();
+  return v >= lo && v <= hi;
+}
+
+int64_t WireInt::get() const {
+  return negative_ ? static_cast<int64_t>(0 - magnitude_) : static_cast<int64_t>(magnitude_);
+}
+
+std::string WireInt::str() const {
+  std::string text = negative_ ? "-" : "";
+  text.append(std::to_string(magnitude_));  // not "-" + ...: GCC 12's false -Wrestrict
+  return text;
+}
+
+TranslationContext translation_context(const serving::ServingCore& core) {
+  return {core.model_info().name, core.tokenizer().vocab_size()};
+}
+
+Result<serving::GenerateInput> translate(const RequestFields& fields,
+                                         const TranslationContext& context) {
+  serving::GenerateInput input;
+  if (Problem p = translate_fields(fields, context, input)) return Error{*p};
+  return input;
+}
+
+Status check_range(const std::string& field, const WireInt& value, int64_t lo, int64_t hi) {
+  if (Problem p = check_int(field, value, lo, hi)) return Error{*p};
+  return Status::Ok();
+}
+
+Status check_messages(std::vector<model::ChatMessage>& messages) {
+  if (messages.empty()) return Error{"'messages' is empty"};
+  for (size_t i = 0; i < messages.size(); ++i) {
+    std::string& role = messages[i].role;
+    if (role == "developer") role = "system";  // OpenAI's newer name for it
+    if (role != "system" && role != "user" && role != "assistant") {
+      return Error{quoted("messages[" + std::to_string(i) + "].role") +
+                   " must be one of system, user, assistant, got '" + role + "'"};
+    }
+  }
+  return Status::Ok();
+}
+
+Status check_model(const std::optional<std::string>& model, const TranslationContext& context) {
+  if (!model || model->empty() || *model == context.model_name) return Status::Ok();
+  return Error{"model '" + *model + "' is not served here (this server serves '" +
+               context.model_name + "')"};
+}
+
+Result<std::vector<int32_t>> check_token_ids(const std::vector<WireInt>& ids, const char* field,
+                                             const TranslationContext& context) {
+  std::vector<int32_t> out;
+  if (Problem p = token_ids(ids, field, context, out)) return Error{*p};
+  return out;
+}
+
+uint64_t random_seed() {
+  static std::mutex mutex;
+  static std::mt19937_64 rng{std::random_device{}()};
+  const std::lock_guard lock(mutex);
+  return rng();
+}
+
+std::string detokenize(const model::Tokenizer& tokenizer, const std::vector<int32_t>& ids,
+                       bool render_special) {
+  model::StreamDecoder decoder(tokenizer, render_special);
+  std::string text;
+  for (const int32_t id : ids) text += decoder.push(id);
+  return text + decoder.flush();
+}
+
+}  // namespace lightserve::frontends

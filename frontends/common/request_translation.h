@@ -1,0 +1,107 @@
+// One request translation for both frontends (docs/design.md §7). Each protocol reads its wire
+// format into RequestFields, checking only what its format alone decides (JSON types, which
+// oneof is set, an enum's value); translate() does the rest once: the model name, the prompt
+// form, the roles of chat messages, the OpenAI sampling defaults, the one seed generator, every
+// range, token ids against the vocabulary, the LightTransfer override. A new field is added here
+// once, and both protocols accept the same values and refuse the others with the same message.
+//
+// Messages name the field the client sent ('max_tokens' must be in [1, 2147483647], got 0), so
+// the field names are the wire names; both protocols use the same ones (generation.proto follows
+// the OpenAI names), except where a frontend names its own (prompt_ids_field, logprobs_field).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "model/tokenizer.h"
+#include "serving/serving_core.h"
+
+namespace lightserve::frontends {
+
+// An integer as a client sent it, before any range check: JSON integers reach 2^64 - 1 and
+// -2^63, protobuf's int32 and uint64 fit too. Kept whole so that a message shows the value sent.
+class WireInt {
+ public:
+  WireInt() = default;
+  static WireInt of(int64_t value);
+  static WireInt of_unsigned(uint64_t value);
+
+  bool in(int64_t lo, int64_t hi) const;
+  // The value; only meaningful when in() holds for some range.
+  int64_t get() const;
+  std::string str() const;
+
+ private:
+  bool negative_ = false;
+  uint64_t magnitude_ = 0;
+};
+
+struct RequestFields {
+  std::optional<std::string> model;  // the served id when set and not empty
+  // Exactly one prompt form, not empty.
+  std::optional<std::string> prompt_text;
+  std::optional<std::vector<WireInt>> prompt_ids;
+  std::optional<std::vector<model::ChatMessage>> messages;  // roles: system (or developer),
+                                                            // user, assistant
+  const char* prompt_field = "prompt";  // how the protocol names the text or the ids
+  std::optional<WireInt> max_tokens;    // [1, 2^31 - 1]
+  // Unset: the OpenAI API's defaults (temperature 1, top_p 1, top_k and min_p off, no
+  // penalties) and a fresh random seed.
+  std::optional<double> temperature;         // [0, 2]
+  std::optional<double> top_p;               // (0, 1]
+  std::optional<double> min_p;               // [0, 1]
+  std::optional<WireInt> top_k;              // [-1, 2^31 - 1]; -1 and 0 are off
+  std::optional<double> presence_penalty;    // [-2, 2]
+  std::optional<double> frequency_penalty;   // [-2, 2]
+  std::optional<double> repetition_penalty;  // (0, 10]
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;        // at most kMaxStopStrings, none empty
+  std::vector<WireInt> stop_token_ids;  // in the vocabulary
+  bool ignore_eos = false;
+  std::optional<WireInt> logprobs;  // [0, 20] top alternatives; unset: none
+  const char* logprobs_field = "logprobs";
+  std::optional<WireInt> priority;  // int32
+  serving::LightTransferOverride lighttransfer = serving::LightTransferOverride::kServerDefault;
+};
+
+// What a request is checked against.
+struct TranslationContext {
+  std::string model_name;  // the served id
+  int32_t vocab_size = 0;  // token ids must be in [0, vocab_size)
+};
+
+// The served model's: what every request of `core` is checked against.
+TranslationContext translation_context(const serving::ServingCore& core);
+
+inline constexpr int32_t kMaxStopStrings = 4;  // OpenAI's limit
+
+// The checked request, or an error message naming the field (an invalid argument).
+Result<serving::GenerateInput> translate(const RequestFields& fields,
+                                         const TranslationContext& context);
+
+// `value` in [lo, hi], else an error naming `field` and the bound it crossed.
+Status check_range(const std::string& field, const WireInt& value, int64_t lo, int64_t hi);
+
+// Chat messages not empty, each role system, user or assistant ("developer", OpenAI's newer name
+// for system, becomes system).
+Status check_messages(std::vector<model::ChatMessage>& messages);
+
+// The model name check on its own, for the endpoints that take a model but no generation.
+Status check_model(const std::optional<std::string>& model, const TranslationContext& context);
+
+// Token ids against the vocabulary: `field` names them in messages ("tokens", "token_ids").
+Result<std::vector<int32_t>> check_token_ids(const std::vector<WireInt>& ids, const char* field,
+                                             const TranslationContext& context);
+
+// The seed of a request that has none: random, one generator for the process.
+uint64_t random_seed();
+
+// Detokenize for /detokenize and Detokenize: the ids' text, bytes that are not UTF-8 (a cut
+// character) replaced by U+FFFD; control tokens rendered only when asked.
+std::string detokenize(const model::Tokenizer& tokenizer, const std::vector<int32_t>& ids,
+                       bool render_special);
+
+}  // namespace lightserve::frontends

@@ -1,0 +1,178 @@
+#include "frontends/grpc/proto_conversion.h"
+
+#include <string>
+#include <utility>
+
+#include "frontends/common/error_mapping.h"
+
+namespace lightserve::frontends::proto {
+namespace {
+
+std::vector<model::ChatMessage> to_chat(const v1::ChatMessages& chat) {
+  std::vector<model::ChatMessage> messages;
+  messages.reserve(static_cast<size_t>(chat.messages_size()));
+  for (const auto& m : chat.messages()) messages.push_back({m.role(), m.content()});
+  return messages;
+}
+
+template <typename Ids>
+std::vector<WireInt> wire_ints(const Ids& ids) {
+  std::vector<WireInt> out;
+  out.reserve(static_cast<size_t>(ids.size()));
+  for (const auto id : ids) out.push_back(WireInt::of(id));
+  return out;
+}
+
+grpc::Status to_status(const scheduler::EngineError& error) {
+  return {grpc_code(error.kind), error.message};
+}
+
+}  // namespace
+
+Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
+  RequestFields f;
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      f.prompt_text = request.text();
+      f.prompt_field = "text";
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      f.prompt_ids = wire_ints(request.token_ids().ids());
+      f.prompt_field = "token_ids.ids";
+      break;
+    case v1::GenerateRequest::kChat:
+      f.messages = to_chat(request.chat());
+      break;
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return Error{"the prompt is missing: set one of text, token_ids or chat"};
+  }
+  if (!request.model().empty()) f.model = request.model();
+  if (request.has_max_tokens()) f.max_tokens = WireInt::of(request.max_tokens());
+  if (request.has_temperature()) f.temperature = request.temperature();
+  if (request.has_top_p()) f.top_p = request.top_p();
+  if (request.has_min_p()) f.min_p = request.min_p();
+  if (request.has_top_k()) f.top_k = WireInt::of(request.top_k());
+  if (request.has_repetition_penalty()) f.repetition_penalty = request.repetition_penalty();
+  if (request.has_presence_penalty()) f.presence_penalty = request.presence_penalty();
+  if (request.has_frequency_penalty()) f.frequency_penalty = request.frequency_penalty();
+  if (request.has_seed()) f.seed = request.seed();
+  f.stop.assign(request.stop().begin(), request.stop().end());
+  f.stop_token_ids = wire_ints(request.stop_token_ids());
+  f.ignore_eos = request.ignore_eos();
+  if (request.has_logprobs()) f.logprobs = WireInt::of(request.logprobs());
+  f.priority = WireInt::of(request.priority());
+  switch (request.lighttransfer().mode()) {
+    case v1::LIGHTTRANSFER_MODE_SERVER_DEFAULT:
+      f.lighttransfer = serving::LightTransferOverride::kServerDefault;
+      break;
+    case v1::LIGHTTRANSFER_MODE_FULL:
+      f.lighttransfer = serving::LightTransferOverride::kFull;
+      break;
+    case v1::LIGHTTRANSFER_MODE_STREAMING:
+      f.lighttransfer = serving::LightTransferOverride::kStreaming;
+      break;
+    default:
+      return Error{"'lighttransfer.mode' " + std::to_string(request.lighttransfer().mode()) +
+                   " is not a LightTransferMode (0 server default, 1 full, 2 streaming)"};
+  }
+  return f;
+}
+
+Result<serving::GenerateInput> to_generate_input(const v1::GenerateRequest& request,
+                                                 const TranslationContext& context) {
+  Result<RequestFields> fields = to_request_fields(request);
+  if (!fields) return fields.error();
+  return translate(fields.value(), context);
+}
+
+Result<serving::GenerateInput> to_tokenize_input(const v1::TokenizeRequest& request) {
+  serving::GenerateInput input;
+  switch (request.input_case()) {
+    case v1::TokenizeRequest::kText:
+      input.prompt_text = request.text();
+      break;
+    case v1::TokenizeRequest::kChat: {
+      std::vector<model::ChatMessage> messages = to_chat(request.chat());
+      if (Status s = check_messages(messages); !s.ok()) return Error{s.message()};
+      input.messages = std::move(messages);
+      break;
+    }
+    case v1::TokenizeRequest::INPUT_NOT_SET:
+      return Error{"the input is missing: set text or chat"};
+  }
+  return input;
+}
+
+Result<std::vector<int32_t>> to_detokenize_ids(const v1::DetokenizeRequest& request,
+                                               const TranslationContext& context) {
+  return check_token_ids(wire_ints(request.token_ids()), "token_ids", context);
+}
+
+void fill_token(const scheduler::RequestEvent& event, const model::Tokenizer& tokenizer,
+                v1::GeneratedToken* token) {
+  token->set_token_id(event.token_id);
+  token->set_text(event.text);
+  if (!event.logprobs) return;
+  v1::PositionLogprobs* logprobs = token->mutable_logprobs();
+  logprobs->set_logprob(event.logprobs->logprob);
+  for (const auto& alternative : event.logprobs->top) {
+    v1::TokenLogprob* top = logprobs->add_top();
+    top->set_token_id(alternative.token_id);
+    top->set_token(tokenizer.token_bytes(alternative.token_id, /*render_special=*/true));
+    top->set_logprob(alternative.logprob);
+  }
+}
+
+void fill_finish(const scheduler::RequestEvent& event, v1::GenerateFinish* finish) {
+  finish->set_text(event.text);
+  finish->set_reason(event.finish_reason == scheduler::FinishReason::kLength
+                         ? v1::FINISH_REASON_LENGTH
+                         : v1::FINISH_REASON_STOP);
+  if (event.token_id >= 0) finish->set_stop_token_id(event.token_id);
+  const scheduler::RequestTimings& t = event.timings;
+  v1::Usage* usage = finish->mutable_usage();
+  usage->set_prompt_tokens(t.num_prompt_tokens);
+  usage->set_completion_tokens(t.num_generated_tokens);
+  usage->set_total_tokens(t.num_prompt_tokens + t.num_generated_tokens);
+  v1::Timings* timings = finish->mutable_timings();
+  timings->set_queue_seconds(t.queue_seconds);
+  timings->set_time_to_first_token_seconds(t.time_to_first_token);
+  timings->set_e2e_seconds(t.e2e_seconds);
+  timings->set_num_preemptions(t.num_preemptions);
+}
+
+grpc::Status final_status(const scheduler::RequestEvent& finished, bool cancelled) {
+  using scheduler::ErrorKind;
+  if (cancelled) return {grpc::StatusCode::CANCELLED, "the call was cancelled"};
+  switch (finished.finish_reason.value_or(scheduler::FinishReason::kError)) {
+    case scheduler::FinishReason::kStop:
+    case scheduler::FinishReason::kLength:
+      return grpc::Status::OK;
+    case scheduler::FinishReason::kAbort:
+      return to_status(
+          {ErrorKind::kUnavailable, "the request was aborted: the server is shutting down"});
+    case scheduler::FinishReason::kError:
+      break;
+  }
+  return to_status(finished.error.value_or(scheduler::EngineError{
+      ErrorKind::kInternal, "the engine failed a step holding this request"}));
+}
+
+void fill_model_info(const serving::ModelInfo& info, bool has_chat_template,
+                     v1::GetModelInfoResponse& out) {
+  out.set_name(info.name);
+  out.set_path(info.path);
+  out.set_architecture(info.architecture);
+  out.set_num_layers(info.num_layers);
+  out.set_hidden_dim(info.hidden_dim);
+  out.set_num_heads(info.num_heads);
+  out.set_num_kv_heads(info.num_kv_heads);
+  out.set_vocab_size(info.vocab_size);
+  out.set_context_length(info.context_length);
+  out.set_weight_bytes(info.weight_bytes);
+  out.set_bos_token_id(info.bos_id);
+  out.set_eos_token_id(info.eos_id);
+  out.set_has_chat_template(has_chat_template);
+}
+
+}  // namespace lightserve::frontends::proto
