@@ -84,4 +84,16 @@ LayerMap& KvAllocation::layer_map() {
   return kv_->layer_map;
 }
 
+int64_t KvAllocation::full_row(const KvLayout& layout, int32_t lane, int64_t token) const {
+  const LanePlace place = layout.place_full_lane(lane);
+  const BlockId block = block_table().block(place.container, token / layout.block_size);
+  return layout.block_row(block, place.lane, token % layout.block_size);
+}
+
+int64_t KvAllocation::lazy_row(const KvLayout& layout, int32_t lane, int64_t token) const {
+  const LanePlace place = layout.place_lazy_lane(lane);
+  const SlotId slot = slot_ids()[static_cast<size_t>(place.container)];
+  return layout.slot_row(slot, place.lane, layout.ring_row(token));
+}
+
 }  // namespace lightserve::memory

@@ -6,10 +6,9 @@
 #include <span>
 #include <vector>
 
-#include "memory/block_pool.h"
+#include "memory/id_pool.h"
 #include "memory/kv_layout.h"
 #include "memory/layer_map.h"
-#include "memory/slot_pool.h"
 
 namespace lightserve::memory {
 
@@ -70,6 +69,12 @@ class KvAllocation {
   const std::vector<SlotId>& slot_ids() const { return kv().slot_ids; }
   const LayerMap& layer_map() const { return kv().layer_map; }
   LayerMap& layer_map();  // the only part the model edits (during prefill)
+
+  // The arena row (KvLayout's row arithmetic) that holds `token` of the request's full lane
+  // `lane` (in the block arena) or lazy lane `lane` (in the slot arena, on the ring).
+  // Preconditions: the lane exists; a full token lies within token_capacity().
+  int64_t full_row(const KvLayout& layout, int32_t lane, int64_t token) const;
+  int64_t lazy_row(const KvLayout& layout, int32_t lane, int64_t token) const;
 
  private:
   friend class KvManager;

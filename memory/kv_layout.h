@@ -1,5 +1,5 @@
 // The shape of the KV arena: how layer lanes and tokens are packed into blocks and slots
-// (docs/design.md §5). Pure arithmetic on counts; no ids, no device.
+// (docs/design.md §5). Pure arithmetic on counts and ids; no device.
 //
 // A *lane* is one layer's K and V rows. A *block* holds `block_size` tokens for
 // `lanes_per_block` lanes (the full layers of a request); a *slot* holds `sink + window` tokens
@@ -76,6 +76,21 @@ struct KvLayout {
   // Request-wide lane index -> physical place. Preconditions: lane >= 0; P (or L - P) > 0.
   LanePlace place_full_lane(int32_t lane) const;
   LanePlace place_lazy_lane(int32_t lane) const;
+
+  // Row arithmetic. A row is one lane's K (or V) for one token; the block arena and the slot
+  // arena are arrays of rows. Block b's lane l starts at row (b·P + l)·block_size; slot s's lane
+  // l at (s·(L - P) + l)·(sink + window). A lazy layer keeps token t at ring row t when
+  // t < sink, else sink + (t - sink) mod window (the sinks stay, the window is a ring).
+  int64_t rows_per_block() const { return static_cast<int64_t>(lanes_per_block) * block_size; }
+  int64_t block_row(int32_t block, int32_t lane, int64_t row_in_block) const {
+    return (static_cast<int64_t>(block) * lanes_per_block + lane) * block_size + row_in_block;
+  }
+  int64_t slot_row(int32_t slot, int32_t lane, int64_t ring_row) const {
+    return (static_cast<int64_t>(slot) * lanes_per_slot + lane) * slot_tokens() + ring_row;
+  }
+  int32_t ring_row(int64_t token) const {
+    return static_cast<int32_t>(token < sink ? token : sink + (token - sink) % window);
+  }
 };
 
 // ceil(numerator / denominator) for numerator >= 0, denominator > 0.

@@ -20,7 +20,7 @@ std::optional<int32_t> as_pool_count(int64_t count, int32_t pool_total) {
 }  // namespace
 
 KvManager::KvManager(const KvLayout& layout, int32_t num_blocks, int32_t num_slots)
-    : layout_(layout), block_pool_(num_blocks), slot_pool_(num_slots) {
+    : layout_(layout), block_pool_(num_blocks, "block"), slot_pool_(num_slots, "slot") {
   LS_CHECK(layout.validate().ok()) << layout.validate().message();
 }
 
@@ -34,9 +34,9 @@ std::optional<AdmitPlan> KvManager::plan_admit(Footprint footprint, int64_t toke
   const std::optional<int32_t> num_blocks =
       as_pool_count(layout_.blocks_for(token_capacity, footprint), num_total_blocks());
   if (!num_blocks) return std::nullopt;
-  std::optional<BlockPlan> blocks = block_pool_.plan(*num_blocks);
+  std::optional<IdPlan> blocks = block_pool_.plan(*num_blocks);
   if (!blocks) return std::nullopt;
-  std::optional<SlotPlan> slots = slot_pool_.plan(layout_.slots_for(footprint));
+  std::optional<IdPlan> slots = slot_pool_.plan(layout_.slots_for(footprint));
   if (!slots) return std::nullopt;
   return AdmitPlan{footprint, token_capacity, std::move(*blocks), std::move(*slots)};
 }
@@ -66,7 +66,7 @@ std::optional<GrowPlan> KvManager::plan_grow(const KvAllocation& allocation,
                         layout_.blocks_for(kv.token_capacity, kv.footprint);
   const std::optional<int32_t> num_blocks = as_pool_count(extra, num_total_blocks());
   if (!num_blocks) return std::nullopt;
-  std::optional<BlockPlan> blocks = block_pool_.plan(*num_blocks);
+  std::optional<IdPlan> blocks = block_pool_.plan(*num_blocks);
   if (!blocks) return std::nullopt;
   return GrowPlan{allocation.id(), token_capacity, std::move(*blocks)};
 }

@@ -22,25 +22,24 @@
 #include <map>
 #include <optional>
 
-#include "memory/block_pool.h"
 #include "memory/capacity.h"
+#include "memory/id_pool.h"
 #include "memory/kv_allocation.h"
 #include "memory/kv_layout.h"
-#include "memory/slot_pool.h"
 
 namespace lightserve::memory {
 
 struct AdmitPlan {
   Footprint footprint;
   int64_t token_capacity = 0;
-  BlockPlan blocks;
-  SlotPlan slots;
+  IdPlan blocks;
+  IdPlan slots;
 };
 
 struct GrowPlan {
   uint64_t allocation_id = 0;
   int64_t token_capacity = 0;  // the new capacity
-  BlockPlan blocks;            // the extra blocks, all lane groups together
+  IdPlan blocks;               // the extra blocks, all lane groups together
 };
 
 // Fractions in [0, 1] for the metrics kv_cache_usage_perc and lazy_slot_usage_perc; 0 when the
@@ -95,8 +94,8 @@ class KvManager {
 
  private:
   KvLayout layout_;
-  BlockPool block_pool_;
-  SlotPool slot_pool_;
+  IdPool block_pool_;
+  IdPool slot_pool_;
   uint64_t next_allocation_id_ = 1;
   std::map<uint64_t, const RequestKv*> live_;  // for the audit; the handles own the RequestKv
 };

@@ -146,22 +146,12 @@ bool HybridSequence::reserve(int32_t token_capacity) {
   return true;
 }
 
-int32_t HybridSequence::ring_row(int32_t token) const {
-  const int32_t sink = settings_.sink;
-  return token < sink ? token : sink + (token - sink) % settings_.window;
-}
-
 uint16_t* HybridSequence::full_row(bool values, int32_t lane, int32_t token) {
-  const memory::KvLayout& l = arena_.layout();
-  const memory::LanePlace place = l.place_full_lane(lane);
-  const memory::BlockId block = kv_->block_table().block(place.container, token / l.block_size);
-  return arena_.block_rows(values, block, place.lane) + (token % l.block_size) * row_;
+  return arena_.block_data(values) + kv_->full_row(arena_.layout(), lane, token) * row_;
 }
 
 uint16_t* HybridSequence::lazy_row(bool values, int32_t lane, int32_t token) {
-  const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
-  const memory::SlotId slot = kv_->slot_ids()[static_cast<size_t>(place.container)];
-  return arena_.slot_rows(values, slot, place.lane) + ring_row(token) * row_;
+  return arena_.slot_data(values) + kv_->lazy_row(arena_.layout(), lane, token) * row_;
 }
 
 KvView HybridSequence::full_view(int32_t lane) {

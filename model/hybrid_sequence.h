@@ -75,7 +75,6 @@ class HybridSequence final : public SequenceKv {
   void place_full(kernels::Backend& b, int32_t layer, int32_t n);
   void place_lazy_from_scratch(kernels::Backend& b, int32_t layer, int32_t n);
   void demote(kernels::Backend& b, int32_t layer, int32_t n);
-  int32_t ring_row(int32_t token) const;
   uint16_t* full_row(bool values, int32_t lane, int32_t token);
   uint16_t* lazy_row(bool values, int32_t lane, int32_t token);
   uint16_t* scratch_row(bool values, int32_t token) const {

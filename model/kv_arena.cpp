@@ -64,22 +64,23 @@ Result<std::unique_ptr<KvArena>> KvArena::create_for(kernels::Backend& backend,
 }
 
 uint16_t* KvArena::block_rows(bool values, memory::BlockId block, int32_t lane) {
-  const auto& l = plan_.layout;
-  const int64_t offset =
-      (static_cast<int64_t>(block) * l.lanes_per_block + lane) * l.block_size * row_;
-  return (values ? block_v_ : block_k_).get<uint16_t>() + offset;
+  return block_data(values) + plan_.layout.block_row(block, lane, 0) * row_;
 }
 
 uint16_t* KvArena::slot_rows(bool values, memory::SlotId slot, int32_t lane) {
-  const auto& l = plan_.layout;
-  const int64_t offset =
-      (static_cast<int64_t>(slot) * l.lanes_per_slot + lane) * l.slot_tokens() * row_;
-  return (values ? slot_v_ : slot_k_).get<uint16_t>() + offset;
+  return slot_data(values) + plan_.layout.slot_row(slot, lane, 0) * row_;
+}
+
+uint16_t* KvArena::block_data(bool values) {
+  return (values ? block_v_ : block_k_).get<uint16_t>();
+}
+
+uint16_t* KvArena::slot_data(bool values) {
+  return (values ? slot_v_ : slot_k_).get<uint16_t>();
 }
 
 int64_t KvArena::block_stride() const {
-  const auto& l = plan_.layout;
-  return static_cast<int64_t>(l.lanes_per_block) * l.block_size * row_;
+  return plan_.layout.rows_per_block() * row_;
 }
 
 }  // namespace lightserve::model

@@ -37,7 +37,11 @@ class KvArena {
   const memory::KvLayout& layout() const { return plan_.layout; }
   int64_t row_elements() const { return row_; }  // kv_heads · head_dim
 
-  // First row of (block, lane) / (slot, lane) in the key (values=false) or value storage.
+  // Row 0 of the block / slot arena's key (values=false) or value storage: the arena row r
+  // (memory::KvLayout's row arithmetic) starts r · row_elements() elements after it.
+  uint16_t* block_data(bool values);
+  uint16_t* slot_data(bool values);
+  // First row of (block, lane) / (slot, lane).
   uint16_t* block_rows(bool values, memory::BlockId block, int32_t lane);
   uint16_t* slot_rows(bool values, memory::SlotId slot, int32_t lane);
   // Elements from a lane's rows in block b to the same lane in block b + 1.

@@ -63,7 +63,7 @@ TEST(KvManagerTest, StreamingOverrideUsesSlotsOnly) {
   EXPECT_EQ(manager.num_free_slots(), 2);
   std::optional<GrowPlan> grow = manager.plan_grow(kv, 100000);
   ASSERT_TRUE(grow);  // a streaming request never needs more memory
-  EXPECT_TRUE(grow->blocks.block_ids.empty());
+  EXPECT_TRUE(grow->blocks.ids.empty());
   manager.commit(kv, std::move(*grow));
   manager.check_invariants();
 }
@@ -92,13 +92,13 @@ TEST(KvManagerTest, GrowAddsBlocksOnlyAcrossBlockBoundaries) {
 
   std::optional<GrowPlan> within = manager.plan_grow(hybrid, 16);
   ASSERT_TRUE(within);
-  EXPECT_TRUE(within->blocks.block_ids.empty());
+  EXPECT_TRUE(within->blocks.ids.empty());
   manager.commit(hybrid, std::move(*within));
   EXPECT_EQ(hybrid.token_capacity(), 16);
 
   std::optional<GrowPlan> across = manager.plan_grow(hybrid, 33);
   ASSERT_TRUE(across);
-  EXPECT_EQ(across->blocks.block_ids.size(), 2u);
+  EXPECT_EQ(across->blocks.ids.size(), 2u);
   EXPECT_EQ(manager.num_free_blocks(), 97);
   manager.commit(hybrid, std::move(*across));
   EXPECT_EQ(hybrid.block_table().num_blocks(), 3);

@@ -1,32 +1,31 @@
-// BlockPool and SlotPool share IdFreeList; both are exercised so a divergence would show.
+// memory::IdPool, as KvManager uses it for blocks and for slots.
 #include <gtest/gtest.h>
 
 #include <vector>
 
-#include "memory/block_pool.h"
-#include "memory/slot_pool.h"
+#include "memory/id_pool.h"
 
 namespace lightserve::memory {
 namespace {
 
 using Ids = std::vector<int32_t>;
 
-TEST(BlockPoolTest, PlanHasNoSideEffects) {
-  BlockPool pool(8);
-  std::optional<BlockPlan> first = pool.plan(3);
-  std::optional<BlockPlan> second = pool.plan(3);
+TEST(IdPoolTest, PlanHasNoSideEffects) {
+  IdPool pool(8, "block");
+  std::optional<IdPlan> first = pool.plan(3);
+  std::optional<IdPlan> second = pool.plan(3);
   ASSERT_TRUE(first && second);
-  EXPECT_EQ(first->block_ids, second->block_ids);
+  EXPECT_EQ(first->ids, second->ids);
   EXPECT_EQ(pool.num_free(), 8);
   EXPECT_EQ(pool.num_total(), 8);
   pool.check_invariants();
 }
 
-TEST(BlockPoolTest, CommitTakesExactlyThePlannedIds) {
-  BlockPool pool(8);
-  std::optional<BlockPlan> plan = pool.plan(3);
+TEST(IdPoolTest, CommitTakesExactlyThePlannedIds) {
+  IdPool pool(8, "block");
+  std::optional<IdPlan> plan = pool.plan(3);
   ASSERT_TRUE(plan);
-  const Ids planned = plan->block_ids;
+  const Ids planned = plan->ids;
   EXPECT_EQ(planned, (Ids{0, 1, 2}));
   EXPECT_EQ(pool.commit(std::move(*plan)), planned);
   EXPECT_EQ(pool.num_free(), 5);
@@ -35,36 +34,36 @@ TEST(BlockPoolTest, CommitTakesExactlyThePlannedIds) {
   pool.check_invariants();
 }
 
-TEST(BlockPoolTest, ShortageIsNullopt) {
-  BlockPool pool(4);
+TEST(IdPoolTest, ShortageIsNullopt) {
+  IdPool pool(4, "block");
   EXPECT_FALSE(pool.plan(5));
   std::vector<BlockId> taken = pool.commit(*pool.plan(4));
   EXPECT_FALSE(pool.plan(1));
-  std::optional<BlockPlan> none = pool.plan(0);
+  std::optional<IdPlan> none = pool.plan(0);
   ASSERT_TRUE(none);
-  EXPECT_TRUE(none->block_ids.empty());
+  EXPECT_TRUE(none->ids.empty());
   pool.release(taken);
   EXPECT_EQ(pool.num_free(), 4);
 }
 
-TEST(BlockPoolTest, ReleasedIdsAreHandedOutFirstInTheirOrder) {
-  BlockPool pool(8);
+TEST(IdPoolTest, ReleasedIdsAreHandedOutFirstInTheirOrder) {
+  IdPool pool(8, "block");
   std::vector<BlockId> taken = pool.commit(*pool.plan(6));
   pool.release(std::vector<BlockId>{4, 2});
-  EXPECT_EQ(pool.plan(3)->block_ids, (Ids{4, 2, 6}));
+  EXPECT_EQ(pool.plan(3)->ids, (Ids{4, 2, 6}));
   pool.check_invariants();
 }
 
-TEST(BlockPoolTest, EmptyPool) {
-  BlockPool pool(0);
+TEST(IdPoolTest, EmptyPool) {
+  IdPool pool(0, "block");
   EXPECT_EQ(pool.num_total(), 0);
   EXPECT_TRUE(pool.plan(0));
   EXPECT_FALSE(pool.plan(1));
 }
 
-TEST(SlotPoolTest, PlanCommitRelease) {
-  SlotPool pool(3);
-  std::optional<SlotPlan> plan = pool.plan(2);
+TEST(IdPoolTest, PlanCommitRelease) {
+  IdPool pool(3, "slot");
+  std::optional<IdPlan> plan = pool.plan(2);
   ASSERT_TRUE(plan);
   EXPECT_EQ(pool.num_free(), 3);
   std::vector<SlotId> slots = pool.commit(std::move(*plan));
@@ -76,36 +75,36 @@ TEST(SlotPoolTest, PlanCommitRelease) {
   pool.check_invariants();
 }
 
-using BlockPoolDeathTest = ::testing::Test;
+using IdPoolDeathTest = ::testing::Test;
 
-TEST_F(BlockPoolDeathTest, DoubleReleaseAborts) {
-  BlockPool pool(4);
+TEST_F(IdPoolDeathTest, DoubleReleaseAborts) {
+  IdPool pool(4, "block");
   std::vector<BlockId> taken = pool.commit(*pool.plan(2));
   pool.release(taken);
   EXPECT_DEATH(pool.release(taken), "block [01] released twice");
 }
 
-TEST_F(BlockPoolDeathTest, ForeignIdAborts) {
-  BlockPool pool(4);
+TEST_F(IdPoolDeathTest, ForeignIdAborts) {
+  IdPool pool(4, "block");
   EXPECT_DEATH(pool.release(std::vector<BlockId>{7}), "block 7 is not in \\[0, 4\\)");
 }
 
-TEST_F(BlockPoolDeathTest, StalePlanAborts) {
-  BlockPool pool(4);
-  BlockPlan stale = *pool.plan(1);
+TEST_F(IdPoolDeathTest, StalePlanAborts) {
+  IdPool pool(4, "block");
+  IdPlan stale = *pool.plan(1);
   std::vector<BlockId> taken = pool.commit(*pool.plan(1));
   EXPECT_DEATH((void)pool.commit(stale), "stale block plan");
 }
 
-TEST_F(BlockPoolDeathTest, AlteredPlanAborts) {
-  BlockPool pool(4);
-  BlockPlan plan = *pool.plan(1);
-  plan.block_ids[0] = 3;
+TEST_F(IdPoolDeathTest, AlteredPlanAborts) {
+  IdPool pool(4, "block");
+  IdPlan plan = *pool.plan(1);
+  plan.ids[0] = 3;
   EXPECT_DEATH((void)pool.commit(plan), "altered block plan");
 }
 
-TEST_F(BlockPoolDeathTest, SlotDoubleReleaseAborts) {
-  SlotPool pool(2);
+TEST_F(IdPoolDeathTest, MessagesNameThePoolsKind) {
+  IdPool pool(2, "slot");
   std::vector<SlotId> taken = pool.commit(*pool.plan(1));
   pool.release(taken);
   EXPECT_DEATH(pool.release(taken), "slot 0 released twice");

@@ -1,0 +1,54 @@
+// IdPool: the one id pool of the KV memory (docs/design.md §5, §11 habit 3), used twice by
+// KvManager: for blocks (full-layer lanes, block_size tokens each; a request's block table grows
+// with its length) and for slots (lazy-layer lanes, sink + window tokens; a request owns a
+// constant number of them whatever its length).
+//
+// Ids [0, n), LIFO: a just-freed id is handed out first, so a hot working set stays small.
+// Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;
+// commit() takes exactly the planned ids. A plan is valid until the next commit or release on
+// this pool (a version stamp tells). Misuse (stale or altered plan, double release, foreign id)
+// fails an LS_CHECK that names the pool's kind. Not thread-safe: owned by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace lightserve::memory {
+
+using BlockId = int32_t;
+using SlotId = int32_t;
+
+struct IdPlan {
+  std::vector<int32_t> ids;   // what commit() will hand out, in order
+  uint64_t pool_version = 0;  // the pool state the plan was made against
+};
+
+class IdPool {
+ public:
+  // `kind` ("block", "slot") names the ids in check messages; must outlive the pool.
+  IdPool(int32_t num_ids, const char* kind);
+
+  // The ids commit() would hand out; nullopt when fewer than `count` are free. Precondition:
+  // count >= 0.
+  [[nodiscard]] std::optional<IdPlan> plan(int32_t count) const;
+  // Takes exactly the plan's ids, which must be unchanged and made at the current version.
+  [[nodiscard]] std::vector<int32_t> commit(IdPlan plan);
+  // Returns ids; the first of them is handed out first again. A free or foreign id is misuse.
+  void release(std::span<const int32_t> ids);
+
+  int32_t num_total() const { return static_cast<int32_t>(is_free_.size()); }
+  int32_t num_free() const { return static_cast<int32_t>(free_stack_.size()); }
+  bool is_free(int32_t id) const;  // precondition: id in [0, num_total())
+  // Free stack and free flags agree, no duplicates, ids in range.
+  void check_invariants() const;
+
+ private:
+  const char* kind_;
+  std::vector<int32_t> free_stack_;  // back() is handed out next
+  std::vector<bool> is_free_;
+  uint64_t version_ = 0;  // bumped by every commit and release
+};
+
+}  // namespace lightserve::memory
