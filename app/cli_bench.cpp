@@ -41,7 +41,7 @@ struct BenchOptions {
   std::string json;
   std::string policy = "reserve";
   int max_running = 64;
-  int64_t step_budget = 0;  // token-layers; 0: EngineConfig::budget_or_default
+  int64_t step_budget = 0;  // token-layers; 0: SchedulerConfig::budget_or_default
   bool whole_prefill = false;
   int threads = 0;
   std::string device = serving::default_device();
@@ -168,7 +168,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   executor::ModelExecutor executor(llama, kv, settings);
   executor::ModelDetokenizer detokenizer(llama.tokenizer());
   scheduler::SteadyClock clock;
-  scheduler::EngineConfig ec;
+  scheduler::SchedulerConfig ec;
   ec.max_context_tokens = static_cast<int32_t>(context);
   ec.max_running = o.max_running;
   ec.max_waiting = std::max(o.num_prompts, 1);

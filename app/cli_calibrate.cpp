@@ -1,7 +1,7 @@
 // `lightserve calibrate`: the paper's offline layer selection. Runs each prompt's prefill in test
 // mode (exact attention, lazy ratios measured, the top-P decision made), counts how often each
 // layer ends lazy, and writes the ranking as a plan file for --lt-mode static (and for breaking
-// ties in test mode).
+// ties in online mode).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -94,7 +94,10 @@ int fail(const std::string& message) {
 }
 
 int run_calibrate(const CalibrateOptions& o) {
-  if (o.lt.mode != "test") return fail("calibrate measures in test mode; --lt-mode must be test");
+  if (Result<model::LtMode> mode = model::parse_lt_mode(o.lt.mode);
+      !mode || mode.value() != model::LtMode::kOnline) {
+    return fail("calibrate measures in online mode; --lt-mode must be online");
+  }
   if (o.max_prompts < 0) return fail("--max-prompts must be ≥ 0");
   if (!(o.lt.lazy_fraction >= 0.0 && o.lt.lazy_fraction <= 1.0)) {
     return fail("--lazy-fraction must be in [0, 1], got " + std::to_string(o.lt.lazy_fraction));

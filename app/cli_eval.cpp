@@ -209,7 +209,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--w-last", o->w_last, "Last prompt tokens whose attention scores laziness")
       ->capture_default_str()
       ->group("LightTransfer");
-  cmd->add_option("--plan", o->plan, "Plan file (static mode; ties in test mode)")
+  cmd->add_option("--plan", o->plan, "Plan file (static mode; ties in online mode)")
       ->group("LightTransfer");
   cmd->add_option("--lt-seed", o->lt_seed, "Seed of the random mode's lazy set (passkey: + trial)")
       ->capture_default_str()

@@ -44,7 +44,7 @@ void print_layer_map(const model::HybridSequence& seq, const model::LightTransfe
   std::fprintf(stderr, "\n  kind:   ");
   for (int32_t l = 0; l < map.num_layers(); ++l)
     std::fprintf(stderr, "  %c", map.is_lazy(l) ? 'L' : 'F');
-  if (lt.mode == model::LtMode::kTest) {
+  if (lt.mode == model::LtMode::kOnline) {
     std::fprintf(stderr, "\n  ratio%%: ");
     for (float r : seq.lazy_ratios()) std::fprintf(stderr, "%3.0f", std::min(99.0f, 100.0f * r));
   }

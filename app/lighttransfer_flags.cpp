@@ -5,7 +5,7 @@ namespace lightserve::cli {
 void add_lighttransfer_flags(CLI::App* cmd, serving::LightTransferOptions& o) {
   cmd->add_option(
          "--lt-mode", o.mode,
-         "LightTransfer mode: test (lazy layers chosen per request), static (from --plan), "
+         "LightTransfer mode: online (lazy layers chosen per request; `test` is its old name), static (from --plan), "
          "full (no lazy layer), streaming (every layer lazy), random")
       ->capture_default_str()
       ->group("LightTransfer");
@@ -22,7 +22,7 @@ void add_lighttransfer_flags(CLI::App* cmd, serving::LightTransferOptions& o) {
       ->capture_default_str()
       ->group("LightTransfer");
   cmd->add_option("--plan", o.plan,
-                  "Plan file from `lightserve calibrate` (static mode; breaks ties in test mode)")
+                  "Plan file from `lightserve calibrate` (static mode; breaks ties in online mode)")
       ->group("LightTransfer");
   cmd->add_option("--lt-seed", o.seed, "Seed of the random mode's lazy set")
       ->capture_default_str()

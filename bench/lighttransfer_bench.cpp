@@ -2,7 +2,7 @@
 // for prompts of 2K, 4K and 8K tokens of real English text, the KV bytes a request holds after
 // prefill and at its peak (from its actual block and slot allocation plus the prefill scratch),
 // the most full-length layer caches alive at once, and prefill time with the lazy-ratio
-// computation (test mode) against the same prefill without it (random mode: same layer-wise
+// computation (online mode) against the same prefill without it (random mode: same layer-wise
 // cuts, no scoring).
 //
 //   lighttransfer_bench [--model PATH] [--text FILE,FILE...] [--lengths 2048,4096,8192]
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
       return r;
     };
     const Result full = measure(model::LtMode::kFull);
-    const Result test = measure(model::LtMode::kTest);
+    const Result test = measure(model::LtMode::kOnline);
     const Result random = measure(model::LtMode::kRandom);
     auto mib = [](int64_t b) { return b / (1024.0 * 1024.0); };
     std::printf("| %d | full | %.1f MiB | %.1f MiB | 1.000 / 1.000 | %d | %.3f |\n", n,

@@ -63,7 +63,7 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
                  " leaves nothing to decode at length " + std::to_string(lengths.front())};
   }
   for (const EvalMode& m : modes) {
-    if (m.settings.mode == model::LtMode::kTest &&
+    if (m.settings.mode == model::LtMode::kOnline &&
         options.prefix <= m.settings.sink + m.settings.window) {
       std::fprintf(
           stderr,

@@ -3,13 +3,13 @@
 //
 // Why here: the scheduler core knows no model beyond the sampler (docs/design.md §2: it reaches the
 // forward pass "through a narrow executor interface"), and model/ may not depend on scheduler/.
-// The adapter needs both, so it sits with the frontends that wire an engine together, in its own
-// small library (server_engine) that the `lightserve` binary and the tests link.
+// The adapter needs both, so it is a layer of its own (executor/, library `executor`), below the
+// serving core that wires an engine together.
 //
 // Each request's KV is a model::HybridSequence attached to the engine's KvAllocation: created on
 // the request's begins_sequence entry, dropped by release(id). Every step's entries go through
 // one LlamaModel::forward call: decode entries with one token through every layer, prefill
-// entries with their whole prompt through the step's layer range. Both EngineConfig
+// entries with their whole prompt through the step's layer range. Both SchedulerConfig
 // layered_prefill settings work: with layered prefill a prompt's hidden states wait between
 // steps in its sequence (HybridSequence::pending(), T × hidden_dim floats, freed when its last
 // layer has run), and its LightTransfer selection carries on layer by layer across steps.

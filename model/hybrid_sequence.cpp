@@ -28,7 +28,7 @@ namespace {
 Status check_mode(const memory::KvLayout& layout, const LightTransferSettings& settings,
                   int32_t num_layers, const memory::Footprint& footprint) {
   if (Status s = layout.check_footprint(footprint); !s) return s;
-  if ((settings.mode == LtMode::kTest || settings.mode == LtMode::kStatic ||
+  if ((settings.mode == LtMode::kOnline || settings.mode == LtMode::kStatic ||
        settings.mode == LtMode::kRandom) &&
       settings.num_full_layers(num_layers) != footprint.full_layers) {
     return Error{"lazy_fraction " + std::to_string(settings.lazy_fraction) + " keeps " +
@@ -100,7 +100,7 @@ void HybridSequence::init_plan(const memory::Footprint& footprint) {
   const int32_t num_lazy = footprint.lazy_layers;
   planned_lazy_.assign(num_layers, false);
   switch (settings_.mode) {
-    case LtMode::kTest:
+    case LtMode::kOnline:
       selector_ = std::make_unique<LazySelector>(
           footprint.full_layers,
           settings_.plan ? settings_.plan->tie_rank() : std::vector<int32_t>{});

@@ -1,7 +1,7 @@
 // One request's KV under LightTransfer (docs/design.md §4–5): prefill runs layer by layer over the
 // whole prompt with exact attention on a one-layer scratch; after each layer the request decides
 // whether the layer keeps full KV (copied into its paged blocks) or becomes lazy (cut to the
-// sinks and the last `window` tokens in its slot ring). In test mode the decision is the online
+// sinks and the last `window` tokens in its slot ring). In online mode the decision is the online
 // top-P of lazy ratios (LazySelector), so at most P full lanes plus the scratch layer ever hold
 // full-length KV. Decode reads full layers through the block table and lazy layers from the ring.
 //
@@ -57,7 +57,7 @@ class HybridSequence final : public SequenceKv {
 
   const memory::LayerMap& layer_map() const { return kv_->layer_map(); }
   const LightTransferSettings& settings() const { return settings_; }  // the mode that runs
-  // Lazy ratio of each layer measured at prefill (test mode; NaN otherwise).
+  // Lazy ratio of each layer measured at prefill (online mode; NaN otherwise).
   const std::vector<float>& lazy_ratios() const { return ratios_; }
   // Bytes of arena blocks and slots this request holds now, and the most it held plus prefill
   // scratch at any moment: measured from its allocation, not computed from a formula.

@@ -11,8 +11,8 @@ namespace lightserve::model {
 
 std::string_view to_string(LtMode mode) {
   switch (mode) {
-    case LtMode::kTest:
-      return "test";
+    case LtMode::kOnline:
+      return "online";
     case LtMode::kStatic:
       return "static";
     case LtMode::kFull:
@@ -27,11 +27,12 @@ std::string_view to_string(LtMode mode) {
 
 Result<LtMode> parse_lt_mode(std::string_view text) {
   for (LtMode m :
-       {LtMode::kTest, LtMode::kStatic, LtMode::kFull, LtMode::kStreaming, LtMode::kRandom}) {
+       {LtMode::kOnline, LtMode::kStatic, LtMode::kFull, LtMode::kStreaming, LtMode::kRandom}) {
     if (text == to_string(m)) return m;
   }
+  if (text == "test") return LtMode::kOnline;  // the older name (the paper's "test-time")
   return Error{"unknown LightTransfer mode '" + std::string(text) +
-               "' (expected test, static, full, streaming or random)"};
+               "' (expected online, static, full, streaming or random)"};
 }
 
 std::vector<int32_t> LtPlan::lazy_layers(int32_t count) const {

@@ -13,7 +13,7 @@
 namespace lightserve::model {
 
 enum class LtMode {
-  kTest,       // per request: the P least lazy layers by lazy ratio stay full (default)
+  kOnline,     // per request: the P least lazy layers by lazy ratio stay full (default)
   kStatic,     // a fixed lazy set from a plan file (the paper's offline selection)
   kFull,       // every layer full: plain attention (f = 0 behaviour)
   kStreaming,  // every layer lazy: StreamingLLM without position shift
@@ -44,7 +44,7 @@ struct LtPlan {
 };
 
 struct LightTransferSettings {
-  LtMode mode = LtMode::kTest;
+  LtMode mode = LtMode::kOnline;
   double lazy_fraction = 0.5;  // f: round(f·L) layers lazy
   int32_t sink = 4;            // S
   int32_t window = 1020;       // W

@@ -11,18 +11,18 @@
 
 namespace lightserve::scheduler {
 
-int64_t EngineConfig::min_budget(int32_t num_layers) const {
+int64_t SchedulerConfig::min_budget(int32_t num_layers) const {
   const int64_t prefill_layers = layered_prefill ? 1 : num_layers;
   return static_cast<int64_t>(max_running) * num_layers + max_context_tokens * prefill_layers;
 }
 
-int64_t EngineConfig::budget_or_default(int32_t num_layers) const {
+int64_t SchedulerConfig::budget_or_default(int32_t num_layers) const {
   const int64_t wanted =
       step_budget_token_layers > 0 ? step_budget_token_layers : kDefaultStepTokens * num_layers;
   return std::max(wanted, min_budget(num_layers));
 }
 
-Status EngineConfig::validate(int32_t num_layers) const {
+Status SchedulerConfig::validate(int32_t num_layers) const {
   auto fail = [](const std::string& m) { return Status(Error{"engine config: " + m}); };
   if (num_layers < 1) return fail("the KV layout has no layers");
   if (max_context_tokens < 2) {
@@ -43,7 +43,7 @@ Status EngineConfig::validate(int32_t num_layers) const {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Engine>> Engine::create(EngineConfig config, memory::KvManager& kv,
+Result<std::unique_ptr<Engine>> Engine::create(SchedulerConfig config, memory::KvManager& kv,
                                                Executor& executor, const Detokenizer& detokenizer,
                                                const Clock& clock) {
   const int32_t num_layers = kv.layout().num_layers;
@@ -58,7 +58,7 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineConfig config, memory::KvMa
   return std::unique_ptr<Engine>(new Engine(std::move(config), kv, executor, detokenizer, clock));
 }
 
-Engine::Engine(EngineConfig config, memory::KvManager& kv, Executor& executor,
+Engine::Engine(SchedulerConfig config, memory::KvManager& kv, Executor& executor,
                const Detokenizer& detokenizer, const Clock& clock)
     : config_(std::move(config)),
       kv_(kv),

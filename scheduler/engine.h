@@ -52,7 +52,7 @@
 
 namespace lightserve::scheduler {
 
-struct EngineConfig {
+struct SchedulerConfig {
   int32_t max_context_tokens = 0;  // the model's context: prompt + max_tokens may not exceed it
   int32_t max_running = 64;        // requests holding KV at once (batch slots)
   int32_t max_waiting = 256;       // waiting-queue bound; beyond it add() refuses at once
@@ -112,7 +112,7 @@ struct EngineStats {
 
 class Engine {
  public:
-  static Result<std::unique_ptr<Engine>> create(EngineConfig config, memory::KvManager& kv,
+  static Result<std::unique_ptr<Engine>> create(SchedulerConfig config, memory::KvManager& kv,
                                                 Executor& executor, const Detokenizer& detokenizer,
                                                 const Clock& clock);
   Engine(const Engine&) = delete;
@@ -148,7 +148,7 @@ class Engine {
   std::optional<std::pair<int32_t, int32_t>> progress_of(RequestId id) const;
   const StepPlan& last_plan() const { return last_plan_; }
   EngineStats stats() const;
-  const EngineConfig& config() const { return config_; }
+  const SchedulerConfig& config() const { return config_; }
 
  private:
   struct Command {
@@ -158,7 +158,7 @@ class Engine {
     std::unique_ptr<Request> request;  // kAdd
   };
 
-  Engine(EngineConfig config, memory::KvManager& kv, Executor& executor,
+  Engine(SchedulerConfig config, memory::KvManager& kv, Executor& executor,
          const Detokenizer& detokenizer, const Clock& clock);
 
   std::optional<EngineError> validate_params(const RequestParams& params) const;
@@ -183,7 +183,7 @@ class Engine {
               std::optional<EngineError> error, double now, StepSummary& summary);
   void check_step_invariants(const StepPlan* plan) const;
 
-  const EngineConfig config_;
+  const SchedulerConfig config_;
   memory::KvManager& kv_;
   Executor& executor_;
   const Detokenizer& detokenizer_;

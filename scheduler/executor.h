@@ -1,7 +1,7 @@
 // The narrow interface between the engine and the forward pass (docs/design.md §1, §2;
 // docs/design.md §11 habit 5). The scheduler holds integer ids only; an executor runs the model
 // over the KV ids it is handed. Tests use tests/scheduler/fake_executor.h; the real adapter (over
-// model::LlamaModel and model::HybridSequence) lives in model/ or server/.
+// model::LlamaModel and model::HybridSequence) is executor::ModelExecutor (executor/).
 //
 // The catch-up contract, per request:
 //  * A request's life on the executor starts with an entry with begins_sequence = true: a prefill
@@ -14,9 +14,9 @@
 //    The entry whose layer_end == num_layers completes the prefill and asks for logits of the
 //    last token. LightTransfer needs whole-prompt layers (the lazy ratio of a layer is computed
 //    over the whole prompt), which is why a prefill is split by layers, never by tokens.
-//    The real executor (server/engine_executor.h) runs these ranges through
+//    The real executor (executor/model_executor.h) runs these ranges through
 //    model::LlamaModel::forward, which parks an unfinished prompt's hidden states in its sequence
-//    (SequenceKv::pending()); with EngineConfig::layered_prefill = false every prefill entry is
+//    (SequenceKv::pending()); with SchedulerConfig::layered_prefill = false every prefill entry is
 //    whole (layer_begin = 0, layer_end = num_layers).
 //  * A decode entry feeds one token (the last one sampled) at `position` through all layers and
 //    asks for its logits.

@@ -60,7 +60,7 @@ struct RequestParams {
   // log-probability and this many top alternatives.
   int32_t logprobs = -1;
   static constexpr int32_t kMaxLogprobs = 20;
-  int32_t priority = 0;  // higher first, when EngineConfig::priority_scheduling
+  int32_t priority = 0;  // higher first, when SchedulerConfig::priority_scheduling
   // Per-request LightTransfer override (full / streaming footprint); nullopt: the arena's hybrid.
   std::optional<memory::Footprint> footprint;
 };

@@ -6,7 +6,7 @@
 // rest in seniority order, each taking as many whole layers over its whole prompt as the budget
 // left allows (floor(left / T), at most the layers it still needs); a prefill that cannot afford
 // one layer waits, and a younger, shorter one may use the room. So a long prompt advances a few
-// layers per step and decodes never stall behind it. EngineConfig::validate requires
+// layers per step and decodes never stall behind it. SchedulerConfig::validate requires
 // budget >= max_running · num_layers + max_context_tokens, so the most senior prefill always
 // gets at least one layer (no starvation) and every decode always fits.
 //

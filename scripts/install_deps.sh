@@ -12,7 +12,7 @@ PACKAGES=(
   # libraries (see docs/design.md §12)
   libpcre2-dev libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
-  # server/: gRPC + protobuf, Boost.Beast (1.81: has Boost.JSON), Prometheus client
+  # frontends/: gRPC + protobuf, Boost.Beast (1.81: has Boost.JSON), Prometheus client
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost1.81-dev prometheus-cpp-dev
   # scripts: downloads, unzip, /usr/bin/time -v for peak RSS in benchmarks

@@ -10,7 +10,7 @@
 namespace lightserve::serving {
 
 struct LightTransferOptions {
-  std::string mode = "test";
+  std::string mode = "online";
   double lazy_fraction = 0.5;
   int32_t sink = 4;
   int32_t window = 1020;

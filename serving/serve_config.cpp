@@ -287,7 +287,7 @@ Status ServeConfig::validate() const {
   if (!mode) return bad("lighttransfer.mode", mode.error().message);
   model::LightTransferSettings lt;
   lt.mode = mode.value() == model::LtMode::kStatic && !lighttransfer.plan.empty()
-                ? model::LtMode::kTest  // the plan itself is loaded with the model
+                ? model::LtMode::kOnline  // the plan itself is loaded with the model
                 : mode.value();
   lt.lazy_fraction = lighttransfer.lazy_fraction;
   lt.sink = lighttransfer.sink;

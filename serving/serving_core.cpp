@@ -59,7 +59,7 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   se->executor_ =
       std::make_unique<executor::ModelExecutor>(*se->model_, *se->arena_, se->settings_);
   se->detokenizer_ = std::make_unique<executor::ModelDetokenizer>(se->model_->tokenizer());
-  scheduler::EngineConfig ec;
+  scheduler::SchedulerConfig ec;
   ec.max_context_tokens = se->context_;
   ec.max_running = config.max_running;
   ec.max_waiting = config.max_waiting;

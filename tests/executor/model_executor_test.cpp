@@ -52,7 +52,7 @@ class ZeroClock final : public scheduler::Clock {
   double now_seconds() const override { return 0.0; }
 };
 
-class EngineExecutorTest : public ::testing::Test {
+class ModelExecutorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!fs::exists(model_path())) return;
@@ -116,7 +116,7 @@ class EngineExecutorTest : public ::testing::Test {
     s->arena = std::move(arena).value();
     s->executor = std::make_unique<ModelExecutor>(*model_, *s->arena, lt_);
     s->detokenizer = std::make_unique<ModelDetokenizer>(model_->tokenizer());
-    scheduler::EngineConfig config;
+    scheduler::SchedulerConfig config;
     config.max_context_tokens = context;
     config.max_running = num_sequences;
     config.layered_prefill = true;
@@ -149,10 +149,10 @@ class EngineExecutorTest : public ::testing::Test {
 
   static kernels::Backend* backend_;
   static model::LlamaModel* model_;
-  model::LightTransferSettings lt_;  // test mode, f = 0.5
+  model::LightTransferSettings lt_;  // online mode, f = 0.5
 };
-kernels::Backend* EngineExecutorTest::backend_ = nullptr;
-model::LlamaModel* EngineExecutorTest::model_ = nullptr;
+kernels::Backend* ModelExecutorTest::backend_ = nullptr;
+model::LlamaModel* ModelExecutorTest::model_ = nullptr;
 
 struct Streamed {
   std::vector<int32_t> tokens;
@@ -169,7 +169,7 @@ void collect(scheduler::EventStream& stream, Streamed& out) {
   }
 }
 
-TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
+TEST_F(ModelExecutorTest, BatchedRequestsEqualEachRunAlone) {
   const std::vector<std::vector<int32_t>> prompts = {tokens(kStory), tokens(kShortA), tokens(kCode),
                                                      tokens(kShortB)};
   ASSERT_GT(prompts[0].size(), static_cast<size_t>(lt_.sink + lt_.window));
@@ -221,7 +221,7 @@ TEST_F(EngineExecutorTest, BatchedRequestsEqualEachRunAlone) {
             static_cast<int64_t>(prompts.size()) * (num_layers - lt_.num_full_layers(num_layers)));
 }
 
-TEST_F(EngineExecutorTest, DecodesJoinWhilePrefillsArrive) {
+TEST_F(ModelExecutorTest, DecodesJoinWhilePrefillsArrive) {
   // A request admitted later prefills in a step where the earlier one decodes: one forward call
   // carries both, and both still match their solo runs.
   const std::vector<int32_t> a = tokens(kStory), b = tokens(kCode);
@@ -255,7 +255,7 @@ TEST_F(EngineExecutorTest, DecodesJoinWhilePrefillsArrive) {
   EXPECT_EQ(ob.tokens, alone(b, 8));
 }
 
-TEST_F(EngineExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
+TEST_F(ModelExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   const std::vector<int32_t> a = tokens(kStory), b = tokens(kCode);
   const int32_t context = static_cast<int32_t>(std::max(a.size(), b.size())) + 20;
   auto s = make_engine(context, 2);
@@ -298,7 +298,7 @@ TEST_F(EngineExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   EXPECT_EQ(kv.num_live_allocations(), 0);
 }
 
-TEST_F(EngineExecutorTest, AbortMidPrefillFreesTheParkedPrompt) {
+TEST_F(ModelExecutorTest, AbortMidPrefillFreesTheParkedPrompt) {
   const std::vector<int32_t> a = tokens(kStory);
   auto s = make_engine(static_cast<int32_t>(a.size()) + 4, 1);
   scheduler::AddResult ra = add(*s->engine, a, 4);
@@ -319,7 +319,7 @@ TEST_F(EngineExecutorTest, AbortMidPrefillFreesTheParkedPrompt) {
   EXPECT_EQ(oa.reason, scheduler::FinishReason::kAbort);
 }
 
-TEST_F(EngineExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
+TEST_F(ModelExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
   const std::vector<int32_t> prompt = tokens(kStory);
   const int32_t capacity = static_cast<int32_t>(prompt.size()) + 6;
   auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, capacity, 2);
@@ -368,7 +368,7 @@ TEST_F(EngineExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
 
 const std::string kBinary = LIGHTSERVE_BINARY_DIR "/lightserve";
 
-TEST_F(EngineExecutorTest, BenchCommandPrintsItsTable) {
+TEST_F(ModelExecutorTest, BenchCommandPrintsItsTable) {
   if (!fs::exists(kBinary)) GTEST_SKIP() << "lightserve binary absent: " << kBinary;
   const fs::path json =
       fs::temp_directory_path() / ("lightserve_bench_" + std::to_string(::getpid()) + ".json");

@@ -189,7 +189,7 @@ TEST_F(CudaModel, HybridSequenceFollowsTheCpu) {
   const std::vector<int32_t> p = prompt(5);  // ~650 tokens, far beyond the window
   const int steps = 16;
   LightTransferSettings lt;
-  lt.mode = LtMode::kTest;
+  lt.mode = LtMode::kOnline;
   lt.lazy_fraction = 0.5;
   lt.sink = 4;
   lt.window = 124;

@@ -226,14 +226,14 @@ TEST_F(LayeredPrefill, LayerChunksInterleavedWithDecodesEqualTheWholePass) {
   const std::vector<std::vector<int32_t>> prompts = {tokens(kProse), tokens(kCode), tokens(kShort)};
   const int steps = 2;
   uint32_t seed = 1;
-  for (LtMode mode : {LtMode::kFull, LtMode::kTest, LtMode::kStreaming}) {
+  for (LtMode mode : {LtMode::kFull, LtMode::kOnline, LtMode::kStreaming}) {
     const LightTransferSettings lt = settings(mode);
     const std::string what = std::string(to_string(mode)) + ", seed " + std::to_string(seed);
     const std::vector<Trace> got = layered(lt, prompts, steps, seed++);
     expect_same(got[0], alone(lt, prompts[0], steps), what + ", prose");
     expect_same(got[1], alone(lt, prompts[1], steps), what + ", code");
     expect_same(got[2], alone(lt, prompts[2], 6), what + ", decoder");
-    if (mode == LtMode::kTest) {
+    if (mode == LtMode::kOnline) {
       EXPECT_NE(got[0].lazy, got[1].lazy) << "the two prompts chose the same lazy layers";
     }
   }

@@ -151,14 +151,14 @@ TEST_F(LightTransferModel, FullModeAndZeroFractionAreBitIdenticalToThePlainModel
   full.mode = LtMode::kFull;
   EXPECT_EQ(run_hybrid(full, prompt, 24), plain) << "mode full";
   LightTransferSettings zero;
-  zero.lazy_fraction = 0.0;  // test mode, every layer kept full
+  zero.lazy_fraction = 0.0;  // online mode, every layer kept full
   EXPECT_EQ(run_hybrid(zero, prompt, 24), plain) << "lazy_fraction 0";
 }
 
 TEST_F(LightTransferModel, WindowCoveringTheSequenceEqualsFull) {
   const auto prompt = tokens(kProse);
   const auto plain = run_plain(prompt, 24);
-  for (LtMode mode : {LtMode::kTest, LtMode::kStreaming, LtMode::kRandom}) {
+  for (LtMode mode : {LtMode::kOnline, LtMode::kStreaming, LtMode::kRandom}) {
     LightTransferSettings lt;
     lt.mode = mode;
     lt.window = 512;  // > prompt + generated tokens: lazy layers keep everything
@@ -190,7 +190,7 @@ TEST_F(LightTransferModel, SmallWindowChangesDecodeButNotPrefill) {
 }
 
 TEST_F(LightTransferModel, DifferentPromptsGetDifferentLayerMaps) {
-  LightTransferSettings lt;  // test mode, f = 0.5
+  LightTransferSettings lt;  // online mode, f = 0.5
   lt.sink = 4;
   lt.window = 24;  // shorter than the prompts, so lazy ratios carry information
   std::vector<std::vector<bool>> maps;

@@ -36,8 +36,8 @@ Owned make(const LlamaModel& model, const LightTransferSettings& lt, int32_t cap
 
 std::vector<LightTransferSettings> modes() {
   std::vector<LightTransferSettings> out;
-  for (auto [mode, f] : {std::pair{LtMode::kFull, 0.0}, std::pair{LtMode::kTest, 0.5},
-                         std::pair{LtMode::kTest, 0.25}, std::pair{LtMode::kStreaming, 1.0},
+  for (auto [mode, f] : {std::pair{LtMode::kFull, 0.0}, std::pair{LtMode::kOnline, 0.5},
+                         std::pair{LtMode::kOnline, 0.25}, std::pair{LtMode::kStreaming, 1.0},
                          std::pair{LtMode::kRandom, 0.5}}) {
     LightTransferSettings lt;
     lt.mode = mode;

@@ -22,8 +22,8 @@ inline memory::KvLayout small_layout() {
   return layout.value();
 }
 
-inline EngineConfig default_config() {
-  EngineConfig c;
+inline SchedulerConfig default_config() {
+  SchedulerConfig c;
   c.max_context_tokens = 64;
   c.max_running = 4;
   c.max_waiting = 16;
@@ -35,7 +35,7 @@ inline EngineConfig default_config() {
 struct HarnessOptions {
   int32_t num_blocks = 64;
   int32_t num_slots = 16;
-  EngineConfig config = default_config();
+  SchedulerConfig config = default_config();
   FakeExecutor::Options model;
 };
 

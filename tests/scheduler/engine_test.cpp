@@ -99,7 +99,7 @@ TEST(EngineTest, ConfigErrorsNameTheSetting) {
   testing::FakeExecutor executor({});
   testing::FakeDetokenizer detokenizer;
   testing::FakeClock clock;
-  EngineConfig config = testing::default_config();
+  SchedulerConfig config = testing::default_config();
   config.step_budget_token_layers = 50;  // below 4 · 4 + 64 = 80
   Result<std::unique_ptr<Engine>> engine = Engine::create(config, kv, executor, detokenizer, clock);
   ASSERT_FALSE(engine.ok());

@@ -468,7 +468,7 @@ TEST_F(GrpcServerTest, ModelAndServerInfo) {
   EXPECT_EQ(server.capacity().block_size(), 16);
   EXPECT_EQ(server.capacity().context_tokens(), 1024);
   EXPECT_GE(server.capacity().max_hybrid_sequences(), 1);
-  EXPECT_EQ(server.lighttransfer().mode(), "test");
+  EXPECT_EQ(server.lighttransfer().mode(), "online");
   EXPECT_EQ(server.lighttransfer().sink(), 4);
   EXPECT_EQ(server.lighttransfer().num_full_layers() + server.lighttransfer().num_lazy_layers(),
             30);
