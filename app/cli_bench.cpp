@@ -20,12 +20,10 @@
 #include "app/lighttransfer_flags.h"
 #include "app/subcommands.h"
 #include "base/units.h"
-#include "executor/model_executor.h"
 #include "kernels/backend.h"
 #include "memory/capacity.h"
-#include "model/kv_arena.h"
 #include "scheduler/clock.h"
-#include "scheduler/engine.h"
+#include "serving/engine_stack.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::cli {
@@ -150,9 +148,20 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
                            const std::vector<std::vector<int32_t>>& prompts) {
   const auto& config = llama.config();
   const int64_t context = static_cast<int64_t>(o.input_len) + o.output_len;
-  auto arena = model::KvArena::create(llama.backend(), config, settings, kv_budget, context);
-  if (!arena) return Error{label + ": " + arena.error().message};
-  model::KvArena& kv = *arena.value();
+  // The assembly the daemon serves with (serving::EngineStack), stepped on this thread.
+  serving::EngineStackOptions options;
+  options.kv_budget_bytes = kv_budget;
+  options.context_tokens = static_cast<int32_t>(context);
+  options.max_running = o.max_running;
+  options.max_waiting = std::max(o.num_prompts, 1);
+  options.policy = o.policy;
+  options.layered_prefill = !o.whole_prefill;
+  options.step_budget_token_layers = o.step_budget;
+  scheduler::SteadyClock clock;
+  auto stack = serving::EngineStack::create(llama, settings, options, clock);
+  if (!stack) return Error{label + ": " + stack.error().message};
+  model::KvArena& kv = stack.value()->arena();
+  scheduler::Engine* engine = &stack.value()->engine();
   RunResult r;
   r.label = label;
   r.mode = std::string(model::to_string(settings.mode));
@@ -161,26 +170,10 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   r.num_slots = kv.plan().num_slots;
   r.max_sequences_planned = settings.mode == model::LtMode::kFull ? kv.plan().max_full_sequences
                                                                   : kv.plan().max_hybrid_sequences;
+  r.step_budget = engine->config().step_budget_token_layers;
   if (!o.quiet) {
     std::fprintf(stderr, "[%s] %s\n", label.c_str(), memory::format_capacity(kv.plan()).c_str());
   }
-
-  executor::ModelExecutor executor(llama, kv, settings);
-  executor::ModelDetokenizer detokenizer(llama.tokenizer());
-  scheduler::SteadyClock clock;
-  scheduler::SchedulerConfig ec;
-  ec.max_context_tokens = static_cast<int32_t>(context);
-  ec.max_running = o.max_running;
-  ec.max_waiting = std::max(o.num_prompts, 1);
-  ec.layered_prefill = !o.whole_prefill;
-  ec.step_budget_token_layers = o.step_budget;
-  ec.step_budget_token_layers = ec.budget_or_default(config.num_layers);
-  r.step_budget = ec.step_budget_token_layers;
-  ec.policy = o.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
-                                       : scheduler::AdmissionPolicy::kReserve;
-  auto created = scheduler::Engine::create(ec, kv.manager(), executor, detokenizer, clock);
-  if (!created) return Error{label + ": " + created.error().message};
-  std::unique_ptr<scheduler::Engine> engine = std::move(created).value();
 
   std::vector<std::shared_ptr<scheduler::EventStream>> streams;
   const double t0 = clock.now_seconds();
@@ -234,12 +227,12 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
     drain();
   }
   r.seconds = clock.now_seconds() - t0;
-  r.forward_seconds = executor.forward_seconds();
+  r.forward_seconds = stack.value()->executor().forward_seconds();
   drain();
   const scheduler::EngineStats stats = engine->stats();
   r.num_steps = stats.num_steps;
   r.num_preemptions = stats.num_preemptions_total;
-  engine.reset();
+  stack.value()->reset_engine();
   if (error) return Error{label + ": a request failed: " + error_message};
   r.ttft = percentiles(ttft);
   r.tpot = percentiles(tpot);

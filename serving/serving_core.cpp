@@ -36,10 +36,18 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
                  " exceeds the model's training context of " + std::to_string(mc.context_length) +
                  " tokens"};
   }
-  auto arena = model::KvArena::create(*se->backend_, mc, se->settings_, config.kv_budget_bytes,
-                                      se->context_);
-  if (!arena) return Error{"engine.kv_budget: " + arena.error().message};
-  se->arena_ = std::move(arena).value();
+  EngineStackOptions options;
+  options.kv_budget_bytes = config.kv_budget_bytes;
+  options.context_tokens = se->context_;
+  options.max_running = config.max_running;
+  options.max_waiting = config.max_waiting;
+  options.policy = config.policy;
+  options.priority_scheduling = config.scheduling == "priority";
+  options.step_budget_token_layers = config.step_budget;
+  auto stack = EngineStack::create(*se->model_, se->settings_, options, se->clock_);
+  if (!stack) return stack.error();
+  se->stack_ = std::move(stack).value();
+  se->engine_ = &se->stack_->engine();
 
   ModelInfo& info = se->info_;
   info.name = config.model_name;
@@ -56,35 +64,14 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   info.bos_id = se->model_->tokenizer().bos_id();
   info.eos_id = se->model_->tokenizer().eos_id();
 
-  se->executor_ =
-      std::make_unique<executor::ModelExecutor>(*se->model_, *se->arena_, se->settings_);
-  se->detokenizer_ = std::make_unique<executor::ModelDetokenizer>(se->model_->tokenizer());
-  scheduler::SchedulerConfig ec;
-  ec.max_context_tokens = se->context_;
-  ec.max_running = config.max_running;
-  ec.max_waiting = config.max_waiting;
-  ec.policy = config.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
-                                            : scheduler::AdmissionPolicy::kReserve;
-  ec.priority_scheduling = config.scheduling == "priority";
-  // A long prompt advances a few layers per step: the decodes of others wait one step at most.
-  ec.layered_prefill = true;
-  ec.step_budget_token_layers = config.step_budget;
-  ec.step_budget_token_layers = ec.budget_or_default(mc.num_layers);
-  for (int32_t id = 0; id < mc.vocab_size; ++id) {
-    if (se->model_->tokenizer().is_end_of_generation(id)) ec.eos_token_ids.push_back(id);
-  }
-  auto engine = scheduler::Engine::create(ec, se->arena_->manager(), *se->executor_,
-                                          *se->detokenizer_, se->clock_);
-  if (!engine) return Error{"engine: " + engine.error().message};
-  se->engine_ = std::move(engine).value();
-  se->metrics_ = std::make_unique<Metrics>(info.name, se->arena_->plan(), se->settings_);
+  se->metrics_ = std::make_unique<Metrics>(info.name, se->stack_->arena().plan(), se->settings_);
   ServingCore* self = se.get();
   se->engine_->set_observer([self](const scheduler::RequestEvent& event) {
     self->metrics_->on_event(event);
     if (event.kind == scheduler::RequestEvent::Kind::kFinished) self->num_in_flight_.fetch_sub(1);
   });
   if (log != nullptr) {
-    std::fprintf(log, "%s\n", memory::format_capacity(se->arena_->plan()).c_str());
+    std::fprintf(log, "%s\n", memory::format_capacity(se->stack_->arena().plan()).c_str());
     std::fprintf(log,
                  "LightTransfer: mode %s, lazy_fraction %.2f, sink %d, window %d, w_last %d; "
                  "context %d tokens per request\n",
@@ -109,14 +96,15 @@ void ServingCore::stop() {
   }
   if (thread_.joinable()) thread_.join();
   std::unique_lock lock(engine_mutex_);
-  engine_.reset();  // aborts what is left, on this thread now that the loop is gone
+  engine_ = nullptr;
+  stack_->reset_engine();  // aborts what is left, on this thread now that the loop is gone
 }
 
 void ServingCore::run_loop() {
   // Engine::run() steps while there is work and sleeps on its command queue otherwise; it returns
   // after stop(). The gauges are published after every step through the observer below.
   scheduler::Engine& engine = *engine_;
-  const memory::KvManager& kv = arena_->manager();
+  const memory::KvManager& kv = stack_->arena().manager();
   const int32_t total_blocks = kv.num_total_blocks();
   const int32_t total_slots = kv.num_total_slots();
   engine.set_step_listener([&](const scheduler::StepSummary& summary) {
@@ -142,7 +130,7 @@ void ServingCore::run_loop() {
     metrics_->on_step(stats.num_running, stats.num_waiting,
                       total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
                       total_slots ? static_cast<double>(used_slots) / total_slots : 0.0,
-                      stats.num_preemptions_total, executor_->lazy_layer_counts());
+                      stats.num_preemptions_total, stack_->executor().lazy_layer_counts());
   });
   try {
     engine.run();
@@ -218,7 +206,7 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   out.ignore_eos = in.ignore_eos;
   out.logprobs = in.logprobs;
   out.priority = in.priority;
-  const memory::KvLayout& layout = arena_->layout();
+  const memory::KvLayout& layout = stack_->arena().layout();
   switch (in.lighttransfer) {
     case LightTransferOverride::kServerDefault:
       break;

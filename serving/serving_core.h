@@ -23,6 +23,7 @@
 #include "model/llama_model.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
+#include "serving/engine_stack.h"
 #include "serving/metrics.h"
 #include "serving/serve_config.h"
 
@@ -114,7 +115,7 @@ class ServingCore {
   const model::ChatTemplate* chat_template() const { return model_->chat_template(); }
   const ModelInfo& model_info() const { return info_; }
   const ServeConfig& config() const { return config_; }
-  const memory::CapacityPlan& capacity() const { return arena_->plan(); }
+  const memory::CapacityPlan& capacity() const { return stack_->arena().plan(); }
   const model::LightTransferSettings& lighttransfer() const { return settings_; }
   int32_t context_tokens() const { return context_; }
   ServingSnapshot snapshot() const;
@@ -131,12 +132,10 @@ class ServingCore {
   int32_t context_ = 0;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<model::LlamaModel> model_;
-  std::unique_ptr<model::KvArena> arena_;
-  std::unique_ptr<executor::ModelExecutor> executor_;
-  std::unique_ptr<executor::ModelDetokenizer> detokenizer_;
   scheduler::SteadyClock clock_;
-  mutable std::shared_mutex engine_mutex_;  // stop() resets engine_ under it; users share it
-  std::unique_ptr<scheduler::Engine> engine_;
+  std::unique_ptr<EngineStack> stack_;      // arena, executor, engine (after clock_: uses it)
+  mutable std::shared_mutex engine_mutex_;  // stop() clears engine_ under it; users share it
+  scheduler::Engine* engine_ = nullptr;     // stack_'s engine; null once stopped
   std::unique_ptr<Metrics> metrics_;
   std::thread thread_;
 
