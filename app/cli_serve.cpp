@@ -54,6 +54,11 @@ int run_serve(const ServeFlags& flags) {
     std::printf("%s", serving::format_config(config).c_str());
     return 0;
   }
+  // Settings the model makes impossible are usage errors too: exit 2 before any weight loads.
+  if (Status s = serving::ServingCore::preflight(config); !s) {
+    std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    return 2;
+  }
 
   // Every thread started from here on inherits the blocked set; this thread takes the signals.
   sigset_t signals;

@@ -18,14 +18,21 @@ Result<memory::KvLayout> layout_for(const LlamaConfig& config,
 
 }  // namespace
 
+Result<memory::CapacityPlan> KvArena::plan_for(const LlamaConfig& config,
+                                               const LightTransferSettings& settings,
+                                               int64_t budget_bytes, int64_t context_tokens,
+                                               int32_t block_size) {
+  auto layout = layout_for(config, settings, block_size);
+  if (!layout) return layout.error();
+  return memory::plan_capacity(layout.value(), budget_bytes, context_tokens);
+}
+
 Result<std::unique_ptr<KvArena>> KvArena::create(kernels::Backend& backend,
                                                  const LlamaConfig& config,
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
                                                  int32_t block_size) {
-  auto layout = layout_for(config, settings, block_size);
-  if (!layout) return layout.error();
-  auto plan = memory::plan_capacity(layout.value(), budget_bytes, context_tokens);
+  auto plan = plan_for(config, settings, budget_bytes, context_tokens, block_size);
   if (!plan) return plan.error();
   std::unique_ptr<KvArena> arena(new KvArena());
   arena->plan_ = plan.value();

@@ -26,6 +26,11 @@ class KvArena {
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
                                                  int32_t block_size = 16);
+  // The capacity plan create() would carve, without allocating anything (start-up checks).
+  static Result<memory::CapacityPlan> plan_for(const LlamaConfig& config,
+                                               const LightTransferSettings& settings,
+                                               int64_t budget_bytes, int64_t context_tokens,
+                                               int32_t block_size = 16);
   // The smallest arena holding `num_sequences` sequences of `context_tokens` (the CLI's one-off
   // runs).
   static Result<std::unique_ptr<KvArena>> create_for(

@@ -7,12 +7,50 @@
 
 #include "base/units.h"
 #include "memory/capacity.h"
+#include "model/gguf.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::serving {
 
 using scheduler::EngineError;
 using scheduler::ErrorKind;
+
+namespace {
+
+struct ModelChecked {
+  model::LightTransferSettings settings;
+  int32_t context = 0;
+};
+
+// What start() and preflight() both check of the configuration against the model.
+Result<ModelChecked> check_against_model(const ServeConfig& config, const model::LlamaConfig& mc) {
+  ModelChecked out;
+  auto settings = config.lighttransfer.settings(mc.num_layers);
+  if (!settings) return Error{"lighttransfer: " + settings.error().message};
+  out.settings = std::move(settings).value();
+  out.context = config.context > 0 ? config.context : mc.context_length;
+  if (out.context > mc.context_length) {
+    return Error{"engine.context " + std::to_string(out.context) +
+                 " exceeds the model's training context of " + std::to_string(mc.context_length) +
+                 " tokens"};
+  }
+  auto plan = model::KvArena::plan_for(mc, out.settings, config.kv_budget_bytes, out.context);
+  if (!plan) return Error{"engine.kv_budget: " + plan.error().message};
+  return out;
+}
+
+}  // namespace
+
+Status ServingCore::preflight(const ServeConfig& config) {
+  if (Status s = config.validate(); !s) return s;
+  auto file = model::GgufFile::open(config.model_path);
+  if (!file) return Status::Ok();  // start() names the file's problem as it loads
+  auto mc = model::LlamaConfig::from_gguf(*file.value());
+  if (!mc) return Status::Ok();
+  auto checked = check_against_model(config, mc.value());
+  if (!checked) return checked.error();
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& config, std::FILE* log) {
   if (Status s = config.validate(); !s) return Error{s.message()};
@@ -26,16 +64,10 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   se->model_ = std::move(loaded).value();
   const model::LlamaConfig& mc = se->model_->config();
 
-  auto settings = config.lighttransfer.settings(mc.num_layers);
-  if (!settings) return Error{"lighttransfer: " + settings.error().message};
-  se->settings_ = std::move(settings).value();
-
-  se->context_ = config.context > 0 ? config.context : mc.context_length;
-  if (se->context_ > mc.context_length) {
-    return Error{"engine.context " + std::to_string(se->context_) +
-                 " exceeds the model's training context of " + std::to_string(mc.context_length) +
-                 " tokens"};
-  }
+  auto checked = check_against_model(config, mc);
+  if (!checked) return checked.error();
+  se->settings_ = checked.value().settings;
+  se->context_ = checked.value().context;
   EngineStackOptions options;
   options.kv_budget_bytes = config.kv_budget_bytes;
   options.context_tokens = se->context_;

@@ -79,6 +79,11 @@ class ServingCore {
   // Errors name the file or the setting (a budget that holds no request of `context` tokens
   // names both sizes).
   static Result<std::unique_ptr<ServingCore>> start(const ServeConfig& config, std::FILE* log);
+  // The settings start() would refuse because of the model, checked from the model file's
+  // metadata alone (no weights loaded, nothing allocated): a context over the model's training
+  // context, LightTransfer settings for its layer count, a KV budget that holds no request. A
+  // file that does not open is not reported here (start() reports it as it loads).
+  static Status preflight(const ServeConfig& config);
   // stop(), if not done yet.
   ~ServingCore();
   // Stops the engine thread and aborts what is left: their streams get their kAbort finish here,
