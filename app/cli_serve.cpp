@@ -111,8 +111,18 @@ int run_serve(const ServeFlags& flags) {
     return 1;
   }
 
+  // Until a signal: watch the engine, so that a failed device also turns gRPC health
+  // NOT_SERVING (HTTP's /health asks the core on every probe).
   int sig = 0;
-  while (!wait_signal(signals, 3600.0, &sig)) {
+  bool reported_unhealthy = false;
+  while (!wait_signal(signals, 0.25, &sig)) {
+    if (!reported_unhealthy && !engine.healthy()) {
+      reported_unhealthy = true;
+      std::fprintf(stderr,
+                   "error: the engine has failed; /health, /ready and gRPC health report "
+                   "NOT_SERVING, new requests get UNAVAILABLE (restart the process)\n");
+      if (grpc) grpc->set_not_serving();
+    }
   }
   std::fprintf(stderr, "received %s: draining (%d in flight, up to %.0f s)\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM", engine.num_in_flight(),

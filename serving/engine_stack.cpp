@@ -29,7 +29,13 @@ Result<std::unique_ptr<EngineStack>> EngineStack::create(
   for (int32_t id = 0; id < mc.vocab_size; ++id) {
     if (model.tokenizer().is_end_of_generation(id)) sc.eos_token_ids.push_back(id);
   }
-  auto engine = scheduler::Engine::create(sc, stack->arena_->manager(), *stack->executor_,
+  scheduler::Executor* executor = stack->executor_.get();
+  if (options.faults) {
+    stack->faulty_ =
+        std::make_unique<executor::FaultInjectingExecutor>(*stack->executor_, *options.faults);
+    executor = stack->faulty_.get();
+  }
+  auto engine = scheduler::Engine::create(sc, stack->arena_->manager(), *executor,
                                           *stack->detokenizer_, clock);
   if (!engine) return Error{"engine: " + engine.error().message};
   stack->engine_ = std::move(engine).value();

@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
+#include "executor/fault_injection.h"
 #include "executor/model_executor.h"
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
@@ -29,6 +31,8 @@ struct EngineStackOptions {
   // most; false runs every prefill through all layers in one step.
   bool layered_prefill = true;
   int64_t step_budget_token_layers = 0;  // 0: SchedulerConfig::budget_or_default
+  // Faults to inject at the executor boundary (the reliability tests); none when unset.
+  std::optional<executor::FaultPlan> faults;
 };
 
 class EngineStack {
@@ -54,6 +58,7 @@ class EngineStack {
   EngineStack() = default;
   std::unique_ptr<model::KvArena> arena_;
   std::unique_ptr<executor::ModelExecutor> executor_;
+  std::unique_ptr<executor::FaultInjectingExecutor> faulty_;  // over executor_, when faults are set
   std::unique_ptr<executor::ModelDetokenizer> detokenizer_;
   std::unique_ptr<scheduler::Engine> engine_;
 };

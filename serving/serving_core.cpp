@@ -1,6 +1,7 @@
 #include "serving/serving_core.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <utility>
@@ -39,10 +40,20 @@ Result<ModelChecked> check_against_model(const ServeConfig& config, const model:
   return out;
 }
 
+// LIGHTSERVE_FAULT_INJECTION (executor/fault_injection.h), for the reliability tests.
+Result<std::optional<executor::FaultPlan>> faults_from_environment() {
+  const char* spec = std::getenv("LIGHTSERVE_FAULT_INJECTION");
+  if (spec == nullptr || *spec == '\0') return std::optional<executor::FaultPlan>();
+  auto plan = executor::FaultPlan::parse(spec);
+  if (!plan) return Error{"LIGHTSERVE_FAULT_INJECTION: " + plan.error().message};
+  return std::optional<executor::FaultPlan>(std::move(plan).value());
+}
+
 }  // namespace
 
 Status ServingCore::preflight(const ServeConfig& config) {
   if (Status s = config.validate(); !s) return s;
+  if (auto faults = faults_from_environment(); !faults) return faults.error();
   auto file = model::GgufFile::open(config.model_path);
   if (!file) return Status::Ok();  // start() names the file's problem as it loads
   auto mc = model::LlamaConfig::from_gguf(*file.value());
@@ -76,6 +87,13 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   options.policy = config.policy;
   options.priority_scheduling = config.scheduling == "priority";
   options.step_budget_token_layers = config.step_budget;
+  auto faults = faults_from_environment();
+  if (!faults) return faults.error();
+  options.faults = std::move(faults).value();
+  if (options.faults) {
+    std::fprintf(stderr, "warning: fault injection active (LIGHTSERVE_FAULT_INJECTION): %s\n",
+                 options.faults->describe().c_str());
+  }
   auto stack = EngineStack::create(*se->model_, se->settings_, options, se->clock_);
   if (!stack) return stack.error();
   se->stack_ = std::move(stack).value();

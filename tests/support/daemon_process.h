@@ -63,7 +63,9 @@ class DaemonProcess {
 
   // Spawns `lightserve serve ARGS` and waits until it has written its ports file (or exited, or
   // `timeout_seconds` passed: then ok() is false, error() says why and quotes stderr).
-  static DaemonProcess start(std::vector<std::string> args, double timeout_seconds = 120) {
+  // `extra_env` ("NAME=value") is added to this process's environment for the child.
+  static DaemonProcess start(std::vector<std::string> args, double timeout_seconds = 120,
+                             std::vector<std::string> extra_env = {}) {
     namespace fs = std::filesystem;
     static int num_started = 0;
     DaemonProcess d;
@@ -92,7 +94,11 @@ class DaemonProcess {
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, d.stderr_path().c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    std::vector<char*> env;
+    for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+    for (std::string& e : extra_env) env.push_back(e.data());
+    env.push_back(nullptr);
+    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), env.data());
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
       d.error_ = "posix_spawn " + kLightserveBinary + " failed: " + std::strerror(rc);

@@ -26,6 +26,7 @@
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/grpc_raw.h"
 
 namespace {
 
@@ -86,38 +87,12 @@ StreamResult read_stream(v1::Generation::Stub& stub, const v1::GenerateRequest& 
   return result;
 }
 
-// One unary call to `method` with raw request bytes through a generic stub.
+// Raw calls with the test's key (tests/support/grpc_raw.h).
 grpc::Status raw_unary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                        const std::string& request_bytes, std::string* reply = nullptr) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  prepare(context);
-  grpc::Slice slice(request_bytes);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status status) { done.set_value(std::move(status)); });
-  grpc::Status status = done.get_future().get();
-  if (reply != nullptr && status.ok()) {
-    std::vector<grpc::Slice> slices;
-    (void)response.Dump(&slices);
-    for (const auto& s : slices) reply->append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return status;
+  return lightserve::testing::raw_unary(channel, method, request_bytes, reply, kApiKey);
 }
-
-// grpc.health.v1.Health/Check: HealthCheckRequest{service = 1}; the reply's field 1 is the status
-// (1 SERVING, 2 NOT_SERVING).
-grpc::Status health_check(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
-                          int* serving_status) {
-  std::string request;
-  if (!service.empty()) request = std::string("\x0a") + static_cast<char>(service.size()) + service;
-  std::string reply;
-  grpc::Status status = raw_unary(channel, "/grpc.health.v1.Health/Check", request, &reply);
-  *serving_status = reply.size() == 2 && reply[0] == '\x08' ? reply[1] : 0;
-  return status;
-}
+using lightserve::testing::health_check;
 
 // One request, one reply on the reflection bidi stream, through a callback reactor.
 class RawBidiOnce final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
