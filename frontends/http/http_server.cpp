@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -65,6 +66,33 @@ class NotifyGate {
   std::mutex mutex_;
   bool open_ = true;
 };
+
+// The first coding named in the request's Transfer-Encoding fields that is neither chunked nor
+// identity (gzip, deflate, compress ...), or nullopt. Each field is a comma-separated list of
+// codings, each perhaps with parameters (";q=1").
+std::optional<std::string> unsupported_transfer_coding(const http::fields& fields) {
+  const auto [first, last] = fields.equal_range(http::field::transfer_encoding);
+  for (auto field = first; field != last; ++field) {
+    std::string_view rest = field->value();
+    while (!rest.empty()) {
+      const size_t comma = std::min(rest.find(','), rest.size());
+      std::string_view coding = rest.substr(0, std::min(rest.find(';'), comma));
+      rest.remove_prefix(std::min(comma + 1, rest.size()));
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) {
+        coding.remove_prefix(1);
+      }
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) {
+        coding.remove_suffix(1);
+      }
+      if (coding.empty() || beast::iequals(coding, "chunked") ||
+          beast::iequals(coding, "identity")) {
+        continue;
+      }
+      return std::string(coding);
+    }
+  }
+  return std::nullopt;
+}
 
 class Session;
 
@@ -166,6 +194,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_header(error_code ec) {
     if (phase_ == Phase::kClosed) return;
     if (ec) return on_read_error(ec);
+    // Beast frames chunked bodies only: under any other coding it would read an empty body and
+    // take the coded bytes for the next request. 501 (RFC 9112 §6.1), and close: where the body
+    // ends is unknown.
+    if (const auto coding = unsupported_transfer_coding(parser_->get())) {
+      keep_alive_ = false;
+      phase_ = Phase::kResponding;
+      return send(error_reply(
+          501, "transfer coding '" + *coding + "' is not implemented (only chunked is)"));
+    }
     const auto length = parser_->content_length();
     if (length && *length > static_cast<uint64_t>(config().max_body_bytes)) {
       return refuse_body_size();
