@@ -3,10 +3,10 @@
 namespace lightserve::cli {
 
 void add_lighttransfer_flags(CLI::App* cmd, serving::LightTransferOptions& o) {
-  cmd->add_option(
-         "--lt-mode", o.mode,
-         "LightTransfer mode: online (lazy layers chosen per request; `test` is its old name), static (from --plan), "
-         "full (no lazy layer), streaming (every layer lazy), random")
+  cmd->add_option("--lt-mode", o.mode,
+                  "LightTransfer mode: online (lazy layers chosen per request; `test` is its old "
+                  "name), static (from --plan), "
+                  "full (no lazy layer), streaming (every layer lazy), random")
       ->capture_default_str()
       ->group("LightTransfer");
   cmd->add_option("--lazy-fraction", o.lazy_fraction, "Fraction of layers served lazily (f)")

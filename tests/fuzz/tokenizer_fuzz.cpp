@@ -104,7 +104,10 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   std::string missing;
   for (int byte = 0; byte < 256; ++byte) {
     has_byte_token[byte] = tokenizer->find_token(byte_token_text(byte)).has_value();
-    if (!has_byte_token[byte]) missing += " " + std::to_string(byte);
+    if (!has_byte_token[byte]) {
+      missing += ' ';  // not " " + ...: GCC 12's false -Wrestrict
+      missing += std::to_string(byte);
+    }
   }
   if (!missing.empty())
     std::fprintf(stderr, "tokenizer_fuzz: no token for bytes%s\n", missing.c_str());
