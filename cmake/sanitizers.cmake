@@ -48,6 +48,8 @@ if(LIGHTSERVE_FUZZ)
 endif()
 message(STATUS "lightserve: sanitizers ${LIGHTSERVE_SANITIZE_LIST}")
 add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_ls_sanitize_flags}>")
+# The runtimes at link time (every executable and shared library; nvcc links none here).
+add_link_options(-fsanitize=${LIGHTSERVE_SANITIZE_LIST})
 # GCC's flow-based warnings misfire on sanitizer-instrumented code ("sanitizers tend to increase
 # the rate of false positive warnings ... We recommend against combining -Werror and [the use of]
 # sanitizers", GCC manual, -fsanitize). With ASan at -O3 they hit std::vector growth in the test
