@@ -15,6 +15,13 @@ int main(int argc, char** argv) {
   lightserve::cli::register_eval(app);
   lightserve::cli::register_bench(app);
   lightserve::cli::register_serve(app);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version print and exit 0; every invalid option (unknown flag, a value that is
+    // not a number, a missing subcommand) is a usage error: CLI11's message, exit 2.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
   return lightserve::cli::exit_code();
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -30,6 +31,13 @@ Status SamplingParams::validate() const {
   if (!std::isfinite(frequency_penalty) || std::fabs(frequency_penalty) > 2.0f) {
     return Error{"frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty)};
   }
+  for (const auto& [id, bias] : logit_bias) {
+    if (!std::isfinite(bias) || std::fabs(bias) > 100.0f) {
+      return Error{"logit_bias of token " + std::to_string(id) + " must be in [-100, 100], got " +
+                   std::to_string(bias)};
+    }
+  }
+  if (min_tokens < 0) return Error{"min_tokens must be ≥ 0, got " + std::to_string(min_tokens)};
   return Status::Ok();
 }
 
@@ -42,9 +50,21 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
                         std::span<const int32_t> output) {
-  if (params_.has_penalties()) {
+  const bool blocking = static_cast<int64_t>(output.size()) < params_.min_tokens &&
+                        !params_.min_tokens_blocked.empty();
+  if (params_.has_penalties() || !params_.logit_bias.empty() || blocking) {
     penalized_.assign(logits.begin(), logits.end());
     const int32_t vocab = static_cast<int32_t>(penalized_.size());
+    for (const auto& [id, bias] : params_.logit_bias) {
+      if (id >= 0 && id < vocab) penalized_[static_cast<size_t>(id)] += bias;
+    }
+    if (blocking) {
+      for (int32_t id : params_.min_tokens_blocked) {
+        if (id >= 0 && id < vocab) {
+          penalized_[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+        }
+      }
+    }
     std::unordered_map<int32_t, int32_t> output_counts;
     for (int32_t id : output) {
       if (id >= 0 && id < vocab) ++output_counts[id];

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -22,12 +23,20 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;  // 1: off; a seen token's logit l becomes l/p (l > 0) or l·p
   float presence_penalty = 0.0f;    // subtracted once from every token the output holds
   float frequency_penalty = 0.0f;   // subtracted per occurrence in the output
+  // OpenAI logit_bias: added to these tokens' logits before anything else; each in [-100, 100]
+  // (-100 bans a token in practice, 100 all but forces it). Ids outside the logits are ignored.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // While the output holds fewer than min_tokens tokens, the ids in min_tokens_blocked (the
+  // request's stop ids: EOS unless ignored, stop_token_ids; the engine fills them) are not drawn.
+  int32_t min_tokens = 0;
+  std::vector<int32_t> min_tokens_blocked;
 
   bool has_penalties() const {
     return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
   }
   // An Error naming the field for out-of-range values (negative temperature, top_p ∉ (0, 1],
-  // min_p ∉ [0, 1], repetition_penalty ∉ (0, 10], presence / frequency ∉ [−2, 2], non-finite).
+  // min_p ∉ [0, 1], repetition_penalty ∉ (0, 10], presence / frequency ∉ [−2, 2], a logit bias
+  // ∉ [−100, 100], min_tokens < 0, non-finite).
   Status validate() const;
 };
 

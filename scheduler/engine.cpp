@@ -118,6 +118,10 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
     if (s.empty()) return invalid("a stop string is empty");
   }
   if (Status s = p.sampling.validate(); !s.ok()) return invalid(s.message());
+  if (p.sampling.min_tokens > p.max_tokens) {
+    return invalid("min_tokens " + std::to_string(p.sampling.min_tokens) + " is over max_tokens " +
+                   std::to_string(p.max_tokens));
+  }
   const memory::Footprint footprint = p.footprint.value_or(layout_.hybrid_footprint());
   if (Status s = layout_.check_footprint(footprint); !s.ok()) return invalid(s.message());
 
@@ -165,9 +169,13 @@ AddResult Engine::add(RequestParams params) {
   request->footprint = params.footprint.value_or(layout_.hybrid_footprint());
   request->tokens = params.prompt;
   request->num_prompt_tokens = static_cast<int32_t>(params.prompt.size());
-  request->sampler.emplace(params.sampling);
   request->stop_rules = StopRules(config_.eos_token_ids, params.stop_token_ids, params.stop_strings,
                                   params.ignore_eos, params.max_tokens);
+  // min_tokens holds back exactly the ids that would end the request (not its stop strings).
+  if (params.sampling.min_tokens > 0) {
+    params.sampling.min_tokens_blocked = request->stop_rules.stop_ids();
+  }
+  request->sampler.emplace(params.sampling);
   request->events = std::make_shared<EventStream>();
   request->params = std::move(params);
   result.id = request->id;

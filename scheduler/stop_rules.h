@@ -42,6 +42,8 @@ class StopRules {
   [[nodiscard]] std::string flush();
 
   const std::string& held_text() const { return held_; }
+  // The ids that end the request (EOS unless ignored, stop_token_ids), sorted.
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
 
  private:
   size_t longest_partial_match() const;

@@ -226,7 +226,9 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
                                                 scheduler::RequestParams& out) const {
   out = scheduler::RequestParams{};
   if (in.prompt_text && in.prompt_text->empty()) return invalid("the prompt is empty");
-  if (auto error = tokenize(in, out.prompt)) return error;
+  if (auto error = tokenize(in, out.prompt, /*add_special=*/true, in.add_generation_prompt)) {
+    return error;
+  }
   if (out.prompt.empty()) return invalid("the prompt is empty");
   const int32_t num_prompt = static_cast<int32_t>(out.prompt.size());
   const int32_t max_prompt = config_.max_prompt_tokens > 0 ? config_.max_prompt_tokens : context_;

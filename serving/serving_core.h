@@ -49,7 +49,8 @@ struct GenerateInput {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
-  int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
+  bool add_generation_prompt = true;  // chat messages: open the assistant's turn
+  int32_t logprobs = -1;              // -1 none, else 0..20 top alternatives
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
 };

@@ -1,5 +1,6 @@
 #include "frontends/common/request_translation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -131,6 +132,23 @@ Problem read_sampling(const RequestFields& f, sampling::SamplingParams& s) {
   return std::nullopt;
 }
 
+Problem read_logit_bias(const RequestFields& f, const TranslationContext& context,
+                        sampling::SamplingParams& s) {
+  s.logit_bias.clear();
+  for (const auto& [id, bias] : f.logit_bias) {
+    const std::string name = "logit_bias[" + id.str() + "]";
+    if (!id.in(0, context.vocab_size - 1)) {
+      return quoted("logit_bias") + " names " + id.str() + ", not a token id (the vocabulary has " +
+             std::to_string(context.vocab_size) + " tokens)";
+    }
+    float value = 0;
+    if (Problem p = read_number(name.c_str(), bias, -100, 100, false, value)) return p;
+    s.logit_bias.emplace_back(static_cast<int32_t>(id.get()), value);
+  }
+  std::sort(s.logit_bias.begin(), s.logit_bias.end());  // the wire's order is not meaningful
+  return std::nullopt;
+}
+
 Problem read_stop(const RequestFields& f, const TranslationContext& context,
                   serving::GenerateInput& input) {
   if (f.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
@@ -152,8 +170,17 @@ Problem translate_fields(const RequestFields& f, const TranslationContext& conte
   if (Problem p = read_int("max_tokens", f.max_tokens, 1, kInt32Max, number)) return p;
   if (number) input.max_tokens = static_cast<int32_t>(*number);
   if (Problem p = read_sampling(f, input.sampling)) return p;
+  if (Problem p = read_logit_bias(f, context, input.sampling)) return p;
+  number.reset();
+  if (Problem p = read_int("min_tokens", f.min_tokens, 0, kInt32Max, number)) return p;
+  input.sampling.min_tokens = static_cast<int32_t>(number.value_or(0));
+  if (input.max_tokens && input.sampling.min_tokens > *input.max_tokens) {
+    return "'min_tokens' = " + std::to_string(input.sampling.min_tokens) +
+           " is over 'max_tokens' = " + std::to_string(*input.max_tokens);
+  }
   if (Problem p = read_stop(f, context, input)) return p;
   input.ignore_eos = f.ignore_eos;
+  input.add_generation_prompt = f.add_generation_prompt;
   number.reset();
   constexpr int64_t kMaxLogprobs = scheduler::RequestParams::kMaxLogprobs;
   if (Problem p = read_int(f.logprobs_field, f.logprobs, 0, kMaxLogprobs, number)) return p;

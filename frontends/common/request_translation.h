@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -47,6 +48,7 @@ struct RequestFields {
   std::optional<std::vector<model::ChatMessage>> messages;  // roles: system (or developer),
                                                             // user, assistant
   const char* prompt_field = "prompt";  // how the protocol names the text or the ids
+  bool add_generation_prompt = true;    // chat: open the assistant's turn after the messages
   std::optional<WireInt> max_tokens;    // [1, 2^31 - 1]
   // Unset: the OpenAI API's defaults (temperature 1, top_p 1, top_k and min_p off, no
   // penalties) and a fresh random seed.
@@ -58,8 +60,10 @@ struct RequestFields {
   std::optional<double> frequency_penalty;   // [-2, 2]
   std::optional<double> repetition_penalty;  // (0, 10]
   std::optional<uint64_t> seed;
-  std::vector<std::string> stop;        // at most kMaxStopStrings, none empty
-  std::vector<WireInt> stop_token_ids;  // in the vocabulary
+  std::vector<std::pair<WireInt, double>> logit_bias;  // token id -> bias in [-100, 100]
+  std::optional<WireInt> min_tokens;                   // [0, max_tokens]: EOS and stop ids held
+  std::vector<std::string> stop;                       // at most kMaxStopStrings, none empty
+  std::vector<WireInt> stop_token_ids;                 // in the vocabulary
   bool ignore_eos = false;
   std::optional<WireInt> logprobs;  // [0, 20] top alternatives; unset: none
   const char* logprobs_field = "logprobs";

@@ -56,6 +56,11 @@ Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
   if (request.has_presence_penalty()) f.presence_penalty = request.presence_penalty();
   if (request.has_frequency_penalty()) f.frequency_penalty = request.frequency_penalty();
   if (request.has_seed()) f.seed = request.seed();
+  for (const auto& [id, bias] : request.logit_bias())
+    f.logit_bias.emplace_back(WireInt::of(id), bias);
+  if (request.has_min_tokens()) f.min_tokens = WireInt::of(request.min_tokens());
+  if (request.has_add_generation_prompt())
+    f.add_generation_prompt = request.add_generation_prompt();
   f.stop.assign(request.stop().begin(), request.stop().end());
   f.stop_token_ids = wire_ints(request.stop_token_ids());
   f.ignore_eos = request.ignore_eos();

@@ -1,5 +1,6 @@
 #include "frontends/http/openai_api.h"
 
+#include <charconv>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -223,10 +224,48 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
       return quoted(key) + " = " + count->str() + " is not supported: only " + key + " = 1";
     }
   }
-  if (const json* bias = member(body, "logit_bias")) {
-    if (!bias->is_object()) return wrong_type("logit_bias", "an object", *bias);
-    if (!bias->empty()) return std::string("'logit_bias' is not supported");
+  // vLLM's and llama.cpp's extras that lightserve does not implement: refused by name unless
+  // they ask for nothing, never silently ignored.
+  for (const char* key : {"guided_json",
+                          "guided_regex",
+                          "guided_choice",
+                          "guided_grammar",
+                          "guided_decoding_backend",
+                          "guided_whitespace_pattern",
+                          "structural_tag",
+                          "grammar",
+                          "json_schema",
+                          "chat_template_kwargs",
+                          "chat_template",
+                          "documents",
+                          "prompt_logprobs",
+                          "allowed_token_ids",
+                          "bad_words",
+                          "truncate_prompt_tokens",
+                          "use_beam_search",
+                          "length_penalty",
+                          "typical_p",
+                          "tfs_z",
+                          "mirostat",
+                          "mirostat_tau",
+                          "mirostat_eta",
+                          "dry_multiplier",
+                          "xtc_probability",
+                          "top_n_sigma",
+                          "n_probs",
+                          "samplers",
+                          "continue_final_message",
+                          "return_tokens_as_token_ids",
+                          "include_stop_str_in_output"}) {
+    const json* value = member(body, key);
+    const bool asks_nothing =
+        value == nullptr || (value->is_boolean() && !value->get<bool>()) ||
+        ((value->is_array() || value->is_object() || value->is_string()) && value->empty());
+    if (!asks_nothing) return quoted(key) + " is not supported by this server";
   }
+  bool skip_special = true;  // vLLM's default; false asks for control tokens in the text
+  if (Problem p = read_bool(body, "skip_special_tokens", skip_special)) return p;
+  if (!skip_special) return std::string("'skip_special_tokens' = false is not supported");
   for (const char* key : {"tools", "functions"}) {
     if (const json* tools = member(body, key); tools != nullptr && !tools->empty()) {
       return quoted(key) + " (tool calling) is not supported";
@@ -263,6 +302,21 @@ Problem read_sampling(const json& body, RequestFields& f) {
     if (Problem p = read_number(body, key, *out)) return p;
   }
   if (Problem p = read_int(body, "top_k", f.top_k)) return p;
+  if (Problem p = read_int(body, "min_tokens", f.min_tokens)) return p;
+  if (const json* bias = member(body, "logit_bias")) {
+    // {"token id": bias}, as OpenAI: the keys are decimal strings.
+    if (!bias->is_object()) return wrong_type("logit_bias", "an object", *bias);
+    for (const auto& [key, value] : bias->items()) {
+      const std::string name = "logit_bias[" + key + "]";
+      uint64_t id = 0;
+      const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (key.empty() || ec != std::errc() || end != key.data() + key.size()) {
+        return quoted("logit_bias") + " key '" + key + "' is not a token id";
+      }
+      if (!value.is_number()) return wrong_type(name, "a number", value);
+      f.logit_bias.emplace_back(WireInt::of_unsigned(id), value.get<double>());
+    }
+  }
   if (const json* seed = member(body, "seed")) {
     if (!seed->is_number_integer()) return wrong_type("seed", "an integer", *seed);
     f.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
@@ -330,6 +384,7 @@ Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& con
     if (Problem p = read_prompt(body, f)) return p;
   } else {
     if (Problem p = read_messages(body, f.messages.emplace())) return p;
+    if (Problem p = read_bool(body, "add_generation_prompt", f.add_generation_prompt)) return p;
   }
   if (Problem p = refuse_unsupported(body, endpoint)) return p;
   std::optional<WireInt> max_completion_tokens;
@@ -382,6 +437,9 @@ Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiC
   if (!problem) problem = problem_of(check_model(model, context));
   if (!problem) problem = read_bool(object, "add_special_tokens", out.add_special_tokens);
   if (!problem) problem = read_bool(object, "add_generation_prompt", out.add_generation_prompt);
+  bool token_strs = false;
+  if (!problem) problem = read_bool(object, "return_token_strs", token_strs);
+  if (!problem && token_strs) problem = "'return_token_strs' is not supported";
   if (!problem && member(object, "messages") != nullptr) {
     std::vector<model::ChatMessage> messages;
     problem = read_messages(object, messages);

@@ -102,6 +102,25 @@ TEST_F(CliGenerate, InvalidOptionsExit2) {
   }
 }
 
+TEST_F(CliGenerate, OptionsTheParserRefusesExit2Too) {
+  struct Case {
+    std::string args, message;
+  };
+  const Case cases[] = {
+      {"serve --bogus-flag", "--bogus-flag"}, {"generate --threads abc --prompt hi", "--threads"},
+      {"generate --prompt", "--prompt"},      {"", "subcommand"},
+      {"nosuchcommand", "subcommand"},
+  };
+  for (const Case& c : cases) {
+    const CliResult r = run(c.args);
+    EXPECT_EQ(r.code, 2) << c.args << ": " << r.err;
+    EXPECT_NE((r.err + r.out).find(c.message), std::string::npos) << c.args << ": " << r.err;
+  }
+  EXPECT_EQ(run("--help").code, 0);
+  EXPECT_EQ(run("serve --help").code, 0);
+  EXPECT_EQ(run("--version").code, 0);
+}
+
 TEST_F(CliGenerate, AnUnusableDeviceExits1WithTheReason) {
   for (const auto& [device, phrase] : {std::pair{"gpu", "is not cpu, cuda or cuda:N"},
                                        {"cuda:1x", "is not cpu, cuda or cuda:N"},

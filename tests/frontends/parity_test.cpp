@@ -59,6 +59,9 @@ void expect_same(const serving::GenerateInput& a, const serving::GenerateInput& 
   EXPECT_EQ(a.logprobs, b.logprobs);
   EXPECT_EQ(a.priority, b.priority);
   EXPECT_EQ(a.lighttransfer, b.lighttransfer);
+  EXPECT_EQ(a.sampling.logit_bias, b.sampling.logit_bias);
+  EXPECT_EQ(a.sampling.min_tokens, b.sampling.min_tokens);
+  EXPECT_EQ(a.add_generation_prompt, b.add_generation_prompt);
 }
 
 TEST(FrontendParity, SameFieldsGiveTheSameInput) {
@@ -89,6 +92,13 @@ TEST(FrontendParity, SameFieldsGiveTheSameInput) {
          b.proto.set_presence_penalty(0.5f);
          b.proto.set_frequency_penalty(-0.25f);
          b.proto.set_repetition_penalty(1.25f);
+       }},
+      {"logit_bias and min_tokens",
+       [](Both& b) {
+         b.body.update({{"logit_bias", {{"9", -100}, {"4", 1.5}}}, {"min_tokens", 3}});
+         (*b.proto.mutable_logit_bias())[9] = -100;
+         (*b.proto.mutable_logit_bias())[4] = 1.5f;
+         b.proto.set_min_tokens(3);
        }},
       {"top_k -1 is off on both",
        [](Both& b) {
@@ -211,6 +221,22 @@ TEST(FrontendParity, SameBadValueGetsTheSameMessage) {
        [](Both& b) {
          b.body["stop"] = {"a", "b", "c", "d", "e"};
          for (const char* s : {"a", "b", "c", "d", "e"}) b.proto.add_stop(s);
+       }},
+      {"logit_bias out of range",
+       [](Both& b) {
+         b.body["logit_bias"] = {{"4", 150}};
+         (*b.proto.mutable_logit_bias())[4] = 150;
+       }},
+      {"logit_bias on a token outside the vocabulary",
+       [](Both& b) {
+         b.body["logit_bias"] = {{"1000", 1}};
+         (*b.proto.mutable_logit_bias())[1000] = 1;
+       }},
+      {"min_tokens over max_tokens",
+       [](Both& b) {
+         b.body.update({{"min_tokens", 8}, {"max_tokens", 2}});
+         b.proto.set_min_tokens(8);
+         b.proto.set_max_tokens(2);
        }},
       {"another model",
        [](Both& b) {

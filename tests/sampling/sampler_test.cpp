@@ -77,6 +77,31 @@ TEST(Sampler, PresenceAndFrequencyCountTheOutputOnly) {
   EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.1f}, prompt, {}), 0);  // prompt not counted
 }
 
+TEST(Sampler, LogitBiasShiftsTheLogitsBeforeEverythingElse) {
+  SamplingParams p = plain(0);
+  p.logit_bias = {{0, 5.0f}, {3, -100.0f}, {99, 50.0f}};  // 99: outside the logits, ignored
+  Sampler greedy(p);
+  EXPECT_EQ(greedy.sample(std::vector<float>{1.0f, 4.0f, 2.0f, 9.0f}), 0);  // 6 > 4, 9 - 100
+  // Drawn: a banned token never comes up.
+  p = plain(1);
+  p.seed = 3;
+  p.logit_bias = {{1, -100.0f}};
+  Sampler drawn(p);
+  for (int i = 0; i < 500; ++i) EXPECT_NE(drawn.sample(std::vector<float>{0.0f, 3.0f, 0.0f}), 1);
+}
+
+TEST(Sampler, MinTokensHoldsTheBlockedIdsUntilTheOutputIsLongEnough) {
+  SamplingParams p = plain(0);
+  p.min_tokens = 2;
+  p.min_tokens_blocked = {2};  // say, EOS
+  Sampler s(p);
+  const std::vector<float> logits = {0.0f, 1.0f, 5.0f};
+  const std::vector<int32_t> none, one = {1}, two = {1, 1};
+  EXPECT_EQ(s.sample(logits, {}, none), 1);  // EOS would win; held back
+  EXPECT_EQ(s.sample(logits, {}, one), 1);
+  EXPECT_EQ(s.sample(logits, {}, two), 2);  // two tokens out: allowed again
+}
+
 TEST(Sampler, ValidateNamesTheField) {
   struct Case {
     SamplingParams params;
@@ -98,6 +123,12 @@ TEST(Sampler, ValidateNamesTheField) {
   p = {};
   p.repetition_penalty = 0;
   cases.push_back({p, "repetition_penalty"});
+  p = {};
+  p.logit_bias = {{3, 101.0f}};
+  cases.push_back({p, "logit_bias"});
+  p = {};
+  p.min_tokens = -1;
+  cases.push_back({p, "min_tokens"});
   p = {};
   p.presence_penalty = 3;
   cases.push_back({p, "presence_penalty"});

@@ -189,7 +189,10 @@ TEST_F(HttpBadRequests, HalfClosedClientGetsA400) {
 
 TEST_F(HttpBadRequests, BytesThatAreNotHttpGetA400) {
   const std::vector<std::string> garbage = {
-      std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 17),  // a TLS hello
+      [] {  // a TLS hello (it holds NULs: the length comes from the array, not strlen)
+        static constexpr char kHello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n";
+        return std::string(kHello, sizeof kHello - 1);
+      }(),
       "HELLO THERE\r\n\r\n",
       "GET / HTTQ/1.1\r\n\r\n",
       "GET /health HTTP/1.1\r\nNo colon here\r\n\r\n",

@@ -183,6 +183,43 @@ TEST_F(HttpServer, LogprobsPenaltiesAndLightTransferOverride) {
   EXPECT_LE(lp["token_logprobs"][0].get<double>(), 0.0);
 }
 
+TEST_F(HttpServer, LogitBiasAndMinTokensReachTheSampler) {
+  // Greedy: banning the first token's id makes the first token another one.
+  const json greedy = {{"prompt", "The capital of France is"},
+                       {"max_tokens", 1},
+                       {"temperature", 0},
+                       {"logprobs", 0}};
+  const HttpResponse first = post("/tokenize", {{"prompt", "x"}});  // a live daemon, any answer
+  ASSERT_EQ(first.status, 200);
+  const HttpResponse plain = post("/v1/completions", greedy);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const std::string text = plain.json()["choices"][0]["text"];
+  const HttpResponse ids = post("/tokenize", {{"prompt", text}, {"add_special_tokens", false}});
+  ASSERT_EQ(ids.status, 200);
+  const int id = ids.json()["tokens"][0];
+  json banned = greedy;
+  banned["logit_bias"] = {{std::to_string(id), -100}};
+  const HttpResponse other = post("/v1/completions", banned);
+  ASSERT_EQ(other.status, 200) << other.body;
+  EXPECT_NE(other.json()["choices"][0]["text"], text);
+
+  // A chat answer that ends early runs to min_tokens when asked.
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "What is 2+2?"}}}},
+                     {"max_tokens", 128},
+                     {"temperature", 0}};
+  const HttpResponse short_answer = post("/v1/chat/completions", chat);
+  ASSERT_EQ(short_answer.status, 200) << short_answer.body;
+  ASSERT_EQ(short_answer.json()["choices"][0]["finish_reason"], "stop") << short_answer.body;
+  const int natural = short_answer.json()["usage"]["completion_tokens"];
+  json held = chat;
+  held["min_tokens"] = natural + 8;
+  held["max_tokens"] = natural + 8;
+  const HttpResponse long_answer = post("/v1/chat/completions", held);
+  ASSERT_EQ(long_answer.status, 200) << long_answer.body;
+  EXPECT_EQ(long_answer.json()["usage"]["completion_tokens"], natural + 8);
+  EXPECT_EQ(long_answer.json()["choices"][0]["finish_reason"], "length");
+}
+
 TEST_F(HttpServer, ModelsListsTheServedModel) {
   const HttpResponse r = get("/v1/models");
   ASSERT_EQ(r.status, 200);

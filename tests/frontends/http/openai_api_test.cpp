@@ -172,7 +172,23 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "repetition_penalty": 0})",
        "'repetition_penalty' must be in (0, 10], got 0"},
       {R"({"prompt": "x", "frequency_penalty": "x"})", "'frequency_penalty' must be a number"},
-      {R"({"prompt": "x", "logit_bias": {"5": 1}})", "'logit_bias' is not supported"},
+      {R"({"prompt": "x", "logit_bias": {"five": 1}})",
+       "'logit_bias' key 'five' is not a token id"},
+      {R"({"prompt": "x", "logit_bias": {"5000": 1}})", "'logit_bias' names 5000, not a token id"},
+      {R"({"prompt": "x", "logit_bias": {"5": 101}})", "'logit_bias[5]' must be in [-100, 100]"},
+      {R"({"prompt": "x", "logit_bias": {"5": "up"}})", "'logit_bias[5]' must be a number"},
+      {R"({"prompt": "x", "logit_bias": [5]})", "'logit_bias' must be an object"},
+      {R"({"prompt": "x", "min_tokens": -1})", "'min_tokens' must be ≥ 0, got -1"},
+      {R"({"prompt": "x", "min_tokens": 9, "max_tokens": 4})",
+       "'min_tokens' = 9 is over 'max_tokens' = 4"},
+      {R"({"prompt": "x", "guided_choice": ["yes", "no"]})",
+       "'guided_choice' is not supported by this server"},
+      {R"({"prompt": "x", "guided_json": {"type": "object"}})", "'guided_json' is not supported"},
+      {R"({"prompt": "x", "grammar": "root ::= \"a\""})", "'grammar' is not supported"},
+      {R"({"prompt": "x", "skip_special_tokens": false})",
+       "'skip_special_tokens' = false is not supported"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"a": 1}})",
+       "'chat_template_kwargs' is not supported", Endpoint::kChatCompletions},
       {R"({"prompt": "x", "echo": true})", "'echo' is not supported"},
       {R"({"prompt": "x", "suffix": "z"})", "'suffix' is not supported"},
       {R"({"messages": []})", "'messages' is empty", Endpoint::kChatCompletions},
@@ -215,6 +231,24 @@ TEST(OpenAiParse, InvalidUtf8IsRefusedByTheJsonParser) {
   EXPECT_NE(parse_error(body).find("UTF-8"), std::string::npos);
   const std::string surrogate = R"({"prompt": "\ud800x"})";
   EXPECT_NE(parse_error(surrogate).find("invalid JSON"), std::string::npos);
+}
+
+TEST(OpenAiParse, LogitBiasMinTokensAndTheNeutralExtras) {
+  const ParsedRequest p = parse_ok(
+      R"({"prompt": "x", "logit_bias": {"7": -100, "3": 2.5}, "min_tokens": 2, "max_tokens": 5,
+          "guided_json": null, "guided_choice": [], "skip_special_tokens": true})");
+  using Bias = std::vector<std::pair<int32_t, float>>;
+  EXPECT_EQ(p.input.sampling.logit_bias, (Bias{{3, 2.5f}, {7, -100.0f}}));  // sorted by id
+  EXPECT_EQ(p.input.sampling.min_tokens, 2);
+  EXPECT_TRUE(p.input.add_generation_prompt);
+  const auto chat = parse_generate_request(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})",
+      Endpoint::kChatCompletions, kContext);
+  ASSERT_TRUE(chat.ok()) << chat.error().message;
+  EXPECT_FALSE(chat.value().input.add_generation_prompt);
+  auto strs = parse_tokenize_request(R"({"prompt": "Hi", "return_token_strs": true})", kContext);
+  ASSERT_FALSE(strs.ok());
+  EXPECT_NE(strs.error().message.find("'return_token_strs' is not supported"), std::string::npos);
 }
 
 TEST(OpenAiParse, TokenizeAndDetokenizeRequests) {
