@@ -31,10 +31,13 @@ class PasskeyPrompts {
 
   std::string text(int32_t units, double depth, const std::string& key) const {
     const int32_t before = static_cast<int32_t>(depth * units + 0.5);
-    std::string body = std::string(kIntro) + "\n";
-    for (int32_t i = 0; i < before; ++i) body += (i ? " " : "") + std::string(kFiller);
-    body += "\nThe pass key is " + key + ". Remember it. " + key + " is the pass key.\n";
-    for (int32_t i = before; i < units; ++i) body += (i > before ? " " : "") + std::string(kFiller);
+    // Appends, not "lit" + std::string: GCC 12's false -Wrestrict (worse under ASan).
+    std::string body = kIntro;
+    body += '\n';
+    for (int32_t i = 0; i < before; ++i) body.append(i ? " " : "").append(kFiller);
+    body.append("\nThe pass key is ").append(key).append(". Remember it. ").append(key);
+    body += " is the pass key.\n";
+    for (int32_t i = before; i < units; ++i) body.append(i > before ? " " : "").append(kFiller);
     if (!chat_) return body + "\nWhat is the pass key? The pass key is";
     std::vector<model::ChatMessage> messages{{"user", body + "\nWhat is the pass key?"}};
     return model_.chat_template()->render(messages, /*add_generation_prompt=*/true) +
