@@ -282,6 +282,7 @@ void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t s
 }
 
 void Engine::emit(Request& r, RequestEvent event) {
+  if (event.kind == RequestEvent::Kind::kFinished) event.request_tag = r.params.request_tag;
   if (observer_) observer_(event);
   r.events->push(std::move(event));
 }

@@ -64,6 +64,7 @@ struct RequestEvent {
   std::optional<FinishReason> finish_reason;  // kFinished only
   std::optional<EngineError> error;           // kFinished with kError only
   RequestTimings timings;                     // kFinished only
+  std::string request_tag;                    // kFinished only: RequestParams::request_tag
 };
 
 // Thread-safe single-request queue of events. The engine pushes; readers pop.

@@ -63,6 +63,8 @@ struct RequestParams {
   int32_t priority = 0;  // higher first, when SchedulerConfig::priority_scheduling
   // Per-request LightTransfer override (full / streaming footprint); nullopt: the arena's hybrid.
   std::optional<memory::Footprint> footprint;
+  // Opaque, for logs: the client's x-request-id, or one the frontend made. Echoed in kFinished.
+  std::string request_tag;
 };
 
 // The engine's record of one accepted request. Owned by the engine thread.

@@ -66,6 +66,11 @@ const std::vector<Entry>& entries() {
         "Write {\"http\": PORT, \"grpc\": PORT} here once listening (for ephemeral ports)"},
        Kind::kString,
        member(&ServeConfig::ports_file)},
+      {{"server", "request_log", "--request-log",
+        "One line per finished request on stderr (id, tokens, queue, TTFT, e2e, finish): off, "
+        "text or json"},
+       Kind::kString,
+       member(&ServeConfig::request_log)},
 
       {{"limits", "max_body_bytes", "--max-body-bytes",
         "Largest HTTP body / gRPC message (bytes, or with K/M/G/Ki/Mi/Gi)"},
@@ -273,6 +278,9 @@ Status ServeConfig::validate() const {
   if (context < 0) return bad("engine.context", "must be >= 0");
   if (max_running < 1) return bad("engine.max_running", "must be >= 1");
   if (max_waiting < 0) return bad("engine.max_waiting", "must be >= 0");
+  if (request_log != "off" && request_log != "text" && request_log != "json") {
+    return bad("server.request_log", "must be off, text or json, got '" + request_log + "'");
+  }
   if (policy != "reserve" && policy != "optimistic") {
     return bad("engine.policy", "must be reserve or optimistic, got '" + policy + "'");
   }

@@ -26,10 +26,11 @@ struct ServeConfig {
 
   // server:
   std::string host = "127.0.0.1";
-  int32_t http_port = 8080;   // 0 = an ephemeral port (tests); -1 = no HTTP server
-  int32_t grpc_port = 50051;  // 0 = an ephemeral port (tests); -1 = no gRPC server
-  std::string api_key;        // empty = no authentication; also LIGHTSERVE_API_KEY
-  std::string ports_file;     // written once listening: {"http": port, "grpc": port}
+  int32_t http_port = 8080;         // 0 = an ephemeral port (tests); -1 = no HTTP server
+  int32_t grpc_port = 50051;        // 0 = an ephemeral port (tests); -1 = no gRPC server
+  std::string api_key;              // empty = no authentication; also LIGHTSERVE_API_KEY
+  std::string ports_file;           // written once listening: {"http": port, "grpc": port}
+  std::string request_log = "off";  // off | text | json: one stderr line per finished request
 
   // limits:
   int64_t max_body_bytes = 1 << 20;    // HTTP request bodies and gRPC messages

@@ -49,6 +49,31 @@ Result<std::optional<executor::FaultPlan>> faults_from_environment() {
   return std::optional<executor::FaultPlan>(std::move(plan).value());
 }
 
+// One line per finished request on stderr (server.request_log), written whole.
+void log_request(const scheduler::RequestEvent& e, bool json) {
+  const scheduler::RequestTimings& t = e.timings;
+  const char* finish =
+      scheduler::to_string(e.finish_reason.value_or(scheduler::FinishReason::kStop));
+  std::string id;  // the frontends pass [A-Za-z0-9._:-] only; keep the line well-formed anyway
+  for (const char c : e.request_tag) id += (c == '"' || c == '\\' || c < 0x20) ? '_' : c;
+  char line[512];
+  if (json) {
+    std::snprintf(line, sizeof line,
+                  "{\"event\":\"request\",\"id\":\"%s\",\"prompt_tokens\":%d,\"output_tokens\":%d,"
+                  "\"queue_s\":%.4f,\"ttft_s\":%.4f,\"e2e_s\":%.4f,\"preemptions\":%d,"
+                  "\"finish\":\"%s\"}\n",
+                  id.c_str(), t.num_prompt_tokens, t.num_generated_tokens, t.queue_seconds,
+                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, finish);
+  } else {
+    std::snprintf(line, sizeof line,
+                  "request id=%s prompt_tokens=%d output_tokens=%d queue=%.4fs ttft=%.4fs "
+                  "e2e=%.4fs preemptions=%d finish=%s\n",
+                  id.c_str(), t.num_prompt_tokens, t.num_generated_tokens, t.queue_seconds,
+                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, finish);
+  }
+  std::fputs(line, stderr);
+}
+
 }  // namespace
 
 Status ServingCore::preflight(const ServeConfig& config) {
@@ -118,7 +143,9 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   ServingCore* self = se.get();
   se->engine_->set_observer([self](const scheduler::RequestEvent& event) {
     self->metrics_->on_event(event);
-    if (event.kind == scheduler::RequestEvent::Kind::kFinished) self->num_in_flight_.fetch_sub(1);
+    if (event.kind != scheduler::RequestEvent::Kind::kFinished) return;
+    if (self->config_.request_log != "off") log_request(event, self->config_.request_log == "json");
+    self->num_in_flight_.fetch_sub(1);
   });
   if (log != nullptr) {
     std::fprintf(log, "%s\n", memory::format_capacity(se->stack_->arena().plan()).c_str());

@@ -1,6 +1,7 @@
 #include "frontends/common/request_translation.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -272,6 +273,20 @@ uint64_t random_seed() {
   static std::mt19937_64 rng{std::random_device{}()};
   const std::lock_guard lock(mutex);
   return rng();
+}
+
+std::string request_tag(std::string_view client_value) {
+  const bool usable = !client_value.empty() && client_value.size() <= 128 &&
+                      std::all_of(client_value.begin(), client_value.end(), [](char c) {
+                        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                               c == '_' || c == ':' || c == '-';
+                      });
+  if (usable) return std::string(client_value);
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string tag = "req-";
+  uint64_t bits = random_seed();
+  for (int i = 0; i < 16; ++i, bits >>= 4) tag += kDigits[bits & 15];
+  return tag;
 }
 
 std::string detokenize(const model::Tokenizer& tokenizer, const std::vector<int32_t>& ids,

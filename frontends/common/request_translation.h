@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -102,6 +103,10 @@ Result<std::vector<int32_t>> check_token_ids(const std::vector<WireInt>& ids, co
 
 // The seed of a request that has none: random, one generator for the process.
 uint64_t random_seed();
+
+// The id a request is logged and answered under: the client's x-request-id (HTTP header or gRPC
+// metadata) when it is 1-128 characters of [A-Za-z0-9._:-], else a fresh "req-" + 16 hex digits.
+std::string request_tag(std::string_view client_value);
 
 // Detokenize for /detokenize and Detokenize: the ids' text, bytes that are not UTF-8 (a cut
 // character) replaced by U+FFFD; control tokens rendered only when asked.

@@ -109,6 +109,10 @@ scheduler::AddResult submit(serving::ServingCore& engine,
   }
   scheduler::RequestParams params;
   if ((refused.error = engine.prepare(input.value(), params))) return refused;
+  const auto id = context.client_metadata().find("x-request-id");
+  params.request_tag = request_tag(id == context.client_metadata().end()
+                                       ? std::string_view()
+                                       : std::string_view(id->second.data(), id->second.size()));
   return engine.submit(std::move(params));
 }
 

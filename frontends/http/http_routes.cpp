@@ -65,6 +65,8 @@ std::optional<HttpReply> check_json_content_type(const HttpRequest& request) {
   return error_reply(415, message);
 }
 
+constexpr std::string_view kRequestIdHeader = "x-request-id";
+
 HttpReply json_reply(std::string body) {
   return HttpReply{200, "application/json", std::move(body), {}};
 }
@@ -76,6 +78,8 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
   scheduler::RequestParams params;
   if (auto error = engine.prepare(parsed.value().input, params)) return engine_error_reply(*error);
+  params.request_tag = request_tag(request[kRequestIdHeader]);
+  const std::string tag = params.request_tag;
   scheduler::AddResult added = engine.submit(std::move(params));
   if (!added.ok()) return engine_error_reply(*added.error);
   HttpGeneration g;
@@ -85,6 +89,7 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   g.want_logprobs = parsed.value().input.logprobs >= 0;
   g.id = added.id;
   g.events = std::move(added.events);
+  g.request_tag = tag;
   return g;
 }
 

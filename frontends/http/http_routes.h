@@ -36,6 +36,7 @@ struct HttpGeneration {
   bool want_logprobs = false;
   scheduler::RequestId id = 0;
   std::shared_ptr<scheduler::EventStream> events;
+  std::string request_tag;  // answered in the x-request-id header
 };
 
 using HttpOutcome = std::variant<HttpReply, HttpGeneration>;

@@ -346,6 +346,7 @@ class Session : public std::enable_shared_from_this<Session> {
       out_ = std::string("HTTP/1.1 200 OK\r\nServer: lightserve\r\n") +
              "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
              "X-Accel-Buffering: no\r\n" + (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") +
+             "x-request-id: " + generation.request_tag + "\r\n" +
              (keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n") + "\r\n";
     }
     // Set the listener, then pop once: events pushed before it are not announced.
@@ -377,8 +378,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (gen_->info.stream) return pump();
     if (!gen_->finished) return;
     const auto& error = gen_->builder.error();
-    send(error ? engine_error_reply(*error)
-               : HttpReply{200, "application/json", gen_->builder.response(), {}});
+    HttpReply reply = error ? engine_error_reply(*error)
+                            : HttpReply{200, "application/json", gen_->builder.response(), {}};
+    reply.headers.emplace_back("x-request-id", gen_->info.request_tag);
+    send(std::move(reply));
   }
 
   void append_stream(const std::string& data) {

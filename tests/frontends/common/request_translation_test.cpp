@@ -195,6 +195,17 @@ TEST(Translate, RefusalsNameTheFieldAndTheBoundCrossed) {
   }
 }
 
+TEST(RequestTag, KeepsAUsableClientIdElseMakesOne) {
+  EXPECT_EQ(request_tag("abc-123_x.y:z"), "abc-123_x.y:z");
+  for (const std::string& bad : {std::string(), std::string("has space"), std::string("quote\""),
+                                std::string(129, 'a'), std::string("\x01")}) {
+    const std::string tag = request_tag(bad);
+    EXPECT_EQ(tag.rfind("req-", 0), 0u) << tag;
+    EXPECT_EQ(tag.size(), 20u);
+  }
+  EXPECT_NE(request_tag(""), request_tag(""));
+}
+
 TEST(Translate, ModelAndTokenIdChecksOnTheirOwn) {
   EXPECT_TRUE(check_model(std::nullopt, kContext).ok());
   EXPECT_TRUE(check_model(std::string(), kContext).ok());

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,8 +33,8 @@ const std::vector<std::pair<std::string, std::string>> kJson = {
 class HttpServer : public DaemonSuite<HttpServer> {
  public:
   static std::vector<std::string> daemon_args() {
-    return {"--model", kModel,        "--kv-budget", "64MiB",         "--context",
-            "1024",    "--grpc-port", "-1",          "--max-running", "4"};
+    return {"--model",     kModel, "--kv-budget",   "64MiB", "--context",     "1024",
+            "--grpc-port", "-1",   "--max-running", "4",     "--request-log", "json"};
   }
 
  protected:
@@ -218,6 +220,41 @@ TEST_F(HttpServer, LogitBiasAndMinTokensReachTheSampler) {
   ASSERT_EQ(long_answer.status, 200) << long_answer.body;
   EXPECT_EQ(long_answer.json()["usage"]["completion_tokens"], natural + 8);
   EXPECT_EQ(long_answer.json()["choices"][0]["finish_reason"], "length");
+}
+
+TEST_F(HttpServer, RequestIdsAreEchoedAndLoggedOneLinePerRequest) {
+  const json body = {{"prompt", "Hello"}, {"max_tokens", 3}, {"temperature", 0}};
+  const auto kJsonType = std::pair<std::string, std::string>{"Content-Type", "application/json"};
+  const HttpResponse given = HttpConnection(port(), 60)
+                                 .request("POST", "/v1/completions", body.dump(),
+                                          {kJsonType, {"X-Request-Id", "client-42.a_b:c"}});
+  ASSERT_EQ(given.status, 200) << given.body;
+  EXPECT_EQ(given.header("x-request-id"), "client-42.a_b:c");
+  json streamed = body;
+  streamed["stream"] = true;
+  const HttpResponse made = HttpConnection(port(), 60)
+                                .request("POST", "/v1/completions", streamed.dump(),
+                                         {kJsonType, {"X-Request-Id", "has space&quote\""}});
+  ASSERT_EQ(made.status, 200) << made.body;
+  const std::string tag = made.header("x-request-id");
+  EXPECT_EQ(tag.rfind("req-", 0), 0u) << tag;  // unusable: one made instead
+  EXPECT_EQ(tag.size(), 20u) << tag;
+  // The daemon's stderr has one JSON line per finished request (server.request_log = json).
+  std::optional<json> line;
+  for (int i = 0; i < 100 && !line; ++i) {
+    std::istringstream err(daemon_->stderr_text());
+    for (std::string l; std::getline(err, l);) {
+      const json j = json::parse(l, nullptr, false);
+      if (!j.is_discarded() && j.is_object() && j.value("id", "") == "client-42.a_b:c") line = j;
+    }
+    if (!line) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(line.has_value()) << daemon_->stderr_text();
+  EXPECT_EQ((*line)["event"], "request");
+  EXPECT_EQ((*line)["output_tokens"], 3);
+  EXPECT_EQ((*line)["prompt_tokens"], given.json()["usage"]["prompt_tokens"]);
+  EXPECT_EQ((*line)["finish"], "length");
+  EXPECT_GE((*line)["e2e_s"].get<double>(), (*line)["ttft_s"].get<double>());
 }
 
 TEST_F(HttpServer, ModelsListsTheServedModel) {
