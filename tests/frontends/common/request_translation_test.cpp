@@ -198,7 +198,7 @@ TEST(Translate, RefusalsNameTheFieldAndTheBoundCrossed) {
 TEST(RequestTag, KeepsAUsableClientIdElseMakesOne) {
   EXPECT_EQ(request_tag("abc-123_x.y:z"), "abc-123_x.y:z");
   for (const std::string& bad : {std::string(), std::string("has space"), std::string("quote\""),
-                                std::string(129, 'a'), std::string("\x01")}) {
+                                 std::string(129, 'a'), std::string("\x01")}) {
     const std::string tag = request_tag(bad);
     EXPECT_EQ(tag.rfind("req-", 0), 0u) << tag;
     EXPECT_EQ(tag.size(), 20u);
