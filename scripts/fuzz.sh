@@ -6,11 +6,12 @@
 #   scripts/fuzz.sh --list                    the targets
 #   scripts/fuzz.sh --gguf-seeds [REAL_MODEL] regenerates tests/fuzz/corpus/gguf/
 #
-# TARGET is gguf, tokenizer, chat_template, serve_config, openai_api or http_server
-# (tests/fuzz/<TARGET>_fuzz.cpp). The committed seeds in tests/fuzz/corpus/<TARGET>/ are copied
-# into build-fuzz/corpus/<TARGET>/, which the fuzzer grows and keeps between runs; the dictionary
-# tests/fuzz/<TARGET>.dict is used when there is one. A crash leaves its input in
-# build-fuzz/artifacts/<TARGET>/ and makes this script fail; re-run one with
+# TARGET is gguf, tokenizer, chat_template, serve_config, openai_api, http_server or
+# proto_conversion (tests/fuzz/<TARGET>_fuzz.cpp). The committed seeds in
+# tests/fuzz/corpus/<TARGET>/ are copied into build-fuzz/corpus/<TARGET>/, which the fuzzer grows
+# and keeps between runs; the dictionary tests/fuzz/<TARGET>.dict is used when there is one. A
+# crash leaves its input in build-fuzz/artifacts/<TARGET>/ and makes this script fail; re-run one
+# with
 #   build-fuzz/tests/fuzz/<TARGET>_fuzz FILE
 # and commit it under tests/fuzz/regressions/<TARGET>/, where the normal suite replays it
 # (ctest fuzz.<TARGET>.replay, built by any compiler). One process per run: the build machines
@@ -18,7 +19,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/build-fuzz"
-targets=(gguf tokenizer chat_template serve_config openai_api http_server)
+targets=(gguf tokenizer chat_template serve_config openai_api http_server proto_conversion)
 
 if [[ "${1:-}" == "--list" ]]; then
   printf '%s\n' "${targets[@]}"

@@ -1,5 +1,6 @@
 // Shared by the libFuzzer targets in tests/fuzz/ (docs/reliability.md "Fuzzing"): where the default
-// model is, and a UTF-8 reference the tokenizer targets check against. Properties are checked
+// model is, a UTF-8 reference the tokenizer targets check against, and what an accepted
+// generation request must satisfy (the OpenAI and gRPC translation targets). Properties are checked
 // with LS_CHECK (base/check.h), which aborts in every build type, so the replay executables that
 // the normal (Release, GCC) suite runs check them too.
 #pragma once
@@ -10,6 +11,8 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+
+#include "base/check.h"
 
 namespace lightserve::fuzzing {
 
@@ -103,6 +106,51 @@ inline std::string replace_invalid_utf8(std::string_view text) {
     i += valid;
   }
   return out;
+}
+
+// A token id a frontend accepted: inside the vocabulary.
+inline void check_token_id(int64_t id, int32_t vocab_size, const char* what) {
+  LS_CHECK(id >= 0 && id < vocab_size) << what << " id " << id << " was accepted";
+}
+
+// A generation request a frontend accepted (serving::GenerateInput, made by the translation both
+// frontends share, frontends/common/request_translation.h) is one the engine may be handed:
+// exactly one prompt form, not empty; chat roles system, user or assistant; every token id
+// (prompt, stop_token_ids, logit_bias) inside the vocabulary; max_tokens unset or >= 1 and
+// min_tokens in [0, max_tokens]; logprobs in [-1, 20]; at most 4 stop strings, none empty; and
+// sampling values the sampler's own check (SamplingParams::validate, which the engine runs again)
+// accepts, so no value passes the frontend only to be refused later with another message. A
+// template so that the targets that do not link serving need not include serving_core.h.
+template <typename GenerateInput>
+void check_accepted_generate_input(const GenerateInput& input, int32_t vocab_size) {
+  const int forms = int{input.prompt_text.has_value()} + int{input.prompt_ids.has_value()} +
+                    int{input.messages.has_value()};
+  LS_CHECK(forms == 1) << forms << " prompt forms in one accepted request";
+  if (input.prompt_text) LS_CHECK(!input.prompt_text->empty()) << "an empty prompt was accepted";
+  if (input.prompt_ids) {
+    LS_CHECK(!input.prompt_ids->empty()) << "an empty prompt was accepted";
+    for (int32_t id : *input.prompt_ids) check_token_id(id, vocab_size, "prompt");
+  }
+  if (input.messages) {
+    LS_CHECK(!input.messages->empty()) << "no messages were accepted";
+    for (const auto& m : *input.messages) {
+      LS_CHECK(m.role == "system" || m.role == "user" || m.role == "assistant")
+          << "role '" << m.role << "' was accepted";
+    }
+  }
+  for (int32_t id : input.stop_token_ids) check_token_id(id, vocab_size, "stop token");
+  for (const auto& bias : input.sampling.logit_bias) {
+    check_token_id(bias.first, vocab_size, "logit_bias");
+  }
+  LS_CHECK(!input.max_tokens || *input.max_tokens >= 1) << "max_tokens " << *input.max_tokens;
+  LS_CHECK(input.sampling.min_tokens >= 0) << "min_tokens " << input.sampling.min_tokens;
+  LS_CHECK(!input.max_tokens || input.sampling.min_tokens <= *input.max_tokens)
+      << "min_tokens " << input.sampling.min_tokens << " over max_tokens " << *input.max_tokens;
+  LS_CHECK(input.logprobs >= -1 && input.logprobs <= 20) << "logprobs " << input.logprobs;
+  LS_CHECK(input.stop.size() <= 4) << input.stop.size() << " stop strings";
+  for (const std::string& stop : input.stop) LS_CHECK(!stop.empty()) << "an empty stop string";
+  const auto valid = input.sampling.validate();
+  LS_CHECK(valid.ok()) << "accepted, but the sampler refuses it: " << valid.message();
 }
 
 }  // namespace lightserve::fuzzing

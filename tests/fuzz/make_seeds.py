@@ -56,6 +56,42 @@ def ids(*values):
     return b"".join(struct.pack("<H", v) for v in values)
 
 
+# protobuf wire format by hand (no protobuf module needed): field numbers of
+# proto/lightserve/v1/generation.proto.
+def varint(n):
+    n &= (1 << 64) - 1  # negative int32 / int64: ten bytes of two's complement
+    out = b""
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([low | 0x80])
+        else:
+            return out + bytes([low])
+
+
+def pb_int(field, n):
+    return varint(field << 3) + varint(n)
+
+
+def pb_bytes(field, data):
+    data = data.encode() if isinstance(data, str) else data
+    return varint(field << 3 | 2) + varint(len(data)) + data
+
+
+def pb_float(field, x):
+    return varint(field << 3 | 5) + struct.pack("<f", x)
+
+
+def pb_packed(field, values):
+    return pb_bytes(field, b"".join(varint(v) for v in values))
+
+
+def pb_chat(field, *messages):
+    return pb_bytes(field, b"".join(
+        pb_bytes(1, pb_bytes(1, role) + pb_bytes(2, content)) for role, content in messages))
+
+
 def main():
     model = sys.argv[1] if len(sys.argv) > 1 else str(
         ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -159,6 +195,42 @@ def main():
         "POST", "/v1/completions", b'{"prompt": "Hi", "max_tokens": 8}', js))
     write("http_server", "http10", b"\x00GET /metrics HTTP/1.0\r\n\r\n")
     write("http_server", "garbage", b"\x00\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+
+    # proto_conversion: selector (0 GenerateRequest, 1 TokenizeRequest, 2 DetokenizeRequest),
+    # then the message's wire bytes.
+    write("proto_conversion", "generate_text", b"\x00" + pb_bytes(1, "Hi") +
+          pb_bytes(4, "SmolLM2-135M-Instruct.Q4_1") + pb_int(5, 8) + pb_float(6, 0.5) +
+          pb_int(7, 40) + pb_float(8, 0.9) + pb_float(9, 0.05) + pb_int(10, 7) +
+          pb_bytes(11, "\n") + pb_bytes(11, ".") + pb_packed(12, [2]) + pb_int(13, 1) +
+          pb_int(14, 2) + pb_int(15, -3) + pb_bytes(16, pb_int(1, 1)) +
+          pb_bytes(20, pb_int(1, 5) + pb_float(2, -100.0)) + pb_int(21, 2) + pb_int(22, 0))
+    write("proto_conversion", "generate_ids", b"\x00" + pb_bytes(2, pb_packed(1, [1, 2, 49151])) +
+          pb_float(17, 1.1) + pb_float(18, 0.5) + pb_float(19, -0.5) + pb_int(7, -1))
+    write("proto_conversion", "generate_chat", b"\x00" + pb_chat(
+        3, ("developer", "Be brief."), ("user", "Hi"), ("assistant", "Hello")) +
+        pb_int(5, 4) + pb_int(14, 0) + pb_bytes(16, pb_int(1, 2)) + pb_int(22, 1))
+    # Unpacked ids, one outside the vocabulary and one negative; the last max_tokens wins.
+    write("proto_conversion", "generate_bad_ids", b"\x00" + pb_bytes(2, pb_int(1, 3) +
+          pb_int(1, 49152) + pb_int(1, -1)) + pb_int(5, 0) + pb_int(5, 16))
+    write("proto_conversion", "generate_edges", b"\x00" + pb_bytes(1, "x") +
+          pb_int(5, 2147483647) + pb_int(21, 2147483647) + pb_float(6, 2.0) +
+          pb_float(8, 1.4e-45) + pb_float(17, 10.0) + pb_int(10, (1 << 64) - 1) +
+          pb_int(14, 20) + pb_int(15, -2147483648))
+    write("proto_conversion", "generate_bad_values", b"\x00" + pb_bytes(1, "x") +
+          pb_bytes(4, "other-model") + pb_float(6, float("nan")) + pb_int(14, 21) +
+          b"".join(pb_bytes(11, "s") for _ in range(5)) + pb_bytes(11, ""))
+    write("proto_conversion", "generate_bad_mode", b"\x00" + pb_bytes(1, "x") +
+          pb_bytes(16, pb_int(1, 7)))
+    write("proto_conversion", "generate_no_prompt", b"\x00" + pb_int(5, 8) + pb_bytes(99, "?"))
+    write("proto_conversion", "generate_bad_role", b"\x00" + pb_chat(3, ("tool", "x")))
+    write("proto_conversion", "tokenize_text", b"\x01" + pb_bytes(1, "Hello world"))
+    write("proto_conversion", "tokenize_chat", b"\x01" + pb_chat(
+        2, ("system", "s"), ("user", "caf\u00e9")))
+    write("proto_conversion", "tokenize_empty", b"\x01" + pb_bytes(2, b""))
+    write("proto_conversion", "detokenize", b"\x02" + pb_packed(1, [1, 2, 49151]) + pb_int(2, 1))
+    write("proto_conversion", "detokenize_bad", b"\x02" + pb_int(1, 5) + pb_int(1, -7) +
+          pb_int(1, 49152))
+    write("proto_conversion", "truncated", b"\x00" + pb_bytes(1, "Hello")[:-2])
 
 
 if __name__ == "__main__":

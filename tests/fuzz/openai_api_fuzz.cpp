@@ -2,9 +2,11 @@
 // openai_api.h): parse_generate_request (completions and chat), parse_tokenize_request and
 // parse_detokenize_request on arbitrary bodies. Input: one byte choosing the function, then the
 // body. What must hold: no exception escapes (they promise never to throw) and no crash or UB;
-// an Error carries a message; an accepted request is one the engine may be handed: exactly one
-// prompt form (messages for chat, never for completions), every token id inside the vocabulary,
-// max_tokens unset or >= 1, logprobs in [-1, 20], at most 4 stop strings, none empty.
+// an Error carries a message; an accepted request is one the engine may be handed
+// (fuzz_support.h check_accepted_generate_input: exactly one prompt form, every token id inside
+// the vocabulary, max_tokens unset or >= 1, logprobs in [-1, 20], at most 4 stop strings, none
+// empty, sampling values SamplingParams::validate accepts), with messages for chat and never for
+// completions; accepted detokenize ids are inside the vocabulary.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "base/check.h"
 #include "frontends/http/openai_api.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
@@ -26,7 +29,7 @@ openai::ApiContext context() {
 }
 
 void check_id(int32_t id, const openai::ApiContext& c, const char* what) {
-  LS_CHECK(id >= 0 && id < c.vocab_size) << what << " id " << id << " was accepted";
+  lightserve::fuzzing::check_token_id(id, c.vocab_size, what);
 }
 
 void check_generate(std::string_view body, openai::Endpoint endpoint, const openai::ApiContext& c) {
@@ -36,21 +39,9 @@ void check_generate(std::string_view body, openai::Endpoint endpoint, const open
     return;
   }
   const auto& input = parsed.value().input;
-  const int forms = int{input.prompt_text.has_value()} + int{input.prompt_ids.has_value()} +
-                    int{input.messages.has_value()};
-  LS_CHECK(forms == 1) << forms << " prompt forms in one accepted request";
+  lightserve::fuzzing::check_accepted_generate_input(input, c.vocab_size);
   LS_CHECK(input.messages.has_value() == (endpoint == openai::Endpoint::kChatCompletions))
       << "messages on the wrong endpoint";
-  if (input.prompt_ids) {
-    LS_CHECK(!input.prompt_ids->empty()) << "an empty prompt was accepted";
-    for (int32_t id : *input.prompt_ids) check_id(id, c, "prompt");
-  }
-  if (input.messages) LS_CHECK(!input.messages->empty()) << "no messages were accepted";
-  for (int32_t id : input.stop_token_ids) check_id(id, c, "stop token");
-  LS_CHECK(!input.max_tokens || *input.max_tokens >= 1) << "max_tokens " << *input.max_tokens;
-  LS_CHECK(input.logprobs >= -1 && input.logprobs <= 20) << "logprobs " << input.logprobs;
-  LS_CHECK(input.stop.size() <= 4) << input.stop.size() << " stop strings";
-  for (const std::string& stop : input.stop) LS_CHECK(!stop.empty()) << "an empty stop string";
 }
 
 }  // namespace
