@@ -224,6 +224,27 @@ std::string dotted(const ConfigKey& k) {
   return k.section + "." + k.key;
 }
 
+// `value` as a YAML double-quoted scalar that loads back to the same bytes: '"', '\\' and the
+// control characters escaped (a raw line break inside the quotes would fold into a space).
+std::string yaml_quoted(const std::string& value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out = "\"";
+  for (const char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte == 0x7F) {
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
 const char* type_name(Kind kind) {
   switch (kind) {
     case Kind::kString:
@@ -353,7 +374,7 @@ std::string format_config(const ServeConfig& config) {
     std::string value = get_value(e, config);
     if (e.kind == Kind::kString) {
       if (e.key.key == "api_key" && !value.empty()) value = "<set>";
-      value = "\"" + value + "\"";
+      value = yaml_quoted(value);
     }
     out << "  " << e.key.key << ": " << value << "\n";
   }
