@@ -52,16 +52,24 @@ Problem read_int(const char* name, const std::optional<WireInt>& value, int64_t 
   return std::nullopt;
 }
 
-// A number in [lo, hi] ((lo, hi] when lo_open); unset keeps `out`.
+// A number in [lo, hi] ((lo, hi] when lo_open), also as the float the sampler holds; unset keeps
+// `out`.
 Problem read_number(const char* name, const std::optional<double>& value, double lo, double hi,
                     bool lo_open, float& out) {
   if (!value) return std::nullopt;
   const double v = *value;
-  if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo)) {
+  const auto problem = [&] {
     return quoted(name) + " must be in " + (lo_open ? "(" : "[") + format_number(lo) + ", " +
            format_number(hi) + "], got " + format_number(v);
+  };
+  if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo)) return problem();
+  const auto narrowed = static_cast<float>(v);
+  // A double just above an open bound can round onto it (top_p 1e-50 is 0 as a float), which the
+  // engine's SamplingParams::validate would refuse later with another message.
+  if (lo_open && narrowed <= lo) {
+    return problem() + ", which is " + format_number(narrowed) + " as a 32-bit float";
   }
-  out = static_cast<float>(v);
+  out = narrowed;
   return std::nullopt;
 }
 
