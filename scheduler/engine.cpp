@@ -30,6 +30,9 @@ Status SchedulerConfig::validate(int32_t num_layers) const {
   }
   if (max_running < 1) return fail("max_running must be >= 1, got " + std::to_string(max_running));
   if (max_waiting < 0) return fail("max_waiting must be >= 0, got " + std::to_string(max_waiting));
+  if (max_unread_events < 0) {
+    return fail("max_unread_events must be >= 0, got " + std::to_string(max_unread_events));
+  }
   if (growth_tokens < 0) {
     return fail("growth_tokens must be >= 0, got " + std::to_string(growth_tokens));
   }
@@ -290,6 +293,7 @@ EngineStats Engine::stats() const {
   EngineStats s;
   s.num_waiting = static_cast<int32_t>(waiting_.size());
   s.num_running = static_cast<int32_t>(running_.size());
+  s.num_held = last_plan_.num_held;
   s.num_steps = num_steps_;
   s.num_preemptions_total = num_preemptions_;
   s.num_admission_rejections_total = num_rejections_.load(std::memory_order_relaxed);

@@ -66,7 +66,12 @@ struct SchedulerConfig {
   bool layered_prefill = true;
   bool priority_scheduling = false;    // order by RequestParams::priority, then arrival
   std::vector<int32_t> eos_token_ids;  // end-of-generation ids (ignored under ignore_eos)
-  bool audit_kv_every_step = false;    // also KvManager::check_invariants (O(blocks)): tests
+  // Backpressure: a decoding request whose EventStream holds this many unread events sits out
+  // decode steps (keeping its KV) until its reader catches up, so a slow client bounds what is
+  // buffered for it instead of the engine generating into memory. 0 = never hold (tests that
+  // read events only at the end).
+  int32_t max_unread_events = 0;
+  bool audit_kv_every_step = false;  // also KvManager::check_invariants (O(blocks)): tests
 
   int64_t min_budget(int32_t num_layers) const;
   // A serving default in the manner of vLLM's max_num_batched_tokens: a step holds up to
@@ -95,6 +100,7 @@ struct StepSummary {
   int32_t num_admitted = 0;
   int32_t num_preempted = 0;
   int32_t num_finished = 0;  // finished or aborted in this step, commands included
+  int32_t num_held = 0;      // decoding requests held back this step (max_unread_events)
   // The executor failed this step (an error status or an exception such as std::bad_alloc or a
   // device error): the step's requests finished with kInternal, every other request goes on.
   bool executor_failed = false;
@@ -103,6 +109,7 @@ struct StepSummary {
 struct EngineStats {
   int32_t num_waiting = 0;
   int32_t num_running = 0;
+  int32_t num_held = 0;  // of the running, held back in the last step: their readers lag
   int64_t num_steps = 0;
   int64_t num_preemptions_total = 0;
   int64_t num_admission_rejections_total = 0;

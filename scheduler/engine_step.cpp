@@ -46,6 +46,7 @@ StepSummary Engine::step() {
   run_capacity_stage(clock_.now_seconds(), summary);
   StepPlan plan = run_budget_stage();
   check_step_invariants(&plan);
+  summary.num_held = plan.num_held;
   ++num_steps_;
   if (plan.empty()) {
     last_plan_ = std::move(plan);
@@ -156,9 +157,11 @@ void Engine::run_capacity_stage(double now, StepSummary& summary) {
 StepPlan Engine::run_budget_stage() const {
   std::vector<ComposerRequest> running;
   running.reserve(running_.size());
+  const size_t max_unread = static_cast<size_t>(config_.max_unread_events);
   for (const Request* r : running_) {
-    running.push_back(
-        {r->id, r->state == RequestState::kDecoding, r->prefill_tokens, r->prefill_layers_done});
+    const bool decoding = r->state == RequestState::kDecoding;
+    const bool held = decoding && max_unread > 0 && r->events->unread() >= max_unread;
+    running.push_back({r->id, decoding, r->prefill_tokens, r->prefill_layers_done, held});
   }
   return composer_.compose(running);
 }

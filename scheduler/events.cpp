@@ -82,4 +82,9 @@ bool EventStream::finished() const {
   return finished_;
 }
 
+size_t EventStream::unread() const {
+  std::lock_guard lock(mutex_);
+  return events_.size();
+}
+
 }  // namespace lightserve::scheduler

@@ -76,6 +76,7 @@ class EventStream {
   std::optional<RequestEvent> wait_pop(std::chrono::milliseconds timeout);
   std::vector<RequestEvent> drain();
   bool finished() const;  // the kFinished event has been pushed (it may still be unread)
+  size_t unread() const;  // events pushed and not yet popped (the engine's backpressure reads it)
 
   // `listener` runs after every later push, on the pushing (engine) thread, outside the lock. It
   // must not block and must not call back into the engine: an asynchronous frontend uses it to

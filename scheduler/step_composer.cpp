@@ -16,7 +16,12 @@ StepPlan StepComposer::compose(std::span<const ComposerRequest> running) const {
   StepPlan plan;
   int64_t left = budget_;
   for (const ComposerRequest& r : running) {
-    if (!r.decoding || left < num_layers_) continue;
+    if (!r.decoding) continue;
+    if (r.held) {
+      ++plan.num_held;
+      continue;
+    }
+    if (left < num_layers_) continue;
     plan.work.push_back({r.id, true, 1, 0, num_layers_});
     left -= num_layers_;
     ++plan.num_decodes;

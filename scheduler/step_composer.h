@@ -14,6 +14,9 @@
 // the mode for an executor whose forward pass cannot stop after k layers yet (executor.h); the
 // budget must then hold max_running · num_layers + max_context_tokens · num_layers.
 //
+// A held request (its client has not read what it already generated) gets no decode this step
+// and costs nothing; it keeps its KV and decodes again once its reader catches up.
+//
 // A small const object; compose() has no side effects.
 #pragma once
 
@@ -31,6 +34,7 @@ struct ComposerRequest {
   bool decoding = false;
   int32_t num_prefill_tokens = 0;   // prefilling: tokens the prefill covers (T)
   int32_t prefill_layers_done = 0;  // prefilling: layers already run over them
+  bool held = false;  // decoding, but its reader lags (SchedulerConfig::max_unread_events)
 };
 
 struct ScheduledWork {
@@ -50,6 +54,7 @@ struct StepPlan {
   int64_t token_layers = 0;         // sum over work, <= the budget
   int32_t num_decodes = 0;
   int32_t num_prefills = 0;
+  int32_t num_held = 0;  // decoding requests that sit this step out: their readers lag
   bool empty() const { return work.empty(); }
 };
 

@@ -20,6 +20,7 @@ Result<std::unique_ptr<EngineStack>> EngineStack::create(
   sc.max_context_tokens = options.context_tokens;
   sc.max_running = options.max_running;
   sc.max_waiting = options.max_waiting;
+  sc.max_unread_events = options.max_unread_events;
   sc.policy = options.policy == "optimistic" ? scheduler::AdmissionPolicy::kOptimistic
                                              : scheduler::AdmissionPolicy::kReserve;
   sc.priority_scheduling = options.priority_scheduling;

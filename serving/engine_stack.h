@@ -25,6 +25,7 @@ struct EngineStackOptions {
   int32_t context_tokens = 0;  // prompt + output per request
   int32_t max_running = 64;
   int32_t max_waiting = 256;
+  int32_t max_unread_events = 0;   // SchedulerConfig::max_unread_events (0: never hold)
   std::string policy = "reserve";  // reserve | optimistic
   bool priority_scheduling = false;
   // A long prompt advances a few layers per step, so the decodes of others wait one step at

@@ -37,6 +37,8 @@ Metrics::Metrics(const std::string& model_name, const memory::CapacityPlan& plan
   };
   running_ =
       gauge("lightserve_num_requests_running", "Requests holding KV (prefilling or decoding)");
+  held_ = gauge("lightserve_num_requests_held",
+                "Running requests paused because their client reads their stream too slowly");
   waiting_ = gauge("lightserve_num_requests_waiting", "Requests queued for admission");
   kv_usage_ = gauge("lightserve_kv_cache_usage_perc", "Fraction of KV blocks in use, 0-1");
   slot_usage_ =
@@ -117,10 +119,12 @@ void Metrics::on_event(const scheduler::RequestEvent& event) {
   generation_tokens_hist_->Observe(t.num_generated_tokens);
 }
 
-void Metrics::on_step(int32_t num_running, int32_t num_waiting, double kv_usage, double slot_usage,
-                      int64_t num_preemptions_total, std::span<const int64_t> lazy_layer_counts) {
-  running_->Set(num_running);
-  waiting_->Set(num_waiting);
+void Metrics::on_step(const scheduler::EngineStats& stats, double kv_usage, double slot_usage,
+                      std::span<const int64_t> lazy_layer_counts) {
+  const int64_t num_preemptions_total = stats.num_preemptions_total;
+  running_->Set(stats.num_running);
+  held_->Set(stats.num_held);
+  waiting_->Set(stats.num_waiting);
   kv_usage_->Set(kv_usage);
   slot_usage_->Set(slot_usage);
   if (num_preemptions_total > preemptions_seen_) {

@@ -21,6 +21,7 @@
 
 #include "memory/capacity.h"
 #include "model/lighttransfer.h"
+#include "scheduler/engine.h"
 #include "scheduler/events.h"
 
 namespace lightserve::serving {
@@ -33,10 +34,10 @@ class Metrics {
   // Every engine event: tokens (inter-token latency, generation tokens) and finishes (TTFT, e2e,
   // queue time, prompt and generation token counts, success by finish reason).
   void on_event(const scheduler::RequestEvent& event);
-  // After each engine step: the gauges, preemptions (running total) and lazy-layer selections
-  // (per-layer running totals).
-  void on_step(int32_t num_running, int32_t num_waiting, double kv_usage, double slot_usage,
-               int64_t num_preemptions_total, std::span<const int64_t> lazy_layer_counts);
+  // After each engine step: the gauges (running, held, waiting from `stats`), preemptions
+  // (stats' running total) and lazy-layer selections (per-layer running totals).
+  void on_step(const scheduler::EngineStats& stats, double kv_usage, double slot_usage,
+               std::span<const int64_t> lazy_layer_counts);
   // A request refused at admission (queue full, draining, too long for the arena).
   void on_rejection();
 
@@ -46,6 +47,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Labels labels_;
   prometheus::Gauge* running_;
+  prometheus::Gauge* held_;
   prometheus::Gauge* waiting_;
   prometheus::Gauge* kv_usage_;
   prometheus::Gauge* slot_usage_;

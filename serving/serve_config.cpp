@@ -91,9 +91,21 @@ const std::vector<Entry>& entries() {
         "Seconds to read a whole request, and keep-alive idle time"},
        Kind::kDouble,
        member(&ServeConfig::client_timeout_seconds)},
-      {{"limits", "max_connections", "--max-connections", "Open HTTP connections at most"},
+      {{"limits", "max_connections", "--max-connections",
+        "Open HTTP connections at most; at the limit an idle keep-alive connection of the "
+        "client holding the most is closed to make room, else the new one gets 503"},
        Kind::kInt32,
        member(&ServeConfig::max_connections)},
+      {{"limits", "max_connections_per_client", "--max-connections-per-client",
+        "Open HTTP connections from one client address at most (beyond it 503); 0 = no limit "
+        "(behind a proxy every connection has the proxy's address)"},
+       Kind::kInt32,
+       member(&ServeConfig::max_connections_per_client)},
+      {{"limits", "max_stream_backlog", "--max-stream-backlog",
+        "Tokens a response may be generated ahead of what its client has taken; beyond it the "
+        "request pauses, keeping its KV, until the client reads (backpressure); 0 = no limit"},
+       Kind::kInt32,
+       member(&ServeConfig::max_stream_backlog)},
 
       {{"engine", "kv_budget", "--kv-budget",
         "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the block and slot pools"},
@@ -295,6 +307,10 @@ Status ServeConfig::validate() const {
   if (default_max_tokens < 1) return bad("limits.default_max_tokens", "must be >= 1");
   if (!(client_timeout_seconds > 0)) return bad("limits.client_timeout_seconds", "must be > 0");
   if (max_connections < 1) return bad("limits.max_connections", "must be >= 1");
+  if (max_connections_per_client < 0) {
+    return bad("limits.max_connections_per_client", "must be >= 0");
+  }
+  if (max_stream_backlog < 0) return bad("limits.max_stream_backlog", "must be >= 0");
   if (kv_budget_bytes <= 0) return bad("engine.kv_budget", "must be > 0");
   if (context < 0) return bad("engine.context", "must be >= 0");
   if (max_running < 1) return bad("engine.max_running", "must be >= 1");

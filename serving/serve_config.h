@@ -33,12 +33,14 @@ struct ServeConfig {
   std::string request_log = "off";  // off | text | json: one stderr line per finished request
 
   // limits:
-  int64_t max_body_bytes = 1 << 20;    // HTTP request bodies and gRPC messages
-  int32_t max_prompt_tokens = 0;       // 0 = the context
-  int32_t max_tokens_limit = 0;        // the largest max_tokens a request may ask; 0 = context
-  int32_t default_max_tokens = 256;    // when a request names none
-  double client_timeout_seconds = 30;  // reading a request (slow clients), idle keep-alive
-  int32_t max_connections = 256;       // open HTTP connections
+  int64_t max_body_bytes = 1 << 20;        // HTTP request bodies and gRPC messages
+  int32_t max_prompt_tokens = 0;           // 0 = the context
+  int32_t max_tokens_limit = 0;            // the largest max_tokens a request may ask; 0 = context
+  int32_t default_max_tokens = 256;        // when a request names none
+  double client_timeout_seconds = 30;      // reading a request (slow clients), idle keep-alive
+  int32_t max_connections = 256;           // open HTTP connections
+  int32_t max_connections_per_client = 0;  // from one client address; 0 = no limit
+  int32_t max_stream_backlog = 256;  // events a stream may run ahead of its reader; 0 = no limit
 
   // engine:
   int64_t kv_budget_bytes = 512ll << 20;  // the KV arena

@@ -109,6 +109,7 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   options.context_tokens = se->context_;
   options.max_running = config.max_running;
   options.max_waiting = config.max_waiting;
+  options.max_unread_events = config.max_stream_backlog;
   options.policy = config.policy;
   options.priority_scheduling = config.scheduling == "priority";
   options.step_budget_token_layers = config.step_budget;
@@ -204,10 +205,9 @@ void ServingCore::run_loop() {
     } else if (summary.ran) {
       num_consecutive_failed_steps_ = 0;
     }
-    metrics_->on_step(stats.num_running, stats.num_waiting,
-                      total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
+    metrics_->on_step(stats, total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
                       total_slots ? static_cast<double>(used_slots) / total_slots : 0.0,
-                      stats.num_preemptions_total, stack_->executor().lazy_layer_counts());
+                      stack_->executor().lazy_layer_counts());
   });
   try {
     engine.run();

@@ -8,6 +8,18 @@
 // seen at once and its request aborted (its KV is freed in the engine's next step), streamed or
 // not. Streamed responses (SSE over chunked encoding) keep one write in flight; the engine's
 // event listener only posts a wake-up to the strand.
+//
+// Backpressure: a stream's socket gets a fixed send buffer (kStreamSocketSendBuffer), and the
+// stream takes events from its EventStream only while its unsent bytes are under
+// kStreamBufferBytes. A client that reads slowly leaves the rest in the EventStream, where the
+// engine sees them and holds the request out of decode steps (SchedulerConfig::max_unread_events,
+// --max-stream-backlog) until the client catches up; one that stops reading altogether stalls the
+// write, and the write timer (--client-timeout) closes it and aborts the request.
+//
+// Connections: over --max-connections-per-client (by peer address) a new connection is answered
+// 429; at --max-connections an idle keep-alive connection of the client holding the most
+// connections is closed to make room (so one client parking idle connections cannot lock others
+// out), and only when none is idle does the new one get 503.
 #include "frontends/http/http_server.h"
 
 #include <algorithm>
@@ -43,6 +55,11 @@ constexpr int kNumIoThreads = 2;
 constexpr uint32_t kHeaderLimit = 16 * 1024;
 constexpr size_t kWatchReadBytes = 4096;
 constexpr size_t kMaxReadAheadBytes = 64 * 1024;  // pipelined bytes kept while a response runs
+constexpr size_t kStreamBufferBytes = 32 * 1024;  // a stream's unsent bytes before it stops popping
+// A stream's kernel send buffer (SO_SNDBUF; Linux doubles it): fixed, so the kernel's autotuning
+// (up to net.ipv4.tcp_wmem's 4 MiB) cannot absorb a slow reader's backlog. 32 KiB per round trip
+// is 640 KB/s at a 50 ms RTT: hundreds of tokens a second even with 20 logprobs each.
+constexpr int kStreamSocketSendBuffer = 32 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kMaxLingerBytes = 16 << 20;
 constexpr auto kShutdownGrace = std::chrono::seconds(10);
@@ -113,6 +130,9 @@ class HttpServerImpl final : public HttpServer {
 
  private:
   void accept();
+  // Under mutex_: why a new connection from `client` is refused (nullopt: admitted); at the
+  // connection limit it reclaims an idle connection if there is one.
+  std::optional<scheduler::EngineError> admit(const std::string& client);
 
   serving::ServingCore& engine_;
   std::shared_ptr<NotifyGate> gate_ = std::make_shared<NotifyGate>();
@@ -123,6 +143,7 @@ class HttpServerImpl final : public HttpServer {
   std::mutex mutex_;
   std::condition_variable sessions_gone_;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  std::unordered_map<std::string, int32_t> connections_by_client_;  // peer address -> count
 
   net::io_context ioc_{kNumIoThreads};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
@@ -134,12 +155,15 @@ class HttpServerImpl final : public HttpServer {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, HttpServerImpl& server, bool over_connection_limit)
+  // `refusal`: why the connection is over a limit, answered to its first request.
+  Session(tcp::socket socket, HttpServerImpl& server, std::string client,
+          std::optional<scheduler::EngineError> refusal)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         server_(server),
         engine_(server.engine()),
-        over_connection_limit_(over_connection_limit) {}
+        client_(std::move(client)),
+        refusal_(std::move(refusal)) {}
 
   ~Session() {
     if (gen_) {
@@ -150,6 +174,21 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   net::any_io_executor executor() { return socket_.get_executor(); }
+  const std::string& client() const { return client_; }
+
+  // Any thread (the acceptor, under the server's mutex). idle(): the connection waits for a
+  // request with nothing of one received, and no one claimed it; claim(): take it to make room
+  // (true for one caller).
+  bool idle() const { return idle_.load() && !claimed_.load(); }
+  bool claim() { return idle_.load() && !claimed_.exchange(true); }
+  // On the strand, after claim_if_idle(): closes the connection if it is still idle.
+  void close_if_idle() {
+    if (phase_ == Phase::kReading && idle_) {
+      close();
+    } else {
+      claimed_ = false;  // it took a request meanwhile: it stays, and may be claimed later
+    }
+  }
 
   void start() {
     net::dispatch(executor(), [self = shared_from_this()] { self->read_request(); });
@@ -186,6 +225,19 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<uint64_t>(config().max_body_bytes));
     arm_timer(TimerUse::kRead, config().client_timeout_seconds);
+    if (buffer_.size() > 0) return read_header();  // a pipelined request is here already
+    // Idle until the first byte of the next request: only then may the connection be reclaimed
+    // at the connection limit (HttpServerImpl::admit).
+    idle_ = true;
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      self->idle_ = false;
+      if (self->phase_ == Phase::kClosed) return;
+      if (ec) return self->on_read_error(ec);
+      self->read_header();
+    });
+  }
+
+  void read_header() {
     http::async_read_header(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](error_code ec, size_t) { self->on_header(ec); });
@@ -275,12 +327,9 @@ class Session : public std::enable_shared_from_this<Session> {
     const HttpRequest& request = parser_->get();
     keep_alive_ = request.keep_alive() && !server_.stopping();
     version_ = request.version();
-    if (over_connection_limit_) {
+    if (refusal_) {
       keep_alive_ = false;
-      return send(
-          engine_error_reply({scheduler::ErrorKind::kUnavailable,
-                              "too many open connections (the limit is " +
-                                  std::to_string(config().max_connections) + "); retry later"}));
+      return send(engine_error_reply(*refusal_));
     }
     HttpOutcome outcome;
     try {
@@ -341,6 +390,8 @@ class Session : public std::enable_shared_from_this<Session> {
                                 generation.want_logprobs, unix_seconds()),
                             false});
     if (generation.stream) {
+      error_code ignored;
+      socket_.set_option(net::socket_base::send_buffer_size(kStreamSocketSendBuffer), ignored);
       chunked_ = version_ >= 11;
       if (!chunked_) keep_alive_ = false;
       out_ = std::string("HTTP/1.1 200 OK\r\nServer: lightserve\r\n") +
@@ -361,8 +412,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_events() {
-    if (!gen_ || gen_->finished || phase_ != Phase::kResponding) return;
-    while (auto event = gen_->info.events->try_pop()) {
+    if (!gen_ || phase_ != Phase::kResponding) return;
+    if (gen_->finished) {
+      if (gen_->info.stream) pump();  // a write completed: the rest of the stream goes out
+      return;
+    }
+    // A stream stops taking events while kStreamBufferBytes wait unsent (see the file comment).
+    while (!gen_->info.stream || out_.size() < kStreamBufferBytes) {
+      auto event = gen_->info.events->try_pop();
+      if (!event) break;
       const bool finished = event->kind == scheduler::RequestEvent::Kind::kFinished;
       if (gen_->info.stream) {
         append_stream(gen_->builder.stream_event(*event, gen_->info.include_usage));
@@ -414,7 +472,7 @@ class Session : public std::enable_shared_from_this<Session> {
                        if (self->phase_ == Phase::kClosed) return;
                        self->disarm_timer();
                        if (ec) return self->close();  // the client went away: abort
-                       self->pump();
+                       self->on_events();             // events held back while the buffer was full
                      });
   }
 
@@ -523,7 +581,10 @@ class Session : public std::enable_shared_from_this<Session> {
   net::steady_timer timer_;
   HttpServerImpl& server_;
   serving::ServingCore& engine_;
-  const bool over_connection_limit_;
+  const std::string client_;                             // the peer's address
+  const std::optional<scheduler::EngineError> refusal_;  // the connection came over a limit
+  std::atomic<bool> idle_{false};
+  std::atomic<bool> claimed_{false};
 
   Phase phase_ = Phase::kReading;
   TimerUse timer_use_ = TimerUse::kNone;
@@ -568,12 +629,16 @@ void HttpServerImpl::accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [this](error_code ec, tcp::socket socket) {
     if (!acceptor_.is_open() || stopping_) return;
     if (!ec) {
+      error_code peer_ec;
+      const auto peer = socket.remote_endpoint(peer_ec);
+      std::string client = peer_ec ? std::string("unknown") : peer.address().to_string();
       std::shared_ptr<Session> session;
       {
         std::lock_guard lock(mutex_);
-        const bool over = static_cast<int64_t>(sessions_.size()) >=
-                          static_cast<int64_t>(engine_.config().max_connections);
-        session = std::make_shared<Session>(std::move(socket), *this, over);
+        auto refusal = admit(client);
+        ++connections_by_client_[client];
+        session = std::make_shared<Session>(std::move(socket), *this, std::move(client),
+                                            std::move(refusal));
         sessions_.emplace(session.get(), session);
       }
       session->start();
@@ -587,8 +652,45 @@ void HttpServerImpl::accept() {
   });
 }
 
+std::optional<scheduler::EngineError> HttpServerImpl::admit(const std::string& client) {
+  const serving::ServeConfig& config = engine_.config();
+  const auto mine = connections_by_client_.find(client);
+  const int32_t held = mine == connections_by_client_.end() ? 0 : mine->second;
+  if (config.max_connections_per_client > 0 && held >= config.max_connections_per_client) {
+    return scheduler::EngineError{scheduler::ErrorKind::kResourceExhausted,
+                                  "too many open connections from " + client + " (the limit is " +
+                                      std::to_string(config.max_connections_per_client) +
+                                      " per client); retry later"};
+  }
+  if (static_cast<int64_t>(sessions_.size()) < config.max_connections) return std::nullopt;
+  // Full: take an idle connection of the client holding the most. The count goes over the limit
+  // until the victim's close completes (moments), and each new connection takes one victim.
+  // Raw pointers: a session stays alive while it is in sessions_ (it leaves in its destructor,
+  // under mutex_), and no shared_ptr may die here (its destructor would take mutex_ again).
+  std::vector<std::pair<int32_t, Session*>> idle;
+  for (const auto& [session, weak] : sessions_) {
+    if (session->idle()) idle.emplace_back(connections_by_client_[session->client()], session);
+  }
+  std::stable_sort(idle.begin(), idle.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [count, victim] : idle) {
+    if (!victim->claim()) continue;
+    net::post(victim->executor(), [weak = sessions_.at(victim)] {
+      if (auto live = weak.lock()) live->close_if_idle();
+    });
+    return std::nullopt;
+  }
+  return scheduler::EngineError{scheduler::ErrorKind::kUnavailable,
+                                "too many open connections (the limit is " +
+                                    std::to_string(config.max_connections) + "); retry later"};
+}
+
 void HttpServerImpl::remove(Session* session) {
   std::lock_guard lock(mutex_);
+  if (const auto it = connections_by_client_.find(session->client());
+      it != connections_by_client_.end() && --it->second <= 0) {
+    connections_by_client_.erase(it);
+  }
   sessions_.erase(session);
   if (sessions_.empty()) sessions_gone_.notify_all();
 }

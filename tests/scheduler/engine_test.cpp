@@ -220,6 +220,43 @@ TEST(EngineTest, AbortFreesMemoryInTheSameStep) {
   EXPECT_EQ(again.num_finished, 0);
 }
 
+// Backpressure: a request whose reader leaves max_unread_events unread sits out decode steps,
+// keeps its KV, and goes on once the reader pops; the other request is not slowed.
+TEST(EngineTest, RequestWhoseReaderLagsIsHeldUntilItReads) {
+  HarnessOptions options;
+  options.config.max_running = 2;
+  options.config.max_unread_events = 3;
+  Harness h(options);
+  const AddResult slow = h.add({1, 2, 3}, 10);
+  const AddResult fast = h.add({4, 5, 6}, 10);
+  ASSERT_TRUE(slow.ok() && fast.ok());
+  Outcome fast_out;
+  int held_steps = 0;
+  for (int i = 0; i < 40 && fast_out.num_finished == 0; ++i) {
+    const StepSummary s = h.engine->step();
+    held_steps += s.num_held;
+    collect(*fast.events, fast_out);  // the fast reader keeps up
+    EXPECT_LE(slow.events->unread(), 3u) << "step " << i;
+  }
+  EXPECT_EQ(fast_out.num_finished, 1) << "the fast request was slowed by the slow one";
+  EXPECT_GT(held_steps, 0);
+  EXPECT_EQ(slow.events->unread(), 3u);  // 1 from the prefill, 2 decodes, then held
+  EXPECT_EQ(h.engine->state_of(slow.id), RequestState::kDecoding);
+  EXPECT_EQ(h.engine->stats().num_held, 1);
+  EXPECT_LT(h.kv.num_free_blocks(), h.kv.num_total_blocks());  // it keeps its KV
+
+  Outcome slow_out;
+  for (int i = 0; i < 100 && h.engine->has_work(); ++i) {
+    (void)h.engine->step();
+    collect(*slow.events, slow_out);
+  }
+  ASSERT_EQ(slow_out.num_finished, 1);
+  EXPECT_EQ(slow_out.finish->finish_reason, FinishReason::kLength);
+  EXPECT_EQ(slow_out.finish->timings.num_generated_tokens, 10);
+  EXPECT_EQ(h.engine->stats().num_held, 0);
+  expect_all_memory_back(h);
+}
+
 TEST(EngineTest, StopStringSplitAcrossTokensIsCaughtAndNeverStreamed) {
   Harness h;
   RequestParams p;

@@ -61,6 +61,22 @@ TEST(StepComposerTest, PrefillThatCannotAffordALayerWaits) {
   EXPECT_EQ(plan.token_layers, 8);
 }
 
+// A held decode (its reader lags) costs nothing and is counted; the others go on.
+TEST(StepComposerTest, HeldDecodesSitTheStepOut) {
+  const StepComposer c(4, 20);
+  ComposerRequest held = decode(2);
+  held.held = true;
+  const StepPlan plan = c.compose(std::vector{decode(1), held, decode(3), prefill(4, 3, 0)});
+  ASSERT_EQ(plan.work.size(), 3u);
+  EXPECT_EQ(plan.work[0].id, 1u);
+  EXPECT_EQ(plan.work[1].id, 3u);
+  EXPECT_EQ(plan.num_decodes, 2);
+  EXPECT_EQ(plan.num_held, 1);
+  // 20 - 2 decodes · 4 = 12 left: the 3-token prompt takes all 4 layers.
+  EXPECT_EQ(plan.work[2].layer_end, 4);
+  EXPECT_EQ(plan.token_layers, 20);
+}
+
 TEST(StepComposerTest, WholePrefillsOnlyWithoutLayeredPrefill) {
   const StepComposer c(4, 40, /*layered_prefill=*/false);
   // 8 · 4 = 32 fits whole; then 8 left: the 3-token prompt would get 2 layers, so it waits.

@@ -44,13 +44,26 @@ struct HttpResponse {
 // One connection. Not thread-safe.
 class HttpConnection {
  public:
-  explicit HttpConnection(int port, double timeout_seconds = 60) : timeout_(timeout_seconds) {
+  // `from`: a loopback source address (e.g. "127.0.0.2": another client to the server);
+  // `receive_buffer`: SO_RCVBUF in bytes before connecting (a slow reader's small window).
+  explicit HttpConnection(int port, double timeout_seconds = 60, const char* from = nullptr,
+                          int receive_buffer = 0)
+      : timeout_(timeout_seconds) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    }
+    if (from != nullptr) {
+      sockaddr_in source{};
+      source.sin_family = AF_INET;
+      ::inet_pton(AF_INET, from, &source.sin_addr);
+      if (::bind(fd_, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) close();
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) close();
+    if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) close();
     const int one = 1;
     if (fd_ >= 0) ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }

@@ -2,7 +2,8 @@
 // limits and a 1 s client timeout): the bad-request corpus
 // (tests/frontends/http/bad_requests.json), each case's status and error message, then the daemon
 // still answers and holds no request and no KV; and the protocol-level cases: stalled clients,
-// half-closed clients, bytes that are not HTTP, Expect: 100-continue, and the connection limit.
+// half-closed clients, bytes that are not HTTP and Expect: 100-continue. (The connection limits
+// are in tests/app/daemon_limits_test.cpp.)
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -26,7 +27,6 @@ using json = nlohmann::json;
 
 const std::string kModel = LIGHTSERVE_TEST_MODEL;
 const std::string kApiKey = "test-key";
-constexpr int kMaxConnections = 8;
 const std::filesystem::path kCorpus =
     std::filesystem::path(__FILE__).parent_path() / "bad_requests.json";
 
@@ -37,8 +37,7 @@ class HttpBadRequests : public DaemonSuite<HttpBadRequests> {
                                      "--context", "1024", "--grpc-port", "-1",
                                      "--api-key", kApiKey};
     args.insert(args.end(), {"--max-body-bytes", "65536", "--max-prompt-tokens", "512"});
-    args.insert(args.end(),
-                {"--client-timeout", "1", "--max-connections", std::to_string(kMaxConnections)});
+    args.insert(args.end(), {"--client-timeout", "1"});
     return args;
   }
 
@@ -265,32 +264,6 @@ TEST_F(HttpBadRequests, ExpectContinue) {
       big.send_raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                    "Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n"));
   EXPECT_EQ(big.read_response().status, 413);
-}
-
-// Over --max-connections, a connection is answered 503 and closed.
-TEST_F(HttpBadRequests, ConnectionsOverTheLimitGet503) {
-  // Fill the limit with idle keep-alive connections. Connections of earlier tests may still be
-  // winding down on a loaded machine: while one of ours is refused, start over.
-  std::vector<std::unique_ptr<HttpConnection>> open;
-  for (int attempt = 0; attempt < 20 && static_cast<int>(open.size()) < kMaxConnections;
-       ++attempt) {
-    open.clear();
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    while (static_cast<int>(open.size()) < kMaxConnections) {
-      auto c = std::make_unique<HttpConnection>(port(), 10);
-      if (c->request("GET", "/health").status != 200) break;
-      open.push_back(std::move(c));
-    }
-  }
-  ASSERT_EQ(static_cast<int>(open.size()), kMaxConnections);
-  HttpConnection extra(port(), 10);
-  const HttpResponse r = extra.request("GET", "/health");
-  EXPECT_EQ(r.status, 503);
-  EXPECT_NE(r.body.find("too many open connections"), std::string::npos) << r.body;
-  EXPECT_TRUE(extra.wait_closed(5));
-  open.clear();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  expect_healthy_and_idle();
 }
 
 }  // namespace
