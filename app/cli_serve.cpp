@@ -3,10 +3,15 @@
 // /ready turns 503 and gRPC health NOT_SERVING, new requests get 503 / UNAVAILABLE, in-flight ones
 // finish (up to shutdown.drain_timeout_seconds; a second signal cuts the wait short), then the
 // rest are aborted and the process exits 0.
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -31,6 +36,39 @@ bool write_ports_file(const std::string& path, int http_port, int grpc_port) {
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   return !ec;
+}
+
+// Whether `port` on `host` can be bound now (as the servers will, with SO_REUSEADDR), so that a
+// taken port is a usage error before the model loads rather than a failure after it. The servers
+// bind for real later; this only moves the common mistake (a second daemon, a stale one) forward.
+Status check_port_free(const std::string& host, int port, const char* flag) {
+  if (port <= 0) return Status::Ok();  // off, or an ephemeral port: always available
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  const std::string where = host + ":" + std::to_string(port);
+  if (const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+      rc != 0 || found == nullptr) {
+    return Error{std::string("server.host: cannot resolve ") + where + ": " + gai_strerror(rc)};
+  }
+  int error = 0;
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd < 0) {
+    error = errno;
+  } else {
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) error = errno;
+    close(fd);
+  }
+  freeaddrinfo(found);
+  if (error == 0) return Status::Ok();
+  std::string message = std::string(flag) + " " + std::to_string(port) + ": cannot listen on " +
+                        where + ": " + std::strerror(error);
+  if (error == EADDRINUSE) message += " (another server holds it; choose another port)";
+  return Error{message};
 }
 
 // Waits up to `seconds` for one of `signals`; true when one arrived.
@@ -58,6 +96,13 @@ int run_serve(const ServeFlags& flags) {
   if (Status s = serving::ServingCore::preflight(config); !s) {
     std::fprintf(stderr, "error: %s\n", s.message().c_str());
     return 2;
+  }
+  for (const auto& [port, flag] :
+       {std::pair{config.http_port, "--http-port"}, std::pair{config.grpc_port, "--grpc-port"}}) {
+    if (Status s = check_port_free(config.host, port, flag); !s) {
+      std::fprintf(stderr, "error: %s\n", s.message().c_str());
+      return 2;
+    }
   }
 
   // Every thread started from here on inherits the blocked set; this thread takes the signals.

@@ -71,6 +71,11 @@ const std::vector<Entry>& entries() {
         "text or json"},
        Kind::kString,
        member(&ServeConfig::request_log)},
+      {{"server", "cors_origins", "--cors-origins",
+        "Browser origins allowed to call the HTTP API (CORS), comma-separated "
+        "(https://app.example.com), or * for any; empty = no CORS headers"},
+       Kind::kString,
+       member(&ServeConfig::cors_origins)},
 
       {{"limits", "max_body_bytes", "--max-body-bytes",
         "Largest HTTP body / gRPC message (bytes, or with K/M/G/Ki/Mi/Gi)"},

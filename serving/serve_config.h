@@ -31,6 +31,7 @@ struct ServeConfig {
   std::string api_key;              // empty = no authentication; also LIGHTSERVE_API_KEY
   std::string ports_file;           // written once listening: {"http": port, "grpc": port}
   std::string request_log = "off";  // off | text | json: one stderr line per finished request
+  std::string cors_origins;  // browser origins allowed (CORS), comma-separated or *; empty = none
 
   // limits:
   int64_t max_body_bytes = 1 << 20;        // HTTP request bodies and gRPC messages

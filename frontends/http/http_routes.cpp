@@ -1,5 +1,6 @@
 #include "frontends/http/http_routes.h"
 
+#include <algorithm>
 #include <boost/beast/http/field.hpp>
 #include <cctype>
 #include <chrono>
@@ -176,25 +177,93 @@ HttpReply engine_error_reply(const scheduler::EngineError& error) {
   return reply;
 }
 
+namespace {
+
+// Whether `origin` is in the comma-separated `allowed` (exact match, as browsers send it), or
+// `allowed` holds "*".
+bool origin_allowed(std::string_view origin, std::string_view allowed) {
+  while (!allowed.empty()) {
+    const size_t comma = std::min(allowed.find(','), allowed.size());
+    std::string_view item = allowed.substr(0, comma);
+    allowed.remove_prefix(std::min(comma + 1, allowed.size()));
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item == "*" || item == origin) return true;
+  }
+  return false;
+}
+
+// The CORS headers of every answer to `request` (none without an allowed Origin).
+HttpHeaders cors_headers(const HttpRequest& request, const std::string& allowed) {
+  const std::string_view origin = request[http::field::origin];
+  if (origin.empty() || !origin_allowed(origin, allowed)) return {};
+  const bool any = origin_allowed("*", allowed);  // "*" is listed
+  HttpHeaders headers = {{"Access-Control-Allow-Origin", any ? "*" : std::string(origin)},
+                         {"Access-Control-Expose-Headers", "x-request-id, Retry-After"}};
+  if (!any) headers.emplace_back("Vary", "Origin");
+  return headers;
+}
+
+// OPTIONS: a CORS preflight, answered before authentication (browsers send no credentials).
+HttpReply preflight(const HttpRequest& request, const RouteSpec& spec, HttpHeaders cors) {
+  const bool granted = !cors.empty();  // a CORS request from an allowed origin
+  HttpReply reply{204, "", "", std::move(cors)};
+  const std::string methods = std::string(http::to_string(spec.method)) + ", OPTIONS";
+  reply.headers.emplace_back("Allow", methods);
+  if (!granted) return reply;
+  reply.headers.emplace_back("Access-Control-Allow-Methods", methods);
+  const std::string_view asked = request[http::field::access_control_request_headers];
+  reply.headers.emplace_back(
+      "Access-Control-Allow-Headers",
+      asked.empty() ? "Authorization, Content-Type, x-request-id" : std::string(asked));
+  reply.headers.emplace_back("Access-Control-Max-Age", "600");
+  return reply;
+}
+
+// The route's answer: method (405), API key (401), Content-Type (415), then the handler.
+HttpOutcome route_request(const HttpRequest& request, serving::ServingCore& engine,
+                          std::string_view path, const RouteSpec& spec);
+
+}  // namespace
+
 HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore& engine) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
   const std::optional<RouteSpec> spec = find_route(path);
-  if (!spec) return error_reply(404, "no route for " + std::string(path));
-  if (request.method() != spec->method) {
+  HttpHeaders cors = cors_headers(request, engine.config().cors_origins);
+  HttpOutcome outcome;
+  if (!spec) {
+    outcome = error_reply(404, "no route for " + std::string(path));
+  } else if (request.method() == http::verb::options) {
+    return preflight(request, *spec, std::move(cors));
+  } else {
+    outcome = route_request(request, engine, path, *spec);
+  }
+  auto& headers = std::holds_alternative<HttpReply>(outcome)
+                      ? std::get<HttpReply>(outcome).headers
+                      : std::get<HttpGeneration>(outcome).headers;
+  headers.insert(headers.end(), cors.begin(), cors.end());
+  return outcome;
+}
+
+namespace {
+
+HttpOutcome route_request(const HttpRequest& request, serving::ServingCore& engine,
+                          std::string_view path, const RouteSpec& spec) {
+  if (request.method() != spec.method) {
     HttpReply reply = error_reply(405, std::string(request.method_string()) +
                                            " is not allowed on " + std::string(path) + "; use " +
-                                           std::string(http::to_string(spec->method)));
-    reply.headers.emplace_back("Allow", std::string(http::to_string(spec->method)));
+                                           std::string(http::to_string(spec.method)));
+    reply.headers.emplace_back("Allow", std::string(http::to_string(spec.method)) + ", OPTIONS");
     return reply;
   }
-  if (spec->guarded) {
+  if (spec.guarded) {
     if (auto refused = check_api_key(request, engine.config().api_key)) return *refused;
   }
-  if (spec->method == http::verb::post) {
+  if (spec.method == http::verb::post) {
     if (auto refused = check_json_content_type(request)) return *refused;
   }
-  switch (spec->route) {
+  switch (spec.route) {
     case Route::kCompletions:
       return generate(request, engine, openai::Endpoint::kCompletions);
     case Route::kChatCompletions:
@@ -226,4 +295,5 @@ HttpOutcome handle_http_request(const HttpRequest& request, serving::ServingCore
   return error_reply(404, "no route for " + std::string(path));
 }
 
+}  // namespace
 }  // namespace lightserve::frontends

@@ -3,6 +3,9 @@
 //
 // Checks in order: route (404), method (405), API key (401), Content-Type (415), then the body
 // (400 from openai_api.h, or the engine's prepare()/submit() errors through error_mapping.h).
+// CORS (server.cors_origins): a request whose Origin is allowed gets Access-Control-Allow-Origin
+// on every answer (Vary: Origin; x-request-id exposed), and OPTIONS on any route is answered as
+// a preflight (204, no API key needed) with the methods and headers a browser may send.
 // Thread-safe as serving::ServingCore is; call it from any I/O thread.
 #pragma once
 
@@ -20,12 +23,13 @@
 namespace lightserve::frontends {
 
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
 struct HttpReply {
   int status = 200;
-  std::string content_type = "application/json";
+  std::string content_type = "application/json";  // none when empty
   std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;  // extra ones (Allow)
+  HttpHeaders headers;  // extra ones (Allow, Retry-After, CORS)
 };
 
 // A request the engine accepted: the caller streams or collects its events.
@@ -37,6 +41,7 @@ struct HttpGeneration {
   scheduler::RequestId id = 0;
   std::shared_ptr<scheduler::EventStream> events;
   std::string request_tag;  // answered in the x-request-id header
+  HttpHeaders headers;      // extra ones for the answer (CORS)
 };
 
 using HttpOutcome = std::variant<HttpReply, HttpGeneration>;

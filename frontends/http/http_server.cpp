@@ -349,7 +349,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto response = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(reply.status), version_);
     response->set(http::field::server, "lightserve");
-    response->set(http::field::content_type, reply.content_type);
+    if (!reply.content_type.empty()) response->set(http::field::content_type, reply.content_type);
     for (const auto& [name, value] : reply.headers) response->set(name, value);
     response->body() = std::move(reply.body);
     response->keep_alive(keep_alive_);
@@ -397,7 +397,7 @@ class Session : public std::enable_shared_from_this<Session> {
       out_ = std::string("HTTP/1.1 200 OK\r\nServer: lightserve\r\n") +
              "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
              "X-Accel-Buffering: no\r\n" + (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") +
-             "x-request-id: " + generation.request_tag + "\r\n" +
+             "x-request-id: " + generation.request_tag + "\r\n" + header_lines(generation.headers) +
              (keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n") + "\r\n";
     }
     // Set the listener, then pop once: events pushed before it are not announced.
@@ -439,6 +439,7 @@ class Session : public std::enable_shared_from_this<Session> {
     HttpReply reply = error ? engine_error_reply(*error)
                             : HttpReply{200, "application/json", gen_->builder.response(), {}};
     reply.headers.emplace_back("x-request-id", gen_->info.request_tag);
+    reply.headers.insert(reply.headers.end(), gen_->info.headers.begin(), gen_->info.headers.end());
     send(std::move(reply));
   }
 
@@ -569,6 +570,12 @@ class Session : public std::enable_shared_from_this<Session> {
       case TimerUse::kLinger:
         return close();
     }
+  }
+
+  static std::string header_lines(const HttpHeaders& headers) {
+    std::string out;
+    for (const auto& [name, value] : headers) out += name + ": " + value + "\r\n";
+    return out;
   }
 
   static int64_t unix_seconds() {

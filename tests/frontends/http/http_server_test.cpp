@@ -33,8 +33,13 @@ const std::vector<std::pair<std::string, std::string>> kJson = {
 class HttpServer : public DaemonSuite<HttpServer> {
  public:
   static std::vector<std::string> daemon_args() {
-    return {"--model",     kModel, "--kv-budget",   "64MiB", "--context",     "1024",
-            "--grpc-port", "-1",   "--max-running", "4",     "--request-log", "json"};
+    return {"--model",        kModel,
+            "--kv-budget",    "64MiB",
+            "--context",      "1024",
+            "--grpc-port",    "-1",
+            "--max-running",  "4",
+            "--request-log",  "json",
+            "--cors-origins", "https://app.example, http://localhost:3000"};
   }
 
  protected:
@@ -300,6 +305,59 @@ TEST_F(HttpServer, ProbesAndMetrics) {
   EXPECT_EQ(metrics.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_NE(metrics.body.find("lightserve_num_requests_running"), std::string::npos);
   EXPECT_TRUE(metric_value(metrics.body, "lightserve_kv_cache_usage_perc").has_value());
+}
+
+// CORS: an allowed Origin gets Access-Control-Allow-Origin on every answer (streamed, errors
+// too); another origin gets none; OPTIONS is a preflight answered without the API key.
+TEST_F(HttpServer, CorsHeadersForAllowedOriginsOnly) {
+  const auto with_origin = [](const std::string& origin) {
+    auto headers = kJson;
+    headers.emplace_back("Origin", origin);
+    return headers;
+  };
+  const std::string body = json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump();
+  const HttpResponse allowed = HttpConnection(port()).request("POST", "/v1/completions", body,
+                                                              with_origin("https://app.example"));
+  EXPECT_EQ(allowed.status, 200);
+  EXPECT_EQ(allowed.header("access-control-allow-origin"), "https://app.example");
+  EXPECT_EQ(allowed.header("vary"), "Origin");
+  EXPECT_NE(allowed.header("access-control-expose-headers").find("x-request-id"),
+            std::string::npos);
+
+  const HttpResponse other = HttpConnection(port()).request("POST", "/v1/completions", body,
+                                                            with_origin("https://evil.example"));
+  EXPECT_EQ(other.status, 200);
+  EXPECT_EQ(other.header("access-control-allow-origin"), "");
+  EXPECT_EQ(get("/health").header("access-control-allow-origin"), "");  // no Origin: none
+
+  const HttpResponse streamed = HttpConnection(port()).request(
+      "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 2}, {"stream", true}}.dump(),
+      with_origin("http://localhost:3000"));
+  EXPECT_EQ(streamed.status, 200);
+  EXPECT_EQ(streamed.header("access-control-allow-origin"), "http://localhost:3000");
+  const HttpResponse error = HttpConnection(port()).request(
+      "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 0}}.dump(),
+      with_origin("https://app.example"));
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.header("access-control-allow-origin"), "https://app.example");
+
+  const HttpResponse preflight = HttpConnection(port()).request(
+      "OPTIONS", "/v1/chat/completions", "",
+      {{"Origin", "https://app.example"},
+       {"Access-Control-Request-Method", "POST"},
+       {"Access-Control-Request-Headers", "authorization, content-type"}});
+  EXPECT_EQ(preflight.status, 204);
+  EXPECT_EQ(preflight.header("access-control-allow-origin"), "https://app.example");
+  EXPECT_EQ(preflight.header("access-control-allow-methods"), "POST, OPTIONS");
+  EXPECT_EQ(preflight.header("access-control-allow-headers"), "authorization, content-type");
+  EXPECT_EQ(preflight.header("access-control-max-age"), "600");
+  const HttpResponse refused = HttpConnection(port()).request(
+      "OPTIONS", "/v1/chat/completions", "",
+      {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "POST"}});
+  EXPECT_EQ(refused.status, 204);
+  EXPECT_EQ(refused.header("access-control-allow-origin"), "");
+  EXPECT_EQ(refused.header("access-control-allow-methods"), "");
+  EXPECT_EQ(refused.header("allow"), "POST, OPTIONS");
 }
 
 TEST_F(HttpServer, KeepAliveServesSeveralRequestsOnOneConnection) {
