@@ -257,6 +257,7 @@ void Engine::preempt(Request& r) {
 
 void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t stop_token,
                     std::optional<EngineError> error, double now, StepSummary& summary) {
+  const int32_t num_lazy_layers = is_running(r.state) ? r.kv.layer_map().num_lazy_layers() : 0;
   if (is_running(r.state)) {
     release_kv(r);
   } else {
@@ -279,6 +280,7 @@ void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t s
   t.num_prompt_tokens = r.num_prompt_tokens;
   t.num_generated_tokens = r.num_generated();
   t.num_preemptions = r.num_preemptions;
+  t.num_lazy_layers = num_lazy_layers;
   emit(r, std::move(event));
   ++summary.num_finished;
   requests_.erase(r.id);  // destroys r

@@ -36,6 +36,7 @@ struct RequestTimings {
   int32_t num_prompt_tokens = 0;
   int32_t num_generated_tokens = 0;  // includes a stop token id, which is never streamed
   int32_t num_preemptions = 0;
+  int32_t num_lazy_layers = 0;  // lazy (streaming) layers of its layer map when it finished
 };
 
 // A generated token's log-probability under the model's raw distribution (before temperature and

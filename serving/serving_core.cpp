@@ -61,15 +61,17 @@ void log_request(const scheduler::RequestEvent& e, bool json) {
     std::snprintf(line, sizeof line,
                   "{\"event\":\"request\",\"id\":\"%s\",\"prompt_tokens\":%d,\"output_tokens\":%d,"
                   "\"queue_s\":%.4f,\"ttft_s\":%.4f,\"e2e_s\":%.4f,\"preemptions\":%d,"
-                  "\"finish\":\"%s\"}\n",
+                  "\"lazy_layers\":%d,\"finish\":\"%s\"}\n",
                   id.c_str(), t.num_prompt_tokens, t.num_generated_tokens, t.queue_seconds,
-                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, finish);
+                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, t.num_lazy_layers,
+                  finish);
   } else {
     std::snprintf(line, sizeof line,
                   "request id=%s prompt_tokens=%d output_tokens=%d queue=%.4fs ttft=%.4fs "
-                  "e2e=%.4fs preemptions=%d finish=%s\n",
+                  "e2e=%.4fs preemptions=%d lazy_layers=%d finish=%s\n",
                   id.c_str(), t.num_prompt_tokens, t.num_generated_tokens, t.queue_seconds,
-                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, finish);
+                  t.time_to_first_token, t.e2e_seconds, t.num_preemptions, t.num_lazy_layers,
+                  finish);
   }
   std::fputs(line, stderr);
 }

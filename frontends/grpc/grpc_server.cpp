@@ -94,9 +94,15 @@ std::optional<EngineError> serialize(const Message& message, grpc::ByteBuffer& o
 
 // Authenticates, parses, converts, prepares and submits: an AddResult whose error (if any) is the
 // status to finish the call with.
-scheduler::AddResult submit(serving::ServingCore& engine,
-                            const grpc::CallbackServerContext& context,
+scheduler::AddResult submit(serving::ServingCore& engine, grpc::CallbackServerContext& context,
                             const grpc::ByteBuffer& bytes) {
+  // The client's x-request-id or one made for it: the request's tag (logs, kFinished), answered
+  // in the initial metadata of every reply, refusals too (before any write: nothing is sent yet).
+  const auto id = context.client_metadata().find("x-request-id");
+  const std::string tag = request_tag(id == context.client_metadata().end()
+                                          ? std::string_view()
+                                          : std::string_view(id->second.data(), id->second.size()));
+  context.AddInitialMetadata("x-request-id", tag);
   scheduler::AddResult refused;
   if ((refused.error = check_api_key(context, engine.config().api_key))) return refused;
   v1::GenerateRequest request;
@@ -109,10 +115,7 @@ scheduler::AddResult submit(serving::ServingCore& engine,
   }
   scheduler::RequestParams params;
   if ((refused.error = engine.prepare(input.value(), params))) return refused;
-  const auto id = context.client_metadata().find("x-request-id");
-  params.request_tag = request_tag(id == context.client_metadata().end()
-                                       ? std::string_view()
-                                       : std::string_view(id->second.data(), id->second.size()));
+  params.request_tag = tag;
   return engine.submit(std::move(params));
 }
 
@@ -127,7 +130,7 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
   explicit EngineCall(serving::ServingCore& engine) : engine_(engine) {}
 
   // Runs after the reactor is built: submit, then either finish at once or follow the stream.
-  void begin(const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request) {
+  void begin(grpc::CallbackServerContext& context, const grpc::ByteBuffer& request) {
     self_ = this->shared_from_this();
     scheduler::AddResult added = submit(engine_, context, request);
     if (!added.ok()) {
@@ -173,7 +176,7 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
 class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall<GenerateReactor> {
  public:
   static grpc::ServerUnaryReactor* start(serving::ServingCore& engine,
-                                         const grpc::CallbackServerContext& context,
+                                         grpc::CallbackServerContext& context,
                                          const grpc::ByteBuffer& request, grpc::ByteBuffer* out) {
     auto reactor = std::shared_ptr<GenerateReactor>(new GenerateReactor(engine, out));
     reactor->begin(context, request);
@@ -221,9 +224,9 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
 class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                     public EngineCall<GenerateStreamReactor> {
  public:
-  static grpc::ServerWriteReactor<grpc::ByteBuffer>* start(
-      serving::ServingCore& engine, const grpc::CallbackServerContext& context,
-      const grpc::ByteBuffer& request) {
+  static grpc::ServerWriteReactor<grpc::ByteBuffer>* start(serving::ServingCore& engine,
+                                                           grpc::CallbackServerContext& context,
+                                                           const grpc::ByteBuffer& request) {
     auto reactor = std::shared_ptr<GenerateStreamReactor>(new GenerateStreamReactor(engine));
     reactor->begin(context, request);
     return reactor.get();

@@ -223,6 +223,45 @@ TEST_F(GrpcServerTest, GenerateReturnsTextTokensUsageAndTimings) {
   EXPECT_GE(finish.timings().time_to_first_token_seconds(), finish.timings().queue_seconds());
 }
 
+// The request id comes back in the initial metadata: the client's when usable, else a made one;
+// on a stream and on a refusal too.
+TEST_F(GrpcServerTest, RequestIdsComeBackInInitialMetadata) {
+  const auto tag_of = [](const grpc::ClientContext& context) {
+    const auto& metadata = context.GetServerInitialMetadata();
+    const auto it = metadata.find("x-request-id");
+    return it == metadata.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  };
+  {
+    grpc::ClientContext context;
+    prepare(context);
+    context.AddMetadata("x-request-id", "grpc-client-7");
+    v1::GenerateResponse response;
+    ASSERT_TRUE(stub_->Generate(&context, text_request(kPrompt, 2), &response).ok());
+    EXPECT_EQ(tag_of(context), "grpc-client-7");
+  }
+  {
+    grpc::ClientContext context;
+    prepare(context);
+    auto reader = stub_->GenerateStream(&context, text_request(kPrompt, 2));
+    v1::GenerateStreamResponse message;
+    while (reader->Read(&message)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    const std::string made = tag_of(context);
+    EXPECT_EQ(made.rfind("req-", 0), 0u) << made;
+    EXPECT_EQ(made.size(), 20u) << made;
+  }
+  {
+    grpc::ClientContext context;
+    prepare(context);
+    context.AddMetadata("x-request-id", "refused-1");
+    v1::GenerateResponse response;
+    const grpc::Status status = stub_->Generate(&context, text_request(kPrompt, 0), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(tag_of(context), "refused-1");
+  }
+}
+
 TEST_F(GrpcServerTest, GreedyGenerateEqualsTheCliGenerate) {
   v1::GenerateResponse response;
   const grpc::Status status = generate(text_request(kPrompt, 24), &response);

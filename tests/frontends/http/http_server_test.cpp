@@ -259,6 +259,8 @@ TEST_F(HttpServer, RequestIdsAreEchoedAndLoggedOneLinePerRequest) {
   EXPECT_EQ((*line)["output_tokens"], 3);
   EXPECT_EQ((*line)["prompt_tokens"], given.json()["usage"]["prompt_tokens"]);
   EXPECT_EQ((*line)["finish"], "length");
+  // The default mode (online, lazy fraction 0.5): half of the model's 30 layers are lazy.
+  EXPECT_EQ((*line)["lazy_layers"], 15) << line->dump();
   EXPECT_GE((*line)["e2e_s"].get<double>(), (*line)["ttft_s"].get<double>());
 }
 
