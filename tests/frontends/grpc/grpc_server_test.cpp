@@ -672,7 +672,9 @@ TEST_F(GrpcServerTest, ATakenPortStopsASecondDaemonWithTheAddressNamed) {
   const std::string port = std::to_string(daemon_->grpc_port());
   const DaemonProcess second = DaemonProcess::start(daemon_args({"--grpc-port", port}));
   ASSERT_FALSE(second.ok());
-  EXPECT_NE(second.error().find("exit code 1"), std::string::npos) << second.error();
+  // A usage error, found before the model loads (app/cli_serve.cpp check_port_free).
+  EXPECT_NE(second.error().find("exit code 2"), std::string::npos) << second.error();
+  EXPECT_NE(second.error().find("--grpc-port " + port), std::string::npos) << second.error();
   EXPECT_NE(second.error().find("cannot listen on 127.0.0.1:" + port), std::string::npos)
       << second.error();
 }
