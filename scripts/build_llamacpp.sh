@@ -5,12 +5,14 @@
 #   bash scripts/build_llamacpp.sh          # idempotent: skips when the binaries exist
 #
 # Outputs: .cache/llama.cpp/bin -> build-<compiler>/bin with {llama-bench, llama-batched-bench,
-#          llama-simple, llama-completion, llama-tokenize}, and .cache/llama.cpp/VERSION.
+#          llama-simple, llama-completion, llama-tokenize, llama-quantize, llama-server}, and
+#          .cache/llama.cpp/VERSION. llama-quantize makes the K-quant test files; llama-server is
+#          the peer that scripts/bench_serving.sh load-tests.
 #
 # This is the *reference* we compare against, so it is built the way llama.cpp builds by default:
 # Release, GGML_NATIVE=ON (i.e. -march=native for this CPU, AMX included where the CPU has it).
 # Our own shipped builds do not use -march=native (they dispatch at run time); the reference is
-# allowed to. llama-cli is not built: in this llama.cpp version it depends on the whole server.
+# allowed to. llama-cli is not built (the server and llama-completion cover what we use).
 #
 # Compiler: clang when present (LLAMACPP_CC=gcc to override). GCC 12 (bookworm) miscompiles
 # ggml's AMX tile setup (the stores to the tile config before _tile_loadconfig are dropped), so a
@@ -36,7 +38,8 @@ case "$CC_NAME" in
 esac
 BUILD="$CACHE/build-$CC_NAME"
 BIN="$BUILD/bin"
-TARGETS=(llama-bench llama-batched-bench llama-simple llama-completion llama-tokenize)
+TARGETS=(llama-bench llama-batched-bench llama-simple llama-completion llama-tokenize llama-quantize
+  llama-server)
 JOBS="${JOBS:-2}"
 
 log() { echo "[build_llamacpp] $*"; }
@@ -90,10 +93,10 @@ HEADF="$SRC_PARENT/llama_cpp_python-${PY_VERSION}/.git/modules/vendor/llama.cpp/
 if [[ -f "$HEADF" ]]; then COMMIT="$(tr -d '[:space:]' < "$HEADF")"; fi
 
 # 4. Configure + build.
-log "configuring with $CC_NAME (Release, native CPU flags, no curl/openssl, no server/tests)"
+log "configuring with $CC_NAME (Release, native CPU flags, no curl/openssl, no tests)"
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=ON \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_EXAMPLES=ON \
   -DGGML_NATIVE=ON -DGGML_CUDA=OFF > "$BUILD.configure.log" 2>&1 \
   || { tail -40 "$BUILD.configure.log"; log "ERROR: configure failed"; exit 1; }
 log "building ${TARGETS[*]} with -j$JOBS (several minutes on 2 cores)"
