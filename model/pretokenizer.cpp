@@ -26,6 +26,7 @@ struct PreTokenizerRule {
   std::initializer_list<const char*> names;  // values of tokenizer.ggml.pre
   std::initializer_list<const char*> regexes;
   bool ignore_merges;
+  bool add_bos = false;  // llama.cpp's default when the file has no tokenizer.ggml.add_bos_token
 };
 
 // One table, as llama.cpp's llm_tokenizer_bpe: names → ordered regex list.
@@ -39,7 +40,7 @@ const std::array<PreTokenizerRule, 6>& rules() {
       {{"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"},
        {R"(\p{N})", kGpt2},
        false},
-      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"}, {kLlama3}, true},
+      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"}, {kLlama3}, true, true},
       {{"dbrx", "smaug-bpe"}, {kLlama3}, false},
       {{"qwen2", "deepseek-r1-qwen", "stablelm2"}, {kQwen2}, false},
   }};
@@ -47,6 +48,15 @@ const std::array<PreTokenizerRule, 6>& rules() {
 }
 
 }  // namespace
+
+bool PreTokenizer::default_add_bos(std::string_view name) {
+  for (const auto& rule : rules()) {
+    for (const char* known : rule.names) {
+      if (name == known) return rule.add_bos;
+    }
+  }
+  return false;
+}
 
 struct PreTokenizer::Regex {
   pcre2_code* code = nullptr;

@@ -20,6 +20,9 @@ class PreTokenizer {
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;
 
+  // Whether llama.cpp adds BOS for this pre-tokenizer when the file does not say (Llama-3: yes).
+  static bool default_add_bos(std::string_view name);
+
   // Appends the pieces of `text` (views into it, in order, covering it exactly) to `pieces`.
   // Invalid UTF-8 never matches a pattern and so ends up in pieces of its own. Thread-safe.
   void split(std::string_view text, std::vector<std::string_view>& pieces) const;

@@ -1,5 +1,6 @@
-// Byte-level BPE tokenizer built from a model file's own vocabulary, merges, token types and
-// pre-tokenizer name (GGUF `tokenizer.ggml.*`), matching llama.cpp's tokenization.
+// Tokenizers built from a model file's own vocabulary (GGUF `tokenizer.ggml.*`), matching
+// llama.cpp's tokenization: byte-level BPE (`gpt2`: merges + the model's pre-tokenizer) and
+// SentencePiece-style (`llama`: token scores, whitespace as U+2581, byte fallback).
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@
 
 namespace lightserve::model {
 
-// Everything a byte-level BPE tokenizer is built from, as read from a model file (GGUF keys in
+// Everything a tokenizer is built from, as read from a model file (GGUF keys in
 // comments). Kept apart from the file format so other loaders (tokenizer.json) and tests can
 // build one directly.
 struct TokenizerSpec {
@@ -23,12 +24,16 @@ struct TokenizerSpec {
   std::string pre = "default";       // tokenizer.ggml.pre
   std::vector<std::string> tokens;   // tokenizer.ggml.tokens (GPT-2 byte alphabet)
   std::vector<int32_t> token_types;  // tokenizer.ggml.token_type; empty: all normal
-  std::vector<std::string> merges;   // tokenizer.ggml.merges, "left right", rank = index
+  std::vector<std::string> merges;   // tokenizer.ggml.merges, "left right", rank = index (gpt2)
+  std::vector<float> scores;         // tokenizer.ggml.scores (llama); empty: all 0
   int32_t bos_id = -1;               // tokenizer.ggml.bos_token_id; −1 when none
   int32_t eos_id = -1;               // tokenizer.ggml.eos_token_id
   int32_t unk_id = -1;               // tokenizer.ggml.unknown_token_id
   int32_t pad_id = -1;               // tokenizer.ggml.padding_token_id
   bool add_bos = false;              // tokenizer.ggml.add_bos_token
+  bool add_space_prefix = true;      // tokenizer.ggml.add_space_prefix (llama only)
+  // general.name: llama.cpp strips the whitespace after most special tokens of Phi-3 models.
+  std::string model_name;
 };
 
 class Tokenizer {

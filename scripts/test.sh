@@ -14,6 +14,8 @@ echo "== dependencies"
 bash scripts/install_deps.sh
 echo "== model"
 bash scripts/fetch_model.sh
+echo "== vocabularies"   # other families' tokenizer goldens (tests/model/tokenizer_families_test.cpp)
+bash scripts/fetch_vocabs.sh
 echo "== format"
 bash scripts/check_format.sh
 echo "== build"
