@@ -8,12 +8,17 @@
 namespace lightserve::kernels {
 namespace {
 
-constexpr std::array<DTypeTraits, 6> kTraits = {{
+constexpr std::array<DTypeTraits, 11> kTraits = {{
     {DType::kF32, "F32", 1, 4},
     {DType::kF16, "F16", 1, 2},
     {DType::kQ4_0, "Q4_0", 32, 18},
     {DType::kQ4_1, "Q4_1", 32, 20},
+    {DType::kQ5_0, "Q5_0", 32, 22},
+    {DType::kQ5_1, "Q5_1", 32, 24},
     {DType::kQ8_0, "Q8_0", 32, 34},
+    {DType::kQ4_K, "Q4_K", 256, 144},
+    {DType::kQ5_K, "Q5_K", 256, 176},
+    {DType::kQ6_K, "Q6_K", 256, 210},
     {DType::kBF16, "BF16", 1, 2},
 }};
 
@@ -98,6 +103,33 @@ uint16_t fp32_to_fp16(float f) {
   return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
+namespace {
+
+// Q4_K and Q5_K share their scale packing; `qh` is null for Q4_K.
+void dequantize_q4_q5_k(uint16_t d16, uint16_t dmin16, const uint8_t* scales, const uint8_t* qs,
+                        const uint8_t* qh, float* dst) {
+  const float d = fp16_to_fp32(d16);
+  const float dmin = fp16_to_fp32(dmin16);
+  for (int chunk = 0; chunk < 4; ++chunk, qs += 32, dst += 64) {
+    uint8_t sc, m;
+    kquant_scale_min(2 * chunk, scales, &sc, &m);
+    const float d1 = d * sc, m1 = dmin * m;
+    kquant_scale_min(2 * chunk + 1, scales, &sc, &m);
+    const float d2 = d * sc, m2 = dmin * m;
+    for (int l = 0; l < 32; ++l) {
+      int low = qs[l] & 0x0f, high = qs[l] >> 4;
+      if (qh != nullptr) {
+        low += (qh[l] >> (2 * chunk)) & 1 ? 16 : 0;
+        high += (qh[l] >> (2 * chunk + 1)) & 1 ? 16 : 0;
+      }
+      dst[l] = d1 * static_cast<float>(low) - m1;
+      dst[l + 32] = d2 * static_cast<float>(high) - m2;
+    }
+  }
+}
+
+}  // namespace
+
 float bf16_to_fp32(uint16_t h) {
   return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
 }
@@ -136,6 +168,73 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t elements) {
         for (int j = 0; j < 16; ++j) {
           dst[j] = static_cast<float>(b[i].qs[j] & 0x0f) * d + m;
           dst[j + 16] = static_cast<float>(b[i].qs[j] >> 4) * d + m;
+        }
+      }
+      return;
+    }
+    case DType::kQ5_0:
+    case DType::kQ5_1: {
+      // Both layouts end in qh[4], qs[16]; Q5_1 has the minimum between d and qh.
+      const int64_t block_bytes = type == DType::kQ5_0 ? 22 : 24;
+      const auto* b = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < elements / kQuantBlock; ++i, b += block_bytes, dst += kQuantBlock) {
+        uint16_t dh, mh = 0;
+        std::memcpy(&dh, b, 2);
+        if (type == DType::kQ5_1) std::memcpy(&mh, b + 2, 2);
+        const float d = fp16_to_fp32(dh);
+        const float m = fp16_to_fp32(mh);
+        uint32_t qh;
+        std::memcpy(&qh, b + block_bytes - 20, 4);
+        const uint8_t* qs = b + block_bytes - 16;
+        for (int j = 0; j < 16; ++j) {
+          const int low = (qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1) << 4);
+          const int high = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+          if (type == DType::kQ5_0) {
+            dst[j] = static_cast<float>(low - 16) * d;
+            dst[j + 16] = static_cast<float>(high - 16) * d;
+          } else {
+            dst[j] = static_cast<float>(low) * d + m;
+            dst[j + 16] = static_cast<float>(high) * d + m;
+          }
+        }
+      }
+      return;
+    }
+    case DType::kQ4_K: {
+      const auto* b = static_cast<const BlockQ4_K*>(src);
+      for (int64_t i = 0; i < elements / kSuperBlock; ++i, dst += kSuperBlock) {
+        dequantize_q4_q5_k(b[i].d, b[i].dmin, b[i].scales, b[i].qs, nullptr, dst);
+      }
+      return;
+    }
+    case DType::kQ5_K: {
+      const auto* b = static_cast<const BlockQ5_K*>(src);
+      for (int64_t i = 0; i < elements / kSuperBlock; ++i, dst += kSuperBlock) {
+        dequantize_q4_q5_k(b[i].d, b[i].dmin, b[i].scales, b[i].qs, b[i].qh, dst);
+      }
+      return;
+    }
+    case DType::kQ6_K: {
+      const auto* b = static_cast<const BlockQ6_K*>(src);
+      for (int64_t i = 0; i < elements / kSuperBlock; ++i) {
+        const float d = fp16_to_fp32(b[i].d);
+        const uint8_t* ql = b[i].ql;
+        const uint8_t* qh = b[i].qh;
+        const int8_t* sc = b[i].scales;
+        // Per 128 values: ql[0..63] and qh[0..31]; value l + 32k takes a nibble of ql and bits
+        // 2k, 2k + 1 of qh[l].
+        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, dst += 128) {
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            dst[l] = d * static_cast<float>(sc[is]) * static_cast<float>(q1);
+            dst[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+            dst[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+            dst[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+          }
         }
       }
       return;

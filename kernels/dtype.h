@@ -14,7 +14,12 @@ enum class DType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,
   kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
   kBF16 = 30,
 };
 
@@ -51,11 +56,74 @@ struct BlockQ8_0 {
   uint16_t d;     // f16 scale
   int8_t qs[32];  // value = q * d
 };
+// Q5_0 / Q5_1: element j's fifth bit is bit j of qh (elements 0..15 are the low nibbles of qs,
+// 16..31 the high nibbles).
+struct BlockQ5_0 {
+  uint16_t d;      // f16 scale
+  uint8_t qh[4];   // fifth bits
+  uint8_t qs[16];  // value = (q5 - 16) * d
+};
+struct BlockQ5_1 {
+  uint16_t d;      // f16 scale
+  uint16_t m;      // f16 minimum
+  uint8_t qh[4];   // fifth bits
+  uint8_t qs[16];  // value = q5 * d + m
+};
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22);
+static_assert(sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34);
 
 constexpr int64_t kQuantBlock = 32;
+
+// K-quants: super-blocks of 256 values.
+constexpr int64_t kSuperBlock = 256;
+
+// Q4_K / Q5_K: 8 sub-blocks of 32 values, each with a 6-bit scale and a 6-bit minimum packed in
+// `scales` (see kquant_scale_min); value = d · scale · q − dmin · min.
+struct BlockQ4_K {
+  uint16_t d;          // f16 super-scale of the scales
+  uint16_t dmin;       // f16 super-scale of the minimums
+  uint8_t scales[12];  // 8 scales and 8 minimums, 6 bits each
+  uint8_t qs[128];     // 4-bit quants: per 64 values, 32 bytes (low nibbles first, then high)
+};
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];   // fifth bits: bit 2i / 2i + 1 of byte l for values 64i + l / 64i + 32 + l
+  uint8_t qs[128];  // low 4 bits, as Q4_K
+};
+// Q6_K: 16 sub-blocks of 16 values with signed 8-bit scales; value = d · scale · (q6 − 32).
+struct BlockQ6_K {
+  uint8_t ql[128];    // low 4 bits
+  uint8_t qh[64];     // high 2 bits
+  int8_t scales[16];  // sub-block scales
+  uint16_t d;         // f16 super-scale
+};
+// The activation side of the K-quant dot products (never stored in files): per 256 values an f32
+// scale, int8 quants and the sums of each 16 quants.
+struct BlockQ8_K {
+  float d;
+  int8_t qs[256];
+  int16_t bsums[16];
+};
+static_assert(sizeof(BlockQ4_K) == 144);
+static_assert(sizeof(BlockQ5_K) == 176);
+static_assert(sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockQ8_K) == 292);
+
+// Scale and minimum of sub-block j (0..7) of a Q4_K / Q5_K block's packed `scales`.
+inline void kquant_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = static_cast<uint8_t>((scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4));
+    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
 
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);  // round to nearest even, as F16C / ggml

@@ -18,7 +18,11 @@ using detail::kGroupRows;
 // From this many tokens on, AMX tiles (16 tokens each) beat the AVX-512 VNNI kernel.
 constexpr int64_t kAmxMinTokens = 32;
 
-bool is_quantized(DType type) {
+using detail::is_group_type;
+using detail::is_kquant;
+
+// The AMX kernel covers the original three group types only; the others use the VNNI kernel.
+bool amx_supports(DType type) {
   return type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
 }
 
@@ -39,8 +43,10 @@ class CpuWeight final : public Weight {
   int64_t resident_bytes_ = 0;
   // F32 / F16 / BF16: read in place from the parts.
   std::vector<WeightView> parts_;
-  // Quantized types: the repacked copy.
+  // Row-group types: the repacked copy.
   detail::PackedWeight packed_;
+  // K-quants: the rows, copied contiguously in their file layout.
+  detail::KQuantWeight kquant_;
   std::unique_ptr<uint8_t, FreeDeleter> storage_;
 };
 
@@ -58,8 +64,13 @@ void repack(std::span<const WeightView> parts, CpuWeight& w) {
   w.packed_ = {type, w.rows_, w.cols_, blocks, groups, group_bytes, data};
 
   const int64_t qbytes = detail::quant_bytes_per_row(type);
+  const int64_t scales = detail::group_scales_offset(type);
+  const bool has_min = detail::has_minimum(type);
+  const bool fifth_bits = detail::has_fifth_bits(type);
   const int64_t src_block = traits(type).block_bytes;
   const int64_t src_row = blocks * src_block;
+  // The file block: d, (m), (qh[4]), quants.
+  const int64_t header = 2 + (has_min ? 2 : 0) + (fifth_bits ? 4 : 0);
   int64_t row = 0;
   for (const auto& p : parts) {
     for (int64_t r = 0; r < p.rows; ++r, ++row) {
@@ -68,16 +79,36 @@ void repack(std::span<const WeightView> parts, CpuWeight& w) {
       for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t* s = src + b * src_block;
         uint8_t* dst = data + g * group_bytes + b * block_bytes;
-        const int64_t header = type == DType::kQ4_1 ? 4 : 2;  // d (and m) precede the quants
         for (int64_t j = 0; j < qbytes; ++j) {
           uint8_t q = s[header + j];
           if (type == DType::kQ8_0) q ^= 0x80;  // s8 → u8 (q + 128)
           dst[(j / 4) * 64 + lane * 4 + j % 4] = q;
         }
-        std::memcpy(dst + qbytes * 16 + 2 * lane, s, 2);
-        if (type == DType::kQ4_1) std::memcpy(dst + qbytes * 16 + 32 + 2 * lane, s + 2, 2);
+        if (fifth_bits) {
+          uint32_t qh;
+          std::memcpy(&qh, s + header - 4, 4);
+          const uint32_t packed = detail::repack_fifth_bits(qh);
+          std::memcpy(dst + qbytes * 16 + 4 * lane, &packed, 4);
+        }
+        std::memcpy(dst + scales + 2 * lane, s, 2);
+        if (has_min) std::memcpy(dst + scales + 32 + 2 * lane, s + 2, 2);
       }
     }
+  }
+}
+
+void copy_kquant(std::span<const WeightView> parts, CpuWeight& w) {
+  const int64_t row_size = *row_bytes(w.type_, w.cols_);
+  const int64_t total = std::max<int64_t>(64, (w.rows_ * row_size + 63) / 64 * 64);
+  auto* data = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(total)));
+  std::memset(data, 0, static_cast<size_t>(total));
+  w.storage_.reset(data);
+  w.resident_bytes_ = total;
+  w.kquant_ = {w.type_, w.rows_, w.cols_, w.cols_ / kSuperBlock, row_size, data};
+  uint8_t* dst = data;
+  for (const auto& p : parts) {
+    std::memcpy(dst, p.data, static_cast<size_t>(p.rows * row_size));
+    dst += p.rows * row_size;
   }
 }
 
@@ -117,7 +148,8 @@ void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWe
   pool.parallel_for(n, std::max<int64_t>(1, 16384 / w.cols_),
                     [&](int64_t t0, int64_t t1) { ks.quantize(x, t0, t1, acts); });
 
-  const bool use_amx = features.amx_int8 && features.avx512_vnni && n >= kAmxMinTokens;
+  const bool use_amx =
+      features.amx_int8 && features.avx512_vnni && n >= kAmxMinTokens && amx_supports(w.type_);
   const detail::KernelSet& gemm = use_amx ? detail::amx_kernels() : ks;
   const detail::PackedWeight& pw = w.packed_;
   const int threads = pool.num_threads();
@@ -130,6 +162,40 @@ void matmul_quantized(ThreadPool& pool, const CpuFeatures& features, const CpuWe
     pool.parallel_for((n + tile - 1) / tile, 1, [&](int64_t i0, int64_t i1) {
       gemm.gemm(pw, acts, 0, pw.groups, i0 * tile, std::min(n, i1 * tile), y);
     });
+  }
+}
+
+// Q8_K activations of the current call, reused across calls like ActivationBuffers.
+std::vector<BlockQ8_K>& kquant_activation_buffer() {
+  static thread_local std::vector<BlockQ8_K> buffer;
+  return buffer;
+}
+
+void matmul_kquant(ThreadPool& pool, const CpuFeatures& features, const CpuWeight& w,
+                   const float* x, int64_t n, float* y) {
+  const detail::KernelSet& ks = kernels_for(features);
+  const detail::KQuantWeight& kw = w.kquant_;
+  std::vector<BlockQ8_K>& acts = kquant_activation_buffer();
+  if (acts.size() < static_cast<size_t>(n * kw.blocks))
+    acts.resize(static_cast<size_t>(n * kw.blocks));
+  BlockQ8_K* a = acts.data();
+  // llama.cpp's x86 build quantizes to Q8_K with the scalar reference too.
+  pool.parallel_for(n, std::max<int64_t>(1, 16384 / w.cols_), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t b = 0; b < kw.blocks; ++b) {
+        a[t * kw.blocks + b] =
+            detail::quantize_block_q8k_reference(x + t * w.cols_ + b * kSuperBlock);
+      }
+    }
+  });
+  const int threads = pool.num_threads();
+  if (kw.rows >= 8 * threads || n == 1) {
+    pool.parallel_for(kw.rows, 8,
+                      [&](int64_t r0, int64_t r1) { ks.gemm_k(kw, a, r0, r1, 0, n, y); });
+  } else {
+    // Few rows, many tokens: split the tokens.
+    pool.parallel_for(n, 1,
+                      [&](int64_t t0, int64_t t1) { ks.gemm_k(kw, a, 0, kw.rows, t0, t1, y); });
   }
 }
 
@@ -166,9 +232,12 @@ std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts,
     if (p.type != w->type_ || p.cols != w->cols_ || p.rows < 0 || p.data == nullptr) return nullptr;
     w->rows_ += p.rows;
   }
-  if (is_quantized(w->type_)) {
+  if (is_group_type(w->type_)) {
     if (w->cols_ % 32 != 0 || w->cols_ <= 0) return nullptr;
     repack(parts, *w);
+  } else if (is_kquant(w->type_)) {
+    if (w->cols_ % kSuperBlock != 0 || w->cols_ <= 0) return nullptr;
+    copy_kquant(parts, *w);
   } else {
     w->parts_.assign(parts.begin(), parts.end());
   }
@@ -179,8 +248,10 @@ void matmul(ThreadPool& pool, const CpuFeatures& features, const Weight& w, cons
             int64_t n, float* y) {
   if (n <= 0 || w.rows() == 0) return;
   const auto& cw = static_cast<const CpuWeight&>(w);
-  if (is_quantized(cw.type_)) {
+  if (is_group_type(cw.type_)) {
     matmul_quantized(pool, features, cw, x, n, y);
+  } else if (is_kquant(cw.type_)) {
+    matmul_kquant(pool, features, cw, x, n, y);
   } else {
     matmul_float(pool, features, cw, x, n, y);
   }
@@ -192,7 +263,12 @@ void embed(const Weight& w, std::span<const int32_t> ids, float* out) {
   for (size_t i = 0; i < ids.size(); ++i) {
     const int64_t id = ids[i];
     float* dst = out + static_cast<int64_t>(i) * cols;
-    if (!is_quantized(cw.type_)) {
+    if (is_kquant(cw.type_)) {
+      const detail::KQuantWeight& kw = cw.kquant_;
+      dequantize_row(kw.type, kw.data + id * kw.row_bytes, dst, cols);
+      continue;
+    }
+    if (!is_group_type(cw.type_)) {
       int64_t first = 0;
       for (const auto& p : cw.parts_) {
         if (id < first + p.rows) {
@@ -208,27 +284,35 @@ void embed(const Weight& w, std::span<const int32_t> ids, float* out) {
     const detail::PackedWeight& pw = cw.packed_;
     const int64_t g = id / kGroupRows, lane = id % kGroupRows;
     const int64_t qbytes = detail::quant_bytes_per_row(pw.type);
+    const int64_t scales = detail::group_scales_offset(pw.type);
+    const int offset = detail::quant_offset(pw.type);
     for (int64_t b = 0; b < pw.blocks; ++b) {
       const uint8_t* blk = pw.data + g * pw.group_bytes + b * detail::group_block_bytes(pw.type);
       uint16_t dh, mh = 0;
-      std::memcpy(&dh, blk + qbytes * 16 + 2 * lane, 2);
-      if (pw.type == DType::kQ4_1) std::memcpy(&mh, blk + qbytes * 16 + 32 + 2 * lane, 2);
+      std::memcpy(&dh, blk + scales + 2 * lane, 2);
+      if (detail::has_minimum(pw.type)) std::memcpy(&mh, blk + scales + 32 + 2 * lane, 2);
       const float d = fp16_to_fp32(dh), m = fp16_to_fp32(mh);
+      uint32_t qh = 0;
+      if (detail::has_fifth_bits(pw.type)) {
+        uint32_t packed;
+        std::memcpy(&packed, blk + qbytes * 16 + 4 * lane, 4);
+        qh = detail::unpack_fifth_bits(packed);
+      }
       float* o = dst + b * 32;
       for (int64_t j = 0; j < qbytes; ++j) {
         const uint8_t byte = blk[(j / 4) * 64 + lane * 4 + j % 4];
-        switch (pw.type) {
-          case DType::kQ8_0:
-            o[j] = static_cast<float>(static_cast<int>(byte) - 128) * d;
-            break;
-          case DType::kQ4_0:
-            o[j] = static_cast<float>((byte & 0x0f) - 8) * d;
-            o[j + 16] = static_cast<float>((byte >> 4) - 8) * d;
-            break;
-          default:
-            o[j] = static_cast<float>(byte & 0x0f) * d + m;
-            o[j + 16] = static_cast<float>(byte >> 4) * d + m;
-            break;
+        if (pw.type == DType::kQ8_0) {
+          o[j] = static_cast<float>(static_cast<int>(byte) - offset) * d;
+          continue;
+        }
+        const auto low = static_cast<int>((byte & 0x0f) | (((qh >> j) & 1u) << 4));
+        const auto high = static_cast<int>((byte >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+        if (detail::has_minimum(pw.type)) {
+          o[j] = static_cast<float>(low) * d + m;
+          o[j + 16] = static_cast<float>(high) * d + m;
+        } else {
+          o[j] = static_cast<float>(low - offset) * d;
+          o[j + 16] = static_cast<float>(high - offset) * d;
         }
       }
     }

@@ -198,8 +198,8 @@ void gemm_amx(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t
 }  // namespace
 
 const KernelSet& amx_kernels() {
-  static const KernelSet set{avx512_kernels().quantize, gemm_amx, avx512_kernels().dot_f32,
-                             kTileTokens};
+  static const KernelSet set{avx512_kernels().quantize, gemm_amx, avx512_kernels().gemm_k,
+                             avx512_kernels().dot_f32, kTileTokens};
   return set;
 }
 

@@ -41,9 +41,12 @@ void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, i
                  float* y, int64_t y_stride, int valid) {
   constexpr int64_t kBlockBytes = group_block_bytes(kType);
   constexpr int64_t kQuantBytes = quant_bytes_per_row(kType) * 16;
+  constexpr int64_t kScales = group_scales_offset(kType);
   // Without VNNI, Q8_0 quants (stored + 128) are taken back to int8 and multiplied as
   // |w| × sign(a, w), so no offset correction applies.
   constexpr bool kSignTrick = kType == DType::kQ8_0 && !kVnni;
+  constexpr int32_t kOffset = kSignTrick ? 0 : quant_offset(kType);
+  const __m256i fifth_bit = _mm256_set1_epi8(0x10);
   const __m256i low_mask = _mm256_set1_epi8(0x0f);
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
   const int8_t* qs = a.qs + t0 * a.cols;
@@ -65,28 +68,37 @@ void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, i
         offset[k] = 4 * k;
       }
     } else {
+      __m256i qh = _mm256_setzero_si256();
+      if constexpr (has_fifth_bits(kType)) {
+        qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes));
+      }
       for (int k = 0; k < 4; ++k) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * k));
         wv[2 * k] = _mm256_and_si256(raw, low_mask);
         wv[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
+        if constexpr (has_fifth_bits(kType)) {
+          // Byte i of a row's qh word holds value 4k + i's fifth bit at bit k, value
+          // 16 + 4k + i's at bit 4 + k (matmul_kernels.h).
+          wv[2 * k] =
+              _mm256_or_si256(wv[2 * k], _mm256_and_si256(_mm256_slli_epi16(qh, 4 - k), fifth_bit));
+          wv[2 * k + 1] =
+              _mm256_or_si256(wv[2 * k + 1], _mm256_and_si256(_mm256_srli_epi16(qh, k), fifth_bit));
+        }
         offset[2 * k] = 4 * k;
         offset[2 * k + 1] = 16 + 4 * k;
       }
     }
-    const uint8_t* scales = group + b * kBlockBytes + kQuantBytes + 16 * h;
+    const uint8_t* scales = group + b * kBlockBytes + kScales + 16 * h;
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales)));
     __m256 mw = _mm256_setzero_ps();
-    if constexpr (kType == DType::kQ4_1) {
+    if constexpr (has_minimum(kType)) {
       mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 32)));
     }
     for (int t = 0; t < T; ++t) {
       const int8_t* q = qs + t * a.cols + b * 32;
       const int64_t ab = t * a.blocks + b;
       __m256i isum = _mm256_setzero_si256();
-      if constexpr (kType == DType::kQ4_0) isum = _mm256_set1_epi32(-8 * sums[ab]);
-      if constexpr (kType == DType::kQ8_0 && !kSignTrick) {
-        isum = _mm256_set1_epi32(-128 * sums[ab]);
-      }
+      if constexpr (kOffset != 0) isum = _mm256_set1_epi32(-kOffset * sums[ab]);
       for (int k = 0; k < 8; ++k) {
         const __m256i act = broadcast4(q + offset[k]);
         if constexpr (kSignTrick) {
@@ -97,7 +109,7 @@ void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, i
       }
       const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(ds[ab]));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-      if constexpr (kType == DType::kQ4_1) {
+      if constexpr (has_minimum(kType)) {
         acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(ss[ab]), acc[t]);
       }
     }
@@ -147,6 +159,10 @@ void gemm_avx2(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_
       return gemm_type<DType::kQ4_0, kVnni>(w, a, g0, g1, t0, t1, y);
     case DType::kQ4_1:
       return gemm_type<DType::kQ4_1, kVnni>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ5_0:
+      return gemm_type<DType::kQ5_0, kVnni>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ5_1:
+      return gemm_type<DType::kQ5_1, kVnni>(w, a, g0, g1, t0, t1, y);
     case DType::kQ8_0:
       return gemm_type<DType::kQ8_0, kVnni>(w, a, g0, g1, t0, t1, y);
     default:
@@ -196,6 +212,19 @@ void quantize_avx2(const float* x, int64_t t0, int64_t t1, const QuantizedActs& 
   }
 }
 
+struct MaddAccAvx2 {
+  static __m256i apply(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+  }
+};
+struct MaddAccAvxVnni {
+  static __m256i apply(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+  }
+};
+
+#include "kernels/cpu/matmul_kquant_impl.inc"
+
 float dot_f32_avx2(const float* a, const float* b, int64_t count) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -215,8 +244,10 @@ float dot_f32_avx2(const float* a, const float* b, int64_t count) {
 }  // namespace
 
 const KernelSet& avx2_kernels(bool vnni) {
-  static const KernelSet with_vnni{quantize_avx2, gemm_avx2<true>, dot_f32_avx2, kTokenTile};
-  static const KernelSet without_vnni{quantize_avx2, gemm_avx2<false>, dot_f32_avx2, kTokenTile};
+  static const KernelSet with_vnni{quantize_avx2, gemm_avx2<true>, gemm_kquant<MaddAccAvxVnni>,
+                                   dot_f32_avx2, kTokenTile};
+  static const KernelSet without_vnni{quantize_avx2, gemm_avx2<false>, gemm_kquant<MaddAccAvx2>,
+                                      dot_f32_avx2, kTokenTile};
   return vnni ? with_vnni : without_vnni;
 }
 

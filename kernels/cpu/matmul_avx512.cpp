@@ -32,7 +32,10 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
                         float* y, int64_t y_stride, __mmask16 mask) {
   constexpr int64_t kBlockBytes = group_block_bytes(kType);
   constexpr int64_t kQuantBytes = quant_bytes_per_row(kType) * 16;
+  constexpr int64_t kScales = group_scales_offset(kType);
+  constexpr int32_t kOffset = quant_offset(kType);
   const __m512i low_mask = _mm512_set1_epi8(0x0f);
+  const __m512i fifth_bit = _mm512_set1_epi8(0x10);
   const int8_t* qs = a.qs + t0 * a.cols;
   const float* ds = a.d + t0 * a.blocks;
   const float* ss = a.s + t0 * a.blocks;
@@ -52,20 +55,30 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
         offset[k] = 4 * k;
       }
     } else {
+      __m512i qh = _mm512_setzero_si512();
+      if constexpr (has_fifth_bits(kType)) qh = _mm512_loadu_si512(blk + kQuantBytes);
       for (int k = 0; k < 4; ++k) {
         const __m512i raw = _mm512_loadu_si512(blk + 64 * k);
         wv[2 * k] = _mm512_and_si512(raw, low_mask);
         wv[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
+        if constexpr (has_fifth_bits(kType)) {
+          // Byte i of a row's qh word holds value 4k + i's fifth bit at bit k, value
+          // 16 + 4k + i's at bit 4 + k (matmul_kernels.h).
+          wv[2 * k] = _mm512_ternarylogic_epi32(wv[2 * k], _mm512_slli_epi16(qh, 4 - k), fifth_bit,
+                                                0xf8);  // a | (b & c)
+          wv[2 * k + 1] =
+              _mm512_ternarylogic_epi32(wv[2 * k + 1], _mm512_srli_epi16(qh, k), fifth_bit, 0xf8);
+        }
         offset[2 * k] = 4 * k;
         offset[2 * k + 1] = 16 + 4 * k;
       }
     }
     const __m512 dw =
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes)));
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kScales)));
     __m512 mw = _mm512_setzero_ps();
-    if constexpr (kType == DType::kQ4_1) {
-      mw = _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQuantBytes + 32)));
+    if constexpr (has_minimum(kType)) {
+      mw =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kScales + 32)));
     }
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -74,8 +87,7 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
       // Unsigned weight quants carry an offset (Q4_0: nibble = q + 8; Q8_0: stored q + 128);
       // start the integer sum at −offset · Σa to cancel it exactly.
       __m512i isum0 = _mm512_setzero_si512();
-      if constexpr (kType == DType::kQ4_0) isum0 = _mm512_set1_epi32(-8 * sums[ab]);
-      if constexpr (kType == DType::kQ8_0) isum0 = _mm512_set1_epi32(-128 * sums[ab]);
+      if constexpr (kOffset != 0) isum0 = _mm512_set1_epi32(-kOffset * sums[ab]);
       if constexpr (T <= 2) {
         // Few tokens: two dependency chains instead of one long one.
         __m512i isum1 = _mm512_setzero_si512();
@@ -91,7 +103,7 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
       }
       const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(ds[ab]));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum0), scale, acc[t]);
-      if constexpr (kType == DType::kQ4_1) {
+      if constexpr (has_minimum(kType)) {
         acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ss[ab]), acc[t]);
       }
     }
@@ -140,12 +152,23 @@ void gemm_avx512(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int6
       return gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, t1, y);
     case DType::kQ4_1:
       return gemm_type<DType::kQ4_1>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ5_0:
+      return gemm_type<DType::kQ5_0>(w, a, g0, g1, t0, t1, y);
+    case DType::kQ5_1:
+      return gemm_type<DType::kQ5_1>(w, a, g0, g1, t0, t1, y);
     case DType::kQ8_0:
       return gemm_type<DType::kQ8_0>(w, a, g0, g1, t0, t1, y);
     default:
       return;
   }
 }
+
+// AVX-512 VNNI's 256-bit form: one vpdpwssd per chunk.
+struct MaddAccVnni256 {
+  static __m256i apply(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+};
+
+#include "kernels/cpu/matmul_kquant_impl.inc"
 
 }  // namespace
 
@@ -194,7 +217,8 @@ float dot_f32_avx512(const float* a, const float* b, int64_t count) {
 }
 
 const KernelSet& avx512_kernels() {
-  static const KernelSet set{quantize_avx512, gemm_avx512, dot_f32_avx512, kTokenTile};
+  static const KernelSet set{quantize_avx512, gemm_avx512, gemm_kquant<MaddAccVnni256>,
+                             dot_f32_avx512, kTokenTile};
   return set;
 }
 

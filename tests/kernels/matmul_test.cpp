@@ -33,7 +33,13 @@ std::vector<float> random_acts(int64_t n, int64_t cols, std::mt19937& rng) {
 }
 
 bool is_quantized(DType type) {
-  return type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
+  return traits(type).block_elements > 1;
+}
+
+// Width of the blocks the activations are quantized in for `type`'s weights (Q8_0 / Q8_1: 32,
+// Q8_K: 256).
+int64_t activation_block(DType type) {
+  return detail::is_kquant(type) ? kSuperBlock : 32;
 }
 
 std::vector<std::string> supported_levels() {
@@ -177,7 +183,7 @@ class MatmulTypeTest : public ::testing::TestWithParam<DType> {};
 TEST_P(MatmulTypeTest, ReferenceMatchesNaiveWithinQuantizationError) {
   const DType type = GetParam();
   std::mt19937 rng(static_cast<unsigned>(type) + 1);
-  const int64_t rows = 37, cols = 256, n = 3;
+  const int64_t rows = 37, cols = 512, n = 3;
   const auto data = random_rows(type, rows, cols, rng);
   const auto x = random_acts(n, cols, rng);
   const WeightView view{type, rows, cols, data.data()};
@@ -189,19 +195,21 @@ TEST_P(MatmulTypeTest, ReferenceMatchesNaiveWithinQuantizationError) {
     dequantize_row(type, data.data() + r * rb, w.data(), cols);
     for (int64_t t = 0; t < n; ++t) {
       double exact = 0.0, bound = 1e-5;
-      for (int64_t b = 0; b < cols / 32; ++b) {
+      const int64_t ab = activation_block(type);
+      for (int64_t b = 0; b < cols / ab; ++b) {
         double amax = 0.0, wabs = 0.0;
-        for (int j = 0; j < 32; ++j) {
-          const int64_t i = b * 32 + j;
+        for (int j = 0; j < ab; ++j) {
+          const int64_t i = b * ab + j;
           exact += static_cast<double>(w[i]) * x[t * cols + i];
           amax = std::max(amax, static_cast<double>(std::fabs(x[t * cols + i])));
           wabs += std::fabs(w[i]);
         }
         if (is_quantized(type)) {
           bound += 0.6 * amax / 127.0 * wabs;
-          if (type == DType::kQ4_1) {
+          if (type == DType::kQ4_1 || type == DType::kQ5_1) {
+            const int64_t block_bytes = traits(type).block_bytes;
             uint16_t mh;
-            std::memcpy(&mh, data.data() + r * rb + b * 20 + 2, 2);
+            std::memcpy(&mh, data.data() + r * rb + b * block_bytes + 2, 2);
             bound += std::fabs(fp16_to_fp32(mh)) * 32.0 * amax / 1024.0;
           }
         }
@@ -215,8 +223,12 @@ TEST_P(MatmulTypeTest, ReferenceMatchesNaiveWithinQuantizationError) {
 // groups and token tiles, with concatenated parts.
 TEST_P(MatmulTypeTest, EveryLevelMatchesReference) {
   const DType type = GetParam();
-  const std::vector<Shape> shapes = {{{16}, 32},          {{5}, 64},        {{37}, 96},
-                                     {{40, 24, 17}, 576}, {{96, 33}, 1536}, {{50}, 3072}};
+  const std::vector<Shape> shapes =
+      detail::is_kquant(type)
+          ? std::vector<Shape>{{{16}, 256},   {{5}, 512},           {{37}, 768},
+                               {{8, 3}, 256}, {{40, 24, 17}, 1536}, {{50}, 3072}}
+          : std::vector<Shape>{{{16}, 32},          {{5}, 64},        {{37}, 96},
+                               {{40, 24, 17}, 576}, {{96, 33}, 1536}, {{50}, 3072}};
   const std::vector<int64_t> token_counts = {1, 2, 3, 7, 16, 33, 100, 512};
   std::mt19937 rng(static_cast<unsigned>(type) * 31 + 5);
   ThreadPool pool1(1), pool2(2);
@@ -257,7 +269,7 @@ TEST_P(MatmulTypeTest, EveryLevelMatchesReference) {
 TEST_P(MatmulTypeTest, EmbedMatchesDequantize) {
   const DType type = GetParam();
   std::mt19937 rng(3);
-  const int64_t cols = 96;
+  const int64_t cols = detail::is_kquant(type) ? 512 : 96;
   const auto a = random_rows(type, 20, cols, rng);
   const auto b = random_rows(type, 13, cols, rng);
   const WeightView parts[2] = {{type, 20, cols, a.data()}, {type, 13, cols, b.data()}};
@@ -275,9 +287,10 @@ TEST_P(MatmulTypeTest, EmbedMatchesDequantize) {
 
 TEST(MatmulTest, ResidentBytesEqualFileBytesForFullGroups) {
   std::mt19937 rng(1);
-  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
-    const auto data = random_rows(type, 64, 576, rng);
-    const WeightView view{type, 64, 576, data.data()};
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                     DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    const auto data = random_rows(type, 64, 1536, rng);
+    const WeightView view{type, 64, 1536, data.data()};
     auto w = make_weight({&view, 1}, CpuFeatures::detect());
     EXPECT_EQ(w->resident_bytes(), static_cast<int64_t>(data.size())) << traits(type).name;
   }
@@ -285,7 +298,8 @@ TEST(MatmulTest, ResidentBytesEqualFileBytesForFullGroups) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTypeTest,
                          ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0,
-                                           DType::kQ4_1, DType::kQ8_0),
+                                           DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                                           DType::kQ4_K, DType::kQ5_K, DType::kQ6_K),
                          [](const auto& info) { return std::string(traits(info.param).name); });
 
 }  // namespace

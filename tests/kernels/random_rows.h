@@ -12,7 +12,8 @@ namespace lightserve::kernels::testing {
 
 // Rows of `cols` values in `type`'s file encoding: uniform values in [-1, 1] for float types
 // (rounded to f16-representable values when f16_values, so that a backend holding weights in f16
-// computes with exactly these), random quants with small positive scales for block types.
+// computes with exactly these), random quants with small positive scales for block types (every
+// other byte of a block, K-quant sub-block scales and fifth / sixth bits included, is random).
 inline std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, std::mt19937& rng,
                                         bool f16_values = false) {
   const int64_t bytes = *row_bytes(type, cols) * rows;
@@ -45,8 +46,24 @@ inline std::vector<uint8_t> random_rows(DType type, int64_t rows, int64_t cols, 
       const int64_t block = traits(type).block_bytes;
       for (int64_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>(byte(rng));
       for (int64_t off = 0; off < bytes; off += block) {
-        put16(data.data() + off, fp32_to_fp16(scale(rng)));
-        if (type == DType::kQ4_1) put16(data.data() + off + 2, fp32_to_fp16(-8 * scale(rng)));
+        uint8_t* b = data.data() + off;
+        switch (type) {
+          case DType::kQ4_1:
+          case DType::kQ5_1:
+            put16(b, fp32_to_fp16(scale(rng)));
+            put16(b + 2, fp32_to_fp16(-8 * scale(rng)));
+            break;
+          case DType::kQ4_K:
+          case DType::kQ5_K:  // d and dmin scale 6-bit sub-block scales and minimums
+            put16(b, fp32_to_fp16(scale(rng) / 32));
+            put16(b + 2, fp32_to_fp16(scale(rng) / 8));
+            break;
+          case DType::kQ6_K:  // d last; sub-block scales are signed 8-bit
+            put16(b + 208, fp32_to_fp16(scale(rng) / 64));
+            break;
+          default:
+            put16(b, fp32_to_fp16(scale(rng)));
+        }
       }
     }
   }
