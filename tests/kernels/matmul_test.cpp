@@ -174,6 +174,80 @@ TEST(MatmulQuantizeTest, SimdQuantizersAreBitIdentical) {
   }
 }
 
+// quantize_row_q8_K_ref: the first value of largest magnitude sets the sign of d, ties round to
+// even, bsums are the sums of each 16 quants.
+TEST(MatmulQuantizeTest, Q8KMatchesLlamaCppFormulas) {
+  float x[256] = {};
+  x[5] = -127.0f;  // first of the largest magnitude: max = −127, iscale = 1, d = 1
+  x[9] = 127.0f;
+  x[10] = 2.5f;   // tie → 2
+  x[11] = 3.5f;   // tie → 4
+  x[12] = -2.5f;  // tie → −2
+  x[200] = 1.49f;
+  BlockQ8_K b = detail::quantize_block_q8k_reference(x);
+  EXPECT_EQ(b.d, 1.0f);
+  EXPECT_EQ(b.qs[5], -127);
+  EXPECT_EQ(b.qs[9], 127);
+  EXPECT_EQ(b.qs[10], 2);
+  EXPECT_EQ(b.qs[11], 4);
+  EXPECT_EQ(b.qs[12], -2);
+  EXPECT_EQ(b.qs[200], 1);
+  EXPECT_EQ(b.bsums[0], -127 + 127 + 2 + 4 - 2);
+  EXPECT_EQ(b.bsums[12], 1);
+  EXPECT_EQ(b.bsums[1], 0);
+
+  // Positive maximum first: iscale = −1, d = −1, quants negated.
+  std::swap(x[5], x[9]);
+  b = detail::quantize_block_q8k_reference(x);
+  EXPECT_EQ(b.d, -1.0f);
+  EXPECT_EQ(b.qs[5], -127);
+  EXPECT_EQ(b.qs[9], 127);
+  EXPECT_EQ(b.qs[10], -2);
+  EXPECT_EQ(b.qs[200], -1);
+
+  // A general block: d is 1 / iscale (not max / −127), and d · q recovers x within d / 2.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (int trial = 0; trial < 200; ++trial) {
+    for (float& v : x) v = dist(rng);
+    b = detail::quantize_block_q8k_reference(x);
+    float max = 0.0f;
+    for (float v : x) {
+      if (std::fabs(v) > std::fabs(max)) max = v;
+    }
+    const float iscale = -127.0f / max;
+    ASSERT_EQ(b.d, 1.0f / iscale);
+    for (int j = 0; j < 256; ++j) {
+      ASSERT_EQ(b.qs[j], static_cast<int8_t>(std::nearbyint(iscale * x[j]))) << j;
+      ASSERT_LE(std::fabs(b.d * b.qs[j] - x[j]), std::fabs(b.d) * 0.5f + 1e-6f);
+    }
+    for (int g = 0; g < 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += b.qs[16 * g + j];
+      ASSERT_EQ(b.bsums[g], sum);
+    }
+  }
+
+  // All zero: d = 0, quants and sums 0.
+  std::fill(std::begin(x), std::end(x), 0.0f);
+  b = detail::quantize_block_q8k_reference(x);
+  EXPECT_EQ(b.d, 0.0f);
+  for (int j = 0; j < 256; ++j) ASSERT_EQ(b.qs[j], 0);
+  for (int g = 0; g < 16; ++g) ASSERT_EQ(b.bsums[g], 0);
+}
+
+// The Q5 fifth-bit rearrangement of the repacked layout round-trips and puts value 4k + i's bit
+// at bit k of byte i, value 16 + 4k + i's at bit 4 + k.
+TEST(MatmulLayoutTest, FifthBitsRepackRoundTrips) {
+  std::mt19937 rng(9);
+  for (int trial = 0; trial < 1000; ++trial) {
+    const uint32_t qh = rng();
+    ASSERT_EQ(detail::unpack_fifth_bits(detail::repack_fifth_bits(qh)), qh);
+  }
+  EXPECT_EQ(detail::repack_fifth_bits(1u << 6), 1u << (8 * 2 + 1));       // value 6: k 1, i 2
+  EXPECT_EQ(detail::repack_fifth_bits(1u << 31), 1u << (8 * 3 + 4 + 3));  // value 31: k 3, i 3
+}
+
 class MatmulTypeTest : public ::testing::TestWithParam<DType> {};
 
 // The oracle against dequantize-then-f64-dot. The difference is the activation quantization:
