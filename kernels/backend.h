@@ -109,9 +109,10 @@ class Backend {
   // Whether backend memory is host memory (the CPU backend), so that callers may skip copies.
   virtual bool host_memory() const { return false; }
 
-  // The resident form of the row-wise concatenation of `parts` (equal type and cols), so that
-  // e.g. Q, K and V projections run as one matmul. `parts` must stay valid while the weight lives
-  // (the CPU backend may read them in place from the file mapping).
+  // The resident form of the row-wise concatenation of `parts` (equal cols; types may differ, as
+  // Q, K and V of a K-quant mix do: each part keeps its own type's numerics), so that e.g. Q, K
+  // and V projections run as one matmul. `parts` must stay valid while the weight lives (the CPU
+  // backend may read them in place from the file mapping). Weight::type() is the first part's.
   virtual std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) = 0;
 
   // y[n × w.rows] = x[n × w.cols] · wᵀ, row-major, f32.

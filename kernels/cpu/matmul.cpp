@@ -48,7 +48,13 @@ class CpuWeight final : public Weight {
   // K-quants: the rows, copied contiguously in their file layout.
   detail::KQuantWeight kquant_;
   std::unique_ptr<uint8_t, FreeDeleter> storage_;
+  // Parts of different types (Q, K and V of a K-quant mix): one weight per run of equal types,
+  // its rows starting at piece_first_row_[i]; the fields above are then unused.
+  std::vector<std::unique_ptr<CpuWeight>> pieces_;
+  std::vector<int64_t> piece_first_row_;
 };
+
+std::unique_ptr<CpuWeight> make_cpu_weight(std::span<const WeightView> parts);
 
 void repack(std::span<const WeightView> parts, CpuWeight& w) {
   const DType type = w.type_;
@@ -220,16 +226,37 @@ void matmul_float(ThreadPool& pool, const CpuFeatures& features, const CpuWeight
   });
 }
 
-}  // namespace
+// Parts of mixed types: a weight of pieces, one per run of equal types.
+std::unique_ptr<CpuWeight> make_mixed_weight(std::span<const WeightView> parts) {
+  auto w = std::make_unique<CpuWeight>();
+  w->type_ = parts[0].type;
+  w->cols_ = parts[0].cols;
+  size_t begin = 0;
+  while (begin < parts.size()) {
+    size_t end = begin + 1;
+    while (end < parts.size() && parts[end].type == parts[begin].type) ++end;
+    auto piece = make_cpu_weight(parts.subspan(begin, end - begin));
+    if (piece == nullptr) return nullptr;
+    w->piece_first_row_.push_back(w->rows_);
+    w->rows_ += piece->rows_;
+    w->resident_bytes_ += piece->resident_bytes_;
+    w->pieces_.push_back(std::move(piece));
+    begin = end;
+  }
+  return w;
+}
 
-std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts,
-                                    const CpuFeatures& features) {
+std::unique_ptr<CpuWeight> make_cpu_weight(std::span<const WeightView> parts) {
   if (parts.empty()) return nullptr;
   auto w = std::make_unique<CpuWeight>();
   w->type_ = parts[0].type;
   w->cols_ = parts[0].cols;
   for (const auto& p : parts) {
-    if (p.type != w->type_ || p.cols != w->cols_ || p.rows < 0 || p.data == nullptr) return nullptr;
+    if (p.cols != w->cols_ || p.rows < 0 || p.data == nullptr) return nullptr;
+    if (!dtype_traits(static_cast<uint32_t>(p.type))) return nullptr;
+  }
+  for (const auto& p : parts) {
+    if (p.type != w->type_) return make_mixed_weight(parts);
     w->rows_ += p.rows;
   }
   if (is_group_type(w->type_)) {
@@ -244,10 +271,33 @@ std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts,
   return w;
 }
 
+}  // namespace
+
+std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts,
+                                    const CpuFeatures& /*features*/) {
+  return make_cpu_weight(parts);
+}
+
 void matmul(ThreadPool& pool, const CpuFeatures& features, const Weight& w, const float* x,
             int64_t n, float* y) {
   if (n <= 0 || w.rows() == 0) return;
   const auto& cw = static_cast<const CpuWeight&>(w);
+  if (!cw.pieces_.empty()) {
+    // Each piece into its own columns of y, through a scratch of n × piece rows.
+    static thread_local std::vector<float> scratch;
+    for (size_t i = 0; i < cw.pieces_.size(); ++i) {
+      const CpuWeight& piece = *cw.pieces_[i];
+      if (scratch.size() < static_cast<size_t>(n * piece.rows_)) {
+        scratch.resize(static_cast<size_t>(n * piece.rows_));
+      }
+      matmul(pool, features, piece, x, n, scratch.data());
+      for (int64_t t = 0; t < n; ++t) {
+        std::memcpy(y + t * cw.rows_ + cw.piece_first_row_[i], scratch.data() + t * piece.rows_,
+                    static_cast<size_t>(piece.rows_) * sizeof(float));
+      }
+    }
+    return;
+  }
   if (is_group_type(cw.type_)) {
     matmul_quantized(pool, features, cw, x, n, y);
   } else if (is_kquant(cw.type_)) {
@@ -263,6 +313,13 @@ void embed(const Weight& w, std::span<const int32_t> ids, float* out) {
   for (size_t i = 0; i < ids.size(); ++i) {
     const int64_t id = ids[i];
     float* dst = out + static_cast<int64_t>(i) * cols;
+    if (!cw.pieces_.empty()) {
+      size_t p = cw.pieces_.size() - 1;
+      while (p > 0 && id < cw.piece_first_row_[p]) --p;
+      const int32_t local = static_cast<int32_t>(id - cw.piece_first_row_[p]);
+      embed(*cw.pieces_[p], {&local, 1}, dst);
+      continue;
+    }
     if (is_kquant(cw.type_)) {
       const detail::KQuantWeight& kw = cw.kquant_;
       dequantize_row(kw.type, kw.data + id * kw.row_bytes, dst, cols);

@@ -384,16 +384,17 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<Weight> make_weight(std::span<const WeightView> parts) override {
-    // Refuse what the CPU backend refuses: mixed parts, and types or widths it cannot decode.
+    // Refuse what the CPU backend refuses: parts of different widths, and types or widths it
+    // cannot decode. Parts of different types (a K-quant mix's Q, K, V) are each dequantized
+    // from their own type.
     if (parts.empty()) return nullptr;
     const DType type = parts[0].type;
     const int64_t cols = parts[0].cols;
-    if (!dtype_traits(static_cast<uint32_t>(type)) || cols <= 0) return nullptr;
-    const std::optional<int64_t> src_row_bytes = row_bytes(type, cols);
-    if (!src_row_bytes) return nullptr;
+    if (cols <= 0) return nullptr;
     int64_t rows = 0;
     for (const WeightView& p : parts) {
-      if (p.type != type || p.cols != cols || p.rows < 0 || p.data == nullptr) return nullptr;
+      if (p.cols != cols || p.rows < 0 || p.data == nullptr) return nullptr;
+      if (!dtype_traits(static_cast<uint32_t>(p.type)) || !row_bytes(p.type, cols)) return nullptr;
       rows += p.rows;
     }
     if (rows == 0) return std::make_unique<CudaWeight>(type, 0, cols, nullptr);
@@ -403,8 +404,9 @@ class CudaBackend final : public Backend {
     int64_t r = 0;
     for (const WeightView& p : parts) {
       const auto* src = static_cast<const uint8_t*>(p.data);
+      const int64_t src_row_bytes = *row_bytes(p.type, cols);
       for (int64_t i = 0; i < p.rows; ++i, ++r) {
-        dequantize_row(type, src + i * *src_row_bytes, row.data(), cols);
+        dequantize_row(p.type, src + i * src_row_bytes, row.data(), cols);
         uint16_t* dst = host.data() + r * cols;
         for (int64_t c = 0; c < cols; ++c) dst[c] = fp32_to_fp16(row[static_cast<size_t>(c)]);
       }

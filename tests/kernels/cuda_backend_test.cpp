@@ -235,6 +235,11 @@ TEST_F(CudaBackendTest, MatmulAndEmbedMatchCpu) {
       {"odd width", DType::kBF16, {40}, 96, {1, 3}},
       {"odd width", DType::kF16, {7}, 100, {1, 5}},
       {"logits", DType::kQ8_0, {49152}, 576, {1, 77}},
+      {"q+k", DType::kQ5_0, {576, 192}, 576, {1, 77}},
+      {"o", DType::kQ5_1, {576}, 576, {1, 3}},
+      {"down", DType::kQ4_K, {576}, 1536, {1, 77}},
+      {"down", DType::kQ5_K, {576}, 1536, {1, 3}},
+      {"down", DType::kQ6_K, {576}, 1536, {1, 77}},
   };
   std::mt19937 rng(2);
   for (const MatmulCase& c : cases) {
@@ -310,9 +315,10 @@ TEST_F(CudaBackendTest, MakeWeightRefusesWhatItCannotDecode) {
   };
   EXPECT_TRUE(refused({}));
   EXPECT_TRUE(refused({f16, {DType::kF16, 4, 32, data.data()}}));         // mixed widths
-  EXPECT_TRUE(refused({f16, {DType::kF32, 4, 64, data.data()}}));         // mixed types
+  EXPECT_FALSE(refused({f16, {DType::kF32, 4, 64, data.data()}}));        // mixed types
   EXPECT_TRUE(refused({{DType::kQ8_0, 4, 48, data.data()}}));             // partial block
-  EXPECT_TRUE(refused({{static_cast<DType>(14), 4, 256, data.data()}}));  // Q6_K
+  EXPECT_TRUE(refused({{DType::kQ6_K, 4, 64, data.data()}}));             // partial super-block
+  EXPECT_TRUE(refused({{static_cast<DType>(10), 4, 256, data.data()}}));  // Q2_K
   EXPECT_TRUE(refused({{DType::kF16, 4, 64, nullptr}}));
   EXPECT_FALSE(refused({f16}));
 }

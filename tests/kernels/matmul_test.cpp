@@ -359,6 +359,63 @@ TEST_P(MatmulTypeTest, EmbedMatchesDequantize) {
   }
 }
 
+// Q, K and V of a K-quant mix have different types: one weight, each part with its own type's
+// numerics, at every level, and embed reads each part.
+TEST(MatmulTest, MixedTypePartsMatchEachPartsReference) {
+  std::mt19937 rng(21);
+  const int64_t cols = 512;
+  const std::vector<std::pair<DType, int64_t>> layout = {{DType::kQ5_0, 37},
+                                                         {DType::kQ5_0, 16},
+                                                         {DType::kQ6_K, 20},
+                                                         {DType::kQ8_0, 9},
+                                                         {DType::kF16, 3}};
+  std::vector<std::vector<uint8_t>> storage;
+  std::vector<WeightView> parts;
+  int64_t rows = 0;
+  for (const auto& [type, part_rows] : layout)
+    storage.push_back(random_rows(type, part_rows, cols, rng));
+  for (size_t i = 0; i < layout.size(); ++i) {
+    parts.push_back({layout[i].first, layout[i].second, cols, storage[i].data()});
+    rows += layout[i].second;
+  }
+  ThreadPool pool(2);
+  for (int64_t n : {1, 5, 40}) {
+    const auto x = random_acts(n, cols, rng);
+    std::vector<float> want(n * rows);
+    int64_t first = 0;
+    for (const WeightView& p : parts) {
+      std::vector<float> part_y(n * p.rows);
+      detail::reference_matmul({&p, 1}, x.data(), n, part_y.data());
+      for (int64_t t = 0; t < n; ++t) {
+        std::copy_n(part_y.begin() + t * p.rows, p.rows, want.begin() + t * rows + first);
+      }
+      first += p.rows;
+    }
+    for (const std::string& level : supported_levels()) {
+      const CpuFeatures f = features_for(level);
+      auto w = make_weight(parts, f);
+      ASSERT_NE(w, nullptr);
+      EXPECT_EQ(w->rows(), rows);
+      EXPECT_EQ(w->type(), DType::kQ5_0);
+      std::vector<float> got(n * rows, NAN);
+      matmul(pool, f, *w, x.data(), n, got.data());
+      expect_close(got, want, 1e-5, "mixed " + level + " n " + std::to_string(n));
+    }
+  }
+  auto w = make_weight(parts, CpuFeatures::detect());
+  const std::vector<int32_t> ids = {0, 52, 53, 72, 73, 81, 82, 84};
+  std::vector<float> got(ids.size() * cols), want(cols);
+  embed(*w, ids, got.data());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    int64_t id = ids[i];
+    size_t p = 0;
+    while (id >= parts[p].rows) id -= parts[p++].rows;
+    const int64_t rb = *row_bytes(parts[p].type, cols);
+    dequantize_row(parts[p].type, storage[p].data() + id * rb, want.data(), cols);
+    for (int64_t j = 0; j < cols; ++j) ASSERT_EQ(got[i * cols + j], want[j]) << ids[i] << " " << j;
+  }
+}
+
 TEST(MatmulTest, ResidentBytesEqualFileBytesForFullGroups) {
   std::mt19937 rng(1);
   for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
