@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "app/lighttransfer_flags.h"
+#include "app/model_flags.h"
 #include "app/subcommands.h"
 #include "base/units.h"
 #include "kernels/backend.h"
@@ -30,7 +31,7 @@ namespace lightserve::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model = serving::default_model_path();
+  ModelFlags model;  // --model or a dummy model (app/model_flags.h)
   int num_prompts = 8;
   int input_len = 256;
   int output_len = 32;
@@ -319,7 +320,9 @@ int run_bench(const BenchOptions& o) {
     std::fprintf(stderr, "error: --step-budget must be >= 0 token-layers (0: the default)\n");
     return 2;
   }
-  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, o.quiet);
+  const auto source = model_source_or_report(o.model);
+  if (!source) return 2;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, *source, o.quiet);
   if (!loaded) return 1;
   std::unique_ptr<model::LlamaModel>& llama = loaded->model;
   const auto& config = llama->config();
@@ -410,7 +413,7 @@ void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand(
       "bench", "Offline throughput of the continuous-batching engine (N prompts at once)");
-  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  add_model_flags(cmd, o->model);
   cmd->add_option("--num-prompts", o->num_prompts, "Prompts submitted at once")
       ->capture_default_str();
   cmd->add_option("--input-len", o->input_len, "Tokens per prompt")->capture_default_str();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "app/lighttransfer_flags.h"
+#include "app/model_flags.h"
 #include "app/subcommands.h"
 #include "base/units.h"
 #include "kernels/backend.h"
@@ -20,7 +21,7 @@ namespace {
 int g_exit_code = 0;
 
 struct GenerateOptions {
-  std::string model = serving::default_model_path();
+  ModelFlags model;  // --model or a dummy model (app/model_flags.h)
   std::string prompt;
   std::string system;
   bool chat = false;
@@ -64,7 +65,9 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr, "error: --max-tokens must be ≥ 0\n");
     return 2;
   }
-  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model, o.quiet);
+  const auto source = model_source_or_report(o.model);
+  if (!source) return 2;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, *source, o.quiet);
   if (!loaded) return 1;
   std::unique_ptr<kernels::Backend>& backend = loaded->backend;
   std::unique_ptr<model::LlamaModel>& model = loaded->model;
@@ -162,7 +165,7 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd =
       app.add_subcommand("generate", "Generate a continuation of one prompt, streamed to stdout");
-  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  add_model_flags(cmd, o->model);
   cmd->add_option("--prompt,-p", o->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", o->chat,
                 "Format the prompt as a user message with the model's chat template (ChatML)");

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "app/lighttransfer_flags.h"
+#include "app/model_flags.h"
 #include "app/subcommands.h"
 #include "base/units.h"
 #include "kernels/backend.h"
@@ -14,7 +15,7 @@ namespace lightserve::cli {
 namespace {
 
 struct InfoOptions {
-  std::string model = serving::default_model_path();
+  ModelFlags model;  // --model or a dummy model (app/model_flags.h)
   bool tensors = false;
   int threads = 0;
   std::string device = serving::default_device();
@@ -24,7 +25,9 @@ struct InfoOptions {
 };
 
 int run_info(const InfoOptions& o) {
-  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, o.model,
+  const auto source = model_source_or_report(o.model);
+  if (!source) return 2;
+  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, *source,
                                                           /*quiet=*/false);
   if (!loaded) return 1;
   std::unique_ptr<kernels::Backend>& backend = loaded->backend;
@@ -84,15 +87,16 @@ int run_info(const InfoOptions& o) {
       return 2;
     }
     const int64_t context = o.context > 0 ? o.context : c.context_length;
-    auto arena = model::KvArena::create(*backend, c, lt.value(), budget, context);
-    if (!arena) {
-      std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
+    // The plan only: a budget for a GPU can be reported on a machine that could not hold it.
+    auto plan = model::KvArena::plan_for(c, lt.value(), budget, context);
+    if (!plan) {
+      std::fprintf(stderr, "error: %s\n", plan.error().message.c_str());
       return 2;
     }
     std::printf(
         "\nKV capacity (LightTransfer mode %s, lazy fraction %.2f, sink %d, window %d):\n%s\n",
         std::string(model::to_string(lt->mode)).c_str(), lt->lazy_fraction, lt->sink, lt->window,
-        memory::format_capacity(arena.value()->plan()).c_str());
+        memory::format_capacity(plan.value()).c_str());
   }
   if (o.tensors) {
     std::printf("\n%-32s %-6s %-20s %s\n", "tensor", "type", "dims", "bytes");
@@ -114,7 +118,7 @@ void register_info(CLI::App& app) {
   auto o = std::make_shared<InfoOptions>();
   CLI::App* cmd =
       app.add_subcommand("info", "Print a model's architecture, shapes, tensor types and memory");
-  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  add_model_flags(cmd, o->model);
   cmd->add_flag("--tensors", o->tensors, "Also list every tensor");
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();
   cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();

@@ -323,6 +323,53 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::span<const uint8_t> bytes
   return file;
 }
 
+Result<std::unique_ptr<GgufFile>> GgufFile::synthesize(
+    std::string name, std::map<std::string, GgufValue, std::less<>> metadata,
+    std::vector<GgufTensorInfo> tensors, const FillFn& fill) {
+  constexpr uint64_t kAlignment = 32;
+  uint64_t size = 0;
+  for (GgufTensorInfo& info : tensors) {
+    int64_t elements = 1;
+    for (int64_t d : info.dims) {
+      if (d <= 0 || __builtin_mul_overflow(elements, d, &elements)) {
+        return Error{name + ": tensor " + info.name + " has shape " + format_dims(info.dims)};
+      }
+    }
+    const auto row = info.dims.empty() ? std::nullopt : kernels::row_bytes(info.type, info.dims[0]);
+    if (!row) {
+      return Error{name + ": tensor " + info.name + " rows of " + format_dims(info.dims) +
+                   " are not a whole number of " + std::string(kernels::traits(info.type).name) +
+                   " blocks"};
+    }
+    info.num_elements = elements;
+    info.num_bytes = *row * (elements / info.dims[0]);
+    info.offset = (size + kAlignment - 1) / kAlignment * kAlignment;
+    size = info.offset + static_cast<uint64_t>(info.num_bytes);
+  }
+  size = std::max<uint64_t>(size, 1);
+  void* mapping = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mapping == MAP_FAILED) {
+    return Error{name + ": cannot reserve " + std::to_string(size) +
+                 " bytes of memory for the weights: " + std::strerror(errno)};
+  }
+  std::unique_ptr<GgufFile> file(new GgufFile());
+  file->path_ = std::move(name);
+  file->mapping_ = mapping;
+  file->bytes_ = {static_cast<const uint8_t*>(mapping), size};
+  file->version_ = 3;
+  file->metadata_ = std::move(metadata);
+  for (GgufTensorInfo& info : tensors) {
+    if (fill) fill(info, static_cast<uint8_t*>(mapping) + info.offset);
+    if (!file->tensor_index_.emplace(info.name, file->tensors_.size()).second) {
+      return Error{file->path_ + ": duplicate tensor name " + info.name};
+    }
+    file->tensors_.push_back(std::move(info));
+  }
+  mprotect(mapping, size, PROT_READ);
+  return file;
+}
+
 Status GgufFile::parse_all() {
   const uint64_t file_size = bytes_.size();
   Cursor cursor(bytes_);

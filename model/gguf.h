@@ -72,6 +72,14 @@ class GgufFile {
   // Same checks over bytes already in memory (used by the fuzzer); `bytes` must outlive the file.
   static Result<std::unique_ptr<GgufFile>> parse(std::span<const uint8_t> bytes,
                                                  std::string name = "<memory>");
+  // A file made in memory rather than read: `tensors` (name, dims, type; offsets are assigned)
+  // laid out with 32-byte alignment in an anonymous mapping that `fill` writes, once per tensor,
+  // before the mapping turns read-only. Shapes and types are checked as open() checks a file's.
+  // For dummy weights (model_source.h); pages `fill` never touches cost no memory.
+  using FillFn = std::function<void(const GgufTensorInfo&, uint8_t* data)>;
+  static Result<std::unique_ptr<GgufFile>> synthesize(
+      std::string name, std::map<std::string, GgufValue, std::less<>> metadata,
+      std::vector<GgufTensorInfo> tensors, const FillFn& fill);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;

@@ -68,10 +68,11 @@ kernels::Buffer f32_buffer(kernels::Backend& backend, const GgufFile& file,
 LlamaModel::LlamaModel(kernels::Backend& backend) : backend_(backend) {}
 LlamaModel::~LlamaModel() = default;
 
-Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path,
+Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelSource& source,
                                                      kernels::Backend& backend,
                                                      const LoadOptions& options) {
-  auto file = GgufFile::open(path);
+  const std::string path = source.describe();
+  auto file = open_model_file(source);
   if (!file) return file.error();
   std::unique_ptr<LlamaModel> model(new LlamaModel(backend));
   model->file_ = std::move(file).value();

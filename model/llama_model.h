@@ -17,6 +17,7 @@
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/gguf.h"
+#include "model/model_source.h"
 #include "model/sequence_kv.h"
 #include "model/tokenizer.h"
 
@@ -78,8 +79,9 @@ struct BatchEntry {
 
 class LlamaModel {
  public:
-  // Loads, validates and prepares `path` for `backend` (which must outlive the model).
-  static Result<std::unique_ptr<LlamaModel>> load(const std::string& path,
+  // Loads, validates and prepares `source` (a GGUF path, or a dummy model) for `backend` (which
+  // must outlive the model).
+  static Result<std::unique_ptr<LlamaModel>> load(const ModelSource& source,
                                                   kernels::Backend& backend,
                                                   const LoadOptions& options = {});
   ~LlamaModel();

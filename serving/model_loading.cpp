@@ -29,14 +29,14 @@ Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device
   return backend;
 }
 
-Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
+Result<std::unique_ptr<model::LlamaModel>> load_model(const model::ModelSource& source,
                                                       kernels::Backend& backend, bool quiet) {
   const auto start = std::chrono::steady_clock::now();
   const bool tty = isatty(STDERR_FILENO) != 0;
   int last_percent = -1;
   model::LoadOptions options;
   if (!quiet) {
-    std::fprintf(stderr, "loading %s\n", path.c_str());
+    std::fprintf(stderr, "loading %s\n", source.describe().c_str());
     options.progress = [&](uint64_t done, uint64_t total) {
       const int percent = total ? static_cast<int>(100 * done / total) : 100;
       if (percent == last_percent) return;
@@ -50,7 +50,7 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
       last_percent = percent;
     };
   }
-  auto loaded = model::LlamaModel::load(path, backend, options);
+  auto loaded = model::LlamaModel::load(source, backend, options);
   if (!quiet && tty && last_percent >= 0) std::fprintf(stderr, "\n");
   if (!loaded) return loaded.error();
   auto model = std::move(loaded).value();
@@ -70,14 +70,15 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
 }
 
 std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
-                                                            const std::string& path, bool quiet) {
+                                                            const model::ModelSource& source,
+                                                            bool quiet) {
   auto backend = make_backend(device, threads);
   if (!backend) {
     std::fprintf(stderr, "error: %s\n", backend.error().message.c_str());
     return std::nullopt;
   }
   LoadedModel out{std::move(backend).value(), nullptr};
-  auto model = load_model(path, *out.backend, quiet);
+  auto model = load_model(source, *out.backend, quiet);
   if (!model) {
     std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
     return std::nullopt;

@@ -26,8 +26,9 @@ inline constexpr const char* kDeviceHelp =
     "Where the model runs: cpu, cuda or cuda:N (GPU N; needs a build with nvcc); default "
     "LIGHTSERVE_DEVICE, else cpu";
 
-// Loads `path`, showing a progress bar on stderr unless quiet; the error names the file.
-Result<std::unique_ptr<model::LlamaModel>> load_model(const std::string& path,
+// Loads `source` (a GGUF file or a dummy model), showing a progress bar on stderr unless quiet; the
+// error names the file.
+Result<std::unique_ptr<model::LlamaModel>> load_model(const model::ModelSource& source,
                                                       kernels::Backend& backend, bool quiet);
 
 // A backend and the model loaded on it.
@@ -39,6 +40,7 @@ struct LoadedModel {
 // make_backend + load_model, printing the error to stderr and returning nullopt on failure (what
 // every CLI subcommand does first).
 std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
-                                                            const std::string& path, bool quiet);
+                                                            const model::ModelSource& source,
+                                                            bool quiet);
 
 }  // namespace lightserve::serving

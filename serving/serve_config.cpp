@@ -46,6 +46,20 @@ const std::vector<Entry>& entries() {
        Kind::kInt32,
        member(&ServeConfig::threads)},
       {{"model", "device", "--device", kDeviceHelp}, Kind::kString, member(&ServeConfig::device)},
+      {{"model", "load_format", "--load-format",
+        "gguf: the model.path file; dummy: random weights at model.shape with a byte vocabulary "
+        "(throughput and memory at real shapes without a file)"},
+       Kind::kString,
+       member(&ServeConfig::load_format)},
+      {{"model", "shape", "--shape",
+        "Dummy model shape: llama-3-8b, llama-2-7b, mistral-7b, qwen2.5-7b, smollm2-135m or "
+        "layers=L,hidden=H,heads=N,kv_heads=K,ffn=F,vocab=V,context=C"},
+       Kind::kString,
+       member(&ServeConfig::shape)},
+      {{"model", "dummy_type", "--dummy-type",
+        "Dummy model weight type: f32, f16, bf16, q8_0, q4_0 or q4_1"},
+       Kind::kString,
+       member(&ServeConfig::dummy_type)},
 
       {{"server", "host", "--host", "Address both servers listen on"},
        Kind::kString,
@@ -293,6 +307,18 @@ const std::vector<ConfigKey>& config_keys() {
   return keys;
 }
 
+model::ModelSource ServeConfig::model_source() const {
+  model::ModelSource source(model_path);
+  const auto format = model::parse_load_format(load_format);
+  const auto type = model::parse_dummy_type(dummy_type);
+  if (format && format.value() == model::LoadFormat::kDummy && type) {
+    source.format = model::LoadFormat::kDummy;
+    source.shape = shape;
+    source.dummy_type = type.value();
+  }
+  return source;
+}
+
 Status ServeConfig::validate() const {
   auto bad = [](const char* key, const std::string& why) {
     return Status(Error{std::string("config: ") + key + " " + why});
@@ -306,6 +332,14 @@ Status ServeConfig::validate() const {
     return bad("server.grpc_port", "equals server.http_port (" + std::to_string(http_port) + ")");
   }
   if (threads < 0) return bad("model.threads", "must be >= 0");
+  if (auto f = model::parse_load_format(load_format); !f) {
+    return bad("model.load_format", f.error().message);
+  } else if (f.value() == model::LoadFormat::kDummy) {
+    if (auto sh = model::parse_shape(shape); !sh) return bad("model.shape", sh.error().message);
+    if (auto t = model::parse_dummy_type(dummy_type); !t) {
+      return bad("model.dummy_type", t.error().message);
+    }
+  }
   if (max_body_bytes < 1024) return bad("limits.max_body_bytes", "must be >= 1024");
   if (max_prompt_tokens < 0) return bad("limits.max_prompt_tokens", "must be >= 0");
   if (max_tokens_limit < 0) return bad("limits.max_tokens", "must be >= 0");

@@ -13,16 +13,20 @@
 #include <vector>
 
 #include "base/status.h"
+#include "model/model_source.h"
 #include "serving/lighttransfer_options.h"
 
 namespace lightserve::serving {
 
 struct ServeConfig {
   // model:
-  std::string model_path;      // empty: default_model_path() (ServeFlags::resolve fills it)
-  std::string model_name;      // the id clients name; default: the file name without .gguf
-  int32_t threads = 0;         // CPU threads; 0 = one per core
-  std::string device = "cpu";  // cpu, cuda or cuda:N (cli::make_backend)
+  std::string model_path;            // empty: default_model_path() (ServeFlags::resolve fills it)
+  std::string model_name;            // the id clients name; default: the file name without .gguf
+  int32_t threads = 0;               // CPU threads; 0 = one per core
+  std::string device = "cpu";        // cpu, cuda or cuda:N (cli::make_backend)
+  std::string load_format = "gguf";  // gguf | dummy (model/model_source.h)
+  std::string shape = "llama-3-8b";  // dummy: a preset or a spec
+  std::string dummy_type = "q4_0";   // dummy: the weights' type
 
   // server:
   std::string host = "127.0.0.1";
@@ -60,6 +64,8 @@ struct ServeConfig {
 
   // Checks ranges and names the key of the first bad value.
   Status validate() const;
+  // The model the model.* keys name (validate() has checked they parse).
+  model::ModelSource model_source() const;
 };
 
 // The keys, for the loader, the flags and the tests.

@@ -81,7 +81,7 @@ void log_request(const scheduler::RequestEvent& e, bool json) {
 Status ServingCore::preflight(const ServeConfig& config) {
   if (Status s = config.validate(); !s) return s;
   if (auto faults = faults_from_environment(); !faults) return faults.error();
-  auto file = model::GgufFile::open(config.model_path);
+  auto file = model::open_model_file(config.model_source(), /*with_weights=*/false);
   if (!file) return Status::Ok();  // start() names the file's problem as it loads
   auto mc = model::LlamaConfig::from_gguf(*file.value());
   if (!mc) return Status::Ok();
@@ -97,7 +97,8 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   auto backend = make_backend(config.device, config.threads);
   if (!backend) return Error{"model.device: " + backend.error().message};
   se->backend_ = std::move(backend).value();
-  auto loaded = load_model(config.model_path, *se->backend_, /*quiet=*/log == nullptr);
+  const model::ModelSource source = config.model_source();
+  auto loaded = load_model(source, *se->backend_, /*quiet=*/log == nullptr);
   if (!loaded) return loaded.error();
   se->model_ = std::move(loaded).value();
   const model::LlamaConfig& mc = se->model_->config();
@@ -129,8 +130,12 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
 
   ModelInfo& info = se->info_;
   info.name = config.model_name;
-  if (info.name.empty()) info.name = std::filesystem::path(config.model_path).stem().string();
-  info.path = config.model_path;
+  if (info.name.empty()) {
+    info.name = source.format == model::LoadFormat::kDummy
+                    ? std::string("dummy-").append(config.shape)
+                    : std::filesystem::path(config.model_path).stem().string();
+  }
+  info.path = source.describe();
   info.architecture = "llama";
   info.num_layers = mc.num_layers;
   info.hidden_dim = mc.hidden_dim;

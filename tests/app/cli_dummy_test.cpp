@@ -1,0 +1,91 @@
+// Dummy models through the real binary (--load-format dummy --shape ...): `info` prints the
+// capacity report of a named shape, `bench` runs one, `serve` serves one to a real HTTP client,
+// and bad load flags are usage errors (exit 2) before anything loads.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tests/support/cli_runner.h"
+#include "tests/support/daemon_process.h"
+#include "tests/support/http_test_client.h"
+
+namespace lightserve::testing {
+namespace {
+
+constexpr const char* kTiny =
+    "layers=2,hidden=64,heads=4,kv_heads=2,ffn=128,vocab=512,context=2048";
+
+class CliDummyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(kLightserveBinary)) GTEST_SKIP() << "no " << kLightserveBinary;
+  }
+};
+
+TEST_F(CliDummyTest, InfoPrintsTheCapacityReportOfAShape) {
+  const CliResult r = run_lightserve(
+      "info --load-format dummy --shape smollm2-135m --kv-budget 1GiB --context 8192");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("dummy:smollm2-135m (Q4_0)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layers:          30"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("576 (ffn 1536)"), std::string::npos) << r.out;
+  // The shape's capacity: the same arithmetic as a file of that shape.
+  EXPECT_NE(r.out.find("at 8192 tokens:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hybrid sequences"), std::string::npos) << r.out;
+}
+
+TEST_F(CliDummyTest, BenchRunsADummyModel) {
+  const CliResult r = run_lightserve(std::string("bench --load-format dummy --shape ") + kTiny +
+                                     " --kv-budget 16MiB --num-prompts 4 --input-len 300"
+                                     " --output-len 8 --quiet");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("output tokens/s:"), std::string::npos) << r.out;
+}
+
+TEST_F(CliDummyTest, BadLoadFlagsExitTwoNamingTheFlag) {
+  const struct {
+    std::string args;
+    std::string message;
+  } cases[] = {
+      {"info --load-format safetensors", "--load-format: unknown load format 'safetensors'"},
+      {"info --load-format dummy --shape llama-9b", "--shape: unknown shape 'llama-9b'"},
+      {"bench --kv-budget 1MiB --load-format dummy --shape layers=2", "missing field 'hidden'"},
+      {"generate -p hi --load-format dummy --dummy-type q6_k", "--dummy-type: unknown dummy"},
+      {"serve --load-format dummy --shape llama-9b", "model.shape unknown shape 'llama-9b'"},
+  };
+  for (const auto& c : cases) {
+    const CliResult r = run_lightserve(c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.find("loading "), std::string::npos) << c.args << ": loaded first";
+  }
+}
+
+TEST_F(CliDummyTest, ServeServesADummyModelToAnHttpClient) {
+  DaemonProcess d = DaemonProcess::start(
+      {"--load-format", "dummy", "--shape", kTiny, "--kv-budget", "16MiB", "--context", "512"});
+  ASSERT_TRUE(d.ok()) << d.error();
+  const std::string expected_id = std::string("dummy-") + kTiny;
+  const HttpResponse models = HttpConnection(d.http_port()).request("GET", "/v1/models");
+  ASSERT_EQ(models.status, 200) << models.body;
+  EXPECT_EQ(models.json()["data"][0]["id"], expected_id) << models.body;
+
+  const nlohmann::json body = {{"model", expected_id},
+                               {"prompt", "Hello, dummy"},
+                               {"max_tokens", 12},
+                               {"ignore_eos", true},
+                               {"temperature", 0}};
+  const HttpResponse r =
+      HttpConnection(d.http_port())
+          .request("POST", "/v1/completions", body.dump(), {{"Content-Type", "application/json"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const nlohmann::json j = r.json();
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 13) << r.body;  // BOS + one token per byte
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12) << r.body;
+  EXPECT_EQ(d.stop(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace lightserve::testing
