@@ -480,9 +480,14 @@ Status GgufFile::parse_all() {
       const std::string described = type_name == "unknown type"
                                         ? "unknown type id " + std::to_string(type_id)
                                         : "type " + std::string(type_name);
+      std::string supported;
+      for (uint32_t id = 0; id < 64; ++id) {
+        if (const auto t = kernels::dtype_traits(id)) {
+          supported.append(supported.empty() ? "" : ", ").append(t->name);
+        }
+      }
       return Error{path_ + ": " + tensor + " has " + described +
-                   ", which lightserve does not support (supported: F32, F16, BF16, Q4_0, Q4_1, "
-                   "Q8_0)"};
+                   ", which lightserve does not support (supported: " + supported + ")"};
     }
     info.type = traits->type;
     const std::optional<int64_t> row = kernels::row_bytes(info.type, info.dims[0]);

@@ -120,36 +120,23 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   weight_file_bytes_ = total;
 
   std::string weight_error;  // the first weight the backend refused
-  // Stacked weights need equal types; a file could mix types across Q/K/V.
-  auto stacked = [&](std::initializer_list<const GgufTensorInfo*> parts)
-      -> std::vector<std::unique_ptr<kernels::Weight>> {
-    std::vector<std::unique_ptr<kernels::Weight>> out;
-    bool same = true;
-    for (auto* p : parts) same = same && p->type == (*parts.begin())->type;
-    if (same) {
-      std::vector<WeightView> views;
-      for (auto* p : parts) views.push_back(view_of(f, *p));
-      out.push_back(backend_.make_weight(views));
-    } else {
-      for (auto* p : parts) {
-        WeightView v = view_of(f, *p);
-        out.push_back(backend_.make_weight({&v, 1}));
-      }
-    }
+  // Q/K/V (and gate/up) stacked into one weight, one matmul; the parts may differ in type
+  // (llama.cpp's K-quant mixes give V a higher-precision type than Q and K).
+  auto stacked =
+      [&](std::initializer_list<const GgufTensorInfo*> parts) -> std::unique_ptr<kernels::Weight> {
+    std::vector<WeightView> views;
+    for (auto* p : parts) views.push_back(view_of(f, *p));
+    std::unique_ptr<kernels::Weight> w = backend_.make_weight(views);
     for (auto* p : parts) advance(p);
-    for (const auto& w : out) {
-      if (w == nullptr && weight_error.empty()) {
-        weight_error = "the backend cannot hold tensor " + (*parts.begin())->name + " (type " +
-                       std::string(kernels::traits((*parts.begin())->type).name) + ")";
-      }
+    if (w == nullptr && weight_error.empty()) {
+      weight_error = "the backend cannot hold tensor " + (*parts.begin())->name + " (type " +
+                     std::string(kernels::traits((*parts.begin())->type).name) + ")";
     }
     // A weight the backend copied into its own layout no longer needs the file's pages.
-    bool copied = true;
-    for (const auto& w : out) copied = copied && w != nullptr && w->resident_bytes() > 0;
-    if (copied) {
+    if (w != nullptr && w->resident_bytes() > 0) {
       for (auto* p : parts) f.release_pages(*p);
     }
-    return out;
+    return w;
   };
 
   layers_.resize(tensors_.layers.size());
@@ -158,21 +145,15 @@ Status LlamaModel::prepare(const LoadOptions& options) {
     Layer& layer = layers_[i];
     layer.attn_norm = f32_buffer(backend_, f, *t.attn_norm);
     layer.ffn_norm = f32_buffer(backend_, f, *t.ffn_norm);
-    auto qkv = stacked({t.attn_q, t.attn_k, t.attn_v});
-    auto gate_up = stacked({t.ffn_gate, t.ffn_up});
-    if (qkv.size() != 1 || gate_up.size() != 1) {
-      return Error{"layer " + std::to_string(i) +
-                   ": Q/K/V (or gate/up) weights of different types are not supported"};
-    }
-    layer.qkv = std::move(qkv[0]);
-    layer.gate_up = std::move(gate_up[0]);
-    layer.output = std::move(stacked({t.attn_output})[0]);
-    layer.down = std::move(stacked({t.ffn_down})[0]);
+    layer.qkv = stacked({t.attn_q, t.attn_k, t.attn_v});
+    layer.gate_up = stacked({t.ffn_gate, t.ffn_up});
+    layer.output = stacked({t.attn_output});
+    layer.down = stacked({t.ffn_down});
     advance(t.attn_norm);
     advance(t.ffn_norm);
   }
-  token_embd_ = std::move(stacked({tensors_.token_embd})[0]);
-  if (!config_.tied_embeddings) output_ = std::move(stacked({tensors_.output})[0]);
+  token_embd_ = stacked({tensors_.token_embd});
+  if (!config_.tied_embeddings) output_ = stacked({tensors_.output});
   output_norm_ = f32_buffer(backend_, f, *tensors_.output_norm);
   advance(tensors_.output_norm);
   if (!weight_error.empty()) return Error{weight_error};

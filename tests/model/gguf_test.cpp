@@ -481,12 +481,12 @@ std::vector<BadFile> bad_files() {
          return one_tensor({32, 2}, 200).build();
        },
        "tensor blk.0.attn_q.weight has unknown type id 200, which lightserve does not support"},
-      {"Q6_K tensor",
+      {"Q2_K tensor",
        [] {
-         return one_tensor({256, 2}, 14).build();
+         return one_tensor({256, 2}, 10).build();
        },
-       "tensor blk.0.attn_q.weight has type Q6_K, which lightserve does not support (supported: "
-       "F32, F16, BF16, Q4_0, Q4_1, Q8_0)"},
+       "tensor blk.0.attn_q.weight has type Q2_K, which lightserve does not support (supported: "
+       "F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)"},
       {"partial block",
        [] {
          return one_tensor({33, 2}, static_cast<uint32_t>(DType::kQ4_1)).build();
