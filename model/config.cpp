@@ -137,6 +137,19 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
   auto rope_base = read_positive_float(file, prefix + "rope.freq_base", 10000.0, 1e12);
   if (!rope_base.ok()) return rope_base.error();
   config.rope_freq_base = rope_base.value();
+  // RoPE scaling (Llama-3.1's per-frequency factors, linear / YaRN context extension) changes
+  // every position's rotation: refuse it rather than serve wrong numbers.
+  auto scaling = file.get_string(prefix + "rope.scaling.type");
+  if (!scaling.ok()) return scaling.error();
+  if (scaling.value() && *scaling.value() != "none") {
+    return Error{path + ": RoPE scaling '" + *scaling.value() + "' (" + prefix +
+                 "rope.scaling.type) is not supported yet"};
+  }
+  if (file.tensor("rope_freqs.weight") != nullptr) {
+    return Error{path +
+                 ": RoPE frequency factors (tensor rope_freqs.weight, Llama-3.1's scaling) are "
+                 "not supported yet"};
+  }
   auto eps = read_positive_float(file, prefix + "attention.layer_norm_rms_epsilon", 1e-5, 1.0);
   if (!eps.ok()) return eps.error();
   config.rms_norm_eps = eps.value();
