@@ -35,6 +35,8 @@ ALLOWED["frontends/grpc"] = FRONTEND_DEPS | {"lightserve"}  # lightserve/v1/*.pb
 ALLOWED["frontends"] = FRONTEND_DEPS | {"frontends/http", "frontends/grpc", "lightserve"}
 ALLOWED["app"] = set(ALLOWED) | {"frontends/http", "frontends/grpc", "lightserve"}
 ALLOWED["bench"] = BASE | {"kernels", "memory", "sampling", "model"}
+# A client of the server: its wire contract (proto/) and base/ only.
+ALLOWED["loadtest"] = BASE | {"lightserve"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 SOURCE = re.compile(r"\.(h|hpp|cpp|cc|cu|cuh|inc)$")
