@@ -10,6 +10,8 @@
 #include <map>
 #include <utility>
 
+#include "model/hf_folder.h"
+
 namespace lightserve::model {
 namespace {
 
@@ -297,11 +299,21 @@ void fill_tensor(const GgufTensorInfo& info, uint8_t* data, uint64_t seed) {
 Result<LoadFormat> parse_load_format(std::string_view text) {
   if (text == "gguf" || text == "auto") return LoadFormat::kGguf;
   if (text == "dummy") return LoadFormat::kDummy;
-  return Error{"unknown load format '" + std::string(text) + "' (gguf or dummy)"};
+  if (text == "safetensors" || text == "hf") return LoadFormat::kHfFolder;
+  return Error{"unknown load format '" + std::string(text) +
+               "' (auto, gguf, safetensors or dummy)"};
 }
 
 std::string_view to_string(LoadFormat format) {
-  return format == LoadFormat::kDummy ? "dummy" : "gguf";
+  switch (format) {
+    case LoadFormat::kDummy:
+      return "dummy";
+    case LoadFormat::kHfFolder:
+      return "safetensors";
+    case LoadFormat::kGguf:
+      break;
+  }
+  return "gguf";
 }
 
 std::vector<std::string> shape_presets() {
@@ -343,7 +355,7 @@ Result<DType> parse_dummy_type(std::string_view text) {
 }
 
 std::string ModelSource::describe() const {
-  if (format == LoadFormat::kGguf) return path;
+  if (format != LoadFormat::kDummy) return path;
   return std::string("dummy:")
       .append(shape)
       .append(" (")
@@ -352,6 +364,10 @@ std::string ModelSource::describe() const {
 }
 
 Result<std::unique_ptr<GgufFile>> open_model_file(const ModelSource& source, bool with_weights) {
+  if (source.format == LoadFormat::kHfFolder ||
+      (source.format == LoadFormat::kGguf && is_hf_folder(source.path))) {
+    return open_hf_folder(source.path, with_weights);
+  }
   if (source.format == LoadFormat::kGguf) return GgufFile::open(source.path);
   auto shape = parse_shape(source.shape);
   if (!shape) return shape.error();

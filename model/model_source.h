@@ -18,8 +18,11 @@
 
 namespace lightserve::model {
 
-enum class LoadFormat { kGguf, kDummy };
-Result<LoadFormat> parse_load_format(std::string_view text);  // "gguf" | "dummy"
+// kGguf also opens a directory as a Hugging Face folder (hf_folder.h); kHfFolder insists on one.
+enum class LoadFormat { kGguf, kDummy, kHfFolder };
+// "gguf" | "auto" (both: a file is GGUF, a directory a Hugging Face folder) | "dummy" |
+// "safetensors" (alias "hf")
+Result<LoadFormat> parse_load_format(std::string_view text);
 std::string_view to_string(LoadFormat format);
 
 // The dimensions a dummy model is made at.
@@ -54,7 +57,7 @@ struct ModelSource {
   ModelSource(std::string gguf_path) : path(std::move(gguf_path)) {}  // NOLINT: a path is a source
   ModelSource(const char* gguf_path) : path(gguf_path) {}             // NOLINT
 
-  std::string path;  // kGguf: the file
+  std::string path;  // kGguf: the file or Hugging Face folder; kHfFolder: the folder
   LoadFormat format = LoadFormat::kGguf;
   std::string shape = "llama-3-8b";                   // kDummy: a preset or a spec
   kernels::DType dummy_type = kernels::DType::kQ4_0;  // kDummy: the matrices' type
@@ -64,8 +67,9 @@ struct ModelSource {
   std::string describe() const;
 };
 
-// Opens the source: maps the file, or makes the dummy model (`with_weights` false leaves the
-// dummy weights unwritten, for reading the metadata only). Errors name the source.
+// Opens the source: maps the file, reads the Hugging Face folder, or makes the dummy model
+// (`with_weights` false leaves the weights unwritten, for reading the metadata only). Errors name
+// the source.
 Result<std::unique_ptr<GgufFile>> open_model_file(const ModelSource& source,
                                                   bool with_weights = true);
 

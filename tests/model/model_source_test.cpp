@@ -112,7 +112,8 @@ TEST(ModelSource, SpecsParseAndBadOnesNameTheirField) {
   }
   EXPECT_FALSE(parse_dummy_type("q6_k").ok());
   EXPECT_EQ(parse_dummy_type("bf16").value(), kernels::DType::kBF16);
-  EXPECT_FALSE(parse_load_format("safetensors").ok());
+  EXPECT_EQ(parse_load_format("safetensors").value(), LoadFormat::kHfFolder);
+  EXPECT_FALSE(parse_load_format("pytorch").ok());
   EXPECT_EQ(parse_load_format("dummy").value(), LoadFormat::kDummy);
 }
 
