@@ -186,14 +186,25 @@ Result<HfConfig> read_config(const std::string& file, const json& config) {
       it != config.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
     c.context = std::min(c.context, it->get<int64_t>());
   }
-  if (const auto it = config.find("rope_scaling"); it != config.end() && it->is_object()) {
+  // RoPE: rope_theta and rope_scaling (transformers 4), or rope_parameters (transformers 5:
+  // rope_theta and rope_type inside it).
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    const auto it = config.find(key);
+    if (it == config.end() || !it->is_object()) continue;
+    if (const auto theta = it->find("rope_theta"); theta != it->end()) {
+      if (!theta->is_number() || !(theta->get<double>() > 0)) {
+        return fail(std::string(key).append(".rope_theta must be a positive number"));
+      }
+      c.rope_theta = theta->get<double>();
+    }
     std::string type;
-    for (const char* key : {"rope_type", "type"}) {
-      if (const auto t = it->find(key); type.empty() && t != it->end() && t->is_string()) {
+    for (const char* type_key : {"rope_type", "type"}) {
+      if (const auto t = it->find(type_key); type.empty() && t != it->end() && t->is_string()) {
         type = t->get<std::string>();
       }
     }
-    if (type != "default") c.rope_scaling = type.empty() ? "unknown" : type;
+    if (type.empty() && std::string_view(key) == "rope_scaling") type = "unknown";
+    if (!type.empty() && type != "default") c.rope_scaling = type;
   }
   return c;
 }
