@@ -5,10 +5,15 @@
 namespace lightserve::cli {
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
-  cmd->add_option("--model,-m", flags.path, "GGUF model file")->capture_default_str();
+  cmd->add_option("--model,-m", flags.path,
+                  "GGUF model file, or a Hugging Face folder (config.json, tokenizer.json, "
+                  "*.safetensors in bf16/f16/f32; LlamaForCausalLM, MistralForCausalLM)")
+      ->capture_default_str();
   cmd->add_option("--load-format", flags.load_format,
-                  "gguf: the --model file; dummy: random weights at --shape, with a byte "
-                  "vocabulary (throughput and memory at real shapes, no file needed)")
+                  "gguf (or auto): the --model file, or the Hugging Face folder when --model "
+                  "is a directory; safetensors: --model must be a Hugging Face folder; dummy: "
+                  "random weights at --shape, with a byte vocabulary (throughput and memory at "
+                  "real shapes, no file needed)")
       ->capture_default_str();
   std::string presets;
   for (const std::string& name : model::shape_presets()) {

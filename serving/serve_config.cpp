@@ -35,7 +35,8 @@ std::function<void*(ServeConfig&)> lt_member(T LightTransferOptions::*m) {
 
 const std::vector<Entry>& entries() {
   static const std::vector<Entry> table = {
-      {{"model", "path", "--model", "GGUF model file (default: the fetched SmolLM2-135M-Instruct)"},
+      {{"model", "path", "--model",
+        "GGUF model file or Hugging Face folder (default: the fetched SmolLM2-135M-Instruct)"},
        Kind::kString,
        member(&ServeConfig::model_path)},
       {{"model", "name", "--model-name",
@@ -47,7 +48,9 @@ const std::vector<Entry>& entries() {
        member(&ServeConfig::threads)},
       {{"model", "device", "--device", kDeviceHelp}, Kind::kString, member(&ServeConfig::device)},
       {{"model", "load_format", "--load-format",
-        "gguf: the model.path file; dummy: random weights at model.shape with a byte vocabulary "
+        "gguf (or auto): the model.path file, or the Hugging Face folder (config.json, "
+        "tokenizer.json, *.safetensors) when it is a directory; safetensors: a folder only; "
+        "dummy: random weights at model.shape with a byte vocabulary "
         "(throughput and memory at real shapes without a file)"},
        Kind::kString,
        member(&ServeConfig::load_format)},
