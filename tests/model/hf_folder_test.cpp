@@ -6,6 +6,7 @@
 #include "model/hf_folder.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
