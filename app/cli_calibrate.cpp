@@ -125,9 +125,11 @@ int run_calibrate(const CalibrateOptions& o) {
     std::string rendered = text;
     if (o.chat) {
       std::vector<model::ChatMessage> messages{{"user", text}};
-      rendered = chat->render(messages, /*add_generation_prompt=*/true);
+      rendered = chat->render(messages, /*add_generation_prompt=*/true).value();  // one user turn
     }
-    std::vector<int32_t> ids = tok.encode(rendered, tok.add_bos_token(), /*parse_special=*/o.chat);
+    // A rendered chat carries its own BOS where the template has one.
+    std::vector<int32_t> ids =
+        tok.encode(rendered, !o.chat && tok.add_bos_token(), /*parse_special=*/o.chat);
     if (ids.empty()) continue;
     if (static_cast<int32_t>(ids.size()) > config.context_length) {
       ids.resize(config.context_length);

@@ -89,9 +89,11 @@ int run_generate(const GenerateOptions& o) {
     std::vector<model::ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
-    text = chat->render(messages, /*add_generation_prompt=*/true);
+    text = chat->render(messages, /*add_generation_prompt=*/true).value();  // [system,] user
   }
-  const std::vector<int32_t> prompt = tok.encode(text, tok.add_bos_token(), /*parse_special=*/true);
+  // A rendered chat carries its own BOS where the template has one.
+  const std::vector<int32_t> prompt =
+      tok.encode(text, !o.chat && tok.add_bos_token(), /*parse_special=*/true);
   if (prompt.empty()) {
     std::fprintf(stderr, "error: the prompt is empty\n");
     return 2;

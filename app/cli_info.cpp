@@ -51,8 +51,9 @@ int run_info(const InfoOptions& o) {
   std::printf("rms_norm_eps:    %g\n", c.rms_norm_eps);
   std::printf("embeddings:      %s\n",
               c.tied_embeddings ? "tied (logits reuse token_embd)" : "separate output");
-  std::printf("chat template:   %s\n",
-              model->chat_template() ? "ChatML" : model->chat_error().c_str());
+  std::printf("chat template:   %s\n", model->chat_template()
+                                           ? std::string(model->chat_template()->name()).c_str()
+                                           : model->chat_error().c_str());
 
   std::map<std::string, std::pair<int, int64_t>> by_type;
   for (const auto& t : file.tensors()) {

@@ -24,6 +24,10 @@ void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
                       ", or a spec layers=L,hidden=H,heads=N,kv_heads=K,ffn=F,vocab=V,context=C"
                       "[,rope_base=B,eps=E,tied=0|1]")
       ->capture_default_str();
+  cmd->add_option(
+      "--chat-template", flags.chat_template,
+      "Chat format instead of the model file's template: chatml, llama3, llama3.1, "
+      "mistral-v1, llama2, or a file holding a Jinja template of one of those families");
   cmd->add_option("--dummy-type", flags.dummy_type,
                   "Weight type of the dummy model: f32, f16, bf16, q8_0, q4_0 or q4_1")
       ->capture_default_str();
@@ -37,6 +41,14 @@ std::optional<model::ModelSource> model_source_or_report(const ModelFlags& flags
     return std::nullopt;
   }
   source.format = format.value();
+  if (!flags.chat_template.empty()) {
+    auto text = model::ChatTemplate::read_argument(flags.chat_template);
+    if (!text) {
+      std::fprintf(stderr, "error: --chat-template: %s\n", text.error().message.c_str());
+      return std::nullopt;
+    }
+    source.chat_template = std::move(text).value();
+  }
   if (source.format == model::LoadFormat::kDummy) {
     if (auto shape = model::parse_shape(flags.shape); !shape) {
       std::fprintf(stderr, "error: --shape: %s\n", shape.error().message.c_str());

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/model_source.h"
+#include "model/tokenizer.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::cli {
@@ -16,6 +17,7 @@ struct ModelFlags {
   std::string load_format = "gguf";
   std::string shape = "llama-3-8b";
   std::string dummy_type = "q4_0";
+  std::string chat_template;  // a format name or a template file; empty: the file's
 };
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags);

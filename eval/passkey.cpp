@@ -40,13 +40,15 @@ class PasskeyPrompts {
     for (int32_t i = before; i < units; ++i) body.append(i > before ? " " : "").append(kFiller);
     if (!chat_) return body + "\nWhat is the pass key? The pass key is";
     std::vector<model::ChatMessage> messages{{"user", body + "\nWhat is the pass key?"}};
-    return model_.chat_template()->render(messages, /*add_generation_prompt=*/true) +
+    // One user turn: every template renders it.
+    return model_.chat_template()->render(messages, /*add_generation_prompt=*/true).value() +
            "The pass key is";
   }
 
   std::vector<int32_t> encode(const std::string& text) const {
     const model::Tokenizer& tok = model_.tokenizer();
-    return tok.encode(text, tok.add_bos_token(), /*parse_special=*/chat_);
+    // A rendered chat carries its own BOS where the template has one.
+    return tok.encode(text, !chat_ && tok.add_bos_token(), /*parse_special=*/chat_);
   }
 
   // The prompt with the most filler units that stays within `max_tokens`.

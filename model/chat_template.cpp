@@ -1,6 +1,12 @@
-// ChatML rendering. We do not run Jinja: a ChatML template renders every message as
-// "<|im_start|>role\ncontent<|im_end|>\n", so we only need to recognise the format and find the
-// default system prompt such templates insert (SmolLM2, Qwen) when the conversation has none.
+// Chat formatting without a Jinja engine: each supported family's template renders messages in a
+// fixed way, so we recognise the family from the template text (or a name given with
+// --chat-template) and reproduce its output: ChatML (with the default system prompt some
+// templates insert), Llama-3, Llama-3.1 (its system header with the knowledge date), Mistral
+// "v1" ([INST] with the system prompt before the first user turn) and Llama-2 (<<SYS>>).
+// tests/golden/chat_templates.json holds what the real templates render, through jinja2.
+#include <array>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -66,32 +72,175 @@ std::string find_default_system(std::string_view tmpl) {
 
 }  // namespace
 
-Result<ChatTemplate> ChatTemplate::from_gguf(const GgufFile& file) {
-  auto text = file.get_string("tokenizer.chat_template");
-  if (!text) return text.error();
-  if (!text.value()) return Error{"the model file has no tokenizer.chat_template"};
-  const std::string& tmpl = *text.value();
-  if (tmpl.find(kStart) == std::string::npos || tmpl.find(kEnd) == std::string::npos) {
-    return Error{
-        "tokenizer.chat_template is not ChatML (no <|im_start|> / <|im_end|>): "
-        "only ChatML templates are supported"};
+namespace {
+
+constexpr std::array<std::pair<ChatFormat, std::string_view>, 5> kFormatNames = {{
+    {ChatFormat::kChatML, "chatml"},
+    {ChatFormat::kLlama3, "llama3"},
+    {ChatFormat::kLlama31, "llama3.1"},
+    {ChatFormat::kMistralV1, "mistral-v1"},
+    {ChatFormat::kLlama2, "llama2"},
+}};
+
+// Python's str.strip() / Jinja's trim over ASCII whitespace (and the separators it also strips).
+std::string_view trim(std::string_view text) {
+  constexpr std::string_view kSpace = " \t\n\r\v\f\x1c\x1d\x1e\x1f";
+  const size_t begin = text.find_first_not_of(kSpace);
+  if (begin == std::string_view::npos) return {};
+  return text.substr(begin, text.find_last_not_of(kSpace) - begin + 1);
+}
+
+// The family a template text belongs to, by the markers only its family's templates hold.
+std::optional<ChatFormat> recognise(std::string_view tmpl) {
+  const auto has = [&](std::string_view marker) { return tmpl.find(marker) != std::string::npos; };
+  if (has(kStart) && has(kEnd)) return ChatFormat::kChatML;
+  if (has("<|start_header_id|>") && has("<|eot_id|>")) {
+    return has("Cutting Knowledge Date") ? ChatFormat::kLlama31 : ChatFormat::kLlama3;
+  }
+  if (has("<<SYS>>") && has("[INST] ")) return ChatFormat::kLlama2;
+  if (has("' [INST] '") || has("\" [INST] \"")) return ChatFormat::kMistralV1;
+  return std::nullopt;
+}
+
+Error alternation_error() {
+  return Error{
+      "this model's chat template needs the roles to alternate user/assistant/user/... after an "
+      "optional first system message"};
+}
+
+}  // namespace
+
+std::string_view ChatTemplate::name() const {
+  for (const auto& [format, name] : kFormatNames) {
+    if (format == format_) return name;
+  }
+  return "?";
+}
+
+Result<ChatTemplate> ChatTemplate::from_text(std::string_view text, const Tokenizer& tokenizer) {
+  std::optional<ChatFormat> format;
+  for (const auto& [f, name] : kFormatNames) {
+    if (text == name) format = f;
+  }
+  const bool named = format.has_value();
+  if (!named) format = recognise(text);
+  if (!format) {
+    std::string names;
+    for (const auto& [f, name] : kFormatNames) names.append(names.empty() ? "" : ", ").append(name);
+    return Error{"the chat template is not one lightserve can render (" + names +
+                 "); give one of those names with --chat-template"};
   }
   ChatTemplate result;
-  result.default_system_ = find_default_system(tmpl);
+  result.format_ = *format;
+  if (!named && *format == ChatFormat::kChatML) result.default_system_ = find_default_system(text);
+  const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
+  if (bos >= 0) result.bos_ = tokenizer.token_text(bos);
+  if (eos >= 0) result.eos_ = tokenizer.token_text(eos);
   return result;
 }
 
-std::string ChatTemplate::render(std::span<const ChatMessage> messages,
-                                 bool add_generation_prompt) const {
-  std::string out;
-  const auto append_turn = [&out](std::string_view role, std::string_view content) {
-    out.append(kStart).append(role).append("\n").append(content).append(kEnd).append("\n");
-  };
-  if (!messages.empty() && messages.front().role != "system" && !default_system_.empty()) {
-    append_turn("system", default_system_);
+Result<std::string> ChatTemplate::read_argument(const std::string& value) {
+  for (const auto& [format, name] : kFormatNames) {
+    if (value == name) return value;
   }
-  for (const ChatMessage& message : messages) append_turn(message.role, message.content);
-  if (add_generation_prompt) out.append(kStart).append("assistant\n");
+  std::ifstream in(value, std::ios::binary);
+  if (!in) {
+    std::string names;
+    for (const auto& [f, name] : kFormatNames) names.append(names.empty() ? "" : ", ").append(name);
+    return Error{"'" + value + "' is neither a chat format (" + names + ") nor a readable file"};
+  }
+  std::string text{std::istreambuf_iterator<char>(in), {}};
+  if (!recognise(text)) {
+    return Error{value + ": not a chat template lightserve can render (ChatML, Llama-3, " +
+                 "Llama-3.1, Mistral v1 or Llama-2 chat)"};
+  }
+  return text;
+}
+
+Result<ChatTemplate> ChatTemplate::from_gguf(const GgufFile& file, const Tokenizer& tokenizer) {
+  auto text = file.get_string("tokenizer.chat_template");
+  if (!text) return text.error();
+  if (!text.value()) return Error{"the model file has no tokenizer.chat_template"};
+  auto result = from_text(*text.value(), tokenizer);
+  if (!result) return Error{"tokenizer.chat_template: " + result.error().message};
+  return result;
+}
+
+Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
+                                         bool add_generation_prompt) const {
+  std::string out;
+  const bool has_system = !messages.empty() && messages.front().role == "system";
+  const std::span<const ChatMessage> turns = has_system ? messages.subspan(1) : messages;
+  const std::string_view system = has_system ? std::string_view(messages.front().content) : "";
+  // The [INST] templates: user at even turns, assistant at odd ones.
+  const auto alternates = [&]() {
+    for (size_t i = 0; i < turns.size(); ++i) {
+      if ((turns[i].role == "user") != (i % 2 == 0)) return false;
+    }
+    return true;
+  };
+  switch (format_) {
+    case ChatFormat::kChatML: {
+      const auto append_turn = [&out](std::string_view role, std::string_view content) {
+        out.append(kStart).append(role).append("\n").append(content).append(kEnd).append("\n");
+      };
+      if (!messages.empty() && !has_system && !default_system_.empty()) {
+        append_turn("system", default_system_);
+      }
+      for (const ChatMessage& m : messages) append_turn(m.role, m.content);
+      if (add_generation_prompt) out.append(kStart).append("assistant\n");
+      return out;
+    }
+    case ChatFormat::kLlama3:
+    case ChatFormat::kLlama31: {
+      const auto append_turn = [&out](std::string_view role, std::string_view content) {
+        out.append("<|start_header_id|>").append(role).append("<|end_header_id|>\n\n");
+        out.append(trim(content)).append("<|eot_id|>");
+      };
+      if (format_ == ChatFormat::kLlama31) {
+        // Always a system turn, dated as the template does when no date is passed.
+        out.append(bos_).append("<|start_header_id|>system<|end_header_id|>\n\n");
+        out.append("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        out.append(trim(system)).append("<|eot_id|>");
+        for (const ChatMessage& m : turns) append_turn(m.role, m.content);
+      } else {
+        if (!messages.empty()) out.append(bos_);
+        for (const ChatMessage& m : messages) append_turn(m.role, m.content);
+      }
+      if (add_generation_prompt) out.append("<|start_header_id|>assistant<|end_header_id|>\n\n");
+      return out;
+    }
+    case ChatFormat::kMistralV1: {
+      if (!alternates()) return alternation_error();
+      out.append(bos_);
+      for (size_t i = 0; i < turns.size(); ++i) {
+        if (turns[i].role == "user") {
+          out.append(" [INST] ");
+          if (i == 0 && has_system) out.append(system).append("\n\n");
+          out.append(turns[i].content).append(" [/INST]");
+        } else {
+          out.append(" ").append(turns[i].content).append(eos_);
+        }
+      }
+      return out;  // the template has no generation prompt: [/INST] opens the answer
+    }
+    case ChatFormat::kLlama2: {
+      if (!alternates()) return alternation_error();
+      for (size_t i = 0; i < turns.size(); ++i) {
+        std::string content;
+        if (i == 0 && has_system) {
+          content.append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n");
+        }
+        content.append(turns[i].content);
+        if (turns[i].role == "user") {
+          out.append(bos_).append("[INST] ").append(trim(content)).append(" [/INST]");
+        } else {
+          out.append(" ").append(trim(content)).append(" ").append(eos_);
+        }
+      }
+      return out;
+    }
+  }
   return out;
 }
 

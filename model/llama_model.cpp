@@ -94,7 +94,12 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelSource& source,
                  std::to_string(model->config_.vocab_size)};
   }
 
-  auto chat = ChatTemplate::from_gguf(*model->file_);
+  auto chat = source.chat_template.empty()
+                  ? ChatTemplate::from_gguf(*model->file_, *model->tokenizer_)
+                  : ChatTemplate::from_text(source.chat_template, *model->tokenizer_);
+  if (!chat && !source.chat_template.empty()) {
+    return Error{"--chat-template: " + chat.error().message};
+  }
   if (chat) {
     model->chat_ = std::move(chat).value();
   } else {

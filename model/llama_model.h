@@ -89,7 +89,8 @@ class LlamaModel {
   const LlamaConfig& config() const { return config_; }
   const GgufFile& file() const { return *file_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  // Null when the file's chat template is missing or not ChatML (the reason is in chat_error()).
+  // Null when the chat template is missing or of a family lightserve cannot render (the reason
+  // is in chat_error()).
   const ChatTemplate* chat_template() const { return chat_ ? &*chat_ : nullptr; }
   const std::string& chat_error() const { return chat_error_; }
   kernels::Backend& backend() const { return backend_; }

@@ -62,6 +62,9 @@ struct ModelSource {
   std::string shape = "llama-3-8b";                   // kDummy: a preset or a spec
   kernels::DType dummy_type = kernels::DType::kQ4_0;  // kDummy: the matrices' type
   uint64_t dummy_seed = 0;
+  // Replaces the file's tokenizer.chat_template: a format name (chatml, llama3, llama3.1,
+  // mistral-v1, llama2) or a template's text (model::ChatTemplate::from_text). Empty: the file's.
+  std::string chat_template;
 
   // "models/x.gguf", or "dummy:llama-3-8b (Q4_0)": for logs and errors.
   std::string describe() const;

@@ -87,18 +87,38 @@ struct ChatMessage {
   std::string content;
 };
 
-// Chat formatting for models whose tokenizer.chat_template is ChatML
-// (<|im_start|>role\ncontent<|im_end|>\n ...). Reproduces the template's output, including a
-// default system prompt the template inserts when the first message is not a system message.
+// The chat formats lightserve renders (model/chat_template.cpp), each exactly as its family's
+// template does: ChatML (SmolLM2, Qwen), Llama-3, Llama-3.1, Mistral v1 ([INST], Mistral-7B
+// v0.1-v0.2) and Llama-2 chat (<<SYS>>).
+enum class ChatFormat { kChatML, kLlama3, kLlama31, kMistralV1, kLlama2 };
+
+// Chat formatting without a Jinja engine: the family is recognised from the template text (or
+// named), then messages are rendered as that family's template renders them, including a default
+// system prompt a ChatML template inserts when the first message is not a system message.
 class ChatTemplate {
  public:
-  // An Error when the file has no template or one that is not ChatML.
-  static Result<ChatTemplate> from_gguf(const GgufFile& file);
-  std::string render(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+  // An Error when the file has no template or one of a family lightserve cannot render.
+  static Result<ChatTemplate> from_gguf(const GgufFile& file, const Tokenizer& tokenizer);
+  // A template text (Jinja, recognised by its markers) or a format name (chatml, llama3,
+  // llama3.1, mistral-v1, llama2): --chat-template. BOS / EOS texts come from `tokenizer`.
+  static Result<ChatTemplate> from_text(std::string_view text, const Tokenizer& tokenizer);
+  // What --chat-template VALUE means: a format name as is, else the text of the file VALUE
+  // names. An Error when it is neither, or the file holds no template lightserve can render.
+  static Result<std::string> read_argument(const std::string& value);
+  // The prompt text (special tokens as text; it carries its own BOS where the family has one).
+  // An Error for a conversation the template refuses (the [INST] formats: roles that do not
+  // alternate user/assistant after an optional system message).
+  Result<std::string> render(std::span<const ChatMessage> messages,
+                             bool add_generation_prompt) const;
+  ChatFormat format() const { return format_; }
+  std::string_view name() const;  // "chatml", "llama3", ...
   const std::string& default_system_prompt() const { return default_system_; }
 
  private:
-  std::string default_system_;  // empty when the template inserts none
+  ChatFormat format_ = ChatFormat::kChatML;
+  std::string default_system_;  // ChatML: empty when the template inserts none
+  std::string bos_;             // the tokenizer's BOS / EOS token texts
+  std::string eos_;
 };
 
 }  // namespace lightserve::model

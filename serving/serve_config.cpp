@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "base/units.h"
+#include "model/tokenizer.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::serving {
@@ -59,6 +60,11 @@ const std::vector<Entry>& entries() {
         "layers=L,hidden=H,heads=N,kv_heads=K,ffn=F,vocab=V,context=C"},
        Kind::kString,
        member(&ServeConfig::shape)},
+      {{"model", "chat_template", "--chat-template",
+        "Chat format instead of the model file's template: chatml, llama3, llama3.1, mistral-v1, "
+        "llama2, or a file holding a Jinja template of one of those families"},
+       Kind::kString,
+       member(&ServeConfig::chat_template)},
       {{"model", "dummy_type", "--dummy-type",
         "Dummy model weight type: f32, f16, bf16, q8_0, q4_0 or q4_1"},
        Kind::kString,
@@ -312,6 +318,10 @@ const std::vector<ConfigKey>& config_keys() {
 
 model::ModelSource ServeConfig::model_source() const {
   model::ModelSource source(model_path);
+  if (!chat_template.empty()) {
+    auto text = model::ChatTemplate::read_argument(chat_template);
+    if (text) source.chat_template = std::move(text).value();
+  }
   const auto format = model::parse_load_format(load_format);
   const auto type = model::parse_dummy_type(dummy_type);
   if (format && format.value() == model::LoadFormat::kDummy && type) {
@@ -335,6 +345,11 @@ Status ServeConfig::validate() const {
     return bad("server.grpc_port", "equals server.http_port (" + std::to_string(http_port) + ")");
   }
   if (threads < 0) return bad("model.threads", "must be >= 0");
+  if (!chat_template.empty()) {
+    if (auto t = model::ChatTemplate::read_argument(chat_template); !t) {
+      return bad("model.chat_template", t.error().message);
+    }
+  }
   if (auto f = model::parse_load_format(load_format); !f) {
     return bad("model.load_format", f.error().message);
   } else if (f.value() == model::LoadFormat::kDummy) {

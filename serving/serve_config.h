@@ -27,6 +27,7 @@ struct ServeConfig {
   std::string load_format = "gguf";  // gguf | dummy (model/model_source.h)
   std::string shape = "llama-3-8b";  // dummy: a preset or a spec
   std::string dummy_type = "q4_0";   // dummy: the weights' type
+  std::string chat_template;         // a format name or a template file; empty: the model's
 
   // server:
   std::string host = "127.0.0.1";

@@ -250,8 +250,10 @@ std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in, std::v
     if (in.messages->empty()) return invalid("messages is empty");
     const model::ChatTemplate* chat = model_->chat_template();
     if (chat == nullptr) return invalid("this model has no chat template; send a prompt instead");
+    auto rendered = chat->render(*in.messages, add_generation_prompt);
+    if (!rendered) return invalid(rendered.error().message);
     // The rendered template carries its own special tokens (no extra BOS).
-    ids = tok.encode(chat->render(*in.messages, add_generation_prompt), false);
+    ids = tok.encode(rendered.value(), false);
   }
   return std::nullopt;
 }

@@ -1,6 +1,7 @@
-// Dummy models through the real binary (--load-format dummy --shape ...): `info` prints the
-// capacity report of a named shape, `bench` runs one, `serve` serves one to a real HTTP client,
-// and bad load flags are usage errors (exit 2) before anything loads.
+// Model-source flags through the real binary: dummy models (--load-format dummy --shape ...):
+// `info` prints the capacity report of a named shape, `bench` runs one, `serve` serves one to a
+// real HTTP client; --chat-template replaces the file's template; bad values of any of them are
+// usage errors (exit 2) before anything loads.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -49,11 +50,14 @@ TEST_F(CliDummyTest, BadLoadFlagsExitTwoNamingTheFlag) {
     std::string args;
     std::string message;
   } cases[] = {
-      {"info --load-format safetensors", "--load-format: unknown load format 'safetensors'"},
+      {"info --load-format onnx", "--load-format: unknown load format 'onnx'"},
       {"info --load-format dummy --shape llama-9b", "--shape: unknown shape 'llama-9b'"},
       {"bench --kv-budget 1MiB --load-format dummy --shape layers=2", "missing field 'hidden'"},
       {"generate -p hi --load-format dummy --dummy-type q6_k", "--dummy-type: unknown dummy"},
       {"serve --load-format dummy --shape llama-9b", "model.shape unknown shape 'llama-9b'"},
+      {"generate -p hi --chat --chat-template vicuna",
+       "--chat-template: 'vicuna' is neither a chat format"},
+      {"serve --chat-template /nonexistent.jinja", "model.chat_template '/nonexistent.jinja'"},
   };
   for (const auto& c : cases) {
     const CliResult r = run_lightserve(c.args);
@@ -61,6 +65,19 @@ TEST_F(CliDummyTest, BadLoadFlagsExitTwoNamingTheFlag) {
     EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
     EXPECT_EQ(r.err.find("loading "), std::string::npos) << c.args << ": loaded first";
   }
+}
+
+// --chat-template replaces the file's template (by name here; a file works the same way).
+TEST_F(CliDummyTest, ChatTemplateOverridesTheFilesTemplate) {
+  const CliResult plain = run_lightserve("info --load-format dummy --shape " + std::string(kTiny));
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("chat template:   the model file has no tokenizer.chat_template"),
+            std::string::npos)
+      << plain.out;
+  const CliResult named = run_lightserve("info --load-format dummy --shape " + std::string(kTiny) +
+                                         " --chat-template llama2");
+  ASSERT_EQ(named.code, 0) << named.err;
+  EXPECT_NE(named.out.find("chat template:   llama2"), std::string::npos) << named.out;
 }
 
 TEST_F(CliDummyTest, ServeServesADummyModelToAnHttpClient) {

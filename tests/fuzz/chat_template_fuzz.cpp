@@ -1,11 +1,13 @@
-// libFuzzer target for ChatML rendering (model/chat_template.cpp): fuzzed messages through the
+// libFuzzer target for chat rendering (model/chat_template.cpp): fuzzed messages through the
 // default model's own template, and fuzzed template strings through ChatTemplate::from_gguf (a
 // one-key GGUF built in memory), then rendering. Input: one flags byte, then fields separated by
 // NUL bytes: [the template, when flag 1 is set] role, content, role, content, ...
-// What must hold: from_gguf refuses a template without <|im_start|> / <|im_end|> and accepts one
-// with both; a default system prompt never holds template syntax ({ or }); render() is exactly
+// What must hold: from_gguf takes a template with <|im_start|> and <|im_end|> as ChatML and
+// anything else as another family or not at all; a default system prompt never holds template
+// syntax ({ or }); a ChatML render() is exactly
 // the optional default system turn, one "<|im_start|>role\ncontent<|im_end|>\n" per message and
-// the generation prompt when asked; the rendered text tokenizes into ids of the vocabulary.
+// the generation prompt when asked; any family renders or refuses with a message, and the
+// rendered text tokenizes into ids of the vocabulary.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -65,6 +67,12 @@ std::vector<std::string_view> split_fields(std::string_view bytes) {
   return fields;
 }
 
+void check_tokenizes(const std::string& text) {
+  for (int32_t id : tokenizer->encode(text, false, true)) {
+    LS_CHECK(id >= 0 && id < tokenizer->vocab_size()) << "encode produced id " << id;
+  }
+}
+
 void check_render(const ChatTemplate& chat, const std::vector<ChatMessage>& messages,
                   bool add_generation_prompt) {
   const std::string& system = chat.default_system_prompt();
@@ -79,11 +87,10 @@ void check_render(const ChatTemplate& chat, const std::vector<ChatMessage>& mess
   }
   for (const ChatMessage& m : messages) expected += turn(m.role, m.content);
   if (add_generation_prompt) expected += "<|im_start|>assistant\n";
-  const std::string rendered = chat.render(messages, add_generation_prompt);
-  LS_CHECK(rendered == expected) << "render() differs from the ChatML turns";
-  for (int32_t id : tokenizer->encode(rendered, false, true)) {
-    LS_CHECK(id >= 0 && id < tokenizer->vocab_size()) << "encode produced id " << id;
-  }
+  const auto rendered = chat.render(messages, add_generation_prompt);
+  LS_CHECK(rendered.ok()) << "ChatML refused a conversation: " << rendered.error().message;
+  LS_CHECK(rendered.value() == expected) << "render() differs from the ChatML turns";
+  check_tokenizes(rendered.value());
 }
 
 }  // namespace
@@ -94,7 +101,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   auto tok = Tokenizer::from_gguf(*file.value());
   LS_CHECK(tok.ok()) << tok.error().message;
   tokenizer = std::move(tok).value().release();
-  auto chat = ChatTemplate::from_gguf(*file.value());
+  auto chat = ChatTemplate::from_gguf(*file.value(), *tokenizer);
   LS_CHECK(chat.ok()) << chat.error().message;
   model_template = new ChatTemplate(std::move(chat).value());
   return 0;
@@ -125,11 +132,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> bytes = gguf_with_template(template_text);
   auto file = GgufFile::parse(bytes, "fuzz.gguf");
   LS_CHECK(file.ok()) << "the one-key GGUF did not parse: " << file.error().message;
-  auto chat = ChatTemplate::from_gguf(*file.value());
+  auto chat = ChatTemplate::from_gguf(*file.value(), *tokenizer);
   const bool chatml = template_text.find("<|im_start|>") != std::string_view::npos &&
                       template_text.find("<|im_end|>") != std::string_view::npos;
-  LS_CHECK(chat.ok() == chatml) << "from_gguf " << (chat.ok() ? "accepted" : "refused")
-                                << " a template " << (chatml ? "with" : "without") << " ChatML";
-  if (chat.ok()) check_render(chat.value(), messages, add_generation_prompt);
+  if (chatml) {
+    LS_CHECK(chat.ok() && chat->format() == lightserve::model::ChatFormat::kChatML)
+        << "a template with <|im_start|> and <|im_end|> was not taken as ChatML";
+    check_render(chat.value(), messages, add_generation_prompt);
+  } else if (chat.ok()) {
+    LS_CHECK(chat->format() != lightserve::model::ChatFormat::kChatML)
+        << "ChatML without its markers";
+    const auto rendered = chat->render(messages, add_generation_prompt);
+    if (rendered.ok()) {
+      check_tokenizes(rendered.value());
+    } else {
+      LS_CHECK(!rendered.error().message.empty()) << "a refusal without a message";
+    }
+  } else {
+    LS_CHECK(!chat.error().message.empty()) << "a refusal without a message";
+  }
   return 0;
 }

@@ -306,14 +306,15 @@ TEST_F(SmolLmTokenizerTest, EncodesTenThousandWordsQuickly) {
 }
 
 TEST_F(SmolLmTokenizerTest, ChatTemplateRendersLikeTheJinjaTemplate) {
-  auto chat = ChatTemplate::from_gguf(*file_);
+  auto chat = ChatTemplate::from_gguf(*file_, tok());
   ASSERT_TRUE(chat.ok()) << chat.error().message;
+  EXPECT_EQ(chat->name(), "chatml");
   EXPECT_EQ(chat->default_system_prompt(),
             "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
   for (const auto& c : golden()["chats"]) {
     std::vector<ChatMessage> messages;
     for (const auto& m : c["messages"]) messages.push_back({m["role"], m["content"]});
-    EXPECT_EQ(chat->render(messages, c["add_generation_prompt"].get<bool>()),
+    EXPECT_EQ(chat->render(messages, c["add_generation_prompt"].get<bool>()).value(),
               c["rendered"].get<std::string>());
   }
 }
@@ -409,11 +410,13 @@ TEST(TinyTokenizerTest, OtherPreTokenizersLoad) {
   }
 }
 
-TEST(ChatTemplateTest, RejectsMissingAndNonChatMlTemplates) {
+TEST(ChatTemplateTest, RejectsMissingAndUnknownTemplates) {
   std::vector<uint8_t> storage = tiny_tokenizer_file().build();
   auto file = GgufFile::parse(storage);
   ASSERT_TRUE(file.ok()) << file.error().message;
-  auto missing = ChatTemplate::from_gguf(*file.value());
+  auto tok = Tokenizer::from_gguf(*file.value());
+  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  auto missing = ChatTemplate::from_gguf(*file.value(), *tok.value());
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message.find("no tokenizer.chat_template"), std::string::npos);
 
@@ -423,9 +426,10 @@ TEST(ChatTemplateTest, RejectsMissingAndNonChatMlTemplates) {
                 .build();
   file = GgufFile::parse(storage);
   ASSERT_TRUE(file.ok());
-  auto llama2 = ChatTemplate::from_gguf(*file.value());
-  ASSERT_FALSE(llama2.ok());
-  EXPECT_NE(llama2.error().message.find("not ChatML"), std::string::npos);
+  auto unknown = ChatTemplate::from_gguf(*file.value(), *tok.value());
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("not one lightserve can render"), std::string::npos)
+      << unknown.error().message;
 
   // A ChatML template without a default system prompt inserts none.
   storage = tiny_tokenizer_file()
@@ -435,11 +439,11 @@ TEST(ChatTemplateTest, RejectsMissingAndNonChatMlTemplates) {
                 .build();
   file = GgufFile::parse(storage);
   ASSERT_TRUE(file.ok());
-  auto plain = ChatTemplate::from_gguf(*file.value());
+  auto plain = ChatTemplate::from_gguf(*file.value(), *tok.value());
   ASSERT_TRUE(plain.ok()) << plain.error().message;
   EXPECT_EQ(plain->default_system_prompt(), "");
   const std::vector<ChatMessage> messages = {{"user", "hi"}};
-  EXPECT_EQ(plain->render(messages, true),
+  EXPECT_EQ(plain->render(messages, true).value(),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
