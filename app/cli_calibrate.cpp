@@ -236,7 +236,8 @@ void register_calibrate(CLI::App& app) {
   auto o = std::make_shared<CalibrateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "calibrate", "Rank layers by laziness over a prompt set and write a LightTransfer plan file");
-  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  cmd->add_option("--model,-m", o->model, "GGUF model file or Hugging Face folder")
+      ->capture_default_str();
   cmd->add_option("--prompts", o->prompts,
                   "Prompt file: JSONL with a \"prompt\" string per line, or plain text with one "
                   "prompt per line (\\n escapes)")

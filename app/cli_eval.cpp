@@ -178,7 +178,8 @@ void register_eval(CLI::App& app) {
   auto o = std::make_shared<EvalCli>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Quality under LightTransfer modes: passkey retrieval or decode perplexity");
-  cmd->add_option("--model,-m", o->model, "GGUF model file")->capture_default_str();
+  cmd->add_option("--model,-m", o->model, "GGUF model file or Hugging Face folder")
+      ->capture_default_str();
   cmd->add_option("--task", o->eval.task, "passkey or perplexity")->required();
   cmd->add_option("--lengths", o->lengths,
                   "Comma-separated total lengths in tokens (default: passkey 2048,4096,8192; "

@@ -8,6 +8,7 @@
 #include "app/subcommands.h"
 #include "base/units.h"
 #include "kernels/backend.h"
+#include "model/hf_folder.h"
 #include "model/kv_arena.h"
 #include "serving/model_loading.h"
 
@@ -36,7 +37,13 @@ int run_info(const InfoOptions& o) {
   const auto& file = model->file();
   const auto& tok = model->tokenizer();
 
-  std::printf("file:            %s (GGUF v%u, %s)\n", file.path().c_str(), file.version(),
+  std::string kind = "GGUF v" + std::to_string(file.version());
+  if (source->format == model::LoadFormat::kDummy) {
+    kind = "dummy weights made in memory";
+  } else if (model::is_hf_folder(source->path)) {
+    kind = "Hugging Face folder";
+  }
+  std::printf("file:            %s (%s, %s)\n", file.path().c_str(), kind.c_str(),
               human_bytes(static_cast<double>(file.file_size())).c_str());
   std::printf("architecture:    %s%s%s\n", c.architecture.c_str(), c.name.empty() ? "" : ", ",
               c.name.c_str());

@@ -323,9 +323,9 @@ model::ModelSource ServeConfig::model_source() const {
     if (text) source.chat_template = std::move(text).value();
   }
   const auto format = model::parse_load_format(load_format);
+  if (format) source.format = format.value();
   const auto type = model::parse_dummy_type(dummy_type);
-  if (format && format.value() == model::LoadFormat::kDummy && type) {
-    source.format = model::LoadFormat::kDummy;
+  if (source.format == model::LoadFormat::kDummy && type) {
     source.shape = shape;
     source.dummy_type = type.value();
   }
