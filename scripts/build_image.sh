@@ -5,6 +5,7 @@
 #   bash scripts/build_image.sh --prebuilt build-cpu/lightserve   # reuse a CPU-only binary built here
 #   bash scripts/build_image.sh --base docker.io/library/debian:bookworm   # a base from a registry
 #   bash scripts/build_image.sh --cuda                # CUDA image lightserve:cuda (needs NVIDIA's apt repo)
+#   bash scripts/build_image.sh --base-only           # only make the Debian 12 base (step 2)
 #
 # Steps:
 #  1. Container engine: podman (buildah inside), else docker. Where podman's defaults cannot run
@@ -19,7 +20,8 @@
 #     temporary folder, so build trees and models never enter it; plus the prebuilt binary.
 #  4. `podman build --target runtime` (or runtime-prebuilt); the image's own RUN step checks every library resolves.
 #
-# Environment: LIGHTSERVE_IMAGE_TAG (default lightserve:cpu / lightserve:cuda), BUILD_JOBS
+# Environment: LIGHTSERVE_IMAGE_TAG (default lightserve:cpu / lightserve:cuda),
+# LIGHTSERVE_BASE_TAG (default localhost/lightserve-base:bookworm), BUILD_JOBS
 # (compile jobs in the build stage, default all cores), CONTAINER_ENGINE (podman|docker).
 # Installs podman, buildah, runc and mmdebstrap with apt when they are missing (root or sudo).
 set -euo pipefail
@@ -39,12 +41,14 @@ while [[ $# -gt 0 ]]; do
     --base) BASE="$2"; shift 2 ;;
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --tag) LIGHTSERVE_IMAGE_TAG="$2"; shift 2 ;;
+    --base-only) BASE_ONLY=1; shift ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 TAG="${LIGHTSERVE_IMAGE_TAG:-lightserve:$FLAVOR}"
-BASE_TAG="localhost/lightserve-base:bookworm"
+BASE_TAG="${LIGHTSERVE_BASE_TAG:-localhost/lightserve-base:bookworm}"
+BASE_ONLY="${BASE_ONLY:-0}"
 
 # ---- 1. engine ---------------------------------------------------------------------------------
 SUDO=""
@@ -78,6 +82,7 @@ if [[ -z "$BASE" ]]; then
 fi
 container_env_check "$BASE"
 log "base image: $BASE; engine: $ENGINE${CONTAINERS_CONF:+ (CONTAINERS_CONF=$CONTAINERS_CONF)}"
+[[ "$BASE_ONLY" == 1 ]] && exit 0
 
 # ---- 3. context --------------------------------------------------------------------------------
 ctx="$(mktemp -d)"
@@ -87,6 +92,9 @@ git ls-files -z --cached --others --exclude-standard |
   tar --null -T - -cf - | tar -xf - -C "$ctx"
 args=(--build-arg "DEBIAN_IMAGE=$BASE" --build-arg "BUILD_JOBS=${BUILD_JOBS:-0}")
 target=runtime
+rev="$(git rev-parse HEAD)"
+git diff --quiet HEAD 2>/dev/null || rev="$rev-dirty"
+args+=(--label "org.opencontainers.image.revision=$rev" --label "org.opencontainers.image.source=lightserve")
 if [[ -n "$PREBUILT" ]]; then
   [[ "$FLAVOR" == cpu ]] || die "--prebuilt is for the CPU image"
   [[ -x "$PREBUILT" ]] || die "$PREBUILT is not an executable"

@@ -20,7 +20,7 @@ CONTAINER_ENV_ERROR=""
 container_env_check() {
   local image="$1" out
   [[ "$CONTAINER_ENGINE" == podman ]] || return 0
-  if out="$(podman run --rm --network=host "$image" true 2>&1)"; then return 0; fi
+  if out="$(podman run --rm --network=host --entrypoint /bin/true "$image" 2>&1)"; then return 0; fi
   local root="${LIGHTSERVE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
   local first nofile
   first="$(echo "$out" | tail -1)"
@@ -38,7 +38,7 @@ CONF
   local limits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=4096:4096")
   CONTAINER_BUILD_FLAGS=(--network=host --runtime runc "${limits[@]}")
   CONTAINER_RUN_FLAGS=(--network=host --runtime runc "${limits[@]}")
-  if ! out="$(podman run --rm "${CONTAINER_RUN_FLAGS[@]}" "$image" true 2>&1)"; then
+  if ! out="$(podman run --rm "${CONTAINER_RUN_FLAGS[@]}" --entrypoint /bin/true "$image" 2>&1)"; then
     CONTAINER_ENV_ERROR="podman cannot run a container here, even with runc, lower rlimits and host networking: $(echo "$out" | tail -1)"
     echo "[container_env] $CONTAINER_ENV_ERROR" >&2
     return 1

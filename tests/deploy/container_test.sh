@@ -83,7 +83,7 @@ body="$(curl -s --max-time 60 "$URL/v1/completions" -H 'Content-Type: applicatio
 echo "$body" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['choices'][0]['text'], d; print('[container_test] completion:', repr(d['choices'][0]['text']))" ||
   fail "completion: $body"
 curl -s --max-time 10 "$URL/metrics" | grep -q '^lightserve_generation_tokens_total' || fail "/metrics"
-log "ok: PID 1 is '$pid1'as uid $uid1; /health, /ready, a completion and /metrics answer"
+log "ok: PID 1 is '$pid1' as uid $uid1; /health, /ready, a completion and /metrics answer"
 
 # ---- 3. SIGTERM drains -----------------------------------------------------------------------
 curl -sN --max-time 120 "$URL/v1/completions" -H 'Content-Type: application/json' \
