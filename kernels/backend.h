@@ -88,6 +88,18 @@ struct AttentionShape {
   bool round_probabilities_f16 = false;
 };
 
+// How rope() pairs and scales the values of a head.
+struct RopeParams {
+  float freq_base = 10000.0f;
+  // false: pairs (2i, 2i+1), GGUF's llama layout (convert_hf_to_gguf.py permutes llama's Q/K
+  // rows into it). true: NEOX / rotate-half pairs (i, i + head_dim/2), Hugging Face's layout,
+  // which llama.cpp keeps for qwen2.
+  bool neox = false;
+  // Optional, backend memory: head_dim/2 factors; pair i's angle is divided by freq_factors[i]
+  // (Llama-3.1's rope_freqs.weight). Null: all 1.
+  const float* freq_factors = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -125,10 +137,16 @@ class Backend {
   virtual void rms_norm(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
                         float* y) = 0;
 
-  // Rotary embedding in place, GGUF/llama.cpp pairing: rotates (2i, 2i+1) of each head by
-  // pos · freq_base^(−2i/head_dim). Row r holds `heads` heads at x + r·row_stride.
+  // Rotary embedding in place. Pair i (i < head_dim/2) of each head is rotated by
+  // pos · freq_base^(−2i/head_dim) / freq_factors[i] (θ built as llama.cpp builds it, in f32).
+  // Row r holds `heads` heads at x + r·row_stride.
   virtual void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
-                    int64_t row_stride, float freq_base) = 0;
+                    int64_t row_stride, const RopeParams& params) = 0;
+
+  // y[r·row_stride + j] += bias[j] for r < n, j < width: a bias broadcast over rows (Qwen2's
+  // Q/K/V biases, stacked as the Q/K/V projections are).
+  virtual void add_bias(float* y, const float* bias, int64_t n, int64_t width,
+                        int64_t row_stride) = 0;
 
   // out[r, j] = silu(gate_up[r, j]) · gate_up[r, ff + j]; rows of gate_up hold 2·ff values.
   virtual void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) = 0;

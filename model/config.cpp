@@ -17,8 +17,11 @@ constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr int64_t kMaxContext = int64_t{1} << 24;
 
-// Architectures whose GGUF layout this file understands.
-constexpr std::string_view kSupportedArchitecture = "llama";
+// Architectures whose GGUF layout this file understands. llama.cpp writes Mistral 7B (and the
+// older Mistral models) as `llama`; its `mistral3` (Mistral Small 3.x) scales attention by
+// position and is not one of them.
+constexpr std::string_view kSupportedArchitectures =
+    "llama (Llama-2, Llama-3, Llama-3.1, Mistral 7B, SmolLM2) and qwen2 (Qwen2, Qwen2.5)";
 
 // Reads an integer key that must lie in [1, max]. nullopt value + ok when absent and optional.
 Result<std::optional<int64_t>> read_dim(const GgufFile& file, const std::string& key, int64_t max,
@@ -84,10 +87,15 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
   if (!architecture.ok()) return architecture.error();
   if (!architecture.value()) return Error{path + ": missing metadata key general.architecture"};
   config.architecture = *architecture.value();
-  if (config.architecture != kSupportedArchitecture) {
+  if (config.architecture != "llama" && config.architecture != "qwen2") {
     return Error{path + ": architecture '" + config.architecture +
-                 "' is not supported; lightserve runs LLaMA-family models (llama)"};
+                 "' (general.architecture) is not supported; lightserve runs " +
+                 std::string(kSupportedArchitectures)};
   }
+  // llama.cpp: qwen2 has Q/K/V biases and rotates NEOX pairs (its Q/K rows are not permuted
+  // by convert_hf_to_gguf.py, unlike llama's).
+  config.qkv_bias = config.architecture == "qwen2";
+  config.rope_neox = config.architecture == "qwen2";
   auto name = file.get_string("general.name");
   if (!name.ok()) return name.error();
   config.name = name.value().value_or("");
@@ -137,18 +145,24 @@ Result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& file) {
   auto rope_base = read_positive_float(file, prefix + "rope.freq_base", 10000.0, 1e12);
   if (!rope_base.ok()) return rope_base.error();
   config.rope_freq_base = rope_base.value();
-  // RoPE scaling (Llama-3.1's per-frequency factors, linear / YaRN context extension) changes
-  // every position's rotation: refuse it rather than serve wrong numbers.
+  // Linear / YaRN / LongRoPE context extension changes every position's rotation: refuse it
+  // rather than serve wrong numbers. Llama-3.1's scaling has no type key: its per-frequency
+  // factors come as the tensor rope_freqs.weight (as llama.cpp's llama).
   auto scaling = file.get_string(prefix + "rope.scaling.type");
   if (!scaling.ok()) return scaling.error();
   if (scaling.value() && *scaling.value() != "none") {
     return Error{path + ": RoPE scaling '" + *scaling.value() + "' (" + prefix +
-                 "rope.scaling.type) is not supported yet"};
+                 "rope.scaling.type) is not supported; lightserve supports none and Llama-3.1's "
+                 "frequency factors (tensor rope_freqs.weight)"};
   }
   if (file.tensor("rope_freqs.weight") != nullptr) {
-    return Error{path +
-                 ": RoPE frequency factors (tensor rope_freqs.weight, Llama-3.1's scaling) are "
-                 "not supported yet"};
+    if (config.architecture != "llama") {
+      return Error{path +
+                   ": tensor rope_freqs.weight (RoPE frequency factors) is only "
+                   "supported for architecture llama, not " +
+                   config.architecture};
+    }
+    config.rope_freq_factors = true;
   }
   auto eps = read_positive_float(file, prefix + "attention.layer_norm_rms_epsilon", 1e-5, 1.0);
   if (!eps.ok()) return eps.error();
@@ -208,6 +222,17 @@ Result<LlamaTensors> LlamaTensors::bind(const GgufFile& file, const LlamaConfig&
   LIGHTSERVE_BIND(out.token_embd, "token_embd.weight", (std::vector<int64_t>{hidden, vocab}),
                   false);
   LIGHTSERVE_BIND(out.output_norm, "output_norm.weight", (std::vector<int64_t>{hidden}), true);
+  if (config.rope_freq_factors) {
+    LIGHTSERVE_BIND(out.rope_freqs, "rope_freqs.weight",
+                    (std::vector<int64_t>{config.head_dim / 2}), true);
+  }
+  // Biases lightserve has no use for would be silently dropped: refuse them by name.
+  for (const char* name : {"output.bias", "blk.0.attn_output.bias", "blk.0.ffn_up.bias"}) {
+    if (file.tensor(name) != nullptr) {
+      return Error{file.path() + ": tensor " + name + " (a bias term " + config.architecture +
+                   " models do not have) is not supported"};
+    }
+  }
   if (file.tensor("output.weight") != nullptr) {
     LIGHTSERVE_BIND(out.output, "output.weight", (std::vector<int64_t>{hidden, vocab}), false);
   } else {
@@ -225,6 +250,14 @@ Result<LlamaTensors> LlamaTensors::bind(const GgufFile& file, const LlamaConfig&
                     false);
     LIGHTSERVE_BIND(layer.attn_v, p + "attn_v.weight", (std::vector<int64_t>{hidden, kv_dim}),
                     false);
+    if (config.qkv_bias) {
+      LIGHTSERVE_BIND(layer.attn_q_bias, p + "attn_q.bias", (std::vector<int64_t>{q_dim}), true);
+      LIGHTSERVE_BIND(layer.attn_k_bias, p + "attn_k.bias", (std::vector<int64_t>{kv_dim}), true);
+      LIGHTSERVE_BIND(layer.attn_v_bias, p + "attn_v.bias", (std::vector<int64_t>{kv_dim}), true);
+    } else if (file.tensor(p + "attn_q.bias") != nullptr) {
+      return Error{file.path() + ": tensor " + p + "attn_q.bias: Q/K/V biases are not part of " +
+                   config.architecture + " (qwen2 models have them)"};
+    }
     LIGHTSERVE_BIND(layer.attn_output, p + "attn_output.weight",
                     (std::vector<int64_t>{q_dim, hidden}), false);
     LIGHTSERVE_BIND(layer.ffn_norm, p + "ffn_norm.weight", (std::vector<int64_t>{hidden}), true);

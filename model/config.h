@@ -12,7 +12,7 @@
 namespace lightserve::model {
 
 struct LlamaConfig {
-  std::string architecture;  // "llama"
+  std::string architecture;  // "llama" or "qwen2"
   std::string name;          // general.name, when present
   int32_t num_layers = 0;
   int32_t hidden_dim = 0;  // embedding_length
@@ -25,9 +25,17 @@ struct LlamaConfig {
   float rope_freq_base = 10000.0f;
   float rms_norm_eps = 1e-5f;
   bool tied_embeddings = false;  // no `output.weight`: logits reuse token_embd
+  // qwen2: Q/K/V projections carry biases (blk.N.attn_{q,k,v}.bias).
+  bool qkv_bias = false;
+  // RoPE pairs (i, i + head_dim/2) (qwen2, as llama.cpp's LLAMA_ROPE_TYPE_NEOX) rather than
+  // (2i, 2i+1) (llama).
+  bool rope_neox = false;
+  // Llama-3.1's RoPE scaling: a rope_freqs.weight tensor of head_dim/2 factors divides each
+  // pair's frequency.
+  bool rope_freq_factors = false;
 
-  // Reads and validates the llama.* keys of `file` (architecture must be one lightserve runs;
-  // dimensions positive, consistent and below sane limits).
+  // Reads and validates the <architecture>.* keys of `file` (architecture must be one lightserve
+  // runs: llama or qwen2; dimensions positive, consistent and below sane limits).
   static Result<LlamaConfig> from_gguf(const GgufFile& file);
 };
 
@@ -36,6 +44,9 @@ struct LayerTensors {
   const GgufTensorInfo* attn_q = nullptr;       // [hidden → heads·hd]
   const GgufTensorInfo* attn_k = nullptr;       // [hidden → kv·hd]
   const GgufTensorInfo* attn_v = nullptr;       // [hidden → kv·hd]
+  const GgufTensorInfo* attn_q_bias = nullptr;  // [heads·hd] f32; qkv_bias only
+  const GgufTensorInfo* attn_k_bias = nullptr;  // [kv·hd]    f32; qkv_bias only
+  const GgufTensorInfo* attn_v_bias = nullptr;  // [kv·hd]    f32; qkv_bias only
   const GgufTensorInfo* attn_output = nullptr;  // [heads·hd → hidden]
   const GgufTensorInfo* ffn_norm = nullptr;     // [hidden]            f32
   const GgufTensorInfo* ffn_gate = nullptr;     // [hidden → ffn]
@@ -47,6 +58,7 @@ struct LlamaTensors {
   const GgufTensorInfo* token_embd = nullptr;   // [hidden, vocab] in ggml order
   const GgufTensorInfo* output_norm = nullptr;  // [hidden] f32
   const GgufTensorInfo* output = nullptr;       // [hidden, vocab]; == token_embd when tied
+  const GgufTensorInfo* rope_freqs = nullptr;   // [head_dim/2] f32; rope_freq_factors only
   std::vector<LayerTensors> layers;
 
   // Finds every tensor the config needs and checks its dims (ggml order: dims[0] = input

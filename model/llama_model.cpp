@@ -10,6 +10,7 @@ using kernels::WeightView;
 struct LlamaModel::Layer {
   kernels::Buffer attn_norm;  // f32, backend memory
   kernels::Buffer ffn_norm;
+  kernels::Buffer qkv_bias;  // qwen2: Q, K, V biases stacked as qkv's rows; empty otherwise
   std::unique_ptr<kernels::Weight> qkv;      // Q, K, V projections stacked: one matmul
   std::unique_ptr<kernels::Weight> output;   // attention output projection
   std::unique_ptr<kernels::Weight> gate_up;  // FFN gate and up stacked: one matmul
@@ -52,14 +53,19 @@ WeightView view_of(const GgufFile& file, const GgufTensorInfo& t) {
   return WeightView{t.type, t.dims.size() > 1 ? t.dims[1] : 1, t.dims[0], file.tensor_data(t)};
 }
 
-// A small tensor (a norm's weights) as f32 in backend memory.
+// Small tensors (a norm's weights; Q, K and V biases) as f32 in backend memory, concatenated.
 kernels::Buffer f32_buffer(kernels::Backend& backend, const GgufFile& file,
-                           const GgufTensorInfo& t) {
-  std::vector<float> v(static_cast<size_t>(t.num_elements));
-  kernels::dequantize_row(t.type, file.tensor_data(t), v.data(), t.num_elements);
+                           std::initializer_list<const GgufTensorInfo*> parts) {
+  std::vector<float> v;
+  for (const GgufTensorInfo* t : parts) {
+    const size_t at = v.size();
+    v.resize(at + static_cast<size_t>(t->num_elements));
+    kernels::dequantize_row(t->type, file.tensor_data(*t), v.data() + at, t->num_elements);
+  }
+  const auto count = static_cast<int64_t>(v.size());
   kernels::Buffer out;
-  backend.upload(out.reserve<float>(backend, t.num_elements), v.data(),
-                 t.num_elements * static_cast<int64_t>(sizeof(float)));
+  backend.upload(out.reserve<float>(backend, count), v.data(),
+                 count * static_cast<int64_t>(sizeof(float)));
   return out;
 }
 
@@ -148,8 +154,14 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     const LayerTensors& t = tensors_.layers[i];
     Layer& layer = layers_[i];
-    layer.attn_norm = f32_buffer(backend_, f, *t.attn_norm);
-    layer.ffn_norm = f32_buffer(backend_, f, *t.ffn_norm);
+    layer.attn_norm = f32_buffer(backend_, f, {t.attn_norm});
+    layer.ffn_norm = f32_buffer(backend_, f, {t.ffn_norm});
+    if (config_.qkv_bias) {
+      layer.qkv_bias = f32_buffer(backend_, f, {t.attn_q_bias, t.attn_k_bias, t.attn_v_bias});
+      advance(t.attn_q_bias);
+      advance(t.attn_k_bias);
+      advance(t.attn_v_bias);
+    }
     layer.qkv = stacked({t.attn_q, t.attn_k, t.attn_v});
     layer.gate_up = stacked({t.ffn_gate, t.ffn_up});
     layer.output = stacked({t.attn_output});
@@ -159,18 +171,23 @@ Status LlamaModel::prepare(const LoadOptions& options) {
   }
   token_embd_ = stacked({tensors_.token_embd});
   if (!config_.tied_embeddings) output_ = stacked({tensors_.output});
-  output_norm_ = f32_buffer(backend_, f, *tensors_.output_norm);
+  output_norm_ = f32_buffer(backend_, f, {tensors_.output_norm});
   advance(tensors_.output_norm);
+  if (tensors_.rope_freqs != nullptr) {
+    rope_freqs_ = f32_buffer(backend_, f, {tensors_.rope_freqs});
+    advance(tensors_.rope_freqs);
+  }
   if (!weight_error.empty()) return Error{weight_error};
   return Status::Ok();
 }
 
 int64_t LlamaModel::weight_resident_bytes() const {
-  int64_t bytes = token_embd_->resident_bytes() + (output_ ? output_->resident_bytes() : 0);
+  int64_t bytes = token_embd_->resident_bytes() + (output_ ? output_->resident_bytes() : 0) +
+                  rope_freqs_.capacity();
   for (const auto& l : layers_) {
     bytes += l.qkv->resident_bytes() + l.output->resident_bytes() + l.gate_up->resident_bytes() +
              l.down->resident_bytes();
-    bytes += l.attn_norm.capacity() + l.ffn_norm.capacity();
+    bytes += l.attn_norm.capacity() + l.ffn_norm.capacity() + l.qkv_bias.capacity();
   }
   return bytes;
 }
@@ -278,8 +295,13 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   float* tmp = s.tmp.get<float>();
   b.rms_norm(x, L.attn_norm.get<float>(), num_rows, d, c.rms_norm_eps, h);
   b.matmul(*L.qkv, h, num_rows, qkv);
+  if (!L.qkv_bias.empty()) b.add_bias(qkv, L.qkv_bias.get<float>(), num_rows, qkv_dim, qkv_dim);
   // The K heads follow the Q heads in each row: one call rotates both.
-  b.rope(qkv, s.positions, c.num_heads + c.num_kv_heads, hd, qkv_dim, c.rope_freq_base);
+  kernels::RopeParams rope;
+  rope.freq_base = c.rope_freq_base;
+  rope.neox = c.rope_neox;
+  rope.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.get<float>();
+  b.rope(qkv, s.positions, c.num_heads + c.num_kv_heads, hd, qkv_dim, rope);
   for (size_t k = 0; k < s.packed.size(); ++k) {
     kernels::AttentionSeq& seq = s.seqs[k];
     const float* rows = qkv + seq.first_row * qkv_dim;

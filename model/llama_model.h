@@ -128,6 +128,7 @@ class LlamaModel {
   std::unique_ptr<kernels::Weight> token_embd_;
   std::unique_ptr<kernels::Weight> output_;  // null when tied: token_embd_ serves
   kernels::Buffer output_norm_;
+  kernels::Buffer rope_freqs_;  // Llama-3.1's RoPE frequency factors; empty when none
   int64_t weight_file_bytes_ = 0;
   bool round_probabilities_f16_ = true;
 

@@ -14,24 +14,37 @@
 namespace lightserve::kernels {
 namespace cpu {
 
-void RopeTable::ensure(float base, int64_t dim, int64_t positions) {
-  if (base == freq_base && dim == head_dim && positions <= num_positions) return;
-  if (base != freq_base || dim != head_dim) {
+void RopeTable::ensure(float base, int64_t dim, int64_t positions, const float* freq_factors) {
+  const int64_t half = dim / 2;
+  const bool same_factors =
+      freq_factors == nullptr
+          ? factors.empty()
+          : static_cast<int64_t>(factors.size()) == half &&
+                std::memcmp(factors.data(), freq_factors, static_cast<size_t>(half) * 4) == 0;
+  if (base == freq_base && dim == head_dim && same_factors && positions <= num_positions) return;
+  if (base != freq_base || dim != head_dim || !same_factors) {
     cos_sin.clear();
     num_positions = 0;
+    if (freq_factors == nullptr) {
+      factors.clear();
+    } else {
+      factors.assign(freq_factors, freq_factors + half);
+    }
   }
   freq_base = base;
   head_dim = dim;
   const int64_t target = std::max(positions, num_positions * 2);
   cos_sin.resize(static_cast<size_t>(target * dim));
-  // llama.cpp: θ starts at the position and is multiplied by base^(−2/dim) for each pair, in f32.
+  // llama.cpp: θ starts at the position and is multiplied by base^(−2/dim) for each pair, in f32;
+  // with frequency factors, pair i's angle is θ / factors[i] (ggml_rope_cache_init).
   const float theta_scale = std::pow(base, -2.0f / static_cast<float>(dim));
   for (int64_t p = num_positions; p < target; ++p) {
     float theta = static_cast<float>(p);
     float* cs = cos_sin.data() + p * dim;
-    for (int64_t i = 0; i < dim / 2; ++i) {
-      cs[2 * i] = std::cos(theta);
-      cs[2 * i + 1] = std::sin(theta);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = factors.empty() ? theta : theta / factors[static_cast<size_t>(i)];
+      cs[2 * i] = std::cos(angle);
+      cs[2 * i + 1] = std::sin(angle);
       theta *= theta_scale;
     }
   }
@@ -95,11 +108,17 @@ class CpuBackend final : public Backend {
   }
 
   void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
-            int64_t row_stride, float freq_base) override {
+            int64_t row_stride, const RopeParams& params) override {
     int32_t max_pos = 0;
     for (int32_t p : positions) max_pos = std::max(max_pos, p);
-    rope_table_.ensure(freq_base, head_dim, static_cast<int64_t>(max_pos) + 1);
-    ops_.rope(x, positions, heads, head_dim, row_stride, rope_table_);
+    rope_table_.ensure(params.freq_base, head_dim, static_cast<int64_t>(max_pos) + 1,
+                       params.freq_factors);
+    ops_.rope(x, positions, heads, head_dim, row_stride, rope_table_, params.neox);
+  }
+
+  void add_bias(float* y, const float* bias, int64_t n, int64_t width,
+                int64_t row_stride) override {
+    ops_.add_bias(y, bias, n, width, row_stride);
   }
 
   void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) override {

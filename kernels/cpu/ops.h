@@ -13,24 +13,29 @@
 
 namespace lightserve::kernels::cpu {
 
-// cos/sin of pos · freq_base^(−2i/head_dim) for i < head_dim/2, computed as llama.cpp does
-// (θ multiplied by the scale step by step, in f32), for positions [0, num_positions).
+// cos/sin of pos · freq_base^(−2i/head_dim) / factors[i] for i < head_dim/2, computed as
+// llama.cpp does (θ multiplied by the scale step by step, in f32, then divided by the pair's
+// factor), for positions [0, num_positions).
 struct RopeTable {
   float freq_base = 0.0f;
   int64_t head_dim = 0;
   int64_t num_positions = 0;
+  std::vector<float> factors;  // head_dim/2 values; empty: all 1
   std::vector<float> cos_sin;  // [pos][i] → (cos, sin)
-  void ensure(float base, int64_t dim, int64_t positions);
+  // freq_factors: head_dim/2 values, or null.
+  void ensure(float base, int64_t dim, int64_t positions, const float* freq_factors = nullptr);
 };
 
 struct OpsTable {
   const char* level;
   void (*rms_norm)(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
                    float* y);
+  // neox: pairs (i, i + head_dim/2), else (2i, 2i+1); pair i takes the table's angle i.
   void (*rope)(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
-               int64_t row_stride, const RopeTable& table);
+               int64_t row_stride, const RopeTable& table, bool neox);
   void (*swiglu)(const float* gate_up, int64_t n, int64_t ff, float* out);
   void (*add)(float* y, const float* x, int64_t count);
+  void (*add_bias)(float* y, const float* bias, int64_t n, int64_t width, int64_t row_stride);
   void (*store_f16)(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
                     int64_t dst_stride);
   void (*attention)(ThreadPool& pool, const float* q, std::span<const AttentionSeq> seqs,

@@ -110,11 +110,13 @@ __global__ void rms_norm_rows(const float* x, const float* __restrict__ weight, 
   }
 }
 
-// Rotates pair (2i, 2i+1) of every head of row r by positions[r] · theta_scale^i. θ is built as
-// the CPU's RopeTable builds it (the position times theta_scale, i times, in f32), so the angles
-// are bit-identical; only cosf/sinf may differ from the host's by an ulp.
+// Rotates pair i of every head of row r by positions[r] · theta_scale^i / freq_factors[i]: values
+// (2i, 2i+1), or (i, i + head_dim/2) when neox. θ is built as the CPU's RopeTable builds it (the
+// position times theta_scale, i times, in f32, then divided by the factor), so the angles are
+// bit-identical; only cosf/sinf may differ from the host's by an ulp.
 __global__ void rope_rows(float* x, const int32_t* __restrict__ positions, int64_t n, int64_t heads,
-                          int64_t head_dim, int64_t row_stride, float theta_scale) {
+                          int64_t head_dim, int64_t row_stride, float theta_scale, bool neox,
+                          const float* __restrict__ freq_factors) {
   const int64_t half = head_dim / 2;
   const int64_t per_row = heads * half;
   const int64_t total = n * per_row;
@@ -123,11 +125,14 @@ __global__ void rope_rows(float* x, const int32_t* __restrict__ positions, int64
     const int64_t h = rest / half, pair = rest - h * half;
     float theta = static_cast<float>(positions[r]);
     for (int64_t k = 0; k < pair; ++k) theta *= theta_scale;
+    if (freq_factors != nullptr) theta = __fdiv_rn(theta, freq_factors[pair]);
     const float c = cosf(theta), s = sinf(theta);
-    float* v = x + r * row_stride + h * head_dim + 2 * pair;
-    const float x0 = v[0], x1 = v[1];
-    v[0] = x0 * c - x1 * s;
-    v[1] = x0 * s + x1 * c;
+    float* head = x + r * row_stride + h * head_dim;
+    float* v0 = neox ? head + pair : head + 2 * pair;
+    float* v1 = neox ? head + pair + half : head + 2 * pair + 1;
+    const float x0 = *v0, x1 = *v1;
+    *v0 = x0 * c - x1 * s;
+    *v1 = x0 * s + x1 * c;
   }
 }
 
@@ -145,6 +150,16 @@ __global__ void swiglu_rows(const float* __restrict__ gate_up, int64_t n, int64_
 
 __global__ void add_in_place(float* __restrict__ y, const float* __restrict__ x, int64_t count) {
   for (int64_t i = thread_index(); i < count; i += grid_stride()) y[i] += x[i];
+}
+
+// y[r·row_stride + j] += bias[j].
+__global__ void add_bias_rows(float* __restrict__ y, const float* __restrict__ bias, int64_t n,
+                              int64_t width, int64_t row_stride) {
+  const int64_t total = n * width;
+  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
+    const int64_t r = i / width, j = i - r * width;
+    y[r * row_stride + j] += bias[j];
+  }
 }
 
 // A weight as a device f16 matrix [rows × cols], row-major, dequantized from the file's encoding
@@ -465,17 +480,27 @@ class CudaBackend final : public Backend {
   }
 
   void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
-            int64_t row_stride, float freq_base) override {
+            int64_t row_stride, const RopeParams& params) override {
     const auto n = static_cast<int64_t>(positions.size());
     const int64_t pairs = n * heads * (head_dim / 2);
     if (pairs <= 0) return;
     bind();
     const Profiled profiled(profiler_, "rope");
     // Exactly the CPU's RopeTable::ensure step (kernels/cpu/cpu_backend.cpp), in f32.
-    const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(head_dim));
+    const float theta_scale = std::pow(params.freq_base, -2.0f / static_cast<float>(head_dim));
     const int32_t* device_positions = upload_span(positions, positions_);
     rope_rows<<<grid_for(pairs), kThreads, 0, ctx_.stream>>>(x, device_positions, n, heads,
-                                                             head_dim, row_stride, theta_scale);
+                                                             head_dim, row_stride, theta_scale,
+                                                             params.neox, params.freq_factors);
+    LS_CUDA_LAUNCHED();
+  }
+
+  void add_bias(float* y, const float* bias, int64_t n, int64_t width,
+                int64_t row_stride) override {
+    if (n <= 0 || width <= 0) return;
+    bind();
+    const Profiled profiled(profiler_, "add_bias");
+    add_bias_rows<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(y, bias, n, width, row_stride);
     LS_CUDA_LAUNCHED();
   }
 

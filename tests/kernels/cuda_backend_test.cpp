@@ -364,17 +364,66 @@ TEST_F(CudaBackendTest, RopeMatchesCpuAndLeavesOtherColumns) {
       std::vector<float> want = random_normal(static_cast<size_t>(n * kQStride), rng);
       Buffer gx = to_backend(gpu(), want);
       // Queries, then keys, of fused q+k+v rows; the values must stay as they are.
-      cpu().rope(want.data(), positions, kHeads, kHeadDim, kQStride, freq_base);
-      cpu().rope(want.data() + kHeads * kHeadDim, positions, kKvHeads, kHeadDim, kQStride,
-                 freq_base);
-      gpu().rope(gx.get<float>(), positions, kHeads, kHeadDim, kQStride, freq_base);
+      RopeParams params;
+      params.freq_base = freq_base;
+      cpu().rope(want.data(), positions, kHeads, kHeadDim, kQStride, params);
+      cpu().rope(want.data() + kHeads * kHeadDim, positions, kKvHeads, kHeadDim, kQStride, params);
+      gpu().rope(gx.get<float>(), positions, kHeads, kHeadDim, kQStride, params);
       gpu().rope(gx.get<float>() + kHeads * kHeadDim, positions, kKvHeads, kHeadDim, kQStride,
-                 freq_base);
+                 params);
       // Angles are built bit for bit as the CPU builds them; cosf/sinf may differ by an ulp or
       // two (angles computed differently, e.g. in f64, would be off by ~1e-3 at large positions).
       EXPECT_TRUE(all_close(
           to_host<float>(gpu(), gx, want.size()), want, 1e-5, 1e-5, kQStride,
           "rope base " + std::to_string(static_cast<int>(freq_base)) + " n " + std::to_string(n)));
+    }
+  }
+}
+
+// NEOX pairing and Llama-3.1 frequency factors (device memory on the GPU, host on the CPU).
+TEST_F(CudaBackendTest, RopeNeoxAndFrequencyFactorsMatchCpu) {
+  std::mt19937 rng(14);
+  std::vector<float> factors(kHeadDim / 2);
+  for (int i = 0; i < kHeadDim / 2; ++i) factors[i] = 1.0f + 7.0f * float(i) / (kHeadDim / 2 - 1);
+  const Buffer gfactors = to_backend(gpu(), factors);
+  for (bool neox : {false, true}) {
+    for (bool with_factors : {false, true}) {
+      for (int64_t n : {1, 77, 600}) {
+        std::vector<int32_t> positions(static_cast<size_t>(n));
+        std::uniform_int_distribution<int32_t> pos(0, 131071);
+        for (auto& p : positions) p = pos(rng);
+        positions[0] = 0;
+        std::vector<float> want = random_normal(static_cast<size_t>(n * kQStride), rng);
+        Buffer gx = to_backend(gpu(), want);
+        RopeParams params;
+        params.freq_base = 500000.0f;
+        params.neox = neox;
+        params.freq_factors = with_factors ? factors.data() : nullptr;
+        cpu().rope(want.data(), positions, kHeads + kKvHeads, kHeadDim, kQStride, params);
+        params.freq_factors = with_factors ? gfactors.get<float>() : nullptr;
+        gpu().rope(gx.get<float>(), positions, kHeads + kKvHeads, kHeadDim, kQStride, params);
+        EXPECT_TRUE(all_close(to_host<float>(gpu(), gx, want.size()), want, 1e-5, 1e-5, kQStride,
+                              std::string("rope neox ") + (neox ? "1" : "0") + " factors " +
+                                  (with_factors ? "1" : "0") + " n " + std::to_string(n)));
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, AddBiasMatchesCpuExactly) {
+  std::mt19937 rng(15);
+  const int64_t width = kHeads * kHeadDim + 2 * kKvWidth;
+  const std::vector<float> bias = random_normal(static_cast<size_t>(width), rng);
+  const Buffer gbias = to_backend(gpu(), bias);
+  for (int64_t n : {1, 77, 600}) {
+    for (int64_t stride : {width, width + 5}) {
+      std::vector<float> y = random_normal(static_cast<size_t>(n * stride), rng);
+      Buffer gy = to_backend(gpu(), y);
+      cpu().add_bias(y.data(), bias.data(), n, width, stride);
+      gpu().add_bias(gy.get<float>(), gbias.get<float>(), n, width, stride);
+      EXPECT_TRUE(
+          all_equal(to_host<float>(gpu(), gy, y.size()), y, stride,
+                    "add_bias n " + std::to_string(n) + " stride " + std::to_string(stride)));
     }
   }
 }

@@ -97,7 +97,7 @@ TEST(Ops, RopeRotatesAdjacentPairs) {
   auto x = random_vector(positions.size() * stride, rng);
   for (const OpsTable* t : supported_tables()) {
     auto y = x;
-    t->rope(y.data(), positions, heads, hd, stride, table);
+    t->rope(y.data(), positions, heads, hd, stride, table, /*neox=*/false);
     for (size_t r = 0; r < positions.size(); ++r) {
       for (int64_t h = 0; h < heads; ++h) {
         for (int64_t i = 0; i < hd / 2; ++i) {
@@ -114,6 +114,79 @@ TEST(Ops, RopeRotatesAdjacentPairs) {
       }
       // Padding past the heads is untouched.
       for (int64_t i = heads * hd; i < stride; ++i) EXPECT_EQ(y[r * stride + i], x[r * stride + i]);
+    }
+  }
+}
+
+// NEOX pairing (i, i + head_dim/2) with Llama-3.1-style frequency factors: pair i turns by
+// pos · base^(−2i/hd) / factor[i]. Without factors the table must be rebuilt (it is cached).
+TEST(Ops, RopeNeoxAndFrequencyFactorsMatchReference) {
+  std::mt19937 rng(13);
+  const int64_t heads = 3, hd = 64, stride = heads * hd + 5;
+  const std::vector<int32_t> positions = {0, 1, 17, 1000, 8191};
+  std::vector<float> factors(hd / 2);
+  for (int64_t i = 0; i < hd / 2; ++i) factors[i] = 1.0f + 7.0f * float(i) / float(hd / 2 - 1);
+  auto x = random_vector(positions.size() * stride, rng);
+  for (bool neox : {false, true}) {
+    for (bool with_factors : {false, true}) {
+      RopeTable table;
+      table.ensure(500000.0f, hd, 8192, with_factors ? factors.data() : nullptr);
+      for (const OpsTable* t : supported_tables()) {
+        auto y = x;
+        t->rope(y.data(), positions, heads, hd, stride, table, neox);
+        for (size_t r = 0; r < positions.size(); ++r) {
+          for (int64_t h = 0; h < heads; ++h) {
+            for (int64_t i = 0; i < hd / 2; ++i) {
+              const double f = with_factors ? factors[i] : 1.0;
+              const double theta = positions[r] * std::pow(500000.0, -2.0 * i / hd) / f;
+              const int64_t a = r * stride + h * hd + (neox ? i : 2 * i);
+              const int64_t b = neox ? a + hd / 2 : a + 1;
+              const double tol = 1e-5 + 2e-7 * positions[r];
+              EXPECT_NEAR(y[a], x[a] * std::cos(theta) - x[b] * std::sin(theta), tol)
+                  << t->level << " neox " << neox << " factors " << with_factors << " pos "
+                  << positions[r] << " pair " << i;
+              EXPECT_NEAR(y[b], x[a] * std::sin(theta) + x[b] * std::cos(theta), tol)
+                  << t->level << " neox " << neox << " factors " << with_factors;
+            }
+          }
+          for (int64_t i = heads * hd; i < stride; ++i) {
+            EXPECT_EQ(y[r * stride + i], x[r * stride + i]);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Ops, RopeTableRebuildsWhenFactorsChange) {
+  std::vector<float> factors(8, 4.0f);
+  RopeTable table;
+  table.ensure(10000.0f, 16, 4);
+  const float plain = table.cos_sin[3 * 16 + 1];  // sin of position 3, pair 0
+  table.ensure(10000.0f, 16, 4, factors.data());
+  EXPECT_FLOAT_EQ(table.cos_sin[3 * 16 + 1], std::sin(3.0f / 4.0f));
+  table.ensure(10000.0f, 16, 4);
+  EXPECT_EQ(table.cos_sin[3 * 16 + 1], plain);
+  factors[0] = 2.0f;  // same pointer, new contents
+  table.ensure(10000.0f, 16, 4, factors.data());
+  EXPECT_FLOAT_EQ(table.cos_sin[3 * 16 + 1], std::sin(3.0f / 2.0f));
+}
+
+TEST(Ops, AddBiasBroadcastsOverRows) {
+  std::mt19937 rng(14);
+  for (int64_t width : {1, 7, 64, 320}) {
+    const int64_t n = 5, stride = width + 3;
+    auto y = random_vector(n * stride, rng);
+    auto bias = random_vector(width, rng);
+    for (const OpsTable* t : supported_tables()) {
+      auto out = y;
+      t->add_bias(out.data(), bias.data(), n, width, stride);
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t j = 0; j < stride; ++j) {
+          const float want = j < width ? y[r * stride + j] + bias[j] : y[r * stride + j];
+          EXPECT_EQ(out[r * stride + j], want) << t->level << " width " << width;
+        }
+      }
     }
   }
 }

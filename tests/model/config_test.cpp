@@ -122,6 +122,98 @@ TEST(LlamaConfigSynthetic, OptionalKeysTakeTheirDefaults) {
   EXPECT_EQ(c->vocab_size, 32);
 }
 
+// The tiny LLaMA as a qwen2 file: qwen2.* keys, Q/K/V biases (F32) unless `biases` is false.
+GgufWriter tiny_qwen2(bool biases = true) {
+  const TinyLlama tiny;
+  GgufWriter w = tiny.writer();
+  w.set_string("general.architecture", "qwen2");
+  const std::vector<std::pair<std::string, uint32_t>> dims = {
+      {"block_count", tiny.num_layers},
+      {"context_length", tiny.context},
+      {"embedding_length", tiny.hidden},
+      {"feed_forward_length", tiny.ffn},
+      {"attention.head_count", tiny.num_heads},
+      {"attention.head_count_kv", tiny.num_kv_heads},
+      {"rope.dimension_count", tiny.hidden / tiny.num_heads}};
+  for (const auto& [key, value] : dims) {
+    w.remove_key(std::string("llama.").append(key));
+    w.set_u32(std::string("qwen2.").append(key), value);
+  }
+  w.remove_key("llama.rope.freq_base").remove_key("llama.attention.layer_norm_rms_epsilon");
+  w.set_f32("qwen2.rope.freq_base", 1000000.0f);
+  w.set_f32("qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
+  if (biases) {
+    for (uint32_t i = 0; i < tiny.num_layers; ++i) {
+      const std::string p = std::string("blk.").append(std::to_string(i)).append(".");
+      w.add_tensor(p + "attn_q.bias", {64}, DType::kF32);
+      w.add_tensor(p + "attn_k.bias", {32}, DType::kF32);
+      w.add_tensor(p + "attn_v.bias", {32}, DType::kF32);
+    }
+  }
+  return w;
+}
+
+TEST(LlamaConfigSynthetic, Qwen2BindsBiasesAndUsesNeoxRope) {
+  Loaded loaded = load(tiny_qwen2());
+  ASSERT_NE(loaded.file, nullptr);
+  auto config = LlamaConfig::from_gguf(*loaded.file);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->architecture, "qwen2");
+  EXPECT_TRUE(config->qkv_bias);
+  EXPECT_TRUE(config->rope_neox);
+  EXPECT_FALSE(config->rope_freq_factors);
+  EXPECT_EQ(config->rope_freq_base, 1000000.0f);
+  EXPECT_EQ(config->num_layers, 2);
+  auto tensors = LlamaTensors::bind(*loaded.file, config.value());
+  ASSERT_TRUE(tensors.ok()) << tensors.error().message;
+  EXPECT_EQ(tensors->layers[1].attn_q_bias->name, "blk.1.attn_q.bias");
+  EXPECT_EQ(tensors->layers[1].attn_v_bias->dims, (std::vector<int64_t>{32}));
+
+  // Missing biases, biases of the wrong size or type: each named.
+  Loaded no_bias = load(tiny_qwen2(false));
+  auto c = LlamaConfig::from_gguf(*no_bias.file);
+  ASSERT_TRUE(c.ok());
+  auto t = LlamaTensors::bind(*no_bias.file, c.value());
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().message.find("missing tensor blk.0.attn_q.bias"), std::string::npos)
+      << t.error().message;
+  GgufWriter wrong = tiny_qwen2();
+  wrong.find_tensor("blk.1.attn_k.bias")->dims = {64};
+  Loaded w = load(wrong);
+  t = LlamaTensors::bind(*w.file, LlamaConfig::from_gguf(*w.file).value());
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().message.find("tensor blk.1.attn_k.bias has shape [64], expected [32]"),
+            std::string::npos)
+      << t.error().message;
+
+  // Frequency factors are llama's (llama.cpp's qwen2 has none).
+  GgufWriter factors = tiny_qwen2();
+  factors.add_tensor("rope_freqs.weight", {8}, DType::kF32);
+  Loaded f = load(factors);
+  auto fc = LlamaConfig::from_gguf(*f.file);
+  ASSERT_FALSE(fc.ok());
+  EXPECT_NE(fc.error().message.find("only supported for architecture llama, not qwen2"),
+            std::string::npos)
+      << fc.error().message;
+}
+
+TEST(LlamaConfigSynthetic, Llama31FrequencyFactorsBind) {
+  GgufWriter w = TinyLlama{}.writer();
+  w.add_tensor("rope_freqs.weight", {8}, DType::kF32);
+  Loaded loaded = load(w);
+  ASSERT_NE(loaded.file, nullptr);
+  auto config = LlamaConfig::from_gguf(*loaded.file);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_TRUE(config->rope_freq_factors);
+  EXPECT_FALSE(config->rope_neox);
+  EXPECT_FALSE(config->qkv_bias);
+  auto tensors = LlamaTensors::bind(*loaded.file, config.value());
+  ASSERT_TRUE(tensors.ok()) << tensors.error().message;
+  ASSERT_NE(tensors->rope_freqs, nullptr);
+  EXPECT_EQ(tensors->rope_freqs->dims, (std::vector<int64_t>{8}));
+  EXPECT_EQ(tensors->layers[0].attn_q_bias, nullptr);
+}
+
 // Each case changes one thing in the tiny LLaMA; the error (from from_gguf or, if that passes,
 // from bind) must contain `expected`.
 struct BadModel {
@@ -133,7 +225,10 @@ struct BadModel {
 std::vector<BadModel> bad_models() {
   return {
       {"gpt2", [](auto& w) { w.set_string("general.architecture", "gpt2"); },
-       "architecture 'gpt2' is not supported; lightserve runs LLaMA-family models (llama)"},
+       "architecture 'gpt2' (general.architecture) is not supported; lightserve runs llama "
+       "(Llama-2, Llama-3, Llama-3.1, Mistral 7B, SmolLM2) and qwen2 (Qwen2, Qwen2.5)"},
+      {"mistral3", [](auto& w) { w.set_string("general.architecture", "mistral3"); },
+       "architecture 'mistral3' (general.architecture) is not supported"},
       {"no architecture", [](auto& w) { w.remove_key("general.architecture"); },
        "missing metadata key general.architecture"},
       {"architecture not a string", [](auto& w) { w.set_u32("general.architecture", 1); },
@@ -168,10 +263,21 @@ std::vector<BadModel> bad_models() {
       {"rope base negative", [](auto& w) { w.set_f32("llama.rope.freq_base", -1.0f); },
        "llama.rope.freq_base is -1"},
       {"yarn rope scaling", [](auto& w) { w.set_string("llama.rope.scaling.type", "yarn"); },
-       "RoPE scaling 'yarn' (llama.rope.scaling.type) is not supported yet"},
-      {"llama-3.1 rope factors",
-       [](auto& w) { w.add_tensor("rope_freqs.weight", {8}, kernels::DType::kF32); },
-       "tensor rope_freqs.weight, Llama-3.1's scaling) are not supported yet"},
+       "RoPE scaling 'yarn' (llama.rope.scaling.type) is not supported; lightserve supports none "
+       "and Llama-3.1's frequency factors (tensor rope_freqs.weight)"},
+      {"linear rope scaling", [](auto& w) { w.set_string("llama.rope.scaling.type", "linear"); },
+       "RoPE scaling 'linear' (llama.rope.scaling.type) is not supported"},
+      {"rope factors of the wrong length",
+       [](auto& w) { w.add_tensor("rope_freqs.weight", {16}, kernels::DType::kF32); },
+       "tensor rope_freqs.weight has shape [16], expected [8]"},
+      {"F16 rope factors",
+       [](auto& w) { w.add_tensor("rope_freqs.weight", {8}, kernels::DType::kF16); },
+       "tensor rope_freqs.weight has type F16, expected F32"},
+      {"Q/K/V biases in a llama file",
+       [](auto& w) { w.add_tensor("blk.0.attn_q.bias", {64}, kernels::DType::kF32); },
+       "tensor blk.0.attn_q.bias: Q/K/V biases are not part of llama (qwen2 models have them)"},
+      {"output bias", [](auto& w) { w.add_tensor("output.bias", {32}, kernels::DType::kF32); },
+       "tensor output.bias (a bias term llama models do not have) is not supported"},
       {"eps nan",
        [](auto& w) { w.set_f32("llama.attention.layer_norm_rms_epsilon", std::nanf("")); },
        "llama.attention.layer_norm_rms_epsilon is nan"},
