@@ -19,6 +19,7 @@
 #include "loadtest/http_client.h"
 #include "loadtest/metrics_scraper.h"
 #include "loadtest/report.h"
+#include "loadtest/sweep.h"
 #include "tests/support/http_test_client.h"
 
 namespace lightserve::testing {
@@ -214,6 +215,96 @@ TEST_F(LoadtestDaemon, GrpcMultiTurnChatCarriesTheAnswers) {
     // The second turn holds the first question, its answer and a new question.
     EXPECT_GT(turns.at(1), turns.at(0) + 16 + 6 - 1) << session;
   }
+}
+
+TEST_F(LoadtestDaemon, SweepRunsEachRateAndReportsTheCapacity) {
+  ASSERT_TRUE(wait_idle(30));
+  const auto before = server_counters(port());
+  const ToolRun run = run_loadtest("--url " + url_of(port()) +
+                                   " --sweep-rates 4,8 --num-requests 4 --input-len 16"
+                                   " --output-len 4 --seed 2 --goodput e2el:60000 -q");
+  ASSERT_EQ(run.code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("Rate sweep: " + url_of(port())), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("Capacity: 8 req/s"), std::string::npos) << run.out;
+  ASSERT_TRUE(run.report.is_object()) << run.err;
+  const json& sweep = run.report["sweep"];
+  EXPECT_EQ(sweep["capacity_request_rate"].get<double>(), 8.0);
+  EXPECT_EQ(sweep["slo_fraction"].get<double>(), 0.9);
+  ASSERT_EQ(sweep["points"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const json& p = sweep["points"][i];
+    EXPECT_EQ(p["request_rate"].get<double>(), i == 0 ? 4.0 : 8.0);
+    EXPECT_EQ(p["config"]["request_rate"].get<double>(), i == 0 ? 4.0 : 8.0);
+    EXPECT_TRUE(p["meets_slo"].get<bool>());
+    EXPECT_EQ(p["good_fraction"].get<double>(), 1.0);
+    EXPECT_EQ(p["summary"]["num_completed"].get<int>(), 4);
+    EXPECT_EQ(p["summary"]["total_output_tokens"].get<int>(), 16);
+    expect_sane_records(p, 4);
+  }
+  ASSERT_TRUE(wait_idle(30));
+  const auto after = server_counters(port());
+  EXPECT_EQ(after.at("lightserve_request_success_total") -
+                (before.count("lightserve_request_success_total")
+                     ? before.at("lightserve_request_success_total")
+                     : 0.0),
+            8.0);
+}
+
+TEST_F(LoadtestDaemon, CompareRunsTheSameLoadAgainstBothTargets) {
+  // The same daemon twice (HTTP, then gRPC): the same prompts, both tables and the ratios.
+  ASSERT_TRUE(wait_idle(30));
+  const auto before = server_counters(port());
+  const ToolRun run = run_loadtest("--url " + url_of(port()) + " --compare " + url_of(port()) +
+                                   " --num-requests 6 --concurrency 3 --input-len 20"
+                                   " --output-len 5 --range-ratio 0.5 --seed 3 -q");
+  ASSERT_EQ(run.code, 0) << run.out << run.err;
+  size_t tables = 0;
+  for (size_t at = run.out.find("Serving Benchmark Result"); at != std::string::npos;
+       at = run.out.find("Serving Benchmark Result", at + 1)) {
+    ++tables;
+  }
+  EXPECT_EQ(tables, 2u) << run.out;
+  EXPECT_NE(run.out.find("Comparison (second / first)"), std::string::npos) << run.out;
+  ASSERT_TRUE(run.report.is_object()) << run.err;
+  ASSERT_EQ(run.report["runs"].size(), 2u);
+  // Lengths vary per session (--range-ratio) and are the same session by session on both.
+  std::map<int64_t, std::pair<int, int>> lengths[2];
+  for (int i = 0; i < 2; ++i) {
+    const json& doc = run.report["runs"][i];
+    EXPECT_EQ(doc["summary"]["num_completed"].get<int>(), 6);
+    EXPECT_EQ(doc["summary"]["num_failed"].get<int>(), 0);
+    for (const json& r : doc["requests"]) {
+      EXPECT_EQ(r["output_tokens"], r["max_tokens"]) << r.dump();
+      lengths[i][r["session"].get<int64_t>()] = {r["prompt_tokens"].get<int>(),
+                                                 r["output_tokens"].get<int>()};
+    }
+  }
+  EXPECT_EQ(lengths[0].size(), 6u);
+  EXPECT_EQ(lengths[0], lengths[1]);
+  const json& ratios = run.report["comparison"];
+  EXPECT_EQ(ratios["Successful requests"]["ratio"].get<double>(), 1.0);
+  EXPECT_GT(ratios["Output token throughput (tok/s)"]["ratio"].get<double>(), 0.0);
+  const json& r = ratios["Request throughput (req/s)"];
+  EXPECT_DOUBLE_EQ(r["ratio"].get<double>(), r["second"].get<double>() / r["first"].get<double>());
+  ASSERT_TRUE(wait_idle(30));
+  const auto after = server_counters(port());
+  EXPECT_EQ(after.at("lightserve_request_success_total") -
+                (before.count("lightserve_request_success_total")
+                     ? before.at("lightserve_request_success_total")
+                     : 0.0),
+            12.0);
+
+  // gRPC: --compare-grpc-target names the second server.
+  const ToolRun grpc =
+      run_loadtest("--protocol grpc --grpc-target " + daemon_->grpc_target() +
+                   " --compare-grpc-target " + daemon_->grpc_target() +
+                   " --num-requests 3 --concurrency 3 --input-len 12 --output-len 3 -q");
+  ASSERT_EQ(grpc.code, 0) << grpc.out << grpc.err;
+  ASSERT_TRUE(grpc.report.is_object()) << grpc.err;
+  EXPECT_EQ(grpc.report["runs"][1]["protocol"], "grpc");
+  EXPECT_EQ(grpc.report["runs"][1]["summary"]["num_completed"].get<int>(), 3);
+  // A gRPC comparison without its second target is an option error.
+  EXPECT_EQ(run_loadtest("--protocol grpc --compare " + url_of(port())).code, 2);
 }
 
 TEST(LoadtestTargets, NothingListeningIsAClearErrorForBothProtocols) {
@@ -413,6 +504,79 @@ TEST(LoadtestMetrics, SumsLabelSetsOfTheNamedFamilies) {
   EXPECT_EQ(v.at("lightserve_request_success_total"), 7);
   EXPECT_EQ(v.at("vllm:num_requests_running"), 3);
   EXPECT_EQ(v.count("absent"), 0u);
+}
+
+TEST(LoadtestSweep, ParsesRatesAndTheSloRule) {
+  auto rates = lt::parse_sweep_rates("0.5,1,2");
+  ASSERT_TRUE(rates.ok());
+  EXPECT_EQ(rates->rates, (std::vector<double>{0.5, 1, 2}));
+  EXPECT_TRUE(lt::parse_sweep_rates("auto")->automatic);
+  EXPECT_FALSE(lt::parse_sweep_rates("1,,2").ok());
+  EXPECT_FALSE(lt::parse_sweep_rates("1,-2").ok());
+  EXPECT_FALSE(lt::parse_sweep_rates("inf").ok());
+  lt::Summary s;
+  s.has_slo = true;
+  s.num_completed = 9;
+  s.num_failed = 1;
+  s.num_good = 9;
+  EXPECT_DOUBLE_EQ(lt::good_fraction(s), 0.9);
+  EXPECT_TRUE(lt::meets_slo(s, 0.9));
+  s.num_good = 8;  // a failure and a slow request: 80%
+  EXPECT_FALSE(lt::meets_slo(s, 0.9));
+  s.has_slo = false;  // without SLOs: the share that succeeded
+  EXPECT_TRUE(lt::meets_slo(s, 0.9));
+  EXPECT_FALSE(lt::meets_slo(lt::Summary{}, 0.0));  // no requests: nothing was shown
+}
+
+TEST(LoadtestSweep, AutoDoublesThenBisects) {
+  lt::RateSearch search(1.0, 2, 12);
+  std::vector<double> tried;
+  // The SLOs hold up to 5 req/s.
+  while (auto rate = search.next()) {
+    tried.push_back(*rate);
+    search.record(*rate, *rate <= 5.0);
+  }
+  EXPECT_EQ(tried, (std::vector<double>{1, 2, 4, 8, 6, 5}));
+  EXPECT_EQ(search.highest_passing(), 5.0);
+  EXPECT_EQ(search.lowest_failing(), 6.0);
+  // The first rate misses: halve until one passes, then bisect.
+  lt::RateSearch down(8.0, 1, 12);
+  tried.clear();
+  while (auto rate = down.next()) {
+    tried.push_back(*rate);
+    down.record(*rate, *rate <= 1.5);
+  }
+  EXPECT_EQ(tried, (std::vector<double>{8, 4, 2, 1, 1.5}));
+  // Never failing: stops at the point limit.
+  lt::RateSearch up(1.0, 3, 4);
+  tried.clear();
+  while (auto rate = up.next()) {
+    tried.push_back(*rate);
+    up.record(*rate, true);
+  }
+  EXPECT_EQ(tried, (std::vector<double>{1, 2, 4, 8}));
+  std::vector<lt::SweepPoint> points(3);
+  points[0].request_rate = 1, points[0].meets_slo = true;
+  points[1].request_rate = 2, points[1].meets_slo = false;
+  points[2].request_rate = 3, points[2].meets_slo = true;
+  EXPECT_EQ(lt::capacity(points), 3.0);
+  points[2].meets_slo = false;
+  EXPECT_EQ(lt::capacity(points), 1.0);
+}
+
+TEST(LoadtestCompare, RatiosAreSecondOverFirst) {
+  lt::Summary a, b;
+  a.output_throughput = 100;
+  b.output_throughput = 150;
+  a.ttft.median = 20;
+  b.ttft.median = 10;
+  const auto rows = lt::headline_ratios(a, b);
+  std::map<std::string, double> ratio;
+  for (const auto& h : rows) ratio[h.name] = h.ratio();
+  EXPECT_DOUBLE_EQ(ratio.at("Output token throughput (tok/s)"), 1.5);
+  EXPECT_DOUBLE_EQ(ratio.at("Median TTFT (ms)"), 0.5);
+  EXPECT_TRUE(std::isnan(ratio.at("Request throughput (req/s)")));  // 0 / 0
+  EXPECT_TRUE(lt::comparison_json(rows)["Request throughput (req/s)"]["ratio"].is_null());
 }
 
 }  // namespace
