@@ -2,6 +2,7 @@
 #include "model/hf_folder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -110,11 +111,59 @@ void add_tokenizer_metadata(Metadata& m, const HfTokenizer& hf) {
 
 // config.json, read and checked.
 struct HfConfig {
+  std::string architecture;  // the GGUF one: "llama" or "qwen2"
   int64_t num_layers = 0, hidden = 0, ffn = 0, heads = 0, kv_heads = 0, vocab = 0, context = 0;
   double rope_theta = 10000.0, rms_norm_eps = 1e-6;
   bool tied = false;
-  std::string rope_scaling;  // "" when none
+  std::string rope_scaling;  // "" when none (or llama3, which rope_factors carries)
+  // Llama-3.1's rope_scaling {rope_type: llama3, ...}: its rope_freqs.weight, computed.
+  std::vector<float> rope_factors;
 };
+
+// The frequency factors of rope_scaling {rope_type: llama3}, as convert_hf_to_gguf.py's
+// LlamaModel computes them (in f32, as its torch code does): 1 for short wavelengths, `factor`
+// for long ones, and a smooth blend between.
+Result<std::vector<float>> llama3_rope_factors(const std::string& file, const std::string& key,
+                                               const json& scaling, double rope_theta,
+                                               int64_t head_dim) {
+  const auto get = [&](const char* name, double fallback) -> Result<double> {
+    const auto it = scaling.find(name);
+    if (it == scaling.end() || it->is_null()) return fallback;
+    if (!it->is_number() || !(it->get<double>() > 0)) {
+      return Error{file + ": " + key + "." + name + " must be a positive number"};
+    }
+    return it->get<double>();
+  };
+  auto factor = get("factor", 8.0);
+  if (!factor) return factor.error();
+  auto low = get("low_freq_factor", 1.0);
+  if (!low) return low.error();
+  auto high = get("high_freq_factor", 4.0);
+  if (!high) return high.error();
+  auto old_context = get("original_max_position_embeddings", 8192.0);
+  if (!old_context) return old_context.error();
+  if (!(high.value() > low.value())) {
+    return Error{file + ": " + key + ".high_freq_factor must exceed low_freq_factor"};
+  }
+  const auto f = static_cast<float>(factor.value()), lo = static_cast<float>(low.value()),
+             hi = static_cast<float>(high.value()), old = static_cast<float>(old_context.value());
+  const float low_wavelen = old / lo, high_wavelen = old / hi;
+  const auto base = static_cast<float>(rope_theta);
+  std::vector<float> factors;
+  for (int64_t i = 0; i < head_dim; i += 2) {
+    const float freq = 1.0f / std::pow(base, static_cast<float>(i) / static_cast<float>(head_dim));
+    const float wavelen = 2.0f * static_cast<float>(M_PI) / freq;
+    if (wavelen < high_wavelen) {
+      factors.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      factors.push_back(f);
+    } else {
+      const float smooth = (old / wavelen - lo) / (hi - lo);
+      factors.push_back(1.0f / ((1.0f - smooth) / f + smooth));
+    }
+  }
+  return factors;
+}
 
 Result<HfConfig> read_config(const std::string& file, const json& config) {
   const auto fail = [&](const std::string& why) { return Error{file + ": " + why}; };
@@ -124,11 +173,15 @@ Result<HfConfig> read_config(const std::string& file, const json& config) {
       it != config.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
     architecture = (*it)[0].get<std::string>();
   }
-  if (architecture != "LlamaForCausalLM" && architecture != "MistralForCausalLM") {
+  if (architecture != "LlamaForCausalLM" && architecture != "MistralForCausalLM" &&
+      architecture != "Qwen2ForCausalLM") {
     return fail("architecture '" + architecture +
-                "' is not supported (LlamaForCausalLM and MistralForCausalLM are)");
+                "' is not supported (LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM "
+                "are)");
   }
   HfConfig c;
+  c.architecture = architecture == "Qwen2ForCausalLM" ? "qwen2" : "llama";
+  const bool qwen2 = c.architecture == "qwen2";
   const auto integer = [&](const char* key, int64_t& out, bool required) -> Status {
     const auto it = config.find(key);
     if (it == config.end() || it->is_null()) {
@@ -172,7 +225,9 @@ Result<HfConfig> read_config(const std::string& file, const json& config) {
     return fail("head_dim " + std::to_string(it->get<int64_t>()) +
                 " differs from hidden_size / num_attention_heads; not supported");
   }
+  // Qwen2 always has Q/K/V biases (and no others); Llama's attention_bias would add o_proj's too.
   for (const char* key : {"attention_bias", "mlp_bias"}) {
+    if (qwen2) break;
     if (const auto it = config.find(key);
         it != config.end() && it->is_boolean() && it->get<bool>()) {
       return fail(std::string(key).append(" is true; bias terms are not supported"));
@@ -181,13 +236,20 @@ Result<HfConfig> read_config(const std::string& file, const json& config) {
   if (const auto it = config.find("tie_word_embeddings"); it != config.end() && it->is_boolean()) {
     c.tied = it->get<bool>();
   }
-  // Mistral's sliding window: within it attention is exact, so the context stops there.
+  // Mistral's sliding window: within it attention is exact, so the context stops there. Qwen2
+  // writes one too but uses it only with use_sliding_window.
+  bool sliding = !qwen2;
+  if (const auto it = config.find("use_sliding_window"); it != config.end() && it->is_boolean()) {
+    sliding = it->get<bool>();
+  }
   if (const auto it = config.find("sliding_window");
-      it != config.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
+      sliding && it != config.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
     c.context = std::min(c.context, it->get<int64_t>());
   }
   // RoPE: rope_theta and rope_scaling (transformers 4), or rope_parameters (transformers 5:
-  // rope_theta and rope_type inside it).
+  // rope_theta and rope_type inside it). Llama-3.1's llama3 type becomes frequency factors.
+  const json* llama3 = nullptr;
+  std::string llama3_key;
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     const auto it = config.find(key);
     if (it == config.end() || !it->is_object()) continue;
@@ -204,15 +266,27 @@ Result<HfConfig> read_config(const std::string& file, const json& config) {
       }
     }
     if (type.empty() && std::string_view(key) == "rope_scaling") type = "unknown";
-    if (!type.empty() && type != "default") c.rope_scaling = type;
+    if (type == "llama3" && !qwen2) {
+      // After the loop: rope_theta may come later, in rope_parameters.
+      llama3 = &*it;
+      llama3_key = key;
+    } else if (!type.empty() && type != "default") {
+      c.rope_scaling = type;
+    }
+  }
+  if (llama3 != nullptr) {
+    auto factors = llama3_rope_factors(file, llama3_key, *llama3, c.rope_theta, c.hidden / c.heads);
+    if (!factors) return factors.error();
+    c.rope_factors = std::move(factors).value();
   }
   return c;
 }
 
 // Where one GGUF tensor's bytes come from.
 struct Source {
-  const SafetensorsTensor* tensor = nullptr;
-  int64_t permute_heads = 0;  // Q / K: rows regrouped per head; 0: copied as is
+  const SafetensorsTensor* tensor = nullptr;  // null: `computed` holds the f32 values
+  int64_t permute_heads = 0;                  // Q / K: rows regrouped per head; 0: copied as is
+  std::vector<float> computed;
 };
 
 // The tensors, the files holding them (sharded: model.safetensors.index.json).
@@ -268,8 +342,12 @@ Result<Shards> open_shards(const fs::path& folder) {
 
 // Copies (and converts, and permutes) one tensor into the synthesized file's bytes.
 void fill(const GgufTensorInfo& info, const Source& source, uint8_t* data) {
+  if (source.tensor == nullptr) {
+    std::memcpy(data, source.computed.data(), source.computed.size() * sizeof(float));
+    return;
+  }
   const SafetensorsTensor& t = *source.tensor;
-  if (info.type == DType::kF32 && t.dtype != SafetensorsDType::kF32) {  // a norm, widened
+  if (info.type == DType::kF32 && t.dtype != SafetensorsDType::kF32) {  // a norm or bias, widened
     for (int64_t i = 0; i < t.num_elements; ++i) {
       uint16_t half;
       std::memcpy(&half, t.data.data() + 2 * i, 2);
@@ -344,21 +422,22 @@ Result<std::unique_ptr<GgufFile>> open_hf_folder(const std::string& folder_name,
   }
 
   Metadata m;
-  put_string(m, "general.architecture", "llama");
+  put_string(m, "general.architecture", c.architecture);
   put_string(m, "general.name",
              folder.filename().empty() ? folder.parent_path().filename().string()
                                        : folder.filename().string());
-  put_u32(m, "llama.block_count", c.num_layers);
-  put_u32(m, "llama.context_length", c.context);
-  put_u32(m, "llama.embedding_length", c.hidden);
-  put_u32(m, "llama.feed_forward_length", c.ffn);
-  put_u32(m, "llama.attention.head_count", c.heads);
-  put_u32(m, "llama.attention.head_count_kv", c.kv_heads);
-  put_u32(m, "llama.rope.dimension_count", c.hidden / c.heads);
-  put_f32(m, "llama.rope.freq_base", c.rope_theta);
-  put_f32(m, "llama.attention.layer_norm_rms_epsilon", c.rms_norm_eps);
-  put_u32(m, "llama.vocab_size", c.vocab);
-  if (!c.rope_scaling.empty()) put_string(m, "llama.rope.scaling.type", c.rope_scaling);
+  const std::string arch = c.architecture + ".";
+  put_u32(m, arch + "block_count", c.num_layers);
+  put_u32(m, arch + "context_length", c.context);
+  put_u32(m, arch + "embedding_length", c.hidden);
+  put_u32(m, arch + "feed_forward_length", c.ffn);
+  put_u32(m, arch + "attention.head_count", c.heads);
+  put_u32(m, arch + "attention.head_count_kv", c.kv_heads);
+  put_u32(m, arch + "rope.dimension_count", c.hidden / c.heads);
+  put_f32(m, arch + "rope.freq_base", c.rope_theta);
+  put_f32(m, arch + "attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  put_u32(m, arch + "vocab_size", c.vocab);
+  if (!c.rope_scaling.empty()) put_string(m, arch + "rope.scaling.type", c.rope_scaling);
   add_tokenizer_metadata(m, tokenizer.value());
 
   auto shards = open_shards(folder);
@@ -377,17 +456,28 @@ Result<std::unique_ptr<GgufFile>> open_hf_folder(const std::string& folder_name,
       {"output_norm.weight", "model.norm.weight", {c.hidden}, true},
   };
   if (!c.tied) wanted.push_back({"output.weight", "lm_head.weight", {c.vocab, c.hidden}});
+  // convert_hf_to_gguf.py permutes llama's Q/K rows into GGUF's adjacent RoPE pairs; qwen2
+  // keeps Hugging Face's order (NEOX pairs) and has Q/K/V biases.
+  const bool qwen2 = c.architecture == "qwen2";
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string g = std::string("blk.").append(std::to_string(i)).append(".");
     const std::string h = std::string("model.layers.").append(std::to_string(i)).append(".");
     wanted.push_back({g + "attn_norm.weight", h + "input_layernorm.weight", {c.hidden}, true});
-    wanted.push_back(
-        {g + "attn_q.weight", h + "self_attn.q_proj.weight", {c.hidden, c.hidden}, false, c.heads});
+    wanted.push_back({g + "attn_q.weight",
+                      h + "self_attn.q_proj.weight",
+                      {c.hidden, c.hidden},
+                      false,
+                      qwen2 ? 0 : c.heads});
     wanted.push_back({g + "attn_k.weight",
                       h + "self_attn.k_proj.weight",
                       {kv_dim, c.hidden},
                       false,
-                      c.kv_heads});
+                      qwen2 ? 0 : c.kv_heads});
+    if (qwen2) {
+      wanted.push_back({g + "attn_q.bias", h + "self_attn.q_proj.bias", {c.hidden}, true});
+      wanted.push_back({g + "attn_k.bias", h + "self_attn.k_proj.bias", {kv_dim}, true});
+      wanted.push_back({g + "attn_v.bias", h + "self_attn.v_proj.bias", {kv_dim}, true});
+    }
     wanted.push_back({g + "attn_v.weight", h + "self_attn.v_proj.weight", {kv_dim, c.hidden}});
     wanted.push_back(
         {g + "attn_output.weight", h + "self_attn.o_proj.weight", {c.hidden, c.hidden}});
@@ -424,15 +514,28 @@ Result<std::unique_ptr<GgufFile>> open_hf_folder(const std::string& folder_name,
                 : t.dtype == SafetensorsDType::kBF16        ? DType::kBF16
                                                             : DType::kF16;
     infos.push_back(std::move(info));
-    sources_of[w.gguf] = Source{&t, w.permute_heads};
+    Source& source = sources_of[w.gguf];
+    source.tensor = &t;
+    source.permute_heads = w.permute_heads;
   }
   for (const auto& [name, where] : shards.value().tensors) {
     // Tied models may still store lm_head; the rotary tables are recomputed.
     const bool ignorable = name == "lm_head.weight" || name.ends_with(".rotary_emb.inv_freq");
     if (!used.contains(name) && !ignorable) {
-      return Error{where.second + ": unexpected tensor " + name +
-                   " (bias terms and other architectures are not supported)"};
+      return Error{where.second + ": unexpected tensor " + name + " (" +
+                   (qwen2 ? "only Q/K/V biases are" : "bias terms are not") +
+                   " supported; other architectures are not)"};
     }
+  }
+
+  if (!c.rope_factors.empty()) {
+    GgufTensorInfo info;
+    info.name = "rope_freqs.weight";
+    info.dims = {static_cast<int64_t>(c.rope_factors.size())};
+    info.type = DType::kF32;
+    infos.push_back(std::move(info));
+    Source& source = sources_of["rope_freqs.weight"];
+    source.computed = c.rope_factors;
   }
 
   GgufFile::FillFn fill_fn;

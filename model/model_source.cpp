@@ -17,17 +17,16 @@ namespace {
 
 using kernels::DType;
 
-// Shapes of the public models' configs (config.json); the dummy weights keep no bias terms and
-// no RoPE scaling, which change neither bytes nor FLOPs noticeably.
+// Shapes of the public models' configs (config.json), Qwen2.5's Q/K/V biases included; the dummy
+// weights keep no RoPE scaling, which changes neither bytes nor FLOPs.
 const std::array<ModelShape, 5>& presets() {
   static const std::array<ModelShape, 5> table = {{
       // Llama-3.1-8B: its 128K context (Llama-3-8B has the same shapes and 8K).
-      {"llama-3-8b", 32, 4096, 14336, 32, 8, 128256, 131072, 500000.0f, 1e-5f, false},
-      {"llama-2-7b", 32, 4096, 11008, 32, 32, 32000, 4096, 10000.0f, 1e-5f, false},
-      {"mistral-7b", 32, 4096, 14336, 32, 8, 32000, 32768, 1000000.0f, 1e-5f, false},
-      // Qwen2.5-7B without its Q/K/V biases.
-      {"qwen2.5-7b", 28, 3584, 18944, 28, 4, 152064, 32768, 1000000.0f, 1e-6f, false},
-      {"smollm2-135m", 30, 576, 1536, 9, 3, 49152, 8192, 100000.0f, 1e-5f, true},
+      {"llama-3-8b", 32, 4096, 14336, 32, 8, 128256, 131072, 500000.0f, 1e-5f, false, "llama"},
+      {"llama-2-7b", 32, 4096, 11008, 32, 32, 32000, 4096, 10000.0f, 1e-5f, false, "llama"},
+      {"mistral-7b", 32, 4096, 14336, 32, 8, 32000, 32768, 1000000.0f, 1e-5f, false, "llama"},
+      {"qwen2.5-7b", 28, 3584, 18944, 28, 4, 152064, 32768, 1000000.0f, 1e-6f, false, "qwen2"},
+      {"smollm2-135m", 30, 576, 1536, 9, 3, 49152, 8192, 100000.0f, 1e-5f, true, "llama"},
   }};
   return table;
 }
@@ -158,18 +157,19 @@ GgufValue array(GgufValueType type, std::vector<GgufValue> values) {
 
 std::map<std::string, GgufValue, std::less<>> dummy_metadata(const ModelShape& s) {
   std::map<std::string, GgufValue, std::less<>> m;
-  m["general.architecture"] = str("llama");
+  m["general.architecture"] = str(s.architecture);
   m["general.name"] = str("dummy " + s.name);
-  m["llama.block_count"] = u32(s.num_layers);
-  m["llama.context_length"] = u32(s.context_length);
-  m["llama.embedding_length"] = u32(s.hidden_dim);
-  m["llama.feed_forward_length"] = u32(s.ffn_dim);
-  m["llama.attention.head_count"] = u32(s.num_heads);
-  m["llama.attention.head_count_kv"] = u32(s.num_kv_heads);
-  m["llama.rope.dimension_count"] = u32(s.hidden_dim / s.num_heads);
-  m["llama.rope.freq_base"] = f32(s.rope_freq_base);
-  m["llama.attention.layer_norm_rms_epsilon"] = f32(s.rms_norm_eps);
-  m["llama.vocab_size"] = u32(s.vocab_size);
+  const std::string a = s.architecture + ".";
+  m[a + "block_count"] = u32(s.num_layers);
+  m[a + "context_length"] = u32(s.context_length);
+  m[a + "embedding_length"] = u32(s.hidden_dim);
+  m[a + "feed_forward_length"] = u32(s.ffn_dim);
+  m[a + "attention.head_count"] = u32(s.num_heads);
+  m[a + "attention.head_count_kv"] = u32(s.num_kv_heads);
+  m[a + "rope.dimension_count"] = u32(s.hidden_dim / s.num_heads);
+  m[a + "rope.freq_base"] = f32(s.rope_freq_base);
+  m[a + "attention.layer_norm_rms_epsilon"] = f32(s.rms_norm_eps);
+  m[a + "vocab_size"] = u32(s.vocab_size);
 
   std::vector<GgufValue> tokens, types;
   tokens.reserve(static_cast<size_t>(s.vocab_size));
@@ -223,6 +223,11 @@ std::vector<GgufTensorInfo> dummy_tensors(const ModelShape& s, DType matrix_type
     add(p + "attn_q.weight", {hidden, q_dim}, matrix_type);
     add(p + "attn_k.weight", {hidden, kv_dim}, matrix_type);
     add(p + "attn_v.weight", {hidden, kv_dim}, matrix_type);
+    if (s.architecture == "qwen2") {
+      add(p + "attn_q.bias", {q_dim}, DType::kF32);
+      add(p + "attn_k.bias", {kv_dim}, DType::kF32);
+      add(p + "attn_v.bias", {kv_dim}, DType::kF32);
+    }
     add(p + "attn_output.weight", {q_dim, hidden}, matrix_type);
     add(p + "ffn_norm.weight", {hidden}, DType::kF32);
     add(p + "ffn_gate.weight", {hidden, s.ffn_dim}, matrix_type);
@@ -253,7 +258,7 @@ void fill_tensor(const GgufTensorInfo& info, uint8_t* data, uint64_t seed) {
   Random rng{seed ^ std::hash<std::string>{}(info.name)};
   const int64_t n = info.num_elements;
   const auto put16 = [](uint8_t* at, uint16_t v) { std::memcpy(at, &v, 2); };
-  if (info.dims.size() == 1) {  // a norm: ones
+  if (info.dims.size() == 1) {  // a norm (or a bias): ones
     const float one = 1.0f;
     for (int64_t i = 0; i < n; ++i) std::memcpy(data + 4 * i, &one, 4);
     return;

@@ -38,6 +38,8 @@ struct ModelShape {
   float rope_freq_base = 10000.0f;
   float rms_norm_eps = 1e-5f;
   bool tied_embeddings = false;
+  // "llama", or "qwen2": Q/K/V biases and NEOX RoPE, as llama.cpp's qwen2.
+  std::string architecture = "llama";
 };
 
 // The presets' names, for --help and errors: llama-3-8b, llama-2-7b, mistral-7b, qwen2.5-7b,

@@ -356,16 +356,100 @@ TEST_F(HfFolderTest, BadFoldersAreErrorsNamingTheFile) {
   expect_error("pre-tokenizer", "tokenizer.json: byte-level BPE needs a ByteLevel pre-tokenizer");
 }
 
-TEST_F(HfFolderTest, RopeScalingIsRefusedByTheModelConfig) {
+// Llama-3.1's rope_scaling becomes rope_freqs.weight, computed as convert_hf_to_gguf.py does
+// (values from its formula in torch f32: head_dim 4, θ 10000, original context 2048: the pair of
+// wavelength 2π is high-frequency (1), the one of 200π is between the two (smoothed)).
+TEST_F(HfFolderTest, Llama3RopeScalingBecomesFrequencyFactors) {
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    json config = llama_config();
+    config[key] = {{"rope_type", "llama3"},
+                   {"factor", 8.0},
+                   {"low_freq_factor", 1.0},
+                   {"high_freq_factor", 4.0},
+                   {"original_max_position_embeddings", 2048}};
+    write_folder("F32", config);
+    auto opened = open_hf_folder(dir_.string());
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    const GgufTensorInfo* freqs = opened.value()->tensor("rope_freqs.weight");
+    ASSERT_NE(freqs, nullptr) << key;
+    EXPECT_EQ(freqs->dims, (std::vector<int64_t>{2}));
+    EXPECT_EQ(freqs->type, kernels::DType::kF32);
+    EXPECT_EQ(value_at(*opened.value(), *freqs, 0), 1.0f);
+    EXPECT_NEAR(value_at(*opened.value(), *freqs, 1), 1.2754795551300049f, 1e-6f);
+    auto parsed = LlamaConfig::from_gguf(*opened.value());
+    ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+    EXPECT_TRUE(parsed->rope_freq_factors);
+    EXPECT_EQ(opened.value()->find("llama.rope.scaling.type"), nullptr);
+  }
   json config = llama_config();
-  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}};
   write_folder("F32", config);
+  EXPECT_NE(open_error().find("rope_scaling.high_freq_factor must exceed low_freq_factor"),
+            std::string::npos)
+      << open_error();
+}
+
+TEST_F(HfFolderTest, OtherRopeScalingIsRefusedByTheModelConfig) {
+  for (const char* type : {"yarn", "linear"}) {
+    json config = llama_config();
+    config["rope_scaling"] = {{"rope_type", type}, {"factor", 4.0}};
+    write_folder("F32", config);
+    auto opened = open_hf_folder(dir_.string());
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    auto parsed = LlamaConfig::from_gguf(*opened.value());
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_NE(parsed.error().message.find(std::string("RoPE scaling '") + type + "'"),
+              std::string::npos)
+        << parsed.error().message;
+  }
+}
+
+// Qwen2ForCausalLM: architecture qwen2, Q/K/V biases, Q and K rows kept in Hugging Face's order
+// (NEOX RoPE), a sliding_window that is not used does not cut the context.
+TEST_F(HfFolderTest, Qwen2KeepsQAndKOrderAndMapsBiases) {
+  json config = llama_config();
+  config["architectures"] = {"Qwen2ForCausalLM"};
+  config["model_type"] = "qwen2";
+  config["sliding_window"] = 64;
+  config["use_sliding_window"] = false;
+  write(dir_ / "config.json", config.dump());
+  write(dir_ / "tokenizer.json", byte_level_tokenizer().dump());
+  auto tensors = llama_tensors("BF16");
+  const int64_t kv = kKvHeads * (kHidden / kHeads);
+  tensors["model.layers.0.self_attn.q_proj.bias"] = numbered({kHidden}, "BF16");
+  tensors["model.layers.0.self_attn.k_proj.bias"] = numbered({kv}, "BF16");
+  tensors["model.layers.0.self_attn.v_proj.bias"] = numbered({kv}, "BF16");
+  write(dir_ / "model.safetensors", safetensors_bytes(tensors));
   auto opened = open_hf_folder(dir_.string());
   ASSERT_TRUE(opened.ok()) << opened.error().message;
-  auto parsed = LlamaConfig::from_gguf(*opened.value());
-  ASSERT_FALSE(parsed.ok());
-  EXPECT_NE(parsed.error().message.find("RoPE scaling 'llama3'"), std::string::npos)
-      << parsed.error().message;
+  const GgufFile& file = *opened.value();
+  auto parsed = LlamaConfig::from_gguf(file);
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(parsed->architecture, "qwen2");
+  EXPECT_TRUE(parsed->qkv_bias);
+  EXPECT_TRUE(parsed->rope_neox);
+  EXPECT_EQ(parsed->context_length, 128);
+  const auto* q = file.tensor("blk.0.attn_q.weight");
+  const auto* k = file.tensor("blk.0.attn_k.weight");
+  const auto* kb = file.tensor("blk.0.attn_k.bias");
+  ASSERT_TRUE(q && k && kb);
+  EXPECT_EQ(kb->type, kernels::DType::kF32);  // widened, as norms
+  EXPECT_EQ(kb->dims, (std::vector<int64_t>{kv}));
+  for (int64_t r = 0; r < kHidden; ++r) {
+    EXPECT_EQ(value_at(file, *q, r * kHidden + 1), r * 4 + 1);  // not permuted
+  }
+  for (int64_t r = 0; r < kv; ++r) {
+    EXPECT_EQ(value_at(file, *k, r * kHidden), r * 4);
+    EXPECT_EQ(value_at(file, *kb, r), r * 4);
+  }
+  auto tensors_bound = LlamaTensors::bind(file, parsed.value());
+  ASSERT_TRUE(tensors_bound.ok()) << tensors_bound.error().message;
+
+  // Without its biases, the folder names the missing one.
+  tensors.erase("model.layers.0.self_attn.v_proj.bias");
+  write(dir_ / "model.safetensors", safetensors_bytes(tensors));
+  EXPECT_NE(open_error().find("no tensor model.layers.0.self_attn.v_proj.bias"), std::string::npos)
+      << open_error();
 }
 
 TEST(HfTokenizer, PreTokenizerRulesAndMergeForms) {

@@ -71,6 +71,9 @@ TEST(ModelSource, PresetsHaveThePublicShapes) {
     EXPECT_EQ(config->vocab_size, shape->vocab_size) << name;
     EXPECT_EQ(config->context_length, shape->context_length) << name;
     EXPECT_EQ(config->tied_embeddings, shape->tied_embeddings) << name;
+    EXPECT_EQ(config->architecture, shape->architecture) << name;
+    EXPECT_EQ(config->qkv_bias, name == "qwen2.5-7b") << name;
+    EXPECT_EQ(config->rope_neox, name == "qwen2.5-7b") << name;
     EXPECT_TRUE(LlamaTensors::bind(*file.value(), config.value()).ok()) << name;
   }
 }
