@@ -1,13 +1,18 @@
 // Hugging Face folders against the reference writers (scripts/goldens/hf_goldens.py):
 // - tokenizer.json files of each supported form, trained by the `tokenizers` package, give its
 //   ids on a few hundred strings (multilingual, code, whitespace runs, emoji, special tokens);
-// - a tiny random LlamaForCausalLM saved by `transformers` (f32, and bf16 sharded) loads through
-//   LlamaModel::load from its folder and gives transformers' logits, argmax and greedy tokens
-//   (where transformers' own top-2 gap exceeds the tolerance).
+// - tiny random models saved by `transformers` (f32, and bf16) load through LlamaModel::load from
+//   their folders and give transformers' logits, argmax and greedy tokens (where transformers'
+//   own top-2 gap exceeds the tolerance): LlamaForCausalLM (bf16 sharded), Qwen2ForCausalLM (Q/K/V
+//   biases, NEOX RoPE, tied embeddings) and LlamaForCausalLM with Llama-3.1's rope_scaling
+//   (scripts/goldens/hf_arch_goldens.py); the Qwen2 also as a GGUF file written by the `gguf`
+//   package (scripts/goldens/hf_arch_gguf.py), against the same logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -62,18 +67,28 @@ TEST(HfGolden, TokenizersMatchTheTokenizersPackage) {
   }
 }
 
-class HfTinyLlama : public ::testing::TestWithParam<const char*> {};
+struct GoldenCase {
+  const char* golden;   // tests/golden/<golden>.json
+  const char* variant;  // its "variants" entry: f32 or bf16
+  const char* model;    // the folder or file, under tests/golden
+};
 
-TEST_P(HfTinyLlama, MatchesTransformers) {
-  const std::string variant = GetParam();
-  const json golden = json::parse(read(kGolden + "/hf_tiny_llama.json"));
+void PrintTo(const GoldenCase& c, std::ostream* os) {
+  *os << c.model;
+}
+
+class HfTinyModel : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(HfTinyModel, MatchesTransformers) {
+  const GoldenCase& param = GetParam();
+  const std::string variant = param.variant;
+  const json golden = json::parse(read(kGolden + "/" + param.golden + ".json"));
   std::string why;
   auto backend = kernels::make_backend("cpu", 1, &why);
   ASSERT_NE(backend, nullptr) << why;
   LoadOptions options;
   options.llama_cpp_attention = false;  // f32 attention, as transformers on the CPU
-  auto loaded =
-      LlamaModel::load(ModelSource(kGolden + "/hf_tiny_llama/" + variant), *backend, options);
+  auto loaded = LlamaModel::load(ModelSource(kGolden + "/" + param.model), *backend, options);
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
   LlamaModel& model = *loaded.value();
   const int32_t vocab = model.config().vocab_size;
@@ -83,12 +98,14 @@ TEST_P(HfTinyLlama, MatchesTransformers) {
 
   const auto& prompts = golden["prompts"];
   const auto& runs = golden["variants"][variant];
+  ASSERT_EQ(runs.size(), prompts.size());
   for (size_t p = 0; p < runs.size(); ++p) {
     const auto& run = runs[p];
     const auto ids = run["ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(model.tokenizer().encode(prompts[p].get<std::string>()), ids) << p;
 
-    SequenceCache cache(model.config(), 64);
+    const auto greedy = run["greedy"].get<std::vector<int32_t>>();
+    SequenceCache cache(model.config(), static_cast<int32_t>(ids.size() + greedy.size() + 1));
     BatchEntry entry;
     entry.cache = &cache;
     entry.tokens = ids;
@@ -101,25 +118,26 @@ TEST_P(HfTinyLlama, MatchesTransformers) {
     float max_error = 0;
     for (int32_t v = 0; v < vocab; ++v)
       max_error = std::max(max_error, std::abs(last[v] - want_last[v]));
-    EXPECT_LT(max_error, tolerance) << variant << " prompt " << p;
+    EXPECT_LT(max_error, tolerance) << param.model << " prompt " << p;
     RecordProperty("max_logit_error_" + std::to_string(p), std::to_string(max_error));
+    std::printf("[ golden   ] %s prompt %zu (%zu tokens): max |logit error| %.2e\n", param.model, p,
+                ids.size(), static_cast<double>(max_error));
     const auto argmax = run["argmax"].get<std::vector<int32_t>>();
     const auto gaps = run["top2_gap"].get<std::vector<float>>();
     for (size_t i = 0; i < ids.size(); ++i) {
       const float* row = logits.data() + i * static_cast<size_t>(vocab);
       const auto got = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
       if (gaps[i] > 2 * tolerance) {
-        EXPECT_EQ(got, argmax[i]) << variant << " " << p << "@" << i;
+        EXPECT_EQ(got, argmax[i]) << param.model << " " << p << "@" << i;
       }
     }
 
     // Greedy continuation, compared while transformers' choice is clear.
-    const auto greedy = run["greedy"].get<std::vector<int32_t>>();
     const auto greedy_gaps = run["greedy_gaps"].get<std::vector<float>>();
     int32_t next = argmax.back();
     for (size_t step = 0; step < greedy.size(); ++step) {
       if (greedy_gaps[step] <= 2 * tolerance) break;
-      ASSERT_EQ(next, greedy[step]) << variant << " prompt " << p << " step " << step;
+      ASSERT_EQ(next, greedy[step]) << param.model << " prompt " << p << " step " << step;
       BatchEntry decode;
       decode.cache = &cache;
       decode.tokens = {&next, 1};
@@ -129,7 +147,22 @@ TEST_P(HfTinyLlama, MatchesTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, HfTinyLlama, ::testing::Values("f32", "bf16"));
+INSTANTIATE_TEST_SUITE_P(
+    Models, HfTinyModel,
+    ::testing::Values(GoldenCase{"hf_tiny_llama", "f32", "hf_tiny_llama/f32"},
+                      GoldenCase{"hf_tiny_llama", "bf16", "hf_tiny_llama/bf16"},
+                      GoldenCase{"hf_tiny_qwen2", "f32", "hf_tiny_qwen2/f32"},
+                      GoldenCase{"hf_tiny_qwen2", "bf16", "hf_tiny_qwen2/bf16"},
+                      GoldenCase{"hf_tiny_qwen2", "f32", "hf_tiny_qwen2.gguf"},
+                      GoldenCase{"hf_tiny_llama31", "f32", "hf_tiny_llama31/f32"},
+                      GoldenCase{"hf_tiny_llama31", "bf16", "hf_tiny_llama31/bf16"}),
+    [](const ::testing::TestParamInfo<GoldenCase>& info) {
+      std::string name = info.param.model;
+      for (char& c : name) {
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+      }
+      return name;
+    });
 
 }  // namespace
 }  // namespace lightserve::model
