@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Serving benchmark through real servers (docs/loadtest.md "lightserve vs llama.cpp's server"):
+# starts, one after another on this machine and the same model, lightserve with full attention
+# (--lt-mode full), lightserve hybrid (the default, f = 0.5) and llama.cpp's llama-server (built
+# from the pinned sources by scripts/build_llamacpp.sh, called when missing), runs the same loads
+# against each with build/lightserve-loadtest (closed loop at each concurrency, same seed), and
+# prints output tok/s, TTFT p50/p99 and TPOT p50/p99 per server and concurrency, and the ratios
+# against llama-server.
+#
+#   bash scripts/bench_serving.sh [OUT_DIR]        (default: .cache/bench_serving)
+#
+# Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (2), CONCURRENCY
+# ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
+# max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
+# vLLM's CPU build is not run (see docs/loadtest.md). Every report is kept as OUT_DIR/SERVER_cN.json
+# (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${1:-$ROOT/.cache/bench_serving}"
+MODEL="${MODEL:-$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+THREADS="${THREADS:-2}"
+CONCURRENCY="${CONCURRENCY:-1 4 16 64}"
+INPUT_LEN="${INPUT_LEN:-512}"
+OUTPUT_LEN="${OUTPUT_LEN:-128}"
+REQUESTS_PER_USER="${REQUESTS_PER_USER:-4}"
+WARMUP="${WARMUP:-2}"
+SERVERS="${SERVERS:-full hybrid llamacpp}"
+SEED="${SEED:-1}"
+LOADTEST="$ROOT/build/lightserve-loadtest"
+LIGHTSERVE="$ROOT/build/lightserve"
+LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
+
+log() { echo "[bench_serving] $*" >&2; }
+
+[[ -x "$LOADTEST" && -x "$LIGHTSERVE" ]] ||
+  { log "ERROR: build first: cmake --build build --target lightserve lightserve-loadtest"; exit 1; }
+[[ -f "$MODEL" ]] || bash scripts/fetch_model.sh
+if [[ " $SERVERS " == *" llamacpp "* && ! -x "$LLAMA_SERVER" ]]; then
+  bash scripts/build_llamacpp.sh >&2
+fi
+mkdir -p "$OUT"
+
+max_conc=1
+for c in $CONCURRENCY; do ((c > max_conc)) && max_conc=$c; done
+# Tokens per request, prompt + output, with room for a BOS and the words-to-tokens rounding.
+ctx=$((INPUT_LEN + OUTPUT_LEN + 64))
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+server_pid=""
+stop_server() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+trap stop_server EXIT
+
+start_server() {  # name, port
+  local name="$1" port="$2"
+  case "$name" in
+    full | hybrid)
+      local mode=online
+      [[ "$name" == full ]] && mode=full
+      # KV for every concurrent request at full attention (the larger footprint), so KV binds
+      # neither server: this compares the engines, the KV-bound case is measured separately.
+      local kv=$(((max_conc + 2) * ctx * 23040 + 64 * 1048576))
+      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" --threads "$THREADS" \
+        --context "$ctx" --kv-budget "$kv" --max-running "$max_conc" --http-port "$port" \
+        --grpc-port -1 > "$OUT/$name.server.log" 2>&1 &
+      ;;
+    llamacpp)
+      # One slot per user, each with the context a request needs; continuous batching (default).
+      "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -c $((max_conc * ctx)) -np "$max_conc" \
+        --host 127.0.0.1 --port "$port" --metrics > "$OUT/$name.server.log" 2>&1 &
+      ;;
+    *) log "ERROR: unknown server $name (full, hybrid, llamacpp)"; exit 2 ;;
+  esac
+  server_pid=$!
+  for _ in $(seq 240); do
+    if curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null 2>&1; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$OUT/$name.server.log" >&2; exit 1; }
+    sleep 0.5
+  done
+  log "ERROR: $name did not come up on port $port"; tail -20 "$OUT/$name.server.log" >&2; exit 1
+}
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+for name in $SERVERS; do
+  port="$(free_port)"
+  log "starting $name on :$port"
+  start_server "$name" "$port"
+  for c in $CONCURRENCY; do
+    n=$((c * REQUESTS_PER_USER))
+    ((n < 8)) && n=8
+    log "$name: concurrency $c, $n requests of $INPUT_LEN in / $OUTPUT_LEN out (load $(cut -d' ' -f1 /proc/loadavg))"
+    # Word prompts are one token a word on this vocabulary; fixed so every server gets the same.
+    "$LOADTEST" --url "http://127.0.0.1:$port" --dataset random --input-len "$INPUT_LEN" \
+      --output-len "$OUTPUT_LEN" --concurrency "$c" --num-requests "$n" --warmup "$WARMUP" \
+      --seed "$SEED" --tokens-per-word 1 -q --json "$OUT/${name}_c$c.json" \
+      > "$OUT/${name}_c$c.txt" || log "WARNING: $name at concurrency $c had failures (see $OUT/${name}_c$c.txt)"
+  done
+  stop_server
+done
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$OUT" "$SERVERS" "$CONCURRENCY" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF' | tee "$OUT/table.md"
+import json, os, sys
+out, servers, concs, before, after = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
+def load(name, c):
+    path = os.path.join(out, f"{name}_c{c}.json")
+    return json.load(open(path))["summary"] if os.path.exists(path) else None
+print(f"load average before {before}, after {after}\n")
+print("| server | concurrency | ok / failed | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | req/s |")
+print("|---|---|---|---|---|---|---|")
+for c in concs:
+    for name in servers:
+        s = load(name, c)
+        if not s: continue
+        print(f"| {name} | {c} | {s['num_completed']} / {s['num_failed']} | {s['output_throughput']:.1f} | "
+              f"{s['ttft']['median_ms']:.0f} / {s['ttft']['p99_ms']:.0f} | "
+              f"{s['tpot']['median_ms']:.1f} / {s['tpot']['p99_ms']:.1f} | {s['request_throughput']:.3f} |")
+base = "llamacpp" if "llamacpp" in servers else servers[0]
+others = [n for n in servers if n != base]
+pairs = [(n, base) for n in others] + ([("hybrid", "full")] if {"hybrid", "full"} <= set(servers) else [])
+if pairs:
+    print(f"\nRatios (output tok/s: higher is better; TTFT / TPOT p50: lower is better)\n")
+    print("| concurrency | " + " | ".join(f"{a} / {b} out tok/s, TTFT p50, TPOT p50" for a, b in pairs) + " |")
+    print("|---|" + "---|" * len(pairs))
+    for c in concs:
+        cells = []
+        for a, b in pairs:
+            sa, sb = load(a, c), load(b, c)
+            if not sa or not sb or not sb["output_throughput"] or not sb["ttft"]["median_ms"] or not sb["tpot"]["median_ms"]:
+                cells.append("-"); continue
+            cells.append(f"{sa['output_throughput'] / sb['output_throughput']:.2f}, "
+                         f"{sa['ttft']['median_ms'] / sb['ttft']['median_ms']:.2f}, "
+                         f"{sa['tpot']['median_ms'] / sb['tpot']['median_ms']:.2f}")
+        print(f"| {c} | " + " | ".join(cells) + " |")
+EOF
