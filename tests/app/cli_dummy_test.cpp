@@ -3,8 +3,10 @@
 // real HTTP client; --chat-template replaces the file's template; bad values of any of them are
 // usage errors (exit 2) before anything loads.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -65,6 +67,27 @@ TEST_F(CliDummyTest, BadLoadFlagsExitTwoNamingTheFlag) {
     EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
     EXPECT_EQ(r.err.find("loading "), std::string::npos) << c.args << ": loaded first";
   }
+}
+
+// A Hugging Face folder that cannot load is exit 1 with the missing file named; the tiny golden
+// folder loads.
+TEST_F(CliDummyTest, HuggingFaceFoldersLoadOrNameWhatIsMissing) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("ls_hf_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const CliResult empty = run_lightserve("info --model " + dir.string());
+  EXPECT_EQ(empty.code, 1) << empty.err;
+  EXPECT_NE(empty.err.find("config.json"), std::string::npos) << empty.err;
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"]})";
+  const CliResult no_tokenizer = run_lightserve("info --model " + dir.string());
+  EXPECT_EQ(no_tokenizer.code, 1) << no_tokenizer.err;
+  EXPECT_NE(no_tokenizer.err.find(dir.string()), std::string::npos) << no_tokenizer.err;
+  std::filesystem::remove_all(dir);
+
+  const CliResult tiny =
+      run_lightserve(std::string("info --model ") + LIGHTSERVE_GOLDEN_DIR + "/hf_tiny_llama/bf16");
+  ASSERT_EQ(tiny.code, 0) << tiny.err;
+  EXPECT_NE(tiny.out.find("Hugging Face folder"), std::string::npos) << tiny.out;
 }
 
 // --chat-template replaces the file's template (by name here; a file works the same way).
