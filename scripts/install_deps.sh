@@ -17,6 +17,8 @@ PACKAGES=(
   libboost1.81-dev prometheus-cpp-dev
   # scripts: downloads, unzip, /usr/bin/time -v for peak RSS in benchmarks
   curl ca-certificates unzip time
+  # promtool for tests/deploy (the alert rules load and their unit tests)
+  prometheus
 )
 
 log() { echo "[install_deps] $*"; }
