@@ -44,6 +44,11 @@ cmake --build "$BUILD_DIR" -j"$JOBS"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:detect_odr_violation=0"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
+# Tests that wait for the daemon to reach a state allow this many times their usual time.
+case "$mode" in
+  asan) export LIGHTSERVE_TEST_TIME_SCALE="${LIGHTSERVE_TEST_TIME_SCALE:-2}" ;;
+  tsan) export LIGHTSERVE_TEST_TIME_SCALE="${LIGHTSERVE_TEST_TIME_SCALE:-6}" ;;
+esac
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$supp/tsan.supp"
 
 echo "== tests ($mode)"
