@@ -47,7 +47,12 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsa
 # Tests that wait for the daemon to reach a state allow this many times their usual time.
 case "$mode" in
   asan) export LIGHTSERVE_TEST_TIME_SCALE="${LIGHTSERVE_TEST_TIME_SCALE:-2}" ;;
-  tsan) export LIGHTSERVE_TEST_TIME_SCALE="${LIGHTSERVE_TEST_TIME_SCALE:-6}" ;;
+  tsan)
+    export LIGHTSERVE_TEST_TIME_SCALE="${LIGHTSERVE_TEST_TIME_SCALE:-6}"
+    # 400 soak requests outlast ctest's 900 s under TSan on 2 vCPUs; 100 still mix both
+    # protocols, cancellations and concurrency 32.
+    export LIGHTSERVE_SOAK_REQUESTS="${LIGHTSERVE_SOAK_REQUESTS:-100}"
+    ;;
 esac
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$supp/tsan.supp"
 
