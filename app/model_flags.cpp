@@ -7,7 +7,8 @@ namespace lightserve::cli {
 void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
   cmd->add_option("--model,-m", flags.path,
                   "GGUF model file, or a Hugging Face folder (config.json, tokenizer.json, "
-                  "*.safetensors in bf16/f16/f32; LlamaForCausalLM, MistralForCausalLM)")
+                  "*.safetensors in bf16/f16/f32; LlamaForCausalLM, MistralForCausalLM, "
+                  "Qwen2ForCausalLM)")
       ->capture_default_str();
   cmd->add_option("--load-format", flags.load_format,
                   "gguf (or auto): the --model file, or the Hugging Face folder when --model "
