@@ -35,8 +35,18 @@ const std::vector<std::pair<std::string, std::string>> kJson = {
     {"Content-Type", "application/json"}};
 constexpr int kMaxConnections = 6;
 constexpr int kPerClient = 4;
-constexpr int kBacklog = 8;           // --max-stream-backlog
-constexpr double kClientTimeout = 8;  // --client-timeout
+constexpr int kBacklog = 8;  // --max-stream-backlog
+// LIGHTSERVE_TEST_TIME_SCALE (scripts/sanitize.sh sets it: a TSan daemon runs many times slower)
+// stretches every wait and the client timeout alike.
+double time_scale() {
+  static const double scale = [] {
+    const char* env = std::getenv("LIGHTSERVE_TEST_TIME_SCALE");
+    const double s = env != nullptr ? std::atof(env) : 1.0;
+    return s >= 1.0 ? s : 1.0;
+  }();
+  return scale;
+}
+const double kClientTimeout = 8 * time_scale();  // --client-timeout
 constexpr int kLongGeneration = 400;  // tokens, ~340 KB of SSE: more than the socket buffers hold
 
 class DaemonLimits : public DaemonSuite<DaemonLimits> {
@@ -87,15 +97,9 @@ class DaemonLimits : public DaemonSuite<DaemonLimits> {
     }
     return 0;
   }
-  // Polls until `name` reaches `value`; false after `seconds` (times LIGHTSERVE_TEST_TIME_SCALE,
-  // which scripts/sanitize.sh sets: TSan runs the daemon many times slower).
+  // Polls until `name` reaches `value`; false after `seconds` (times time_scale()).
   static bool wait_metric(const std::string& name, double value, double seconds) {
-    static const double scale = [] {
-      const char* env = std::getenv("LIGHTSERVE_TEST_TIME_SCALE");
-      const double s = env != nullptr ? std::atof(env) : 1.0;
-      return s >= 1.0 ? s : 1.0;
-    }();
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds * scale);
+    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds * time_scale());
     while (Clock::now() < deadline) {
       if (metric(name) == value) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
