@@ -20,6 +20,7 @@
 #include "loadtest/metrics_scraper.h"
 #include "loadtest/report.h"
 #include "loadtest/sweep.h"
+#include "tests/support/cli_runner.h"
 #include "tests/support/http_test_client.h"
 
 namespace lightserve::testing {
@@ -41,32 +42,17 @@ struct ToolRun {
 ToolRun run_loadtest(const std::string& args) {
   namespace fs = std::filesystem;
   static int num_runs = 0;
-  const std::string stem =
-      (fs::temp_directory_path() /
-       ("lightserve_loadtest_" + std::to_string(::getpid()) + "_" + std::to_string(num_runs++)))
+  const std::string json_path =
+      (fs::temp_directory_path() / ("lightserve_loadtest_" + std::to_string(::getpid()) + "_" +
+                                    std::to_string(num_runs++) + ".json"))
           .string();
-  const std::string json_path = stem + ".json";
-  const std::string err_path = stem + ".err";
   std::string command = kLoadtestBinary;
-  command.append(" ");
-  command.append(args);
-  command.append(" --json ");
-  command.append(json_path);
-  command.append(" 2>");
-  command.append(err_path);
-  ToolRun r;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream err(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(err), {});
+  command.append(" ").append(args).append(" --json ").append(json_path);
+  const CliResult run = run_command(command);
+  ToolRun r{run.code, run.out, run.err, json()};
   std::ifstream report(json_path);
   if (report) r.report = json::parse(report, nullptr, false);
   fs::remove(json_path);
-  fs::remove(err_path);
   return r;
 }
 

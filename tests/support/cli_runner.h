@@ -20,13 +20,15 @@ struct CliResult {
   std::string err;  // stderr
 };
 
-// `lightserve ARGS` through the shell; stdout and stderr captured separately.
-inline CliResult run_lightserve(const std::string& args) {
+// `command` through the shell; stdout and stderr captured separately.
+inline CliResult run_command(const std::string& command_line) {
   namespace fs = std::filesystem;
+  static int num_runs = 0;
   const fs::path err_file =
-      fs::temp_directory_path() / ("lightserve_cli_err_" + std::to_string(::getpid()));
+      fs::temp_directory_path() /
+      ("lightserve_cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(num_runs++));
   CliResult r;
-  const std::string command = kLightserveBinary + " " + args + " 2>" + err_file.string();
+  const std::string command = command_line + " 2>" + err_file.string();
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
   char buf[4096];
@@ -37,6 +39,11 @@ inline CliResult run_lightserve(const std::string& args) {
   r.err.assign(std::istreambuf_iterator<char>(in), {});
   fs::remove(err_file);
   return r;
+}
+
+// `lightserve ARGS`, as run_command.
+inline CliResult run_lightserve(const std::string& args) {
+  return run_command(kLightserveBinary + " " + args);
 }
 
 }  // namespace lightserve::testing
