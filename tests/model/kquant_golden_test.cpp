@@ -16,6 +16,7 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
 namespace {
@@ -70,13 +71,7 @@ TEST_P(KquantGolden, MatchesLlamaCpp) {
   for (size_t p = 0; p < prompts.size(); ++p) {
     const auto ids = prompts[p].get<std::vector<int32_t>>();
     const json& run = file["runs"][p];
-    SequenceCache cache(model.config(), static_cast<int32_t>(ids.size()));
-    BatchEntry entry;
-    entry.cache = &cache;
-    entry.tokens = ids;
-    entry.all_logits = true;
-    std::vector<float> logits;
-    ASSERT_TRUE(model.forward({&entry, 1}, logits).ok());
+    const std::vector<float> logits = testing::prompt_logits(model, ids, /*all_positions=*/true);
     ASSERT_EQ(logits.size(), ids.size() * static_cast<size_t>(vocab));
 
     const auto want = run["last_logits"].get<std::vector<double>>();

@@ -13,6 +13,7 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
+#include "tests/support/shared_model.h"
 
 namespace lightserve::model {
 namespace {
@@ -36,14 +37,9 @@ std::unique_ptr<kernels::Backend> cpu() {
   return backend;
 }
 
-// Greedy logits of the last prompt token.
+// Logits of the last prompt token.
 std::vector<float> last_logits(LlamaModel& model, const std::vector<int32_t>& prompt) {
-  SequenceCache cache(model.config(), 64);
-  const BatchEntry entry{&cache, prompt};
-  std::vector<float> logits;
-  const Status s = model.forward({&entry, 1}, logits);
-  EXPECT_TRUE(s.ok()) << s.message();
-  return logits;
+  return testing::prompt_logits(model, prompt, /*all_positions=*/false);
 }
 
 TEST(ModelSource, PresetsHaveThePublicShapes) {

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
@@ -32,6 +34,21 @@ inline LlamaModel* shared_model() {
     return l;
   }();
   return loaded.model.get();
+}
+
+// Runs `ids` as one prompt through a fresh cache of `model`: the logits of every position
+// (all_logits) or of the last one, vocab_size floats each; empty after a test failure.
+inline std::vector<float> prompt_logits(LlamaModel& model, const std::vector<int32_t>& ids,
+                                        bool all_positions) {
+  SequenceCache cache(model.config(), static_cast<int32_t>(ids.size()) + 1);
+  BatchEntry entry;
+  entry.cache = &cache;
+  entry.tokens = ids;
+  entry.all_logits = all_positions;
+  std::vector<float> logits;
+  const Status s = model.forward({&entry, 1}, logits);
+  EXPECT_TRUE(s.ok()) << s.message();
+  return logits;
 }
 
 }  // namespace lightserve::model::testing
