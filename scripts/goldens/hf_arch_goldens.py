@@ -69,23 +69,7 @@ def write_model(name, cls, config, tok_family):
         # rotary inv_freq buffer would keep the bf16 rounding of m.to(bfloat16), which moves the
         # angles of a long prompt by up to 2^-9 of themselves.)
         reference = cls.from_pretrained(folder, dtype=torch.float32).eval()
-        runs = []
-        for prompt in PROMPTS:
-            ids = tok.encode(prompt, add_special_tokens=False).ids
-            with torch.no_grad():
-                logits = reference(torch.tensor([ids])).logits[0]
-                out = reference.generate(torch.tensor([ids]), max_new_tokens=8,
-                                         do_sample=False, eos_token_id=None, pad_token_id=0,
-                                         output_scores=True, return_dict_in_generate=True)
-            generated = out.sequences[0][len(ids):].tolist()
-            greedy_gaps = [float(v[0] - v[1]) for v in
-                           (torch.topk(s[0], 2).values for s in out.scores)]
-            top2 = torch.topk(logits, 2, dim=-1)
-            runs.append({"ids": ids, "last_logits": [round(v, 6) for v in logits[-1].tolist()],
-                         "argmax": logits.argmax(-1).tolist(),
-                         "top2_gap": [round(float(a - b), 6) for a, b in top2.values.tolist()],
-                         "greedy": generated,
-                         "greedy_gaps": [round(g, 6) for g in greedy_gaps]})
+        runs = hf_goldens.reference_runs(reference, tok, PROMPTS)
         result["variants"][variant] = runs
     with open(os.path.join(GOLDEN, name + ".json"), "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, separators=(",", ":"))

@@ -154,6 +154,29 @@ PROMPTS = ["The capital of France is", "def fib(n):\n    return", "Hello, world!
            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"]
 
 
+def reference_runs(reference, tok, prompts=None):
+    """Per prompt: its ids, the f32-compute reference's last-position logits, each position's
+    argmax and top-2 gap, and 8 greedy tokens with their top-2 gaps (what hf_golden_test reads)."""
+    runs = []
+    for prompt in PROMPTS if prompts is None else prompts:
+        ids = tok.encode(prompt, add_special_tokens=False).ids
+        with torch.no_grad():
+            logits = reference(torch.tensor([ids])).logits[0]
+            out = reference.generate(torch.tensor([ids]), max_new_tokens=8,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0,
+                                     output_scores=True, return_dict_in_generate=True)
+        generated = out.sequences[0][len(ids):].tolist()
+        greedy_gaps = [float(v[0] - v[1]) for v in
+                       (torch.topk(s[0], 2).values for s in out.scores)]
+        top2 = torch.topk(logits, 2, dim=-1)
+        runs.append({"ids": ids, "last_logits": [round(v, 6) for v in logits[-1].tolist()],
+                     "argmax": logits.argmax(-1).tolist(),
+                     "top2_gap": [round(float(a - b), 6) for a, b in top2.values.tolist()],
+                     "greedy": generated,
+                     "greedy_gaps": [round(g, 6) for g in greedy_gaps]})
+    return runs
+
+
 def write_tiny_llama():
     tok_dir = os.path.join(GOLDEN, "hf_tokenizers", "smollm")
     tok = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
@@ -184,23 +207,7 @@ def write_tiny_llama():
         for f in ["tokenizer.json", "tokenizer_config.json"]:
             shutil.copy(os.path.join(tok_dir, f), folder)
         reference = m.to(torch.float32)  # bf16 weights, widened: the f32-compute reference
-        runs = []
-        for prompt in PROMPTS:
-            ids = tok.encode(prompt, add_special_tokens=False).ids
-            with torch.no_grad():
-                logits = reference(torch.tensor([ids])).logits[0]
-                out = reference.generate(torch.tensor([ids]), max_new_tokens=8,
-                                         do_sample=False, eos_token_id=None, pad_token_id=0,
-                                         output_scores=True, return_dict_in_generate=True)
-            generated = out.sequences[0][len(ids):].tolist()
-            greedy_gaps = [float(v[0] - v[1]) for v in
-                           (torch.topk(s[0], 2).values for s in out.scores)]
-            top2 = torch.topk(logits, 2, dim=-1)
-            runs.append({"ids": ids, "last_logits": [round(v, 6) for v in logits[-1].tolist()],
-                         "argmax": logits.argmax(-1).tolist(),
-                         "top2_gap": [round(float(a - b), 6) for a, b in top2.values.tolist()],
-                         "greedy": generated,
-                         "greedy_gaps": [round(g, 6) for g in greedy_gaps]})
+        runs = reference_runs(reference, tok)
         result["variants"][variant] = runs
     result["prompts"] = PROMPTS
     with open(os.path.join(GOLDEN, "hf_tiny_llama.json"), "w", encoding="utf-8") as f:
