@@ -65,6 +65,13 @@ std::map<std::string, double> server_counters(int http_port) {
              "lightserve_prompt_tokens_total"});
 }
 
+// How much counter `name` grew from `before` to `after` (absent before: from 0).
+double counter_delta(const std::map<std::string, double>& before,
+                     const std::map<std::string, double>& after, const std::string& name) {
+  const auto it = before.find(name);
+  return after.at(name) - (it == before.end() ? 0.0 : it->second);
+}
+
 std::string url_of(int port) {
   std::string url = "http://127.0.0.1:";
   url.append(std::to_string(port));
@@ -126,9 +133,7 @@ class LoadtestDaemon : public DaemonSuite<LoadtestDaemon> {
     EXPECT_EQ(s["num_completed"].get<int>(), num_requests);
     EXPECT_EQ(s["num_failed"].get<int>(), 0);
     EXPECT_EQ(s["total_output_tokens"].get<int64_t>(), int64_t{num_requests} * output_len);
-    const auto delta = [&](const std::string& name) {
-      return after.at(name) - (before.count(name) ? before.at(name) : 0.0);
-    };
+    const auto delta = [&](const std::string& name) { return counter_delta(before, after, name); };
     double prompt_tokens = 0, output_tokens = 0;
     int num_warmup_records = 0;
     for (const json& r : run.report["requests"]) {
@@ -229,11 +234,7 @@ TEST_F(LoadtestDaemon, SweepRunsEachRateAndReportsTheCapacity) {
   }
   ASSERT_TRUE(wait_idle(30));
   const auto after = server_counters(port());
-  EXPECT_EQ(after.at("lightserve_request_success_total") -
-                (before.count("lightserve_request_success_total")
-                     ? before.at("lightserve_request_success_total")
-                     : 0.0),
-            8.0);
+  EXPECT_EQ(counter_delta(before, after, "lightserve_request_success_total"), 8.0);
 }
 
 TEST_F(LoadtestDaemon, CompareRunsTheSameLoadAgainstBothTargets) {
@@ -274,11 +275,7 @@ TEST_F(LoadtestDaemon, CompareRunsTheSameLoadAgainstBothTargets) {
   EXPECT_DOUBLE_EQ(r["ratio"].get<double>(), r["second"].get<double>() / r["first"].get<double>());
   ASSERT_TRUE(wait_idle(30));
   const auto after = server_counters(port());
-  EXPECT_EQ(after.at("lightserve_request_success_total") -
-                (before.count("lightserve_request_success_total")
-                     ? before.at("lightserve_request_success_total")
-                     : 0.0),
-            12.0);
+  EXPECT_EQ(counter_delta(before, after, "lightserve_request_success_total"), 12.0);
 
   // gRPC: --compare-grpc-target names the second server.
   const ToolRun grpc =
