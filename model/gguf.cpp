@@ -4,9 +4,7 @@
 // gigabyte allocation.
 #include "model/gguf.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +13,8 @@
 #include <cstring>
 #include <limits>
 #include <utility>
+
+#include "model/mapped_file.h"
 
 namespace lightserve::model {
 
@@ -279,37 +279,17 @@ std::string_view to_string(GgufValueType type) {
 }
 
 GgufFile::~GgufFile() {
-  if (mapping_ != nullptr) munmap(mapping_, bytes_.size());
+  if (mapping_ != nullptr) detail::unmap_file(bytes_);
 }
 
 Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error{"cannot open " + path + ": " + std::strerror(errno)};
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return Error{"cannot stat " + path + ": " + std::strerror(err)};
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Error{path + ": not a regular file"};
-  }
-  if (st.st_size == 0) {
-    ::close(fd);
-    return Error{path + ": empty file, not a GGUF model"};
-  }
-  const auto size = static_cast<size_t>(st.st_size);
-  // MAP_PRIVATE + PROT_READ: weights are used in place and never written back.
-  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (mapping == MAP_FAILED) return Error{"cannot map " + path + ": " + std::strerror(err)};
-
+  auto mapped = detail::map_file(path);
+  if (!mapped) return mapped.error();
+  if (mapped.value().empty()) return Error{path + ": empty file, not a GGUF model"};
   std::unique_ptr<GgufFile> file(new GgufFile());
   file->path_ = path;
-  file->mapping_ = mapping;
-  file->bytes_ = {static_cast<const uint8_t*>(mapping), size};
+  file->mapping_ = const_cast<uint8_t*>(mapped.value().data());
+  file->bytes_ = mapped.value();
   if (Status status = file->parse_all(); !status.ok()) return Error{status.message()};
   return file;
 }

@@ -1,16 +1,12 @@
 // safetensors header parsing and validation (safetensors.h).
 #include "model/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <utility>
+
+#include "model/mapped_file.h"
 
 namespace lightserve::model {
 namespace {
@@ -43,32 +39,20 @@ int64_t element_bytes(SafetensorsDType dtype) {
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) munmap(mapping_, bytes_.size());
+  if (mapping_ != nullptr) detail::unmap_file(bytes_);
 }
 
 Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error{"cannot open " + path + ": " + std::strerror(errno)};
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Error{path + ": not a regular file"};
-  }
-  if (st.st_size < 8) {
-    ::close(fd);
-    return Error{path + ": truncated: " + std::to_string(st.st_size) +
-                 " bytes, less than the 8-byte header length of a safetensors file"};
-  }
-  const auto size = static_cast<size_t>(st.st_size);
-  // MAP_PRIVATE + PROT_READ: weights are read in place and never written back.
-  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  ::close(fd);
-  if (mapping == MAP_FAILED) return Error{"cannot map " + path + ": " + std::strerror(err)};
+  auto mapped = detail::map_file(path);
+  if (!mapped) return mapped.error();
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
-  file->mapping_ = mapping;
-  file->bytes_ = {static_cast<const uint8_t*>(mapping), size};
+  file->mapping_ = mapped.value().empty() ? nullptr : const_cast<uint8_t*>(mapped.value().data());
+  file->bytes_ = mapped.value();
+  if (file->bytes_.size() < 8) {
+    return Error{path + ": truncated: " + std::to_string(file->bytes_.size()) +
+                 " bytes, less than the 8-byte header length of a safetensors file"};
+  }
   if (Status status = file->parse_header(); !status) return Error{status.message()};
   return file;
 }
