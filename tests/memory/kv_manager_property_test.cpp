@@ -106,22 +106,29 @@ TEST_P(KvManagerPropertyTest, RandomOperationsKeepTheBooks) {
         ++num_grown;
       }
     } else if (op == 7) {  // one prefill decision in a random request's layer map
+      // As the max-heap decides: the arriving layer takes a free full lane, or goes lazy, or (when
+      // the full lanes are all taken) replaces a full layer that is demoted to a lazy lane at once.
       LayerMap& map = live[static_cast<size_t>(uniform(0, live.size() - 1))].allocation.layer_map();
       int32_t layer = 0;
       while (layer < map.num_layers() && map.kind_of(layer) != LayerKind::kUnassigned) ++layer;
-      if (layer < map.num_layers() && map.num_free_full_lanes() > 0 && uniform(0, 1) == 0) {
+      if (layer == map.num_layers()) continue;  // prefill done
+      const int64_t choice = uniform(0, 2);
+      if (map.num_free_full_lanes() > 0 && choice > 0) {
         map.assign_full(layer);
-      } else if (layer < map.num_layers() && map.num_free_lazy_lanes() > 0) {
+      } else if (map.num_free_lazy_lanes() > 0 && map.num_full_layers() > 0 && choice == 0) {
+        int32_t victim = 0;
+        while (!map.is_full(victim)) ++victim;
+        map.make_lazy(victim);  // demoted: its full lane goes to the arriving layer
+        map.assign_full(layer);
+        ++num_demoted;
+      } else if (map.num_free_lazy_lanes() > 0) {
         map.assign_lazy(layer);
       } else {
-        for (int32_t full = 0; full < map.num_layers(); ++full) {
-          if (map.is_full(full) && map.num_free_lazy_lanes() > 0) {
-            map.make_lazy(full);  // a demotion: its full lane is free for the next layer
-            ++num_demoted;
-            break;
-          }
-        }
+        map.assign_full(layer);
       }
+      // Full-length layers of this request: its full lanes plus the layer being decided (the
+      // model's prefill scratch), at most P + 1.
+      ASSERT_LE(map.num_full_layers() + 1, map.max_full_layers() + 1);
     } else {  // finish or abort: release, destroy, or overwrite by a move
       const size_t index = static_cast<size_t>(uniform(0, live.size() - 1));
       model_free_pages += live[index].allocation.num_pages();
