@@ -73,8 +73,7 @@ struct RunResult {
   std::string label;
   std::string mode;
   int64_t arena_bytes = 0;
-  int32_t num_blocks = 0;
-  int32_t num_slots = 0;
+  int32_t num_pages = 0;
   int64_t max_sequences_planned = 0;
   double seconds = 0;
   int64_t prompt_tokens = 0;
@@ -167,8 +166,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   r.label = label;
   r.mode = std::string(model::to_string(settings.mode));
   r.arena_bytes = kv.plan().arena_bytes;
-  r.num_blocks = kv.plan().num_blocks;
-  r.num_slots = kv.plan().num_slots;
+  r.num_pages = kv.plan().num_pages;
   r.max_sequences_planned = settings.mode == model::LtMode::kFull ? kv.plan().max_full_sequences
                                                                   : kv.plan().max_hybrid_sequences;
   r.step_budget = engine->config().step_budget_token_layers;
@@ -247,8 +245,8 @@ void print_result(const RunResult& r) {
       r.label.c_str(), r.mode.c_str(), r.num_completed, r.seconds,
       static_cast<long long>(r.num_steps), static_cast<long long>(r.step_budget),
       static_cast<long long>(r.num_preemptions));
-  std::printf("  KV arena:            %s, %d blocks, %d slots, %lld sequences of I+O planned\n",
-              memory::format_bytes(r.arena_bytes).c_str(), r.num_blocks, r.num_slots,
+  std::printf("  KV arena:            %s, %d pages, %lld sequences of I+O planned\n",
+              memory::format_bytes(r.arena_bytes).c_str(), r.num_pages,
               static_cast<long long>(r.max_sequences_planned));
   std::printf("  requests/s:          %.3f\n", r.requests_per_s());
   std::printf("  output tokens/s:     %.1f\n", r.output_tokens_per_s());
@@ -281,8 +279,7 @@ nlohmann::json to_json(const RunResult& r) {
   return {{"label", r.label},
           {"mode", r.mode},
           {"arena_bytes", r.arena_bytes},
-          {"num_blocks", r.num_blocks},
-          {"num_slots", r.num_slots},
+          {"num_pages", r.num_pages},
           {"max_sequences_planned", r.max_sequences_planned},
           {"seconds", r.seconds},
           {"num_completed", r.num_completed},

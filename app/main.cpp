@@ -6,7 +6,7 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "lightserve: a serving engine for LLaMA-family models with LightTransfer (lazy layers served "
-      "from a constant-size KV slot)."};
+      "from constant-size sink + recent-window KV)."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lightserve 0.1.0");
   lightserve::cli::register_generate(app);

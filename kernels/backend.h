@@ -42,18 +42,20 @@ class Weight {
 //  - kContiguous: token t at row t (row_stride elements apart).
 //  - kPaged: token t in block block_table[t / block_size] at row t % block_size; block b starts
 //    block_stride elements after k (and v).
-//  - kRing (a lazy layer's slot): token t < sink at row t; token t ≥ sink at row
-//    sink + (t − sink) % window. The slot holds tokens [0, sink) ∪ [n − window, n) of the n cached.
-//    Keys keep their original RoPE positions.
+//  - kRing (a lazy layer): token t < sink at ring row t; token t ≥ sink at ring row
+//    sink + (t − sink) % window. The ring holds tokens [0, sink) ∪ [n − window, n) of the n cached.
+//    Keys keep their original RoPE positions. With a block_table the ring is paged like kPaged
+//    (ring row r in block block_table[r / block_size] at row r % block_size: the KV arena's
+//    pages); without one, ring row r is at row r.
 struct KvView {
   enum class Kind { kContiguous, kPaged, kRing };
   Kind kind = Kind::kContiguous;
   const uint16_t* k = nullptr;
   const uint16_t* v = nullptr;
   int64_t row_stride = 0;
-  const int32_t* block_table = nullptr;  // kPaged
-  int32_t block_size = 0;                // kPaged
-  int64_t block_stride = 0;              // kPaged
+  const int32_t* block_table = nullptr;  // kPaged, and kRing when paged
+  int32_t block_size = 0;                // kPaged, and kRing when paged
+  int64_t block_stride = 0;              // kPaged, and kRing when paged
   int32_t sink = 0;                      // kRing
   int32_t window = 0;                    // kRing
 };

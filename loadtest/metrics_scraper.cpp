@@ -9,7 +9,6 @@ const std::vector<std::string>& tracked_gauges() {
   static const std::vector<std::string> names = {
       // lightserve (serving/metrics.cpp)
       "lightserve_kv_cache_usage_perc",
-      "lightserve_lazy_slot_usage_perc",
       "lightserve_num_requests_running",
       "lightserve_num_requests_waiting",
       "lightserve_num_requests_held",

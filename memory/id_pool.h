@@ -1,7 +1,5 @@
-// IdPool: the one id pool of the KV memory (docs/design.md §5, §11 habit 3), used twice by
-// KvManager: for blocks (full-layer lanes, block_size tokens each; a request's block table grows
-// with its length) and for slots (lazy-layer lanes, sink + window tokens; a request owns a
-// constant number of them whatever its length).
+// IdPool: the one id pool of the KV memory (docs/design.md §5, §11 habit 3): KvManager's pages
+// (block_size tokens of one layer's K/V), which full and lazy layers both draw from.
 //
 // Ids [0, n), LIFO: a just-freed id is handed out first, so a hot working set stays small.
 // Plan, then commit (habit 2): plan() has no side effects and returns nullopt on a shortage;
@@ -17,8 +15,7 @@
 
 namespace lightserve::memory {
 
-using BlockId = int32_t;
-using SlotId = int32_t;
+using PageId = int32_t;
 
 struct IdPlan {
   std::vector<int32_t> ids;   // what commit() will hand out, in order
@@ -27,7 +24,7 @@ struct IdPlan {
 
 class IdPool {
  public:
-  // `kind` ("block", "slot") names the ids in check messages; must outlive the pool.
+  // `kind` ("page") names the ids in check messages; must outlive the pool.
   IdPool(int32_t num_ids, const char* kind);
 
   // The ids commit() would hand out; nullopt when fewer than `count` are free. Precondition:

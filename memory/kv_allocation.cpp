@@ -7,43 +7,43 @@
 
 namespace lightserve::memory {
 
-BlockTable::BlockTable(int32_t num_lane_groups) : groups_(static_cast<size_t>(num_lane_groups)) {
-  LS_CHECK(num_lane_groups >= 0) << num_lane_groups << " lane groups";
+PageTable::PageTable(int32_t num_lanes) : lanes_(static_cast<size_t>(num_lanes)) {
+  LS_CHECK(num_lanes >= 0) << num_lanes << " lanes";
 }
 
-int64_t BlockTable::num_blocks_per_group() const {
-  return groups_.empty() ? 0 : static_cast<int64_t>(groups_.front().size());
+int64_t PageTable::num_pages_per_lane() const {
+  return lanes_.empty() ? 0 : static_cast<int64_t>(lanes_.front().size());
 }
 
-std::span<const BlockId> BlockTable::group(int32_t lane_group) const {
-  LS_CHECK(lane_group >= 0 && lane_group < num_lane_groups()) << "lane group " << lane_group;
-  return groups_[static_cast<size_t>(lane_group)];
+std::span<const PageId> PageTable::lane(int32_t lane) const {
+  LS_CHECK(lane >= 0 && lane < num_lanes()) << "lane " << lane;
+  return lanes_[static_cast<size_t>(lane)];
 }
 
-BlockId BlockTable::block(int32_t lane_group, int64_t index) const {
-  std::span<const BlockId> row = group(lane_group);
-  LS_CHECK(index >= 0 && index < static_cast<int64_t>(row.size())) << "block index " << index;
+PageId PageTable::page(int32_t lane_index, int64_t index) const {
+  std::span<const PageId> row = lane(lane_index);
+  LS_CHECK(index >= 0 && index < static_cast<int64_t>(row.size())) << "page index " << index;
   return row[static_cast<size_t>(index)];
 }
 
-std::vector<BlockId> BlockTable::all_block_ids() const {
-  std::vector<BlockId> ids;
-  ids.reserve(static_cast<size_t>(num_blocks()));
-  for (const std::vector<BlockId>& row : groups_) ids.insert(ids.end(), row.begin(), row.end());
+std::vector<PageId> PageTable::all_page_ids() const {
+  std::vector<PageId> ids;
+  ids.reserve(static_cast<size_t>(num_pages()));
+  for (const std::vector<PageId>& row : lanes_) ids.insert(ids.end(), row.begin(), row.end());
   return ids;
 }
 
-void BlockTable::append(std::span<const BlockId> block_ids) {
-  if (groups_.empty()) {
-    LS_CHECK(block_ids.empty()) << "blocks appended to a table without lane groups";
+void PageTable::append(std::span<const PageId> page_ids) {
+  if (lanes_.empty()) {
+    LS_CHECK(page_ids.empty()) << "pages appended to a table without lanes";
     return;
   }
-  LS_CHECK(block_ids.size() % groups_.size() == 0)
-      << block_ids.size() << " blocks do not split over " << groups_.size() << " lane groups";
-  const size_t per_group = block_ids.size() / groups_.size();
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    std::span<const BlockId> part = block_ids.subspan(g * per_group, per_group);
-    groups_[g].insert(groups_[g].end(), part.begin(), part.end());
+  LS_CHECK(page_ids.size() % lanes_.size() == 0)
+      << page_ids.size() << " pages do not split over " << lanes_.size() << " lanes";
+  const size_t per_lane = page_ids.size() / lanes_.size();
+  for (size_t l = 0; l < lanes_.size(); ++l) {
+    std::span<const PageId> part = page_ids.subspan(l * per_lane, per_lane);
+    lanes_[l].insert(lanes_[l].end(), part.begin(), part.end());
   }
 }
 
@@ -85,15 +85,14 @@ LayerMap& KvAllocation::layer_map() {
 }
 
 int64_t KvAllocation::full_row(const KvLayout& layout, int32_t lane, int64_t token) const {
-  const LanePlace place = layout.place_full_lane(lane);
-  const BlockId block = block_table().block(place.container, token / layout.block_size);
-  return layout.block_row(block, place.lane, token % layout.block_size);
+  const PageId page = full_pages().page(lane, token / layout.block_size);
+  return layout.page_row(page, token % layout.block_size);
 }
 
 int64_t KvAllocation::lazy_row(const KvLayout& layout, int32_t lane, int64_t token) const {
-  const LanePlace place = layout.place_lazy_lane(lane);
-  const SlotId slot = slot_ids()[static_cast<size_t>(place.container)];
-  return layout.slot_row(slot, place.lane, layout.ring_row(token));
+  const int32_t ring_row = layout.ring_row(token);
+  const PageId page = lazy_pages().page(lane, ring_row / layout.block_size);
+  return layout.page_row(page, ring_row % layout.block_size);
 }
 
 }  // namespace lightserve::memory

@@ -14,37 +14,37 @@ namespace lightserve::memory {
 
 class KvManager;
 
-// A request's blocks, one row per lane group (ceil(full_layers / lanes_per_block) rows; 1 for a
-// hybrid request, 0 for streaming). All rows have the same length: block j of every row holds
-// tokens [j · block_size, (j + 1) · block_size) for that group's lanes.
-class BlockTable {
+// One kind of a request's lanes (its full lanes, or its lazy lanes) and each lane's pages: row l
+// is lane l's page table. All rows have the same length: page j of a full lane holds tokens
+// [j · block_size, (j + 1) · block_size); page j of a lazy lane holds those ring rows.
+class PageTable {
  public:
-  BlockTable() = default;
-  explicit BlockTable(int32_t num_lane_groups);
+  PageTable() = default;
+  explicit PageTable(int32_t num_lanes);
 
-  int32_t num_lane_groups() const { return static_cast<int32_t>(groups_.size()); }
-  int64_t num_blocks_per_group() const;
-  int64_t num_blocks() const { return num_lane_groups() * num_blocks_per_group(); }
-  std::span<const BlockId> group(int32_t lane_group) const;
-  BlockId block(int32_t lane_group, int64_t index) const;
-  std::vector<BlockId> all_block_ids() const;
+  int32_t num_lanes() const { return static_cast<int32_t>(lanes_.size()); }
+  int64_t num_pages_per_lane() const;
+  int64_t num_pages() const { return num_lanes() * num_pages_per_lane(); }
+  std::span<const PageId> lane(int32_t lane) const;
+  PageId page(int32_t lane, int64_t index) const;
+  std::vector<PageId> all_page_ids() const;
 
-  // Appends `block_ids` split evenly: lane group g gets the g-th equal part, in order.
-  void append(std::span<const BlockId> block_ids);
+  // Appends `page_ids` split evenly: lane l gets the l-th equal part, in order.
+  void append(std::span<const PageId> page_ids);
 
  private:
-  std::vector<std::vector<BlockId>> groups_;
+  std::vector<std::vector<PageId>> lanes_;
 };
 
 struct RequestKv {
   Footprint footprint;
-  int64_t token_capacity = 0;  // tokens the block table has room for (prompt + reserved growth)
-  BlockTable block_table;
-  std::vector<SlotId> slot_ids;  // slots_for(footprint) of them, fixed for the request's life
-  LayerMap layer_map;            // filled in by the model during prefill
+  int64_t token_capacity = 0;  // tokens the page tables have room for (prompt + reserved growth)
+  PageTable full_pages;        // footprint.full_layers lanes of full_lane_pages(capacity) pages
+  PageTable lazy_pages;        // footprint.lazy_layers lanes of lazy_lane_pages(capacity) pages
+  LayerMap layer_map;          // filled in by the model during prefill
 };
 
-// Move-only handle to one request's KV. It gives its blocks and slots back through its
+// Move-only handle to one request's KV. It gives its pages back through its
 // KvManager: explicitly with KvManager::release, or — chosen so that an early return or an
 // aborted request can never leak KV memory — from its destructor if still holding them. The
 // manager must outlive every handle (KvManager's destructor checks). Moving from a handle leaves
@@ -65,14 +65,15 @@ class KvAllocation {
   const RequestKv& kv() const;
   const Footprint& footprint() const { return kv().footprint; }
   int64_t token_capacity() const { return kv().token_capacity; }
-  const BlockTable& block_table() const { return kv().block_table; }
-  const std::vector<SlotId>& slot_ids() const { return kv().slot_ids; }
+  const PageTable& full_pages() const { return kv().full_pages; }
+  const PageTable& lazy_pages() const { return kv().lazy_pages; }
+  int64_t num_pages() const { return full_pages().num_pages() + lazy_pages().num_pages(); }
   const LayerMap& layer_map() const { return kv().layer_map; }
   LayerMap& layer_map();  // the only part the model edits (during prefill)
 
   // The arena row (KvLayout's row arithmetic) that holds `token` of the request's full lane
-  // `lane` (in the block arena) or lazy lane `lane` (in the slot arena, on the ring).
-  // Preconditions: the lane exists; a full token lies within token_capacity().
+  // `lane`, or of its lazy lane `lane` (on the ring). Preconditions: the lane exists; a full token
+  // lies within token_capacity(), a lazy token's ring row within it too.
   int64_t full_row(const KvLayout& layout, int32_t lane, int64_t token) const;
   int64_t lazy_row(const KvLayout& layout, int32_t lane, int64_t token) const;
 

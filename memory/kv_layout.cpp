@@ -1,5 +1,6 @@
 #include "memory/kv_layout.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -33,10 +34,10 @@ Result<KvLayout> KvLayout::for_lazy_fraction(int32_t num_layers, double lazy_fra
   KvLayout layout;
   layout.num_layers = num_layers;
   layout.block_size = block_size;
-  layout.lanes_per_block = num_layers - num_lazy;
+  layout.full_layers = num_layers - num_lazy;
   layout.sink = sink;
   layout.window = window;
-  layout.lanes_per_slot = num_lazy;
+  layout.lazy_layers = num_lazy;
   layout.bytes_per_lane_token = bytes_per_lane_token;
   if (Status status = layout.validate(); !status.ok()) return Error{status.message()};
   return layout;
@@ -55,20 +56,12 @@ Status KvLayout::validate() const {
   if (bytes_per_lane_token < 1) {
     return Error{"bytes_per_lane_token must be >= 1, got " + std::to_string(bytes_per_lane_token)};
   }
-  if (lanes_per_block < 0 || lanes_per_slot < 0 || lanes_per_block + lanes_per_slot != num_layers) {
-    return Error{"lanes_per_block (" + std::to_string(lanes_per_block) + ") + lanes_per_slot (" +
-                 std::to_string(lanes_per_slot) + ") must equal num_layers (" +
+  if (full_layers < 0 || lazy_layers < 0 || full_layers + lazy_layers != num_layers) {
+    return Error{"full_layers (" + std::to_string(full_layers) + ") + lazy_layers (" +
+                 std::to_string(lazy_layers) + ") must equal num_layers (" +
                  std::to_string(num_layers) + ")"};
   }
   return Status::Ok();
-}
-
-int64_t KvLayout::block_bytes() const {
-  return int64_t{block_size} * lanes_per_block * bytes_per_lane_token;
-}
-
-int64_t KvLayout::slot_bytes() const {
-  return int64_t{slot_tokens()} * lanes_per_slot * bytes_per_lane_token;
 }
 
 Status KvLayout::check_footprint(Footprint footprint) const {
@@ -77,51 +70,31 @@ Status KvLayout::check_footprint(Footprint footprint) const {
     return Error{"footprint of " + describe(footprint) + " does not cover the model's " +
                  std::to_string(num_layers) + " layers"};
   }
-  if (footprint.full_layers > 0 && lanes_per_block == 0) {
-    return Error{"footprint of " + describe(footprint) +
-                 " needs KV blocks, but lazy_fraction 1 lays the arena out without blocks"};
-  }
-  if (footprint.lazy_layers > 0 && lanes_per_slot == 0) {
-    return Error{"footprint of " + describe(footprint) +
-                 " needs lazy slots, but lazy_fraction 0 lays the arena out without slots"};
-  }
   return Status::Ok();
 }
 
-int32_t KvLayout::num_lane_groups(Footprint footprint) const {
-  LS_CHECK(check_footprint(footprint).ok()) << check_footprint(footprint).message();
-  if (footprint.full_layers == 0) return 0;
-  return static_cast<int32_t>(ceil_div(footprint.full_layers, lanes_per_block));
-}
-
-int64_t KvLayout::blocks_for(int64_t tokens, Footprint footprint) const {
+int64_t KvLayout::full_lane_pages(int64_t tokens) const {
   LS_CHECK(tokens >= 0) << tokens << " tokens";
-  return num_lane_groups(footprint) * ceil_div(tokens, block_size);
+  return ceil_div(tokens, block_size);
 }
 
-int32_t KvLayout::slots_for(Footprint footprint) const {
+int64_t KvLayout::lazy_lane_pages(int64_t tokens) const {
+  LS_CHECK(tokens >= 0) << tokens << " tokens";
+  return ceil_div(std::min<int64_t>(tokens, ring_tokens()), block_size);
+}
+
+int64_t KvLayout::pages_for(int64_t tokens, Footprint footprint) const {
   LS_CHECK(check_footprint(footprint).ok()) << check_footprint(footprint).message();
-  if (footprint.lazy_layers == 0) return 0;
-  return static_cast<int32_t>(ceil_div(footprint.lazy_layers, lanes_per_slot));
+  return footprint.full_layers * full_lane_pages(tokens) +
+         footprint.lazy_layers * lazy_lane_pages(tokens);
 }
 
 int64_t KvLayout::bytes_for(int64_t tokens, Footprint footprint) const {
-  return blocks_for(tokens, footprint) * block_bytes() + slots_for(footprint) * slot_bytes();
+  return pages_for(tokens, footprint) * page_bytes();
 }
 
 int64_t KvLayout::full_attention_bytes_for(int64_t tokens) const {
-  LS_CHECK(tokens >= 0) << tokens << " tokens";
-  return ceil_div(tokens, block_size) * block_size * num_layers * bytes_per_lane_token;
-}
-
-LanePlace KvLayout::place_full_lane(int32_t lane) const {
-  LS_CHECK(lane >= 0 && lanes_per_block > 0) << "full lane " << lane;
-  return {lane / lanes_per_block, lane % lanes_per_block};
-}
-
-LanePlace KvLayout::place_lazy_lane(int32_t lane) const {
-  LS_CHECK(lane >= 0 && lanes_per_slot > 0) << "lazy lane " << lane;
-  return {lane / lanes_per_slot, lane % lanes_per_slot};
+  return pages_for(tokens, full_footprint()) * page_bytes();
 }
 
 }  // namespace lightserve::memory

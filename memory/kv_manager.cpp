@@ -1,6 +1,6 @@
 #include "memory/kv_manager.h"
 
-#include <limits>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -10,17 +10,27 @@ namespace lightserve::memory {
 
 namespace {
 
-// Block counts are int64 in the layout math; pools hand out int32 ids. A count above the pool
+// Page counts are int64 in the layout math; the pool hands out int32 ids. A count above the pool
 // size is a plain shortage.
 std::optional<int32_t> as_pool_count(int64_t count, int32_t pool_total) {
   if (count > pool_total) return std::nullopt;
   return static_cast<int32_t>(count);
 }
 
+// Appends `ids` to the request's tables: the first full_layers · full_per_lane go to the full
+// lanes, the rest to the lazy lanes.
+void append_pages(RequestKv& kv, const std::vector<int32_t>& ids, int64_t full_per_lane) {
+  const auto num_full = static_cast<size_t>(kv.footprint.full_layers * full_per_lane);
+  LS_CHECK(num_full <= ids.size()) << ids.size() << " pages for " << num_full << " full ones";
+  const std::span<const int32_t> all(ids);
+  kv.full_pages.append(all.first(num_full));
+  kv.lazy_pages.append(all.subspan(num_full));
+}
+
 }  // namespace
 
-KvManager::KvManager(const KvLayout& layout, int32_t num_blocks, int32_t num_slots)
-    : layout_(layout), block_pool_(num_blocks, "block"), slot_pool_(num_slots, "slot") {
+KvManager::KvManager(const KvLayout& layout, int32_t num_pages)
+    : layout_(layout), page_pool_(num_pages, "page") {
   LS_CHECK(layout.validate().ok()) << layout.validate().message();
 }
 
@@ -31,23 +41,24 @@ KvManager::~KvManager() {
 std::optional<AdmitPlan> KvManager::plan_admit(Footprint footprint, int64_t token_capacity) const {
   LS_CHECK(layout_.check_footprint(footprint).ok()) << layout_.check_footprint(footprint).message();
   LS_CHECK(token_capacity >= 0) << "token capacity " << token_capacity;
-  const std::optional<int32_t> num_blocks =
-      as_pool_count(layout_.blocks_for(token_capacity, footprint), num_total_blocks());
-  if (!num_blocks) return std::nullopt;
-  std::optional<IdPlan> blocks = block_pool_.plan(*num_blocks);
-  if (!blocks) return std::nullopt;
-  std::optional<IdPlan> slots = slot_pool_.plan(layout_.slots_for(footprint));
-  if (!slots) return std::nullopt;
-  return AdmitPlan{footprint, token_capacity, std::move(*blocks), std::move(*slots)};
+  const std::optional<int32_t> num_pages =
+      as_pool_count(layout_.pages_for(token_capacity, footprint), num_total_pages());
+  if (!num_pages) return std::nullopt;
+  std::optional<IdPlan> pages = page_pool_.plan(*num_pages);
+  if (!pages) return std::nullopt;
+  return AdmitPlan{footprint, token_capacity, std::move(*pages)};
 }
 
 KvAllocation KvManager::commit(AdmitPlan plan) {
   auto kv = std::make_unique<RequestKv>();
   kv->footprint = plan.footprint;
   kv->token_capacity = plan.token_capacity;
-  kv->block_table = BlockTable(layout_.num_lane_groups(plan.footprint));
-  kv->block_table.append(block_pool_.commit(std::move(plan.blocks)));
-  kv->slot_ids = slot_pool_.commit(std::move(plan.slots));
+  kv->full_pages = PageTable(plan.footprint.full_layers);
+  kv->lazy_pages = PageTable(plan.footprint.lazy_layers);
+  append_pages(*kv, page_pool_.commit(std::move(plan.pages)),
+               layout_.full_lane_pages(plan.token_capacity));
+  num_full_lane_pages_ += kv->full_pages.num_pages();
+  num_lazy_lane_pages_ += kv->lazy_pages.num_pages();
   kv->layer_map =
       LayerMap(layout_.num_layers, plan.footprint.full_layers, plan.footprint.lazy_layers);
   const uint64_t id = next_allocation_id_++;
@@ -62,13 +73,13 @@ std::optional<GrowPlan> KvManager::plan_grow(const KvAllocation& allocation,
   const RequestKv& kv = allocation.kv();
   LS_CHECK(token_capacity >= kv.token_capacity)
       << "plan_grow cannot shrink " << kv.token_capacity << " to " << token_capacity << " tokens";
-  const int64_t extra = layout_.blocks_for(token_capacity, kv.footprint) -
-                        layout_.blocks_for(kv.token_capacity, kv.footprint);
-  const std::optional<int32_t> num_blocks = as_pool_count(extra, num_total_blocks());
-  if (!num_blocks) return std::nullopt;
-  std::optional<IdPlan> blocks = block_pool_.plan(*num_blocks);
-  if (!blocks) return std::nullopt;
-  return GrowPlan{allocation.id(), token_capacity, std::move(*blocks)};
+  const int64_t extra = layout_.pages_for(token_capacity, kv.footprint) -
+                        layout_.pages_for(kv.token_capacity, kv.footprint);
+  const std::optional<int32_t> num_pages = as_pool_count(extra, num_total_pages());
+  if (!num_pages) return std::nullopt;
+  std::optional<IdPlan> pages = page_pool_.plan(*num_pages);
+  if (!pages) return std::nullopt;
+  return GrowPlan{allocation.id(), token_capacity, std::move(*pages)};
 }
 
 void KvManager::commit(KvAllocation& allocation, GrowPlan plan) {
@@ -77,7 +88,13 @@ void KvManager::commit(KvAllocation& allocation, GrowPlan plan) {
       << "grow plan for allocation " << plan.allocation_id << " committed to allocation "
       << allocation.id();
   RequestKv& kv = *allocation.kv_;
-  kv.block_table.append(block_pool_.commit(std::move(plan.blocks)));
+  const int64_t full_before = kv.full_pages.num_pages();
+  const int64_t lazy_before = kv.lazy_pages.num_pages();
+  append_pages(
+      kv, page_pool_.commit(std::move(plan.pages)),
+      layout_.full_lane_pages(plan.token_capacity) - layout_.full_lane_pages(kv.token_capacity));
+  num_full_lane_pages_ += kv.full_pages.num_pages() - full_before;
+  num_lazy_lane_pages_ += kv.lazy_pages.num_pages() - lazy_before;
   kv.token_capacity = plan.token_capacity;
 }
 
@@ -89,8 +106,11 @@ void KvManager::release(KvAllocation&& allocation) {
   LS_CHECK(live != live_.end() && live->second == allocation.kv_.get())
       << "allocation " << allocation.id() << " is not live";
   live_.erase(live);
-  block_pool_.release(allocation.kv_->block_table.all_block_ids());
-  slot_pool_.release(allocation.kv_->slot_ids);
+  const RequestKv& kv = *allocation.kv_;
+  num_full_lane_pages_ -= kv.full_pages.num_pages();
+  num_lazy_lane_pages_ -= kv.lazy_pages.num_pages();
+  page_pool_.release(kv.full_pages.all_page_ids());
+  page_pool_.release(kv.lazy_pages.all_page_ids());
   allocation.kv_.reset();
   allocation.manager_ = nullptr;
   allocation.id_ = 0;
@@ -98,60 +118,59 @@ void KvManager::release(KvAllocation&& allocation) {
 
 bool KvManager::fits_when_empty(Footprint footprint, int64_t token_capacity) const {
   if (!layout_.check_footprint(footprint).ok() || token_capacity < 0) return false;
-  return layout_.blocks_for(token_capacity, footprint) <= num_total_blocks() &&
-         layout_.slots_for(footprint) <= num_total_slots();
+  return layout_.pages_for(token_capacity, footprint) <= num_total_pages();
 }
 
 KvUsage KvManager::usage() const {
-  auto used_fraction = [](int32_t num_free, int32_t num_total) {
-    return num_total == 0 ? 0.0 : static_cast<double>(num_total - num_free) / num_total;
-  };
-  return {used_fraction(num_free_blocks(), num_total_blocks()),
-          used_fraction(num_free_slots(), num_total_slots())};
+  if (num_total_pages() == 0) return {};
+  const auto total = static_cast<double>(num_total_pages());
+  return {static_cast<double>(num_total_pages() - num_free_pages()) / total,
+          static_cast<double>(num_full_lane_pages_) / total,
+          static_cast<double>(num_lazy_lane_pages_) / total};
 }
 
 void KvManager::check_invariants() const {
-  block_pool_.check_invariants();
-  slot_pool_.check_invariants();
-  std::vector<uint64_t> block_owner(static_cast<size_t>(num_total_blocks()), 0);
-  std::vector<uint64_t> slot_owner(static_cast<size_t>(num_total_slots()), 0);
-  int64_t num_owned_blocks = 0;
-  int64_t num_owned_slots = 0;
+  page_pool_.check_invariants();
+  std::vector<uint64_t> owner_of(static_cast<size_t>(num_total_pages()), 0);
+  int64_t num_owned = 0;
+  int64_t num_full = 0;
+  int64_t num_lazy = 0;
   for (const auto& [id, kv] : live_) {
     const Footprint footprint = kv->footprint;
-    LS_CHECK(kv->block_table.num_lane_groups() == layout_.num_lane_groups(footprint) &&
-             kv->block_table.num_blocks() == layout_.blocks_for(kv->token_capacity, footprint))
-        << "allocation " << id << " holds " << kv->block_table.num_blocks() << " blocks for "
-        << kv->token_capacity << " tokens";
-    LS_CHECK(static_cast<int32_t>(kv->slot_ids.size()) == layout_.slots_for(footprint))
-        << "allocation " << id << " holds " << kv->slot_ids.size() << " slots";
+    const int64_t capacity = kv->token_capacity;
+    // (A table without lanes has no pages per lane.)
+    LS_CHECK(kv->full_pages.num_lanes() == footprint.full_layers &&
+             (footprint.full_layers == 0 ||
+              kv->full_pages.num_pages_per_lane() == layout_.full_lane_pages(capacity)))
+        << "allocation " << id << " holds " << kv->full_pages.num_pages() << " full-lane pages for "
+        << capacity << " tokens";
+    LS_CHECK(kv->lazy_pages.num_lanes() == footprint.lazy_layers &&
+             (footprint.lazy_layers == 0 ||
+              kv->lazy_pages.num_pages_per_lane() == layout_.lazy_lane_pages(capacity)))
+        << "allocation " << id << " holds " << kv->lazy_pages.num_pages() << " lazy-lane pages for "
+        << capacity << " tokens";
     LS_CHECK(kv->layer_map.max_full_layers() == footprint.full_layers &&
              kv->layer_map.max_lazy_layers() == footprint.lazy_layers)
         << "allocation " << id << " layer map does not match its footprint";
     kv->layer_map.check_invariants();
-    for (BlockId block : kv->block_table.all_block_ids()) {
-      LS_CHECK(!block_pool_.is_free(block))
-          << "block " << block << " of allocation " << id << " is on the free list";
-      uint64_t& owner = block_owner[static_cast<size_t>(block)];
-      LS_CHECK(owner == 0) << "block " << block << " owned by " << owner << " and " << id;
-      owner = id;
-      ++num_owned_blocks;
-    }
-    for (SlotId slot : kv->slot_ids) {
-      LS_CHECK(!slot_pool_.is_free(slot))
-          << "slot " << slot << " of allocation " << id << " is on the free list";
-      uint64_t& owner = slot_owner[static_cast<size_t>(slot)];
-      LS_CHECK(owner == 0) << "slot " << slot << " owned by " << owner << " and " << id;
-      owner = id;
-      ++num_owned_slots;
+    num_full += kv->full_pages.num_pages();
+    num_lazy += kv->lazy_pages.num_pages();
+    for (const PageTable* table : {&kv->full_pages, &kv->lazy_pages}) {
+      for (PageId page : table->all_page_ids()) {
+        LS_CHECK(!page_pool_.is_free(page))
+            << "page " << page << " of allocation " << id << " is on the free list";
+        uint64_t& owner = owner_of[static_cast<size_t>(page)];
+        LS_CHECK(owner == 0) << "page " << page << " owned by " << owner << " and " << id;
+        owner = id;
+        ++num_owned;
+      }
     }
   }
-  LS_CHECK(num_owned_blocks + num_free_blocks() == num_total_blocks())
-      << num_owned_blocks << " owned + " << num_free_blocks()
-      << " free blocks != " << num_total_blocks();
-  LS_CHECK(num_owned_slots + num_free_slots() == num_total_slots())
-      << num_owned_slots << " owned + " << num_free_slots()
-      << " free slots != " << num_total_slots();
+  LS_CHECK(num_owned + num_free_pages() == num_total_pages())
+      << num_owned << " owned + " << num_free_pages() << " free pages != " << num_total_pages();
+  LS_CHECK(num_full == num_full_lane_pages_ && num_lazy == num_lazy_lane_pages_)
+      << "full / lazy lane pages counted " << num_full_lane_pages_ << " / " << num_lazy_lane_pages_
+      << ", held " << num_full << " / " << num_lazy;
 }
 
 }  // namespace lightserve::memory

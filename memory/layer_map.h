@@ -6,10 +6,9 @@
 // full one, that one is demoted (make_lazy), freeing its full lane for the new layer. So at most
 // max_full_layers full lanes are ever in use, and a freed lane is the next one handed out.
 //
-// Lanes are request-wide indices: full lane l sits in lane group l / lanes_per_block at lane
-// l % lanes_per_block (KvLayout::place_full_lane); lazy lane l in the request's slot
-// l / lanes_per_slot (KvLayout::place_lazy_lane). The map holds only ids; moving the K/V rows
-// (cutting a demoted layer to sinks + window) is the model's job.
+// Lanes are request-wide indices: full lane l is row l of the request's full-lane page table,
+// lazy lane l row l of its lazy-lane page table (RequestKv). The map holds only ids; moving the
+// K/V rows (cutting a demoted layer to sinks + window) is the model's job.
 //
 // Preconditions are LS_CHECKed (misuse, not shortage: callers query num_free_*_lanes first).
 // Not thread-safe: owned by the engine thread.

@@ -56,8 +56,7 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::create(
   auto plan = arena.manager().plan_admit(footprint, token_capacity);
   if (!plan) {
     return Error{"the KV arena has no room for a request of " + std::to_string(token_capacity) +
-                 " tokens (" + std::to_string(arena.manager().num_free_blocks()) + " blocks and " +
-                 std::to_string(arena.manager().num_free_slots()) + " slots free)"};
+                 " tokens (" + std::to_string(arena.manager().num_free_pages()) + " pages free)"};
   }
   std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, settings));
   seq->owned_ = arena.manager().commit(std::move(plan).value());
@@ -147,35 +146,34 @@ bool HybridSequence::reserve(int32_t token_capacity) {
 }
 
 uint16_t* HybridSequence::full_row(bool values, int32_t lane, int32_t token) {
-  return arena_.block_data(values) + kv_->full_row(arena_.layout(), lane, token) * row_;
+  return arena_.data(values) + kv_->full_row(arena_.layout(), lane, token) * row_;
 }
 
 uint16_t* HybridSequence::lazy_row(bool values, int32_t lane, int32_t token) {
-  return arena_.slot_data(values) + kv_->lazy_row(arena_.layout(), lane, token) * row_;
+  return arena_.data(values) + kv_->lazy_row(arena_.layout(), lane, token) * row_;
 }
 
 KvView HybridSequence::full_view(int32_t lane) {
-  const memory::KvLayout& l = arena_.layout();
-  const memory::LanePlace place = l.place_full_lane(lane);
   KvView view;
   view.kind = KvView::Kind::kPaged;
-  view.k = arena_.block_rows(false, 0, place.lane);
-  view.v = arena_.block_rows(true, 0, place.lane);
+  view.k = arena_.data(false);
+  view.v = arena_.data(true);
   view.row_stride = row_;
-  view.block_table = kv_->block_table().group(place.container).data();
-  view.block_size = l.block_size;
-  view.block_stride = arena_.block_stride();
+  view.block_table = kv_->full_pages().lane(lane).data();
+  view.block_size = arena_.layout().block_size;
+  view.block_stride = arena_.page_stride();
   return view;
 }
 
 KvView HybridSequence::lazy_view(int32_t lane) {
-  const memory::LanePlace place = arena_.layout().place_lazy_lane(lane);
-  const memory::SlotId slot = kv_->slot_ids()[static_cast<size_t>(place.container)];
   KvView view;
   view.kind = KvView::Kind::kRing;
-  view.k = arena_.slot_rows(false, slot, place.lane);
-  view.v = arena_.slot_rows(true, slot, place.lane);
+  view.k = arena_.data(false);
+  view.v = arena_.data(true);
   view.row_stride = row_;
+  view.block_table = kv_->lazy_pages().lane(lane).data();
+  view.block_size = arena_.layout().block_size;
+  view.block_stride = arena_.page_stride();
   view.sink = settings_.sink;
   view.window = settings_.window;
   return view;
@@ -287,7 +285,7 @@ void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const floa
 
 void HybridSequence::advance(int32_t n) {
   if (size_ == 0) {
-    // Prefill done: the scratch layer is gone; only blocks and slots remain.
+    // Prefill done: the scratch layer is gone; only the pages remain.
     scratch_k_.reset();
     scratch_v_.reset();
     lse_.reset();
@@ -298,9 +296,7 @@ void HybridSequence::advance(int32_t n) {
 }
 
 int64_t HybridSequence::kv_bytes() const {
-  const memory::KvLayout& l = arena_.layout();
-  return kv_->block_table().num_blocks() * l.block_bytes() +
-         static_cast<int64_t>(kv_->slot_ids().size()) * l.slot_bytes();
+  return kv_->num_pages() * arena_.layout().page_bytes();
 }
 
 void HybridSequence::note_peak(int64_t extra_bytes, int32_t full_length_layers) {

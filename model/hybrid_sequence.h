@@ -1,9 +1,10 @@
 // One request's KV under LightTransfer (docs/design.md §4–5): prefill runs layer by layer over the
 // whole prompt with exact attention on a one-layer scratch; after each layer the request decides
-// whether the layer keeps full KV (copied into its paged blocks) or becomes lazy (cut to the
-// sinks and the last `window` tokens in its slot ring). In online mode the decision is the online
-// top-P of lazy ratios (LazySelector), so at most P full lanes plus the scratch layer ever hold
-// full-length KV. Decode reads full layers through the block table and lazy layers from the ring.
+// whether the layer keeps full KV (copied into a full lane's pages) or becomes lazy (cut to the
+// sinks and the last `window` tokens in a lazy lane's pages, a ring). In online mode the decision
+// is the online top-P of lazy ratios (LazySelector), so at most P full lanes plus the scratch layer
+// ever hold full-length KV. Decode reads full layers through their page tables and lazy layers
+// through theirs as a ring (paged kRing views).
 //
 // The prefill may span several forward calls (layered prefill: LlamaModel::forward over a layer
 // range parks the prompt's hidden states in pending()): the scratch, the selector and the partial
@@ -27,7 +28,7 @@ class HybridSequence final : public SequenceKv {
  public:
   // Reserves room for `token_capacity` tokens in `arena` (which must outlive the sequence) under
   // the footprint `settings.mode` needs. An Error when the arena lacks the room or the mode
-  // cannot run in this arena (e.g. streaming in an arena without slots).
+  // cannot run in this arena.
   static Result<std::unique_ptr<HybridSequence>> create(KvArena& arena, const LlamaConfig& config,
                                                         const LightTransferSettings& settings,
                                                         int32_t token_capacity);
@@ -59,7 +60,7 @@ class HybridSequence final : public SequenceKv {
   const LightTransferSettings& settings() const { return settings_; }  // the mode that runs
   // Lazy ratio of each layer measured at prefill (online mode; NaN otherwise).
   const std::vector<float>& lazy_ratios() const { return ratios_; }
-  // Bytes of arena blocks and slots this request holds now, and the most it held plus prefill
+  // Bytes of arena pages this request holds now, and the most it held plus prefill
   // scratch at any moment: measured from its allocation, not computed from a formula.
   int64_t kv_bytes() const;
   int64_t peak_kv_bytes() const { return peak_bytes_; }

@@ -37,16 +37,11 @@ Result<std::unique_ptr<KvArena>> KvArena::create(kernels::Backend& backend,
   std::unique_ptr<KvArena> arena(new KvArena());
   arena->plan_ = plan.value();
   arena->row_ = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
-  const auto& l = arena->plan_.layout;
-  const int64_t block_elements =
-      static_cast<int64_t>(l.lanes_per_block) * l.block_size * arena->row_;
-  const int64_t slot_elements =
-      static_cast<int64_t>(l.lanes_per_slot) * l.slot_tokens() * arena->row_;
+  const int64_t elements =
+      static_cast<int64_t>(arena->plan_.num_pages) * arena->plan_.layout.block_size * arena->row_;
   try {
-    arena->block_k_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
-    arena->block_v_.reserve<uint16_t>(backend, block_elements * arena->plan_.num_blocks);
-    arena->slot_k_.reserve<uint16_t>(backend, slot_elements * arena->plan_.num_slots);
-    arena->slot_v_.reserve<uint16_t>(backend, slot_elements * arena->plan_.num_slots);
+    arena->k_.reserve<uint16_t>(backend, elements);
+    arena->v_.reserve<uint16_t>(backend, elements);
   } catch (const std::bad_alloc&) {
     return Error{"cannot allocate a KV arena of " + std::to_string(budget_bytes) + " bytes on " +
                  backend.description()};
@@ -70,24 +65,16 @@ Result<std::unique_ptr<KvArena>> KvArena::create_for(kernels::Backend& backend,
                 block_size);
 }
 
-uint16_t* KvArena::block_rows(bool values, memory::BlockId block, int32_t lane) {
-  return block_data(values) + plan_.layout.block_row(block, lane, 0) * row_;
+uint16_t* KvArena::data(bool values) {
+  return (values ? v_ : k_).get<uint16_t>();
 }
 
-uint16_t* KvArena::slot_rows(bool values, memory::SlotId slot, int32_t lane) {
-  return slot_data(values) + plan_.layout.slot_row(slot, lane, 0) * row_;
+uint16_t* KvArena::page_rows(bool values, memory::PageId page) {
+  return data(values) + plan_.layout.page_row(page, 0) * row_;
 }
 
-uint16_t* KvArena::block_data(bool values) {
-  return (values ? block_v_ : block_k_).get<uint16_t>();
-}
-
-uint16_t* KvArena::slot_data(bool values) {
-  return (values ? slot_v_ : slot_k_).get<uint16_t>();
-}
-
-int64_t KvArena::block_stride() const {
-  return plan_.layout.rows_per_block() * row_;
+int64_t KvArena::page_stride() const {
+  return plan_.layout.block_size * row_;
 }
 
 }  // namespace lightserve::model

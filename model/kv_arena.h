@@ -1,7 +1,8 @@
-// The KV arena of docs/design.md §5: one byte budget carved into full-layer blocks and lazy-layer
-// slots (memory::KvManager hands out their ids) plus the f16 storage those ids index, in the
-// backend's memory (device memory on a GPU). Storage is allocated untouched, so on the CPU
-// resident memory grows only with what requests actually write.
+// The KV arena of docs/design.md §5: one byte budget carved into pages of block_size tokens × one
+// layer's K/V, which full and lazy layers both draw from (memory::KvManager hands out their ids),
+// plus the f16 storage those ids index, in the backend's memory (device memory on a GPU). Storage
+// is allocated untouched, so on the CPU resident memory grows only with what requests actually
+// write.
 #pragma once
 
 #include <cstdint>
@@ -42,22 +43,19 @@ class KvArena {
   const memory::KvLayout& layout() const { return plan_.layout; }
   int64_t row_elements() const { return row_; }  // kv_heads · head_dim
 
-  // Row 0 of the block / slot arena's key (values=false) or value storage: the arena row r
-  // (memory::KvLayout's row arithmetic) starts r · row_elements() elements after it.
-  uint16_t* block_data(bool values);
-  uint16_t* slot_data(bool values);
-  // First row of (block, lane) / (slot, lane).
-  uint16_t* block_rows(bool values, memory::BlockId block, int32_t lane);
-  uint16_t* slot_rows(bool values, memory::SlotId slot, int32_t lane);
-  // Elements from a lane's rows in block b to the same lane in block b + 1.
-  int64_t block_stride() const;
+  // Row 0 of the key (values=false) or value storage: the arena row r (memory::KvLayout's row
+  // arithmetic) starts r · row_elements() elements after it.
+  uint16_t* data(bool values);
+  // First row of a page, and the elements from one page to the next.
+  uint16_t* page_rows(bool values, memory::PageId page);
+  int64_t page_stride() const;
 
  private:
   KvArena() = default;
   memory::CapacityPlan plan_;
   int64_t row_ = 0;
   std::unique_ptr<memory::KvManager> manager_;
-  kernels::Buffer block_k_, block_v_, slot_k_, slot_v_;
+  kernels::Buffer k_, v_;
 };
 
 }  // namespace lightserve::model

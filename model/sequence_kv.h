@@ -1,6 +1,7 @@
 // How the forward pass reaches one sequence's KV cache. Two implementations: SequenceCache
 // (contiguous, every layer full: the plain model) and HybridSequence (LightTransfer: full layers
-// paged in the arena's blocks, lazy layers in a slot ring, chosen during prefill).
+// and lazy layers paged in the arena's one page pool, a lazy layer as a ring of sink + window
+// rows; which layers are lazy is chosen during prefill).
 //
 // A sequence also parks the hidden states of a forward pass stopped between layers (layered
 // prefill, LlamaModel::forward with a layer range): they belong to the KV they are building, so

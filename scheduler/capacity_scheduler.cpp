@@ -25,8 +25,7 @@ int64_t CapacityScheduler::admission_capacity(const CapacityCandidate& candidate
 
 CapacityDecision CapacityScheduler::schedule(const CapacityInput& input) const {
   CapacityDecision decision;
-  int64_t free_blocks = input.num_free_blocks;
-  int64_t free_slots = input.num_free_slots;
+  int64_t free_pages = input.num_free_pages;
 
   // Running requests, most senior first, get the room this step needs. Victims come from the
   // young end; `alive` is the count of running requests not preempted (a prefix of `running`).
@@ -39,22 +38,20 @@ CapacityDecision CapacityScheduler::schedule(const CapacityInput& input) const {
         << r.token_capacity << " under the reserve policy";
     const int64_t target = std::min(r.max_total_tokens, r.tokens_needed + growth_tokens_);
     LS_CHECK(target >= r.tokens_needed) << "request " << r.id << " outgrew prompt + max_tokens";
-    const int64_t extra =
-        blocks_for(target, r.footprint) - blocks_for(r.token_capacity, r.footprint);
+    const int64_t extra = pages_for(target, r.footprint) - pages_for(r.token_capacity, r.footprint);
     bool preempted_self = false;
-    while (extra > free_blocks) {
+    while (extra > free_pages) {
       const CapacityCandidate& victim = input.running[alive - 1];
       --alive;
       decision.preempt.push_back(victim.id);
-      free_blocks += blocks_for(victim.token_capacity, victim.footprint);
-      free_slots += layout_.slots_for(victim.footprint);
+      free_pages += pages_for(victim.token_capacity, victim.footprint);
       if (alive == i) {  // the victim was the request itself
         preempted_self = true;
         break;
       }
     }
     if (preempted_self) break;
-    free_blocks -= extra;
+    free_pages -= extra;
     decision.grow.push_back({r.id, target});
   }
 
@@ -63,17 +60,14 @@ CapacityDecision CapacityScheduler::schedule(const CapacityInput& input) const {
     for (const CapacityCandidate& w : input.waiting) {
       if (num_running >= max_running_) break;
       const int64_t capacity = admission_capacity(w);
-      const int64_t blocks = blocks_for(capacity, w.footprint);
-      const int64_t slots = layout_.slots_for(w.footprint);
-      if (blocks > free_blocks || slots > free_slots) break;  // strict order: no overtaking
-      free_blocks -= blocks;
-      free_slots -= slots;
+      const int64_t pages = pages_for(capacity, w.footprint);
+      if (pages > free_pages) break;  // strict order: no overtaking
+      free_pages -= pages;
       ++num_running;
       decision.admit.push_back({w.id, capacity});
     }
   }
-  decision.num_free_blocks = static_cast<int32_t>(free_blocks);
-  decision.num_free_slots = static_cast<int32_t>(free_slots);
+  decision.num_free_pages = static_cast<int32_t>(free_pages);
   return decision;
 }
 

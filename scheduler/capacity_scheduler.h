@@ -1,17 +1,17 @@
 // Capacity stage (docs/design.md §6 step 1; docs/design.md §11 habit 4): which requests hold KV
 // this step.
 //
-// A small const object: it sees counts only (free blocks and slots, each request's footprint,
-// tokens and capacity) and returns a decision with no side effects. The engine then commits it
+// A small const object: it sees counts only (free pages, each request's footprint, tokens and
+// capacity) and returns a decision with no side effects. The engine then commits it
 // in order (preemptions release first, then grows, then admissions), re-planning each through
 // KvManager::plan_* and LS_CHECKing that the plan exists: the arithmetic here is the manager's
-// own (KvLayout::blocks_for / slots_for), so a plan can only be missing on a bookkeeping bug.
+// own (KvLayout::pages_for), so a plan can only be missing on a bookkeeping bug.
 //
 // Policies:
 //  * kReserve: admit with prompt + max_tokens reserved up front; a running request never needs
 //    to grow, so nothing is ever preempted.
 //  * kOptimistic: admit with room for the tokens to prefill + growth_tokens (capped at prompt +
-//    max_tokens); a running request that needs more room grows by growth_tokens; when the blocks
+//    max_tokens); a running request that needs more room grows by growth_tokens; when the pages
 //    are not there, the youngest running request is preempted (by recompute: its KV is freed in
 //    this same step) until they are, or until the request itself is the youngest, in which case
 //    it is the one preempted. The oldest request therefore always makes progress (it alone fits:
@@ -47,8 +47,7 @@ struct CapacityCandidate {
 struct CapacityInput {
   std::span<const CapacityCandidate> running;  // most senior first (the last is the youngest)
   std::span<const CapacityCandidate> waiting;  // in admission order
-  int32_t num_free_blocks = 0;
-  int32_t num_free_slots = 0;
+  int32_t num_free_pages = 0;
 };
 
 struct CapacityDecision {
@@ -63,8 +62,7 @@ struct CapacityDecision {
   std::vector<RequestId> preempt;  // in the order chosen (youngest first)
   std::vector<Grow> grow;
   std::vector<Admit> admit;
-  int32_t num_free_blocks = 0;  // predicted after the whole decision is committed
-  int32_t num_free_slots = 0;
+  int32_t num_free_pages = 0;  // predicted after the whole decision is committed
 };
 
 class CapacityScheduler {
@@ -77,8 +75,8 @@ class CapacityScheduler {
 
   // Token capacity an admitted request gets under the policy.
   int64_t admission_capacity(const CapacityCandidate& candidate) const;
-  int64_t blocks_for(int64_t tokens, memory::Footprint footprint) const {
-    return layout_.blocks_for(tokens, footprint);
+  int64_t pages_for(int64_t tokens, memory::Footprint footprint) const {
+    return layout_.pages_for(tokens, footprint);
   }
 
  private:

@@ -69,8 +69,7 @@ Engine::Engine(SchedulerConfig config, memory::KvManager& kv, Executor& executor
       detokenizer_(detokenizer),
       clock_(clock),
       layout_(kv.layout()),
-      num_total_blocks_(kv.num_total_blocks()),
-      num_total_slots_(kv.num_total_slots()),
+      num_total_pages_(kv.num_total_pages()),
       vocab_size_(executor.vocab_size()),
       capacity_(layout_, config_.policy, config_.max_running, config_.growth_tokens),
       composer_(layout_.num_layers, config_.step_budget_token_layers, config_.layered_prefill) {}
@@ -137,13 +136,14 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
                                                    std::to_string(config_.max_context_tokens) +
                                                    " tokens"};
   }
-  const int32_t groups = layout_.num_lane_groups(footprint);
-  const bool slots_fit = layout_.slots_for(footprint) <= num_total_slots_;
-  const int64_t arena_tokens =
-      !slots_fit    ? 0
-      : groups == 0 ? total
-                    : static_cast<int64_t>(num_total_blocks_ / groups) * layout_.block_size;
-  if (total > arena_tokens) {
+  if (layout_.pages_for(total, footprint) > num_total_pages_) {
+    // The most tokens one request of this footprint can hold in the empty arena.
+    int64_t arena_tokens = 0;
+    for (int64_t step = int64_t{1} << 40; step > 0; step /= 2) {
+      if (layout_.pages_for(arena_tokens + step, footprint) <= num_total_pages_) {
+        arena_tokens += step;
+      }
+    }
     return EngineError{ErrorKind::kOutOfRange,
                        lengths + " can never fit: the empty KV arena holds at most " +
                            std::to_string(arena_tokens) + " tokens for one request"};

@@ -197,8 +197,7 @@ class Engine {
   const Clock& clock_;
   // Immutable copies for add() on other threads.
   const memory::KvLayout layout_;
-  const int32_t num_total_blocks_;
-  const int32_t num_total_slots_;
+  const int32_t num_total_pages_;
   const int32_t vocab_size_;
   const CapacityScheduler capacity_;
   const StepComposer composer_;

@@ -117,8 +117,7 @@ void Engine::run_capacity_stage(double now, StepSummary& summary) {
   for (const Request* r : waiting_) {
     waiting.push_back({r->id, r->footprint, r->num_tokens(), 0, r->max_total_tokens()});
   }
-  const CapacityDecision decision =
-      capacity_.schedule({running, waiting, kv_.num_free_blocks(), kv_.num_free_slots()});
+  const CapacityDecision decision = capacity_.schedule({running, waiting, kv_.num_free_pages()});
 
   // Commit in an order that only ever has more free memory than the stage assumed.
   for (RequestId id : decision.preempt) preempt(*requests_.at(id));
@@ -147,11 +146,9 @@ void Engine::run_capacity_stage(double now, StepSummary& summary) {
     ++summary.num_admitted;
   }
   summary.num_preempted = static_cast<int32_t>(decision.preempt.size());
-  LS_CHECK(kv_.num_free_blocks() == decision.num_free_blocks &&
-           kv_.num_free_slots() == decision.num_free_slots)
-      << "capacity stage predicted " << decision.num_free_blocks << " free blocks and "
-      << decision.num_free_slots << " free slots; the KvManager has " << kv_.num_free_blocks()
-      << " and " << kv_.num_free_slots();
+  LS_CHECK(kv_.num_free_pages() == decision.num_free_pages)
+      << "capacity stage predicted " << decision.num_free_pages << " free pages; the KvManager has "
+      << kv_.num_free_pages();
 }
 
 StepPlan Engine::run_budget_stage() const {
@@ -299,8 +296,7 @@ void Engine::check_step_invariants(const StepPlan* plan) const {
       << running_.size() << " running + " << waiting_.size() << " waiting != " << requests_.size()
       << " live requests";
   std::set<RequestId> seen;
-  int64_t num_blocks = 0;
-  int64_t num_slots = 0;
+  int64_t num_pages = 0;
   for (const Request* r : running_) {
     LS_CHECK(seen.insert(r->id).second) << "request " << r->id << " listed twice";
     LS_CHECK(requests_.count(r->id) == 1) << "running request " << r->id << " is unknown";
@@ -312,8 +308,7 @@ void Engine::check_step_invariants(const StepPlan* plan) const {
     LS_CHECK(r->kv.token_capacity() >= needed)
         << "request " << r->id << " holds " << r->kv.token_capacity() << " tokens, needs "
         << needed;
-    num_blocks += layout_.blocks_for(r->kv.token_capacity(), r->footprint);
-    num_slots += layout_.slots_for(r->footprint);
+    num_pages += layout_.pages_for(r->kv.token_capacity(), r->footprint);
   }
   for (const Request* r : waiting_) {
     LS_CHECK(seen.insert(r->id).second) << "request " << r->id << " listed twice";
@@ -324,11 +319,9 @@ void Engine::check_step_invariants(const StepPlan* plan) const {
   }
   LS_CHECK(kv_.num_live_allocations() == static_cast<int32_t>(running_.size()))
       << kv_.num_live_allocations() << " KV allocations for " << running_.size() << " running";
-  LS_CHECK(kv_.num_total_blocks() - kv_.num_free_blocks() == num_blocks &&
-           kv_.num_total_slots() - kv_.num_free_slots() == num_slots)
-      << "running requests hold " << num_blocks << " blocks and " << num_slots
-      << " slots; the KvManager has " << kv_.num_total_blocks() - kv_.num_free_blocks() << " and "
-      << kv_.num_total_slots() - kv_.num_free_slots() << " in use";
+  LS_CHECK(kv_.num_total_pages() - kv_.num_free_pages() == num_pages)
+      << "running requests hold " << num_pages << " pages; the KvManager has "
+      << kv_.num_total_pages() - kv_.num_free_pages() << " in use";
   if (config_.audit_kv_every_step) kv_.check_invariants();
   if (plan == nullptr) return;
   int64_t token_layers = 0;

@@ -39,7 +39,7 @@ namespace lightserve::scheduler {
 struct ExecutorEntry {
   RequestId request_id = 0;
   // The request's KV, owned by the engine; valid and at the same address from begins_sequence
-  // until release(request_id). The executor reads its block table and slot ids and fills its
+  // until release(request_id). The executor reads its page tables and fills its
   // layer map during prefill. Its token_capacity covers position + tokens.size().
   memory::KvAllocation* kv = nullptr;
   std::span<const int32_t> tokens;  // prefill: all tokens to prefill; decode: exactly one

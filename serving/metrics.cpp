@@ -40,14 +40,23 @@ Metrics::Metrics(const std::string& model_name, const memory::CapacityPlan& plan
   held_ = gauge("lightserve_num_requests_held",
                 "Running requests paused because their client reads their stream too slowly");
   waiting_ = gauge("lightserve_num_requests_waiting", "Requests queued for admission");
-  kv_usage_ = gauge("lightserve_kv_cache_usage_perc", "Fraction of KV blocks in use, 0-1");
-  slot_usage_ =
-      gauge("lightserve_lazy_slot_usage_perc", "Fraction of lazy-layer slots in use, 0-1");
+  kv_usage_ = gauge("lightserve_kv_cache_usage_perc",
+                    "Fraction of KV pages in use (full and lazy layers together), 0-1");
+  auto& by_kind = prometheus::BuildGauge()
+                      .Name("lightserve_kv_cache_usage_by_kind_perc")
+                      .Help(
+                          "Fraction of all KV pages held by full (kind=full) or lazy (kind=lazy) "
+                          "layers, 0-1; the kinds add up to lightserve_kv_cache_usage_perc")
+                      .Register(*registry_);
+  prometheus::Labels full_labels = labels_, lazy_labels = labels_;
+  full_labels["kind"] = "full";
+  lazy_labels["kind"] = "lazy";
+  full_usage_ = &by_kind.Add(full_labels);
+  lazy_usage_ = &by_kind.Add(lazy_labels);
 
   prometheus::Labels info = labels_;
   info["block_size"] = std::to_string(plan.layout.block_size);
-  info["num_blocks"] = std::to_string(plan.num_blocks);
-  info["num_slots"] = std::to_string(plan.num_slots);
+  info["num_pages"] = std::to_string(plan.num_pages);
   info["lazy_fraction"] = std::to_string(settings.lazy_fraction);
   info["sink"] = std::to_string(settings.sink);
   info["window"] = std::to_string(settings.window);
@@ -119,14 +128,15 @@ void Metrics::on_event(const scheduler::RequestEvent& event) {
   generation_tokens_hist_->Observe(t.num_generated_tokens);
 }
 
-void Metrics::on_step(const scheduler::EngineStats& stats, double kv_usage, double slot_usage,
+void Metrics::on_step(const scheduler::EngineStats& stats, const memory::KvUsage& kv_usage,
                       std::span<const int64_t> lazy_layer_counts) {
   const int64_t num_preemptions_total = stats.num_preemptions_total;
   running_->Set(stats.num_running);
   held_->Set(stats.num_held);
   waiting_->Set(stats.num_waiting);
-  kv_usage_->Set(kv_usage);
-  slot_usage_->Set(slot_usage);
+  kv_usage_->Set(kv_usage.used);
+  full_usage_->Set(kv_usage.full);
+  lazy_usage_->Set(kv_usage.lazy);
   if (num_preemptions_total > preemptions_seen_) {
     preemptions_->Increment(static_cast<double>(num_preemptions_total - preemptions_seen_));
     preemptions_seen_ = num_preemptions_total;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "memory/capacity.h"
+#include "memory/kv_manager.h"
 #include "model/lighttransfer.h"
 #include "scheduler/engine.h"
 #include "scheduler/events.h"
@@ -36,7 +37,8 @@ class Metrics {
   void on_event(const scheduler::RequestEvent& event);
   // After each engine step: the gauges (running, held, waiting from `stats`), preemptions
   // (stats' running total) and lazy-layer selections (per-layer running totals).
-  void on_step(const scheduler::EngineStats& stats, double kv_usage, double slot_usage,
+  // kv_usage: the KV pages in use, and held by full and by lazy layers.
+  void on_step(const scheduler::EngineStats& stats, const memory::KvUsage& kv_usage,
                std::span<const int64_t> lazy_layer_counts);
   // A request refused at admission (queue full, draining, too long for the arena).
   void on_rejection();
@@ -50,7 +52,8 @@ class Metrics {
   prometheus::Gauge* held_;
   prometheus::Gauge* waiting_;
   prometheus::Gauge* kv_usage_;
-  prometheus::Gauge* slot_usage_;
+  prometheus::Gauge* full_usage_;  // lightserve_kv_cache_usage_by_kind_perc{kind="full"}
+  prometheus::Gauge* lazy_usage_;  // {kind="lazy"}
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* e2e_;

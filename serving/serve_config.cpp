@@ -136,7 +136,7 @@ const std::vector<Entry>& entries() {
        member(&ServeConfig::max_stream_backlog)},
 
       {{"engine", "kv_budget", "--kv-budget",
-        "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the block and slot pools"},
+        "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the KV page pool"},
        Kind::kBytes,
        member(&ServeConfig::kv_budget_bytes)},
       {{"engine", "context", "--context",

@@ -190,16 +190,13 @@ void ServingCore::run_loop() {
   // after stop(). The gauges are published after every step through the observer below.
   scheduler::Engine& engine = *engine_;
   const memory::KvManager& kv = stack_->arena().manager();
-  const int32_t total_blocks = kv.num_total_blocks();
-  const int32_t total_slots = kv.num_total_slots();
   engine.set_step_listener([&](const scheduler::StepSummary& summary) {
     const scheduler::EngineStats stats = engine.stats();
-    const int32_t used_blocks = total_blocks - kv.num_free_blocks();
-    const int32_t used_slots = total_slots - kv.num_free_slots();
     num_running_ = stats.num_running;
     num_waiting_ = stats.num_waiting;
-    num_used_blocks_ = used_blocks;
-    num_used_slots_ = used_slots;
+    num_used_pages_ = kv.num_total_pages() - kv.num_free_pages();
+    num_full_layer_pages_ = static_cast<int32_t>(kv.num_full_lane_pages());
+    num_lazy_layer_pages_ = static_cast<int32_t>(kv.num_lazy_lane_pages());
     // The stated rule for backend failures: a failed step fails only its own requests (the
     // engine did that already); kMaxConsecutiveFailedSteps in a row mean the device is gone, and
     // then /health and /ready fail and new requests are refused, so an orchestrator restarts us.
@@ -212,9 +209,7 @@ void ServingCore::run_loop() {
     } else if (summary.ran) {
       num_consecutive_failed_steps_ = 0;
     }
-    metrics_->on_step(stats, total_blocks ? static_cast<double>(used_blocks) / total_blocks : 0.0,
-                      total_slots ? static_cast<double>(used_slots) / total_slots : 0.0,
-                      stack_->executor().lazy_layer_counts());
+    metrics_->on_step(stats, kv.usage(), stack_->executor().lazy_layer_counts());
   });
   try {
     engine.run();
@@ -350,8 +345,9 @@ ServingSnapshot ServingCore::snapshot() const {
   ServingSnapshot s;
   s.num_running = num_running_.load();
   s.num_waiting = num_waiting_.load();
-  s.num_used_blocks = num_used_blocks_.load();
-  s.num_used_slots = num_used_slots_.load();
+  s.num_used_pages = num_used_pages_.load();
+  s.num_full_layer_pages = num_full_layer_pages_.load();
+  s.num_lazy_layer_pages = num_lazy_layer_pages_.load();
   return s;
 }
 

@@ -70,8 +70,9 @@ struct ModelInfo {
 struct ServingSnapshot {
   int32_t num_running = 0;
   int32_t num_waiting = 0;
-  int32_t num_used_blocks = 0;
-  int32_t num_used_slots = 0;
+  int32_t num_used_pages = 0;        // KV pages in use, of every layer kind
+  int32_t num_full_layer_pages = 0;  // of them, held by full layers
+  int32_t num_lazy_layer_pages = 0;  // and by lazy layers
 };
 
 class ServingCore {
@@ -151,7 +152,8 @@ class ServingCore {
   int32_t num_consecutive_failed_steps_ = 0;  // engine thread only
   std::atomic<int32_t> num_in_flight_{0};     // accepted, kFinished not yet emitted
   // Published by the engine thread after each step.
-  std::atomic<int32_t> num_running_{0}, num_waiting_{0}, num_used_blocks_{0}, num_used_slots_{0};
+  std::atomic<int32_t> num_running_{0}, num_waiting_{0}, num_used_pages_{0},
+      num_full_layer_pages_{0}, num_lazy_layer_pages_{0};
 };
 
 }  // namespace lightserve::serving

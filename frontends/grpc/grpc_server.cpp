@@ -411,16 +411,30 @@ class GenerationService final : public RawGenerationService {
     v1::Capacity* capacity = out.mutable_capacity();
     capacity->set_budget_bytes(plan.budget_bytes);
     capacity->set_arena_bytes(plan.arena_bytes);
-    capacity->set_num_blocks(plan.num_blocks);
-    capacity->set_num_slots(plan.num_slots);
+    capacity->set_num_pages(plan.num_pages);
     capacity->set_block_size(plan.layout.block_size);
-    capacity->set_block_bytes(plan.layout.block_bytes());
-    capacity->set_slot_bytes(plan.layout.slot_bytes());
+    capacity->set_page_bytes(plan.layout.page_bytes());
     capacity->set_context_tokens(plan.context_tokens);
     capacity->set_hybrid_bytes_per_sequence(plan.hybrid_bytes_per_sequence);
     capacity->set_full_bytes_per_sequence(plan.full_bytes_per_sequence);
     capacity->set_max_hybrid_sequences(plan.max_hybrid_sequences);
     capacity->set_max_full_sequences(plan.max_full_sequences);
+    // A short request, one of sink + window tokens, and the context (each up to the context).
+    for (const int64_t tokens :
+         {int64_t{32}, int64_t{plan.layout.ring_tokens()}, plan.context_tokens}) {
+      if (tokens > plan.context_tokens ||
+          (capacity->sequences_size() > 0 &&
+           capacity->sequences(capacity->sequences_size() - 1).tokens() >= tokens)) {
+        continue;
+      }
+      const memory::CapacityPlan::Sequences s = plan.sequences_at(tokens);
+      v1::SequenceCapacity* at = capacity->add_sequences();
+      at->set_tokens(tokens);
+      at->set_hybrid_pages(s.pages_hybrid);
+      at->set_full_pages(s.pages_full);
+      at->set_max_hybrid_sequences(s.hybrid);
+      at->set_max_full_sequences(s.full);
+    }
 
     const model::LightTransferSettings& settings = engine_.lighttransfer();
     v1::LightTransferSettings* lt = out.mutable_lighttransfer();
@@ -429,8 +443,8 @@ class GenerationService final : public RawGenerationService {
     lt->set_sink(settings.sink);
     lt->set_window(settings.window);
     lt->set_w_last(settings.w_last);
-    lt->set_num_full_layers(plan.layout.lanes_per_block);
-    lt->set_num_lazy_layers(plan.layout.lanes_per_slot);
+    lt->set_num_full_layers(plan.layout.full_layers);
+    lt->set_num_lazy_layers(plan.layout.lazy_layers);
     lt->set_has_plan(settings.plan.has_value());
 
     const serving::ServeConfig& config = engine_.config();
@@ -451,8 +465,9 @@ class GenerationService final : public RawGenerationService {
     load->set_num_running(snapshot.num_running);
     load->set_num_waiting(snapshot.num_waiting);
     load->set_num_in_flight(engine_.num_in_flight());
-    load->set_num_used_blocks(snapshot.num_used_blocks);
-    load->set_num_used_slots(snapshot.num_used_slots);
+    load->set_num_used_pages(snapshot.num_used_pages);
+    load->set_num_full_layer_pages(snapshot.num_full_layer_pages);
+    load->set_num_lazy_layer_pages(snapshot.num_lazy_layer_pages);
 
     out.set_ready(engine_.ready());
     out.set_draining(engine_.draining());

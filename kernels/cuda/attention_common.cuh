@@ -38,7 +38,7 @@ struct SeqDesc {
   int32_t window;
   int32_t num_queries;
   int32_t first_pos;
-  int32_t table_offset;  // kPaged: its block table in the packed tables
+  int32_t table_offset;  // kPaged, paged kRing (block_size > 0): its table in the packed tables
   int32_t nsplit;        // key splits per query
   int32_t block_base;    // its first split block (= partial slot) in the split grid
   int32_t query_base;    // its first query in the merge grid
@@ -74,11 +74,11 @@ __host__ __device__ inline int32_t span_token(const KeySpan& s, int32_t j) {
 
 // Element offset of token t's row from d.k (and d.v): backend.h's KvView layouts.
 __host__ __device__ inline int64_t token_row(const SeqDesc& d, const int32_t* tables, int32_t t) {
-  if (d.kind == kKindPaged) {
+  if (d.kind == kKindRing && t >= d.sink) t = d.sink + (t - d.sink) % d.window;  // its ring row
+  if (d.kind == kKindPaged || (d.kind == kKindRing && d.block_size > 0)) {
     return static_cast<int64_t>(tables[d.table_offset + t / d.block_size]) * d.block_stride +
            static_cast<int64_t>(t % d.block_size) * d.row_stride;
   }
-  if (d.kind == kKindRing && t >= d.sink) t = d.sink + (t - d.sink) % d.window;
   return static_cast<int64_t>(t) * d.row_stride;
 }
 
@@ -280,10 +280,17 @@ inline SeqDesc describe(const KvView& kv, const char* op) {
       d.kind = kKindRing;
       d.sink = kv.sink;
       d.window = kv.window;
+      if (kv.block_table != nullptr) {  // a paged ring (the KV arena's lazy layers)
+        if (kv.block_size <= 0) {
+          throw std::invalid_argument(where + "a paged ring view needs block_size > 0");
+        }
+        d.block_size = kv.block_size;
+        d.block_stride = kv.block_stride;
+      }
       break;
   }
   d.vec = aligned16(kv.k) && aligned16(kv.v) && kv.row_stride % 8 == 0 &&
-          (d.kind != kKindPaged || kv.block_stride % 8 == 0);
+          (d.block_size == 0 || kv.block_stride % 8 == 0);
   return d;
 }
 

@@ -314,10 +314,12 @@ void plan_generic(std::span<const AttentionSeq> seqs, const AttentionShape& shap
     d.num_queries = seq.num_queries;
     d.first_pos = seq.first_pos;
     const int32_t last = seq.first_pos + seq.num_queries - 1;
-    if (d.kind == kKindPaged) {
+    if (d.kind == kKindPaged || (d.kind == kKindRing && d.block_size > 0)) {
+      // The pages up to the last token's row (a ring's rows stop at sink + window).
+      const int32_t last_row = d.kind == kKindRing ? std::min(last, d.sink + d.window - 1) : last;
       d.table_offset = static_cast<int32_t>(plan.tables.size());
       plan.tables.insert(plan.tables.end(), seq.kv.block_table,
-                         seq.kv.block_table + last / d.block_size + 1);
+                         seq.kv.block_table + last_row / d.block_size + 1);
     }
     plan.max_keys.push_back(attended_span(d, last).count);  // grows with the position
     plan.descs.push_back(d);

@@ -274,7 +274,7 @@ TEST_F(ModelExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   ASSERT_NE(seq, nullptr);
   const int64_t held = seq->kv_bytes();
   memory::KvManager& kv = s->arena->manager();
-  const int32_t free_blocks = kv.num_free_blocks(), free_slots = kv.num_free_slots();
+  const int32_t free_pages = kv.num_free_pages();
 
   s->engine->abort(ra.id);
   const scheduler::StepSummary step = s->engine->step();
@@ -284,9 +284,8 @@ TEST_F(ModelExecutorTest, AbortFreesBlocksSlotAndSequenceInTheSameStep) {
   EXPECT_EQ(s->executor->num_sequences(), 1);
   EXPECT_EQ(kv.num_live_allocations(), 1);
   const memory::KvLayout& l = kv.layout();
-  EXPECT_GT(kv.num_free_slots(), free_slots);
-  EXPECT_EQ((kv.num_free_blocks() - free_blocks) * l.block_bytes() +
-                static_cast<int64_t>(kv.num_free_slots() - free_slots) * l.slot_bytes(),
+  EXPECT_GT(kv.num_free_pages(), free_pages);
+  EXPECT_EQ((kv.num_free_pages() - free_pages) * l.page_bytes(),
             held);  // reserve policy: b does not grow, so every freed byte is a's
   collect(*ra.events, oa);
   EXPECT_EQ(oa.reason, scheduler::FinishReason::kAbort);
@@ -332,7 +331,7 @@ TEST_F(ModelExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
   auto full_plan = kv.plan_admit(layout.full_footprint(), capacity);
   ASSERT_TRUE(full_plan.has_value());
   memory::KvAllocation full = kv.commit(std::move(full_plan).value());
-  const int32_t free_blocks = kv.num_free_blocks();
+  const int32_t free_pages = kv.num_free_pages();
   {
     auto seq = model::HybridSequence::attach(*arena.value(), model_->config(), lt_, full);
     ASSERT_TRUE(seq.ok()) << seq.error().message;
@@ -344,7 +343,7 @@ TEST_F(ModelExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
     auto result = model::generate(*model_, *seq.value(), prompt, params);
     ASSERT_TRUE(result.ok()) << result.error().message;
     EXPECT_EQ(seq.value()->layer_map().num_lazy_layers(), 0);
-    EXPECT_EQ(kv.num_free_blocks(), free_blocks);
+    EXPECT_EQ(kv.num_free_pages(), free_pages);
   }
   EXPECT_EQ(kv.num_live_allocations(), 1);  // still the owner's
   EXPECT_FALSE(full.empty());

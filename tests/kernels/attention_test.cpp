@@ -137,6 +137,49 @@ struct RingKv {
   }
 };
 
+// The same ring paged as the KV arena pages a lazy layer: ring row r in page table[r / 16] at row
+// r % 16, the pages shuffled in an arena with spare ones (a window that is not a multiple of the
+// page leaves the last page partly unused).
+struct PagedRingKv {
+  static constexpr int kBlockSize = 16;
+  static constexpr int64_t kRowStride = kKvWidth + 8;
+  static constexpr int64_t kBlockStride = kBlockSize * kRowStride + 24;
+  int sink, window;
+  std::vector<uint16_t> k, v;
+  std::vector<int32_t> table;
+
+  PagedRingKv(const DenseKv& dense, int sink_tokens, int window_tokens, std::mt19937& rng)
+      : sink(sink_tokens), window(window_tokens) {
+    const int ring_rows = std::min(dense.n, sink + window);
+    const int num_blocks = (ring_rows + kBlockSize - 1) / kBlockSize;
+    std::vector<int32_t> ids(num_blocks + 3);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    table.assign(ids.begin(), ids.begin() + num_blocks);
+    k.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
+    v.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
+    for (int t = 0; t < dense.n; ++t) {
+      const int r = t < sink ? t : sink + (t - sink) % window;
+      const int64_t row = table[r / kBlockSize] * kBlockStride + (r % kBlockSize) * kRowStride;
+      std::copy_n(dense.k.begin() + t * kKvWidth, kKvWidth, k.begin() + row);
+      std::copy_n(dense.v.begin() + t * kKvWidth, kKvWidth, v.begin() + row);
+    }
+  }
+  KvView view() const {
+    KvView view;
+    view.kind = KvView::Kind::kRing;
+    view.k = k.data();
+    view.v = v.data();
+    view.row_stride = kRowStride;
+    view.block_table = table.data();
+    view.block_size = kBlockSize;
+    view.block_stride = kBlockStride;
+    view.sink = sink;
+    view.window = window;
+    return view;
+  }
+};
+
 // Dense attention in double for queries [first_row, first_row + num_queries) at positions from
 // first_pos, over keys t ≤ p with t < sink or t > p − window. Writes output rows and the
 // log-sum-exp [num_queries × heads] of the scaled scores.
@@ -298,6 +341,63 @@ TEST(Attention, RingEqualsDenseUnderStreamingMask) {
           expect_close(out, expected, 2e-5, what);
           expect_close(lse, all_lse, 1e-5, what + " lse");
         }
+      }
+    }
+  }
+}
+
+// A lazy layer read through its page table (a paged ring) gives bit for bit what the contiguous
+// ring gives: before it fills, exactly full, one past, after many wraps, and a chunk of queries
+// before it wraps.
+TEST(Attention, PagedRingEqualsRingBitForBit) {
+  std::mt19937 rng(16);
+  const AttentionShape shape = test_shape();
+  for (int sink : {0, 4}) {
+    for (int window : {20, 100, 1020}) {
+      const int capacity = sink + window;
+      struct Case {
+        int n, num_queries;
+      };
+      std::vector<Case> cases = {{1, 1},        {17, 1},           {capacity - 1, 1},
+                                 {capacity, 1}, {capacity + 1, 1}, {3 * window + 7, 1}};
+      if (capacity > 40) cases.push_back({capacity - 5, 30});
+      std::vector<DenseKv> dense;
+      std::vector<RingKv> rings;
+      std::vector<PagedRingKv> paged;
+      for (const Case& c : cases) dense.emplace_back(c.n, rng);
+      for (const DenseKv& d : dense) {
+        rings.emplace_back(d, sink, window);
+        paged.emplace_back(d, sink, window, rng);
+      }
+      std::vector<AttentionSeq> ring_seqs, paged_seqs;
+      int64_t rows = 0;
+      for (size_t i = 0; i < cases.size(); ++i) {
+        AttentionSeq seq;
+        seq.first_row = rows;
+        seq.num_queries = cases[i].num_queries;
+        seq.first_pos = cases[i].n - cases[i].num_queries;
+        seq.kv = rings[i].view();
+        ring_seqs.push_back(seq);
+        seq.kv = paged[i].view();
+        paged_seqs.push_back(seq);
+        rows += seq.num_queries;
+      }
+      const auto q = random_vector(rows * shape.q_stride, rng, 2.0f);
+      ThreadPool pool(2);
+      for (const OpsTable* t : supported_tables()) {
+        std::vector<float> expected(rows * shape.out_stride, NAN), got(expected.size(), NAN);
+        std::vector<float> expected_lse(rows * kHeads, NAN), got_lse(expected_lse.size(), NAN);
+        for (size_t i = 0; i < cases.size(); ++i) {
+          ring_seqs[i].lse = expected_lse.data() + ring_seqs[i].first_row * kHeads;
+          paged_seqs[i].lse = got_lse.data() + paged_seqs[i].first_row * kHeads;
+        }
+        t->attention(pool, q.data(), ring_seqs, shape, expected.data());
+        t->attention(pool, q.data(), paged_seqs, shape, got.data());
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i], expected[i])
+              << t->level << " sink " << sink << " window " << window << " element " << i;
+        }
+        for (size_t i = 0; i < got_lse.size(); ++i) ASSERT_EQ(got_lse[i], expected_lse[i]);
       }
     }
   }

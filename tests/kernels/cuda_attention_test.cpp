@@ -114,6 +114,29 @@ std::unique_ptr<Cache> ring_cache(const Tokens& t, int sink, int window) {
   return c;
 }
 
+// The same ring paged as the KV arena pages a lazy layer: ring row r in page table[r / 16],
+// pages shuffled among spare ones.
+std::unique_ptr<Cache> paged_ring_cache(const Tokens& t, int sink, int window, std::mt19937& rng) {
+  const int block_size = 16;
+  const int64_t stride = kKvWidth + 8, block_stride = block_size * stride + 24;
+  const int num_blocks = (std::min(t.n, sink + window) + block_size - 1) / block_size;
+  std::vector<int32_t> ids(static_cast<size_t>(num_blocks + 3));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  auto c = std::make_unique<Cache>(KvView::Kind::kRing, stride,
+                                   static_cast<int64_t>(ids.size()) * block_stride);
+  c->block_table.assign(ids.begin(), ids.begin() + num_blocks);
+  c->layout.block_size = block_size;
+  c->layout.block_stride = block_stride;
+  c->layout.sink = sink;
+  c->layout.window = window;
+  for (int i = 0; i < t.n; ++i) {
+    const int r = i < sink ? i : sink + (i - sink) % window;
+    c->put(t, i, c->block_table[r / block_size] * block_stride + (r % block_size) * stride);
+  }
+  return c;
+}
+
 const char* kind_name(KvView::Kind kind) {
   static const char* const names[] = {"contiguous", "paged", "ring"};
   return names[static_cast<int>(kind)];
@@ -236,6 +259,20 @@ TEST_F(CudaAttentionTest, RingDecodeBatchMatchesCpu) {
   }
 }
 
+TEST_F(CudaAttentionTest, PagedRingDecodeBatchMatchesCpu) {
+  std::mt19937 rng(14);
+  const int sink = 4, window = 1020;
+  std::vector<SeqCase> decodes;
+  for (int n : {1, 17, 600, 1023, 1024, 1025, 3000}) {
+    decodes.push_back({&add_cache(paged_ring_cache(Tokens(n, rng), sink, window, rng)), 1, n - 1});
+  }
+  const Cache& chunk = add_cache(paged_ring_cache(Tokens(300, rng), sink, window, rng));
+  for (bool round : {false, true}) {
+    compare(decodes, round, rng);
+    compare({{&chunk, 40, 260}}, round, rng);
+  }
+}
+
 TEST_F(CudaAttentionTest, MixedBatchInOneCallMatchesCpu) {
   std::mt19937 rng(12);
   const Cache& prompt = add_cache(contiguous_cache(Tokens(400, rng)));
@@ -243,11 +280,12 @@ TEST_F(CudaAttentionTest, MixedBatchInOneCallMatchesCpu) {
   const Cache& ring = add_cache(ring_cache(Tokens(3000, rng), 4, 1020));
   const Cache& decode = add_cache(contiguous_cache(Tokens(1501, rng)));
   const Cache& short_ring = add_cache(ring_cache(Tokens(700, rng), 4, 1020));
+  const Cache& paged_ring = add_cache(paged_ring_cache(Tokens(2000, rng), 4, 1020, rng));
   const std::vector<SeqCase> batch = {
       {&prompt, 300, 100},                    // a prefill chunk after 100 cached tokens
       {&paged, 1, 999},                       // decodes of every kind
       {&ring, 1, 2999},    {&paged, 1, 998},  // the same paged cache, one token earlier
-      {&decode, 1, 1500},  {&short_ring, 1, 699},
+      {&decode, 1, 1500},  {&short_ring, 1, 699}, {&paged_ring, 1, 1999},
   };
   for (bool round : {false, true}) {
     compare(batch, round, rng);

@@ -7,62 +7,79 @@
 namespace lightserve::memory {
 namespace {
 
-// L = 4, f = 0.5 (2 full + 2 lazy lanes), block_size 4, sink 1 + window 3, 10 bytes per lane
-// token: a block is 4·2·10 = 80 B, a slot 4·2·10 = 80 B.
+// L = 4, f = 0.5 (2 full + 2 lazy layers), block_size 4, sink 1 + window 3, 10 bytes per lane
+// token: a page is 4·10 = 40 B.
 KvLayout tiny_layout() {
   return KvLayout::for_lazy_fraction(4, 0.5, 4, 1, 3, 10).value();
 }
 
 TEST(CapacityTest, SmallCaseByHand) {
-  // 10 tokens: hybrid = 1 slot + 3 blocks = 320 B; full = 3 blocks of 4 tokens x 4 layers x 10 B
-  // = 480 B. 1000 B: 3 hybrid sequences (3 slots = 240 B, then 760 / 80 = 9 blocks), 2 full.
+  // 10 tokens: hybrid = 2 full lanes x 3 pages + 2 lazy lanes x 1 page (the 4-token ring) = 8
+  // pages = 320 B; full = 4 lanes x 3 pages = 480 B. 1000 B = 25 pages: 3 hybrid, 2 full.
   Result<CapacityPlan> plan = plan_capacity(tiny_layout(), 1000, 10);
   ASSERT_TRUE(plan.ok()) << plan.error().message;
-  EXPECT_EQ(plan->num_slots, 3);
-  EXPECT_EQ(plan->num_blocks, 9);
-  EXPECT_EQ(plan->arena_bytes, 960);
+  EXPECT_EQ(plan->num_pages, 25);
+  EXPECT_EQ(plan->arena_bytes, 1000);
   EXPECT_EQ(plan->hybrid_bytes_per_sequence, 320);
   EXPECT_EQ(plan->full_bytes_per_sequence, 480);
   EXPECT_EQ(plan->max_hybrid_sequences, 3);
   EXPECT_EQ(plan->max_full_sequences, 2);
   EXPECT_DOUBLE_EQ(plan->concurrency_gain(), 1.5);
   EXPECT_NEAR(plan->bytes_ratio(), 2.0 / 3.0, 1e-12);
+  // At 4 tokens (sink + window) or fewer a hybrid sequence is a full one: 4 pages each.
+  const CapacityPlan::Sequences short_ones = plan->sequences_at(4);
+  EXPECT_EQ(short_ones.pages_hybrid, 4);
+  EXPECT_EQ(short_ones.pages_full, 4);
+  EXPECT_EQ(short_ones.hybrid, 6);
+  EXPECT_EQ(short_ones.full, 6);
 }
 
 TEST(CapacityTest, SmolLm2At8KIn1GiB) {
   const KvLayout layout = KvLayout::for_lazy_fraction(30, 0.5, 16, 4, 1020, 768).value();
   Result<CapacityPlan> plan = plan_capacity(layout, int64_t{1} << 30, 8192);
   ASSERT_TRUE(plan.ok()) << plan.error().message;
-  // Hybrid: 512 blocks · 180 KiB + 11.25 MiB slot = 101.25 MiB; full: 180 MiB.
+  // Hybrid: 15 full lanes x 512 pages + 15 lazy lanes x 64 pages of 12 KiB = 101.25 MiB (what
+  // blocks + a slot cost before); full: 180 MiB.
   EXPECT_EQ(plan->hybrid_bytes_per_sequence, 512 * 184320 + 11796480);
+  EXPECT_EQ(plan->num_pages, (int64_t{1} << 30) / 12288);
   EXPECT_EQ(plan->max_hybrid_sequences, 10);
   EXPECT_EQ(plan->max_full_sequences, 5);
-  EXPECT_EQ(plan->num_slots, 10);
-  EXPECT_EQ(plan->num_blocks, ((int64_t{1} << 30) - 10 * 11796480) / 184320);
   EXPECT_LE(plan->arena_bytes, plan->budget_bytes);
   const std::string text = format_capacity(plan.value());
-  EXPECT_NE(text.find("10 hybrid sequences"), std::string::npos) << text;
-  EXPECT_NE(text.find("5 full-attention"), std::string::npos) << text;
+  EXPECT_NE(text.find("10 hybrid sequences (8640 pages each)"), std::string::npos) << text;
+  EXPECT_NE(text.find("5 full-attention (15360 pages each)"), std::string::npos) << text;
   EXPECT_NE(text.find("2.00x the sequences"), std::string::npos) << text;
-  EXPECT_NE(text.find("slots: 10 x (4 sink + 1020 window)"), std::string::npos) << text;
+  EXPECT_NE(text.find("pages: 87381 x 16 tokens x 1 layer"), std::string::npos) << text;
+  EXPECT_NE(text.find("at 1024 tokens: 45 hybrid sequences"), std::string::npos) << text;
 }
 
-TEST(CapacityTest, NoLazyLayersMeansNoSlotsAndFullAttentionNumbers) {
+TEST(CapacityTest, DefaultsHoldSixtyFourShortRequests) {
+  // The daemon's defaults (512 MiB, context 8192): the old split carved 5 lazy slots, so 5
+  // requests ran at once however short. Now a 32-token request holds 30 x 2 pages.
+  const KvLayout layout = KvLayout::for_lazy_fraction(30, 0.5, 16, 4, 1020, 768).value();
+  Result<CapacityPlan> plan = plan_capacity(layout, int64_t{512} << 20, 8192);
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  EXPECT_EQ(plan->max_hybrid_sequences, 5);
+  const CapacityPlan::Sequences short_ones = plan->sequences_at(32);
+  EXPECT_EQ(short_ones.pages_hybrid, 60);
+  EXPECT_GE(short_ones.hybrid, 64);
+  EXPECT_EQ(short_ones.hybrid, short_ones.full);
+}
+
+TEST(CapacityTest, NoLazyLayersGivesFullAttentionNumbers) {
   const KvLayout layout = KvLayout::for_lazy_fraction(4, 0.0, 4, 1, 3, 10).value();
   Result<CapacityPlan> plan = plan_capacity(layout, 1000, 10);
   ASSERT_TRUE(plan.ok()) << plan.error().message;
-  EXPECT_EQ(plan->num_slots, 0);
-  EXPECT_EQ(plan->num_blocks, 1000 / 160);
+  EXPECT_EQ(plan->num_pages, 25);
   EXPECT_EQ(plan->max_hybrid_sequences, plan->max_full_sequences);
-  EXPECT_NE(format_capacity(plan.value()).find("slots: none"), std::string::npos);
 }
 
-TEST(CapacityTest, EveryLayerLazyMeansNoBlocks) {
+TEST(CapacityTest, EveryLayerLazyKeepsEachLaneAtTheRing) {
   const KvLayout layout = KvLayout::for_lazy_fraction(4, 1.0, 4, 1, 3, 10).value();
   Result<CapacityPlan> plan = plan_capacity(layout, 1000, 10);
   ASSERT_TRUE(plan.ok()) << plan.error().message;
-  EXPECT_EQ(plan->num_blocks, 0);
-  EXPECT_EQ(plan->num_slots, 1000 / 160);  // a slot: 4 tokens x 4 lanes x 10 B
+  EXPECT_EQ(plan->num_pages, 25);
+  EXPECT_EQ(plan->max_hybrid_sequences, 25 / 4);  // 4 lanes x 1 page
 }
 
 TEST(CapacityTest, ErrorWhenNotOneSequenceFitsNamesBothNumbers) {
@@ -87,7 +104,7 @@ TEST(CapacityTest, InvalidArguments) {
   EXPECT_FALSE(plan_capacity(tiny_layout(), 0, 10).ok());
   EXPECT_FALSE(plan_capacity(tiny_layout(), 1000, 0).ok());
   KvLayout broken = tiny_layout();
-  broken.lanes_per_slot = 5;
+  broken.lazy_layers = 5;
   EXPECT_FALSE(plan_capacity(broken, 1000, 10).ok());
 }
 

@@ -17,78 +17,73 @@ KvLayout layout_for(int32_t num_layers, double lazy_fraction) {
   return layout.value();
 }
 
-// One row per (L, f): lanes, then blocks and slots for 100 tokens (7 blocks per lane group)
-// under the hybrid footprint and the two overrides; -1 where the arena cannot hold it.
+// One row per (L, f): the hybrid's layers, then pages for 100 tokens (7 per full lane, 7 per
+// lazy lane below sink + window) and for 4000 tokens (250 per full lane, 64 per lazy lane) under
+// the hybrid footprint; the overrides are other splits of the same pool.
 struct FootprintCase {
   int32_t num_layers;
   double lazy_fraction;
-  int32_t lanes_per_block;
-  int32_t lanes_per_slot;
-  int64_t hybrid_blocks;
-  int32_t hybrid_slots;
-  int64_t full_override_blocks;
-  int32_t streaming_slots;
+  int32_t full_layers;
+  int32_t lazy_layers;
+  int64_t hybrid_pages_100;
+  int64_t hybrid_pages_4000;
 };
 
 TEST(KvLayoutTest, FootprintsAcrossLazyFractions) {
   const FootprintCase cases[] = {
       // L = 30
-      {30, 0.0, 30, 0, 7, 0, 7, -1},
-      {30, 0.25, 22, 8, 7, 1, 14, 4},  // round(7.5) = 8 lazy
-      {30, 0.5, 15, 15, 7, 1, 14, 2},
-      {30, 0.75, 7, 23, 7, 1, 35, 2},  // round(22.5) = 23 lazy; full override: 5 lane groups
-      {30, 1.0, 0, 30, 0, 1, -1, 1},
+      {30, 0.0, 30, 0, 30 * 7, 30 * 250},
+      {30, 0.25, 22, 8, 30 * 7, 22 * 250 + 8 * 64},  // round(7.5) = 8 lazy
+      {30, 0.5, 15, 15, 30 * 7, 15 * 250 + 15 * 64},
+      {30, 0.75, 7, 23, 30 * 7, 7 * 250 + 23 * 64},  // round(22.5) = 23 lazy
+      {30, 1.0, 0, 30, 30 * 7, 30 * 64},
       // L = 32
-      {32, 0.0, 32, 0, 7, 0, 7, -1},
-      {32, 0.25, 24, 8, 7, 1, 14, 4},
-      {32, 0.5, 16, 16, 7, 1, 14, 2},
-      {32, 0.75, 8, 24, 7, 1, 28, 2},
-      {32, 1.0, 0, 32, 0, 1, -1, 1},
+      {32, 0.0, 32, 0, 32 * 7, 32 * 250},
+      {32, 0.5, 16, 16, 32 * 7, 16 * 250 + 16 * 64},
+      {32, 1.0, 0, 32, 32 * 7, 32 * 64},
   };
   for (const FootprintCase& c : cases) {
     SCOPED_TRACE("L=" + std::to_string(c.num_layers) + " f=" + std::to_string(c.lazy_fraction));
     const KvLayout layout = layout_for(c.num_layers, c.lazy_fraction);
-    EXPECT_EQ(layout.lanes_per_block, c.lanes_per_block);
-    EXPECT_EQ(layout.lanes_per_slot, c.lanes_per_slot);
+    EXPECT_EQ(layout.full_layers, c.full_layers);
+    EXPECT_EQ(layout.lazy_layers, c.lazy_layers);
     const Footprint hybrid = layout.hybrid_footprint();
     ASSERT_TRUE(layout.check_footprint(hybrid).ok());
-    EXPECT_EQ(layout.blocks_for(100, hybrid), c.hybrid_blocks);
-    EXPECT_EQ(layout.slots_for(hybrid), c.hybrid_slots);
-    const Footprint full = layout.full_footprint();
-    if (c.full_override_blocks < 0) {
-      EXPECT_FALSE(layout.check_footprint(full).ok());
-    } else {
-      ASSERT_TRUE(layout.check_footprint(full).ok());
-      EXPECT_EQ(layout.blocks_for(100, full), c.full_override_blocks);
-      EXPECT_EQ(layout.slots_for(full), 0);
-    }
-    const Footprint streaming = layout.streaming_footprint();
-    if (c.streaming_slots < 0) {
-      EXPECT_FALSE(layout.check_footprint(streaming).ok());
-    } else {
-      ASSERT_TRUE(layout.check_footprint(streaming).ok());
-      EXPECT_EQ(layout.blocks_for(100, streaming), 0);
-      EXPECT_EQ(layout.slots_for(streaming), c.streaming_slots);
-    }
+    EXPECT_EQ(layout.pages_for(100, hybrid), c.hybrid_pages_100);
+    EXPECT_EQ(layout.pages_for(4000, hybrid), c.hybrid_pages_4000);
+    // Every split of the layers draws from the one pool: the overrides fit any layout.
+    ASSERT_TRUE(layout.check_footprint(layout.full_footprint()).ok());
+    ASSERT_TRUE(layout.check_footprint(layout.streaming_footprint()).ok());
+    EXPECT_EQ(layout.pages_for(4000, layout.full_footprint()), c.num_layers * 250);
+    EXPECT_EQ(layout.pages_for(4000, layout.streaming_footprint()), c.num_layers * 64);
   }
 }
 
-TEST(KvLayoutTest, HybridNeedsOneSlotWhateverLayersAreLazy) {
+TEST(KvLayoutTest, LazyLanesGrowLikeFullOnesUpToSinkPlusWindowThenStay) {
   const KvLayout layout = layout_for(30, 0.5);
-  EXPECT_EQ(layout.blocks_for(0, layout.hybrid_footprint()), 0);
-  EXPECT_EQ(layout.blocks_for(1, layout.hybrid_footprint()), 1);
-  EXPECT_EQ(layout.blocks_for(16, layout.hybrid_footprint()), 1);
-  EXPECT_EQ(layout.blocks_for(17, layout.hybrid_footprint()), 2);
-  EXPECT_EQ(layout.blocks_for(16384, layout.hybrid_footprint()), 1024);
-  EXPECT_EQ(layout.slots_for(layout.hybrid_footprint()), 1);
+  for (int64_t tokens : {0, 1, 16, 17, 100, 1023, 1024}) {
+    EXPECT_EQ(layout.lazy_lane_pages(tokens), layout.full_lane_pages(tokens)) << tokens;
+    // Short requests cost exactly what full attention costs.
+    EXPECT_EQ(layout.bytes_for(tokens, layout.hybrid_footprint()),
+              layout.full_attention_bytes_for(tokens))
+        << tokens;
+  }
+  EXPECT_EQ(layout.full_lane_pages(17), 2);
+  EXPECT_EQ(layout.full_lane_pages(16384), 1024);
+  for (int64_t tokens : {int64_t{1025}, int64_t{2000}, int64_t{16384}, int64_t{1} << 30}) {
+    EXPECT_EQ(layout.lazy_lane_pages(tokens), 64) << tokens;  // ceil((4 + 1020) / 16)
+  }
+  // A window that is not a multiple of the page: the ring's last page is partly used.
+  KvLayout odd = layout;
+  odd.window = 1000;
+  EXPECT_EQ(odd.lazy_lane_pages(5000), 63);  // ceil(1004 / 16)
 }
 
-TEST(KvLayoutTest, BytesOfBlocksAndSlots) {
+TEST(KvLayoutTest, PageBytes) {
   const KvLayout layout = layout_for(30, 0.5);
-  EXPECT_EQ(layout.block_bytes(), 16 * 15 * kSmolBytesPerLaneToken);   // 180 KiB
-  EXPECT_EQ(layout.slot_bytes(), 1024 * 15 * kSmolBytesPerLaneToken);  // 11.25 MiB
-  EXPECT_EQ(layout_for(30, 0.0).slot_bytes(), 0);
-  EXPECT_EQ(layout_for(30, 1.0).block_bytes(), 0);
+  EXPECT_EQ(layout.page_bytes(), 16 * kSmolBytesPerLaneToken);  // 12 KiB
+  EXPECT_EQ(layout_for(30, 0.0).page_bytes(), layout.page_bytes());
+  EXPECT_EQ(layout.bytes_for(100, layout.hybrid_footprint()), 30 * 7 * layout.page_bytes());
 }
 
 TEST(KvLayoutTest, HybridAt16KTokensIsAbout053OfFull) {
@@ -104,13 +99,13 @@ TEST(KvLayoutTest, HybridAt16KTokensIsAbout053OfFull) {
   }
 }
 
-TEST(KvLayoutTest, LanePlaces) {
+TEST(KvLayoutTest, RingRowsOfTokensLieInTheLanesPages) {
   const KvLayout layout = layout_for(30, 0.5);
-  EXPECT_EQ(layout.place_full_lane(0).container, 0);
-  EXPECT_EQ(layout.place_full_lane(17).container, 1);
-  EXPECT_EQ(layout.place_full_lane(17).lane, 2);
-  EXPECT_EQ(layout.place_lazy_lane(29).container, 1);
-  EXPECT_EQ(layout.place_lazy_lane(29).lane, 14);
+  for (int64_t t = 0; t < 5000; ++t) {
+    // The ring row of token t lies in the pages a lazy lane of t + 1 tokens holds.
+    EXPECT_LT(layout.ring_row(t) / layout.block_size, layout.lazy_lane_pages(t + 1)) << t;
+  }
+  EXPECT_EQ(layout.page_row(3, 5), 3 * 16 + 5);
 }
 
 void expect_error_naming(Result<KvLayout> layout, const std::string& setting) {
@@ -139,8 +134,8 @@ TEST(KvLayoutTest, FootprintThatDoesNotCoverTheModelIsRejected) {
   EXPECT_FALSE(layout.check_footprint({15, 14}).ok());
   EXPECT_FALSE(layout.check_footprint({-1, 31}).ok());
   EXPECT_TRUE(layout.check_footprint({20, 10}).ok());
-  EXPECT_EQ(layout.blocks_for(32, {20, 10}), 2 * 2);  // 20 full layers need 2 lane groups
-  EXPECT_EQ(layout.slots_for({20, 10}), 1);
+  EXPECT_EQ(layout.pages_for(32, {20, 10}), 30 * 2);
+  EXPECT_EQ(layout.pages_for(2048, {20, 10}), 20 * 128 + 10 * 64);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
-// Random operations against KvManager, checked after every step against a plain model of the
-// free counts and against the union of the live handles' ids (independent of the manager's own
-// audit): no leak, no double use, and all memory back at the end.
+// Random operations against KvManager (admit, grow, prefill decisions and demotions in the layer
+// maps, release), checked after every step against a plain model of the free count and against
+// the union of the live handles' pages (independent of the manager's own audit): no leak, no
+// page owned twice, lazy lanes never above ceil((sink + window) / page) pages, full-length lanes
+// within the footprint, and all memory back at the end.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -20,47 +22,57 @@ struct Live {
 class KvManagerPropertyTest : public ::testing::TestWithParam<double> {};
 
 TEST_P(KvManagerPropertyTest, RandomOperationsKeepTheBooks) {
-  // L = 6 keeps the layer maps small; tiny blocks and slots make shortages common.
-  const KvLayout layout = KvLayout::for_lazy_fraction(6, GetParam(), 4, 2, 6, 8).value();
-  constexpr int32_t kNumBlocks = 48;
-  const int32_t num_slots = layout.lanes_per_slot > 0 ? 6 : 0;
-  KvManager manager(layout, kNumBlocks, num_slots);
+  // L = 6 keeps the layer maps small; tiny pages make shortages common; sink 2 + window 7 = 9
+  // ring rows over 3 pages of 4 (the last one partly used).
+  const KvLayout layout = KvLayout::for_lazy_fraction(6, GetParam(), 4, 2, 7, 8).value();
+  constexpr int32_t kNumPages = 160;
+  KvManager manager(layout, kNumPages);
+  const int64_t max_lazy_lane_pages = ceil_div(layout.ring_tokens(), layout.block_size);
 
-  std::vector<Footprint> footprints = {layout.hybrid_footprint()};
-  for (Footprint footprint :
-       {layout.full_footprint(), layout.streaming_footprint(),
-        Footprint{layout.lanes_per_block > 0 ? 1 : 0, layout.lanes_per_block > 0 ? 5 : 6}}) {
-    if (layout.check_footprint(footprint).ok()) footprints.push_back(footprint);
-  }
+  // Every split of the layers draws from the one pool.
+  std::vector<Footprint> footprints = {layout.hybrid_footprint(), layout.full_footprint(),
+                                       layout.streaming_footprint(), Footprint{1, 5}};
 
   std::mt19937 random(1234);
   auto uniform = [&](int64_t low, int64_t high) {
     return std::uniform_int_distribution<int64_t>(low, high)(random);
   };
-  int64_t model_free_blocks = kNumBlocks;
-  int64_t model_free_slots = num_slots;
+  int64_t model_free_pages = kNumPages;
   std::vector<Live> live;
   int num_admitted = 0;
   int num_refused = 0;
   int num_grown = 0;
+  int num_demoted = 0;
 
   auto check_everything = [&] {
     manager.check_invariants();
-    ASSERT_EQ(manager.num_free_blocks(), model_free_blocks);
-    ASSERT_EQ(manager.num_free_slots(), model_free_slots);
+    ASSERT_EQ(manager.num_free_pages(), model_free_pages);
     ASSERT_EQ(manager.num_live_allocations(), static_cast<int32_t>(live.size()));
-    std::set<BlockId> blocks;
-    std::set<SlotId> slots;
+    std::set<PageId> pages;
+    int64_t full_lane_pages = 0, lazy_lane_pages = 0;
     for (const Live& entry : live) {
-      for (BlockId block : entry.allocation.block_table().all_block_ids()) {
-        ASSERT_TRUE(blocks.insert(block).second) << "block " << block << " used twice";
+      const KvAllocation& a = entry.allocation;
+      for (const PageTable* table : {&a.full_pages(), &a.lazy_pages()}) {
+        for (PageId page : table->all_page_ids()) {
+          ASSERT_TRUE(pages.insert(page).second) << "page " << page << " owned twice";
+        }
       }
-      for (SlotId slot : entry.allocation.slot_ids()) {
-        ASSERT_TRUE(slots.insert(slot).second) << "slot " << slot << " used twice";
+      full_lane_pages += a.full_pages().num_pages();
+      lazy_lane_pages += a.lazy_pages().num_pages();
+      // A lazy layer never holds more than its sinks and window need.
+      ASSERT_LE(a.lazy_pages().num_pages_per_lane(), max_lazy_lane_pages);
+      if (a.footprint().lazy_layers > 0) {
+        ASSERT_EQ(a.lazy_pages().num_pages_per_lane(), layout.lazy_lane_pages(a.token_capacity()));
       }
+      // Full-length layers in the arena: at most the footprint's full lanes (P for a hybrid
+      // request); the layer being decided during prefill is the model's scratch, the "+1".
+      ASSERT_LE(a.layer_map().num_full_layers(), a.footprint().full_layers);
+      ASSERT_EQ(a.full_pages().num_lanes(), a.footprint().full_layers);
+      ASSERT_EQ(a.num_pages(), layout.pages_for(a.token_capacity(), a.footprint()));
     }
-    ASSERT_EQ(static_cast<int64_t>(blocks.size()) + model_free_blocks, kNumBlocks);
-    ASSERT_EQ(static_cast<int64_t>(slots.size()) + model_free_slots, num_slots);
+    ASSERT_EQ(static_cast<int64_t>(pages.size()) + model_free_pages, kNumPages);  // no leak
+    ASSERT_EQ(manager.num_full_lane_pages(), full_lane_pages);
+    ASSERT_EQ(manager.num_lazy_lane_pages(), lazy_lane_pages);
   };
 
   for (int step = 0; step < 5000; ++step) {
@@ -69,17 +81,14 @@ TEST_P(KvManagerPropertyTest, RandomOperationsKeepTheBooks) {
       const Footprint footprint =
           footprints[static_cast<size_t>(uniform(0, footprints.size() - 1))];
       const int64_t tokens = uniform(0, 60);
-      const int64_t need_blocks = layout.blocks_for(tokens, footprint);
-      const int64_t need_slots = layout.slots_for(footprint);
+      const int64_t need = layout.pages_for(tokens, footprint);
       std::optional<AdmitPlan> plan = manager.plan_admit(footprint, tokens);
-      ASSERT_EQ(plan.has_value(),
-                need_blocks <= model_free_blocks && need_slots <= model_free_slots);
+      ASSERT_EQ(plan.has_value(), need <= model_free_pages);
       if (!plan) {
         ++num_refused;
       } else if (uniform(0, 4) > 0) {
         live.push_back({manager.commit(std::move(*plan))});
-        model_free_blocks -= need_blocks;
-        model_free_slots -= need_slots;
+        model_free_pages -= need;
         ++num_admitted;
       }
     } else if (op <= 6) {  // grow a random request
@@ -88,35 +97,41 @@ TEST_P(KvManagerPropertyTest, RandomOperationsKeepTheBooks) {
       const int64_t new_capacity = old_capacity + uniform(0, 12);
       const Footprint footprint = entry.allocation.footprint();
       const int64_t extra =
-          layout.blocks_for(new_capacity, footprint) - layout.blocks_for(old_capacity, footprint);
+          layout.pages_for(new_capacity, footprint) - layout.pages_for(old_capacity, footprint);
       std::optional<GrowPlan> plan = manager.plan_grow(entry.allocation, new_capacity);
-      ASSERT_EQ(plan.has_value(), extra <= model_free_blocks);
+      ASSERT_EQ(plan.has_value(), extra <= model_free_pages);
       if (plan && uniform(0, 4) > 0) {
         manager.commit(entry.allocation, std::move(*plan));
-        model_free_blocks -= extra;
+        model_free_pages -= extra;
         ++num_grown;
       }
     } else if (op == 7) {  // one prefill decision in a random request's layer map
+      // As the max-heap decides: the arriving layer takes a free full lane, or goes lazy, or (when
+      // the full lanes are all taken) replaces a full layer that is demoted to a lazy lane at once.
       LayerMap& map = live[static_cast<size_t>(uniform(0, live.size() - 1))].allocation.layer_map();
       int32_t layer = 0;
       while (layer < map.num_layers() && map.kind_of(layer) != LayerKind::kUnassigned) ++layer;
-      if (layer < map.num_layers() && map.num_free_full_lanes() > 0 && uniform(0, 1) == 0) {
+      if (layer == map.num_layers()) continue;  // prefill done
+      const int64_t choice = uniform(0, 2);
+      if (map.num_free_full_lanes() > 0 && choice > 0) {
         map.assign_full(layer);
-      } else if (layer < map.num_layers() && map.num_free_lazy_lanes() > 0) {
+      } else if (map.num_free_lazy_lanes() > 0 && map.num_full_layers() > 0 && choice == 0) {
+        int32_t victim = 0;
+        while (!map.is_full(victim)) ++victim;
+        map.make_lazy(victim);  // demoted: its full lane goes to the arriving layer
+        map.assign_full(layer);
+        ++num_demoted;
+      } else if (map.num_free_lazy_lanes() > 0) {
         map.assign_lazy(layer);
       } else {
-        for (int32_t full = 0; full < map.num_layers(); ++full) {
-          if (map.is_full(full) && map.num_free_lazy_lanes() > 0) {
-            map.make_lazy(full);
-            break;
-          }
-        }
+        map.assign_full(layer);
       }
+      // Full-length layers of this request: its full lanes plus the layer being decided (the
+      // model's prefill scratch), at most P + 1.
+      ASSERT_LE(map.num_full_layers() + 1, map.max_full_layers() + 1);
     } else {  // finish or abort: release, destroy, or overwrite by a move
       const size_t index = static_cast<size_t>(uniform(0, live.size() - 1));
-      const Footprint footprint = live[index].allocation.footprint();
-      model_free_blocks += layout.blocks_for(live[index].allocation.token_capacity(), footprint);
-      model_free_slots += layout.slots_for(footprint);
+      model_free_pages += live[index].allocation.num_pages();
       const int64_t how = uniform(0, 2);
       if (how == 0) {
         manager.release(std::move(live[index].allocation));
@@ -133,10 +148,12 @@ TEST_P(KvManagerPropertyTest, RandomOperationsKeepTheBooks) {
   EXPECT_GT(num_admitted, 100);
   EXPECT_GT(num_refused, 10);
   EXPECT_GT(num_grown, 100);
+  if (layout.full_layers > 0 && layout.lazy_layers > 0) {
+    EXPECT_GT(num_demoted, 10);
+  }
 
   live.clear();
-  EXPECT_EQ(manager.num_free_blocks(), kNumBlocks);
-  EXPECT_EQ(manager.num_free_slots(), num_slots);
+  EXPECT_EQ(manager.num_free_pages(), kNumPages);
   EXPECT_EQ(manager.num_live_allocations(), 0);
   manager.check_invariants();
 }

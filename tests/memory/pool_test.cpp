@@ -1,4 +1,4 @@
-// memory::IdPool, as KvManager uses it for blocks and for slots.
+// memory::IdPool, as KvManager uses it for its pages.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -37,7 +37,7 @@ TEST(IdPoolTest, CommitTakesExactlyThePlannedIds) {
 TEST(IdPoolTest, ShortageIsNullopt) {
   IdPool pool(4, "block");
   EXPECT_FALSE(pool.plan(5));
-  std::vector<BlockId> taken = pool.commit(*pool.plan(4));
+  std::vector<PageId> taken = pool.commit(*pool.plan(4));
   EXPECT_FALSE(pool.plan(1));
   std::optional<IdPlan> none = pool.plan(0);
   ASSERT_TRUE(none);
@@ -48,8 +48,8 @@ TEST(IdPoolTest, ShortageIsNullopt) {
 
 TEST(IdPoolTest, ReleasedIdsAreHandedOutFirstInTheirOrder) {
   IdPool pool(8, "block");
-  std::vector<BlockId> taken = pool.commit(*pool.plan(6));
-  pool.release(std::vector<BlockId>{4, 2});
+  std::vector<PageId> taken = pool.commit(*pool.plan(6));
+  pool.release(std::vector<PageId>{4, 2});
   EXPECT_EQ(pool.plan(3)->ids, (Ids{4, 2, 6}));
   pool.check_invariants();
 }
@@ -66,7 +66,7 @@ TEST(IdPoolTest, PlanCommitRelease) {
   std::optional<IdPlan> plan = pool.plan(2);
   ASSERT_TRUE(plan);
   EXPECT_EQ(pool.num_free(), 3);
-  std::vector<SlotId> slots = pool.commit(std::move(*plan));
+  std::vector<PageId> slots = pool.commit(std::move(*plan));
   EXPECT_EQ(slots, (Ids{0, 1}));
   EXPECT_EQ(pool.num_free(), 1);
   EXPECT_FALSE(pool.plan(2));
@@ -79,20 +79,20 @@ using IdPoolDeathTest = ::testing::Test;
 
 TEST_F(IdPoolDeathTest, DoubleReleaseAborts) {
   IdPool pool(4, "block");
-  std::vector<BlockId> taken = pool.commit(*pool.plan(2));
+  std::vector<PageId> taken = pool.commit(*pool.plan(2));
   pool.release(taken);
   EXPECT_DEATH(pool.release(taken), "block [01] released twice");
 }
 
 TEST_F(IdPoolDeathTest, ForeignIdAborts) {
   IdPool pool(4, "block");
-  EXPECT_DEATH(pool.release(std::vector<BlockId>{7}), "block 7 is not in \\[0, 4\\)");
+  EXPECT_DEATH(pool.release(std::vector<PageId>{7}), "block 7 is not in \\[0, 4\\)");
 }
 
 TEST_F(IdPoolDeathTest, StalePlanAborts) {
   IdPool pool(4, "block");
   IdPlan stale = *pool.plan(1);
-  std::vector<BlockId> taken = pool.commit(*pool.plan(1));
+  std::vector<PageId> taken = pool.commit(*pool.plan(1));
   EXPECT_DEATH((void)pool.commit(stale), "stale block plan");
 }
 
@@ -105,7 +105,7 @@ TEST_F(IdPoolDeathTest, AlteredPlanAborts) {
 
 TEST_F(IdPoolDeathTest, MessagesNameThePoolsKind) {
   IdPool pool(2, "slot");
-  std::vector<SlotId> taken = pool.commit(*pool.plan(1));
+  std::vector<PageId> taken = pool.commit(*pool.plan(1));
   pool.release(taken);
   EXPECT_DEATH(pool.release(taken), "slot 0 released twice");
 }

@@ -220,15 +220,16 @@ TEST_F(LightTransferModel, DifferentPromptsGetDifferentLayerMaps) {
   EXPECT_NE(maps[0], maps[1]);
 }
 
-TEST_F(LightTransferModel, KvBytesAreOneSlotPlusBlocks) {
+TEST_F(LightTransferModel, KvBytesAreThePagesOfEveryLane) {
   LightTransferSettings lt;
   const auto prompt = tokens(std::string(kProse) + kCode);
   HybridSequence* seq = nullptr;
   run_hybrid(lt, prompt, 0, &seq);
   const auto& layout = arena_->layout();
-  const int64_t blocks =
-      (static_cast<int64_t>(prompt.size()) + layout.block_size - 1) / layout.block_size;
-  EXPECT_EQ(seq->kv_bytes(), layout.slot_bytes() + blocks * layout.block_bytes());
+  const auto n = static_cast<int64_t>(prompt.size());
+  EXPECT_EQ(seq->kv_bytes(), (layout.full_layers * layout.full_lane_pages(n) +
+                              layout.lazy_layers * layout.lazy_lane_pages(n)) *
+                                 layout.page_bytes());
   // The peak adds one layer's full-length prompt K/V (the layer being decided).
   EXPECT_EQ(seq->peak_kv_bytes(),
             seq->kv_bytes() + static_cast<int64_t>(prompt.size()) * layout.bytes_per_lane_token);

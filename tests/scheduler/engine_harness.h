@@ -15,7 +15,7 @@
 
 namespace lightserve::scheduler::testing {
 
-// 4 layers, 2 full + 2 lazy lanes; blocks of 4 tokens; slots of 2 + 6 tokens.
+// 4 layers, 2 full + 2 lazy lanes; pages of 4 tokens; lazy lanes keep 2 sink + 6 window tokens.
 inline memory::KvLayout small_layout() {
   Result<memory::KvLayout> layout = memory::KvLayout::for_lazy_fraction(4, 0.5, 4, 2, 6, 4);
   EXPECT_TRUE(layout.ok());
@@ -33,15 +33,14 @@ inline SchedulerConfig default_config() {
 }
 
 struct HarnessOptions {
-  int32_t num_blocks = 64;
-  int32_t num_slots = 16;
+  int32_t num_pages = 256;
   SchedulerConfig config = default_config();
   FakeExecutor::Options model;
 };
 
 struct Harness {
   explicit Harness(HarnessOptions options = HarnessOptions())
-      : kv(small_layout(), options.num_blocks, options.num_slots), executor(options.model) {
+      : kv(small_layout(), options.num_pages), executor(options.model) {
     Result<std::unique_ptr<Engine>> created =
         Engine::create(options.config, kv, executor, detokenizer, clock);
     EXPECT_TRUE(created.ok()) << (created.ok() ? "" : created.error().message);

@@ -47,8 +47,7 @@ TEST_P(EngineRandomTest, EveryRequestFinishesOnceWithItsUndisturbedOutput) {
   constexpr int32_t kMaxPrompt = 40;
   constexpr int32_t kMaxNew = 24;
   HarnessOptions options;
-  options.num_blocks = 40;  // 160 tokens: a handful of requests at once
-  options.num_slots = 6;
+  options.num_pages = 104;  // a handful of requests at once
   options.config.policy = GetParam().policy;
   options.config.max_running = 5;
   options.config.max_waiting = 24;
@@ -132,9 +131,8 @@ TEST_P(EngineRandomTest, EveryRequestFinishesOnceWithItsUndisturbedOutput) {
     ASSERT_LT(step, 200000) << "no progress";
   }
 
-  // No leaks: every block, slot and executor state is back.
-  EXPECT_EQ(h.kv.num_free_blocks(), h.kv.num_total_blocks());
-  EXPECT_EQ(h.kv.num_free_slots(), h.kv.num_total_slots());
+  // No leaks: every page and executor state is back.
+  EXPECT_EQ(h.kv.num_free_pages(), h.kv.num_total_pages());
   EXPECT_EQ(h.kv.num_live_allocations(), 0);
   EXPECT_EQ(h.executor.num_live_states(), 0u);
   const EngineStats stats = h.engine->stats();
@@ -214,7 +212,7 @@ TEST(EngineThreadTest, RunOnOwnerThreadWithConcurrentClients) {
   HarnessOptions options;
   options.config.policy = AdmissionPolicy::kOptimistic;
   options.config.max_waiting = 1000;
-  options.num_blocks = 32;
+  options.num_pages = 96;
   Harness h(options);
   std::thread owner([&] { h.engine->run(); });
   auto client = [&](int offset, std::vector<AddResult>& out) {
@@ -246,7 +244,7 @@ TEST(EngineThreadTest, RunOnOwnerThreadWithConcurrentClients) {
   h.engine->stop();
   owner.join();
   EXPECT_FALSE(h.engine->has_work());
-  EXPECT_EQ(h.kv.num_free_blocks(), h.kv.num_total_blocks());
+  EXPECT_EQ(h.kv.num_free_pages(), h.kv.num_total_pages());
   const AddResult after = h.add({1}, 1);
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.error->kind, ErrorKind::kUnavailable);

@@ -31,8 +31,7 @@ int run_until_idle(Harness& h, int max_steps = 1000) {
 }
 
 void expect_all_memory_back(const Harness& h) {
-  EXPECT_EQ(h.kv.num_free_blocks(), h.kv.num_total_blocks());
-  EXPECT_EQ(h.kv.num_free_slots(), h.kv.num_total_slots());
+  EXPECT_EQ(h.kv.num_free_pages(), h.kv.num_total_pages());
   EXPECT_EQ(h.kv.num_live_allocations(), 0);
   EXPECT_EQ(h.executor.num_live_states(), 0u);
 }
@@ -57,16 +56,17 @@ TEST(EngineTest, StateTablePerStep) {
     Progress a_progress;
     std::optional<S> b_state;
     Progress b_progress;
-    int32_t free_blocks;
+    int32_t free_pages;
   };
   const std::vector<Row> table = {
       // A's 6-token prompt takes all 4 layers (24); B is admitted but gets no budget.
-      {"A:P0-4 ", 24, S::kDecoding, {{6, 4}}, S::kPrefilling, {{0, 0}}, 64 - 3 - 3},
+      // Each holds 2 full lanes of 3 pages and 2 lazy lanes of 2 (the 8-token ring): 10 pages.
+      {"A:P0-4 ", 24, S::kDecoding, {{6, 4}}, S::kPrefilling, {{0, 0}}, 256 - 10 - 10},
       // A decodes first (4); B's 8 tokens get (24 - 4) / 8 = 2 layers.
-      {"A:D0-4 B:P0-2 ", 20, S::kDecoding, {{7, 4}}, S::kPrefilling, {{0, 2}}, 58},
-      // A reaches max_tokens 3 and gives its 3 blocks back; B finishes its prefill.
-      {"A:D0-4 B:P2-4 ", 20, std::nullopt, std::nullopt, S::kDecoding, {{8, 4}}, 61},
-      {"B:D0-4 ", 4, std::nullopt, std::nullopt, std::nullopt, std::nullopt, 64},
+      {"A:D0-4 B:P0-2 ", 20, S::kDecoding, {{7, 4}}, S::kPrefilling, {{0, 2}}, 236},
+      // A reaches max_tokens 3 and gives its 10 pages back; B finishes its prefill.
+      {"A:D0-4 B:P2-4 ", 20, std::nullopt, std::nullopt, S::kDecoding, {{8, 4}}, 246},
+      {"B:D0-4 ", 4, std::nullopt, std::nullopt, std::nullopt, std::nullopt, 256},
   };
   for (size_t i = 0; i < table.size(); ++i) {
     const Row& row = table[i];
@@ -82,7 +82,7 @@ TEST(EngineTest, StateTablePerStep) {
     EXPECT_EQ(h.engine->progress_of(a.id), row.a_progress) << "step " << i + 1;
     EXPECT_EQ(h.engine->state_of(b.id), row.b_state) << "step " << i + 1;
     EXPECT_EQ(h.engine->progress_of(b.id), row.b_progress) << "step " << i + 1;
-    EXPECT_EQ(h.kv.num_free_blocks(), row.free_blocks) << "step " << i + 1;
+    EXPECT_EQ(h.kv.num_free_pages(), row.free_pages) << "step " << i + 1;
   }
   EXPECT_FALSE(h.engine->has_work());
   Outcome oa, ob;
@@ -95,7 +95,7 @@ TEST(EngineTest, StateTablePerStep) {
 }
 
 TEST(EngineTest, ConfigErrorsNameTheSetting) {
-  memory::KvManager kv(testing::small_layout(), 8, 2);
+  memory::KvManager kv(testing::small_layout(), 32);
   testing::FakeExecutor executor({});
   testing::FakeDetokenizer detokenizer;
   testing::FakeClock clock;
@@ -133,7 +133,7 @@ TEST(EngineTest, QueueFullIsRefusedAtOnce) {
 
 TEST(EngineTest, PromptThatCanNeverFitIsRefusedNamingBothLengths) {
   HarnessOptions options;
-  options.num_blocks = 8;  // 32 tokens for one hybrid request
+  options.num_pages = 20;  // 32 tokens for one hybrid request: 2 x 8 full + 2 x 2 lazy pages
   Harness h(options);
   const AddResult over_context = h.add(std::vector<int32_t>(60, 1), 10);
   ASSERT_FALSE(over_context.ok());
@@ -180,7 +180,7 @@ TEST(EngineTest, InvalidParamsAreRefused) {
   bad_footprint.footprint = memory::Footprint{3, 3};
   EXPECT_EQ(kind_of(bad_footprint), ErrorKind::kInvalidArgument);
   RequestParams full = p;
-  full.footprint = memory::Footprint{4, 0};  // the `full` override: two lane groups, no slot
+  full.footprint = memory::Footprint{4, 0};  // the `full` override: every lane full
   EXPECT_EQ(kind_of(full), std::nullopt);
   run_until_idle(h);
   expect_all_memory_back(h);
@@ -198,7 +198,7 @@ TEST(EngineTest, AbortFreesMemoryInTheSameStep) {
   EXPECT_EQ(h.engine->state_of(running.id), RequestState::kDecoding);
   EXPECT_EQ(h.engine->state_of(waiting.id), RequestState::kWaiting);
   EXPECT_EQ(h.engine->state_of(never_ran.id), std::nullopt);
-  EXPECT_LT(h.kv.num_free_blocks(), h.kv.num_total_blocks());
+  EXPECT_LT(h.kv.num_free_pages(), h.kv.num_total_pages());
 
   h.engine->abort(running.id);
   h.engine->abort(waiting.id);
@@ -243,7 +243,7 @@ TEST(EngineTest, RequestWhoseReaderLagsIsHeldUntilItReads) {
   EXPECT_EQ(slow.events->unread(), 3u);  // 1 from the prefill, 2 decodes, then held
   EXPECT_EQ(h.engine->state_of(slow.id), RequestState::kDecoding);
   EXPECT_EQ(h.engine->stats().num_held, 1);
-  EXPECT_LT(h.kv.num_free_blocks(), h.kv.num_total_blocks());  // it keeps its KV
+  EXPECT_LT(h.kv.num_free_pages(), h.kv.num_total_pages());  // it keeps its KV
 
   Outcome slow_out;
   for (int i = 0; i < 100 && h.engine->has_work(); ++i) {
@@ -315,7 +315,7 @@ TEST(EngineTest, HeldBackTextIsReleasedAtALengthFinish) {
 TEST(EngineTest, PreemptedRequestsMatchUndisturbedRuns) {
   for (const bool sampled : {false, true}) {
     HarnessOptions options;
-    options.num_blocks = 12;
+    options.num_pages = 40;
     options.config.policy = AdmissionPolicy::kOptimistic;
     options.config.growth_tokens = 4;
     options.config.max_running = 4;

@@ -226,9 +226,10 @@ TEST_F(ServingCoreTest, MetricsAfterAKnownWorkload) {
   EXPECT_EQ(sample(after, "lightserve_num_requests_running"), 0);
   EXPECT_EQ(sample(after, "lightserve_num_requests_waiting"), 0);
   EXPECT_EQ(sample(after, "lightserve_kv_cache_usage_perc"), 0);
-  EXPECT_EQ(sample(after, "lightserve_lazy_slot_usage_perc"), 0);
+  EXPECT_EQ(sample(after, "lightserve_kv_cache_usage_by_kind_perc", {"kind=\"full\""}), 0);
+  EXPECT_EQ(sample(after, "lightserve_kv_cache_usage_by_kind_perc", {"kind=\"lazy\""}), 0);
   EXPECT_EQ(sample(after, "lightserve_cache_config_info",
-                   {"num_blocks=\"" + std::to_string(engine_->capacity().num_blocks) + "\""}),
+                   {"num_pages=\"" + std::to_string(engine_->capacity().num_pages) + "\""}),
             1);
 }
 
@@ -239,9 +240,7 @@ TEST_F(ServingCoreTest, AbortGivesTheKvBack) {
   ASSERT_TRUE(added.ok());
   auto first = added.events->wait_pop(std::chrono::seconds(60));  // it is running
   ASSERT_TRUE(first.has_value());
-  auto used = [] {
-    return engine_->snapshot().num_used_slots + engine_->snapshot().num_used_blocks;
-  };
+  auto used = [] { return engine_->snapshot().num_used_pages; };
   for (int i = 0; i < 100 && used() == 0; ++i) {  // published after the step that emitted it
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -255,8 +254,9 @@ TEST_F(ServingCoreTest, AbortGivesTheKvBack) {
   EXPECT_EQ(e->finish_reason, FinishReason::kAbort);
   const auto m = idle_metrics();
   EXPECT_EQ(sample(m, "lightserve_kv_cache_usage_perc"), 0);
-  EXPECT_EQ(engine_->snapshot().num_used_blocks, 0);
-  EXPECT_EQ(engine_->snapshot().num_used_slots, 0);
+  EXPECT_EQ(engine_->snapshot().num_used_pages, 0);
+  EXPECT_EQ(engine_->snapshot().num_full_layer_pages, 0);
+  EXPECT_EQ(engine_->snapshot().num_lazy_layer_pages, 0);
 }
 
 // Last: the engine stays draining.

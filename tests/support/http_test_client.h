@@ -283,8 +283,7 @@ class DaemonSuite : public ::testing::Test {
       const std::string text = c.request("GET", "/metrics").body;
       if (metric_value(text, "lightserve_num_requests_running") == 0.0 &&
           metric_value(text, "lightserve_num_requests_waiting") == 0.0 &&
-          metric_value(text, "lightserve_kv_cache_usage_perc") == 0.0 &&
-          metric_value(text, "lightserve_lazy_slot_usage_perc") == 0.0) {
+          metric_value(text, "lightserve_kv_cache_usage_perc") == 0.0) {
         return true;
       }
       if (std::chrono::steady_clock::now() > deadline) return false;

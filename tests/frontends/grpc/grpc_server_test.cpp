@@ -171,8 +171,7 @@ class DaemonSuite : public ::testing::Test {
       prepare(context);
       info.Clear();
       if (stub_->GetServerInfo(&context, {}, &info).ok() && info.load().num_in_flight() == 0 &&
-          info.load().num_running() == 0 && info.load().num_used_blocks() == 0 &&
-          info.load().num_used_slots() == 0) {
+          info.load().num_running() == 0 && info.load().num_used_pages() == 0) {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -354,8 +353,7 @@ TEST_F(GrpcServerTest, CancelMidStreamAbortsTheRequestAndFreesItsKv) {
   const v1::Load load = wait_until_idle();
   EXPECT_EQ(load.num_in_flight(), 0);
   EXPECT_EQ(load.num_running(), 0);
-  EXPECT_EQ(load.num_used_blocks(), 0);
-  EXPECT_EQ(load.num_used_slots(), 0);
+  EXPECT_EQ(load.num_used_pages(), 0);
   // And the server still serves.
   v1::GenerateResponse response;
   const grpc::Status status = generate(text_request(kPrompt, 4), &response);
@@ -399,8 +397,7 @@ TEST_F(GrpcServerTest, ConcurrentCallsThatGoAwayLeaveNothingBehind) {
   const v1::Load load = wait_until_idle();
   EXPECT_EQ(load.num_in_flight(), 0);
   EXPECT_EQ(load.num_waiting(), 0);
-  EXPECT_EQ(load.num_used_blocks(), 0);
-  EXPECT_EQ(load.num_used_slots(), 0);
+  EXPECT_EQ(load.num_used_pages(), 0);
   EXPECT_TRUE(daemon_->running());
 }
 
@@ -477,9 +474,17 @@ TEST_F(GrpcServerTest, ModelAndServerInfo) {
     ASSERT_TRUE(stub_->GetServerInfo(&context, {}, &server).ok());
   }
   EXPECT_EQ(server.capacity().budget_bytes(), 64ll << 20);
-  EXPECT_GT(server.capacity().num_blocks(), 0);
-  EXPECT_GT(server.capacity().num_slots(), 0);
+  EXPECT_EQ(server.capacity().num_pages(), (64ll << 20) / server.capacity().page_bytes());
   EXPECT_EQ(server.capacity().block_size(), 16);
+  EXPECT_EQ(server.capacity().page_bytes(), 16 * 768);
+  // In sequences of 32 tokens (a short request costs what full attention costs) and of the
+  // context (sink + window = 1024 = the context here).
+  ASSERT_EQ(server.capacity().sequences_size(), 2);
+  EXPECT_EQ(server.capacity().sequences(0).tokens(), 32);
+  EXPECT_EQ(server.capacity().sequences(0).hybrid_pages(), 60);
+  EXPECT_EQ(server.capacity().sequences(0).max_hybrid_sequences(),
+            server.capacity().sequences(0).max_full_sequences());
+  EXPECT_EQ(server.capacity().sequences(1).tokens(), 1024);
   EXPECT_EQ(server.capacity().context_tokens(), 1024);
   EXPECT_GE(server.capacity().max_hybrid_sequences(), 1);
   EXPECT_EQ(server.lighttransfer().mode(), "online");
