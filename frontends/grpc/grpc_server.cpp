@@ -1,5 +1,6 @@
-// The gRPC frontend (grpc_server.h): lightserve.v1.Generation on the callback API, health and
-// reflection.
+// The gRPC frontend (grpc_server.h): lightserve.v1.Generation on the callback API, health, and
+// reflection v1alpha (gRPC's plugin) and v1 (reflection_v1.h). A request with n > 1 is n sibling
+// requests read through one GenerationGroup.
 //
 // Threads and lifetimes. Handlers and reactions run on gRPC's callback threads; EventStream
 // listeners run on the engine thread. Neither blocks: a listener only pops what is ready and

@@ -5,10 +5,11 @@
 // /detokenize.
 //
 // Pure functions over JSON and strings: no sockets, no engine. They never throw; every error is
-// an invalid argument (HTTP 400 through error_mapping.h). Fields OpenAI defines that lightserve
-// cannot honour (n > 1, echo, tools, response_format other than text, batches of prompts ...)
-// are refused by name, and so are vLLM's and llama.cpp's extras it does not implement
-// (guided_json, grammar, chat_template_kwargs ...); fields nobody defines are ignored, as
+// an invalid argument (HTTP 400 through error_mapping.h), except an unknown model (404, its
+// message from check_model). Fields OpenAI defines that lightserve cannot honour (tools,
+// response_format other than text, echo with logprobs, batches of prompts ...) are refused by
+// name, and so are vLLM's and llama.cpp's extras it does not implement (guided_json, grammar,
+// prompt_logprobs ...): README's fields table lists them; fields nobody defines are ignored, as
 // OpenAI-compatible servers do.
 #pragma once
 
