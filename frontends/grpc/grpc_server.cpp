@@ -460,6 +460,9 @@ class GenerationService final : public RawGenerationService {
     std::vector<int32_t> ids;
     if (auto error = engine_.tokenize(input.value(), ids)) return error;
     response.mutable_token_ids()->Add(ids.begin(), ids.end());
+    if (request.return_token_strs()) {
+      for (const int32_t id : ids) response.add_token_strs(engine_.tokenizer().token_text(id));
+    }
     response.set_max_context_tokens(engine_.context_tokens());
     return std::nullopt;
   }

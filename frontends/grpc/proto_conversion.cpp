@@ -114,6 +114,19 @@ Result<serving::GenerateInput> to_tokenize_input(const v1::TokenizeRequest& requ
     case v1::TokenizeRequest::INPUT_NOT_SET:
       return Error{"the input is missing: set text or chat"};
   }
+  if (request.has_add_generation_prompt()) {
+    input.add_generation_prompt = request.add_generation_prompt();
+  }
+  input.continue_final_message = request.continue_final_message();
+  for (const auto& [key, value] : request.chat_template_kwargs()) {
+    input.chat_template_kwargs.emplace_back(key, value);
+  }
+  std::sort(input.chat_template_kwargs.begin(), input.chat_template_kwargs.end());
+  if (!input.messages && (input.continue_final_message || !input.chat_template_kwargs.empty())) {
+    return Error{std::string(input.continue_final_message ? "'continue_final_message'"
+                                                          : "'chat_template_kwargs'") +
+                 " needs chat messages"};
+  }
   return input;
 }
 

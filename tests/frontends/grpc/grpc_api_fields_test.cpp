@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -240,6 +241,41 @@ TEST_F(GrpcApiFieldsTest, ContinueFinalMessageLeavesTheTurnOpen) {
   EXPECT_NE(status.error_message().find("'chat_template_kwargs.enable_thinking'"),
             std::string::npos)
       << status.error_message();
+}
+
+// Tokenize renders chat as Generate does, with the same options, and names each token.
+TEST_F(GrpcApiFieldsTest, TokenizeTakesTheChatOptionsAndReturnsTokenStrings) {
+  const auto tokenize = [](const v1::TokenizeRequest& request, v1::TokenizeResponse* out) {
+    grpc::ClientContext context;
+    prepare(context);
+    return stub_->Tokenize(&context, request, out);
+  };
+  v1::TokenizeRequest request;
+  request.set_text("Hello world");
+  request.set_return_token_strs(true);
+  v1::TokenizeResponse text;
+  ASSERT_TRUE(tokenize(request, &text).ok());
+  ASSERT_EQ(text.token_strs_size(), text.token_ids_size());
+  EXPECT_EQ(text.token_strs(text.token_strs_size() - 1), "\xC4\xA0world");  // "Ġworld"
+
+  v1::TokenizeRequest chat;
+  chat.mutable_chat()->add_messages()->set_role("user");
+  chat.mutable_chat()->mutable_messages(0)->set_content("Hi");
+  chat.mutable_chat()->add_messages()->set_role("assistant");
+  chat.mutable_chat()->mutable_messages(1)->set_content("Hel");
+  chat.set_add_generation_prompt(false);
+  v1::TokenizeResponse closed, open;
+  ASSERT_TRUE(tokenize(chat, &closed).ok());
+  chat.set_continue_final_message(true);
+  ASSERT_TRUE(tokenize(chat, &open).ok());
+  ASSERT_EQ(open.token_ids_size(), closed.token_ids_size() - 2);  // "<|im_end|>", "\n"
+  EXPECT_TRUE(
+      std::equal(open.token_ids().begin(), open.token_ids().end(), closed.token_ids().begin()));
+  (*chat.mutable_chat_template_kwargs())["enable_thinking"] = "false";
+  v1::TokenizeResponse refused;
+  const grpc::Status status = tokenize(chat, &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("enable_thinking"), std::string::npos);
 }
 
 TEST_F(GrpcApiFieldsTest, UnknownModelIsNotFound) {
