@@ -167,7 +167,56 @@ Result<ChatTemplate> ChatTemplate::from_gguf(const GgufFile& file, const Tokeniz
 }
 
 Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
-                                         bool add_generation_prompt) const {
+                                         const ChatOptions& options) const {
+  std::string date = "26 Jul 2024";  // the Llama-3.1 template's date_string when none is passed
+  for (const auto& [key, value] : options.kwargs) {
+    if (format_ == ChatFormat::kLlama31 && key == "date_string") {
+      date = value;
+      continue;
+    }
+    std::string message = "'chat_template_kwargs." + key + "' is not read by this model's chat ";
+    message.append("format (")
+        .append(name())
+        .append(format_ == ChatFormat::kLlama31 ? "; it reads date_string)" : "; it reads none)");
+    return Error{message};
+  }
+  if (!options.continue_final_message)
+    return render_turns(messages, options.add_generation_prompt, date);
+  if (options.add_generation_prompt) {
+    return Error{
+        "'continue_final_message' needs 'add_generation_prompt': false (the final message is "
+        "continued, no new turn opened)"};
+  }
+  if (messages.empty() || messages.back().role != "assistant") {
+    return Error{"'continue_final_message' needs the last message to be the assistant's"};
+  }
+  Result<std::string> rendered = render_turns(messages, false, date);
+  if (!rendered) return rendered;
+  // The final turn's closing text, which continuing leaves out.
+  std::string close;
+  switch (format_) {
+    case ChatFormat::kChatML:
+      close.append(kEnd).append("\n");
+      break;
+    case ChatFormat::kLlama3:
+    case ChatFormat::kLlama31:
+      close = "<|eot_id|>";
+      break;
+    case ChatFormat::kMistralV1:
+      close = eos_;
+      break;
+    case ChatFormat::kLlama2:
+      close.append(" ").append(eos_);
+      break;
+  }
+  std::string& out = rendered.value();
+  if (out.ends_with(close)) out.resize(out.size() - close.size());
+  return rendered;
+}
+
+Result<std::string> ChatTemplate::render_turns(std::span<const ChatMessage> messages,
+                                               bool add_generation_prompt,
+                                               std::string_view date) const {
   std::string out;
   const bool has_system = !messages.empty() && messages.front().role == "system";
   const std::span<const ChatMessage> turns = has_system ? messages.subspan(1) : messages;
@@ -200,7 +249,8 @@ Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
       if (format_ == ChatFormat::kLlama31) {
         // Always a system turn, dated as the template does when no date is passed.
         out.append(bos_).append("<|start_header_id|>system<|end_header_id|>\n\n");
-        out.append("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        out.append("Cutting Knowledge Date: December 2023\nToday Date: ").append(date);
+        out.append("\n\n");
         out.append(trim(system)).append("<|eot_id|>");
         for (const ChatMessage& m : turns) append_turn(m.role, m.content);
       } else {

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -92,6 +93,15 @@ struct ChatMessage {
 // v0.1-v0.2) and Llama-2 chat (<<SYS>>).
 enum class ChatFormat { kChatML, kLlama3, kLlama31, kMistralV1, kLlama2 };
 
+// How a conversation is rendered: the OpenAI / vLLM request fields of the same names.
+struct ChatOptions {
+  bool add_generation_prompt = true;    // open the assistant's turn after the messages
+  bool continue_final_message = false;  // leave the final (assistant) message open to continue it
+  // chat_template_kwargs, values as text: only the variables the format's template reads
+  // (llama3.1: date_string, its "Today Date"); any other name is refused, naming it.
+  std::vector<std::pair<std::string, std::string>> kwargs;
+};
+
 // Chat formatting without a Jinja engine: the family is recognised from the template text (or
 // named), then messages are rendered as that family's template renders them, including a default
 // system prompt a ChatML template inserts when the first message is not a system message.
@@ -109,12 +119,22 @@ class ChatTemplate {
   // An Error for a conversation the template refuses (the [INST] formats: roles that do not
   // alternate user/assistant after an optional system message).
   Result<std::string> render(std::span<const ChatMessage> messages,
-                             bool add_generation_prompt) const;
+                             bool add_generation_prompt) const {
+    return render(messages, ChatOptions{add_generation_prompt, false, {}});
+  }
+  // With the options: an Error naming what the format cannot honour (both
+  // add_generation_prompt and continue_final_message, a final message that is not the
+  // assistant's, a kwarg the format does not read).
+  Result<std::string> render(std::span<const ChatMessage> messages,
+                             const ChatOptions& options) const;
   ChatFormat format() const { return format_; }
   std::string_view name() const;  // "chatml", "llama3", ...
   const std::string& default_system_prompt() const { return default_system_; }
 
  private:
+  Result<std::string> render_turns(std::span<const ChatMessage> messages,
+                                   bool add_generation_prompt, std::string_view date) const;
+
   ChatFormat format_ = ChatFormat::kChatML;
   std::string default_system_;  // ChatML: empty when the template inserts none
   std::string bos_;             // the tokenizer's BOS / EOS token texts

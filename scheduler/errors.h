@@ -14,6 +14,7 @@ enum class ErrorKind : uint8_t {
   kUnavailable,        // 503 / UNAVAILABLE: the engine is stopping
   kInternal,           // 500 / INTERNAL: the executor failed a step
   kUnauthenticated,    // 401 / UNAUTHENTICATED: a missing or wrong API key (frontends only)
+  kNotFound,           // 404 / NOT_FOUND: a model this server does not serve (frontends only)
 };
 
 const char* to_string(ErrorKind kind);

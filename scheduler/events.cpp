@@ -32,6 +32,8 @@ const char* to_string(ErrorKind kind) {
       return "INTERNAL";
     case ErrorKind::kUnauthenticated:
       return "UNAUTHENTICATED";
+    case ErrorKind::kNotFound:
+      return "NOT_FOUND";
   }
   return "UNKNOWN";
 }

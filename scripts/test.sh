@@ -26,6 +26,11 @@ if [[ ! -x .venv-test/bin/python ]] || ! .venv-test/bin/python -c "import openai
   python3 -m venv .venv-test
   .venv-test/bin/pip install -q openai==1.109.1
 fi
+echo "== python gRPC reflection client"   # tests/frontends/grpc/grpc_reflection_client_test.py
+if [[ ! -x .venv-grpc/bin/python ]] || ! .venv-grpc/bin/python -c "import grpc_reflection" 2>/dev/null; then
+  python3 -m venv .venv-grpc
+  .venv-grpc/bin/pip install -q grpcio==1.85.4 grpcio-reflection==1.85.1
+fi
 
 echo "== tests"
 log="$(mktemp)"

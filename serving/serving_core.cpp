@@ -76,6 +76,43 @@ void log_request(const scheduler::RequestEvent& e, bool json) {
   std::fputs(line, stderr);
 }
 
+// FNV-1a over the fields that decide a response's tokens, each followed by a separator.
+std::string fingerprint(const ServeConfig& config, const ModelInfo& info,
+                        const model::LightTransferSettings& lt, int32_t context) {
+  uint64_t hash = 14695981039346656037ull;
+  const auto mix = [&hash](const std::string& field) {
+    for (const char c : field + '\x1f') {
+      hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    }
+  };
+  for (const std::string& field :
+       std::initializer_list<std::string>{info.name,
+                                          info.path,
+                                          info.architecture,
+                                          std::to_string(info.num_layers),
+                                          std::to_string(info.hidden_dim),
+                                          std::to_string(info.num_heads),
+                                          std::to_string(info.num_kv_heads),
+                                          std::to_string(info.vocab_size),
+                                          std::to_string(info.weight_bytes),
+                                          std::string(model::to_string(lt.mode)),
+                                          std::to_string(lt.lazy_fraction),
+                                          std::to_string(lt.sink),
+                                          std::to_string(lt.window),
+                                          std::to_string(lt.w_last),
+                                          std::to_string(lt.plan.has_value()),
+                                          std::to_string(context),
+                                          config.device,
+                                          config.policy,
+                                          std::string(LIGHTSERVE_BUILD_ID),
+                                          std::string(__VERSION__)}) {
+    mix(field);
+  }
+  char text[24];
+  std::snprintf(text, sizeof text, "fp_%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
 }  // namespace
 
 Status ServingCore::preflight(const ServeConfig& config) {
@@ -147,6 +184,7 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   info.bos_id = se->model_->tokenizer().bos_id();
   info.eos_id = se->model_->tokenizer().eos_id();
 
+  se->fingerprint_ = fingerprint(config, info, se->settings_, se->context_);
   se->metrics_ = std::make_unique<Metrics>(info.name, se->stack_->arena().plan(), se->settings_);
   ServingCore* self = se.get();
   se->engine_->set_observer([self](const scheduler::RequestEvent& event) {
@@ -229,8 +267,7 @@ EngineError invalid(std::string message) {
 }  // namespace
 
 std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in, std::vector<int32_t>& ids,
-                                                 bool add_special,
-                                                 bool add_generation_prompt) const {
+                                                 bool add_special) const {
   const int forms = (in.prompt_text ? 1 : 0) + (in.prompt_ids ? 1 : 0) + (in.messages ? 1 : 0);
   if (forms != 1) {
     return invalid(forms == 0 ? "no prompt: give prompt text, prompt token ids or messages"
@@ -245,7 +282,9 @@ std::optional<EngineError> ServingCore::tokenize(const GenerateInput& in, std::v
     if (in.messages->empty()) return invalid("messages is empty");
     const model::ChatTemplate* chat = model_->chat_template();
     if (chat == nullptr) return invalid("this model has no chat template; send a prompt instead");
-    auto rendered = chat->render(*in.messages, add_generation_prompt);
+    const model::ChatOptions options{in.add_generation_prompt, in.continue_final_message,
+                                     in.chat_template_kwargs};
+    auto rendered = chat->render(*in.messages, options);
     if (!rendered) return invalid(rendered.error().message);
     // The rendered template carries its own special tokens (no extra BOS).
     ids = tok.encode(rendered.value(), false);
@@ -257,9 +296,7 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
                                                 scheduler::RequestParams& out) const {
   out = scheduler::RequestParams{};
   if (in.prompt_text && in.prompt_text->empty()) return invalid("the prompt is empty");
-  if (auto error = tokenize(in, out.prompt, /*add_special=*/true, in.add_generation_prompt)) {
-    return error;
-  }
+  if (auto error = tokenize(in, out.prompt, /*add_special=*/true)) return error;
   if (out.prompt.empty()) return invalid("the prompt is empty");
   const int32_t num_prompt = static_cast<int32_t>(out.prompt.size());
   const int32_t max_prompt = config_.max_prompt_tokens > 0 ? config_.max_prompt_tokens : context_;

@@ -50,9 +50,16 @@ struct GenerateInput {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool add_generation_prompt = true;  // chat messages: open the assistant's turn
-  int32_t logprobs = -1;              // -1 none, else 0..20 top alternatives
+  // Chat messages: continue the final (assistant) message instead; the template's variables.
+  bool continue_final_message = false;
+  std::vector<std::pair<std::string, std::string>> chat_template_kwargs;
+  int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
+  // For the frontends; prepare() makes one request of the prompt whatever they say. n: parallel
+  // samples (frontends/common/generation_group.h); echo: the prompt's text before the output.
+  int32_t n = 1;
+  bool echo = false;
 };
 
 // What the frontends report about the model and the server.
@@ -101,11 +108,11 @@ class ServingCore {
   [[nodiscard]] scheduler::AddResult submit(scheduler::RequestParams params);
   // The prompt's token ids exactly as prepare() makes them, without the length limits (the
   // tokenize endpoints): text with the model's BOS (unless add_special is false), ids as given,
-  // chat messages rendered by the template (which carries its own special tokens), with the
-  // assistant's turn opened unless add_generation_prompt is false.
-  [[nodiscard]] std::optional<scheduler::EngineError> tokenize(
-      const GenerateInput& input, std::vector<int32_t>& ids, bool add_special = true,
-      bool add_generation_prompt = true) const;
+  // chat messages rendered by the template (which carries its own special tokens) as the input's
+  // add_generation_prompt, continue_final_message and chat_template_kwargs say.
+  [[nodiscard]] std::optional<scheduler::EngineError> tokenize(const GenerateInput& input,
+                                                               std::vector<int32_t>& ids,
+                                                               bool add_special = true) const;
   void abort(scheduler::RequestId id);
 
   // Drain: ready() turns false and submit() refuses; in-flight requests go on.
@@ -121,6 +128,10 @@ class ServingCore {
   const model::Tokenizer& tokenizer() const { return model_->tokenizer(); }
   const model::ChatTemplate* chat_template() const { return model_->chat_template(); }
   const ModelInfo& model_info() const { return info_; }
+  // OpenAI's system_fingerprint: "fp_" + 16 hex digits of a hash of the model (name, file, shapes,
+  // weight bytes), the settings that change outputs (LightTransfer, context, device, policy) and
+  // the build (version, compiler). The same for every response of one server process.
+  const std::string& system_fingerprint() const { return fingerprint_; }
   const ServeConfig& config() const { return config_; }
   const memory::CapacityPlan& capacity() const { return stack_->arena().plan(); }
   const model::LightTransferSettings& lighttransfer() const { return settings_; }
@@ -135,6 +146,7 @@ class ServingCore {
 
   ServeConfig config_;
   ModelInfo info_;
+  std::string fingerprint_;
   model::LightTransferSettings settings_;
   int32_t context_ = 0;
   std::unique_ptr<kernels::Backend> backend_;

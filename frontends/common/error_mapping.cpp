@@ -1,6 +1,7 @@
 #include "frontends/common/error_mapping.h"
 
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace lightserve::frontends {
 
@@ -17,6 +18,8 @@ HttpError http_error(ErrorKind kind) {
       return {503, "service_unavailable"};
     case ErrorKind::kUnauthenticated:
       return {401, "authentication_error"};
+    case ErrorKind::kNotFound:
+      return {404, "invalid_request_error"};  // OpenAI's type, with code "model_not_found"
     case ErrorKind::kInternal:
       return {500, "server_error"};
   }
@@ -35,15 +38,30 @@ grpc::StatusCode grpc_code(ErrorKind kind) {
       return grpc::StatusCode::UNAVAILABLE;
     case ErrorKind::kUnauthenticated:
       return grpc::StatusCode::UNAUTHENTICATED;
+    case ErrorKind::kNotFound:
+      return grpc::StatusCode::NOT_FOUND;
     case ErrorKind::kInternal:
       return grpc::StatusCode::INTERNAL;
   }
   return grpc::StatusCode::INTERNAL;
 }
 
+scheduler::EngineError refusal(std::string message) {
+  const ErrorKind kind = std::string_view(message).starts_with(kModelNotFoundPrefix)
+                             ? ErrorKind::kNotFound
+                             : ErrorKind::kInvalidArgument;
+  return {kind, std::move(message)};
+}
+
 std::string openai_error_body(const std::string& message, const char* type, int status) {
   nlohmann::json body;
-  body["error"] = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
+  if (status == 404 && message.starts_with(kModelNotFoundPrefix)) {
+    // OpenAI's unknown-model body: the code names the problem, param the field.
+    body["error"] = {
+        {"message", message}, {"type", type}, {"param", "model"}, {"code", "model_not_found"}};
+  } else {
+    body["error"] = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
+  }
   // Replace invalid UTF-8 (a message may quote client bytes) rather than throw.
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

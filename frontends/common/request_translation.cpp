@@ -8,6 +8,7 @@
 #include <mutex>
 #include <random>
 
+#include "frontends/common/error_mapping.h"
 #include "scheduler/request.h"
 
 namespace lightserve::frontends {
@@ -171,6 +172,35 @@ Problem read_stop(const RequestFields& f, const TranslationContext& context,
   return token_ids(f.stop_token_ids, "stop_token_ids", context, input.stop_token_ids);
 }
 
+// n and best_of, echo, the chat rendering options.
+Problem read_samples_and_echo(const RequestFields& f, serving::GenerateInput& input) {
+  std::optional<int64_t> n;
+  if (Problem p = read_int("n", f.n, 1, kMaxParallelSamples, n)) return p;
+  input.n = static_cast<int32_t>(n.value_or(1));
+  std::optional<int64_t> best_of;
+  if (Problem p = read_int("best_of", f.best_of, 1, kMaxParallelSamples, best_of)) return p;
+  if (best_of && *best_of != input.n) {
+    return "'best_of' = " + std::to_string(*best_of) + " with 'n' = " + std::to_string(input.n) +
+           " is not supported: only best_of = n (every sample is returned)";
+  }
+  input.echo = f.echo;
+  if (f.echo && f.messages) {
+    return std::string("'echo' is only supported with a prompt, not with chat messages");
+  }
+  if (f.echo && f.logprobs) {
+    return quoted(f.logprobs_field) +
+           " with 'echo' is not supported: the prompt's logprobs are not computed";
+  }
+  input.continue_final_message = f.continue_final_message;
+  input.chat_template_kwargs = f.chat_template_kwargs;
+  if (!f.messages && (f.continue_final_message || !f.chat_template_kwargs.empty())) {
+    return std::string(f.continue_final_message ? "'continue_final_message'"
+                                                : "'chat_template_kwargs'") +
+           " needs chat messages";
+  }
+  return std::nullopt;
+}
+
 Problem translate_fields(const RequestFields& f, const TranslationContext& context,
                          serving::GenerateInput& input) {
   if (Status s = check_model(f.model, context); !s.ok()) return s.message();
@@ -198,7 +228,7 @@ Problem translate_fields(const RequestFields& f, const TranslationContext& conte
   if (Problem p = read_int("priority", f.priority, kInt32Min, kInt32Max, number)) return p;
   input.priority = static_cast<int32_t>(number.value_or(0));
   input.lighttransfer = f.lighttransfer;
-  return std::nullopt;
+  return read_samples_and_echo(f, input);
 }
 
 }  // namespace
@@ -265,8 +295,9 @@ Status check_messages(std::vector<model::ChatMessage>& messages) {
 
 Status check_model(const std::optional<std::string>& model, const TranslationContext& context) {
   if (!model || model->empty() || *model == context.model_name) return Status::Ok();
-  return Error{"model '" + *model + "' is not served here (this server serves '" +
-               context.model_name + "')"};
+  std::string message(kModelNotFoundPrefix);  // a 404 model_not_found (error_mapping.h)
+  message.append(*model).append("' does not exist: this server serves '");
+  return Error{message.append(context.model_name).append("'")};
 }
 
 Result<std::vector<int32_t>> check_token_ids(const std::vector<WireInt>& ids, const char* field,
@@ -295,6 +326,12 @@ std::string request_tag(std::string_view client_value) {
   uint64_t bits = random_seed();
   for (int i = 0; i < 16; ++i, bits >>= 4) tag += kDigits[bits & 15];
   return tag;
+}
+
+std::string echo_text(const serving::GenerateInput& input, const model::Tokenizer& tokenizer) {
+  if (input.prompt_text) return *input.prompt_text;
+  if (input.prompt_ids) return detokenize(tokenizer, *input.prompt_ids, /*render_special=*/true);
+  return "";
 }
 
 std::string detokenize(const model::Tokenizer& tokenizer, const std::vector<int32_t>& ids,

@@ -70,6 +70,13 @@ struct RequestFields {
   const char* logprobs_field = "logprobs";
   std::optional<WireInt> priority;  // int32
   serving::LightTransferOverride lighttransfer = serving::LightTransferOverride::kServerDefault;
+
+  // Parallel samples, echo, chat rendering (issue 16).
+  std::optional<WireInt> n;             // [1, kMaxParallelSamples]; unset: 1
+  std::optional<WireInt> best_of;       // vLLM's: only equal to n (every sample is returned)
+  bool echo = false;                    // prompt text (not chat), without logprobs
+  bool continue_final_message = false;  // chat
+  std::vector<std::pair<std::string, std::string>> chat_template_kwargs;  // chat, values as text
 };
 
 // What a request is checked against.
@@ -82,6 +89,8 @@ struct TranslationContext {
 TranslationContext translation_context(const serving::ServingCore& core);
 
 inline constexpr int32_t kMaxStopStrings = 4;  // OpenAI's limit
+// The largest n: each sample is a request of its own in the engine (its queue and batch).
+inline constexpr int32_t kMaxParallelSamples = 32;
 
 // The checked request, or an error message naming the field (an invalid argument).
 Result<serving::GenerateInput> translate(const RequestFields& fields,
@@ -107,6 +116,10 @@ uint64_t random_seed();
 // The id a request is logged and answered under: the client's x-request-id (HTTP header or gRPC
 // metadata) when it is 1-128 characters of [A-Za-z0-9._:-], else a fresh "req-" + 16 hex digits.
 std::string request_tag(std::string_view client_value);
+
+// What echo puts before the output: the prompt text, or the prompt ids' text (control tokens
+// rendered) when the prompt was ids.
+std::string echo_text(const serving::GenerateInput& input, const model::Tokenizer& tokenizer);
 
 // Detokenize for /detokenize and Detokenize: the ids' text, bytes that are not UTF-8 (a cut
 // character) replaced by U+FFFD; control tokens rendered only when asked.

@@ -1,5 +1,6 @@
-// The gRPC frontend (grpc_server.h): lightserve.v1.Generation on the callback API, health and
-// reflection.
+// The gRPC frontend (grpc_server.h): lightserve.v1.Generation on the callback API, health, and
+// reflection v1alpha (gRPC's plugin) and v1 (reflection_v1.h). A request with n > 1 is n sibling
+// requests read through one GenerationGroup.
 //
 // Threads and lifetimes. Handlers and reactions run on gRPC's callback threads; EventStream
 // listeners run on the engine thread. Neither blocks: a listener only pops what is ready and
@@ -33,8 +34,10 @@
 
 #include "frontends/common/auth.h"
 #include "frontends/common/error_mapping.h"
+#include "frontends/common/generation_group.h"
 #include "frontends/common/request_translation.h"
 #include "frontends/grpc/proto_conversion.h"
+#include "frontends/grpc/reflection_v1.h"
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "model/tokenizer.h"
 
@@ -92,10 +95,18 @@ std::optional<EngineError> serialize(const Message& message, grpc::ByteBuffer& o
 
 // --- Requests ------------------------------------------------------------------------------
 
-// Authenticates, parses, converts, prepares and submits: an AddResult whose error (if any) is the
-// status to finish the call with.
-scheduler::AddResult submit(serving::ServingCore& engine, grpc::CallbackServerContext& context,
-                            const grpc::ByteBuffer& bytes) {
+// What a generation call got from submit(): its samples and what every message carries.
+struct Submitted {
+  std::shared_ptr<GenerationGroup> group;
+  std::string echo;  // the prompt's text when the request asked for echo
+  std::string fingerprint;
+};
+
+// Authenticates, parses, converts, prepares and submits the request's n samples: the error (if
+// any) is the status to finish the call with.
+std::optional<EngineError> submit(serving::ServingCore& engine,
+                                  grpc::CallbackServerContext& context,
+                                  const grpc::ByteBuffer& bytes, Submitted& out) {
   // The client's x-request-id or one made for it: the request's tag (logs, kFinished), answered
   // in the initial metadata of every reply, refusals too (before any write: nothing is sent yet).
   const auto id = context.client_metadata().find("x-request-id");
@@ -103,27 +114,28 @@ scheduler::AddResult submit(serving::ServingCore& engine, grpc::CallbackServerCo
                                           ? std::string_view()
                                           : std::string_view(id->second.data(), id->second.size()));
   context.AddInitialMetadata("x-request-id", tag);
-  scheduler::AddResult refused;
-  if ((refused.error = check_api_key(context, engine.config().api_key))) return refused;
+  if (auto error = check_api_key(context, engine.config().api_key)) return error;
   v1::GenerateRequest request;
-  if ((refused.error = parse(bytes, request))) return refused;
+  if (auto error = parse(bytes, request)) return error;
   Result<serving::GenerateInput> input =
       proto::to_generate_input(request, translation_context(engine));
-  if (!input) {
-    refused.error = invalid(input.error().message);
-    return refused;
-  }
+  if (!input) return refusal(input.error().message);
   scheduler::RequestParams params;
-  if ((refused.error = engine.prepare(input.value(), params))) return refused;
+  if (auto error = engine.prepare(input.value(), params)) return error;
   params.request_tag = tag;
-  return engine.submit(std::move(params));
+  auto group = GenerationGroup::submit(engine, params, input.value().n);
+  if (auto* error = std::get_if<EngineError>(&group)) return *error;
+  out.group = std::get<std::shared_ptr<GenerationGroup>>(std::move(group));
+  if (input.value().echo) out.echo = echo_text(input.value(), engine.tokenizer());
+  out.fingerprint = engine.system_fingerprint();
+  return std::nullopt;
 }
 
 // --- Generation reactors -------------------------------------------------------------------
 
 // What both generation reactors share (CRTP: `Reactor` derives from this and from its gRPC
-// reactor, and has pump()): the request, the self-reference that keeps the reactor alive until
-// OnDone, the listener hookup, cancellation.
+// reactor, and has start_response() and pump()): the request's samples, the self-reference that
+// keeps the reactor alive until OnDone, the listener hookup, cancellation.
 template <typename Reactor>
 class EngineCall : public std::enable_shared_from_this<Reactor> {
  protected:
@@ -132,25 +144,28 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
   // Runs after the reactor is built: submit, then either finish at once or follow the stream.
   void begin(grpc::CallbackServerContext& context, const grpc::ByteBuffer& request) {
     self_ = this->shared_from_this();
-    scheduler::AddResult added = submit(engine_, context, request);
-    if (!added.ok()) {
+    Submitted submitted;
+    if (auto error = submit(engine_, context, request, submitted)) {
       {
         const std::lock_guard lock(mutex_);
         done_ = true;
       }
-      self_->Finish(to_status(*added.error));
+      self_->Finish(to_status(*error));
       return;
     }
-    id_ = added.id;
-    stream_ = std::move(added.events);
-    stream_->set_listener([weak = this->weak_from_this()] {
+    group_ = std::move(submitted.group);
+    {
+      const std::lock_guard lock(mutex_);
+      self_->start_response(submitted.echo, submitted.fingerprint);
+    }
+    group_->set_listener([weak = this->weak_from_this()] {
       if (auto reactor = weak.lock()) reactor->pump();
     });
     self_->pump();  // events pushed before the listener was set are not announced
   }
 
   void abort_request() {
-    if (id_ != 0) engine_.abort(id_);
+    if (group_) group_->abort();
   }
   // OnCancel: the engine's kAbort finish follows, and pump() finishes the call with CANCELLED.
   void cancel() {
@@ -164,15 +179,15 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
   void release() { auto keep_until_return = std::move(self_); }
 
   serving::ServingCore& engine_;
-  std::shared_ptr<Reactor> self_;  // released in OnDone
-  scheduler::RequestId id_ = 0;    // 0 when the request was refused
-  std::shared_ptr<scheduler::EventStream> stream_;
-  std::mutex mutex_;        // guards the state below and the response being built
-  bool done_ = false;       // Finish (or StartWriteAndFinish) has been called
-  bool cancelled_ = false;  // OnCancel ran
+  std::shared_ptr<Reactor> self_;           // released in OnDone
+  std::shared_ptr<GenerationGroup> group_;  // null when the request was refused
+  std::mutex mutex_;                        // guards the state below and the response being built
+  bool done_ = false;                       // Finish (or StartWriteAndFinish) has been called
+  bool cancelled_ = false;                  // OnCancel ran
 };
 
-// Generate: collects the events into the response and finishes at kFinished.
+// Generate: collects the events into the response (n > 1: into its choices) and finishes after
+// every sample's kFinished, or at the first failed one.
 class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall<GenerateReactor> {
  public:
   static grpc::ServerUnaryReactor* start(serving::ServingCore& engine,
@@ -183,28 +198,50 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
     return reactor.get();
   }
 
+  void start_response(const std::string& echo, const std::string& fingerprint) {
+    response_.set_system_fingerprint(fingerprint);
+    if (group_->size() == 1) {
+      response_.set_text(echo);
+      return;
+    }
+    for (int32_t i = 0; i < group_->size(); ++i) {
+      v1::GenerateChoice* choice = response_.add_choices();
+      choice->set_index(i);
+      choice->set_text(echo);
+    }
+  }
+
   void pump() {
     std::optional<grpc::Status> status;
     {
       const std::lock_guard lock(mutex_);
       if (done_) return;
-      while (auto event = stream_->try_pop()) {
-        if (event->kind == RequestEvent::Kind::kToken) {
-          response_.mutable_text()->append(event->text);
-          proto::fill_token(*event, engine_.tokenizer(), response_.add_tokens());
+      while (auto popped = group_->try_pop()) {
+        const RequestEvent& event = popped->event;
+        v1::GenerateChoice* choice =
+            group_->size() > 1 ? response_.mutable_choices(popped->index) : nullptr;
+        std::string* text = choice ? choice->mutable_text() : response_.mutable_text();
+        if (event.kind == RequestEvent::Kind::kToken) {
+          text->append(event.text);
+          proto::fill_token(event, engine_.tokenizer(),
+                            choice ? choice->add_tokens() : response_.add_tokens());
           continue;
         }
-        status = proto::final_status(*event, cancelled_);
-        if (status->ok()) {
-          response_.mutable_text()->append(event->text);
-          proto::fill_finish(*event, response_.mutable_finish());
-          if (auto error = serialize(response_, *out_)) status = to_status(*error);
+        grpc::Status finish = proto::final_status(event, cancelled_);
+        if (finish.ok()) {
+          text->append(event.text);
+          proto::fill_finish(event, choice ? choice->mutable_finish() : response_.mutable_finish());
+          if (!group_->finished()) continue;
+          if (auto error = serialize(response_, *out_)) finish = to_status(*error);
         }
+        status = finish;
         done_ = true;
         break;
       }
     }
-    if (status) Finish(*status);
+    if (!status) return;
+    if (!status->ok()) abort_request();  // the other samples, when one failed
+    Finish(*status);
   }
 
   void OnCancel() override { cancel(); }
@@ -218,9 +255,10 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
   grpc::ByteBuffer* out_;  // owned by gRPC, valid until OnDone; written once, before Finish
 };
 
-// GenerateStream: each write carries every token ready when the previous write completed; the
-// finish goes with the last tokens in one StartWriteAndFinish. An error finish after tokens is
-// sent as a status once the tokens' write is done.
+// GenerateStream: each write carries one sample's tokens ready when the previous write
+// completed, and that sample's finish when it came; the last sample's finish goes out with
+// StartWriteAndFinish. An error finish after tokens is sent as a status once the tokens' write
+// is done.
 class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                     public EngineCall<GenerateStreamReactor> {
  public:
@@ -232,6 +270,12 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
     return reactor.get();
   }
 
+  void start_response(const std::string& echo, const std::string& fingerprint) {
+    echo_ = echo;
+    fingerprint_ = fingerprint;
+    echo_sent_.assign(static_cast<size_t>(group_->size()), echo.empty());
+  }
+
   void pump() {
     enum class Action { kNone, kWrite, kWriteAndFinish, kFinish } action = Action::kNone;
     grpc::Status status;
@@ -239,28 +283,57 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
     {
       const std::lock_guard lock(mutex_);
       if (done_ || write_in_flight_) return;
+      const bool dropped = cancelled_ || write_failed_;  // tokens no longer go out
       response_.Clear();
-      while (!final_) {
-        auto event = stream_->try_pop();
-        if (!event) break;
-        if (event->kind == RequestEvent::Kind::kFinished) {
-          final_ = std::move(event);
-        } else if (!cancelled_ && !write_failed_) {
-          proto::fill_token(*event, engine_.tokenizer(), response_.add_tokens());
+      std::optional<RequestEvent> finish;  // this message's sample's kFinished
+      if (!error_) {
+        bool started = false;
+        while (auto popped = pending_ ? std::exchange(pending_, std::nullopt) : group_->try_pop()) {
+          if (started && popped->index != response_.index()) {
+            pending_ = std::move(popped);  // another sample's: the next message
+            break;
+          }
+          started = true;
+          response_.set_index(popped->index);
+          if (popped->event.kind == RequestEvent::Kind::kFinished) {
+            finish = std::move(popped->event);
+            break;
+          }
+          if (!dropped) {
+            proto::fill_token(popped->event, engine_.tokenizer(), response_.add_tokens());
+          }
+        }
+        if (started && !echo_sent_[static_cast<size_t>(response_.index())]) {
+          response_.set_echo_text(echo_);
+          echo_sent_[static_cast<size_t>(response_.index())] = true;
         }
       }
-      if (final_) status = proto::final_status(*final_, cancelled_ || write_failed_);
-      if (final_ && status.ok()) {
-        proto::fill_finish(*final_, response_.mutable_finish());
+      if (finish) {
+        status = proto::final_status(*finish, dropped);
+        if (status.ok()) {
+          proto::fill_finish(*finish, response_.mutable_finish());
+        } else {
+          error_ = status;
+        }
+      }
+      const bool last = finish && status.ok() && group_->finished();
+      if (last) {
         action = Action::kWriteAndFinish;
-      } else if (response_.tokens_size() > 0 && !cancelled_ && !write_failed_) {
+      } else if (!dropped && (response_.tokens_size() > 0 || response_.has_finish() ||
+                              !response_.echo_text().empty())) {
         action = Action::kWrite;  // tokens first; an error status follows at the next pump
-      } else if (final_) {
+      } else if (error_) {
         action = Action::kFinish;
+        status = *error_;
+        abort_unfinished = true;  // the other samples
+      } else if (dropped && group_->finished()) {
+        action = Action::kFinish;  // cancelled: every sample's abort finish is in
+        status = proto::final_status(RequestEvent{}, true);
       }
       if (action == Action::kWrite || action == Action::kWriteAndFinish) {
+        response_.set_system_fingerprint(fingerprint_);
         if (auto error = serialize(response_, buffer_)) {
-          abort_unfinished = !final_;
+          abort_unfinished = true;
           action = Action::kFinish;
           status = to_status(*error);
         }
@@ -301,8 +374,11 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
   explicit GenerateStreamReactor(serving::ServingCore& engine) : EngineCall(engine) {}
 
   v1::GenerateStreamResponse response_;
-  grpc::ByteBuffer buffer_;            // response_'s bytes; not touched while a write is in flight
-  std::optional<RequestEvent> final_;  // the kFinished event, once popped
+  grpc::ByteBuffer buffer_;  // response_'s bytes; not touched while a write is in flight
+  std::optional<IndexedEvent> pending_;  // popped for the next message (another sample's)
+  std::optional<grpc::Status> error_;    // a sample failed: the call ends with this status
+  std::string echo_, fingerprint_;
+  std::vector<bool> echo_sent_;  // per sample
   bool write_in_flight_ = false;
   bool write_failed_ = false;
 };
@@ -384,6 +460,9 @@ class GenerationService final : public RawGenerationService {
     std::vector<int32_t> ids;
     if (auto error = engine_.tokenize(input.value(), ids)) return error;
     response.mutable_token_ids()->Add(ids.begin(), ids.end());
+    if (request.return_token_strs()) {
+      for (const int32_t id : ids) response.add_token_strs(engine_.tokenizer().token_text(id));
+    }
     response.set_max_context_tokens(engine_.context_tokens());
     return std::nullopt;
   }
@@ -472,6 +551,7 @@ class GenerationService final : public RawGenerationService {
     out.set_ready(engine_.ready());
     out.set_draining(engine_.draining());
     out.set_policy(config.policy);
+    out.set_system_fingerprint(engine_.system_fingerprint());
     return std::nullopt;
   }
 
@@ -487,9 +567,13 @@ std::string listen_address(const std::string& host, int32_t port) {
 
 class GrpcServerImpl final : public GrpcServer {
  public:
-  GrpcServerImpl(std::unique_ptr<GenerationService> service, std::unique_ptr<grpc::Server> server,
-                 int port)
-      : service_(std::move(service)), server_(std::move(server)), port_(port) {}
+  GrpcServerImpl(std::unique_ptr<GenerationService> service,
+                 std::unique_ptr<ReflectionV1Service> reflection,
+                 std::unique_ptr<grpc::Server> server, int port)
+      : service_(std::move(service)),
+        reflection_(std::move(reflection)),
+        server_(std::move(server)),
+        port_(port) {}
   ~GrpcServerImpl() override { shutdown(0); }
 
   int port() const override { return port_; }
@@ -517,6 +601,7 @@ class GrpcServerImpl final : public GrpcServer {
 
  private:
   std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<ReflectionV1Service> reflection_;
   std::unique_ptr<grpc::Server> server_;
   int port_;
   std::mutex shutdown_mutex_;
@@ -531,11 +616,17 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::start(serving::ServingCore& engi
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   auto service = std::make_unique<GenerationService>(engine);
+  // Reflection: v1alpha from gRPC's plugin, v1 our own; both resolve health's descriptor.
+  link_health_descriptor();
+  auto reflection = std::make_unique<ReflectionV1Service>(std::vector<std::string>{
+      kServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection"});
   grpc::ServerBuilder builder;
   const std::string address = listen_address(config.host, config.grpc_port);
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
+  builder.RegisterService(reflection.get());
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(std::clamp<int64_t>(config.max_body_bytes, 1, INT_MAX)));
   // Without this, Linux lets a second server bind the same port and share its calls.
@@ -550,8 +641,8 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::start(serving::ServingCore& engi
     health->SetServingStatus("", true);
     health->SetServingStatus(kServiceName, true);
   }
-  return std::unique_ptr<GrpcServer>(
-      std::make_unique<GrpcServerImpl>(std::move(service), std::move(server), port));
+  return std::unique_ptr<GrpcServer>(std::make_unique<GrpcServerImpl>(
+      std::move(service), std::move(reflection), std::move(server), port));
 }
 
 }  // namespace lightserve::frontends

@@ -1,5 +1,6 @@
 #include "frontends/grpc/proto_conversion.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -66,6 +67,14 @@ Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
   f.ignore_eos = request.ignore_eos();
   if (request.has_logprobs()) f.logprobs = WireInt::of(request.logprobs());
   f.priority = WireInt::of(request.priority());
+  // Parallel samples, echo, chat rendering.
+  if (request.has_n()) f.n = WireInt::of(request.n());
+  f.echo = request.echo();
+  f.continue_final_message = request.continue_final_message();
+  for (const auto& [key, value] : request.chat_template_kwargs()) {
+    f.chat_template_kwargs.emplace_back(key, value);
+  }
+  std::sort(f.chat_template_kwargs.begin(), f.chat_template_kwargs.end());  // a map's order varies
   switch (request.lighttransfer().mode()) {
     case v1::LIGHTTRANSFER_MODE_SERVER_DEFAULT:
       f.lighttransfer = serving::LightTransferOverride::kServerDefault;
@@ -104,6 +113,19 @@ Result<serving::GenerateInput> to_tokenize_input(const v1::TokenizeRequest& requ
     }
     case v1::TokenizeRequest::INPUT_NOT_SET:
       return Error{"the input is missing: set text or chat"};
+  }
+  if (request.has_add_generation_prompt()) {
+    input.add_generation_prompt = request.add_generation_prompt();
+  }
+  input.continue_final_message = request.continue_final_message();
+  for (const auto& [key, value] : request.chat_template_kwargs()) {
+    input.chat_template_kwargs.emplace_back(key, value);
+  }
+  std::sort(input.chat_template_kwargs.begin(), input.chat_template_kwargs.end());
+  if (!input.messages && (input.continue_final_message || !input.chat_template_kwargs.empty())) {
+    return Error{std::string(input.continue_final_message ? "'continue_final_message'"
+                                                          : "'chat_template_kwargs'") +
+                 " needs chat messages"};
   }
   return input;
 }

@@ -76,41 +76,49 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
                      openai::Endpoint endpoint) {
   auto parsed =
       openai::parse_generate_request(request.body(), endpoint, translation_context(engine));
-  if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
+  if (!parsed) return engine_error_reply(refusal(parsed.error().message));
+  const serving::GenerateInput& input = parsed.value().input;
   scheduler::RequestParams params;
-  if (auto error = engine.prepare(parsed.value().input, params)) return engine_error_reply(*error);
+  if (auto error = engine.prepare(input, params)) return engine_error_reply(*error);
   params.request_tag = request_tag(request[kRequestIdHeader]);
-  const std::string tag = params.request_tag;
-  scheduler::AddResult added = engine.submit(std::move(params));
-  if (!added.ok()) return engine_error_reply(*added.error);
   HttpGeneration g;
+  g.request_tag = params.request_tag;
+  auto group = GenerationGroup::submit(engine, params, input.n);
+  if (auto* error = std::get_if<scheduler::EngineError>(&group)) return engine_error_reply(*error);
+  g.events = std::get<std::shared_ptr<GenerationGroup>>(std::move(group));
   g.endpoint = endpoint;
   g.stream = parsed.value().stream;
   g.include_usage = parsed.value().include_usage;
-  g.want_logprobs = parsed.value().input.logprobs >= 0;
-  g.id = added.id;
-  g.events = std::move(added.events);
-  g.request_tag = tag;
+  g.want_logprobs = input.logprobs >= 0;
+  g.options.n = input.n;
+  if (input.echo) g.options.echo = echo_text(input, engine.tokenizer());
+  g.options.system_fingerprint = engine.system_fingerprint();
   return g;
 }
 
 HttpReply tokenize(const HttpRequest& request, serving::ServingCore& engine) {
   auto parsed = openai::parse_tokenize_request(request.body(), translation_context(engine));
-  if (!parsed) return engine_error_reply({ErrorKind::kInvalidArgument, parsed.error().message});
+  if (!parsed) return engine_error_reply(refusal(parsed.error().message));
   const openai::TokenizeRequest& r = parsed.value();
   serving::GenerateInput input;  // tokenized as a generation request's prompt is
   input.prompt_text = r.prompt;
   input.messages = r.messages;
+  input.add_generation_prompt = r.add_generation_prompt;
+  input.continue_final_message = r.continue_final_message;
+  input.chat_template_kwargs = r.chat_template_kwargs;
   std::vector<int32_t> ids;
-  if (auto error = engine.tokenize(input, ids, r.add_special_tokens, r.add_generation_prompt)) {
+  if (auto error = engine.tokenize(input, ids, r.add_special_tokens)) {
     return engine_error_reply(*error);
   }
-  return json_reply(openai::tokenize_response(ids, engine.context_tokens()));
+  const model::Tokenizer& tok = engine.tokenizer();
+  const openai::TokenText token_strs = [&tok](int32_t id) { return tok.token_text(id); };
+  return json_reply(openai::tokenize_response(ids, engine.context_tokens(),
+                                              r.return_token_strs ? &token_strs : nullptr));
 }
 
 HttpReply detokenize(const HttpRequest& request, serving::ServingCore& engine) {
   auto ids = openai::parse_detokenize_request(request.body(), translation_context(engine));
-  if (!ids) return engine_error_reply({ErrorKind::kInvalidArgument, ids.error().message});
+  if (!ids) return engine_error_reply(refusal(ids.error().message));
   return json_reply(openai::detokenize_response(
       frontends::detokenize(engine.tokenizer(), ids.value(), /*render_special=*/true)));
 }
@@ -273,8 +281,8 @@ HttpOutcome route_request(const HttpRequest& request, serving::ServingCore& engi
           openai::models_response(engine.model_info(), engine.context_tokens(), kStartSeconds));
     case Route::kModel: {
       const std::string_view id = path.substr(std::string_view("/v1/models/").size());
-      if (id != engine.model_info().name) {
-        return error_reply(404, "model '" + std::string(id) + "' is not served here");
+      if (Status s = check_model(std::string(id), translation_context(engine)); !s.ok()) {
+        return engine_error_reply(refusal(s.message()));
       }
       return json_reply(
           openai::model_object(engine.model_info(), engine.context_tokens(), kStartSeconds));

@@ -16,6 +16,7 @@
 #include <variant>
 #include <vector>
 
+#include "frontends/common/generation_group.h"
 #include "frontends/http/openai_api.h"
 #include "scheduler/engine.h"
 #include "serving/serving_core.h"
@@ -38,10 +39,10 @@ struct HttpGeneration {
   bool stream = false;
   bool include_usage = false;
   bool want_logprobs = false;
-  scheduler::RequestId id = 0;
-  std::shared_ptr<scheduler::EventStream> events;
-  std::string request_tag;  // answered in the x-request-id header
-  HttpHeaders headers;      // extra ones for the answer (CORS)
+  openai::ResponseOptions options;          // n, echo, system_fingerprint
+  std::shared_ptr<GenerationGroup> events;  // the n samples' events (n = 1: one request)
+  std::string request_tag;                  // answered in the x-request-id header
+  HttpHeaders headers;                      // extra ones for the answer (CORS)
 };
 
 using HttpOutcome = std::variant<HttpReply, HttpGeneration>;

@@ -168,7 +168,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ~Session() {
     if (gen_) {
       gen_->info.events->set_listener(nullptr);
-      if (!gen_->finished) engine_.abort(gen_->info.id);
+      if (!gen_->finished) gen_->info.events->abort();
     }
     server_.remove(this);
   }
@@ -209,7 +209,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Generation {
     HttpGeneration info;
     openai::ResponseBuilder builder;
-    bool finished = false;  // the kFinished event was read
+    bool finished = false;  // every sample's kFinished event was read (or one failed)
   };
 
   const serving::ServeConfig& config() const { return engine_.config(); }
@@ -387,7 +387,7 @@ class Session : public std::enable_shared_from_this<Session> {
                             openai::ResponseBuilder(
                                 generation.endpoint, engine_.model_info().name,
                                 [&tok](int32_t id) { return tok.token_bytes(id, true); },
-                                generation.want_logprobs, unix_seconds()),
+                                generation.want_logprobs, unix_seconds(), generation.options),
                             false});
     if (generation.stream) {
       error_code ignored;
@@ -419,16 +419,17 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // A stream stops taking events while kStreamBufferBytes wait unsent (see the file comment).
     while (!gen_->info.stream || out_.size() < kStreamBufferBytes) {
-      auto event = gen_->info.events->try_pop();
-      if (!event) break;
-      const bool finished = event->kind == scheduler::RequestEvent::Kind::kFinished;
+      auto popped = gen_->info.events->try_pop();
+      if (!popped) break;
       if (gen_->info.stream) {
-        append_stream(gen_->builder.stream_event(*event, gen_->info.include_usage));
+        append_stream(
+            gen_->builder.stream_event(popped->event, gen_->info.include_usage, popped->index));
       } else {
-        gen_->builder.add(*event);
+        gen_->builder.add(popped->event, popped->index);
       }
-      if (finished) {
+      if (gen_->builder.finished()) {
         gen_->finished = true;
+        gen_->info.events->abort();  // the other samples, when one failed
         if (gen_->info.stream && chunked_) out_ += "0\r\n\r\n";
         break;
       }
@@ -532,7 +533,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     if (phase_ == Phase::kClosed) return;
     phase_ = Phase::kClosed;
-    if (gen_ && !gen_->finished) engine_.abort(gen_->info.id);
+    if (gen_ && !gen_->finished) gen_->info.events->abort();
     timer_.cancel();
     error_code ec;
     socket_.shutdown(tcp::socket::shutdown_both, ec);

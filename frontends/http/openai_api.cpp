@@ -1,5 +1,6 @@
 #include "frontends/http/openai_api.h"
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -213,17 +214,6 @@ Problem read_stop(const json& body, std::vector<std::string>& out) {
 
 // Fields OpenAI defines that lightserve does not implement: refused unless they ask for nothing.
 Problem refuse_unsupported(const json& body, Endpoint endpoint) {
-  for (const char* key : {"n", "best_of"}) {
-    std::optional<WireInt> count;
-    if (Problem p = read_int(body, key, count)) return p;
-    if (!count) continue;
-    if (Problem p = problem_of(check_range(key, *count, 1, std::numeric_limits<int32_t>::max()))) {
-      return p;
-    }
-    if (count->get() != 1) {
-      return quoted(key) + " = " + count->str() + " is not supported: only " + key + " = 1";
-    }
-  }
   // vLLM's and llama.cpp's extras that lightserve does not implement: refused by name unless
   // they ask for nothing, never silently ignored.
   for (const char* key : {"guided_json",
@@ -235,7 +225,6 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
                           "structural_tag",
                           "grammar",
                           "json_schema",
-                          "chat_template_kwargs",
                           "chat_template",
                           "documents",
                           "prompt_logprobs",
@@ -254,7 +243,6 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
                           "top_n_sigma",
                           "n_probs",
                           "samplers",
-                          "continue_final_message",
                           "return_tokens_as_token_ids",
                           "include_stop_str_in_output"}) {
     const json* value = member(body, key);
@@ -279,14 +267,84 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
     }
   }
   if (endpoint == Endpoint::kCompletions) {
-    bool echo = false;
-    if (Problem p = read_bool(body, "echo", echo)) return p;
-    if (echo) return std::string("'echo' is not supported");
     std::optional<std::string> suffix;
     if (Problem p = read_string(body, "suffix", suffix)) return p;
     if (suffix && !suffix->empty()) return std::string("'suffix' is not supported");
   }
   return std::nullopt;
+}
+
+// n, best_of, echo and the chat rendering fields (issue 16); translate() checks the values.
+Problem read_chat_options(const json& body, RequestFields& f) {
+  if (Problem p = read_bool(body, "continue_final_message", f.continue_final_message)) return p;
+  const json* kwargs = member(body, "chat_template_kwargs");
+  if (kwargs == nullptr) return std::nullopt;
+  if (!kwargs->is_object()) return wrong_type("chat_template_kwargs", "an object", *kwargs);
+  for (const auto& [key, value] : kwargs->items()) {
+    // vLLM merges these two into the template's variables, where they override the fields.
+    if (key == "add_generation_prompt" || key == "continue_final_message") {
+      if (!value.is_boolean()) return wrong_type("chat_template_kwargs." + key, "a boolean", value);
+      (key == "add_generation_prompt" ? f.add_generation_prompt : f.continue_final_message) =
+          value.get<bool>();
+      continue;
+    }
+    f.chat_template_kwargs.emplace_back(key,
+                                        value.is_string() ? value.get<std::string>() : dump(value));
+  }
+  return std::nullopt;
+}
+
+// The OpenAI and vLLM request fields found in neither reader nor refuse_unsupported (audited
+// against OpenAI's completions / chat create parameters and vLLM's extra parameters): refused
+// when they ask for anything. Identifiers with no effect on the output (user, safety_identifier,
+// prompt_cache_key) are accepted.
+Problem refuse_unimplemented_extras(const json& body, Endpoint endpoint) {
+  for (const char* key : {"audio", "prediction", "reasoning_effort", "verbosity", "metadata",
+                          "store", "web_search_options", "logits_processors", "mm_processor_kwargs",
+                          "cache_salt", "kv_transfer_params", "vllm_xargs", "return_token_ids",
+                          "request_id", "spaces_between_special_tokens"}) {
+    const json* value = member(body, key);
+    if (value == nullptr) continue;
+    const std::string_view name = key;
+    bool asks_nothing = *value == false || (value->is_object() && value->empty());
+    if (name == "spaces_between_special_tokens") asks_nothing = *value == true;  // the default
+    if (name == "web_search_options") asks_nothing = false;  // {} turns the search on
+    if (!asks_nothing) return quoted(key) + " is not supported by this server";
+  }
+  if (const json* modalities = member(body, "modalities");
+      modalities != nullptr && *modalities != json::array({"text"})) {
+    return std::string("'modalities' other than [\"text\"] is not supported");
+  }
+  if (const json* tier = member(body, "service_tier");
+      tier != nullptr && *tier != "auto" && *tier != "default") {
+    return std::string("'service_tier' other than \"auto\" or \"default\" is not supported");
+  }
+  // vLLM's add_special_tokens: lightserve adds the model's BOS to a prompt text and nothing to
+  // a rendered chat (its template holds its own), vLLM's defaults for each endpoint.
+  bool add_special = endpoint == Endpoint::kCompletions;
+  if (Problem p = read_bool(body, "add_special_tokens", add_special)) return p;
+  if (add_special != (endpoint == Endpoint::kCompletions)) {
+    return "'add_special_tokens' = " + std::string(add_special ? "true" : "false") +
+           " is not supported on this endpoint";
+  }
+  if (const json* options = member(body, "stream_options"); options && options->is_object()) {
+    for (const auto& [key, value] : options->items()) {
+      if (key != "include_usage" && !value.is_null() && value != false) {
+        return "'stream_options." + key + "' is not supported";
+      }
+    }
+  }
+  std::optional<std::string> id;
+  for (const char* key : {"user", "safety_identifier", "prompt_cache_key"}) {
+    if (Problem p = read_string(body, key, id)) return p;
+  }
+  return std::nullopt;
+}
+
+Problem read_samples_and_echo(const json& body, RequestFields& f) {
+  if (Problem p = read_int(body, "n", f.n)) return p;
+  if (Problem p = read_int(body, "best_of", f.best_of)) return p;
+  return read_bool(body, "echo", f.echo);
 }
 
 Problem read_sampling(const json& body, RequestFields& f) {
@@ -386,6 +444,8 @@ Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& con
     if (Problem p = read_messages(body, f.messages.emplace())) return p;
     if (Problem p = read_bool(body, "add_generation_prompt", f.add_generation_prompt)) return p;
   }
+  if (Problem p = read_chat_options(body, f)) return p;
+  if (Problem p = read_samples_and_echo(body, f)) return p;
   if (Problem p = refuse_unsupported(body, endpoint)) return p;
   std::optional<WireInt> max_completion_tokens;
   if (Problem p = read_int(body, "max_tokens", f.max_tokens)) return p;
@@ -400,8 +460,7 @@ Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& con
   if (Problem p = read_int(body, "priority", f.priority)) return p;
   if (Problem p = read_stream(body, out)) return p;
   if (Problem p = read_lighttransfer(body, f)) return p;
-  std::optional<std::string> user;
-  if (Problem p = read_string(body, "user", user)) return p;
+  if (Problem p = refuse_unimplemented_extras(body, endpoint)) return p;
 
   if (max_completion_tokens) {  // the newer name wins; checked under its own name
     if (Problem p = problem_of(check_range("max_completion_tokens", *max_completion_tokens, 1,
@@ -437,9 +496,19 @@ Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiC
   if (!problem) problem = problem_of(check_model(model, context));
   if (!problem) problem = read_bool(object, "add_special_tokens", out.add_special_tokens);
   if (!problem) problem = read_bool(object, "add_generation_prompt", out.add_generation_prompt);
-  bool token_strs = false;
-  if (!problem) problem = read_bool(object, "return_token_strs", token_strs);
-  if (!problem && token_strs) problem = "'return_token_strs' is not supported";
+  if (!problem) problem = read_bool(object, "return_token_strs", out.return_token_strs);
+  RequestFields chat;  // continue_final_message and chat_template_kwargs, read as for chat
+  chat.add_generation_prompt = out.add_generation_prompt;
+  if (!problem) problem = read_chat_options(object, chat);
+  out.add_generation_prompt = chat.add_generation_prompt;
+  out.continue_final_message = chat.continue_final_message;
+  out.chat_template_kwargs = std::move(chat.chat_template_kwargs);
+  if (!problem && member(object, "messages") == nullptr &&
+      (out.continue_final_message || !out.chat_template_kwargs.empty())) {
+    problem = std::string(out.continue_final_message ? "'continue_final_message'"
+                                                     : "'chat_template_kwargs'") +
+              " needs 'messages'";
+  }
   if (!problem && member(object, "messages") != nullptr) {
     std::vector<model::ChatMessage> messages;
     problem = read_messages(object, messages);
@@ -453,8 +522,15 @@ Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiC
   return out;
 }
 
-std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_model_len) {
-  return dump({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}});
+std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_model_len,
+                              const TokenText* token_strs) {
+  json out = {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}};
+  if (token_strs != nullptr) {
+    json strs = json::array();
+    for (const int32_t id : tokens) strs.push_back((*token_strs)(id));
+    out["token_strs"] = std::move(strs);
+  }
+  return dump(out);
 }
 
 Result<std::vector<int32_t>> parse_detokenize_request(std::string_view body,
@@ -507,38 +583,63 @@ const char* finish_reason_name(scheduler::FinishReason reason) {
 }
 
 ResponseBuilder::ResponseBuilder(Endpoint endpoint, std::string model_name, TokenText token_text,
-                                 bool want_logprobs, int64_t created)
+                                 bool want_logprobs, int64_t created, ResponseOptions options)
     : endpoint_(endpoint),
       model_name_(std::move(model_name)),
       token_text_(std::move(token_text)),
       want_logprobs_(want_logprobs),
       created_(created),
-      id_((endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-") + random_hex(24)) {}
+      options_(std::move(options)),
+      id_((endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-") + random_hex(24)),
+      choices_(static_cast<size_t>(std::max(options_.n, 1))) {
+  for (Choice& c : choices_) c.text = options_.echo;
+}
 
 std::optional<ResponseBuilder::LogprobEntry> ResponseBuilder::record(
-    const scheduler::RequestEvent& event) {
+    const scheduler::RequestEvent& event, int32_t index) {
+  Choice& c = choices_.at(static_cast<size_t>(index));
   std::optional<LogprobEntry> entry;
   if (event.kind == scheduler::RequestEvent::Kind::kToken && event.logprobs && want_logprobs_) {
-    entry = LogprobEntry{event.token_id, *event.logprobs, static_cast<int32_t>(text_.size())};
-    logprobs_.push_back(*entry);
+    entry = LogprobEntry{event.token_id, *event.logprobs, static_cast<int32_t>(c.text.size())};
+    c.logprobs.push_back(*entry);
   }
-  text_ += event.text;
+  c.text += event.text;
   if (event.kind == scheduler::RequestEvent::Kind::kFinished) {
-    finish_ = event.finish_reason.value_or(scheduler::FinishReason::kStop);
-    error_ = event.error;
-    timings_ = event.timings;
+    c.finish = event.finish_reason.value_or(scheduler::FinishReason::kStop);
+    if (!error_) error_ = event.error;
+    c.timings = event.timings;
   }
   return entry;
 }
 
-void ResponseBuilder::add(const scheduler::RequestEvent& event) {
-  record(event);
+void ResponseBuilder::add(const scheduler::RequestEvent& event, int32_t index) {
+  record(event, index);
+}
+
+bool ResponseBuilder::finished() const {
+  if (error_) return true;
+  for (const Choice& c : choices_) {
+    if (!c.finish) return false;
+  }
+  return true;
 }
 
 json ResponseBuilder::usage_json() const {
-  return {{"prompt_tokens", timings_.num_prompt_tokens},
-          {"completion_tokens", timings_.num_generated_tokens},
-          {"total_tokens", timings_.num_prompt_tokens + timings_.num_generated_tokens}};
+  // The prompt once (the samples share it), the completions summed: OpenAI's usage for n > 1.
+  const int32_t prompt = choices_.front().timings.num_prompt_tokens;
+  int32_t completion = 0;
+  for (const Choice& c : choices_) completion += c.timings.num_generated_tokens;
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
+}
+
+json ResponseBuilder::envelope(const char* object) const {
+  json out = {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_name_}};
+  if (!options_.system_fingerprint.empty()) {
+    out["system_fingerprint"] = options_.system_fingerprint;
+  }
+  return out;
 }
 
 json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) const {
@@ -581,44 +682,45 @@ json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) co
 }
 
 std::string ResponseBuilder::response() const {
-  json choice = {
-      {"index", 0},
-      {"logprobs", logprobs_json(logprobs_)},
-      {"finish_reason", finish_reason_name(finish_.value_or(scheduler::FinishReason::kStop))}};
-  if (endpoint_ == Endpoint::kCompletions) {
-    choice["text"] = text_;
-  } else {
-    choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  json choices = json::array();
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    const Choice& c = choices_[i];
+    json choice = {
+        {"index", i},
+        {"logprobs", logprobs_json(c.logprobs)},
+        {"finish_reason", finish_reason_name(c.finish.value_or(scheduler::FinishReason::kStop))}};
+    if (endpoint_ == Endpoint::kCompletions) {
+      choice["text"] = c.text;
+    } else {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    }
+    choices.push_back(std::move(choice));
   }
-  return dump(
-      {{"id", id_},
-       {"object", endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion"},
-       {"created", created_},
-       {"model", model_name_},
-       {"choices", json::array({std::move(choice)})},
-       {"usage", usage_json()}});
+  json out = envelope(endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion");
+  out["choices"] = std::move(choices);
+  out["usage"] = usage_json();
+  return dump(out);
 }
 
-json ResponseBuilder::chunk(const std::string& text, const std::vector<LogprobEntry>& logprobs,
-                            const char* finish_reason) {
-  json choice = {{"index", 0},
+json ResponseBuilder::chunk(int32_t index, const std::string& text,
+                            const std::vector<LogprobEntry>& logprobs, const char* finish_reason) {
+  json choice = {{"index", index},
                  {"logprobs", logprobs.empty() ? json(nullptr) : logprobs_json(logprobs)},
                  {"finish_reason", finish_reason == nullptr ? json(nullptr) : json(finish_reason)}};
   if (endpoint_ == Endpoint::kCompletions) {
     choice["text"] = text;
   } else {
+    bool& role_sent = choices_.at(static_cast<size_t>(index)).role_sent;
     json delta = json::object();
-    if (!role_sent_) delta["role"] = "assistant";
-    if (!text.empty() || !role_sent_) delta["content"] = text;
-    role_sent_ = true;
+    if (!role_sent) delta["role"] = "assistant";
+    if (!text.empty() || !role_sent) delta["content"] = text;
+    role_sent = true;
     choice["delta"] = std::move(delta);
   }
-  return {
-      {"id", id_},
-      {"object", endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk"},
-      {"created", created_},
-      {"model", model_name_},
-      {"choices", json::array({std::move(choice)})}};
+  json out =
+      envelope(endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk");
+  out["choices"] = json::array({std::move(choice)});
+  return out;
 }
 
 namespace {
@@ -627,39 +729,44 @@ std::string sse(const json& data) {
 }
 }  // namespace
 
-std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event,
-                                          bool include_usage) {
+std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event, bool include_usage,
+                                          int32_t index) {
+  if (finished()) return "";  // after an error: the stream has ended
   std::string out;
-  if (endpoint_ == Endpoint::kChatCompletions && !role_sent_) {
-    json first = chunk("", {}, nullptr);  // the role, as OpenAI sends it first
-    if (include_usage) first["usage"] = nullptr;
-    out += sse(first);
-  }
-  const std::optional<LogprobEntry> entry = record(event);
-  std::vector<LogprobEntry> entries;
-  if (entry) entries.push_back(*entry);
-  const bool finished = event.kind == scheduler::RequestEvent::Kind::kFinished;
-  if (finished && error_) {
-    // The engine failed the request mid-stream: the status line is gone, so the error travels
-    // as an event with OpenAI's error body, then the stream ends as usual.
-    const HttpError mapped = http_error(error_->kind);
-    return out + "data: " + openai_error_body(error_->message, mapped.type, mapped.status) +
-           "\n\ndata: [DONE]\n\n";
-  }
-  if (!event.text.empty() || !entries.empty() || finished) {
-    json data = chunk(event.text, entries, finished ? finish_reason_name(*finish_) : nullptr);
+  Choice& c = choices_.at(static_cast<size_t>(index));
+  const auto send = [&](json data) {
     if (include_usage) data["usage"] = nullptr;
     out += sse(data);
+  };
+  if (endpoint_ == Endpoint::kChatCompletions && !c.role_sent) {
+    send(chunk(index, "", {}, nullptr));  // the role, as OpenAI sends it first
   }
-  if (finished) {
+  if (endpoint_ == Endpoint::kCompletions && !options_.echo.empty() && !c.echo_sent) {
+    send(chunk(index, options_.echo, {}, nullptr));  // the prompt first, as vLLM streams echo
+    c.echo_sent = true;
+  }
+  const std::optional<LogprobEntry> entry = record(event, index);
+  std::vector<LogprobEntry> entries;
+  if (entry) entries.push_back(*entry);
+  const bool finished_choice = event.kind == scheduler::RequestEvent::Kind::kFinished;
+  if (finished_choice && event.error) {
+    // The engine failed the request mid-stream: the status line is gone, so the error travels
+    // as an event with OpenAI's error body, then the stream ends as usual.
+    const HttpError mapped = http_error(event.error->kind);
+    return out + "data: " + openai_error_body(event.error->message, mapped.type, mapped.status) +
+           "\n\ndata: [DONE]\n\n";
+  }
+  if (!event.text.empty() || !entries.empty() || finished_choice) {
+    send(chunk(index, event.text, entries,
+               finished_choice ? finish_reason_name(*c.finish) : nullptr));
+  }
+  if (finished()) {
     if (include_usage) {
-      out += sse({{"id", id_},
-                  {"object", endpoint_ == Endpoint::kCompletions ? "text_completion"
-                                                                 : "chat.completion.chunk"},
-                  {"created", created_},
-                  {"model", model_name_},
-                  {"choices", json::array()},
-                  {"usage", usage_json()}});
+      json data = envelope(endpoint_ == Endpoint::kCompletions ? "text_completion"
+                                                               : "chat.completion.chunk");
+      data["choices"] = json::array();
+      data["usage"] = usage_json();
+      out += sse(data);
     }
     out += "data: [DONE]\n\n";
   }

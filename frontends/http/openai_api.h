@@ -5,10 +5,11 @@
 // /detokenize.
 //
 // Pure functions over JSON and strings: no sockets, no engine. They never throw; every error is
-// an invalid argument (HTTP 400 through error_mapping.h). Fields OpenAI defines that lightserve
-// cannot honour (n > 1, echo, tools, response_format other than text, batches of prompts ...)
-// are refused by name, and so are vLLM's and llama.cpp's extras it does not implement
-// (guided_json, grammar, chat_template_kwargs ...); fields nobody defines are ignored, as
+// an invalid argument (HTTP 400 through error_mapping.h), except an unknown model (404, its
+// message from check_model). Fields OpenAI defines that lightserve cannot honour (tools,
+// response_format other than text, echo with logprobs, batches of prompts ...) are refused by
+// name, and so are vLLM's and llama.cpp's extras it does not implement (guided_json, grammar,
+// prompt_logprobs ...): README's fields table lists them; fields nobody defines are ignored, as
 // OpenAI-compatible servers do.
 #pragma once
 
@@ -33,7 +34,7 @@ enum class Endpoint : uint8_t { kCompletions, kChatCompletions };
 using ApiContext = TranslationContext;
 
 struct ParsedRequest {
-  serving::GenerateInput input;
+  serving::GenerateInput input;  // n and echo included
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };
@@ -45,14 +46,18 @@ Result<ParsedRequest> parse_generate_request(std::string_view body, Endpoint end
 
 // POST /tokenize: {"prompt": "..."} or {"messages": [...], "add_generation_prompt": true}, with
 // "add_special_tokens" (default true: BOS as the model says).
+// The chat fields continue_final_message and chat_template_kwargs as for chat completions;
+// "return_token_strs": true adds "token_strs", each token's text (vLLM's).
 struct TokenizeRequest {
   std::optional<std::string> prompt;
   std::optional<std::vector<model::ChatMessage>> messages;
   bool add_generation_prompt = true;
   bool add_special_tokens = true;
+  bool continue_final_message = false;
+  std::vector<std::pair<std::string, std::string>> chat_template_kwargs;
+  bool return_token_strs = false;
 };
 Result<TokenizeRequest> parse_tokenize_request(std::string_view body, const ApiContext& context);
-std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_model_len);
 
 // POST /detokenize: {"tokens": [ids]}.
 Result<std::vector<int32_t>> parse_detokenize_request(std::string_view body,
@@ -66,25 +71,41 @@ std::string models_response(const serving::ModelInfo& info, int32_t max_model_le
 // The bytes a token id stands for (logprobs name tokens by their text).
 using TokenText = std::function<std::string(int32_t)>;
 
+// What a response carries besides the events: n, echo, system_fingerprint (issue 16).
+struct ResponseOptions {
+  int32_t n = 1;                   // choices, each fed with its index
+  std::string echo;                // completions: the prompt text, before each choice's output
+  std::string system_fingerprint;  // in every response and chunk; left out when empty
+};
+
+// token_strs: when set, each token's text as "token_strs".
+std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_model_len,
+                              const TokenText* token_strs = nullptr);
+
 // Builds the response of one generation from its events, for both the whole-response and the
-// streamed (SSE) forms. One per request; not thread-safe.
+// streamed (SSE) forms: one choice per sample, each fed its own events (index). One per request;
+// not thread-safe.
 class ResponseBuilder {
  public:
   ResponseBuilder(Endpoint endpoint, std::string model_name, TokenText token_text,
-                  bool want_logprobs, int64_t created);
+                  bool want_logprobs, int64_t created, ResponseOptions options = {});
 
   const std::string& id() const { return id_; }
 
-  // Whole response: feed every event, then call response() once kFinished was added.
-  void add(const scheduler::RequestEvent& event);
-  bool finished() const { return finish_.has_value(); }
-  // The finish's error when the engine failed the request (kError), else nullopt.
+  // Whole response: feed every event, then call response() once finished().
+  void add(const scheduler::RequestEvent& event, int32_t index = 0);
+  // Every choice's kFinished was added, or one of them failed (error()).
+  bool finished() const;
+  // The first finish's error when the engine failed a choice (kError), else nullopt.
   const std::optional<scheduler::EngineError>& error() const { return error_; }
   std::string response() const;
 
   // Streaming: the SSE text ("data: {...}\n\n" lines) this event releases, possibly empty. The
-  // kFinished event's text ends with the usage chunk (when asked) and "data: [DONE]\n\n".
-  std::string stream_event(const scheduler::RequestEvent& event, bool include_usage);
+  // event that makes finished() true ends its text with the usage chunk (when asked; usage sums
+  // the choices' completion tokens) and "data: [DONE]\n\n"; a failed choice ends the stream
+  // with an error event.
+  std::string stream_event(const scheduler::RequestEvent& event, bool include_usage,
+                           int32_t index = 0);
 
  private:
   struct LogprobEntry {
@@ -92,27 +113,34 @@ class ResponseBuilder {
     scheduler::TokenLogprobs logprobs;
     int32_t text_offset;
   };
-  // One streamed chunk: a text delta (chat: the role first), its logprobs, a finish reason.
-  nlohmann::json chunk(const std::string& text, const std::vector<LogprobEntry>& logprobs,
-                       const char* finish_reason);
+  struct Choice {
+    std::string text;  // echo included
+    std::vector<LogprobEntry> logprobs;
+    std::optional<scheduler::FinishReason> finish;
+    scheduler::RequestTimings timings;
+    bool role_sent = false;  // chat stream: the role chunk went out
+    bool echo_sent = false;  // completions stream: the echo chunk went out
+  };
+  // One streamed chunk of choice `index`: a text delta (chat: the role first), its logprobs, a
+  // finish reason.
+  nlohmann::json chunk(int32_t index, const std::string& text,
+                       const std::vector<LogprobEntry>& logprobs, const char* finish_reason);
+  nlohmann::json envelope(const char* object) const;  // id, object, created, model, fingerprint
   nlohmann::json logprobs_json(const std::vector<LogprobEntry>& entries) const;
   nlohmann::json usage_json() const;
-  // Appends the event's text and logprobs; returns the logprobs entry it added (if any).
-  std::optional<LogprobEntry> record(const scheduler::RequestEvent& event);
+  // Appends the event's text and logprobs to its choice; returns the logprobs entry it added.
+  std::optional<LogprobEntry> record(const scheduler::RequestEvent& event, int32_t index);
 
   Endpoint endpoint_;
   std::string model_name_;
   TokenText token_text_;
   bool want_logprobs_;
   int64_t created_;
+  ResponseOptions options_;
   std::string id_;
 
-  std::string text_;
-  std::vector<LogprobEntry> logprobs_;
-  std::optional<scheduler::FinishReason> finish_;
+  std::vector<Choice> choices_;
   std::optional<scheduler::EngineError> error_;
-  scheduler::RequestTimings timings_;
-  bool role_sent_ = false;
 };
 
 // "stop" | "length" | "abort" | "error": the OpenAI finish_reason.

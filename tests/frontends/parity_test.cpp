@@ -62,6 +62,10 @@ void expect_same(const serving::GenerateInput& a, const serving::GenerateInput& 
   EXPECT_EQ(a.sampling.logit_bias, b.sampling.logit_bias);
   EXPECT_EQ(a.sampling.min_tokens, b.sampling.min_tokens);
   EXPECT_EQ(a.add_generation_prompt, b.add_generation_prompt);
+  EXPECT_EQ(a.n, b.n);
+  EXPECT_EQ(a.echo, b.echo);
+  EXPECT_EQ(a.continue_final_message, b.continue_final_message);
+  EXPECT_EQ(a.chat_template_kwargs, b.chat_template_kwargs);
 }
 
 TEST(FrontendParity, SameFieldsGiveTheSameInput) {
@@ -99,6 +103,12 @@ TEST(FrontendParity, SameFieldsGiveTheSameInput) {
          (*b.proto.mutable_logit_bias())[9] = -100;
          (*b.proto.mutable_logit_bias())[4] = 1.5f;
          b.proto.set_min_tokens(3);
+       }},
+      {"n and echo",
+       [](Both& b) {
+         b.body.update({{"n", 4}, {"echo", true}});
+         b.proto.set_n(4);
+         b.proto.set_echo(true);
        }},
       {"top_k -1 is off on both",
        [](Both& b) {
@@ -141,7 +151,8 @@ TEST(FrontendParity, SameFieldsGiveTheSameInput) {
 TEST(FrontendParity, ChatMessagesGiveTheSameInput) {
   const std::string body =
       R"({"messages": [{"role": "developer", "content": "Be brief."},
-                       {"role": "user", "content": "Hi"}], "seed": 5})";
+                       {"role": "user", "content": "Hi"}], "seed": 5,
+          "chat_template_kwargs": {"date_string": "1 Jan 2025", "a": "b"}})";
   auto http = openai::parse_generate_request(body, openai::Endpoint::kChatCompletions, kContext);
   ASSERT_TRUE(http.ok()) << http.error().message;
   v1::GenerateRequest r;
@@ -152,6 +163,8 @@ TEST(FrontendParity, ChatMessagesGiveTheSameInput) {
   user->set_role("user");
   user->set_content("Hi");
   r.set_seed(5);
+  (*r.mutable_chat_template_kwargs())["date_string"] = "1 Jan 2025";
+  (*r.mutable_chat_template_kwargs())["a"] = "b";
   auto grpc = proto::to_generate_input(r, kContext);
   ASSERT_TRUE(grpc.ok()) << grpc.error().message;
   ASSERT_TRUE(http.value().input.messages && grpc.value().messages);
@@ -165,6 +178,22 @@ TEST(FrontendParity, ChatMessagesGiveTheSameInput) {
 
 TEST(FrontendParity, SameBadValueGetsTheSameMessage) {
   const std::vector<std::pair<std::string, Edit>> cases = {
+      {"n 40",
+       [](Both& b) {
+         b.body["n"] = 40;
+         b.proto.set_n(40);
+       }},
+      {"echo with logprobs",
+       [](Both& b) {
+         b.body.update({{"echo", true}, {"logprobs", 1}});
+         b.proto.set_echo(true);
+         b.proto.set_logprobs(1);
+       }},
+      {"unknown model",
+       [](Both& b) {
+         b.body["model"] = "gpt-4";
+         b.proto.set_model("gpt-4");
+       }},
       {"max_tokens 0",
        [](Both& b) {
          b.body["max_tokens"] = 0;

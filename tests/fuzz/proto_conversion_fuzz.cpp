@@ -98,6 +98,15 @@ void check_generate(const v1::GenerateRequest& request, const TranslationContext
   LS_CHECK(input.add_generation_prompt ==
            (!request.has_add_generation_prompt() || request.add_generation_prompt()))
       << "add_generation_prompt changed";
+  // Issue 16: n in range, echo only for a prompt without logprobs, kwargs only for chat.
+  LS_CHECK(input.n == (request.has_n() ? request.n() : 1) && input.n >= 1 &&
+           input.n <= lightserve::frontends::kMaxParallelSamples)
+      << "n changed or out of range";
+  LS_CHECK(input.echo == request.echo() && (!input.echo || (!input.messages && input.logprobs < 0)))
+      << "echo accepted where it is refused";
+  LS_CHECK(input.chat_template_kwargs.size() == request.chat_template_kwargs().size() &&
+           (input.chat_template_kwargs.empty() || input.messages))
+      << "chat_template_kwargs changed";
 }
 
 void check_tokenize(const v1::TokenizeRequest& request) {

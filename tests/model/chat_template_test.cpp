@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,60 @@ TEST(ChatTemplateGolden, NamesAndFilesResolveAndUnknownOnesAreRefused) {
   ASSERT_FALSE(v3.ok());
   EXPECT_NE(v3.error().message.find("give one of those names with --chat-template"),
             std::string::npos);
+}
+
+// continue_final_message: the conversation as rendered without a generation prompt, less the
+// final assistant turn's closing text, so the text ends with that message's content.
+TEST(ChatTemplateOptions, ContinueFinalMessageLeavesTheLastTurnOpen) {
+  const std::vector<ChatMessage> messages = {{"user", "Complete it."}, {"assistant", "The sky is"}};
+  const std::map<std::string, std::string> closes = {{"chatml", "<|im_end|>\n"},
+                                                     {"llama3", "<|eot_id|>"},
+                                                     {"llama3.1", "<|eot_id|>"},
+                                                     {"mistral-v1", "</s>"},
+                                                     {"llama2", " </s>"}};
+  for (const auto& [name, close] : closes) {
+    const auto& [bos, eos] = kTokens.at(name + ".jinja");
+    const auto tok = vocabulary(bos, eos);
+    auto chat = ChatTemplate::from_text(name, *tok);
+    ASSERT_TRUE(chat.ok()) << name;
+    const auto closed = chat->render(messages, false);
+    const auto open = chat->render(messages, ChatOptions{false, true, {}});
+    ASSERT_TRUE(closed.ok() && open.ok()) << name;
+    EXPECT_EQ(open.value() + close, closed.value()) << name;
+    EXPECT_TRUE(open.value().ends_with("The sky is")) << name;
+    // Both options at once, or a final message that is not the assistant's, are refused.
+    auto both = chat->render(messages, ChatOptions{true, true, {}});
+    ASSERT_FALSE(both.ok());
+    EXPECT_NE(both.error().message.find("'add_generation_prompt': false"), std::string::npos);
+    auto user_last = chat->render(std::span(messages).first(1), ChatOptions{false, true, {}});
+    ASSERT_FALSE(user_last.ok());
+    EXPECT_NE(user_last.error().message.find("the assistant's"), std::string::npos);
+  }
+}
+
+// chat_template_kwargs: Llama-3.1 reads date_string; a name a format does not read is refused.
+TEST(ChatTemplateOptions, KwargsTheFormatReadsAndRefusesTheRest) {
+  const auto tok = vocabulary("<|begin_of_text|>", "<|eot_id|>");
+  auto llama31 = ChatTemplate::from_text("llama3.1", *tok);
+  ASSERT_TRUE(llama31.ok());
+  const std::vector<ChatMessage> messages = {{"user", "Hi"}};
+  const auto dated =
+      llama31->render(messages, ChatOptions{true, false, {{"date_string", "1 Jan 2025"}}});
+  ASSERT_TRUE(dated.ok());
+  EXPECT_NE(dated.value().find("Today Date: 1 Jan 2025\n"), std::string::npos);
+  std::string expected = llama31->render(messages, true).value();
+  expected.replace(expected.find("26 Jul 2024"), 11, "1 Jan 2025");
+  EXPECT_EQ(dated.value(), expected);
+  auto unknown = llama31->render(messages, ChatOptions{true, false, {{"tools_in_user", "x"}}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("'chat_template_kwargs.tools_in_user'"),
+            std::string::npos);
+  EXPECT_NE(unknown.error().message.find("it reads date_string"), std::string::npos);
+  auto chatml = ChatTemplate::from_text("chatml", *tok);
+  auto thinking =
+      chatml->render(messages, ChatOptions{true, false, {{"enable_thinking", "false"}}});
+  ASSERT_FALSE(thinking.ok());
+  EXPECT_NE(thinking.error().message.find("(chatml; it reads none)"), std::string::npos);
 }
 
 }  // namespace

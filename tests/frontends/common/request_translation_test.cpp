@@ -146,7 +146,7 @@ TEST(Translate, RefusalsNameTheFieldAndTheBoundCrossed) {
        },
        "'prompt[0]' = 18446744073709551615 is not a token id"},
       {[](RequestFields& f) { f.model = "gpt-4"; },
-       "model 'gpt-4' is not served here (this server serves 'tiny-model')"},
+       "The model 'gpt-4' does not exist: this server serves 'tiny-model'"},
       {[](RequestFields& f) { f.max_tokens = WireInt::of(0); }, "'max_tokens' must be ≥ 1, got 0"},
       {[](RequestFields& f) { f.max_tokens = WireInt::of(2147483648); },
        "'max_tokens' must be in [1, 2147483647], got 2147483648"},

@@ -568,7 +568,10 @@ TEST_F(GrpcServerTest, BadRequestsAreRefusedNamingTheProblem) {
          m->set_content("hi");
        },
        invalid, "role"},
-      {"unknown model", [](auto& r) { r.set_model("gpt-17"); }, invalid, "gpt-17"},
+      {"unknown model",
+       [](auto& r) { r.set_model("gpt-17"); },
+       {grpc::StatusCode::NOT_FOUND},
+       "gpt-17"},
       {"max_tokens 0", [](auto& r) { r.set_max_tokens(0); }, invalid, "max_tokens"},
       {"max_tokens huge",
        [](auto& r) { r.set_max_tokens(1000000); },

@@ -132,7 +132,7 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": [1, 1000]})", "'prompt[1]' = 1000 is not a token id"},
       {R"({"prompt": [1, -1]})", "'prompt[1]' = -1 is not a token id"},
       {R"({"prompt": [1, 2.5]})", "'prompt[1]' must be an integer"},
-      {R"({"prompt": "x", "model": "gpt-4"})", "model 'gpt-4' is not served here"},
+      {R"({"prompt": "x", "model": "gpt-4"})", "The model 'gpt-4' does not exist"},
       {R"({"prompt": "x", "model": 3})", "'model' must be a string"},
       {R"({"prompt": "x", "max_tokens": 0})", "'max_tokens' must be ≥ 1, got 0"},
       {R"({"prompt": "x", "max_tokens": -5})", "'max_tokens' must be ≥ 1"},
@@ -146,8 +146,15 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "top_k": -2})", "'top_k' must be ≥ -1"},
       {R"({"prompt": "x", "min_p": 1.5})", "'min_p' must be in [0, 1]"},
       {R"({"prompt": "x", "seed": 1.5})", "'seed' must be an integer"},
-      {R"({"prompt": "x", "n": 2})", "'n' = 2 is not supported"},
-      {R"({"prompt": "x", "best_of": 3})", "'best_of' = 3 is not supported"},
+      {R"({"prompt": "x", "n": 33})", "'n' must be in [1, 32], got 33"},
+      {R"({"prompt": "x", "n": "2"})", "'n' must be an integer, got string"},
+      {R"({"prompt": "x", "best_of": 3})", "'best_of' = 3 with 'n' = 1 is not supported"},
+      {R"({"prompt": "x", "echo": 1})", "'echo' must be a boolean"},
+      {R"({"prompt": "x", "echo": true, "logprobs": 0})", "'logprobs' with 'echo'"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "echo": true})",
+       "'echo' is only supported with a prompt", Endpoint::kChatCompletions},
+      {R"({"prompt": "x", "continue_final_message": true})",
+       "'continue_final_message' needs chat messages"},
       {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "at most 4 strings, got 5"},
       {R"({"prompt": "x", "stop": [1]})", "'stop[0]' must be a string"},
       {R"({"prompt": "x", "stop": ""})", "'stop' is empty"},
@@ -187,9 +194,12 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "grammar": "root ::= \"a\""})", "'grammar' is not supported"},
       {R"({"prompt": "x", "skip_special_tokens": false})",
        "'skip_special_tokens' = false is not supported"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"a": 1}})",
-       "'chat_template_kwargs' is not supported", Endpoint::kChatCompletions},
-      {R"({"prompt": "x", "echo": true})", "'echo' is not supported"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": [1]})",
+       "'chat_template_kwargs' must be an object", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}],
+           "chat_template_kwargs": {"add_generation_prompt": 1}})",
+       "'chat_template_kwargs.add_generation_prompt' must be a boolean",
+       Endpoint::kChatCompletions},
       {R"({"prompt": "x", "suffix": "z"})", "'suffix' is not supported"},
       {R"({"messages": []})", "'messages' is empty", Endpoint::kChatCompletions},
       {R"({"prompt": "x"})", "'messages' is required", Endpoint::kChatCompletions},
@@ -247,8 +257,41 @@ TEST(OpenAiParse, LogitBiasMinTokensAndTheNeutralExtras) {
   ASSERT_TRUE(chat.ok()) << chat.error().message;
   EXPECT_FALSE(chat.value().input.add_generation_prompt);
   auto strs = parse_tokenize_request(R"({"prompt": "Hi", "return_token_strs": true})", kContext);
-  ASSERT_FALSE(strs.ok());
-  EXPECT_NE(strs.error().message.find("'return_token_strs' is not supported"), std::string::npos);
+  ASSERT_TRUE(strs.ok()) << strs.error().message;
+  EXPECT_TRUE(strs.value().return_token_strs);
+}
+
+// Issue 16: n, best_of, echo and the chat rendering fields reach the input.
+TEST(OpenAiParse, SamplesEchoAndChatOptions) {
+  const ParsedRequest p = parse_ok(R"({"prompt": "x", "n": 3, "best_of": 3, "echo": true})");
+  EXPECT_EQ(p.input.n, 3);
+  EXPECT_TRUE(p.input.echo);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x"})").input.n, 1);
+  const auto chat = parse_generate_request(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false,
+          "continue_final_message": true,
+          "chat_template_kwargs": {"date_string": "1 Jan 2025", "flag": true, "k": 2}})",
+      Endpoint::kChatCompletions, kContext);
+  ASSERT_TRUE(chat.ok()) << chat.error().message;
+  EXPECT_TRUE(chat.value().input.continue_final_message);
+  using Kwargs = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(chat.value().input.chat_template_kwargs,
+            (Kwargs{{"date_string", "1 Jan 2025"}, {"flag", "true"}, {"k", "2"}}));
+  // vLLM's kwargs may set add_generation_prompt (and continue_final_message) themselves.
+  const auto merged = parse_generate_request(
+      R"({"messages": [{"role": "user", "content": "x"}],
+          "chat_template_kwargs": {"add_generation_prompt": false}})",
+      Endpoint::kChatCompletions, kContext);
+  ASSERT_TRUE(merged.ok()) << merged.error().message;
+  EXPECT_FALSE(merged.value().input.add_generation_prompt);
+  EXPECT_TRUE(merged.value().input.chat_template_kwargs.empty());
+  auto tokenize = parse_tokenize_request(
+      R"({"messages": [{"role": "assistant", "content": "x"}], "add_generation_prompt": false,
+          "continue_final_message": true, "chat_template_kwargs": {"date_string": "d"}})",
+      kContext);
+  ASSERT_TRUE(tokenize.ok()) << tokenize.error().message;
+  EXPECT_TRUE(tokenize.value().continue_final_message);
+  EXPECT_EQ(tokenize.value().chat_template_kwargs.size(), 1u);
 }
 
 TEST(OpenAiParse, TokenizeAndDetokenizeRequests) {
@@ -422,3 +465,47 @@ TEST(OpenAiResponse, InvalidUtf8FromTheModelIsReplacedNotThrown) {
 }
 
 }  // namespace
+
+// n = 2 with echo: one choice per index, each after the prompt text; usage counts the prompt
+// once and sums the completions; the fingerprint in the response and every chunk.
+TEST(OpenAiResponse, ChoicesEchoAndFingerprint) {
+  const lightserve::frontends::openai::ResponseOptions options{2, "Say: ", "fp_0123456789abcdef"};
+  ResponseBuilder b(Endpoint::kCompletions, "m", token_text, false, 1, options);
+  b.add(token(1, "a"), 1);
+  b.add(token(2, "b"), 0);
+  b.add(finished(FinishReason::kLength), 1);
+  EXPECT_FALSE(b.finished());
+  b.add(finished(FinishReason::kStop, "!"), 0);
+  ASSERT_TRUE(b.finished());
+  const json r = json::parse(b.response());
+  ASSERT_EQ(r["choices"].size(), 2u);
+  EXPECT_EQ(r["choices"][0]["index"], 0);
+  EXPECT_EQ(r["choices"][0]["text"], "Say: b!");
+  EXPECT_EQ(r["choices"][1]["text"], "Say: a");
+  EXPECT_EQ(r["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(r["usage"],
+            json({{"prompt_tokens", 4}, {"completion_tokens", 6}, {"total_tokens", 10}}));
+  EXPECT_EQ(r["system_fingerprint"], "fp_0123456789abcdef");
+
+  ResponseBuilder s(Endpoint::kChatCompletions, "m", token_text, false, 1, {2, "", "fp_x"});
+  std::string sse = s.stream_event(token(1, "x"), true, 1);
+  sse += s.stream_event(finished(FinishReason::kStop), true, 1);
+  EXPECT_EQ(sse.find("[DONE]"), std::string::npos);  // sample 0 is not finished
+  sse += s.stream_event(finished(FinishReason::kStop, "y"), true, 0);
+  std::vector<json> chunks;
+  for (size_t at = 0; (at = sse.find("data: {", at)) != std::string::npos; at += 6) {
+    chunks.push_back(json::parse(sse.substr(at + 6, sse.find("\n\n", at) - at - 6)));
+  }
+  ASSERT_EQ(chunks.size(), 6u);  // role 1, "x", finish 1, role 0, "y" + finish 0, usage
+  std::vector<int> indexes, roles;
+  for (const json& c : chunks) {
+    EXPECT_EQ(c["system_fingerprint"], "fp_x");
+    if (c["choices"].empty()) continue;
+    indexes.push_back(c["choices"][0]["index"]);
+    if (c["choices"][0]["delta"].contains("role")) roles.push_back(indexes.back());
+  }
+  EXPECT_EQ(indexes, (std::vector<int>{1, 1, 1, 0, 0}));
+  EXPECT_EQ(roles, (std::vector<int>{1, 0}));
+  EXPECT_EQ(chunks.back()["usage"]["completion_tokens"], 6);
+  EXPECT_NE(sse.rfind("data: [DONE]\n\n"), std::string::npos);
+}

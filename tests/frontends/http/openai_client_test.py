@@ -3,7 +3,12 @@
 
 Starts `lightserve serve` once on an ephemeral port with an API key, then: the model list,
 completions and chat (whole and streamed, usage chunk, logprobs), greedy text equal to
-`lightserve generate` for the same prompt, and the client's typed errors for refused requests.
+`lightserve generate` for the same prompt, and the client's typed errors for refused requests;
+then the API fields of issue 16: n (sample i is the n = 1 request with seed + i), best_of, echo,
+add_generation_prompt / continue_final_message / chat_template_kwargs (checked against /tokenize
+and the completions endpoint), return_token_strs, system_fingerprint, 404 model_not_found on
+every endpoint, logit_bias, min_tokens, x-request-id, and a 400 naming each field lightserve does
+not implement.
 
 Exit 77 (ctest: skipped) when the openai package or the model is absent. Environment:
 LIGHTSERVE_BINARY (the lightserve binary), LIGHTSERVE_TEST_MODEL (the GGUF file).
@@ -16,6 +21,8 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 try:
     import openai
@@ -150,13 +157,210 @@ class OpenAiClient(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as e:
             self.client.completions.create(model=self.model, prompt="x", temperature=5)
         self.assertIn("temperature", str(e.exception))
-        with self.assertRaises(openai.BadRequestError):
+        with self.assertRaises(openai.NotFoundError):
             self.client.completions.create(model="gpt-4", prompt="x")
         with self.assertRaises(openai.BadRequestError):
             self.client.chat.completions.create(model=self.model, messages=[])
         wrong_key = openai.OpenAI(base_url=self.base_url, api_key="nope", max_retries=0)
         with self.assertRaises(openai.AuthenticationError):
             wrong_key.models.list()
+
+
+    # ---- issue 16: the API fields vLLM users expect ----
+
+    def post(self, path, body, headers=None):
+        """POST JSON to the daemon (outside /v1 too): (status, parsed body, response headers)."""
+        request = urllib.request.Request(
+            self.base_url[:-len("/v1")] + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": "Bearer " + API_KEY, "Content-Type": "application/json",
+                     **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read()), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read()), e.headers
+
+    def completion(self, **kwargs):
+        args = dict(model=self.model, prompt="The weather today is", max_tokens=8)
+        args.update(kwargs)
+        return self.client.completions.create(**args)
+
+    def test_n_samples_are_the_seeded_single_requests(self):
+        # Sample i of an n request is the n = 1 request with seed + i (sibling requests).
+        r = self.completion(n=3, temperature=1.0, seed=1234, extra_body={"ignore_eos": True})
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        singles = [self.completion(temperature=1.0, seed=1234 + i,
+                                   extra_body={"ignore_eos": True}) for i in range(3)]
+        self.assertEqual([c.text for c in r.choices], [s.choices[0].text for s in singles])
+        self.assertGreater(len(set(c.text for c in r.choices)), 1, "seeds gave one text")
+        # usage: the prompt once, the completions summed (ignore_eos: 8 tokens each).
+        self.assertEqual(r.usage.prompt_tokens, singles[0].usage.prompt_tokens)
+        self.assertEqual(r.usage.completion_tokens, 3 * 8)
+        # Greedy: every sample is lightserve generate's text.
+        greedy = self.completion(n=2, temperature=0, max_tokens=MAX_TOKENS)
+        self.assertEqual([c.text for c in greedy.choices], [generate("The weather today is")] * 2)
+
+    def test_n_streamed_chunks_carry_their_index(self):
+        whole = self.completion(n=2, temperature=1.0, seed=99)
+        chunks = list(self.completion(n=2, temperature=1.0, seed=99, stream=True,
+                                      stream_options={"include_usage": True}))
+        texts, finishes = {0: "", 1: ""}, {}
+        for c in chunks:
+            for choice in c.choices:
+                texts[choice.index] += choice.text
+                if choice.finish_reason:
+                    finishes[choice.index] = choice.finish_reason
+        self.assertEqual([texts[0], texts[1]], [c.text for c in whole.choices])
+        self.assertEqual(sorted(finishes), [0, 1])
+        self.assertEqual(chunks[-1].choices, [])
+        self.assertEqual(chunks[-1].usage.completion_tokens, whole.usage.completion_tokens)
+        # Chat: each index gets its role chunk, then its content.
+        chat = list(self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": "Name a fruit."}], n=2,
+            max_tokens=8, temperature=0, stream=True))
+        roles = [c.choices[0].index for c in chat if c.choices and c.choices[0].delta.role]
+        self.assertEqual(sorted(roles), [0, 1])
+        content = {0: "", 1: ""}
+        for c in chat:
+            content[c.choices[0].index] += c.choices[0].delta.content or ""
+        self.assertEqual(content[0], content[1])  # greedy
+        self.assertNotEqual(content[0], "")
+
+    def test_chat_n_and_best_of(self):
+        r = self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": "Hi"}], n=2, max_tokens=4,
+            temperature=0)
+        self.assertEqual([c.index for c in r.choices], [0, 1])
+        self.assertEqual(r.choices[0].message.content, r.choices[1].message.content)
+        self.assertEqual(len(self.completion(n=2, best_of=2, temperature=0).choices), 2)
+        for kwargs, field in (({"best_of": 3}, "best_of"), ({"n": 0}, "'n'"),
+                              ({"n": 33}, "'n'")):
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.completion(**kwargs)
+            self.assertIn(field, str(e.exception))
+
+    def test_echo_prepends_the_prompt(self):
+        prompt = "The capital of France is"
+        r = self.completion(prompt=prompt, echo=True, temperature=0, max_tokens=MAX_TOKENS)
+        self.assertEqual(r.choices[0].text, prompt + generate(prompt))
+        chunks = list(self.completion(prompt=prompt, echo=True, temperature=0,
+                                      max_tokens=MAX_TOKENS, stream=True))
+        self.assertEqual(chunks[0].choices[0].text, prompt)
+        self.assertEqual("".join(c.choices[0].text for c in chunks), prompt + generate(prompt))
+        # Token ids: their text is echoed.
+        status, tokens, _ = self.post("/tokenize", {"prompt": prompt})
+        self.assertEqual(status, 200)
+        ids = self.completion(prompt=tokens["tokens"], echo=True, temperature=0, max_tokens=4)
+        self.assertTrue(ids.choices[0].text.startswith(prompt), ids.choices[0].text)
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.completion(echo=True, logprobs=1)
+        self.assertIn("echo", str(e.exception))
+
+    def chat_ids(self, body):
+        status, out, _ = self.post("/tokenize", body)
+        self.assertEqual(status, 200, out)
+        return out["tokens"]
+
+    def test_chat_template_fields(self):
+        user = [{"role": "user", "content": "Complete the sentence."}]
+        opened = self.chat_ids({"messages": user})
+        closed = self.chat_ids({"messages": user, "add_generation_prompt": False})
+        self.assertEqual(opened[:len(closed)], closed)
+        self.assertGreater(len(opened), len(closed))
+        # vLLM's chat_template_kwargs may carry add_generation_prompt too.
+        self.assertEqual(self.chat_ids({"messages": user, "chat_template_kwargs":
+                                        {"add_generation_prompt": False}}), closed)
+        # continue_final_message: the assistant's turn left open, and the chat answer is the
+        # completion of exactly those tokens.
+        messages = user + [{"role": "assistant", "content": "The sky is"}]
+        extra = {"add_generation_prompt": False, "continue_final_message": True}
+        ids = self.chat_ids({"messages": messages, **extra})
+        full = self.chat_ids({"messages": messages, "add_generation_prompt": False})
+        self.assertEqual(full[:len(ids)], ids)
+        self.assertGreater(len(full), len(ids))  # the end-of-turn tokens are left out
+        chat = self.client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=8, temperature=0, extra_body=extra)
+        plain = self.completion(prompt=ids, max_tokens=8, temperature=0)
+        self.assertEqual(chat.choices[0].message.content, plain.choices[0].text)
+        for body, field in (
+                ({"chat_template_kwargs": {"enable_thinking": False}},
+                 "chat_template_kwargs.enable_thinking"),
+                ({"continue_final_message": True}, "continue_final_message")):
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.client.chat.completions.create(model=self.model, messages=messages,
+                                                    max_tokens=2, extra_body=body)
+            self.assertIn(field, str(e.exception))
+
+    def test_tokenize_return_token_strs(self):
+        status, out, _ = self.post("/tokenize", {"prompt": "Hello world",
+                                                 "return_token_strs": True})
+        self.assertEqual(status, 200, out)
+        self.assertEqual(out["token_strs"], ["Hello", "\u0120world"])  # GPT-2 byte alphabet
+        self.assertEqual(len(out["token_strs"]), out["count"])
+        self.assertNotIn("token_strs", self.post("/tokenize", {"prompt": "Hello world"})[1])
+
+    def test_system_fingerprint_in_every_response_and_chunk(self):
+        fingerprints = {self.completion(max_tokens=2).system_fingerprint,
+                        self.client.chat.completions.create(
+                            model=self.model, messages=[{"role": "user", "content": "Hi"}],
+                            max_tokens=2).system_fingerprint}
+        for chunk in self.completion(max_tokens=3, stream=True,
+                                     stream_options={"include_usage": True}):
+            fingerprints.add(chunk.system_fingerprint)
+        self.assertEqual(len(fingerprints), 1, fingerprints)
+        self.assertRegex(fingerprints.pop(), r"^fp_[0-9a-f]{16}$")
+
+    def test_unknown_model_is_404_model_not_found_everywhere(self):
+        calls = [
+            lambda: self.client.completions.create(model="gpt-4", prompt="x"),
+            lambda: self.client.chat.completions.create(
+                model="gpt-4", messages=[{"role": "user", "content": "x"}]),
+            lambda: self.client.models.retrieve("gpt-4"),
+        ]
+        for call in calls:
+            with self.assertRaises(openai.NotFoundError) as e:
+                call()
+            self.assertEqual(e.exception.code, "model_not_found")
+            self.assertEqual(e.exception.param, "model")
+            self.assertIn("gpt-4", e.exception.message)
+        for path, body in (("/tokenize", {"model": "gpt-4", "prompt": "x"}),
+                           ("/detokenize", {"model": "gpt-4", "tokens": [1]})):
+            status, out, _ = self.post(path, body)
+            self.assertEqual(status, 404, out)
+            self.assertEqual(out["error"]["code"], "model_not_found")
+
+    def test_logit_bias_min_tokens_and_request_id(self):
+        # A +100 bias makes the token certain; -100 on it forbids it.
+        forced = self.completion(temperature=1.0, max_tokens=3, logit_bias={"19556": 100})
+        self.assertEqual(forced.choices[0].text, "Hello" * 3)
+        banned = self.completion(temperature=0, max_tokens=MAX_TOKENS,
+                                 logit_bias={str(i): -100 for i in self.chat_ids(
+                                     {"prompt": generate("The weather today is"),
+                                      "add_special_tokens": False})[:1]})
+        self.assertNotEqual(banned.choices[0].text, generate("The weather today is"))
+        # min_tokens holds EOS back: a chat answer that ends early now runs to min_tokens.
+        short = self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": "Say yes."}], max_tokens=200,
+            temperature=0)
+        self.assertEqual(short.choices[0].finish_reason, "stop")
+        held = self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": "Say yes."}], max_tokens=200,
+            temperature=0, extra_body={"min_tokens": short.usage.completion_tokens + 5})
+        self.assertGreaterEqual(held.usage.completion_tokens, short.usage.completion_tokens + 5)
+        _, _, headers = self.post("/v1/completions", {"prompt": "x", "max_tokens": 1},
+                                  {"x-request-id": "client-id-16"})
+        self.assertEqual(headers["x-request-id"], "client-id-16")
+
+    def test_unimplemented_fields_are_400_naming_them(self):
+        for field, value in (("suffix", "end"), ("prompt_logprobs", 1),
+                             ("use_beam_search", True), ("typical_p", 0.5),
+                             ("skip_special_tokens", False), ("truncate_prompt_tokens", 4),
+                             ("allowed_token_ids", [1, 2]), ("bad_words", ["x"]),
+                             ("mirostat", 2), ("include_stop_str_in_output", True),
+                             ("chat_template", "{{ x }}")):
+            with self.assertRaises(openai.BadRequestError, msg=field) as e:
+                self.completion(extra_body={field: value})
+            self.assertIn(field, str(e.exception))
 
 
 if __name__ == "__main__":

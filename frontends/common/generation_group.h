@@ -1,0 +1,62 @@
+// The n parallel samples of one request (OpenAI's `n`), as both frontends read them: n sibling
+// requests in the engine, the same prompt and settings with seeds seed, seed + 1, ..., read as
+// one stream of events tagged with the sample's index. n = 1 is one request, read as before.
+//
+// Each sibling prefills the prompt itself: sharing one prefill needs the KV memory to share a
+// prompt's blocks between sequences, which it does not do yet.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <variant>
+#include <vector>
+
+#include "scheduler/events.h"
+#include "scheduler/request.h"
+#include "serving/serving_core.h"
+
+namespace lightserve::frontends {
+
+struct IndexedEvent {
+  int32_t index = 0;  // the sample: choices[index]
+  scheduler::RequestEvent event;
+};
+
+class GenerationGroup {
+ public:
+  // Submits `n` >= 1 copies of `params` (sibling i: seed + i; request tag TAG.i when n > 1). When
+  // the engine refuses one, the ones it took are aborted and its error is returned.
+  static std::variant<std::shared_ptr<GenerationGroup>, scheduler::EngineError> submit(
+      serving::ServingCore& engine, const scheduler::RequestParams& params, int32_t n);
+
+  ~GenerationGroup();  // aborts the siblings not finished (a reader that goes away)
+
+  int32_t size() const { return static_cast<int32_t>(members_.size()); }
+  // Runs after every later event of any sibling, on the engine thread (EventStream's rules).
+  void set_listener(const std::function<void()>& listener);
+  // The next event of some sibling, taking them in turn; nullopt when none is ready.
+  std::optional<IndexedEvent> try_pop();
+  // Every sibling's kFinished has been popped.
+  bool finished() const;
+  // Aborts the siblings whose finish has not been popped (the client went away, or one sibling
+  // failed and the answer is that error). Idempotent; any thread.
+  void abort();
+
+ private:
+  struct Member {
+    scheduler::RequestId id = 0;
+    std::shared_ptr<scheduler::EventStream> events;
+    bool finished = false;  // its kFinished was popped
+  };
+  explicit GenerationGroup(serving::ServingCore& engine) : engine_(engine) {}
+
+  serving::ServingCore& engine_;
+  mutable std::mutex mutex_;  // guards the members' `finished` and next_
+  std::vector<Member> members_;
+  size_t next_ = 0;  // the sibling try_pop looks at first
+};
+
+}  // namespace lightserve::frontends
