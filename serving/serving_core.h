@@ -21,6 +21,7 @@
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
+#include "sampling/constraint.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
 #include "serving/engine_stack.h"
@@ -53,6 +54,9 @@ struct GenerateInput {
   int32_t logprobs = -1;              // -1 none, else 0..20 top alternatives
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
+  // Constrained decoding (sampling/constraint.h): compiled in prepare(), so an invalid schema,
+  // regex or grammar is refused before the request is queued.
+  std::optional<sampling::ConstraintSpec> constraint;
 };
 
 // What the frontends report about the model and the server.
@@ -143,6 +147,7 @@ class ServingCore {
   mutable std::shared_mutex engine_mutex_;  // stop() clears engine_ under it; users share it
   scheduler::Engine* engine_ = nullptr;     // stack_'s engine; null once stopped
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<sampling::ConstraintCompiler> constraints_;  // over the model's token bytes
   std::thread thread_;
 
   std::atomic<bool> draining_{false};

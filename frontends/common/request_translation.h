@@ -70,6 +70,10 @@ struct RequestFields {
   const char* logprobs_field = "logprobs";
   std::optional<WireInt> priority;  // int32
   serving::LightTransferOverride lighttransfer = serving::LightTransferOverride::kServerDefault;
+  // Constrained decoding (response_format, guided_*, grammar, tools): the protocol reads which
+  // constraint was asked for; serving::ServingCore::prepare() compiles it (a bad schema, regex or
+  // grammar is refused there, naming `constraint->field`).
+  std::optional<sampling::ConstraintSpec> constraint;
 };
 
 // What a request is checked against.

@@ -91,6 +91,7 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   g.id = added.id;
   g.events = std::move(added.events);
   g.request_tag = tag;
+  g.tool_calls = parsed.value().tool_calls;
   return g;
 }
 

@@ -42,6 +42,7 @@ struct HttpGeneration {
   std::shared_ptr<scheduler::EventStream> events;
   std::string request_tag;  // answered in the x-request-id header
   HttpHeaders headers;      // extra ones for the answer (CORS)
+  bool tool_calls = false;  // the request has tools: the output's <tool_call> blocks are parsed
 };
 
 using HttpOutcome = std::variant<HttpReply, HttpGeneration>;

@@ -389,6 +389,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                 [&tok](int32_t id) { return tok.token_bytes(id, true); },
                                 generation.want_logprobs, unix_seconds()),
                             false});
+    if (generation.tool_calls) gen_->builder.enable_tool_calls();
     if (generation.stream) {
       error_code ignored;
       socket_.set_option(net::socket_base::send_buffer_size(kStreamSocketSendBuffer), ignored);

@@ -181,6 +181,12 @@ Problem read_messages(const json& body, std::vector<model::ChatMessage>& out) {
     const std::string name = "messages[" + std::to_string(i) + "]";
     const json& message = (*messages)[i];
     if (!message.is_object()) return wrong_type(name, "an object", message);
+    if (is_tool_message(message)) {  // tool_calls.h: rendered in the Hermes syntax
+      model::ChatMessage parsed;
+      if (Problem p = read_tool_message(name, message, parsed)) return p;
+      out.push_back(std::move(parsed));
+      continue;
+    }
     const json* role = member(message, "role");
     if (role == nullptr) return quoted(name + ".role") + " is required";
     if (!role->is_string()) return wrong_type(name + ".role", "a string", *role);
@@ -226,15 +232,9 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   }
   // vLLM's and llama.cpp's extras that lightserve does not implement: refused by name unless
   // they ask for nothing, never silently ignored.
-  for (const char* key : {"guided_json",
-                          "guided_regex",
-                          "guided_choice",
-                          "guided_grammar",
-                          "guided_decoding_backend",
-                          "guided_whitespace_pattern",
+  // (The constraint fields and tools are read by read_structured_output, tool_calls.h.)
+  for (const char* key : {"guided_whitespace_pattern",
                           "structural_tag",
-                          "grammar",
-                          "json_schema",
                           "chat_template_kwargs",
                           "chat_template",
                           "documents",
@@ -266,16 +266,9 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   bool skip_special = true;  // vLLM's default; false asks for control tokens in the text
   if (Problem p = read_bool(body, "skip_special_tokens", skip_special)) return p;
   if (!skip_special) return std::string("'skip_special_tokens' = false is not supported");
-  for (const char* key : {"tools", "functions"}) {
-    if (const json* tools = member(body, key); tools != nullptr && !tools->empty()) {
-      return quoted(key) + " (tool calling) is not supported";
-    }
-  }
-  if (const json* format = member(body, "response_format")) {
-    if (!format->is_object()) return wrong_type("response_format", "an object", *format);
-    const json* type = member(*format, "type");
-    if (type != nullptr && *type != "text") {
-      return "'response_format' " + dump(*type) + " is not supported: only {\"type\": \"text\"}";
+  for (const char* key : {"functions", "function_call"}) {
+    if (const json* value = member(body, key); value != nullptr && !value->empty()) {
+      return quoted(key) + " (the deprecated function calling) is not supported: use 'tools'";
     }
   }
   if (endpoint == Endpoint::kCompletions) {
@@ -376,8 +369,23 @@ Problem read_lighttransfer(const json& body, RequestFields& f) {
   return std::nullopt;
 }
 
-Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& context,
-                      ParsedRequest& out) {
+// The constraint fields and tools (tool_calls.h), read from the body parsed again keeping the
+// order of keys, when it has any of them.
+Problem read_constraints(const json& body, std::string_view raw_body, Endpoint endpoint,
+                         RequestFields& f, bool& tool_calls) {
+  bool any = false;
+  for (const char* key : {"response_format", "guided_json", "guided_regex", "guided_choice",
+                          "guided_grammar", "grammar", "json_schema", "guided_decoding_backend",
+                          "tools", "tool_choice", "parallel_tool_calls"}) {
+    any = any || body.contains(key);
+  }
+  if (!any) return std::nullopt;
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(raw_body);
+  return read_structured_output(ordered, endpoint == Endpoint::kChatCompletions, f, tool_calls);
+}
+
+Problem read_generate(const json& body, std::string_view raw_body, Endpoint endpoint,
+                      const ApiContext& context, ParsedRequest& out) {
   RequestFields f;
   if (Problem p = read_string(body, "model", f.model)) return p;
   if (endpoint == Endpoint::kCompletions) {
@@ -387,6 +395,7 @@ Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& con
     if (Problem p = read_bool(body, "add_generation_prompt", f.add_generation_prompt)) return p;
   }
   if (Problem p = refuse_unsupported(body, endpoint)) return p;
+  if (Problem p = read_constraints(body, raw_body, endpoint, f, out.tool_calls)) return p;
   std::optional<WireInt> max_completion_tokens;
   if (Problem p = read_int(body, "max_tokens", f.max_tokens)) return p;
   if (Problem p = read_int(body, "max_completion_tokens", max_completion_tokens)) return p;
@@ -423,7 +432,7 @@ Result<ParsedRequest> parse_generate_request(std::string_view body, Endpoint end
   Result<json> root = parse_object(body);
   if (!root) return root.error();
   ParsedRequest out;
-  if (Problem p = read_generate(root.value(), endpoint, context, out)) return Error{*p};
+  if (Problem p = read_generate(root.value(), body, endpoint, context, out)) return Error{*p};
   return out;
 }
 
@@ -580,6 +589,37 @@ json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) co
   return {{"content", content}};
 }
 
+namespace {
+// OpenAI's tool_calls array; streamed deltas carry each call's index.
+json tool_calls_json(const std::vector<ToolCall>& calls, int32_t first_index, bool indexed) {
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json call = {{"id", calls[i].id},
+                 {"type", "function"},
+                 {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (indexed) call["index"] = first_index + static_cast<int32_t>(i);
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// Content around tool calls: null when only whitespace is left.
+json tool_content(const std::string& content) {
+  if (content.find_first_not_of(" \t\r\n") == std::string::npos) return nullptr;
+  return content;
+}
+}  // namespace
+
+void ResponseBuilder::enable_tool_calls() {
+  tool_parser_ = std::make_unique<ToolCallParser>();
+}
+
+const char* ResponseBuilder::finish_name() const {
+  const scheduler::FinishReason reason = finish_.value_or(scheduler::FinishReason::kStop);
+  if (num_tool_calls_ > 0 && reason == scheduler::FinishReason::kStop) return "tool_calls";
+  return finish_reason_name(reason);
+}
+
 std::string ResponseBuilder::response() const {
   json choice = {
       {"index", 0},
@@ -589,6 +629,16 @@ std::string ResponseBuilder::response() const {
     choice["text"] = text_;
   } else {
     choice["message"] = {{"role", "assistant"}, {"content", text_}};
+    if (tool_parser_) {
+      const ToolCallParser::Delta parsed = parse_tool_calls(text_);
+      if (!parsed.calls.empty()) {
+        choice["message"]["content"] = tool_content(parsed.content);
+        choice["message"]["tool_calls"] = tool_calls_json(parsed.calls, 0, false);
+        if (finish_.value_or(scheduler::FinishReason::kStop) == scheduler::FinishReason::kStop) {
+          choice["finish_reason"] = "tool_calls";
+        }
+      }
+    }
   }
   return dump(
       {{"id", id_},
@@ -639,6 +689,26 @@ std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event,
   std::vector<LogprobEntry> entries;
   if (entry) entries.push_back(*entry);
   const bool finished = event.kind == scheduler::RequestEvent::Kind::kFinished;
+  std::string text = event.text;
+  if (tool_parser_) {
+    // Content streams as it comes, except a possible "<tool_call>" (held back); a call goes out
+    // as one delta once its </tool_call> arrived.
+    ToolCallParser::Delta delta = tool_parser_->push(text);
+    if (finished) {
+      ToolCallParser::Delta tail = tool_parser_->flush();
+      delta.content += tail.content;
+      for (ToolCall& c : tail.calls) delta.calls.push_back(std::move(c));
+    }
+    text = std::move(delta.content);
+    if (!delta.calls.empty()) {
+      json data = chunk("", {}, nullptr);
+      data["choices"][0]["delta"] = {
+          {"tool_calls", tool_calls_json(delta.calls, num_tool_calls_, true)}};
+      if (include_usage) data["usage"] = nullptr;
+      num_tool_calls_ += static_cast<int32_t>(delta.calls.size());
+      out += sse(data);
+    }
+  }
   if (finished && error_) {
     // The engine failed the request mid-stream: the status line is gone, so the error travels
     // as an event with OpenAI's error body, then the stream ends as usual.
@@ -646,8 +716,8 @@ std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event,
     return out + "data: " + openai_error_body(error_->message, mapped.type, mapped.status) +
            "\n\ndata: [DONE]\n\n";
   }
-  if (!event.text.empty() || !entries.empty() || finished) {
-    json data = chunk(event.text, entries, finished ? finish_reason_name(*finish_) : nullptr);
+  if (!text.empty() || !entries.empty() || finished) {
+    json data = chunk(text, entries, finished ? finish_name() : nullptr);
     if (include_usage) data["usage"] = nullptr;
     out += sse(data);
   }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "base/status.h"
 #include "frontends/common/request_translation.h"
+#include "frontends/http/tool_calls.h"
 #include "scheduler/events.h"
 #include "serving/serving_core.h"
 
@@ -36,6 +38,7 @@ struct ParsedRequest {
   serving::GenerateInput input;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool tool_calls = false;     // chat with tools: parse <tool_call> blocks (tool_calls.h)
 };
 
 // The request body of /v1/completions or /v1/chat/completions. Sampling defaults are OpenAI's
@@ -86,6 +89,10 @@ class ResponseBuilder {
   // kFinished event's text ends with the usage chunk (when asked) and "data: [DONE]\n\n".
   std::string stream_event(const scheduler::RequestEvent& event, bool include_usage);
 
+  // Chat with tools (tool_calls.h): <tool_call> blocks in the output become `tool_calls`, the
+  // finish reason "tool_calls"; streamed as one delta per completed call.
+  void enable_tool_calls();
+
  private:
   struct LogprobEntry {
     int32_t token_id;
@@ -97,6 +104,8 @@ class ResponseBuilder {
                        const char* finish_reason);
   nlohmann::json logprobs_json(const std::vector<LogprobEntry>& entries) const;
   nlohmann::json usage_json() const;
+  // The finish reason as sent: "tool_calls" when calls were streamed and the model stopped.
+  const char* finish_name() const;
   // Appends the event's text and logprobs; returns the logprobs entry it added (if any).
   std::optional<LogprobEntry> record(const scheduler::RequestEvent& event);
 
@@ -113,6 +122,8 @@ class ResponseBuilder {
   std::optional<scheduler::EngineError> error_;
   scheduler::RequestTimings timings_;
   bool role_sent_ = false;
+  std::unique_ptr<ToolCallParser> tool_parser_;  // set by enable_tool_calls()
+  int32_t num_tool_calls_ = 0;                   // streamed so far
 };
 
 // "stop" | "length" | "abort" | "error": the OpenAI finish_reason.
