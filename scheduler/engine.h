@@ -100,7 +100,7 @@ struct StepSummary {
   int32_t num_admitted = 0;
   int32_t num_preempted = 0;
   int32_t num_finished = 0;  // finished or aborted in this step, commands included
-  int32_t num_held = 0;      // decoding requests held back this step (max_unread_events)
+  int32_t num_held = 0;      // running requests held back this step (max_unread_events)
   // The executor failed this step (an error status or an exception such as std::bad_alloc or a
   // device error): the step's requests finished with kInternal, every other request goes on.
   bool executor_failed = false;

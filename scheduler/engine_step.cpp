@@ -157,7 +157,9 @@ StepPlan Engine::run_budget_stage() const {
   const size_t max_unread = static_cast<size_t>(config_.max_unread_events);
   for (const Request* r : running_) {
     const bool decoding = r->state == RequestState::kDecoding;
-    const bool held = decoding && max_unread > 0 && r->events->unread() >= max_unread;
+    // A lagging reader holds its request back, decoding or recomputing after a preemption (whose
+    // prefill ends with a token too); a fresh prefill has no events yet.
+    const bool held = max_unread > 0 && r->events->unread() >= max_unread;
     running.push_back({r->id, decoding, r->prefill_tokens, r->prefill_layers_done, held});
   }
   return composer_.compose(running);

@@ -28,6 +28,10 @@ StepPlan StepComposer::compose(std::span<const ComposerRequest> running) const {
   }
   for (const ComposerRequest& r : running) {
     if (r.decoding) continue;
+    if (r.held) {
+      ++plan.num_held;
+      continue;
+    }
     LS_CHECK(r.num_prefill_tokens >= 1 && r.prefill_layers_done >= 0 &&
              r.prefill_layers_done < num_layers_)
         << "request " << r.id << ": prefill of " << r.num_prefill_tokens << " tokens, "

@@ -34,7 +34,9 @@ struct ComposerRequest {
   bool decoding = false;
   int32_t num_prefill_tokens = 0;   // prefilling: tokens the prefill covers (T)
   int32_t prefill_layers_done = 0;  // prefilling: layers already run over them
-  bool held = false;  // decoding, but its reader lags (SchedulerConfig::max_unread_events)
+  // Its reader lags (SchedulerConfig::max_unread_events): no work this step. A prefill can be
+  // held only when it recomputes a preempted request whose earlier events are still unread.
+  bool held = false;
 };
 
 struct ScheduledWork {
@@ -54,7 +56,7 @@ struct StepPlan {
   int64_t token_layers = 0;         // sum over work, <= the budget
   int32_t num_decodes = 0;
   int32_t num_prefills = 0;
-  int32_t num_held = 0;  // decoding requests that sit this step out: their readers lag
+  int32_t num_held = 0;  // running requests that sit this step out: their readers lag
   bool empty() const { return work.empty(); }
 };
 

@@ -77,6 +77,20 @@ TEST(StepComposerTest, HeldDecodesSitTheStepOut) {
   EXPECT_EQ(plan.token_layers, 20);
 }
 
+// A held prefill (a preempted request recomputing while its reader still lags: its last layer
+// would emit a token) sits the step out too; the room goes to the next prefill.
+TEST(StepComposerTest, HeldRecomputePrefillSitsTheStepOut) {
+  const StepComposer c(4, 20);
+  ComposerRequest held = prefill(5, 3, 0);
+  held.held = true;
+  const StepPlan plan = c.compose(std::vector{held, prefill(6, 3, 0)});
+  ASSERT_EQ(plan.work.size(), 1u);
+  EXPECT_EQ(plan.work[0].id, 6u);
+  EXPECT_EQ(plan.num_held, 1);
+  EXPECT_EQ(plan.num_prefills, 1);
+  EXPECT_EQ(plan.token_layers, 12);
+}
+
 TEST(StepComposerTest, WholePrefillsOnlyWithoutLayeredPrefill) {
   const StepComposer c(4, 40, /*layered_prefill=*/false);
   // 8 · 4 = 32 fits whole; then 8 left: the 3-token prompt would get 2 layers, so it waits.
