@@ -46,13 +46,22 @@ int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  if (params_.constraint) matcher_.emplace(params_.constraint);
+}
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
                         std::span<const int32_t> output) {
+  const int32_t token = draw(logits, prompt, output);
+  if (matcher_) matcher_->accept(token);
+  return token;
+}
+
+int32_t Sampler::draw(std::span<const float> logits, std::span<const int32_t> prompt,
+                      std::span<const int32_t> output) {
   const bool blocking = static_cast<int64_t>(output.size()) < params_.min_tokens &&
                         !params_.min_tokens_blocked.empty();
-  if (params_.has_penalties() || !params_.logit_bias.empty() || blocking) {
+  if (params_.has_penalties() || !params_.logit_bias.empty() || blocking || matcher_) {
     penalized_.assign(logits.begin(), logits.end());
     const int32_t vocab = static_cast<int32_t>(penalized_.size());
     for (const auto& [id, bias] : params_.logit_bias) {
@@ -81,6 +90,16 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     for (const auto& [id, count] : output_counts) {
       penalized_[static_cast<size_t>(id)] -=
           params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+    }
+    if (matcher_) {
+      matcher_->mask_logits(penalized_);
+      // min_tokens may ban the only ids the constraint allows (its stop ids once complete):
+      // the constraint wins, over the unbanned logits.
+      if (*std::max_element(penalized_.begin(), penalized_.end()) ==
+          -std::numeric_limits<float>::infinity()) {
+        penalized_.assign(logits.begin(), logits.end());
+        matcher_->mask_logits(penalized_);
+      }
     }
     logits = penalized_;
   }

@@ -5,12 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <utility>
 #include <vector>
 
 #include "base/status.h"
+#include "sampling/constraint.h"
 
 namespace lightserve::sampling {
 
@@ -30,6 +33,9 @@ struct SamplingParams {
   // request's stop ids: EOS unless ignored, stop_token_ids; the engine fills them) are not drawn.
   int32_t min_tokens = 0;
   std::vector<int32_t> min_tokens_blocked;
+  // Constrained decoding (sampling/constraint.h): tokens the constraint does not allow next are
+  // never drawn, after every other adjustment. Null: unconstrained.
+  std::shared_ptr<const CompiledConstraint> constraint;
 
   bool has_penalties() const {
     return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
@@ -43,11 +49,14 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // `prompt` and `output`: the tokens so far (read only when a penalty is set).
+  // `prompt` and `output`: the tokens so far (read only when a penalty is set). With a
+  // constraint, the drawn token is also accepted by the request's matcher.
   int32_t sample(std::span<const float> logits, std::span<const int32_t> prompt = {},
                  std::span<const int32_t> output = {});
 
  private:
+  int32_t draw(std::span<const float> logits, std::span<const int32_t> prompt,
+               std::span<const int32_t> output);
   struct Candidate {
     int32_t id;
     float logit;
@@ -57,6 +66,7 @@ class Sampler {
   std::vector<Candidate> candidates_;
   std::vector<float> probs_;
   std::vector<float> penalized_;
+  std::optional<ConstraintMatcher> matcher_;
 };
 
 int32_t argmax(std::span<const float> logits);

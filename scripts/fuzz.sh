@@ -6,8 +6,8 @@
 #   scripts/fuzz.sh --list                    the targets
 #   scripts/fuzz.sh --gguf-seeds [REAL_MODEL] regenerates tests/fuzz/corpus/gguf/
 #
-# TARGET is gguf, tokenizer, chat_template, safetensors, serve_config, openai_api, http_server or
-# proto_conversion (tests/fuzz/<TARGET>_fuzz.cpp). The committed seeds in
+# TARGET is gguf, tokenizer, chat_template, safetensors, serve_config, openai_api, http_server,
+# proto_conversion or grammar (tests/fuzz/<TARGET>_fuzz.cpp). The committed seeds in
 # tests/fuzz/corpus/<TARGET>/ are copied into build-fuzz/corpus/<TARGET>/, which the fuzzer grows
 # and keeps between runs; the dictionary tests/fuzz/<TARGET>.dict is used when there is one. A
 # crash leaves its input in build-fuzz/artifacts/<TARGET>/ and makes this script fail; re-run one
@@ -19,7 +19,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/build-fuzz"
-targets=(gguf tokenizer chat_template safetensors serve_config openai_api http_server proto_conversion)
+targets=(gguf tokenizer chat_template safetensors serve_config openai_api http_server proto_conversion
+  grammar)
 
 if [[ "${1:-}" == "--list" ]]; then
   printf '%s\n' "${targets[@]}"

@@ -30,8 +30,13 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# XGrammar (constrained decoding) is not packaged by Debian: its pinned PyPI sdist, unpacked
+# into third_party/xgrammar/ (idempotent).
+fetch_sources() { bash "$(dirname "${BASH_SOURCE[0]}")/fetch_xgrammar.sh"; }
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "all ${#PACKAGES[@]} packages already installed"
+  fetch_sources
   exit 0
 fi
 
@@ -45,4 +50,5 @@ log "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fetch_sources
 log "done"

@@ -21,10 +21,12 @@ bash scripts/check_format.sh
 echo "== build"
 bash scripts/build.sh   # incremental: cheap when nothing changed
 echo "== python test client"   # the openai client test (tests/frontends/http/openai_client_test.py)
-if [[ ! -x .venv-test/bin/python ]] || ! .venv-test/bin/python -c "import openai" 2>/dev/null; then
+# jsonschema: the client test validates constrained (JSON schema) outputs with it.
+if [[ ! -x .venv-test/bin/python ]] ||
+   ! .venv-test/bin/python -c "import openai, jsonschema" 2>/dev/null; then
   # A hard failure: a silently skipped client test would hide a broken install step.
-  python3 -m venv .venv-test
-  .venv-test/bin/pip install -q openai==1.109.1
+  [[ -x .venv-test/bin/python ]] || python3 -m venv .venv-test
+  .venv-test/bin/pip install -q openai==1.109.1 jsonschema==4.26.0
 fi
 echo "== python gRPC reflection client"   # tests/frontends/grpc/grpc_reflection_client_test.py
 if [[ ! -x .venv-grpc/bin/python ]] || ! .venv-grpc/bin/python -c "import grpc_reflection" 2>/dev/null; then

@@ -8,6 +8,7 @@
 
 #include "base/units.h"
 #include "memory/capacity.h"
+#include "model/constraint_vocabulary.h"
 #include "model/gguf.h"
 #include "serving/model_loading.h"
 
@@ -185,6 +186,8 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   info.eos_id = se->model_->tokenizer().eos_id();
 
   se->fingerprint_ = fingerprint(config, info, se->settings_, se->context_);
+  se->constraints_ = std::make_unique<sampling::ConstraintCompiler>(
+      model::constraint_vocabulary(se->model_->tokenizer(), mc.vocab_size));
   se->metrics_ = std::make_unique<Metrics>(info.name, se->stack_->arena().plan(), se->settings_);
   ServingCore* self = se.get();
   se->engine_->set_observer([self](const scheduler::RequestEvent& event) {
@@ -321,6 +324,11 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
     out.max_tokens = std::max(1, std::min(out.max_tokens, context_ - num_prompt));
   }
   out.sampling = in.sampling;
+  if (in.constraint) {
+    auto compiled = constraints_->compile(*in.constraint);
+    if (!compiled) return invalid(compiled.error().message);
+    out.sampling.constraint = std::move(compiled).value();
+  }
   out.stop_strings = in.stop;
   out.stop_token_ids = in.stop_token_ids;
   out.ignore_eos = in.ignore_eos;

@@ -21,6 +21,7 @@
 #include "model/kv_arena.h"
 #include "model/lighttransfer.h"
 #include "model/llama_model.h"
+#include "sampling/constraint.h"
 #include "scheduler/clock.h"
 #include "scheduler/engine.h"
 #include "serving/engine_stack.h"
@@ -60,6 +61,9 @@ struct GenerateInput {
   // samples (frontends/common/generation_group.h); echo: the prompt's text before the output.
   int32_t n = 1;
   bool echo = false;
+  // Constrained decoding (sampling/constraint.h): compiled in prepare(), so an invalid schema,
+  // regex or grammar is refused before the request is queued.
+  std::optional<sampling::ConstraintSpec> constraint;
 };
 
 // What the frontends report about the model and the server.
@@ -156,6 +160,7 @@ class ServingCore {
   mutable std::shared_mutex engine_mutex_;  // stop() clears engine_ under it; users share it
   scheduler::Engine* engine_ = nullptr;     // stack_'s engine; null once stopped
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<sampling::ConstraintCompiler> constraints_;  // over the model's token bytes
   std::thread thread_;
 
   std::atomic<bool> draining_{false};

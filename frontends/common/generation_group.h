@@ -2,6 +2,9 @@
 // requests in the engine, the same prompt and settings with seeds seed, seed + 1, ..., read as
 // one stream of events tagged with the sample's index. n = 1 is one request, read as before.
 //
+// Siblings copy the prepared params, so a constraint (sampling/constraint.h) is compiled once and
+// shared; each sibling's Sampler holds its own matcher, so every sample is held to it on its own.
+//
 // Each sibling prefills the prompt itself: sharing one prefill needs the KV memory to share a
 // prompt's blocks between sequences, which it does not do yet.
 #pragma once

@@ -228,6 +228,7 @@ Problem translate_fields(const RequestFields& f, const TranslationContext& conte
   if (Problem p = read_int("priority", f.priority, kInt32Min, kInt32Max, number)) return p;
   input.priority = static_cast<int32_t>(number.value_or(0));
   input.lighttransfer = f.lighttransfer;
+  input.constraint = f.constraint;
   return read_samples_and_echo(f, input);
 }
 

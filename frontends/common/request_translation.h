@@ -77,6 +77,11 @@ struct RequestFields {
   bool echo = false;                    // prompt text (not chat), without logprobs
   bool continue_final_message = false;  // chat
   std::vector<std::pair<std::string, std::string>> chat_template_kwargs;  // chat, values as text
+
+  // Constrained decoding (response_format, guided_*, grammar, tools): the protocol reads which
+  // constraint was asked for; serving::ServingCore::prepare() compiles it (a bad schema, regex or
+  // grammar is refused there, naming `constraint->field`).
+  std::optional<sampling::ConstraintSpec> constraint;
 };
 
 // What a request is checked against.

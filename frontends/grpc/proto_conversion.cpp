@@ -28,6 +28,45 @@ grpc::Status to_status(const scheduler::EngineError& error) {
   return {grpc_code(error.kind), error.message};
 }
 
+// StructuredOutput → the constraint; field names as the proto's, for messages.
+Status read_structured_output(const v1::GenerateRequest& request, RequestFields& f) {
+  if (!request.has_structured_output()) return Status::Ok();
+  const v1::StructuredOutput& so = request.structured_output();
+  using Kind = sampling::ConstraintSpec::Kind;
+  sampling::ConstraintSpec spec;
+  switch (so.kind_case()) {
+    case v1::StructuredOutput::kJsonObject:
+      if (!so.json_object()) return Error{"'structured_output.json_object' must be true when set"};
+      spec = {Kind::kJsonObject, {}, {}, "structured_output.json_object"};
+      break;
+    case v1::StructuredOutput::kJsonSchema:
+      spec = {Kind::kJsonSchema, so.json_schema(), {}, "structured_output.json_schema"};
+      break;
+    case v1::StructuredOutput::kRegex:
+      spec = {Kind::kRegex, so.regex(), {}, "structured_output.regex"};
+      break;
+    case v1::StructuredOutput::kChoice:
+      spec = {Kind::kChoice,
+              {},
+              {so.choice().choices().begin(), so.choice().choices().end()},
+              "structured_output.choice"};
+      break;
+    case v1::StructuredOutput::kGrammar:
+      spec = {Kind::kGrammar, so.grammar(), {}, "structured_output.grammar"};
+      break;
+    case v1::StructuredOutput::kStructuralTag:
+      spec = {Kind::kStructuralTag, so.structural_tag(), {}, "structured_output.structural_tag"};
+      break;
+    case v1::StructuredOutput::KIND_NOT_SET:
+      return Status::Ok();  // an empty message asks for nothing
+  }
+  if (spec.kind != Kind::kJsonObject && spec.kind != Kind::kChoice && spec.source.empty()) {
+    return Error{"'" + spec.field + "' is empty"};
+  }
+  f.constraint = std::move(spec);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
@@ -89,6 +128,7 @@ Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
       return Error{"'lighttransfer.mode' " + std::to_string(request.lighttransfer().mode()) +
                    " is not a LightTransferMode (0 server default, 1 full, 2 streaming)"};
   }
+  if (Status s = read_structured_output(request, f); !s.ok()) return Error{s.message()};
   return f;
 }
 

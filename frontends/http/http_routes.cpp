@@ -93,6 +93,7 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   g.options.n = input.n;
   if (input.echo) g.options.echo = echo_text(input, engine.tokenizer());
   g.options.system_fingerprint = engine.system_fingerprint();
+  g.options.tool_calls = parsed.value().tool_calls;
   return g;
 }
 

@@ -39,7 +39,7 @@ struct HttpGeneration {
   bool stream = false;
   bool include_usage = false;
   bool want_logprobs = false;
-  openai::ResponseOptions options;          // n, echo, system_fingerprint
+  openai::ResponseOptions options;          // n, echo, system_fingerprint, tool calls
   std::shared_ptr<GenerationGroup> events;  // the n samples' events (n = 1: one request)
   std::string request_tag;                  // answered in the x-request-id header
   HttpHeaders headers;                      // extra ones for the answer (CORS)

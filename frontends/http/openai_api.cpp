@@ -19,18 +19,6 @@ std::string dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string random_hex(int num_chars) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  uint64_t bits = 0;
-  for (int i = 0; i < num_chars; ++i) {
-    if (i % 16 == 0) bits = random_seed();
-    out += kDigits[bits & 15];
-    bits >>= 4;
-  }
-  return out;
-}
-
 // The body as a JSON object, or the parser's message without its exception prefix.
 Result<json> parse_object(std::string_view body) {
   json root;
@@ -182,6 +170,12 @@ Problem read_messages(const json& body, std::vector<model::ChatMessage>& out) {
     const std::string name = "messages[" + std::to_string(i) + "]";
     const json& message = (*messages)[i];
     if (!message.is_object()) return wrong_type(name, "an object", message);
+    if (is_tool_message(message)) {  // tool_calls.h: rendered in the Hermes syntax
+      model::ChatMessage parsed;
+      if (Problem p = read_tool_message(name, message, parsed)) return p;
+      out.push_back(std::move(parsed));
+      continue;
+    }
     const json* role = member(message, "role");
     if (role == nullptr) return quoted(name + ".role") + " is required";
     if (!role->is_string()) return wrong_type(name + ".role", "a string", *role);
@@ -216,15 +210,9 @@ Problem read_stop(const json& body, std::vector<std::string>& out) {
 Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   // vLLM's and llama.cpp's extras that lightserve does not implement: refused by name unless
   // they ask for nothing, never silently ignored.
-  for (const char* key : {"guided_json",
-                          "guided_regex",
-                          "guided_choice",
-                          "guided_grammar",
-                          "guided_decoding_backend",
-                          "guided_whitespace_pattern",
+  // (The constraint fields and tools are read by read_structured_output, tool_calls.h.)
+  for (const char* key : {"guided_whitespace_pattern",
                           "structural_tag",
-                          "grammar",
-                          "json_schema",
                           "chat_template",
                           "documents",
                           "prompt_logprobs",
@@ -254,16 +242,9 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
   bool skip_special = true;  // vLLM's default; false asks for control tokens in the text
   if (Problem p = read_bool(body, "skip_special_tokens", skip_special)) return p;
   if (!skip_special) return std::string("'skip_special_tokens' = false is not supported");
-  for (const char* key : {"tools", "functions"}) {
-    if (const json* tools = member(body, key); tools != nullptr && !tools->empty()) {
-      return quoted(key) + " (tool calling) is not supported";
-    }
-  }
-  if (const json* format = member(body, "response_format")) {
-    if (!format->is_object()) return wrong_type("response_format", "an object", *format);
-    const json* type = member(*format, "type");
-    if (type != nullptr && *type != "text") {
-      return "'response_format' " + dump(*type) + " is not supported: only {\"type\": \"text\"}";
+  for (const char* key : {"functions", "function_call"}) {
+    if (const json* value = member(body, key); value != nullptr && !value->empty()) {
+      return quoted(key) + " (the deprecated function calling) is not supported: use 'tools'";
     }
   }
   if (endpoint == Endpoint::kCompletions) {
@@ -434,8 +415,23 @@ Problem read_lighttransfer(const json& body, RequestFields& f) {
   return std::nullopt;
 }
 
-Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& context,
-                      ParsedRequest& out) {
+// The constraint fields and tools (tool_calls.h), read from the body parsed again keeping the
+// order of keys, when it has any of them.
+Problem read_constraints(const json& body, std::string_view raw_body, Endpoint endpoint,
+                         RequestFields& f, bool& tool_calls) {
+  bool any = false;
+  for (const char* key : {"response_format", "guided_json", "guided_regex", "guided_choice",
+                          "guided_grammar", "grammar", "json_schema", "guided_decoding_backend",
+                          "tools", "tool_choice", "parallel_tool_calls"}) {
+    any = any || body.contains(key);
+  }
+  if (!any) return std::nullopt;
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(raw_body);
+  return read_structured_output(ordered, endpoint == Endpoint::kChatCompletions, f, tool_calls);
+}
+
+Problem read_generate(const json& body, std::string_view raw_body, Endpoint endpoint,
+                      const ApiContext& context, ParsedRequest& out) {
   RequestFields f;
   if (Problem p = read_string(body, "model", f.model)) return p;
   if (endpoint == Endpoint::kCompletions) {
@@ -447,6 +443,7 @@ Problem read_generate(const json& body, Endpoint endpoint, const ApiContext& con
   if (Problem p = read_chat_options(body, f)) return p;
   if (Problem p = read_samples_and_echo(body, f)) return p;
   if (Problem p = refuse_unsupported(body, endpoint)) return p;
+  if (Problem p = read_constraints(body, raw_body, endpoint, f, out.tool_calls)) return p;
   std::optional<WireInt> max_completion_tokens;
   if (Problem p = read_int(body, "max_tokens", f.max_tokens)) return p;
   if (Problem p = read_int(body, "max_completion_tokens", max_completion_tokens)) return p;
@@ -482,7 +479,7 @@ Result<ParsedRequest> parse_generate_request(std::string_view body, Endpoint end
   Result<json> root = parse_object(body);
   if (!root) return root.error();
   ParsedRequest out;
-  if (Problem p = read_generate(root.value(), endpoint, context, out)) return Error{*p};
+  if (Problem p = read_generate(root.value(), body, endpoint, context, out)) return Error{*p};
   return out;
 }
 
@@ -566,211 +563,6 @@ std::string models_response(const serving::ModelInfo& info, int32_t max_model_le
                             int64_t created) {
   return dump(
       {{"object", "list"}, {"data", json::array({model_json(info, max_model_len, created)})}});
-}
-
-const char* finish_reason_name(scheduler::FinishReason reason) {
-  switch (reason) {
-    case scheduler::FinishReason::kStop:
-      return "stop";
-    case scheduler::FinishReason::kLength:
-      return "length";
-    case scheduler::FinishReason::kAbort:
-      return "abort";
-    case scheduler::FinishReason::kError:
-      return "error";
-  }
-  return "stop";
-}
-
-ResponseBuilder::ResponseBuilder(Endpoint endpoint, std::string model_name, TokenText token_text,
-                                 bool want_logprobs, int64_t created, ResponseOptions options)
-    : endpoint_(endpoint),
-      model_name_(std::move(model_name)),
-      token_text_(std::move(token_text)),
-      want_logprobs_(want_logprobs),
-      created_(created),
-      options_(std::move(options)),
-      id_((endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-") + random_hex(24)),
-      choices_(static_cast<size_t>(std::max(options_.n, 1))) {
-  for (Choice& c : choices_) c.text = options_.echo;
-}
-
-std::optional<ResponseBuilder::LogprobEntry> ResponseBuilder::record(
-    const scheduler::RequestEvent& event, int32_t index) {
-  Choice& c = choices_.at(static_cast<size_t>(index));
-  std::optional<LogprobEntry> entry;
-  if (event.kind == scheduler::RequestEvent::Kind::kToken && event.logprobs && want_logprobs_) {
-    entry = LogprobEntry{event.token_id, *event.logprobs, static_cast<int32_t>(c.text.size())};
-    c.logprobs.push_back(*entry);
-  }
-  c.text += event.text;
-  if (event.kind == scheduler::RequestEvent::Kind::kFinished) {
-    c.finish = event.finish_reason.value_or(scheduler::FinishReason::kStop);
-    if (!error_) error_ = event.error;
-    c.timings = event.timings;
-  }
-  return entry;
-}
-
-void ResponseBuilder::add(const scheduler::RequestEvent& event, int32_t index) {
-  record(event, index);
-}
-
-bool ResponseBuilder::finished() const {
-  if (error_) return true;
-  for (const Choice& c : choices_) {
-    if (!c.finish) return false;
-  }
-  return true;
-}
-
-json ResponseBuilder::usage_json() const {
-  // The prompt once (the samples share it), the completions summed: OpenAI's usage for n > 1.
-  const int32_t prompt = choices_.front().timings.num_prompt_tokens;
-  int32_t completion = 0;
-  for (const Choice& c : choices_) completion += c.timings.num_generated_tokens;
-  return {{"prompt_tokens", prompt},
-          {"completion_tokens", completion},
-          {"total_tokens", prompt + completion}};
-}
-
-json ResponseBuilder::envelope(const char* object) const {
-  json out = {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_name_}};
-  if (!options_.system_fingerprint.empty()) {
-    out["system_fingerprint"] = options_.system_fingerprint;
-  }
-  return out;
-}
-
-json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) const {
-  if (!want_logprobs_) return nullptr;
-  if (endpoint_ == Endpoint::kCompletions) {
-    json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
-         offsets = json::array();
-    for (const LogprobEntry& e : entries) {
-      tokens.push_back(token_text_(e.token_id));
-      token_logprobs.push_back(e.logprobs.logprob);
-      json alternatives = json::object();
-      for (const scheduler::TokenLogprob& t : e.logprobs.top) {
-        alternatives[token_text_(t.token_id)] = t.logprob;
-      }
-      top.push_back(std::move(alternatives));
-      offsets.push_back(e.text_offset);
-    }
-    return {{"tokens", tokens},
-            {"token_logprobs", token_logprobs},
-            {"top_logprobs", top},
-            {"text_offset", offsets}};
-  }
-  const auto token_json = [&](int32_t id, float logprob) {
-    const std::string text = token_text_(id);
-    json bytes = json::array();
-    for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
-    return json{{"token", text}, {"logprob", logprob}, {"bytes", bytes}};
-  };
-  json content = json::array();
-  for (const LogprobEntry& e : entries) {
-    json item = token_json(e.token_id, e.logprobs.logprob);
-    json top = json::array();
-    for (const scheduler::TokenLogprob& t : e.logprobs.top) {
-      top.push_back(token_json(t.token_id, t.logprob));
-    }
-    item["top_logprobs"] = std::move(top);
-    content.push_back(std::move(item));
-  }
-  return {{"content", content}};
-}
-
-std::string ResponseBuilder::response() const {
-  json choices = json::array();
-  for (size_t i = 0; i < choices_.size(); ++i) {
-    const Choice& c = choices_[i];
-    json choice = {
-        {"index", i},
-        {"logprobs", logprobs_json(c.logprobs)},
-        {"finish_reason", finish_reason_name(c.finish.value_or(scheduler::FinishReason::kStop))}};
-    if (endpoint_ == Endpoint::kCompletions) {
-      choice["text"] = c.text;
-    } else {
-      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-    }
-    choices.push_back(std::move(choice));
-  }
-  json out = envelope(endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion");
-  out["choices"] = std::move(choices);
-  out["usage"] = usage_json();
-  return dump(out);
-}
-
-json ResponseBuilder::chunk(int32_t index, const std::string& text,
-                            const std::vector<LogprobEntry>& logprobs, const char* finish_reason) {
-  json choice = {{"index", index},
-                 {"logprobs", logprobs.empty() ? json(nullptr) : logprobs_json(logprobs)},
-                 {"finish_reason", finish_reason == nullptr ? json(nullptr) : json(finish_reason)}};
-  if (endpoint_ == Endpoint::kCompletions) {
-    choice["text"] = text;
-  } else {
-    bool& role_sent = choices_.at(static_cast<size_t>(index)).role_sent;
-    json delta = json::object();
-    if (!role_sent) delta["role"] = "assistant";
-    if (!text.empty() || !role_sent) delta["content"] = text;
-    role_sent = true;
-    choice["delta"] = std::move(delta);
-  }
-  json out =
-      envelope(endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk");
-  out["choices"] = json::array({std::move(choice)});
-  return out;
-}
-
-namespace {
-std::string sse(const json& data) {
-  return "data: " + dump(data) + "\n\n";
-}
-}  // namespace
-
-std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event, bool include_usage,
-                                          int32_t index) {
-  if (finished()) return "";  // after an error: the stream has ended
-  std::string out;
-  Choice& c = choices_.at(static_cast<size_t>(index));
-  const auto send = [&](json data) {
-    if (include_usage) data["usage"] = nullptr;
-    out += sse(data);
-  };
-  if (endpoint_ == Endpoint::kChatCompletions && !c.role_sent) {
-    send(chunk(index, "", {}, nullptr));  // the role, as OpenAI sends it first
-  }
-  if (endpoint_ == Endpoint::kCompletions && !options_.echo.empty() && !c.echo_sent) {
-    send(chunk(index, options_.echo, {}, nullptr));  // the prompt first, as vLLM streams echo
-    c.echo_sent = true;
-  }
-  const std::optional<LogprobEntry> entry = record(event, index);
-  std::vector<LogprobEntry> entries;
-  if (entry) entries.push_back(*entry);
-  const bool finished_choice = event.kind == scheduler::RequestEvent::Kind::kFinished;
-  if (finished_choice && event.error) {
-    // The engine failed the request mid-stream: the status line is gone, so the error travels
-    // as an event with OpenAI's error body, then the stream ends as usual.
-    const HttpError mapped = http_error(event.error->kind);
-    return out + "data: " + openai_error_body(event.error->message, mapped.type, mapped.status) +
-           "\n\ndata: [DONE]\n\n";
-  }
-  if (!event.text.empty() || !entries.empty() || finished_choice) {
-    send(chunk(index, event.text, entries,
-               finished_choice ? finish_reason_name(*c.finish) : nullptr));
-  }
-  if (finished()) {
-    if (include_usage) {
-      json data = envelope(endpoint_ == Endpoint::kCompletions ? "text_completion"
-                                                               : "chat.completion.chunk");
-      data["choices"] = json::array();
-      data["usage"] = usage_json();
-      out += sse(data);
-    }
-    out += "data: [DONE]\n\n";
-  }
-  return out;
 }
 
 }  // namespace lightserve::frontends::openai

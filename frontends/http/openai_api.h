@@ -6,9 +6,10 @@
 //
 // Pure functions over JSON and strings: no sockets, no engine. They never throw; every error is
 // an invalid argument (HTTP 400 through error_mapping.h), except an unknown model (404, its
-// message from check_model). Fields OpenAI defines that lightserve cannot honour (tools,
-// response_format other than text, echo with logprobs, batches of prompts ...) are refused by
-// name, and so are vLLM's and llama.cpp's extras it does not implement (guided_json, grammar,
+// message from check_model). The constraint fields (response_format, guided_*, grammar,
+// json_schema) and tools are read by tool_calls.h. Fields OpenAI defines that lightserve cannot
+// honour (the deprecated functions, echo with logprobs, batches of prompts ...) are refused by
+// name, and so are vLLM's and llama.cpp's extras it does not implement (guided_whitespace_pattern,
 // prompt_logprobs ...): README's fields table lists them; fields nobody defines are ignored, as
 // OpenAI-compatible servers do.
 #pragma once
@@ -23,6 +24,7 @@
 
 #include "base/status.h"
 #include "frontends/common/request_translation.h"
+#include "frontends/http/tool_calls.h"
 #include "scheduler/events.h"
 #include "serving/serving_core.h"
 
@@ -37,6 +39,7 @@ struct ParsedRequest {
   serving::GenerateInput input;  // n and echo included
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool tool_calls = false;     // chat with tools: parse <tool_call> blocks (tool_calls.h)
 };
 
 // The request body of /v1/completions or /v1/chat/completions. Sampling defaults are OpenAI's
@@ -71,11 +74,14 @@ std::string models_response(const serving::ModelInfo& info, int32_t max_model_le
 // The bytes a token id stands for (logprobs name tokens by their text).
 using TokenText = std::function<std::string(int32_t)>;
 
-// What a response carries besides the events: n, echo, system_fingerprint (issue 16).
+// What a response carries besides the events: n, echo, system_fingerprint, tool calls (issue 16).
 struct ResponseOptions {
   int32_t n = 1;                   // choices, each fed with its index
   std::string echo;                // completions: the prompt text, before each choice's output
   std::string system_fingerprint;  // in every response and chunk; left out when empty
+  // Chat with tools (tool_calls.h): each choice's <tool_call> blocks become its `tool_calls`, its
+  // finish reason "tool_calls"; streamed as one delta per completed call.
+  bool tool_calls = false;
 };
 
 // token_strs: when set, each token's text as "token_strs".
@@ -83,8 +89,9 @@ std::string tokenize_response(const std::vector<int32_t>& tokens, int32_t max_mo
                               const TokenText* token_strs = nullptr);
 
 // Builds the response of one generation from its events, for both the whole-response and the
-// streamed (SSE) forms: one choice per sample, each fed its own events (index). One per request;
-// not thread-safe.
+// streamed (SSE) forms: one choice per sample, each fed its own events (index) and holding its
+// own streaming state (role, echo, tool-call parser). One per request; not thread-safe.
+// Implemented in openai_response.cpp.
 class ResponseBuilder {
  public:
   ResponseBuilder(Endpoint endpoint, std::string model_name, TokenText token_text,
@@ -118,8 +125,10 @@ class ResponseBuilder {
     std::vector<LogprobEntry> logprobs;
     std::optional<scheduler::FinishReason> finish;
     scheduler::RequestTimings timings;
-    bool role_sent = false;  // chat stream: the role chunk went out
-    bool echo_sent = false;  // completions stream: the echo chunk went out
+    bool role_sent = false;      // chat stream: the role chunk went out
+    bool echo_sent = false;      // completions stream: the echo chunk went out
+    ToolCallParser tool_parser;  // options_.tool_calls: this choice's streamed output
+    int32_t num_tool_calls = 0;  // streamed so far
   };
   // One streamed chunk of choice `index`: a text delta (chat: the role first), its logprobs, a
   // finish reason.
@@ -128,6 +137,8 @@ class ResponseBuilder {
   nlohmann::json envelope(const char* object) const;  // id, object, created, model, fingerprint
   nlohmann::json logprobs_json(const std::vector<LogprobEntry>& entries) const;
   nlohmann::json usage_json() const;
+  // The finish reason as streamed: "tool_calls" when the choice streamed calls and stopped.
+  static const char* finish_name(const Choice& choice);
   // Appends the event's text and logprobs to its choice; returns the logprobs entry it added.
   std::optional<LogprobEntry> record(const scheduler::RequestEvent& event, int32_t index);
 

@@ -1,5 +1,6 @@
 // Issue 16's API fields over gRPC, against the real daemon (a child process on ephemeral ports):
-// n (sample i is the n = 1 request with seed + i; streamed messages name their sample), echo,
+// n (sample i is the n = 1 request with seed + i; streamed messages name their sample),
+// structured_output (alone, and with n > 1: every sample holds to the constraint), echo,
 // continue_final_message and chat_template_kwargs, NOT_FOUND for an unknown model,
 // system_fingerprint, and server reflection v1 and v1alpha resolving grpc.health.v1.Health. The
 // python client test (grpc_reflection_client_test.py) drives reflection with grpcio's client.
@@ -15,6 +16,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -185,6 +187,74 @@ TEST_F(GrpcApiFieldsTest, StreamMessagesNameTheirSample) {
   EXPECT_EQ(texts[0], whole.choices(0).text());
   EXPECT_EQ(texts[1], whole.choices(1).text());
   EXPECT_TRUE(messages.back().has_finish());
+}
+
+// Constrained decoding over gRPC: the output is one of the choices / parses as the schema asks;
+// an invalid schema is INVALID_ARGUMENT naming the field.
+TEST_F(GrpcApiFieldsTest, StructuredOutputConstrainsTheOutput) {
+  v1::GenerateRequest request;
+  request.set_text("The capital of France is");
+  request.set_max_tokens(64);
+  request.set_temperature(0);
+  auto* choice = request.mutable_structured_output()->mutable_choice();
+  choice->add_choices("red");
+  choice->add_choices("green blue");
+  v1::GenerateResponse response;
+  grpc::Status status = generate(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.text() == "red" || response.text() == "green blue") << response.text();
+  EXPECT_EQ(response.finish().reason(), v1::FINISH_REASON_STOP);
+
+  request.mutable_structured_output()->set_json_schema(
+      R"({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+          "additionalProperties": false})");
+  status = generate(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const nlohmann::json parsed = nlohmann::json::parse(response.text(), nullptr, false);
+  ASSERT_TRUE(parsed.is_object()) << response.text();
+  EXPECT_TRUE(parsed.contains("n") && parsed["n"].is_number_integer()) << response.text();
+  EXPECT_EQ(parsed.size(), 1u);
+
+  request.mutable_structured_output()->set_regex("(unclosed");
+  status = generate(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("'structured_output.regex'"), std::string::npos)
+      << status.error_message();
+}
+
+// n > 1 with structured_output: each sibling has its own matcher over the one compiled
+// constraint, so every sample is one of the choices, and sample i is still seed + i's output.
+TEST_F(GrpcApiFieldsTest, NSamplesEachHoldToTheConstraint) {
+  const std::vector<std::string> choices = {"red", "green blue", "yellow", "purple haze"};
+  const auto constrained = [&](int32_t n, uint64_t seed) {
+    v1::GenerateRequest request = sampled(n, seed, 16);
+    request.set_ignore_eos(false);
+    auto* choice = request.mutable_structured_output()->mutable_choice();
+    for (const std::string& c : choices) choice->add_choices(c);
+    return request;
+  };
+  v1::GenerateResponse response;
+  grpc::Status status = generate(constrained(4, 21), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.choices_size(), 4);
+  for (int i = 0; i < 4; ++i) {
+    const v1::GenerateChoice& choice = response.choices(i);
+    EXPECT_NE(std::find(choices.begin(), choices.end(), choice.text()), choices.end())
+        << "sample " << i << ": " << choice.text();
+    EXPECT_EQ(choice.finish().reason(), v1::FINISH_REASON_STOP);
+    v1::GenerateResponse single;
+    ASSERT_TRUE(generate(constrained(1, 21 + i), &single).ok());
+    EXPECT_EQ(choice.text(), single.text()) << "sample " << i;
+  }
+  std::vector<v1::GenerateStreamResponse> messages;
+  status = stream(constrained(4, 21), &messages);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::map<int, std::string> texts;
+  for (const auto& m : messages) {
+    for (const auto& t : m.tokens()) texts[m.index()] += t.text();
+    if (m.has_finish()) texts[m.index()] += m.finish().text();
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(texts[i], response.choices(i).text()) << "sample " << i;
 }
 
 TEST_F(GrpcApiFieldsTest, EchoPutsThePromptFirst) {

@@ -100,6 +100,40 @@ TEST(ProtoConversion, WhatOnlyTheProtoDecidesIsRefusedHere) {
             std::string::npos);
 }
 
+TEST(ProtoConversion, StructuredOutputBecomesTheConstraint) {
+  using Kind = sampling::ConstraintSpec::Kind;
+  v1::GenerateRequest request;
+  request.set_text("Hi");
+  request.mutable_structured_output();  // an empty message asks for nothing
+  ASSERT_TRUE(to_request_fields(request).ok());
+  EXPECT_FALSE(to_request_fields(request).value().constraint);
+
+  request.mutable_structured_output()->set_json_schema(R"({"type": "object"})");
+  Result<serving::GenerateInput> in = to_generate_input(request, kContext);
+  ASSERT_TRUE(in.ok()) << in.error().message;
+  ASSERT_TRUE(in.value().constraint);
+  EXPECT_EQ(in.value().constraint->kind, Kind::kJsonSchema);
+  EXPECT_EQ(in.value().constraint->source, R"({"type": "object"})");
+  EXPECT_EQ(in.value().constraint->field, "structured_output.json_schema");
+
+  auto* choice = request.mutable_structured_output()->mutable_choice();
+  choice->add_choices("yes");
+  choice->add_choices("no");
+  Result<RequestFields> f = to_request_fields(request);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f.value().constraint->kind, Kind::kChoice);
+  EXPECT_EQ(f.value().constraint->choices, (std::vector<std::string>{"yes", "no"}));
+
+  request.mutable_structured_output()->set_regex("");
+  ASSERT_FALSE(to_request_fields(request).ok());
+  EXPECT_EQ(to_request_fields(request).error().message, "'structured_output.regex' is empty");
+  request.mutable_structured_output()->set_json_object(false);
+  ASSERT_FALSE(to_request_fields(request).ok());
+  request.mutable_structured_output()->set_grammar("root ::= \"a\"");
+  ASSERT_TRUE(to_request_fields(request).ok());
+  EXPECT_EQ(to_request_fields(request).value().constraint->kind, Kind::kGrammar);
+}
+
 TEST(ProtoConversion, TokenizeAndDetokenizeInputs) {
   v1::TokenizeRequest text;
   text.set_text("Hello");

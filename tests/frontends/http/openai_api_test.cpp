@@ -188,10 +188,25 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"prompt": "x", "min_tokens": -1})", "'min_tokens' must be ≥ 0, got -1"},
       {R"({"prompt": "x", "min_tokens": 9, "max_tokens": 4})",
        "'min_tokens' = 9 is over 'max_tokens' = 4"},
-      {R"({"prompt": "x", "guided_choice": ["yes", "no"]})",
-       "'guided_choice' is not supported by this server"},
-      {R"({"prompt": "x", "guided_json": {"type": "object"}})", "'guided_json' is not supported"},
-      {R"({"prompt": "x", "grammar": "root ::= \"a\""})", "'grammar' is not supported"},
+      {R"({"prompt": "x", "guided_choice": "yes"})",
+       "'guided_choice' must be an array of strings, got string"},
+      {R"({"prompt": "x", "guided_json": 5})",
+       "'guided_json' must be a JSON schema (an object or its JSON text), got number"},
+      {R"({"prompt": "x", "grammar": 5})", "'grammar' must be a string, got number"},
+      {R"({"prompt": "x", "guided_regex": ""})", "'guided_regex' is empty"},
+      {R"({"prompt": "x", "guided_whitespace_pattern": " "})",
+       "'guided_whitespace_pattern' is not supported by this server"},
+      {R"({"prompt": "x", "guided_decoding_backend": "outlines"})",
+       "'guided_decoding_backend' 'outlines' is not supported: only xgrammar (or auto)"},
+      {R"({"prompt": "x", "guided_json": {}, "guided_regex": "a"})",
+       "give one constraint, not both 'guided_json' and 'guided_regex'"},
+      {R"({"prompt": "x", "response_format": {"type": "xml"}})",
+       "'response_format.type' \"xml\" is not supported: text, json_object, json_schema or "
+       "structural_tag"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}})",
+       "'response_format.json_schema.schema' is required"},
+      {R"({"prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]})",
+       "'tools' is only supported on /v1/chat/completions"},
       {R"({"prompt": "x", "skip_special_tokens": false})",
        "'skip_special_tokens' = false is not supported"},
       {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": [1]})",
@@ -224,10 +239,30 @@ TEST(OpenAiParse, ErrorsNameTheField) {
       {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
        "'top_logprobs' must be in [0, 20]", Endpoint::kChatCompletions},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
-       "'tools' (tool calling) is not supported", Endpoint::kChatCompletions},
+       "'tools[0].function' must be an object", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})",
+       "'tool_choice' 'required' needs 'tools'", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes",
+           "tools": [{"type": "function", "function": {"name": "f"}}]})",
+       "'tool_choice' must be none, auto, required or a named function, got 'sometimes'",
+       Endpoint::kChatCompletions},
       {R"({"messages": [{"role": "user", "content": "x"}],
-           "response_format": {"type": "json_object"}})",
-       "'response_format' \"json_object\" is not supported", Endpoint::kChatCompletions},
+           "tools": [{"type": "function", "function": {"name": "f"}}],
+           "tool_choice": {"type": "function", "function": {"name": "g"}}})",
+       "'tool_choice' names function 'g', which is not in 'tools'", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"},
+           "tools": [{"type": "function", "function": {"name": "f"}}]})",
+       "'response_format' cannot be combined with 'tools'", Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})",
+       "'functions' (the deprecated function calling) is not supported: use 'tools'",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "user", "content": "x", "tool_calls": []}]})",
+       "'messages[0].tool_calls' is only allowed on an assistant message",
+       Endpoint::kChatCompletions},
+      {R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f",
+           "arguments": "{oops"}}]}]})",
+       "'messages[0].tool_calls[0].function.arguments' is not valid JSON",
+       Endpoint::kChatCompletions},
   };
   for (const Case& c : cases) {
     const std::string message = parse_error(c.body, c.endpoint);
@@ -246,7 +281,7 @@ TEST(OpenAiParse, InvalidUtf8IsRefusedByTheJsonParser) {
 TEST(OpenAiParse, LogitBiasMinTokensAndTheNeutralExtras) {
   const ParsedRequest p = parse_ok(
       R"({"prompt": "x", "logit_bias": {"7": -100, "3": 2.5}, "min_tokens": 2, "max_tokens": 5,
-          "guided_json": null, "guided_choice": [], "skip_special_tokens": true})");
+          "guided_json": null, "grammar": "", "skip_special_tokens": true})");
   using Bias = std::vector<std::pair<int32_t, float>>;
   EXPECT_EQ(p.input.sampling.logit_bias, (Bias{{3, 2.5f}, {7, -100.0f}}));  // sorted by id
   EXPECT_EQ(p.input.sampling.min_tokens, 2);

@@ -8,13 +8,20 @@ then the API fields of issue 16: n (sample i is the n = 1 request with seed + i)
 add_generation_prompt / continue_final_message / chat_template_kwargs (checked against /tokenize
 and the completions endpoint), return_token_strs, system_fingerprint, 404 model_not_found on
 every endpoint, logit_bias, min_tokens, x-request-id, and a 400 naming each field lightserve does
-not implement.
+not implement; constrained decoding (response_format json_object / json_schema on 50 seeded random
+schemas, each output validated with `jsonschema`; guided_choice / regex / json / grammar; 400s
+naming the field) and tools (tool_choice named / required / auto / none, streamed calls, tool
+results in the chat); and the two together: n > 1 with a constraint (every sample valid) and
+with tools (each choice's own tool_calls, streamed per index).
 
 Exit 77 (ctest: skipped) when the openai package or the model is absent. Environment:
 LIGHTSERVE_BINARY (the lightserve binary), LIGHTSERVE_TEST_MODEL (the GGUF file).
 """
+import concurrent.futures
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,9 +32,10 @@ import urllib.error
 import urllib.request
 
 try:
+    import jsonschema
     import openai
 except ImportError:
-    print("skipped: the openai package is absent (scripts/test.sh installs it in .venv-test)")
+    print("skipped: openai or jsonschema is absent (scripts/test.sh installs them in .venv-test)")
     sys.exit(77)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +44,37 @@ MODEL = os.environ.get("LIGHTSERVE_TEST_MODEL",
                        os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
 API_KEY = "sk-lightserve-test"
 MAX_TOKENS = 16
+
+
+def random_schema(rng, depth=0):
+    """A JSON schema in OpenAI's strict subset whose every instance is short: bounded strings,
+    arrays and integers, objects with every property required and no others."""
+    kinds = ["string", "integer", "boolean", "enum", "number", "null"]
+    if depth < 2:
+        kinds += ["object", "array", "anyOf"]
+    kind = rng.choice(kinds)
+    if kind == "string":
+        return {"type": "string", "maxLength": rng.randint(1, 12)}
+    if kind == "integer":
+        low = rng.randint(-50, 50)
+        return {"type": "integer", "minimum": low, "maximum": low + rng.randint(0, 1000)}
+    if kind == "number":
+        return {"type": "number", "minimum": -100, "maximum": 100}
+    if kind == "boolean":
+        return {"type": "boolean"}
+    if kind == "null":
+        return {"type": "null"}
+    if kind == "enum":
+        return {"enum": rng.sample(["red", "green", "blue", "cyan", 1, 2, True], rng.randint(1, 4))}
+    if kind == "array":
+        return {"type": "array", "items": random_schema(rng, depth + 1),
+                "minItems": rng.randint(0, 1), "maxItems": rng.randint(1, 3)}
+    if kind == "anyOf":
+        return {"anyOf": [random_schema(rng, depth + 1) for _ in range(2)]}
+    names = rng.sample(["name", "age", "city", "tags", "ok", "score", "id", "kind", "meta"],
+                       rng.randint(1, 4))
+    return {"type": "object", "properties": {n: random_schema(rng, depth + 1) for n in names},
+            "required": names, "additionalProperties": False}
 
 
 def generate(prompt, chat=False):
@@ -165,6 +204,209 @@ class OpenAiClient(unittest.TestCase):
         with self.assertRaises(openai.AuthenticationError):
             wrong_key.models.list()
 
+    # ---- constrained decoding (response_format, guided_*, grammar) and tools ----
+
+    def chat(self, content, **kwargs):
+        kwargs.setdefault("max_tokens", 200)
+        kwargs.setdefault("temperature", 0)
+        return self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": content}], **kwargs)
+
+    def test_response_format_json_object(self):
+        # (A prompt the default model answers in a short object: "Describe a cat" runs past 200.)
+        r = self.chat("Is a cat an animal? Answer as JSON with one key.",
+                      response_format={"type": "json_object"})
+        self.assertEqual(r.choices[0].finish_reason, "stop")
+        self.assertIsInstance(json.loads(r.choices[0].message.content), dict)
+
+    def test_json_schema_outputs_validate_on_50_random_schemas(self):
+        rng = random.Random(16)
+        schemas = [random_schema(rng) for _ in range(50)]
+        for s in schemas:
+            if s.get("type") != "object":  # OpenAI's strict mode wants an object at the top
+                s.clear()
+                s.update({"type": "object", "properties": {"value": random_schema(rng, 1)},
+                          "required": ["value"], "additionalProperties": False})
+
+        def run(i):
+            return self.chat("Give an example of the data, as JSON.", max_tokens=400,
+                             response_format={"type": "json_schema", "json_schema": {
+                                 "name": "s%d" % i, "strict": True, "schema": schemas[i]}})
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(run, range(len(schemas))))
+        for schema, r in zip(schemas, responses):
+            text = r.choices[0].message.content
+            self.assertEqual(r.choices[0].finish_reason, "stop", (schema, text))
+            jsonschema.validate(json.loads(text), schema)
+
+    def test_guided_fields(self):
+        choices = ["yes", "no"]
+        r = self.chat("Is the sea wet?", extra_body={"guided_choice": choices})
+        self.assertIn(r.choices[0].message.content, choices)
+        r = self.client.completions.create(model=self.model, prompt="A licence plate:",
+                                           max_tokens=40, temperature=0,
+                                           extra_body={"guided_regex": "[A-Z]{2}-[0-9]{3}"})
+        self.assertRegex(r.choices[0].text, r"^[A-Z]{2}-[0-9]{3}$")
+        # Bounded: an unbounded integer lets the default model write digits to max_tokens.
+        schema = {"type": "object",
+                  "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 999}},
+                  "required": ["n"], "additionalProperties": False}
+        for key in ("guided_json", "json_schema"):
+            r = self.chat("A number as JSON.", extra_body={key: schema})
+            jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+        for key in ("grammar", "guided_grammar"):  # GBNF
+            r = self.chat("Count.", extra_body={key: 'root ::= [0-9] ("," [0-9]){2}'})
+            self.assertRegex(r.choices[0].message.content, r"^[0-9](,[0-9]){2}$")
+
+    def test_constrained_stream_equals_whole(self):
+        kwargs = dict(extra_body={"guided_choice": ["alpha", "beta gamma"]})
+        whole = self.chat("Pick one.", **kwargs).choices[0].message.content
+        chunks = list(self.chat("Pick one.", stream=True, **kwargs))
+        self.assertEqual("".join(c.choices[0].delta.content or "" for c in chunks), whole)
+
+    def test_invalid_constraints_are_400_naming_the_field(self):
+        cases = [
+            ({"response_format": {"type": "json_schema", "json_schema": {
+                "name": "x", "schema": {"type": "object", "properties": {"a": {"type": 7}}}}}},
+             "response_format"),
+            ({"guided_regex": "a(b"}, "guided_regex"),
+            ({"grammar": "root ::= missing"}, "grammar"),
+            ({"guided_choice": []}, "guided_choice"),
+            ({"guided_json": "{not json"}, "guided_json"),
+            ({"guided_json": {"type": "object"}, "guided_regex": "a"}, "guided_json"),
+            ({"response_format": {"type": "xml"}}, "response_format"),
+            ({"tool_choice": "required"}, "tool_choice"),
+        ]
+        for body, field in cases:
+            with self.assertRaises(openai.BadRequestError, msg=body) as e:
+                self.chat("x", extra_body=body)
+            self.assertIn(field, str(e.exception))
+
+    WEATHER = {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": False}}}
+    TIME = {"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object", "properties": {
+            "zone": {"type": "string", "maxLength": 10}}, "required": ["zone"]}}}
+
+    def check_call(self, call, tool):
+        self.assertTrue(call.id.startswith("call_"))
+        self.assertEqual(call.type, "function")
+        self.assertEqual(call.function.name, tool["function"]["name"])
+        jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+    def test_tool_choice_named_and_required(self):
+        tools = [self.WEATHER, self.TIME]
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        for choice, expected in ((named, self.WEATHER), ("required", None)):
+            r = self.chat("What is the weather in Paris?", tools=tools, tool_choice=choice)
+            self.assertEqual(r.choices[0].finish_reason, "tool_calls")
+            calls = r.choices[0].message.tool_calls
+            self.assertEqual(len(calls), 1)
+            tool = expected or {"get_weather": self.WEATHER,
+                                "get_time": self.TIME}[calls[0].function.name]
+            self.check_call(calls[0], tool)
+
+    def test_tool_call_streamed(self):
+        chunks = list(self.chat("Weather in Oslo?", tools=[self.WEATHER], stream=True,
+                                tool_choice={"type": "function",
+                                             "function": {"name": "get_weather"}}))
+        deltas = [c.choices[0].delta.tool_calls for c in chunks
+                  if c.choices and c.choices[0].delta.tool_calls]
+        self.assertEqual(len(deltas), 1)
+        self.assertEqual(deltas[0][0].index, 0)
+        self.check_call(deltas[0][0], self.WEATHER)
+        self.assertEqual(chunks[-1].choices[0].finish_reason, "tool_calls")
+
+    def test_tool_choice_auto_and_none(self):
+        r = self.chat("What is the weather in Rome? Use the tool.", tools=[self.WEATHER])
+        message = r.choices[0].message
+        if message.tool_calls:  # auto: the model may call or answer
+            self.assertEqual(r.choices[0].finish_reason, "tool_calls")
+            for call in message.tool_calls:
+                self.check_call(call, self.WEATHER)
+        else:
+            self.assertIn(r.choices[0].finish_reason, ("stop", "length"))
+            self.assertIsInstance(message.content, str)
+        r = self.chat("Say hi.", tools=[self.WEATHER], tool_choice="none", max_tokens=8)
+        self.assertIsNone(r.choices[0].message.tool_calls)
+        self.assertTrue(generate("Say hi.", chat=True).startswith(r.choices[0].message.content))
+
+    def test_tool_results_in_the_conversation(self):
+        messages = [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function", "function": {
+                    "name": "get_weather",
+                    "arguments": json.dumps({"city": "Paris", "unit": "celsius"})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees, sunny"},
+        ]
+        r = self.client.chat.completions.create(model=self.model, messages=messages,
+                                                tools=[self.WEATHER], tool_choice="none",
+                                                max_tokens=8, temperature=0)
+        self.assertIsInstance(r.choices[0].message.content, str)
+        self.assertGreater(r.usage.prompt_tokens, 60)  # the call and its result were rendered
+
+    # ---- n > 1 with a constraint or tools: each sample has its own matcher and parser ----
+
+    COLOR = {"type": "object", "properties": {
+        "color": {"enum": ["red", "green", "blue", "yellow"]}, "ok": {"type": "boolean"}},
+        "required": ["color", "ok"], "additionalProperties": False}
+
+    def test_n_samples_each_hold_to_the_constraint(self):
+        fmt = {"type": "json_schema", "json_schema": {"name": "c", "strict": True,
+                                                      "schema": self.COLOR}}
+        r = self.chat("A color as JSON.", n=3, temperature=1.0, seed=5, response_format=fmt)
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        for c in r.choices:
+            self.assertEqual(c.finish_reason, "stop", c.message.content)
+            jsonschema.validate(json.loads(c.message.content), self.COLOR)
+        # Sample i is the constrained n = 1 request with seed + i.
+        singles = [self.chat("A color as JSON.", temperature=1.0, seed=5 + i,
+                             response_format=fmt).choices[0].message.content for i in range(3)]
+        self.assertEqual([c.message.content for c in r.choices], singles)
+        # Streamed, each index's text is its own valid output.
+        choices = ["alpha", "beta gamma", "delta"]
+        whole = self.chat("Pick one.", n=4, temperature=1.0, seed=11,
+                          extra_body={"guided_choice": choices})
+        texts = {}
+        for chunk in self.chat("Pick one.", n=4, temperature=1.0, seed=11, stream=True,
+                               extra_body={"guided_choice": choices}):
+            for choice in chunk.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+        self.assertEqual([texts[i] for i in range(4)], [c.message.content for c in whole.choices])
+        for text in texts.values():
+            self.assertIn(text, choices)
+
+    def test_n_samples_each_carry_their_tool_calls(self):
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        r = self.chat("Weather in Lima?", n=2, temperature=1.0, seed=3, tools=[self.WEATHER],
+                      tool_choice=named)
+        self.assertEqual([c.index for c in r.choices], [0, 1])
+        ids = set()
+        for c in r.choices:
+            self.assertEqual(c.finish_reason, "tool_calls")
+            self.assertEqual(len(c.message.tool_calls), 1)
+            self.check_call(c.message.tool_calls[0], self.WEATHER)
+            ids.add(c.message.tool_calls[0].id)
+        self.assertEqual(len(ids), 2)  # every call its own id
+        calls, finishes = {}, {}
+        for chunk in self.chat("Weather in Lima?", n=2, temperature=1.0, seed=3, stream=True,
+                               tools=[self.WEATHER], tool_choice=named):
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or []:
+                    self.assertEqual(call.index, 0)  # the first call of its own choice
+                    calls.setdefault(choice.index, []).append(call)
+                if choice.finish_reason:
+                    finishes[choice.index] = choice.finish_reason
+        self.assertEqual(finishes, {0: "tool_calls", 1: "tool_calls"})
+        for i in range(2):
+            self.assertEqual(len(calls[i]), 1)
+            self.assertEqual(calls[i][0].function.arguments,
+                             r.choices[i].message.tool_calls[0].function.arguments)
 
     # ---- issue 16: the API fields vLLM users expect ----
 

@@ -1,0 +1,199 @@
+// Constrained decoding's cost (sampling/constraint.h, docs/benchmarks.md "Constrained
+// decoding"): decode tokens/s of a batch of sequences (default 16, each with a 128-token random
+// prompt, as runtime_bench) where every step's tokens are drawn by one Sampler per sequence,
+// unconstrained, or with every sequence (or only one: "mixed") held to a JSON schema, a regex or
+// a GBNF grammar whose instances are longer than --gen tokens, so that every step computes a real
+// mask. The modes are interleaved rep by rep, so machine noise hits them alike; the table gives
+// each mode's throughput and its ratio to the unconstrained run of the same process.
+//
+//   constrained_bench [--model PATH] [--threads N] [--batch 16] [--gen 128] [--reps 3]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/constraint_vocabulary.h"
+#include "model/llama_model.h"
+#include "sampling/constraint.h"
+#include "sampling/sampler.h"
+
+using namespace lightserve;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void check(const Status& s) {
+  if (!s) {
+    std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    std::exit(1);
+  }
+}
+
+struct Mode {
+  std::string name;
+  std::shared_ptr<const sampling::CompiledConstraint> constraint;
+  int constrained = 0;  // how many of the batch carry it
+  double seconds = 0;
+  double mask_seconds = 0;  // inside the samplers of constrained sequences
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path = LIGHTSERVE_DEFAULT_MODEL;
+  if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
+  int threads = 0, batch = 16, gen = 128, reps = 3, prompt_len = 128;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--model")
+      model_path = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--batch")
+      batch = std::stoi(next());
+    else if (a == "--gen")
+      gen = std::stoi(next());
+    else if (a == "--reps")
+      reps = std::stoi(next());
+    else {
+      std::fprintf(stderr,
+                   "usage: constrained_bench [--model PATH] [--threads N] [--batch 16] "
+                   "[--gen 128] [--reps 3]\n");
+      return 2;
+    }
+  }
+  auto backend = kernels::make_cpu_backend(threads);
+  auto loaded = model::LlamaModel::load(model_path, *backend);
+  if (!loaded) {
+    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
+    return 1;
+  }
+  auto model = std::move(loaded).value();
+  const auto& config = model->config();
+
+  const double t_vocab = now();
+  sampling::ConstraintCompiler compiler(
+      model::constraint_vocabulary(model->tokenizer(), config.vocab_size));
+  const double vocab_seconds = now() - t_vocab;
+  using Kind = sampling::ConstraintSpec::Kind;
+  // Instances longer than any --gen: the masks are computed in the middle of the structure.
+  const std::vector<std::pair<std::string, sampling::ConstraintSpec>> specs = {
+      {"json_schema",
+       {Kind::kJsonSchema,
+        R"({"type": "array", "minItems": 200, "items": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}}},
+            "required": ["name", "age", "tags"], "additionalProperties": false}})",
+        {},
+        "bench"}},
+      {"regex", {Kind::kRegex, "([A-Z][a-z]{1,8}, [0-9]{1,3}; ){200}", {}, "bench"}},
+      {"gbnf",
+       {Kind::kGrammar,
+        "root ::= (line \"\\n\"){200}\nline ::= word (\" \" word)* \".\"\nword ::= [a-z]{1,10}\n",
+        {},
+        "bench"}},
+  };
+  std::vector<Mode> modes = {{"unconstrained", nullptr, 0, 0, 0}};
+  std::vector<double> compile_seconds;
+  for (const auto& [name, spec] : specs) {
+    const double t0 = now();
+    auto compiled = compiler.compile(spec);
+    compile_seconds.push_back(now() - t0);
+    if (!compiled) {
+      std::fprintf(stderr, "error: %s\n", compiled.error().message.c_str());
+      return 1;
+    }
+    modes.push_back({name, compiled.value(), batch, 0, 0});
+  }
+  modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1, 0, 0});
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> token(100, config.vocab_size - 1);
+  std::vector<float> logits;
+  {  // warm-up
+    model::SequenceCache cache(config, 64);
+    std::vector<int32_t> t(32);
+    for (auto& x : t) x = token(rng);
+    model::BatchEntry e{&cache, t, false};
+    check(model->forward({&e, 1}, logits));
+  }
+  sampling::SamplingParams greedy;
+  greedy.temperature = 0;
+  int64_t stopped = 0;
+  for (int r = 0; r < reps; ++r) {
+    for (Mode& mode : modes) {
+      std::vector<std::unique_ptr<model::SequenceCache>> caches;
+      std::vector<std::vector<int32_t>> prompts;
+      std::vector<sampling::Sampler> samplers;
+      samplers.reserve(static_cast<size_t>(batch));
+      for (int b = 0; b < batch; ++b) {
+        caches.push_back(std::make_unique<model::SequenceCache>(config, prompt_len + gen));
+        std::vector<int32_t> p(static_cast<size_t>(prompt_len));
+        for (auto& x : p) x = token(rng);
+        prompts.push_back(std::move(p));
+        sampling::SamplingParams params = greedy;
+        if (b < mode.constrained) params.constraint = mode.constraint;
+        samplers.emplace_back(params);
+      }
+      std::vector<model::BatchEntry> entries;
+      for (int b = 0; b < batch; ++b) entries.push_back({caches[b].get(), prompts[b], false});
+      check(model->forward(entries, logits));
+      std::vector<int32_t> next(static_cast<size_t>(batch));
+      const double t0 = now();
+      for (int step = 0; step < gen; ++step) {
+        entries.clear();
+        for (int b = 0; b < batch; ++b) {
+          const double s0 = now();
+          next[b] = samplers[b].sample(std::span<const float>(logits).subspan(
+              static_cast<size_t>(b) * config.vocab_size, config.vocab_size));
+          if (b < mode.constrained) mode.mask_seconds += now() - s0;
+          stopped += model->tokenizer().is_end_of_generation(next[b]) && b < mode.constrained;
+          entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
+        }
+        check(model->forward(entries, logits));
+      }
+      mode.seconds += now() - t0;
+    }
+  }
+
+  std::printf(
+      "model: %s\nbackend: %s\nbatch %d, prompt %d tokens, %d decode steps, %d reps "
+      "(interleaved), greedy\n",
+      model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps);
+  std::printf("vocabulary for XGrammar: %.3f s; compile:", vocab_seconds);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    std::printf(" %s %.3f s%s", specs[i].first.c_str(), compile_seconds[i],
+                i + 1 < specs.size() ? "," : "\n\n");
+  }
+  std::printf(
+      "| mode | decode tokens/s | vs unconstrained | sampling+mask ms per constrained "
+      "token |\n|---|---:|---:|---:|\n");
+  const double base = static_cast<double>(batch) * gen * reps / modes[0].seconds;
+  for (const Mode& m : modes) {
+    const double tps = static_cast<double>(batch) * gen * reps / m.seconds;
+    const double per_token =
+        m.constrained > 0 ? 1e3 * m.mask_seconds / (static_cast<double>(m.constrained) * gen * reps)
+                          : 0.0;
+    std::printf("| %s | %.1f | %.3f | %s |\n", m.name.c_str(), tps, tps / base,
+                m.constrained > 0 ? std::to_string(per_token).substr(0, 5).c_str() : "-");
+  }
+  if (stopped > 0) {
+    std::printf("\nwarning: %lld constrained tokens were stop ids (a constraint completed)\n",
+                static_cast<long long>(stopped));
+  }
+  return 0;
+}
