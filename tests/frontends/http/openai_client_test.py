@@ -205,7 +205,8 @@ class OpenAiClient(unittest.TestCase):
             model=self.model, messages=[{"role": "user", "content": content}], **kwargs)
 
     def test_response_format_json_object(self):
-        r = self.chat("Describe a cat as JSON.", response_format={"type": "json_object"})
+        r = self.chat("Give a JSON object with a name and an age.",
+                      response_format={"type": "json_object"})
         self.assertEqual(r.choices[0].finish_reason, "stop")
         self.assertIsInstance(json.loads(r.choices[0].message.content), dict)
 
@@ -237,7 +238,8 @@ class OpenAiClient(unittest.TestCase):
                                            max_tokens=40, temperature=0,
                                            extra_body={"guided_regex": "[A-Z]{2}-[0-9]{3}"})
         self.assertRegex(r.choices[0].text, r"^[A-Z]{2}-[0-9]{3}$")
-        schema = {"type": "object", "properties": {"n": {"type": "integer"}},
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
+                                                         "maximum": 1000}},
                   "required": ["n"], "additionalProperties": False}
         for key in ("guided_json", "json_schema"):
             r = self.chat("A number as JSON.", extra_body={key: schema})
