@@ -15,8 +15,21 @@ def load(paths):
     return [json.load(open(p)) for p in paths]
 
 
+def ordered(labels):
+    """full, streaming, then per fraction: random, mean (test), head-min, head-min-last."""
+    kinds = ["random", "test", "online", "mean", "static", "head-min", "head-min-last"]
+
+    def key(label):
+        if " f=" not in label:
+            return (0 if label == "full" else 1, 0.0, 0)
+        name, f = label.split(" f=")
+        return (2, float(f), kinds.index(name) if name in kinds else len(kinds))
+
+    return sorted(labels, key=key)
+
+
 def passkey(docs):
-    labels = [m["mode"] for m in docs[0]["modes"]]
+    labels = ordered([m["mode"] for m in docs[0]["modes"]])
     cols = []
     for d in docs:
         for li, n in enumerate(d["lengths"]):
@@ -37,7 +50,7 @@ def passkey(docs):
 
 
 def perplexity(docs):
-    labels = [m["mode"] for m in docs[0]["modes"]]
+    labels = ordered([m["mode"] for m in docs[0]["modes"]])
     cols = []
     for d in docs:
         for ci, n in enumerate(d["lengths"]):

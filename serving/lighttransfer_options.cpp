@@ -112,8 +112,9 @@ Result<LightTransferOptions::Resolved> LightTransferOptions::resolve(
   const std::string set_by = fraction_set || !score.empty() ? "set by the user; " : "";
   if (!validated) {
     r.summary += " (" + set_by +
-                 (s.plan ? "the plan " + r.plan_path + " holds no quality measurement"
-                         : std::string("no calibrated plan for this model")) +
+                 (s.plan           ? "the plan " + r.plan_path + " holds no quality measurement"
+                  : plan == "none" ? std::string("no plan (--plan none)")
+                                   : "no calibrated plan for this model in " + default_plan_dir()) +
                  ": not validated against full attention)";
     return r;
   }
@@ -125,7 +126,12 @@ Result<LightTransferOptions::Resolved> LightTransferOptions::resolve(
                       p.validated_fraction, p.bound_passkey_points, p.bound_ppl_percent);
   if (chosen != nullptr) r.summary += "; " + describe_point(p, *chosen);
   r.summary += ")";
-  if (s.lazy_fraction > p.validated_fraction + 1e-9 || s.score != p.score) {
+  if (p.window != s.window || p.sink != s.sink) {
+    r.warning = "warning: the plan " + r.plan_path + " was validated at sink " +
+                std::to_string(p.sink) + ", window " + std::to_string(p.window) +
+                "; these settings (sink " + std::to_string(s.sink) + ", window " +
+                std::to_string(s.window) + ") are not validated";
+  } else if (s.lazy_fraction > p.validated_fraction + 1e-9 || s.score != p.score) {
     r.warning = "warning: LightTransfer " + std::string(model::to_string(s.score)) +
                 format(" f=%.2f", s.lazy_fraction) + " is not the validated " +
                 std::string(model::to_string(p.score)) + format(" f=%.2f", p.validated_fraction) +

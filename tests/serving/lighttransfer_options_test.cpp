@@ -38,6 +38,8 @@ class LightTransferOptionsTest : public ::testing::Test {
     plan.score = model::LazyScore::kHeadMin;
     plan.validated_fraction = 0.5;
     plan.lazy_fraction = 0.5;
+    plan.sink = 4;
+    plan.window = 1020;
     plan.quality.push_back({"full", "", 0.0, {4096}, {100.0}, 10.0, false});
     plan.quality.push_back({"head-min f=0.50", "head-min", 0.5, {4096}, {100.0}, 10.1, true});
     plan.quality.push_back({"head-min f=0.75", "head-min", 0.75, {4096}, {40.0}, 11.0, false});
@@ -95,6 +97,12 @@ TEST_F(LightTransferOptionsTest, AFractionAboveTheValidatedOneWarnsWithItsMeasur
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->settings.score, model::LazyScore::kMean);
   EXPECT_FALSE(r->warning.empty());
+  // A window the plan was not validated at is not validated either.
+  o.score = "";
+  o.window = 252;
+  r = o.resolve(config_);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->warning.find("window 252"), std::string::npos) << r->warning;
 }
 
 TEST_F(LightTransferOptionsTest, PlanNoneAndBadValuesAreHonoured) {
