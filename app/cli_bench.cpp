@@ -329,11 +329,14 @@ int run_bench(const BenchOptions& o) {
                  o.input_len + o.output_len, static_cast<long long>(config.context_length));
     return 2;
   }
-  auto lt = o.lt.settings(config.num_layers);
-  if (!lt) {
-    std::fprintf(stderr, "error: %s\n", lt.error().message.c_str());
+  auto resolved = o.lt.resolve(config);
+  if (!resolved) {
+    std::fprintf(stderr, "error: %s\n", resolved.error().message.c_str());
     return 2;
   }
+  std::fprintf(stderr, "%s\n", resolved->summary.c_str());
+  if (!resolved->warning.empty()) std::fprintf(stderr, "%s\n", resolved->warning.c_str());
+  const model::LightTransferSettings* lt = &resolved->settings;
   const std::string text = read_corpus(o.text_dir);
   const std::vector<int32_t> corpus = llama->tokenizer().encode(text, false, false);
   if (corpus.empty()) {
@@ -350,12 +353,11 @@ int run_bench(const BenchOptions& o) {
   std::vector<RunResult> results;
   std::vector<std::pair<model::LightTransferSettings, std::string>> runs;
   if (o.compare) {
-    model::LightTransferSettings full = lt.value();
+    model::LightTransferSettings full = *lt;
     full.mode = model::LtMode::kFull;
     runs.emplace_back(full, "full");
   }
-  runs.emplace_back(lt.value(),
-                    o.compare ? "hybrid" : std::string(model::to_string(lt.value().mode)));
+  runs.emplace_back(*lt, o.compare ? "hybrid" : std::string(model::to_string(lt->mode)));
   for (const auto& [settings, label] : runs) {
     auto r = run_once(o, kv_budget, *llama, settings, label, prompts);
     if (!r) {

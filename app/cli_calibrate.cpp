@@ -1,7 +1,9 @@
 // `lightserve calibrate`: the paper's offline layer selection. Runs each prompt's prefill in test
 // mode (exact attention, lazy ratios measured, the top-P decision made), counts how often each
 // layer ends lazy, and writes the ranking as a plan file for --lt-mode static (and for breaking
-// ties in online mode).
+// ties in online mode). With --quality it first measures passkey and perplexity against full
+// attention for every laziness score and fraction (eval/quality_gate.cpp) and writes the largest
+// fraction within the bound, its score and the measurements into the plan: the serving default.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,12 +11,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "app/lighttransfer_flags.h"
 #include "app/subcommands.h"
 #include "base/units.h"
+#include "eval/eval_tasks.h"
 #include "kernels/backend.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
@@ -33,7 +37,81 @@ struct CalibrateOptions {
   std::string device = serving::default_device();
   bool quiet = false;
   serving::LightTransferOptions lt;
+  // --quality: the gate (eval/quality_gate.cpp)
+  bool quality = false;
+  std::string gate_fractions = "0.25,0.5,0.75";
+  std::string gate_scores = "mean,head-min,head-min-last";
+  std::string passkey_lengths = "4096";
+  int32_t passkey_trials = 10;
+  uint64_t passkey_seed = 1234;
+  std::vector<std::string> ppl_texts{"/usr/share/common-licenses/GPL-3"};
+  int32_t ppl_length = 4096;
+  int32_t ppl_prefix = 3072;
+  double bound_passkey = 2.0;
+  double bound_ppl = 2.0;
 };
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    const size_t b = item.find_first_not_of(" \t");
+    const size_t e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+// The gate's options from the flags, or an Error naming the bad one.
+Result<eval::QualityGateOptions> gate_options(const CalibrateOptions& o,
+                                              const model::LightTransferSettings& base) {
+  eval::QualityGateOptions q;
+  q.base = base;
+  q.base.plan.reset();
+  for (const std::string& item : split_list(o.gate_fractions)) {
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (end == item.c_str() || *end != '\0' || !(f > 0.0 && f <= 1.0))
+      return Error{"--gate-fractions: '" + item + "' is not a fraction in (0, 1]"};
+    q.fractions.push_back(f);
+  }
+  // An explicit --lt-score gates that score only.
+  for (const std::string& item :
+       o.lt.score.empty() ? split_list(o.gate_scores) : std::vector<std::string>{o.lt.score}) {
+    auto score = model::parse_lazy_score(item);
+    if (!score) return Error{"--gate-scores: " + score.error().message};
+    q.scores.push_back(score.value());
+  }
+  for (const std::string& item : split_list(o.passkey_lengths)) {
+    char* end = nullptr;
+    const long n = std::strtol(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0' || n < 64)
+      return Error{"--passkey-lengths: '" + item + "' is not a length ≥ 64"};
+    q.passkey.lengths.push_back(static_cast<int32_t>(n));
+  }
+  if (q.fractions.empty() || q.scores.empty() || q.passkey.lengths.empty())
+    return Error{"--gate-fractions, --gate-scores and --passkey-lengths must each name one item"};
+  if (o.passkey_trials < 1) return Error{"--passkey-trials must be ≥ 1"};
+  if (o.ppl_prefix < 1 || o.ppl_length <= o.ppl_prefix)
+    return Error{"--ppl-prefix must be ≥ 1 and below --ppl-length"};
+  if (!(o.bound_passkey >= 0.0) || !(o.bound_ppl >= 0.0))
+    return Error{"--bound-passkey and --bound-ppl must be ≥ 0"};
+  for (const std::string& path : o.ppl_texts) {
+    if (!std::ifstream(path)) return Error{"--ppl-text: cannot read " + path};
+  }
+  q.passkey.task = "passkey";
+  q.passkey.trials = o.passkey_trials;
+  q.passkey.seed = o.passkey_seed;
+  q.passkey.quiet = o.quiet;
+  q.perplexity.task = "perplexity";
+  q.perplexity.lengths = {o.ppl_length};
+  q.perplexity.prefix = o.ppl_prefix;
+  q.perplexity.texts = o.ppl_texts;
+  q.perplexity.quiet = o.quiet;
+  q.bound_passkey_points = o.bound_passkey;
+  q.bound_ppl_percent = o.bound_ppl;
+  return q;
+}
 
 // Plain-text prompts: one per line, with \n, \t and \\ escapes.
 std::string unescape(const std::string& line) {
@@ -93,7 +171,10 @@ int fail(const std::string& message) {
   return 2;
 }
 
-int run_calibrate(const CalibrateOptions& o) {
+int run_calibrate(CalibrateOptions& o) {
+  // The ranking is measured afresh: no shipped plan's tie order or fraction unless asked for.
+  if (o.lt.plan.empty()) o.lt.plan = "none";
+  if (o.lt.lazy_fraction == serving::LightTransferOptions::kFromPlan) o.lt.lazy_fraction = 0.5;
   if (Result<model::LtMode> mode = model::parse_lt_mode(o.lt.mode);
       !mode || mode.value() != model::LtMode::kOnline) {
     return fail("calibrate measures in online mode; --lt-mode must be online");
@@ -112,12 +193,38 @@ int run_calibrate(const CalibrateOptions& o) {
   std::unique_ptr<kernels::Backend>& backend = loaded->backend;
   std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& config = model->config();
-  auto lt = o.lt.settings(config.num_layers);
+  auto lt = o.lt.settings(config);
   if (!lt) return fail(lt.error().message);
-  const model::LightTransferSettings& settings = lt.value();
+  model::LightTransferSettings settings = lt.value();
   const model::Tokenizer& tok = model->tokenizer();
   const model::ChatTemplate* chat = model->chat_template();
   if (o.chat && chat == nullptr) return fail("--chat: " + model->chat_error());
+  model::LtPlan gated;
+  if (o.quality) {
+    auto q = gate_options(o, settings);
+    if (!q) return fail(q.error().message);
+    for (int32_t n : q->passkey.lengths) {
+      if (n > config.context_length)
+        return fail("--passkey-lengths: " + std::to_string(n) + " exceeds the model's context");
+      if (n <= settings.sink + settings.window) {
+        std::fprintf(stderr,
+                     "warning: passkey length %d is no longer than sink + window = %d: lazy "
+                     "layers keep every token there, so it cannot fail the gate\n",
+                     n, settings.sink + settings.window);
+      }
+    }
+    const auto gate_start = std::chrono::steady_clock::now();
+    if (Status s = eval::run_quality_gate(*model, q.value(), gated); !s) {
+      std::fprintf(stderr, "error: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::printf(
+        "quality gate: %.1f s\n",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - gate_start).count());
+    // The ranking below is made with the validated score at the validated fraction.
+    settings.score = gated.score;
+    settings.lazy_fraction = gated.validated_fraction;
+  }
 
   std::vector<std::vector<int32_t>> prompts;
   int32_t longest = 0, cut = 0, short_prompts = 0;
@@ -207,6 +314,18 @@ int run_calibrate(const CalibrateOptions& o) {
     if (plan.mean_ratio[a] != plan.mean_ratio[b]) return plan.mean_ratio[a] > plan.mean_ratio[b];
     return a > b;
   });
+  plan.score = settings.score;
+  if (o.quality) {
+    plan.validated_fraction = gated.validated_fraction;
+    plan.bound_passkey_points = gated.bound_passkey_points;
+    plan.bound_ppl_percent = gated.bound_ppl_percent;
+    plan.passkey_trials = gated.passkey_trials;
+    plan.sink = gated.sink;
+    plan.window = gated.window;
+    plan.ppl_prefix = gated.ppl_prefix;
+    plan.ppl_length = gated.ppl_length;
+    plan.quality = gated.quality;
+  }
   if (Status s = plan.save(o.out); !s) return fail(s.message());
 
   std::vector<int32_t> rank_of(layers);
@@ -224,6 +343,23 @@ int run_calibrate(const CalibrateOptions& o) {
     std::printf("%5d %10.3f %10.4f %8.4f %8.4f %5d %6s\n", l, plan.lazy_frequency[l],
                 plan.mean_ratio[l], ratio_min[l], ratio_max[l], rank_of[l],
                 rank_of[l] <= num_lazy ? "lazy" : "full");
+  }
+  if (o.quality) {
+    std::printf("%-22s %-28s %10s %s\n", "configuration", "passkey %", "ppl", "within bound");
+    for (const model::LtQualityPoint& p : plan.quality) {
+      std::string acc;
+      for (double a : p.passkey_accuracy)
+        acc += (acc.empty() ? "" : " ") + std::to_string(a).substr(0, 5);
+      std::printf("%-22s %-28s %10.3f %s\n", p.label.c_str(), acc.c_str(), p.ppl,
+                  p.score.empty()  ? "(reference)"
+                  : p.within_bound ? "yes"
+                                   : "no");
+    }
+    std::printf(
+        "validated: score %s, lazy fraction %.2f (the largest within passkey -%.1f points and "
+        "perplexity +%.1f%% of full attention)\n",
+        std::string(model::to_string(plan.score)).c_str(), plan.validated_fraction,
+        plan.bound_passkey_points, plan.bound_ppl_percent);
   }
   std::printf("wrote %s (ranking laziest first; static mode makes the first %d lazy)\n",
               o.out.c_str(), num_lazy);
@@ -251,6 +387,43 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--device", o->device, serving::kDeviceHelp)->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress on stderr");
   add_lighttransfer_flags(cmd, o->lt);
+  cmd->add_flag("--quality", o->quality,
+                "Also measure passkey and perplexity against full attention for every score and "
+                "fraction, and write the largest fraction within the bound into the plan")
+      ->group("Quality gate");
+  cmd->add_option("--gate-fractions", o->gate_fractions, "Lazy fractions tried")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--gate-scores", o->gate_scores,
+                  "Laziness scores tried (an explicit --lt-score tries only that one)")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--passkey-lengths", o->passkey_lengths, "Passkey prompt lengths (tokens)")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--passkey-trials", o->passkey_trials, "Passkey trials per length")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--passkey-seed", o->passkey_seed, "Seed of the passkey keys")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--ppl-text", o->ppl_texts, "Perplexity text file(s), concatenated")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--ppl-length", o->ppl_length, "Perplexity: tokens of text scored up to")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--ppl-prefix", o->ppl_prefix, "Perplexity: tokens prefilled before decoding")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--bound-passkey", o->bound_passkey,
+                  "Passkey accuracy allowed below full attention, in points at every length")
+      ->capture_default_str()
+      ->group("Quality gate");
+  cmd->add_option("--bound-ppl", o->bound_ppl,
+                  "Perplexity allowed above full attention, in percent")
+      ->capture_default_str()
+      ->group("Quality gate");
   cmd->callback([o] { set_exit_code(run_calibrate(*o)); });
 }
 

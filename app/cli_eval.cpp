@@ -25,6 +25,7 @@ struct EvalCli {
   std::string lengths;
   std::string modes = "full,test,streaming,random";
   std::string fractions = "0.5";
+  std::string scores = "mean";
   std::string json_out;
   int32_t sink = 4;
   int32_t window = 1020;
@@ -61,7 +62,9 @@ int fail(const std::string& message) {
   return 2;
 }
 
-// The columns --modes × --lazy-fractions names (full and streaming once each).
+// The columns --modes × --lazy-fractions (× --scores for online mode) names (full and streaming
+// once each). An online column is labelled by its score ("head-min f=0.50"; "test f=0.50" when
+// --scores is only mean, the label of earlier runs).
 Result<std::vector<EvalMode>> expand_modes(const EvalCli& o, const std::vector<double>& fractions) {
   std::vector<EvalMode> out;
   model::LightTransferSettings base;
@@ -69,6 +72,14 @@ Result<std::vector<EvalMode>> expand_modes(const EvalCli& o, const std::vector<d
   base.window = o.window;
   base.w_last = o.w_last;
   base.seed = o.lt_seed;
+  std::vector<model::LazyScore> scores;
+  for (const std::string& item : split_list(o.scores)) {
+    auto score = model::parse_lazy_score(item);
+    if (!score) return Error{"--scores: " + score.error().message};
+    scores.push_back(score.value());
+  }
+  if (scores.empty()) return Error{"--scores names no score"};
+  const bool mean_only = scores.size() == 1 && scores[0] == model::LazyScore::kMean;
   for (const std::string& name : split_list(o.modes)) {
     auto mode = model::parse_lt_mode(name);
     if (!mode) return Error{"--modes: " + mode.error().message};
@@ -82,8 +93,17 @@ Result<std::vector<EvalMode>> expand_modes(const EvalCli& o, const std::vector<d
     for (double f : fractions) {
       s.lazy_fraction = f;
       char label[64];
-      std::snprintf(label, sizeof label, "%s f=%.2f", name.c_str(), f);
-      out.push_back({label, s});
+      if (s.mode != model::LtMode::kOnline || mean_only) {
+        std::snprintf(label, sizeof label, "%s f=%.2f", name.c_str(), f);
+        out.push_back({label, s});
+        continue;
+      }
+      for (model::LazyScore score : scores) {
+        s.score = score;
+        std::snprintf(label, sizeof label, "%s f=%.2f",
+                      std::string(model::to_string(score)).c_str(), f);
+        out.push_back({label, s});
+      }
     }
   }
   if (out.empty()) return Error{"--modes names no mode"};
@@ -158,11 +178,8 @@ int run_eval(EvalCli& o) {
     doc["task"] = e.task;
     doc["model"] = config.name;
     doc["model_path"] = o.model;
-    doc["settings"] = {{"sink", o.sink},
-                       {"window", o.window},
-                       {"w_last", o.w_last},
-                       {"lt_seed", o.lt_seed},
-                       {"plan", o.plan}};
+    doc["settings"] = {{"sink", o.sink},     {"window", o.window},   {"w_last", o.w_last},
+                       {"scores", o.scores}, {"lt_seed", o.lt_seed}, {"plan", o.plan}};
     doc["seconds"] = seconds;
     doc["backend"] = backend->description();
     std::ofstream out(o.json_out);
@@ -188,6 +205,9 @@ void register_eval(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--lazy-fractions", o->fractions,
                   "Comma-separated lazy fractions for test, static and random")
+      ->capture_default_str();
+  cmd->add_option("--scores", o->scores,
+                  "Comma-separated laziness scores for online mode: mean, head-min, head-min-last")
       ->capture_default_str();
   cmd->add_option("--trials", o->eval.trials, "Passkey trials per length")->capture_default_str();
   cmd->add_option("--seed", o->eval.seed, "Seed of the passkey keys")->capture_default_str();

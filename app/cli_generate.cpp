@@ -37,8 +37,10 @@ struct GenerateOptions {
 
 void print_layer_map(const model::HybridSequence& seq, const model::LightTransferSettings& lt) {
   const memory::LayerMap& map = seq.layer_map();
-  std::fprintf(stderr, "LightTransfer: mode %s, %d full / %d lazy layers (sink %d, window %d)\n",
-               std::string(model::to_string(lt.mode)).c_str(), map.num_full_layers(),
+  std::fprintf(stderr,
+               "LightTransfer: mode %s, score %s, %d full / %d lazy layers (sink %d, window %d)\n",
+               std::string(model::to_string(lt.mode)).c_str(),
+               std::string(model::to_string(lt.score)).c_str(), map.num_full_layers(),
                map.num_lazy_layers(), lt.sink, lt.window);
   std::fprintf(stderr, "  layer:  ");
   for (int32_t l = 0; l < map.num_layers(); ++l) std::fprintf(stderr, "%3d", l);
@@ -72,11 +74,14 @@ int run_generate(const GenerateOptions& o) {
   std::unique_ptr<kernels::Backend>& backend = loaded->backend;
   std::unique_ptr<model::LlamaModel>& model = loaded->model;
   const auto& config = model->config();
-  auto lt = o.lt.settings(config.num_layers);
-  if (!lt) {
-    std::fprintf(stderr, "error: %s\n", lt.error().message.c_str());
+  auto resolved = o.lt.resolve(config);
+  if (!resolved) {
+    std::fprintf(stderr, "error: %s\n", resolved.error().message.c_str());
     return 2;
   }
+  if (!o.quiet) std::fprintf(stderr, "%s\n", resolved->summary.c_str());
+  if (!resolved->warning.empty()) std::fprintf(stderr, "%s\n", resolved->warning.c_str());
+  const model::LightTransferSettings* lt = &resolved->settings;
   const auto& tok = model->tokenizer();
 
   std::string text = o.prompt;
@@ -106,12 +111,12 @@ int run_generate(const GenerateOptions& o) {
   }
   const int32_t capacity = static_cast<int32_t>(
       std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + o.max_tokens));
-  auto arena = model::KvArena::create_for(*backend, config, lt.value(), capacity);
+  auto arena = model::KvArena::create_for(*backend, config, *lt, capacity);
   if (!arena) {
     std::fprintf(stderr, "error: %s\n", arena.error().message.c_str());
     return 2;
   }
-  auto seq = model::HybridSequence::create(*arena.value(), config, lt.value(), capacity);
+  auto seq = model::HybridSequence::create(*arena.value(), config, *lt, capacity);
   if (!seq) {
     std::fprintf(stderr, "error: %s\n", seq.error().message.c_str());
     return 2;
@@ -125,7 +130,7 @@ int run_generate(const GenerateOptions& o) {
   bool map_printed = false;
   auto result = model::generate(*model, *seq.value(), prompt, params, [&](int32_t id) {
     if (o.verbose && !map_printed) {
-      print_layer_map(*seq.value(), lt.value());
+      print_layer_map(*seq.value(), *lt);
       map_printed = true;
     }
     const std::string piece = stream.push(id);
@@ -140,7 +145,7 @@ int run_generate(const GenerateOptions& o) {
   const std::string rest = stream.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fputc('\n', stdout);
-  if (o.verbose && !map_printed) print_layer_map(*seq.value(), lt.value());
+  if (o.verbose && !map_printed) print_layer_map(*seq.value(), *lt);
   if (!o.quiet) {
     const auto& r = result.value();
     std::fprintf(stderr,

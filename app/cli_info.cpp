@@ -89,7 +89,7 @@ int run_info(const InfoOptions& o) {
                    o.kv_budget.c_str());
       return 2;
     }
-    auto lt = o.lt.settings(c.num_layers);
+    auto lt = o.lt.settings(c);
     if (!lt) {
       std::fprintf(stderr, "error: %s\n", lt.error().message.c_str());
       return 2;

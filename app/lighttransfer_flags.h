@@ -7,7 +7,8 @@
 
 namespace lightserve::cli {
 
-// --lt-mode, --lazy-fraction, --sink, --window, --w-last, --plan, --lt-seed, bound to `o`.
+// --lt-mode, --lazy-fraction, --lt-score, --sink, --window, --w-last, --plan, --lt-seed, bound to
+// `o`.
 void add_lighttransfer_flags(CLI::App* cmd, serving::LightTransferOptions& o);
 
 }  // namespace lightserve::cli

@@ -51,4 +51,23 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
 Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOptions& options,
                                       const std::vector<EvalMode>& modes);
 
+// `lightserve calibrate --quality`: passkey and decode perplexity of full attention and of online
+// mode at every score × fraction, on the same prompts, and the largest fraction within the bound.
+struct QualityGateOptions {
+  std::vector<double> fractions;         // lazy fractions tried
+  std::vector<model::LazyScore> scores;  // laziness scores tried
+  model::LightTransferSettings base;     // sink, window, w_last (and a plan for ties)
+  EvalOptions passkey;                   // lengths, trials, seed
+  EvalOptions perplexity;                // one length, prefix, texts
+  double bound_passkey_points = 2.0;     // passkey at most this many points below full
+  double bound_ppl_percent = 2.0;        // perplexity at most this many % above full
+};
+
+// Measures and fills plan.quality, validated_fraction, score, the bound and the setup: per score
+// the largest fraction whose passkey accuracy (every length) and perplexity stay within the bound
+// of full attention; of the scores, the one with the largest such fraction (ties: the lower
+// perplexity there). validated_fraction is 0 when no fraction passes.
+Status run_quality_gate(model::LlamaModel& model, const QualityGateOptions& options,
+                        model::LtPlan& plan);
+
 }  // namespace lightserve::eval

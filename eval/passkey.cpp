@@ -193,12 +193,12 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
       "passkey retrieval accuracy (%%, %d trials per length, %s prompt; sink %d, window %d)\n",
       options.trials, options.chat ? "chat" : "plain", modes.front().settings.sink,
       modes.front().settings.window);
-  std::printf("%-16s", "mode");
+  std::printf("%-22s", "mode");
   for (int32_t n : options.lengths) std::printf(" %8d", n);
   std::printf("\n");
   nlohmann::json rows = nlohmann::json::array();
   for (size_t mi = 0; mi < modes.size(); ++mi) {
-    std::printf("%-16s", modes[mi].label.c_str());
+    std::printf("%-22s", modes[mi].label.c_str());
     nlohmann::json acc = nlohmann::json::array();
     for (size_t li = 0; li < options.lengths.size(); ++li) {
       const double pct = 100.0 * successes[li][mi] / options.trials;
@@ -211,6 +211,7 @@ Result<nlohmann::json> run_passkey(model::LlamaModel& model, const EvalOptions& 
     std::printf("\n");
     rows.push_back({{"mode", modes[mi].label},
                     {"lt_mode", std::string(model::to_string(modes[mi].settings.mode))},
+                    {"score", std::string(model::to_string(modes[mi].settings.score))},
                     {"lazy_fraction", modes[mi].settings.lazy_fraction},
                     {"accuracy", acc}});
   }

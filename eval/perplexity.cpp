@@ -1,6 +1,9 @@
 // `lightserve eval --task perplexity`: prefill the first `prefix` tokens of a real text (exact in
 // every mode), then decode the rest one token per forward call and score −log p(next token)
 // from the decode logits, which are the only ones LightTransfer's reduced caches touch.
+//
+// One prefill serves every mode (model::PrefillTee, as in passkey.cpp), and the modes decode
+// together, one batch entry each: every step is one forward call over the modes' next tokens.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,6 +12,7 @@
 #include <sstream>
 
 #include "eval/eval_tasks.h"
+#include "model/prefill_tee.h"
 
 namespace lightserve::eval {
 namespace {
@@ -79,71 +83,89 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   }
 
   const int32_t vocab = model.config().vocab_size;
-  nlohmann::json rows = nlohmann::json::array();
-  std::vector<std::vector<double>> table;  // [mode][checkpoint] cumulative PPL
-  std::vector<double> seconds_by_mode;
+  const size_t num_modes = modes.size();
+  std::vector<EvalSequence> sequences;
+  std::vector<model::SequenceKv*> children;
   for (const EvalMode& m : modes) {
     auto es = make_eval_sequence(model, m.settings, run_len);
     if (!es) return Error{m.label + ": " + es.error().message};
-    model::HybridSequence& seq = *es->seq;
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<float> logits;
-    model::BatchEntry prefill{&seq, std::span(tokens.data(), static_cast<size_t>(options.prefix)),
-                              false};
-    if (Status s = model.forward({&prefill, 1}, logits); !s)
-      return Error{m.label + ": " + s.message()};
-    const std::string lazy = lazy_layer_list(seq);
+    sequences.push_back(std::move(es).value());
+    children.push_back(sequences.back().seq.get());
+  }
+  auto start = std::chrono::steady_clock::now();
+  std::vector<float> logits;
+  {
+    model::PrefillTee tee(children, model.config().num_heads);
+    const model::BatchEntry prefill{
+        &tee, std::span(tokens.data(), static_cast<size_t>(options.prefix)), false};
+    if (Status s = model.forward({&prefill, 1}, logits); !s) return Error{s.message()};
+  }
+  const double prefill_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  start = std::chrono::steady_clock::now();
+  // Every mode's logits start from the one prefill's.
+  std::vector<float> mode_logits(num_modes * static_cast<size_t>(vocab));
+  for (size_t i = 0; i < num_modes; ++i)
+    std::copy(logits.begin(), logits.begin() + vocab, mode_logits.begin() + i * vocab);
 
-    double total = 0, segment = 0;
-    int32_t segment_start = options.prefix;
-    size_t next = 0;
-    nlohmann::json points = nlohmann::json::array();
-    std::vector<double> ppl_row;
-    for (int32_t p = options.prefix; p < run_len; ++p) {
-      const double loss = nll(logits.data(), vocab, tokens[static_cast<size_t>(p)]);
-      total += loss;
-      segment += loss;
-      if (p + 1 == lengths[next]) {
-        const int32_t scored = p + 1 - options.prefix;
-        const double ppl = std::exp(total / scored);
-        const double seg_ppl = std::exp(segment / (p + 1 - segment_start));
-        points.push_back({{"length", p + 1},
-                          {"scored_tokens", scored},
-                          {"ppl", ppl},
-                          {"mean_nll", total / scored},
-                          {"segment_from", segment_start},
-                          {"segment_ppl", seg_ppl}});
-        ppl_row.push_back(ppl);
-        segment = 0;
-        segment_start = p + 1;
-        ++next;
-      }
-      if (p + 1 == run_len) break;
-      model::BatchEntry step{&seq, std::span(tokens.data() + p, 1), false};
-      if (Status s = model.forward({&step, 1}, logits); !s)
-        return Error{m.label + ": " + s.message()};
-      if (!options.quiet && (p + 1 - options.prefix) % 1024 == 0) {
-        std::fprintf(stderr, "  %s: %d/%d tokens, running ppl %.3f\n", m.label.c_str(), p + 1,
-                     run_len, std::exp(total / (p + 1 - options.prefix)));
-      }
+  std::vector<double> total(num_modes, 0), segment(num_modes, 0);
+  std::vector<nlohmann::json> points(num_modes, nlohmann::json::array());
+  std::vector<std::vector<double>> table(num_modes);  // [mode][checkpoint] cumulative PPL
+  int32_t segment_start = options.prefix;
+  size_t next = 0;
+  std::vector<model::BatchEntry> batch;
+  for (int32_t p = options.prefix; p < run_len; ++p) {
+    const int32_t target = tokens[static_cast<size_t>(p)];
+    for (size_t i = 0; i < num_modes; ++i) {
+      const double loss = nll(mode_logits.data() + i * vocab, vocab, target);
+      total[i] += loss;
+      segment[i] += loss;
     }
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    seconds_by_mode.push_back(seconds);
-    table.push_back(ppl_row);
+    if (p + 1 == lengths[next]) {
+      const int32_t scored = p + 1 - options.prefix;
+      for (size_t i = 0; i < num_modes; ++i) {
+        const double ppl = std::exp(total[i] / scored);
+        points[i].push_back({{"length", p + 1},
+                             {"scored_tokens", scored},
+                             {"ppl", ppl},
+                             {"mean_nll", total[i] / scored},
+                             {"segment_from", segment_start},
+                             {"segment_ppl", std::exp(segment[i] / (p + 1 - segment_start))}});
+        table[i].push_back(ppl);
+        segment[i] = 0;
+      }
+      segment_start = p + 1;
+      ++next;
+    }
+    if (p + 1 == run_len) break;
+    batch.clear();
+    for (size_t i = 0; i < num_modes; ++i)
+      batch.push_back({sequences[i].seq.get(), std::span(tokens.data() + p, 1), false});
+    if (Status s = model.forward(batch, logits); !s) return Error{s.message()};
+    std::copy(logits.begin(), logits.begin() + num_modes * vocab, mode_logits.begin());
+    if (!options.quiet && (p + 1 - options.prefix) % 512 == 0) {
+      std::fprintf(stderr, "  %d/%d tokens, running ppl:", p + 1, run_len);
+      for (size_t i = 0; i < num_modes; ++i)
+        std::fprintf(stderr, " %s %.3f", modes[i].label.c_str(),
+                     std::exp(total[i] / (p + 1 - options.prefix)));
+      std::fprintf(stderr, "\n");
+    }
+  }
+  const double decode_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < num_modes; ++i) {
+    const model::HybridSequence& seq = *sequences[i].seq;
+    const EvalMode& m = modes[i];
     rows.push_back({{"mode", m.label},
                     {"lt_mode", std::string(model::to_string(m.settings.mode))},
+                    {"score", std::string(model::to_string(m.settings.score))},
                     {"lazy_fraction", m.settings.lazy_fraction},
-                    {"lazy_layers", lazy},
+                    {"lazy_layers", lazy_layer_list(seq)},
                     {"num_lazy_layers", seq.layer_map().num_lazy_layers()},
                     {"kv_bytes", seq.kv_bytes()},
                     {"peak_kv_bytes", seq.peak_kv_bytes()},
-                    {"seconds", seconds},
-                    {"points", points}});
-    if (!options.quiet) {
-      std::fprintf(stderr, "  %s: ppl %.3f at %d (%.1f s; lazy layers: %s)\n", m.label.c_str(),
-                   ppl_row.back(), run_len, seconds, lazy.empty() ? "none" : lazy.c_str());
-    }
+                    {"points", points[i]}});
   }
 
   // The table: cumulative PPL over decoded tokens at each length, and Δ vs full.
@@ -153,11 +175,11 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
   }
   std::printf("perplexity over decoded tokens (prefill %d exact; sink %d, window %d)\n",
               options.prefix, modes.front().settings.sink, modes.front().settings.window);
-  std::printf("%-16s", "mode");
+  std::printf("%-22s", "mode");
   for (int32_t n : lengths) std::printf(" %10s%-6d %8s", "ppl@", n, "Δ%");
-  std::printf(" %9s\n", "seconds");
+  std::printf("  lazy layers\n");
   for (size_t i = 0; i < modes.size(); ++i) {
-    std::printf("%-16s", modes[i].label.c_str());
+    std::printf("%-22s", modes[i].label.c_str());
     for (size_t c = 0; c < lengths.size(); ++c) {
       std::printf(" %16.3f", table[i][c]);
       if (full_index >= 0) {
@@ -166,9 +188,13 @@ Result<nlohmann::json> run_perplexity(model::LlamaModel& model, const EvalOption
         std::printf(" %8s", "-");
       }
     }
-    std::printf(" %9.1f\n", seconds_by_mode[i]);
+    std::printf("  %s\n", rows[i]["lazy_layers"].get<std::string>().c_str());
   }
-  return nlohmann::json{{"text_files", options.texts},
+  std::printf("time: %.1f s prefill (one, shared by the modes), %.1f s decode (modes batched)\n",
+              prefill_seconds, decode_seconds);
+  return nlohmann::json{{"prefill_seconds", prefill_seconds},
+                        {"decode_seconds", decode_seconds},
+                        {"text_files", options.texts},
                         {"text_tokens", available},
                         {"prefix", options.prefix},
                         {"lengths", lengths},

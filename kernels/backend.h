@@ -90,6 +90,13 @@ struct AttentionShape {
   bool round_probabilities_f16 = false;
 };
 
+// How Backend::lazy_ratio scores a layer's laziness from its per-head ratios (docs/quality.md).
+enum class LazyScore : uint8_t {
+  kMean,         // the paper's: mean over the last w_last queries and every query head
+  kHeadMin,      // head-aware: the least lazy head's ratio over the last w_last queries
+  kHeadMinLast,  // head-aware at the final query only (w_last taken as 1)
+};
+
 // How rope() pairs and scales the values of a head.
 struct RopeParams {
   float freq_base = 10000.0f;
@@ -165,15 +172,17 @@ class Backend {
   virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
                          const AttentionShape& shape, float* out) = 0;
 
-  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (docs/design.md §4): the
-  // mean, over the last w_last queries and all query heads, of the attention mass on the keys [0,
-  // sink) ∪ [n − window, n) (only keys ≤ the query). q holds the prompt's n query rows (q_stride
-  // apart, as passed to attention), lse their log-sum-exp [n × heads] from attention(), kv the
-  // prompt's keys (kContiguous). Scores are computed exactly as attention() computes them, so the
-  // ratio is in [0, 1]; the cost is O(w_last · (sink + window)), independent of n.
+  // LightTransfer's lazy ratio of one layer for one prompt of n tokens (docs/design.md §4). The
+  // per-head ratio of head h is its mean attention mass, over the scored queries, on the keys [0,
+  // sink) ∪ [n − window, n) (only keys ≤ the query). `score` picks the scored queries and how the
+  // heads combine (LazyScore); head_ratios, when not null, receives the [heads] per-head ratios.
+  // q holds the prompt's n query rows (q_stride apart, as passed to attention), lse their
+  // log-sum-exp [n × heads] from attention(), kv the prompt's keys (kContiguous). Scores are
+  // computed exactly as attention() computes them, so every ratio is in [0, 1]; the cost is
+  // O(w_last · (sink + window)), independent of n.
   virtual float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n,
                            int32_t w_last, int32_t sink, int32_t window,
-                           const AttentionShape& shape) = 0;
+                           const AttentionShape& shape, LazyScore score, float* head_ratios) = 0;
 
   // Copies `count` rows of width values (f16) from src to dst (strides in elements); used to
   // move a layer's keys and values between scratch, blocks and slots.

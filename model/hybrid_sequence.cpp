@@ -16,7 +16,9 @@ HybridSequence::HybridSequence(KvArena& arena, const LlamaConfig& config,
       row_(arena.row_elements()),
       num_heads_(config.num_heads),
       settings_(settings),
-      ratios_(config.num_layers, std::numeric_limits<float>::quiet_NaN()) {}
+      ratios_(config.num_layers, std::numeric_limits<float>::quiet_NaN()),
+      head_ratios_(static_cast<size_t>(config.num_layers) * config.num_heads,
+                   std::numeric_limits<float>::quiet_NaN()) {}
 
 HybridSequence::~HybridSequence() {
   if (!owned_.empty()) arena_.manager().release(std::move(owned_));
@@ -268,7 +270,8 @@ void HybridSequence::finish_layer(kernels::Backend& b, int32_t layer, const floa
     scratch.v = scratch_v_.get<uint16_t>();
     scratch.row_stride = row_;
     const float ratio = b.lazy_ratio(q, lse_.get<float>(), scratch, n, settings_.w_last,
-                                     settings_.sink, settings_.window, shape);
+                                     settings_.sink, settings_.window, shape, settings_.score,
+                                     head_ratios_.data() + static_cast<size_t>(layer) * num_heads_);
     ratios_[layer] = ratio;
     const LazySelector::Decision d = selector_->push(layer, ratio);
     if (d.demoted >= 0) demote(b, d.demoted, n);

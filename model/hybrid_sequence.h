@@ -60,6 +60,8 @@ class HybridSequence final : public SequenceKv {
   const LightTransferSettings& settings() const { return settings_; }  // the mode that runs
   // Lazy ratio of each layer measured at prefill (online mode; NaN otherwise).
   const std::vector<float>& lazy_ratios() const { return ratios_; }
+  // The per-head ratios behind them, [layer × num_heads] (settings().score picks the queries).
+  const std::vector<float>& head_lazy_ratios() const { return head_ratios_; }
   // Bytes of arena pages this request holds now, and the most it held plus prefill
   // scratch at any moment: measured from its allocation, not computed from a formula.
   int64_t kv_bytes() const;
@@ -95,6 +97,7 @@ class HybridSequence final : public SequenceKv {
   std::vector<bool> planned_lazy_;  // modes with a lazy set known before prefill
   std::unique_ptr<LazySelector> selector_;
   std::vector<float> ratios_;
+  std::vector<float> head_ratios_;
   // Prefill scratch (backend memory) for the layer being decided: the whole prompt's K and V
   // (scratch_rows_ rows each), and its LSE.
   kernels::Buffer scratch_k_, scratch_v_, lse_;

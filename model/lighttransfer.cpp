@@ -35,6 +35,26 @@ Result<LtMode> parse_lt_mode(std::string_view text) {
                "' (expected online, static, full, streaming or random)"};
 }
 
+std::string_view to_string(LazyScore score) {
+  switch (score) {
+    case LazyScore::kMean:
+      return "mean";
+    case LazyScore::kHeadMin:
+      return "head-min";
+    case LazyScore::kHeadMinLast:
+      return "head-min-last";
+  }
+  return "?";
+}
+
+Result<LazyScore> parse_lazy_score(std::string_view text) {
+  for (LazyScore s : {LazyScore::kMean, LazyScore::kHeadMin, LazyScore::kHeadMinLast}) {
+    if (text == to_string(s)) return s;
+  }
+  return Error{"unknown laziness score '" + std::string(text) +
+               "' (expected mean, head-min or head-min-last)"};
+}
+
 std::vector<int32_t> LtPlan::lazy_layers(int32_t count) const {
   std::vector<int32_t> out(ranking.begin(),
                            ranking.begin() + std::min<size_t>(count, ranking.size()));
@@ -66,8 +86,38 @@ Result<LtPlan> LtPlan::load(const std::string& path) {
     if (root["lazy_frequency"])
       plan.lazy_frequency = root["lazy_frequency"].as<std::vector<double>>();
     if (root["mean_ratio"]) plan.mean_ratio = root["mean_ratio"].as<std::vector<double>>();
+    if (root["score"]) {
+      auto score = parse_lazy_score(root["score"].as<std::string>());
+      if (!score) return Error{path + ": " + score.error().message};
+      plan.score = score.value();
+    }
+    if (const YAML::Node q = root["quality"]) {
+      plan.validated_fraction = q["validated_fraction"].as<double>();
+      plan.bound_passkey_points = q["bound"]["passkey_points"].as<double>();
+      plan.bound_ppl_percent = q["bound"]["ppl_percent"].as<double>();
+      plan.passkey_trials = q["passkey_trials"].as<int32_t>();
+      plan.sink = q["sink"].as<int32_t>();
+      plan.window = q["window"].as<int32_t>();
+      plan.ppl_prefix = q["ppl_prefix"].as<int32_t>();
+      plan.ppl_length = q["ppl_length"].as<int32_t>();
+      for (const YAML::Node& m : q["measurements"]) {
+        LtQualityPoint point;
+        point.label = m["label"].as<std::string>();
+        point.score = m["score"].as<std::string>();
+        point.lazy_fraction = m["lazy_fraction"].as<double>();
+        point.passkey_lengths = m["passkey_lengths"].as<std::vector<int32_t>>();
+        point.passkey_accuracy = m["passkey_accuracy"].as<std::vector<double>>();
+        point.ppl = m["ppl"].as<double>();
+        point.within_bound = m["within_bound"].as<bool>();
+        plan.quality.push_back(std::move(point));
+      }
+    }
   } catch (const std::exception& e) {
     return Error{path + ": malformed plan (needs num_layers, lazy_fraction, ranking): " + e.what()};
+  }
+  if (plan.validated_fraction > 1.0) {
+    return Error{path + ": quality.validated_fraction " + std::to_string(plan.validated_fraction) +
+                 " is not a fraction"};
   }
   if (plan.num_layers <= 0 || plan.num_layers > 1024) {
     return Error{path + ": num_layers " + std::to_string(plan.num_layers) + " is out of range"};
@@ -97,6 +147,32 @@ Status LtPlan::save(const std::string& path) const {
       << lazy_layers(static_cast<int32_t>(std::lround(lazy_fraction * num_layers)));
   out << YAML::Key << "lazy_frequency" << YAML::Value << YAML::Flow << lazy_frequency;
   out << YAML::Key << "mean_ratio" << YAML::Value << YAML::Flow << mean_ratio;
+  out << YAML::Key << "score" << YAML::Value << std::string(to_string(score));
+  if (validated_fraction >= 0.0) {
+    out << YAML::Key << "quality" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "validated_fraction" << YAML::Value << validated_fraction;
+    out << YAML::Key << "bound" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "passkey_points" << YAML::Value << bound_passkey_points;
+    out << YAML::Key << "ppl_percent" << YAML::Value << bound_ppl_percent << YAML::EndMap;
+    out << YAML::Key << "passkey_trials" << YAML::Value << passkey_trials;
+    out << YAML::Key << "sink" << YAML::Value << sink;
+    out << YAML::Key << "window" << YAML::Value << window;
+    out << YAML::Key << "ppl_prefix" << YAML::Value << ppl_prefix;
+    out << YAML::Key << "ppl_length" << YAML::Value << ppl_length;
+    out << YAML::Key << "measurements" << YAML::Value << YAML::BeginSeq;
+    for (const LtQualityPoint& p : quality) {
+      out << YAML::Flow << YAML::BeginMap;
+      out << YAML::Key << "label" << YAML::Value << p.label;
+      out << YAML::Key << "score" << YAML::Value << p.score;
+      out << YAML::Key << "lazy_fraction" << YAML::Value << p.lazy_fraction;
+      out << YAML::Key << "passkey_lengths" << YAML::Value << p.passkey_lengths;
+      out << YAML::Key << "passkey_accuracy" << YAML::Value << p.passkey_accuracy;
+      out << YAML::Key << "ppl" << YAML::Value << p.ppl;
+      out << YAML::Key << "within_bound" << YAML::Value << p.within_bound;
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq << YAML::EndMap;
+  }
   out << YAML::EndMap;
   std::ofstream file(path);
   if (!file) return Error{path + ": cannot write the plan"};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kernels/backend.h"
 
 namespace lightserve::model {
 
@@ -23,6 +24,24 @@ enum class LtMode {
 std::string_view to_string(LtMode mode);
 Result<LtMode> parse_lt_mode(std::string_view text);
 
+// How online mode scores a layer's laziness (kernels::LazyScore): "mean" (the paper's, averaged
+// over the last w_last queries and every head), "head-min" (the least lazy head over the last
+// w_last queries), "head-min-last" (the least lazy head at the final query).
+using kernels::LazyScore;
+std::string_view to_string(LazyScore score);
+Result<LazyScore> parse_lazy_score(std::string_view text);
+
+// One configuration measured by `lightserve calibrate --quality` against full attention.
+struct LtQualityPoint {
+  std::string label;           // "full", "head-min f=0.50", ...
+  std::string score;           // "" for full
+  double lazy_fraction = 0.0;  // 0 for full
+  std::vector<int32_t> passkey_lengths;
+  std::vector<double> passkey_accuracy;  // [length] %, passkey_trials trials each
+  double ppl = 0.0;                      // decode perplexity at ppl_length
+  bool within_bound = false;             // passkey and perplexity both within the plan's bound
+};
+
 // A calibrated ranking of layers by laziness (lightserve calibrate): per-layer frequency of being
 // lazy over a prompt set, and the order from laziest to least lazy.
 struct LtPlan {
@@ -33,6 +52,20 @@ struct LtPlan {
   std::vector<double> lazy_frequency;  // [layer] in [0, 1]
   std::vector<double> mean_ratio;      // [layer] mean lazy ratio
   std::vector<int32_t> ranking;        // layers, laziest first
+
+  // Quality gate (calibrate --quality; absent from older plans): the score and the largest lazy
+  // fraction whose passkey accuracy stays within passkey_points of full attention at every length
+  // and whose decode perplexity within ppl_percent %, and the measurements that decided it.
+  // validated_fraction < 0: not measured; then `score` is the one the ranking was made with.
+  LazyScore score = LazyScore::kMean;
+  double validated_fraction = -1.0;
+  double bound_passkey_points = 2.0;
+  double bound_ppl_percent = 2.0;
+  int32_t passkey_trials = 0;
+  int32_t window = 0;  // the S, W the quality was measured with
+  int32_t sink = 0;
+  int32_t ppl_prefix = 0, ppl_length = 0;
+  std::vector<LtQualityPoint> quality;
 
   // The `count` laziest layers (sorted by layer index).
   std::vector<int32_t> lazy_layers(int32_t count) const;
@@ -45,12 +78,13 @@ struct LtPlan {
 
 struct LightTransferSettings {
   LtMode mode = LtMode::kOnline;
-  double lazy_fraction = 0.5;  // f: round(f·L) layers lazy
-  int32_t sink = 4;            // S
-  int32_t window = 1020;       // W
-  int32_t w_last = 16;         // queries at the end of the prompt that score laziness
-  uint64_t seed = 0;           // kRandom
-  std::optional<LtPlan> plan;  // kStatic (required) and tie-breaking in kTest
+  double lazy_fraction = 0.5;          // f: round(f·L) layers lazy
+  int32_t sink = 4;                    // S
+  int32_t window = 1020;               // W
+  int32_t w_last = 16;                 // queries at the end of the prompt that score laziness
+  LazyScore score = LazyScore::kMean;  // how online mode scores laziness
+  uint64_t seed = 0;                   // kRandom
+  std::optional<LtPlan> plan;          // kStatic (required) and tie-breaking in kTest
 
   // Errors name the setting: fraction ∉ [0, 1], sink < 0, window < 1, w_last < 1, static mode
   // without a plan or with a plan for another layer count.

@@ -169,9 +169,14 @@ const std::vector<Entry>& entries() {
        Kind::kString,
        lt_member(&LightTransferOptions::mode)},
       {{"lighttransfer", "lazy_fraction", "--lazy-fraction",
-        "Fraction of layers served lazily (f)"},
+        "Fraction of layers served lazily (f); default: the plan's validated fraction, else 0.5"},
        Kind::kDouble,
        lt_member(&LightTransferOptions::lazy_fraction)},
+      {{"lighttransfer", "score", "--lt-score",
+        "Laziness score of online mode: mean (the paper's), head-min, head-min-last; default: "
+        "the plan's, else mean"},
+       Kind::kString,
+       lt_member(&LightTransferOptions::score)},
       {{"lighttransfer", "sink", "--sink", "Initial tokens a lazy layer keeps (S)"},
        Kind::kInt32,
        lt_member(&LightTransferOptions::sink)},
@@ -182,7 +187,9 @@ const std::vector<Entry>& entries() {
         "Last prompt tokens whose attention scores laziness"},
        Kind::kInt32,
        lt_member(&LightTransferOptions::w_last)},
-      {{"lighttransfer", "plan", "--plan", "Plan file from `lightserve calibrate`"},
+      {{"lighttransfer", "plan", "--plan",
+        "Plan file from `lightserve calibrate`; default: the one shipped for the model "
+        "(docs/plans), none: no plan"},
        Kind::kString,
        lt_member(&LightTransferOptions::plan)},
       {{"lighttransfer", "seed", "--lt-seed", "Seed of the random mode's lazy set"},
@@ -391,7 +398,12 @@ Status ServeConfig::validate() const {
   lt.mode = mode.value() == model::LtMode::kStatic && !lighttransfer.plan.empty()
                 ? model::LtMode::kOnline  // the plan itself is loaded with the model
                 : mode.value();
-  lt.lazy_fraction = lighttransfer.lazy_fraction;
+  if (lighttransfer.lazy_fraction != LightTransferOptions::kFromPlan)
+    lt.lazy_fraction = lighttransfer.lazy_fraction;  // else the plan's, once the model is known
+  if (!lighttransfer.score.empty()) {
+    const auto score = model::parse_lazy_score(lighttransfer.score);
+    if (!score) return bad("lighttransfer.score", score.error().message);
+  }
   lt.sink = lighttransfer.sink;
   lt.window = lighttransfer.window;
   lt.w_last = lighttransfer.w_last;

@@ -21,15 +21,18 @@ namespace {
 
 struct ModelChecked {
   model::LightTransferSettings settings;
+  std::string lt_summary, lt_warning;  // what runs and why; a fraction above the validated one
   int32_t context = 0;
 };
 
 // What start() and preflight() both check of the configuration against the model.
 Result<ModelChecked> check_against_model(const ServeConfig& config, const model::LlamaConfig& mc) {
   ModelChecked out;
-  auto settings = config.lighttransfer.settings(mc.num_layers);
-  if (!settings) return Error{"lighttransfer: " + settings.error().message};
-  out.settings = std::move(settings).value();
+  auto resolved = config.lighttransfer.resolve(mc);
+  if (!resolved) return Error{"lighttransfer: " + resolved.error().message};
+  out.settings = std::move(resolved.value().settings);
+  out.lt_summary = std::move(resolved.value().summary);
+  out.lt_warning = std::move(resolved.value().warning);
   out.context = config.context > 0 ? config.context : mc.context_length;
   if (out.context > mc.context_length) {
     return Error{"engine.context " + std::to_string(out.context) +
@@ -198,12 +201,10 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   });
   if (log != nullptr) {
     std::fprintf(log, "%s\n", memory::format_capacity(se->stack_->arena().plan()).c_str());
-    std::fprintf(log,
-                 "LightTransfer: mode %s, lazy_fraction %.2f, sink %d, window %d, w_last %d; "
-                 "context %d tokens per request\n",
-                 std::string(model::to_string(se->settings_.mode)).c_str(),
-                 se->settings_.lazy_fraction, se->settings_.sink, se->settings_.window,
-                 se->settings_.w_last, se->context_);
+    std::fprintf(log, "%s; context %d tokens per request\n", checked.value().lt_summary.c_str(),
+                 se->context_);
+    if (!checked.value().lt_warning.empty())
+      std::fprintf(log, "%s\n", checked.value().lt_warning.c_str());
   }
   se->engine_alive_ = true;
   se->thread_ = std::thread([self] { self->run_loop(); });

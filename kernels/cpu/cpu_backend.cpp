@@ -138,8 +138,9 @@ class CpuBackend final : public Backend {
   }
 
   float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
-                   int32_t sink, int32_t window, const AttentionShape& shape) override {
-    return ops_.lazy_ratio(q, lse, kv, n, w_last, sink, window, shape);
+                   int32_t sink, int32_t window, const AttentionShape& shape, LazyScore score,
+                   float* head_ratios) override {
+    return ops_.lazy_ratio(q, lse, kv, n, w_last, sink, window, shape, score, head_ratios);
   }
 
   void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count, int64_t width,

@@ -41,7 +41,8 @@ struct OpsTable {
   void (*attention)(ThreadPool& pool, const float* q, std::span<const AttentionSeq> seqs,
                     const AttentionShape& shape, float* out);
   float (*lazy_ratio)(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
-                      int32_t sink, int32_t window, const AttentionShape& shape);
+                      int32_t sink, int32_t window, const AttentionShape& shape, LazyScore score,
+                      float* head_ratios);
 };
 
 extern const OpsTable kOpsGeneric;

@@ -301,9 +301,10 @@ void flash_prefill(CudaContext& ctx, const float* q, const AttentionSeq& seq,
                    const AttentionShape& shape, int group, float* out);
 
 // lazy_ratio.cu: Backend::lazy_ratio, with `tables` and `parts` as its device scratch; returns
-// after the device has computed it.
+// after the device has computed it (head_ratios: host memory or null).
 float device_lazy_ratio(CudaContext& ctx, DeviceScratch& tables, DeviceScratch& parts,
                         const float* q, const float* lse, const KvView& kv, int32_t n,
-                        int32_t w_last, int32_t sink, int32_t window, const AttentionShape& shape);
+                        int32_t w_last, int32_t sink, int32_t window, const AttentionShape& shape,
+                        LazyScore score, float* head_ratios);
 
 }  // namespace lightserve::kernels::cuda

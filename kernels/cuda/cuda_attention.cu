@@ -443,10 +443,10 @@ void CudaAttention::attention(const float* q, std::span<const AttentionSeq> seqs
 
 float CudaAttention::lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n,
                                 int32_t w_last, int32_t sink, int32_t window,
-                                const AttentionShape& shape) {
+                                const AttentionShape& shape, LazyScore score, float* head_ratios) {
   Impl& m = *impl_;
   return device_lazy_ratio(m.ctx, m.staged, m.ratio_parts, q, lse, kv, n, w_last, sink, window,
-                           shape);
+                           shape, score, head_ratios);
 }
 
 }  // namespace lightserve::kernels::cuda

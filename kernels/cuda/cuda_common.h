@@ -148,8 +148,10 @@ class CudaAttention {
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
                  float* out);
   // Returns after the device has computed it (one float comes back to the host).
+  // head_ratios: host memory or null.
   float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
-                   int32_t sink, int32_t window, const AttentionShape& shape);
+                   int32_t sink, int32_t window, const AttentionShape& shape, LazyScore score,
+                   float* head_ratios);
 
  private:
   struct Impl;

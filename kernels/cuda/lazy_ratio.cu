@@ -1,7 +1,9 @@
-// LightTransfer's lazy ratio on the device (Backend::lazy_ratio, kernels/backend.h): the mean
-// attention mass of the prompt's last w_last queries on the sinks and the recent window, with the
-// exact definition of the CPU oracle (kernels/cpu/ops_impl.inc).
+// LightTransfer's lazy ratio on the device (Backend::lazy_ratio, kernels/backend.h): per query
+// head, the mean attention mass of the prompt's scored queries on the sinks and the recent window,
+// combined by the LazyScore, with the exact definition of the CPU oracle
+// (kernels/cpu/lazy_ratio_impl.inc).
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cuda/attention_common.cuh"
 
@@ -11,8 +13,8 @@ namespace {
 constexpr int kRatioSplit = 256;  // keys per lazy-ratio block
 
 // Block (x = query index from first_query, y = KV head, z = split of kRatioSplit keys): the mass
-// Σ exp(s − lse) of its G heads over its keys of [0, sink_end) ∪ [window_begin, n), keys ≤ the
-// query only. Writes one float per block.
+// Σ exp(s − lse) of each of its G heads over its keys of [0, sink_end) ∪ [window_begin, n), keys
+// ≤ the query only. Writes G floats, parts[((x · heads) + head) · splits + z].
 template <int HD, int G>
 __global__ void __launch_bounds__(kThreads)
     ratio_kernel(const float* __restrict__ q, const float* __restrict__ lse, SeqDesc kv,
@@ -20,7 +22,7 @@ __global__ void __launch_bounds__(kThreads)
                  int32_t first_query, int32_t sink_end, int32_t window_begin,
                  float* __restrict__ parts) {
   using L = Lanes<HD>;
-  __shared__ float sh_mass[kWarps];
+  __shared__ float sh_mass[kWarps][G];
   const int32_t pos = first_query + static_cast<int32_t>(blockIdx.x);
   const int kvh = blockIdx.y;
   const int32_t sink_keys = imin(sink_end, pos + 1);
@@ -31,7 +33,9 @@ __global__ void __launch_bounds__(kThreads)
   const int kl = lane % L::kPerKey, ks = lane / L::kPerKey;
   const int64_t head_offset = static_cast<int64_t>(kvh) * HD;
 
-  float mass = 0.0f;
+  float mass[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) mass[g] = 0.0f;
   if (j0 < j1) {  // block-uniform
     float qr[G][16];
     load_query<HD, G>(q + static_cast<int64_t>(pos) * q_stride + head_offset * G, kl, qr);
@@ -52,35 +56,52 @@ __global__ void __launch_bounds__(kThreads)
       key_dots<HD, G>(qr, kf, dot);
       if (j < j1 && kl == 0) {
 #pragma unroll
-        for (int g = 0; g < G; ++g) mass += expf(dot[g] * scale - row_lse[g]);
+        for (int g = 0; g < G; ++g) mass[g] += expf(dot[g] * scale - row_lse[g]);
       }
     }
   }
-  mass = warp_sum(mass);
-  if (lane == 0) sh_mass[warp] = mass;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float sum = warp_sum(mass[g]);
+    if (lane == 0) sh_mass[warp][g] = sum;
+  }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (static_cast<int>(threadIdx.x) < G) {
+    const int g = threadIdx.x;
     float total = 0.0f;
-    for (int w = 0; w < kWarps; ++w) total += sh_mass[w];
-    parts[(static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y) * gridDim.z + blockIdx.z] =
-        total;
+    for (int w = 0; w < kWarps; ++w) total += sh_mass[w][g];
+    const int64_t head = static_cast<int64_t>(kvh) * G + g;
+    parts[(static_cast<int64_t>(blockIdx.x) * heads + head) * gridDim.z + blockIdx.z] = total;
   }
 }
 
-// result = clamp(Σ parts / denominator, 0, 1), summed in double by one block.
-__global__ void __launch_bounds__(256) ratio_final(const float* __restrict__ parts, int64_t count,
-                                                   double denominator, float* __restrict__ result) {
-  __shared__ double sh[256];
-  double sum = 0.0;
-  for (int64_t x = threadIdx.x; x < count; x += 256) sum += parts[x];
-  sh[threadIdx.x] = sum;
-  __syncthreads();
-  for (int stride = 128; stride > 0; stride >>= 1) {
-    if (static_cast<int>(threadIdx.x) < stride) sh[threadIdx.x] += sh[threadIdx.x + stride];
-    __syncthreads();
+// result[1 + h] = clamp(mass of head h / num_q, 0, 1), the per-head ratios, and result[0] = the
+// score: their minimum (min_score) or Σ mass / (num_q · heads), clamped. Sums in double, one
+// block; `heads` doubles of dynamic shared memory.
+__global__ void __launch_bounds__(256)
+    ratio_final(const float* __restrict__ parts, int num_q, int heads, int splits, int min_score,
+                float* __restrict__ result) {
+  extern __shared__ double head_mass[];
+  for (int h = threadIdx.x; h < heads; h += blockDim.x) {
+    double sum = 0.0;
+    for (int x = 0; x < num_q; ++x) {
+      const float* p = parts + (static_cast<int64_t>(x) * heads + h) * splits;
+      for (int z = 0; z < splits; ++z) sum += p[z];
+    }
+    head_mass[h] = sum;
+    // Rounding of the log-sum-exp can push a full mass a few ulp past 1.
+    result[1 + h] = static_cast<float>(fmin(1.0, fmax(0.0, sum / num_q)));
   }
-  // Rounding of the log-sum-exp can push a full mass a few ulp past 1.
-  if (threadIdx.x == 0) *result = static_cast<float>(fmin(1.0, fmax(0.0, sh[0] / denominator)));
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0, least = 1.0;
+    for (int h = 0; h < heads; ++h) {
+      total += head_mass[h];
+      least = fmin(least, fmin(1.0, fmax(0.0, head_mass[h] / num_q)));
+    }
+    const double ratio = min_score ? least : total / (static_cast<double>(num_q) * heads);
+    result[0] = static_cast<float>(fmin(1.0, fmax(0.0, ratio)));
+  }
 }
 
 struct RatioArgs {
@@ -111,13 +132,18 @@ struct RatioLaunch {
 float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
                         DeviceScratch& parts_scratch, const float* q, const float* lse,
                         const KvView& kv, int32_t n, int32_t w_last, int32_t sink, int32_t window,
-                        const AttentionShape& shape) {
+                        const AttentionShape& shape, LazyScore score, float* head_ratios) {
   const int group = check_shape(shape, "lazy_ratio");
+  if (score == LazyScore::kHeadMinLast) w_last = std::min(w_last, 1);
   const int32_t first_query = std::max(0, n - std::max(w_last, 0));
   const int32_t num_q = n - first_query;
-  if (num_q <= 0) return 1.0f;
+  if (num_q <= 0) {
+    if (head_ratios != nullptr) std::fill(head_ratios, head_ratios + shape.heads, 1.0f);
+    return 1.0f;
+  }
   SeqDesc d = describe(kv, "lazy_ratio");
-  // The kept keys [0, sink_end) ∪ [window_begin, n), as ops_impl.inc's lazy_ratio clamps them.
+  // The kept keys [0, sink_end) ∪ [window_begin, n), as lazy_ratio_impl.inc's lazy_ratio clamps
+  // them.
   const int32_t sink_end = std::min(std::max(sink, 0), n);
   const int32_t window_begin = std::max(sink_end, n - std::max(window, 0));
   const int32_t most_keys = sink_end + (n - window_begin);  // those of the last query
@@ -130,9 +156,9 @@ float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
     ctx.upload_small(device, kv.block_table, entries * static_cast<int64_t>(sizeof(int32_t)));
     tables = device;
   }
-  const int64_t count = static_cast<int64_t>(num_q) * shape.kv_heads * splits;
-  float* parts = parts_scratch.get<float>(count + 1);
-  float* result = parts + count;
+  const int64_t count = static_cast<int64_t>(num_q) * shape.heads * splits;
+  float* parts = parts_scratch.get<float>(count + 1 + shape.heads);
+  float* result = parts + count;  // [1 + heads]: the score, then the per-head ratios
   RatioArgs a{dim3(static_cast<unsigned>(num_q), static_cast<unsigned>(shape.kv_heads),
                    static_cast<unsigned>(splits)),
               ctx.stream,
@@ -149,13 +175,15 @@ float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
               parts};
   dispatch<RatioLaunch>(shape.head_dim, group, a);
   LS_CUDA_LAUNCHED();
-  ratio_final<<<1, 256, 0, ctx.stream>>>(parts, count, static_cast<double>(num_q) * shape.heads,
-                                         result);
+  ratio_final<<<1, 256, static_cast<size_t>(shape.heads) * sizeof(double), ctx.stream>>>(
+      parts, num_q, shape.heads, splits, score == LazyScore::kMean ? 0 : 1, result);
   LS_CUDA_LAUNCHED();
-  float ratio = 0.0f;
-  LS_CUDA_CHECK(cudaMemcpyAsync(&ratio, result, sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
+  std::vector<float> host(static_cast<size_t>(1 + shape.heads));
+  LS_CUDA_CHECK(cudaMemcpyAsync(host.data(), result, host.size() * sizeof(float),
+                                cudaMemcpyDeviceToHost, ctx.stream));
   LS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  return ratio;
+  if (head_ratios != nullptr) std::copy(host.begin() + 1, host.end(), head_ratios);
+  return host[0];
 }
 
 }  // namespace lightserve::kernels::cuda

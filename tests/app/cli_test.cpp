@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "model/lighttransfer.h"
 #include "tests/support/cli_runner.h"
@@ -79,6 +81,63 @@ TEST_F(CliTest, CalibrateWritesAPlanRankingEveryLayer) {
   // The ranking starts with the laziest layer.
   for (size_t i = 1; i < plan->ranking.size(); ++i) {
     EXPECT_GE(plan->lazy_frequency[plan->ranking[i - 1]], plan->lazy_frequency[plan->ranking[i]]);
+  }
+}
+
+TEST_F(CliTest, CalibrateQualityWritesTheLargestFractionWithinTheBound) {
+  std::string text;
+  for (int i = 0; i < 12; ++i) {
+    text +=
+        "The committee met on a Tuesday to discuss the budget for the coming year. Several "
+        "members raised concerns about the cost of the new library building. ";
+  }
+  const std::string text_path = write("text.txt", text);
+  const std::string prompts = write("prompts.jsonl", "{\"prompt\": \"" + text + "\"}\n");
+  const std::string plan_path = (dir_ / "plan.yaml").string();
+  const CliRun r = run_cli("calibrate --prompts " + prompts + " --out " + plan_path +
+                           " --window 16 --sink 2 --w-last 4 --quality --gate-fractions 0.25,0.5"
+                           " --passkey-lengths 160 --passkey-trials 2 --ppl-text " +
+                           text_path + " --ppl-prefix 48 --ppl-length 96 --bound-ppl 5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("validated: score"), std::string::npos) << r.output;
+  auto plan = lightserve::model::LtPlan::load(plan_path);
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  // full, then 3 scores × 2 fractions, each with its passkey accuracy and perplexity.
+  ASSERT_EQ(plan->quality.size(), 7u);
+  const auto& full = plan->quality.front();
+  EXPECT_EQ(full.label, "full");
+  EXPECT_EQ(plan->bound_ppl_percent, 5.0);
+  EXPECT_EQ(plan->passkey_trials, 2);
+  EXPECT_EQ(plan->window, 16);
+  for (const auto& p : plan->quality) {
+    ASSERT_EQ(p.passkey_lengths, std::vector<int32_t>{160}) << p.label;
+    EXPECT_GT(p.ppl, 1.0) << p.label;
+    if (p.score.empty()) continue;
+    const bool within =
+        p.ppl <= full.ppl * 1.05 && p.passkey_accuracy[0] >= full.passkey_accuracy[0] - 2;
+    EXPECT_EQ(p.within_bound, within) << p.label;
+  }
+  // The validated fraction: for its score, it and every smaller tried fraction are within the
+  // bound; no score has a larger such fraction.
+  auto within = [&](const std::string& score, double f) {
+    for (const auto& p : plan->quality) {
+      if (p.score == score && p.lazy_fraction == f) return p.within_bound;
+    }
+    return false;
+  };
+  double best = 0;
+  for (const char* score : {"mean", "head-min", "head-min-last"}) {
+    double v = 0;
+    for (double f : {0.25, 0.5}) {
+      if (!within(score, f)) break;
+      v = f;
+    }
+    best = std::max(best, v);
+  }
+  EXPECT_EQ(plan->validated_fraction, best);
+  EXPECT_EQ(plan->lazy_fraction, best);
+  if (best > 0) {
+    EXPECT_TRUE(within(std::string(lightserve::model::to_string(plan->score)), best));
   }
 }
 

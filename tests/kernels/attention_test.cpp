@@ -495,14 +495,15 @@ TEST(Attention, MixedBatchEqualsSeparateCalls) {
   }
 }
 
-// Brute force (docs/design.md §4): full causal softmax over all keys in double, then the mass on
-// [0, sink) ∪ [n − window, n) (keys ≤ the query), averaged over the last w_last queries and all
-// query heads.
-double brute_force_lazy_ratio(const std::vector<float>& q, const DenseKv& kv, int w_last, int sink,
-                              int window, const AttentionShape& s) {
+// Brute force (docs/design.md §4): full causal softmax over all keys in double, then per query
+// head the mass on [0, sink) ∪ [n − window, n) (keys ≤ the query), averaged over the last w_last
+// queries.
+std::vector<double> brute_force_head_ratios(const std::vector<float>& q, const DenseKv& kv,
+                                            int w_last, int sink, int window,
+                                            const AttentionShape& s) {
   const int n = kv.n, group = s.heads / s.kv_heads;
   const int first = std::max(0, n - w_last);
-  double total = 0;
+  std::vector<double> heads(static_cast<size_t>(s.heads), 0.0);
   for (int qi = first; qi < n; ++qi) {
     for (int h = 0; h < s.heads; ++h) {
       std::vector<double> p(qi + 1);
@@ -521,13 +522,20 @@ double brute_force_lazy_ratio(const std::vector<float>& q, const DenseKv& kv, in
       for (int t = 0; t <= qi; ++t) {
         if (t < sink || t >= n - window) kept += p[t];
       }
-      total += kept / sum;
+      heads[h] += kept / sum / (n - first);
     }
   }
-  return total / (static_cast<double>(n - first) * s.heads);
+  return heads;
 }
 
-TEST(LazyRatio, MatchesBruteForceOnEveryViewKind) {
+// The paper's score: the mean over the last w_last queries and all query heads.
+double brute_force_lazy_ratio(const std::vector<float>& q, const DenseKv& kv, int w_last, int sink,
+                              int window, const AttentionShape& s) {
+  const std::vector<double> heads = brute_force_head_ratios(q, kv, w_last, sink, window, s);
+  return std::accumulate(heads.begin(), heads.end(), 0.0) / s.heads;
+}
+
+TEST(LazyRatio, MatchesBruteForceOnEveryViewKindAndScore) {
   std::mt19937 rng(17);
   const AttentionShape shape = test_shape();
   const int w_last = 16;
@@ -542,7 +550,14 @@ TEST(LazyRatio, MatchesBruteForceOnEveryViewKind) {
     const DenseKv kv(c.n, rng);
     // Scale the queries so that attention is peaked enough for ratios away from 0 and 1.
     const auto q = random_vector(static_cast<size_t>(c.n) * shape.q_stride, rng, 3.0f);
-    const double expected = brute_force_lazy_ratio(q, kv, w_last, c.sink, c.window, shape);
+    const std::vector<double> heads =
+        brute_force_head_ratios(q, kv, w_last, c.sink, c.window, shape);
+    const std::vector<double> last_heads =
+        brute_force_head_ratios(q, kv, 1, c.sink, c.window, shape);
+    const double mean = std::accumulate(heads.begin(), heads.end(), 0.0) / shape.heads;
+    const double head_min = *std::min_element(heads.begin(), heads.end());
+    const double last_min = *std::min_element(last_heads.begin(), last_heads.end());
+    EXPECT_LE(head_min, mean + 1e-12);
     const PagedKv paged(kv, rng);
     const RingKv ring(kv, c.sink, c.window);
     for (const OpsTable* t : supported_tables()) {
@@ -558,25 +573,37 @@ TEST(LazyRatio, MatchesBruteForceOnEveryViewKind) {
       seq.lse = lse.data() + static_cast<size_t>(first) * kHeads;
       t->attention(pool, q.data(), {&seq, 1}, shape, out.data());
 
-      const std::string what = std::string(t->level) + " n " + std::to_string(c.n) + " sink " +
-                               std::to_string(c.sink) + " window " + std::to_string(c.window);
-      const float ratio = t->lazy_ratio(q.data(), lse.data(), kv.contiguous(), c.n, w_last, c.sink,
-                                        c.window, shape);
-      EXPECT_NEAR(ratio, expected, 1e-5) << what;
-      EXPECT_GE(ratio, 0.0f) << what;
-      EXPECT_LE(ratio, 1.0f) << what;
-      if (c.sink + c.window >= c.n) {
-        EXPECT_NEAR(ratio, 1.0, 1e-6) << what;
+      struct Expect {
+        LazyScore score;
+        double ratio;
+        const std::vector<double>* heads;
+      };
+      for (const Expect& e :
+           {Expect{LazyScore::kMean, mean, &heads}, Expect{LazyScore::kHeadMin, head_min, &heads},
+            Expect{LazyScore::kHeadMinLast, last_min, &last_heads}}) {
+        const std::string what = std::string(t->level) + " n " + std::to_string(c.n) + " sink " +
+                                 std::to_string(c.sink) + " window " + std::to_string(c.window) +
+                                 " score " + std::to_string(static_cast<int>(e.score));
+        std::vector<float> got_heads(kHeads, NAN);
+        const float ratio = t->lazy_ratio(q.data(), lse.data(), kv.contiguous(), c.n, w_last,
+                                          c.sink, c.window, shape, e.score, got_heads.data());
+        EXPECT_NEAR(ratio, e.ratio, 1e-5) << what;
+        for (int h = 0; h < kHeads; ++h) EXPECT_NEAR(got_heads[h], (*e.heads)[h], 1e-5) << what;
+        EXPECT_GE(ratio, 0.0f) << what;
+        EXPECT_LE(ratio, 1.0f) << what;
+        if (c.sink + c.window >= c.n) {
+          EXPECT_NEAR(ratio, 1.0, 1e-6) << what;
+        }
+        // The same keys through the other layouts give the same scores, hence the same ratio.
+        EXPECT_EQ(t->lazy_ratio(q.data(), lse.data(), paged.view(), c.n, w_last, c.sink, c.window,
+                                shape, e.score, nullptr),
+                  ratio)
+            << what;
+        EXPECT_EQ(t->lazy_ratio(q.data(), lse.data(), ring.view(), c.n, w_last, c.sink, c.window,
+                                shape, e.score, nullptr),
+                  ratio)
+            << what;
       }
-      // The same keys through the other layouts give the same scores, hence the same ratio.
-      EXPECT_EQ(
-          t->lazy_ratio(q.data(), lse.data(), paged.view(), c.n, w_last, c.sink, c.window, shape),
-          ratio)
-          << what;
-      EXPECT_EQ(
-          t->lazy_ratio(q.data(), lse.data(), ring.view(), c.n, w_last, c.sink, c.window, shape),
-          ratio)
-          << what;
     }
   }
 }
@@ -606,8 +633,9 @@ TEST(LazyRatio, ConcentratedAttentionIsBelowOne) {
     seq.kv = kv.contiguous();
     seq.lse = lse.data();
     t->attention(pool, q.data(), {&seq, 1}, shape, out.data());
-    EXPECT_NEAR(t->lazy_ratio(q.data(), lse.data(), kv.contiguous(), n, 16, 4, 20, shape), expected,
-                1e-5)
+    EXPECT_NEAR(t->lazy_ratio(q.data(), lse.data(), kv.contiguous(), n, 16, 4, 20, shape,
+                              LazyScore::kMean, nullptr),
+                expected, 1e-5)
         << t->level;
   }
 }

@@ -324,17 +324,28 @@ TEST_F(CudaAttentionTest, LazyRatioMatchesCpu) {
       seq.lse = glse.get<float>() + static_cast<int64_t>(first) * kHeads;
       gpu().attention(gq.get<float>(), {&seq, 1}, shape, gout.get<float>());
 
-      const float want = cpu().lazy_ratio(q.data(), lse.data(), cache.host_view(), c.n, c.w_last,
-                                          c.sink, c.window, shape);
-      const float got = gpu().lazy_ratio(gq.get<float>(), glse.get<float>(), cache.device_view(),
-                                         c.n, c.w_last, c.sink, c.window, shape);
-      const std::string what = "lazy_ratio n " + std::to_string(c.n) + " w_last " +
-                               std::to_string(c.w_last) + " sink " + std::to_string(c.sink) +
-                               " window " + std::to_string(c.window) + (round ? ", f16 probs" : "");
-      std::printf("  %-60s got %.6f want %.6f\n", what.c_str(), got, want);
-      EXPECT_NEAR(got, want, 1e-3) << what;
-      EXPECT_GE(got, 0.0f) << what;
-      EXPECT_LE(got, 1.0f) << what;
+      for (LazyScore score : {LazyScore::kMean, LazyScore::kHeadMin, LazyScore::kHeadMinLast}) {
+        std::vector<float> want_heads(kHeads, NAN), got_heads(kHeads, NAN);
+        const float want = cpu().lazy_ratio(q.data(), lse.data(), cache.host_view(), c.n, c.w_last,
+                                            c.sink, c.window, shape, score, want_heads.data());
+        const float got =
+            gpu().lazy_ratio(gq.get<float>(), glse.get<float>(), cache.device_view(), c.n, c.w_last,
+                             c.sink, c.window, shape, score, got_heads.data());
+        const std::string what =
+            "lazy_ratio n " + std::to_string(c.n) + " w_last " + std::to_string(c.w_last) +
+            " sink " + std::to_string(c.sink) + " window " + std::to_string(c.window) + " score " +
+            std::to_string(static_cast<int>(score)) + (round ? ", f16 probs" : "");
+        std::printf("  %-60s got %.6f want %.6f\n", what.c_str(), got, want);
+        EXPECT_NEAR(got, want, 1e-3) << what;
+        EXPECT_GE(got, 0.0f) << what;
+        EXPECT_LE(got, 1.0f) << what;
+        for (int h = 0; h < kHeads; ++h) EXPECT_NEAR(got_heads[h], want_heads[h], 1e-3) << what;
+        // The score is the mean or the minimum of the per-head ratios it returns.
+        const float least = *std::min_element(got_heads.begin(), got_heads.end());
+        if (score != LazyScore::kMean) {
+          EXPECT_EQ(got, least) << what;
+        }
+      }
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <random>
 
@@ -68,6 +69,91 @@ TEST(LightTransferSettings, InvalidSettingsAreNamed) {
   EXPECT_NE(s.validate(30).message().find("plan"), std::string::npos);
   EXPECT_FALSE(parse_lt_mode("fast").ok());
   EXPECT_EQ(s.num_full_layers(30), 15);
+}
+
+TEST(LazyScore, NamesRoundTripAndBadOnesAreNamed) {
+  for (LazyScore s : {LazyScore::kMean, LazyScore::kHeadMin, LazyScore::kHeadMinLast}) {
+    auto parsed = parse_lazy_score(to_string(s));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(parsed.value(), s);
+  }
+  auto bad = parse_lazy_score("max");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("'max'"), std::string::npos);
+  EXPECT_NE(bad.error().message.find("head-min"), std::string::npos);
+}
+
+TEST(LtPlan, QualityMeasurementsSurviveSaveAndLoad) {
+  LtPlan plan;
+  plan.model = "m";
+  plan.num_layers = 4;
+  plan.lazy_fraction = 0.5;
+  plan.ranking = {3, 1, 2, 0};
+  plan.score = LazyScore::kHeadMinLast;
+  plan.validated_fraction = 0.5;
+  plan.bound_passkey_points = 3;
+  plan.bound_ppl_percent = 1.5;
+  plan.passkey_trials = 7;
+  plan.sink = 4;
+  plan.window = 252;
+  plan.ppl_prefix = 1024;
+  plan.ppl_length = 2048;
+  plan.quality.push_back({"full", "", 0.0, {2048, 4096}, {100.0, 90.0}, 12.5, false});
+  plan.quality.push_back(
+      {"head-min-last f=0.50", "head-min-last", 0.5, {2048, 4096}, {100.0, 88.0}, 12.6, true});
+  const std::string path = ::testing::TempDir() + "/lt_plan_quality.yaml";
+  ASSERT_TRUE(plan.save(path).ok());
+  auto loaded = LtPlan::load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(loaded->score, LazyScore::kHeadMinLast);
+  EXPECT_EQ(loaded->validated_fraction, 0.5);
+  EXPECT_EQ(loaded->bound_passkey_points, 3);
+  EXPECT_EQ(loaded->bound_ppl_percent, 1.5);
+  EXPECT_EQ(loaded->passkey_trials, 7);
+  EXPECT_EQ(loaded->window, 252);
+  EXPECT_EQ(loaded->ppl_length, 2048);
+  ASSERT_EQ(loaded->quality.size(), 2u);
+  EXPECT_EQ(loaded->quality[1].label, "head-min-last f=0.50");
+  EXPECT_EQ(loaded->quality[1].passkey_accuracy, (std::vector<double>{100.0, 88.0}));
+  EXPECT_EQ(loaded->quality[1].ppl, 12.6);
+  EXPECT_TRUE(loaded->quality[1].within_bound);
+  EXPECT_FALSE(loaded->quality[0].within_bound);
+
+  // A plan without the quality section (the older format) loads with none.
+  plan.validated_fraction = -1;
+  ASSERT_TRUE(plan.save(path).ok());
+  loaded = LtPlan::load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_LT(loaded->validated_fraction, 0);
+  EXPECT_TRUE(loaded->quality.empty());
+
+  std::ofstream(path) << "num_layers: 2\nlazy_fraction: 0.5\nranking: [1, 0]\nscore: maxi\n";
+  auto bad = LtPlan::load(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("maxi"), std::string::npos);
+}
+
+TEST(LtPlan, TheShippedPlanIsValidatedForTheDefaultModel) {
+  auto plan = LtPlan::load(std::string(LIGHTSERVE_SOURCE_DIR) + "/docs/plans/smollm2-135m.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  EXPECT_EQ(plan->num_layers, 30);
+  ASSERT_GE(plan->validated_fraction, 0.0);
+  EXPECT_EQ(plan->lazy_fraction, plan->validated_fraction);
+  // The measurements that chose it: full attention first, the chosen point within the bound,
+  // and no larger tried fraction of the chosen score within it with every smaller one.
+  ASSERT_FALSE(plan->quality.empty());
+  const LtQualityPoint& full = plan->quality.front();
+  EXPECT_EQ(full.label, "full");
+  bool chosen_found = plan->validated_fraction == 0.0;
+  for (const LtQualityPoint& p : plan->quality) {
+    if (p.score != to_string(plan->score) || p.lazy_fraction != plan->validated_fraction) continue;
+    chosen_found = true;
+    EXPECT_TRUE(p.within_bound);
+    EXPECT_LE(p.ppl, full.ppl * (1 + plan->bound_ppl_percent / 100) + 1e-9);
+    for (size_t i = 0; i < p.passkey_accuracy.size(); ++i)
+      EXPECT_GE(p.passkey_accuracy[i], full.passkey_accuracy[i] - plan->bound_passkey_points);
+  }
+  EXPECT_TRUE(chosen_found);
 }
 
 class LightTransferModel : public ::testing::Test {

@@ -62,6 +62,10 @@ class ServingCoreTest : public ::testing::Test {
     config.max_tokens_limit = 300;
     config.default_max_tokens = 8;
     config.threads = 2;
+    // Half the layers lazy: a slot then holds 15 lanes, so the streaming override (30 lazy
+    // layers, 2 slots) fits this small arena; at the shipped default (f = 0.2, 6 lanes per slot)
+    // it would need 5 of its 4 slots.
+    config.lighttransfer.lazy_fraction = 0.5;
     auto started = ServingCore::start(config, nullptr);
     ASSERT_TRUE(started.ok()) << started.error().message;
     engine_ = std::move(started).value().release();
@@ -89,7 +93,8 @@ class ServingCoreTest : public ::testing::Test {
     auto error = engine_->prepare(in, params);
     EXPECT_FALSE(error) << error->message;
     auto added = engine_->submit(std::move(params));
-    EXPECT_TRUE(added.ok());
+    EXPECT_TRUE(added.ok()) << added.error->message;
+    if (!added.ok()) return {};
     std::vector<RequestEvent> events;
     while (events.empty() || events.back().kind != RequestEvent::Kind::kFinished) {
       auto e = added.events->wait_pop(std::chrono::seconds(60));

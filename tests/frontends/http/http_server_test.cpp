@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "model/lighttransfer.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/http_test_client.h"
 
@@ -259,8 +261,12 @@ TEST_F(HttpServer, RequestIdsAreEchoedAndLoggedOneLinePerRequest) {
   EXPECT_EQ((*line)["output_tokens"], 3);
   EXPECT_EQ((*line)["prompt_tokens"], given.json()["usage"]["prompt_tokens"]);
   EXPECT_EQ((*line)["finish"], "length");
-  // The default mode (online, lazy fraction 0.5): half of the model's 30 layers are lazy.
-  EXPECT_EQ((*line)["lazy_layers"], 15) << line->dump();
+  // The default mode: online at the lazy fraction validated by the model's shipped plan
+  // (docs/plans/smollm2-135m.yaml, serving/lighttransfer_options.h) of the model's 30 layers.
+  auto plan = lightserve::model::LtPlan::load(std::string(LIGHTSERVE_SOURCE_DIR) +
+                                              "/docs/plans/smollm2-135m.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  EXPECT_EQ((*line)["lazy_layers"], std::lround(plan->validated_fraction * 30)) << line->dump();
   EXPECT_GE((*line)["e2e_s"].get<double>(), (*line)["ttft_s"].get<double>());
 }
 
