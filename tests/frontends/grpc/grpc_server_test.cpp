@@ -94,42 +94,6 @@ grpc::Status raw_unary(const std::shared_ptr<grpc::Channel>& channel, const std:
 }
 using lightserve::testing::health_check;
 
-// One request, one reply on the reflection bidi stream, through a callback reactor.
-class RawBidiOnce final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  RawBidiOnce(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
-              const std::string& request_bytes)
-      : stub_(channel) {
-    prepare(context_);
-    grpc::Slice slice(request_bytes);
-    request_ = grpc::ByteBuffer(&slice, 1);
-    stub_.PrepareBidiStreamingCall(&context_, method, grpc::StubOptions(), this);
-    StartWrite(&request_);
-    StartRead(&response_);
-    StartCall();
-  }
-  grpc::Status wait(std::string* reply) {
-    grpc::Status status = done_.get_future().get();
-    *reply = reply_;
-    return status;
-  }
-  void OnWriteDone(bool /*ok*/) override { StartWritesDone(); }
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    std::vector<grpc::Slice> slices;
-    (void)response_.Dump(&slices);
-    for (const auto& s : slices) reply_.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  void OnDone(const grpc::Status& status) override { done_.set_value(status); }
-
- private:
-  grpc::GenericStub stub_;
-  grpc::ClientContext context_;
-  grpc::ByteBuffer request_, response_;
-  std::string reply_;
-  std::promise<grpc::Status> done_;
-};
-
 // One daemon per suite, shared by its tests; the derived suite names its extra flags.
 class DaemonSuite : public ::testing::Test {
  protected:
@@ -509,16 +473,7 @@ TEST_F(GrpcServerTest, HealthServesWithoutAKey) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(GrpcServerTest, ReflectionListsTheServices) {
-  // ServerReflectionRequest{list_services = 7: ""}.
-  RawBidiOnce call(channel_, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                   std::string("\x3a\x00", 2));
-  std::string reply;
-  const grpc::Status status = call.wait(&reply);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_NE(reply.find("lightserve.v1.Generation"), std::string::npos);
-  EXPECT_NE(reply.find("grpc.health.v1.Health"), std::string::npos);
-}
+// Reflection (v1 and v1alpha, every listed service resolvable): grpc_api_fields_test.cpp.
 
 TEST_F(GrpcServerTest, MissingOrWrongApiKeyIsUnauthenticated) {
   v1::GenerateResponse response;
