@@ -34,14 +34,17 @@ float round_f16(float x) {
 // pointers are host memory).
 class Recorder final : public SequenceKv {
  public:
-  Recorder(SequenceKv* child, int32_t num_layers) : child_(child), k_(num_layers), q_(num_layers) {}
+  // kv_width: the K values of one token (kv heads × head_dim); its rows sit `src_stride` apart
+  // inside the fused QKV buffer, so the last one ends kv_width past the last row's start.
+  Recorder(SequenceKv* child, int32_t num_layers, int64_t kv_width)
+      : child_(child), kv_width_(kv_width), k_(num_layers), q_(num_layers) {}
   int32_t size() const override { return child_->size(); }
   int32_t capacity() const override { return child_->capacity(); }
   Status check_append(int32_t n) const override { return child_->check_append(n); }
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
                       int64_t src_stride, int32_t n) override {
     k_stride_ = src_stride;
-    k_[layer].assign(k, k + static_cast<size_t>(n) * src_stride);
+    k_[layer].assign(k, k + static_cast<size_t>(n - 1) * src_stride + kv_width_);
     return child_->store_layer(backend, layer, k, v, src_stride, n);
   }
   void finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
@@ -87,6 +90,7 @@ class Recorder final : public SequenceKv {
 
  private:
   SequenceKv* child_;
+  int64_t kv_width_ = 0;
   std::vector<std::vector<float>> k_, q_;
   int64_t k_stride_ = 0;
   kernels::AttentionShape shape_;
@@ -152,7 +156,7 @@ TEST(LazyRatioReference, EveryLayerAndHeadMatchesFloat64OnRealPrompts) {
       seqs.push_back(std::move(o));
     }
     PrefillTee tee(children, heads);
-    Recorder recorder(&tee, layers);
+    Recorder recorder(&tee, layers, static_cast<int64_t>(config.num_kv_heads) * config.head_dim);
     const BatchEntry entry{&recorder, prompt, false};
     std::vector<float> logits;
     ASSERT_TRUE(model->forward({&entry, 1}, logits).ok());
