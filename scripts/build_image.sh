@@ -90,6 +90,11 @@ trap 'rm -rf "$ctx"' EXIT
 git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
   tar --null -T - -cf - | tar -xf - -C "$ctx"
+# XGrammar's sources are fetched (pinned, hash-checked), not tracked, so git ls-files leaves them
+# out; the build stage compiles them (cmake/xgrammar.cmake).
+bash scripts/fetch_xgrammar.sh >&2
+mkdir -p "$ctx/third_party"
+cp -r third_party/xgrammar "$ctx/third_party/xgrammar"
 args=(--build-arg "DEBIAN_IMAGE=$BASE" --build-arg "BUILD_JOBS=${BUILD_JOBS:-0}")
 target=runtime
 rev="$(git rev-parse HEAD)"
