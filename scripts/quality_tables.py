@@ -15,6 +15,14 @@ def load(paths):
     return [json.load(open(p)) for p in paths]
 
 
+def all_labels(docs):
+    """Every row any file has (files may measure different fractions), in ordered() order."""
+    seen = []
+    for d in docs:
+        seen += [m["mode"] for m in d["modes"] if m["mode"] not in seen]
+    return ordered(seen)
+
+
 def ordered(labels):
     """full, streaming, then per fraction: random, mean (test), head-min, head-min-last."""
     kinds = ["random", "test", "online", "mean", "static", "head-min", "head-min-last"]
@@ -29,7 +37,7 @@ def ordered(labels):
 
 
 def passkey(docs):
-    labels = ordered([m["mode"] for m in docs[0]["modes"]])
+    labels = all_labels(docs)
     cols = []
     for d in docs:
         for li, n in enumerate(d["lengths"]):
@@ -50,7 +58,7 @@ def passkey(docs):
 
 
 def perplexity(docs):
-    labels = ordered([m["mode"] for m in docs[0]["modes"]])
+    labels = all_labels(docs)
     cols = []
     for d in docs:
         for ci, n in enumerate(d["lengths"]):
