@@ -130,7 +130,9 @@ for b in "$LIGHTSERVE" "$KTESTS" "$MTESTS" "$RUNTIME" "$COPYBW"; do
     exit 1
   fi
 done
-if ! "$KTESTS" --gtest_list_tests | grep -q '^Cuda'; then
+# (the list first: `grep -q` closing the pipe early would fail the pipeline under pipefail)
+test_list=$("$KTESTS" --gtest_list_tests)
+if ! grep -q '^Cuda' <<<"$test_list"; then
   echo "error: $KTESTS has no Cuda* tests: the binaries were built without nvcc" >&2
   exit 1
 fi
