@@ -1,11 +1,11 @@
 // `lightserve bench`: offline throughput of the continuous-batching engine with the real model.
 // N prompts of I tokens (slices of real text) are submitted at once with max_tokens O and
 // ignore_eos; the engine runs them to completion on this thread over a KV arena carved from
-// --kv-budget. --compare runs plain full attention (the arena laid out for f = 0, same budget)
-// and then the hybrid on the same prompts, and prints the ratios. Prefills advance a few layers
-// per step within --step-budget token-layers (layered prefill), sharing each step with the
-// decodes; the time split between steps with prefill work and decode-only steps is reported to
-// explain the ratios.
+// --kv-budget (or, on a GPU, sized by --gpu-memory-utilization as serve sizes it). --compare runs
+// plain full attention (the arena laid out for f = 0, same budget) and then the hybrid on the same
+// prompts, and prints the ratios. Prefills advance a few layers per step within --step-budget
+// token-layers (layered prefill), sharing each step with the decodes; the time split between steps
+// with prefill work and decode-only steps is reported to explain the ratios.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,6 +25,7 @@
 #include "memory/capacity.h"
 #include "scheduler/clock.h"
 #include "serving/engine_stack.h"
+#include "serving/gpu_memory.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::cli {
@@ -35,7 +36,8 @@ struct BenchOptions {
   int num_prompts = 8;
   int input_len = 256;
   int output_len = 32;
-  std::string kv_budget;  // bytes, e.g. 400MB, 1GiB
+  std::string kv_budget;              // bytes, e.g. 400MB, 1GiB
+  double gpu_memory_utilization = 0;  // > 0: size the arena from the GPU (serving/gpu_memory.h)
   bool compare = false;
   std::string json;
   std::string policy = "reserve";
@@ -306,11 +308,21 @@ int run_bench(const BenchOptions& o) {
                  "error: --num-prompts, --input-len, --output-len and --max-running must be ≥ 1\n");
     return 2;
   }
-  const int64_t kv_budget = parse_bytes(o.kv_budget);
-  if (kv_budget <= 0) {
-    std::fprintf(stderr,
-                 "error: --kv-budget '%s' is not a positive byte count (e.g. 400MB, 1GiB)\n",
-                 o.kv_budget.c_str());
+  if (o.kv_budget.empty() == (o.gpu_memory_utilization <= 0)) {
+    std::fprintf(stderr, "error: give exactly one of --kv-budget and --gpu-memory-utilization\n");
+    return 2;
+  }
+  int64_t kv_budget = 0;
+  if (!o.kv_budget.empty()) {
+    kv_budget = parse_bytes(o.kv_budget);
+    if (kv_budget <= 0) {
+      std::fprintf(stderr,
+                   "error: --kv-budget '%s' is not a positive byte count (e.g. 400MB, 1GiB)\n",
+                   o.kv_budget.c_str());
+      return 2;
+    }
+  } else if (o.gpu_memory_utilization > 1) {
+    std::fprintf(stderr, "error: --gpu-memory-utilization must be in (0, 1]\n");
     return 2;
   }
   if (o.step_budget < 0) {
@@ -319,15 +331,41 @@ int run_bench(const BenchOptions& o) {
   }
   const auto source = model_source_or_report(o.model);
   if (!source) return 2;
-  auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, *source, o.quiet);
-  if (!loaded) return 1;
-  std::unique_ptr<model::LlamaModel>& llama = loaded->model;
+  const auto kv_type = kv_type_or_report(o.model);
+  if (!kv_type) return 2;
+  auto backend = serving::make_backend(o.device, o.threads);
+  if (!backend) {
+    std::fprintf(stderr, "error: %s\n", backend.error().message.c_str());
+    return 1;
+  }
+  int64_t free_before_load = 0, total_memory = 0;
+  backend.value()->memory_info(&free_before_load, &total_memory);
+  auto loaded_model = serving::load_model(*source, *backend.value(), o.quiet, *kv_type);
+  if (!loaded_model) {
+    std::fprintf(stderr, "error: %s\n", loaded_model.error().message.c_str());
+    return 1;
+  }
+  std::unique_ptr<model::LlamaModel>& llama = loaded_model.value();
   const auto& config = llama->config();
   if (static_cast<int64_t>(o.input_len) + o.output_len > config.context_length) {
     std::fprintf(stderr,
                  "error: --input-len + --output-len = %d exceeds the model's context %lld\n",
                  o.input_len + o.output_len, static_cast<long long>(config.context_length));
     return 2;
+  }
+  if (o.gpu_memory_utilization > 0) {
+    const int64_t step_tokens = o.step_budget > 0 ? o.step_budget / config.num_layers
+                                                  : scheduler::SchedulerConfig::kDefaultStepTokens;
+    const int64_t context = static_cast<int64_t>(o.input_len) + o.output_len;
+    auto sized = serving::size_kv_from_gpu(
+        *llama, o.gpu_memory_utilization, free_before_load,
+        static_cast<int32_t>(std::clamp<int64_t>(step_tokens, 1, context)), o.max_running, context);
+    if (!sized) {
+      std::fprintf(stderr, "error: %s\n", sized.error().message.c_str());
+      return 1;
+    }
+    kv_budget = sized.value().kv_budget_bytes;
+    std::fprintf(stderr, "%s\n", sized.value().describe().c_str());
   }
   auto resolved = o.lt.resolve(config);
   if (!resolved) {
@@ -375,6 +413,13 @@ int run_bench(const BenchOptions& o) {
   out["policy"] = o.policy;
   out["max_running"] = o.max_running;
   out["layered_prefill"] = !o.whole_prefill;
+  // What a roofline needs (scripts/gpu_roofline.py): bytes a decode step reads.
+  out["model"] = {{"num_layers", config.num_layers},
+                  {"num_kv_heads", config.num_kv_heads},
+                  {"head_dim", config.head_dim},
+                  {"weight_resident_bytes", llama->weight_resident_bytes()},
+                  {"kv_dtype", std::string(kernels::kv_type_name(*kv_type))}};
+  out["device"] = llama->backend().description();
   out["runs"] = nlohmann::json::array();
   for (const RunResult& r : results) out["runs"].push_back(to_json(r));
   if (o.compare && results.size() == 2) {
@@ -418,8 +463,12 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--input-len", o->input_len, "Tokens per prompt")->capture_default_str();
   cmd->add_option("--output-len", o->output_len, "Tokens generated per prompt (EOS ignored)")
       ->capture_default_str();
-  cmd->add_option("--kv-budget", o->kv_budget, "KV arena size in bytes (e.g. 400MB, 1GiB)")
-      ->required();
+  cmd->add_option("--kv-budget", o->kv_budget,
+                  "KV arena size in bytes (e.g. 400MB, 1GiB); this or --gpu-memory-utilization");
+  cmd->add_option("--gpu-memory-utilization", o->gpu_memory_utilization,
+                  "GPU only: the fraction (0, 1] of the GPU's memory this process may use; the KV "
+                  "arena gets what the weights, the measured activation peak and a margin leave "
+                  "(as serve's engine.gpu_memory_utilization)");
   cmd->add_flag("--compare", o->compare,
                 "Run full attention (arena laid out for f = 0, same budget), then the hybrid, and "
                 "print the ratios");

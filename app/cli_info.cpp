@@ -28,8 +28,10 @@ struct InfoOptions {
 int run_info(const InfoOptions& o) {
   const auto source = model_source_or_report(o.model);
   if (!source) return 2;
+  const auto kv_type = kv_type_or_report(o.model);
+  if (!kv_type) return 2;
   auto loaded = serving::load_backend_and_model_or_report(o.device, o.threads, *source,
-                                                          /*quiet=*/false);
+                                                          /*quiet=*/false, *kv_type);
   if (!loaded) return 1;
   std::unique_ptr<kernels::Backend>& backend = loaded->backend;
   std::unique_ptr<model::LlamaModel>& model = loaded->model;

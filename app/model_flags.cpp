@@ -32,6 +32,16 @@ void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
   cmd->add_option("--dummy-type", flags.dummy_type,
                   "Weight type of the dummy model: f32, f16, bf16, q8_0, q4_0 or q4_1")
       ->capture_default_str();
+  cmd->add_option("--kv-dtype", flags.kv_dtype, serving::kKvDtypeHelp)->capture_default_str();
+}
+
+std::optional<kernels::DType> kv_type_or_report(const ModelFlags& flags) {
+  const auto type = kernels::parse_kv_type(flags.kv_dtype);
+  if (!type) {
+    std::fprintf(stderr, "error: --kv-dtype: must be f16 or bf16, got '%s'\n",
+                 flags.kv_dtype.c_str());
+  }
+  return type;
 }
 
 std::optional<model::ModelSource> model_source_or_report(const ModelFlags& flags) {

@@ -1,11 +1,15 @@
 // Runtime benchmark of the model on a backend (the CPU by default, --device cuda for the GPU):
 // prefill tokens/s at given prompt lengths,
 // decode tokens/s at given batch sizes (each sequence with a 128-token prompt, as
-// llama-batched-bench -npp 128 -ntg 128), and resident memory. Mirrors llama-bench /
-// llama-batched-bench so scripts/bench_runtime.sh can put both side by side.
+// llama-batched-bench -npp 128 -ntg 128, or --context tokens), and resident memory. Mirrors
+// llama-bench / llama-batched-bench so scripts/bench_runtime.sh can put both side by side.
+// --shape runs a dummy model of that shape (random weights, no file), and the JSON then holds
+// what a decode roofline needs (scripts/gpu_tables.py): resident weight bytes and the KV shape.
 //
-//   runtime_bench [--model PATH] [--threads N] [--device cpu|cuda[:N]] [--prefill 512,2048]
-//                 [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]
+//   runtime_bench [--model PATH | --shape S [--dummy-type T]] [--threads N]
+//                 [--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128]
+//                 [--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +22,7 @@
 
 #include "kernels/backend.h"
 #include "model/llama_model.h"
+#include "model/model_source.h"
 #include "sampling/sampler.h"
 
 using namespace lightserve;
@@ -59,7 +64,7 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
   int threads = 0, gen = 128, reps = 3, ubatch = 512, decode_prompt = 128;
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
-  std::string json_path, device = "cpu";
+  std::string json_path, device = "cpu", shape, dummy_type = "q4_0", kv_dtype = "f16";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -85,10 +90,19 @@ int main(int argc, char** argv) {
       reps = std::stoi(next());
     else if (a == "--json")
       json_path = next();
+    else if (a == "--shape")
+      shape = next();
+    else if (a == "--dummy-type")
+      dummy_type = next();
+    else if (a == "--context")
+      decode_prompt = std::stoi(next());
+    else if (a == "--kv-dtype")
+      kv_dtype = next();
     else {
       std::fprintf(stderr,
-                   "usage: %s [--model P] [--threads N] [--device cpu|cuda[:N]] "
-                   "[--prefill 512,2048] [--decode 1,8,32] [--gen 128] [--reps 3] [--json PATH]\n",
+                   "usage: %s [--model P | --shape S [--dummy-type T]] [--threads N] "
+                   "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128] "
+                   "[--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH]\n",
                    argv[0]);
       return a == "--help" ? 0 : 2;
     }
@@ -100,7 +114,29 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", why.c_str());
     return 1;
   }
-  auto loaded = model::LlamaModel::load(model_path, *backend);
+  model::ModelSource source(model_path);
+  if (!shape.empty()) {
+    source.format = model::LoadFormat::kDummy;
+    source.shape = shape;
+    auto type = model::parse_dummy_type(dummy_type);
+    if (!type) {
+      std::fprintf(stderr, "error: --dummy-type: %s\n", type.error().message.c_str());
+      return 2;
+    }
+    source.dummy_type = type.value();
+  }
+  model::LoadOptions options;
+  const auto kv_type = kernels::parse_kv_type(kv_dtype);
+  if (!kv_type) {
+    std::fprintf(stderr, "error: --kv-dtype must be f16 or bf16, got '%s'\n", kv_dtype.c_str());
+    return 2;
+  }
+  options.kv_type = *kv_type;
+  if (decode_prompt < 0) {
+    std::fprintf(stderr, "error: --context must be >= 0\n");
+    return 2;
+  }
+  auto loaded = model::LlamaModel::load(source, *backend, options);
   if (!loaded) {
     std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
     return 1;
@@ -121,6 +157,9 @@ int main(int argc, char** argv) {
     std::string test;
     double tokens_per_second;
     double seconds;
+    int batch = 0;  // decode rows: sequences per step, and steps timed
+    int steps = 0;
+    double forward_seconds = 0;  // decode rows: inside forward() (the rest is the host's argmax)
   };
   std::vector<Row> rows;
 
@@ -150,7 +189,7 @@ int main(int argc, char** argv) {
   }
 
   for (int batch : decode) {
-    double total_seconds = 0;
+    double total_seconds = 0, forward_seconds = 0;
     for (int r = 0; r < reps; ++r) {
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
@@ -158,12 +197,33 @@ int main(int argc, char** argv) {
         caches.push_back(std::make_unique<model::SequenceCache>(config, decode_prompt + gen));
         prompts.push_back(random_tokens(decode_prompt));
       }
-      // Prompts first (not timed: llama-batched-bench reports generation speed separately).
-      if (decode_prompt > 0) {
+      // Prompts first (not timed: llama-batched-bench reports generation speed separately), in
+      // forward calls of at most kPromptRows rows (a long context times a large batch would not
+      // fit one call's activations); each sequence's last call leaves its logits.
+      constexpr int kPromptRows = 2048;
+      std::vector<float> prompt_logits, last_logits(static_cast<size_t>(batch) * config.vocab_size);
+      for (int b = 0; b < batch && decode_prompt > 0;) {
         std::vector<model::BatchEntry> entries;
-        for (int b = 0; b < batch; ++b) entries.push_back({caches[b].get(), prompts[b], false});
-        check(model->forward(entries, logits));
+        int rows = 0;
+        const int first = b;
+        if (decode_prompt >= kPromptRows) {  // one sequence, chunk by chunk
+          for (int pos = 0; pos < decode_prompt; pos += kPromptRows) {
+            const int len = std::min(kPromptRows, decode_prompt - pos);
+            model::BatchEntry e{caches[b].get(), std::span(prompts[b]).subspan(pos, len), false};
+            check(model->forward({&e, 1}, prompt_logits));
+          }
+          ++b;
+        } else {  // whole prompts, as many as fit a call
+          for (; b < batch && (rows == 0 || rows + decode_prompt <= kPromptRows); ++b) {
+            entries.push_back({caches[b].get(), prompts[b], false});
+            rows += decode_prompt;
+          }
+          check(model->forward(entries, prompt_logits));
+        }
+        std::copy(prompt_logits.begin(), prompt_logits.end(),
+                  last_logits.begin() + static_cast<size_t>(first) * config.vocab_size);
       }
+      if (decode_prompt > 0) logits = last_logits;
       std::vector<int32_t> next(batch);
       const double t0 = now();
       for (int step = 0; step < gen; ++step) {
@@ -173,16 +233,20 @@ int main(int argc, char** argv) {
               static_cast<size_t>(b) * config.vocab_size, config.vocab_size));
           entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
         }
+        const double f0 = now();
         check(model->forward(entries, logits));
+        forward_seconds += now() - f0;
       }
       total_seconds += now() - t0;
     }
     const double mean = total_seconds / reps;
-    rows.push_back({"decode batch " + std::to_string(batch), batch * gen / mean, mean});
+    rows.push_back({"decode batch " + std::to_string(batch), batch * gen / mean, mean, batch, gen,
+                    forward_seconds / reps});
   }
   const long peak_rss = status_kib("VmHWM:");
 
-  std::printf("model: %s\nbackend: %s\n\n", model_path.c_str(), backend->description().c_str());
+  std::printf("model: %s, %s KV, decode context %d\nbackend: %s\n\n", source.describe().c_str(),
+              kv_dtype.c_str(), decode_prompt, backend->description().c_str());
   std::printf("| test | tokens/s | seconds |\n|---|---:|---:|\n");
   for (const Row& r : rows)
     std::printf("| %s | %.1f | %.3f |\n", r.test.c_str(), r.tokens_per_second, r.seconds);
@@ -193,11 +257,23 @@ int main(int argc, char** argv) {
     std::ofstream out(json_path);
     out << "{\n  \"backend\": \"" << backend->description()
         << "\",\n  \"rss_after_load_kib\": " << rss_after_load
-        << ",\n  \"peak_rss_kib\": " << peak_rss << ",\n  \"results\": [\n";
+        << ",\n  \"peak_rss_kib\": " << peak_rss << ",\n  \"model\": \"" << source.describe()
+        << "\",\n  \"num_layers\": " << config.num_layers
+        << ",\n  \"num_kv_heads\": " << config.num_kv_heads
+        << ",\n  \"head_dim\": " << config.head_dim
+        << ",\n  \"weight_resident_bytes\": " << model->weight_resident_bytes()
+        << ",\n  \"kv_dtype\": \"" << kv_dtype << "\",\n  \"decode_context\": " << decode_prompt
+        << ",\n  \"gen\": " << gen << ",\n  \"results\": [\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       out << "    {\"test\": \"" << rows[i].test
           << "\", \"tokens_per_second\": " << rows[i].tokens_per_second
-          << ", \"seconds\": " << rows[i].seconds << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
+          << ", \"seconds\": " << rows[i].seconds;
+      if (rows[i].batch > 0) {
+        out << ", \"batch\": " << rows[i].batch
+            << ", \"ms_per_step\": " << 1e3 * rows[i].seconds / rows[i].steps
+            << ", \"forward_ms_per_step\": " << 1e3 * rows[i].forward_seconds / rows[i].steps;
+      }
+      out << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
     out << "  ]\n}\n";
   }

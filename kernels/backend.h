@@ -37,8 +37,8 @@ class Weight {
   virtual int64_t resident_bytes() const = 0;
 };
 
-// Where one sequence's keys and values of one layer live: f16 rows of kv_heads · head_dim
-// values. Three layouts:
+// Where one sequence's keys and values of one layer live: rows of kv_heads · head_dim 16-bit
+// values (f16 or bf16: AttentionShape::kv_type). Three layouts:
 //  - kContiguous: token t at row t (row_stride elements apart).
 //  - kPaged: token t in block block_table[t / block_size] at row t % block_size; block b starts
 //    block_stride elements after k (and v).
@@ -88,6 +88,10 @@ struct AttentionShape {
   // over the keys. The model is very sensitive to this on some inputs: off, greedy decoding can
   // leave llama.cpp's path at near-ties.
   bool round_probabilities_f16 = false;
+  // The cache's element type, kF16 or kBF16 (kernels/dtype.h, is_kv_type). Queries are rounded
+  // to it before the dot products, and with round_probabilities_f16 the probabilities too (what
+  // llama.cpp does with a cache of that type).
+  DType kv_type = DType::kF16;
 };
 
 // How Backend::lazy_ratio scores a layer's laziness from its per-head ratios (docs/quality.md).
@@ -129,6 +133,14 @@ class Backend {
   virtual void synchronize() {}
   // Whether backend memory is host memory (the CPU backend), so that callers may skip copies.
   virtual bool host_memory() const { return false; }
+  // The device's free and total memory in bytes (every process's use counted), after the work
+  // issued so far has finished; false where the backend has no memory of its own to size (the
+  // CPU). Sizes the KV arena from --gpu-memory-utilization (serving/gpu_memory.h).
+  virtual bool memory_info(int64_t* free_bytes, int64_t* total_bytes) {
+    (void)free_bytes;
+    (void)total_bytes;
+    return false;
+  }
 
   // The resident form of the row-wise concatenation of `parts` (equal cols; types may differ, as
   // Q, K and V of a K-quant mix do: each part keeps its own type's numerics), so that e.g. Q, K
@@ -163,12 +175,13 @@ class Backend {
   // y += x, elementwise.
   virtual void add(float* y, const float* x, int64_t count) = 0;
 
-  // Converts n rows of `width` f32 values (src_stride apart) to f16 rows (dst_stride apart).
-  virtual void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width,
-                         uint16_t* dst, int64_t dst_stride) = 0;
+  // Converts n rows of `width` f32 values (src_stride apart) to rows of the KV type `type` (f16
+  // or bf16, rounded to nearest even; dst_stride apart).
+  virtual void store_kv(const float* src, int64_t src_stride, int64_t n, int64_t width,
+                        uint16_t* dst, int64_t dst_stride, DType type) = 0;
 
-  // Causal grouped-query attention over cached f16 keys/values for several sequences at once.
-  // out rows correspond to q rows.
+  // Causal grouped-query attention over cached keys/values (of type shape.kv_type) for several
+  // sequences at once. out rows correspond to q rows.
   virtual void attention(const float* q, std::span<const AttentionSeq> seqs,
                          const AttentionShape& shape, float* out) = 0;
 
@@ -184,8 +197,8 @@ class Backend {
                            int32_t w_last, int32_t sink, int32_t window,
                            const AttentionShape& shape, LazyScore score, float* head_ratios) = 0;
 
-  // Copies `count` rows of width values (f16) from src to dst (strides in elements); used to
-  // move a layer's keys and values between scratch, blocks and slots.
+  // Copies `count` rows of width 16-bit values (f16 or bf16) from src to dst (strides in elements);
+  // used to move a layer's keys and values between scratch, blocks and slots.
   virtual void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count, int64_t width,
                              uint16_t* dst, int64_t dst_stride) = 0;
 

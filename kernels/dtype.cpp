@@ -134,6 +134,32 @@ float bf16_to_fp32(uint16_t h) {
   return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
 }
 
+uint16_t fp32_to_bf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);    // quiet NaN
+  if (abs < 0x00800000u) return static_cast<uint16_t>((x >> 16) & 0x8000u);  // subnormal: ±0
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+bool is_kv_type(DType type) {
+  return type == DType::kF16 || type == DType::kBF16;
+}
+
+std::optional<DType> parse_kv_type(std::string_view name) {
+  if (name == "f16" || name == "float16") return DType::kF16;
+  if (name == "bf16" || name == "bfloat16") return DType::kBF16;
+  return std::nullopt;
+}
+
+std::string_view kv_type_name(DType type) {
+  return type == DType::kBF16 ? "bf16" : "f16";
+}
+
+int64_t kv_type_bytes(DType type) {
+  return is_kv_type(type) ? 2 : 0;
+}
+
 void dequantize_row(DType type, const void* src, float* dst, int64_t elements) {
   switch (type) {
     case DType::kF32:

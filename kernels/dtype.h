@@ -128,6 +128,18 @@ inline void kquant_scale_min(int j, const uint8_t* scales, uint8_t* scale, uint8
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);  // round to nearest even, as F16C / ggml
 float bf16_to_fp32(uint16_t h);
+// Round to nearest even as AVX-512 BF16's vcvtneps2bf16 does (and the CUDA kernels): subnormal
+// inputs become a zero of their sign, a NaN stays a quiet NaN.
+uint16_t fp32_to_bf16(float f);
+
+// The element type of the KV cache: f16 (default) or bf16 (same bytes, f32's exponent range).
+// Both are 16 bits, so every KV copy and row arithmetic is the same for both.
+bool is_kv_type(DType type);
+// "f16" / "bf16" (or "float16" / "bfloat16") → the type; nullopt for any other name.
+std::optional<DType> parse_kv_type(std::string_view name);
+std::string_view kv_type_name(DType type);
+// Bytes of one cached element (2 for both).
+int64_t kv_type_bytes(DType type);
 
 // Dequantizes `elements` values (a whole number of blocks for quantized types) of a row.
 void dequantize_row(DType type, const void* src, float* dst, int64_t elements);

@@ -182,15 +182,16 @@ KvView HybridSequence::lazy_view(int32_t lane) {
 }
 
 LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const float* k,
-                                    const float* v, int64_t src_stride, int32_t n) {
+                                    const float* v, int64_t src_stride, int32_t n,
+                                    kernels::DType kv_type) {
   LayerKv out;
   if (size_ == 0) {
     // Prefill: the whole prompt's K/V of this layer go to scratch; exact attention reads them.
     scratch_rows_ = n;
     uint16_t* sk = scratch_k_.reserve<uint16_t>(b, n * row_);
     uint16_t* sv = scratch_v_.reserve<uint16_t>(b, n * row_);
-    b.store_f16(k, src_stride, n, row_, sk, row_);
-    b.store_f16(v, src_stride, n, row_, sv, row_);
+    b.store_kv(k, src_stride, n, row_, sk, row_, kv_type);
+    b.store_kv(v, src_stride, n, row_, sv, row_, kv_type);
     out.view.kind = KvView::Kind::kContiguous;
     out.view.k = sk;
     out.view.v = sv;
@@ -204,8 +205,8 @@ LayerKv HybridSequence::store_layer(kernels::Backend& b, int32_t layer, const fl
   const bool lazy = map.is_lazy(layer);
   uint16_t* k_dst = lazy ? lazy_row(false, lane, size_) : full_row(false, lane, size_);
   uint16_t* v_dst = lazy ? lazy_row(true, lane, size_) : full_row(true, lane, size_);
-  b.store_f16(k, src_stride, 1, row_, k_dst, row_);
-  b.store_f16(v, src_stride, 1, row_, v_dst, row_);
+  b.store_kv(k, src_stride, 1, row_, k_dst, row_, kv_type);
+  b.store_kv(v, src_stride, 1, row_, v_dst, row_, kv_type);
   out.view = lazy ? lazy_view(lane) : full_view(lane);
   return out;
 }

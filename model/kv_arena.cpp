@@ -7,13 +7,15 @@ namespace lightserve::model {
 namespace {
 
 Result<memory::KvLayout> layout_for(const LlamaConfig& config,
-                                    const LightTransferSettings& settings, int32_t block_size) {
+                                    const LightTransferSettings& settings, int32_t block_size,
+                                    kernels::DType kv_type) {
   double fraction = settings.lazy_fraction;
   if (settings.mode == LtMode::kFull) fraction = 0.0;
   if (settings.mode == LtMode::kStreaming) fraction = 1.0;
   const int64_t row = static_cast<int64_t>(config.num_kv_heads) * config.head_dim;
   return memory::KvLayout::for_lazy_fraction(config.num_layers, fraction, block_size, settings.sink,
-                                             settings.window, 2 * row * 2);
+                                             settings.window,
+                                             2 * row * kernels::kv_type_bytes(kv_type));
 }
 
 }  // namespace
@@ -21,8 +23,9 @@ Result<memory::KvLayout> layout_for(const LlamaConfig& config,
 Result<memory::CapacityPlan> KvArena::plan_for(const LlamaConfig& config,
                                                const LightTransferSettings& settings,
                                                int64_t budget_bytes, int64_t context_tokens,
-                                               int32_t block_size) {
-  auto layout = layout_for(config, settings, block_size);
+                                               int32_t block_size, kernels::DType kv_type) {
+  if (!kernels::is_kv_type(kv_type)) return Error{"the KV cache type must be f16 or bf16"};
+  auto layout = layout_for(config, settings, block_size, kv_type);
   if (!layout) return layout.error();
   return memory::plan_capacity(layout.value(), budget_bytes, context_tokens);
 }
@@ -31,8 +34,8 @@ Result<std::unique_ptr<KvArena>> KvArena::create(kernels::Backend& backend,
                                                  const LlamaConfig& config,
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
-                                                 int32_t block_size) {
-  auto plan = plan_for(config, settings, budget_bytes, context_tokens, block_size);
+                                                 int32_t block_size, kernels::DType kv_type) {
+  auto plan = plan_for(config, settings, budget_bytes, context_tokens, block_size, kv_type);
   if (!plan) return plan.error();
   std::unique_ptr<KvArena> arena(new KvArena());
   arena->plan_ = plan.value();
@@ -55,7 +58,7 @@ Result<std::unique_ptr<KvArena>> KvArena::create_for(kernels::Backend& backend,
                                                      const LightTransferSettings& settings,
                                                      int64_t context_tokens, int32_t num_sequences,
                                                      int32_t block_size) {
-  auto layout = layout_for(config, settings, block_size);
+  auto layout = layout_for(config, settings, block_size, kernels::DType::kF16);
   if (!layout) return layout.error();
   const memory::KvLayout& l = layout.value();
   // Room for the layout's own footprint and for the footprint the mode needs.

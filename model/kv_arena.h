@@ -1,8 +1,8 @@
 // The KV arena of docs/design.md §5: one byte budget carved into pages of block_size tokens × one
 // layer's K/V, which full and lazy layers both draw from (memory::KvManager hands out their ids),
-// plus the f16 storage those ids index, in the backend's memory (device memory on a GPU). Storage
-// is allocated untouched, so on the CPU resident memory grows only with what requests actually
-// write.
+// plus the storage those ids index (f16 or bf16, 2 bytes a value: kv_type), in the backend's memory
+// (device memory on a GPU). Storage is allocated untouched, so on the CPU resident memory grows
+// only with what requests actually write.
 #pragma once
 
 #include <cstdint>
@@ -20,18 +20,21 @@ namespace lightserve::model {
 class KvArena {
  public:
   // Lays the arena out for settings.lazy_fraction (mode full lays it out for f = 0, streaming for
-  // f = 1) and carves `budget_bytes` for the most sequences of `context_tokens`. Errors name the
-  // setting, or both sizes when not even one sequence fits.
+  // f = 1) and carves `budget_bytes` for the most sequences of `context_tokens`, at
+  // kernels::kv_type_bytes(kv_type) a value. Errors name the setting, or both sizes when not
+  // even one sequence fits.
   static Result<std::unique_ptr<KvArena>> create(kernels::Backend& backend,
                                                  const LlamaConfig& config,
                                                  const LightTransferSettings& settings,
                                                  int64_t budget_bytes, int64_t context_tokens,
-                                                 int32_t block_size = 16);
+                                                 int32_t block_size = 16,
+                                                 kernels::DType kv_type = kernels::DType::kF16);
   // The capacity plan create() would carve, without allocating anything (start-up checks).
   static Result<memory::CapacityPlan> plan_for(const LlamaConfig& config,
                                                const LightTransferSettings& settings,
                                                int64_t budget_bytes, int64_t context_tokens,
-                                               int32_t block_size = 16);
+                                               int32_t block_size = 16,
+                                               kernels::DType kv_type = kernels::DType::kF16);
   // The smallest arena holding `num_sequences` sequences of `context_tokens` (the CLI's one-off
   // runs).
   static Result<std::unique_ptr<KvArena>> create_for(

@@ -32,12 +32,13 @@ Status SequenceCache::check_append(int32_t n) const {
 }
 
 LayerKv SequenceCache::store_layer(kernels::Backend& backend, int32_t layer, const float* k,
-                                   const float* v, int64_t src_stride, int32_t n) {
+                                   const float* v, int64_t src_stride, int32_t n,
+                                   kernels::DType kv_type) {
   keys_.reserve<uint16_t>(backend, layer_stride_ * num_layers_);
   values_.reserve<uint16_t>(backend, layer_stride_ * num_layers_);
   const int64_t dst = static_cast<int64_t>(size_) * row_;
-  backend.store_f16(k, src_stride, n, row_, keys(layer) + dst, row_);
-  backend.store_f16(v, src_stride, n, row_, values(layer) + dst, row_);
+  backend.store_kv(k, src_stride, n, row_, keys(layer) + dst, row_, kv_type);
+  backend.store_kv(v, src_stride, n, row_, values(layer) + dst, row_, kv_type);
   LayerKv out;
   out.view.kind = kernels::KvView::Kind::kContiguous;
   out.view.k = keys(layer);
@@ -119,6 +120,10 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelSource& source,
 Status LlamaModel::prepare(const LoadOptions& options) {
   const GgufFile& f = *file_;
   round_probabilities_f16_ = options.llama_cpp_attention;
+  if (!kernels::is_kv_type(options.kv_type)) {
+    return Error{"the KV cache type must be f16 or bf16"};
+  }
+  kv_type_ = options.kv_type;
   int64_t total = 0;
   for (const auto& t : f.tensors()) total += t.num_bytes;
   int64_t done = 0;
@@ -286,6 +291,7 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
                                 c.head_dim,  qkv_dim,
                                 q_dim,       1.0f / std::sqrt(static_cast<float>(hd))};
   shape.round_probabilities_f16 = round_probabilities_f16_;
+  shape.kv_type = kv_type_;
 
   const int64_t num_rows = s.num_rows;
   float* x = s.x.get<float>();
@@ -306,7 +312,7 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
     kernels::AttentionSeq& seq = s.seqs[k];
     const float* rows = qkv + seq.first_row * qkv_dim;
     const LayerKv kv = batch[s.packed[k]].cache->store_layer(
-        b, layer, rows + q_dim, rows + q_dim + kv_dim, qkv_dim, seq.num_queries);
+        b, layer, rows + q_dim, rows + q_dim + kv_dim, qkv_dim, seq.num_queries, kv_type_);
     seq.kv = kv.view;
     seq.lse = kv.lse;
   }

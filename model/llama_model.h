@@ -28,9 +28,12 @@ struct LoadOptions {
   // Attention numerics of llama.cpp (probabilities rounded to f16 before weighting the values),
   // so greedy decoding follows llama.cpp's default CPU path. Off: one-pass flash attention in f32.
   bool llama_cpp_attention = true;
+  // The KV cache's element type: kF16 (default) or kBF16 (kernels::is_kv_type). Both take 2
+  // bytes per value; bf16 trades 3 bits of mantissa for f32's exponent range.
+  kernels::DType kv_type = kernels::DType::kF16;
 };
 
-// The f16 key/value cache of one sequence, contiguous, every layer full: the plain model.
+// The key/value cache (f16 or bf16) of one sequence, contiguous, every layer full: the plain model.
 // For every layer, `capacity` rows of kv_heads·head_dim keys and as many values, in the memory of
 // the backend of the first forward call (allocated then).
 class SequenceCache final : public SequenceKv {
@@ -43,7 +46,7 @@ class SequenceCache final : public SequenceKv {
 
   Status check_append(int32_t n) const override;
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
-                      int64_t src_stride, int32_t n) override;
+                      int64_t src_stride, int32_t n, kernels::DType kv_type) override;
   void finish_layer(kernels::Backend&, int32_t, const float*, const kernels::AttentionShape&,
                     int32_t) override {}
   void advance(int32_t n) override { size_ += n; }
@@ -96,6 +99,8 @@ class LlamaModel {
   kernels::Backend& backend() const { return backend_; }
 
   int64_t weight_file_bytes() const { return weight_file_bytes_; }
+  // The KV cache type every forward() stores and attends (LoadOptions::kv_type).
+  kernels::DType kv_type() const { return kv_type_; }
   int64_t weight_resident_bytes() const;
 
   // Runs the batch; on success `logits` holds one row of vocab_size floats per output of the
@@ -131,6 +136,7 @@ class LlamaModel {
   kernels::Buffer rope_freqs_;  // Llama-3.1's RoPE frequency factors; empty when none
   int64_t weight_file_bytes_ = 0;
   bool round_probabilities_f16_ = true;
+  kernels::DType kv_type_ = kernels::DType::kF16;
 
   // Activation scratch, reused across calls (the engine thread owns the model).
   // Activations are backend memory; the bookkeeping is host memory.

@@ -30,11 +30,12 @@ Status PrefillTee::check_append(int32_t n) const {
 }
 
 LayerKv PrefillTee::store_layer(kernels::Backend& backend, int32_t layer, const float* k,
-                                const float* v, int64_t src_stride, int32_t n) {
+                                const float* v, int64_t src_stride, int32_t n,
+                                kernels::DType kv_type) {
   child_lse_.clear();
   LayerKv first;
   for (size_t i = 0; i < children_.size(); ++i) {
-    const LayerKv kv = children_[i]->store_layer(backend, layer, k, v, src_stride, n);
+    const LayerKv kv = children_[i]->store_layer(backend, layer, k, v, src_stride, n, kv_type);
     if (i == 0) first = kv;
     child_lse_.push_back(kv.lse);
   }

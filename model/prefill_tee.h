@@ -28,7 +28,7 @@ class PrefillTee final : public SequenceKv {
   int32_t capacity() const override;
   Status check_append(int32_t n) const override;
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
-                      int64_t src_stride, int32_t n) override;
+                      int64_t src_stride, int32_t n, kernels::DType kv_type) override;
   void finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
                     const kernels::AttentionShape& shape, int32_t n) override;
   void advance(int32_t n) override;

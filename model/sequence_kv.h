@@ -42,10 +42,12 @@ class SequenceKv {
   // Whether `n` new tokens can be appended in one forward call; checked before any state changes.
   virtual Status check_append(int32_t n) const = 0;
 
-  // Stores the K and V rows (f32, src_stride apart) of tokens [size(), size() + n) of `layer`
+  // Stores the K and V rows (f32, src_stride apart) of tokens [size(), size() + n) of `layer`,
+  // converted to the cache type kv_type (f16 or bf16, the same for every call on a sequence),
   // and returns where attention reads this layer's keys and values.
   virtual LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k,
-                              const float* v, int64_t src_stride, int32_t n) = 0;
+                              const float* v, int64_t src_stride, int32_t n,
+                              kernels::DType kv_type) = 0;
 
   // After this layer's attention over the n new tokens: q holds their query rows (shape.q_stride
   // apart). Prefill decisions (lazy ratios, cuts) happen here.

@@ -10,7 +10,7 @@ Result<std::unique_ptr<EngineStack>> EngineStack::create(
   const model::LlamaConfig& mc = model.config();
   std::unique_ptr<EngineStack> stack(new EngineStack());
   auto arena = model::KvArena::create(model.backend(), mc, settings, options.kv_budget_bytes,
-                                      options.context_tokens);
+                                      options.context_tokens, /*block_size=*/16, model.kv_type());
   if (!arena) return Error{"engine.kv_budget: " + arena.error().message};
   stack->arena_ = std::move(arena).value();
   stack->executor_ = std::make_unique<executor::ModelExecutor>(model, *stack->arena_, settings);

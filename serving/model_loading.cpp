@@ -30,11 +30,13 @@ Result<std::unique_ptr<kernels::Backend>> make_backend(const std::string& device
 }
 
 Result<std::unique_ptr<model::LlamaModel>> load_model(const model::ModelSource& source,
-                                                      kernels::Backend& backend, bool quiet) {
+                                                      kernels::Backend& backend, bool quiet,
+                                                      kernels::DType kv_type) {
   const auto start = std::chrono::steady_clock::now();
   const bool tty = isatty(STDERR_FILENO) != 0;
   int last_percent = -1;
   model::LoadOptions options;
+  options.kv_type = kv_type;
   if (!quiet) {
     std::fprintf(stderr, "loading %s\n", source.describe().c_str());
     options.progress = [&](uint64_t done, uint64_t total) {
@@ -60,25 +62,26 @@ Result<std::unique_ptr<model::LlamaModel>> load_model(const model::ModelSource& 
     const auto& c = model->config();
     std::fprintf(
         stderr,
-        "loaded %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s weights in %.2f s on %s\n",
+        "loaded %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s weights in %.2f s on %s, "
+        "%s KV\n",
         c.name.empty() ? "model" : c.name.c_str(), c.num_layers, c.hidden_dim, c.num_heads,
         c.num_kv_heads, c.vocab_size,
         human_bytes(static_cast<double>(model->weight_file_bytes())).c_str(), seconds,
-        backend.description().c_str());
+        backend.description().c_str(), std::string(kernels::kv_type_name(kv_type)).c_str());
   }
   return model;
 }
 
 std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
                                                             const model::ModelSource& source,
-                                                            bool quiet) {
+                                                            bool quiet, kernels::DType kv_type) {
   auto backend = make_backend(device, threads);
   if (!backend) {
     std::fprintf(stderr, "error: %s\n", backend.error().message.c_str());
     return std::nullopt;
   }
   LoadedModel out{std::move(backend).value(), nullptr};
-  auto model = load_model(source, *out.backend, quiet);
+  auto model = load_model(source, *out.backend, quiet, kv_type);
   if (!model) {
     std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
     return std::nullopt;

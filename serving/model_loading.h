@@ -26,10 +26,15 @@ inline constexpr const char* kDeviceHelp =
     "Where the model runs: cpu, cuda or cuda:N (GPU N; needs a build with nvcc); default "
     "LIGHTSERVE_DEVICE, else cpu";
 
-// Loads `source` (a GGUF file or a dummy model), showing a progress bar on stderr unless quiet; the
-// error names the file.
-Result<std::unique_ptr<model::LlamaModel>> load_model(const model::ModelSource& source,
-                                                      kernels::Backend& backend, bool quiet);
+// Loads `source` (a GGUF file or a dummy model) with a KV cache of kv_type (f16 or bf16,
+// model::LoadOptions::kv_type), showing a progress bar on stderr unless quiet; the error names the
+// file.
+Result<std::unique_ptr<model::LlamaModel>> load_model(
+    const model::ModelSource& source, kernels::Backend& backend, bool quiet,
+    kernels::DType kv_type = kernels::DType::kF16);
+inline constexpr const char* kKvDtypeHelp =
+    "Element type of the KV cache: f16 or bf16 (same 2 bytes; bf16 has f32's range, 8 bits of "
+    "mantissa)";
 
 // A backend and the model loaded on it.
 struct LoadedModel {
@@ -39,8 +44,8 @@ struct LoadedModel {
 
 // make_backend + load_model, printing the error to stderr and returning nullopt on failure (what
 // every CLI subcommand does first).
-std::optional<LoadedModel> load_backend_and_model_or_report(const std::string& device, int threads,
-                                                            const model::ModelSource& source,
-                                                            bool quiet);
+std::optional<LoadedModel> load_backend_and_model_or_report(
+    const std::string& device, int threads, const model::ModelSource& source, bool quiet,
+    kernels::DType kv_type = kernels::DType::kF16);
 
 }  // namespace lightserve::serving

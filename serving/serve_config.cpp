@@ -139,6 +139,17 @@ const std::vector<Entry>& entries() {
         "Bytes of KV cache (bytes, or with K/M/G/Ki/Mi/Gi); sizes the KV page pool"},
        Kind::kBytes,
        member(&ServeConfig::kv_budget_bytes)},
+      {{"engine", "gpu_memory_utilization", "--gpu-memory-utilization",
+        "Fraction (0, 1] of the GPU's total memory this process may use (CUDA only): the KV "
+        "arena gets what the weights, the measured activation peak and a margin leave; 0 = "
+        "off (kv_budget sizes it). Not together with a kv_budget other than its default"},
+       Kind::kDouble,
+       member(&ServeConfig::gpu_memory_utilization)},
+      {{"engine", "kv_dtype", "--kv-dtype",
+        "Element type of the KV cache: f16 or bf16 (same 2 bytes per value; bf16 has f32's "
+        "range and 8 bits of mantissa)"},
+       Kind::kString,
+       member(&ServeConfig::kv_dtype)},
       {{"engine", "context", "--context",
         "Tokens per request, prompt + output; 0 = the model's training context"},
        Kind::kInt32,
@@ -376,6 +387,17 @@ Status ServeConfig::validate() const {
   }
   if (max_stream_backlog < 0) return bad("limits.max_stream_backlog", "must be >= 0");
   if (kv_budget_bytes <= 0) return bad("engine.kv_budget", "must be > 0");
+  if (!(gpu_memory_utilization >= 0 && gpu_memory_utilization <= 1)) {
+    return bad("engine.gpu_memory_utilization", "must be in (0, 1], or 0 for off");
+  }
+  if (gpu_memory_utilization > 0 && kv_budget_bytes != kDefaultKvBudget) {
+    return bad("engine.gpu_memory_utilization",
+               "and engine.kv_budget are mutually exclusive: the utilization sizes the KV "
+               "arena; leave kv_budget at its default or set gpu_memory_utilization to 0");
+  }
+  if (!kernels::parse_kv_type(kv_dtype)) {
+    return bad("engine.kv_dtype", "must be f16 or bf16, got '" + kv_dtype + "'");
+  }
   if (context < 0) return bad("engine.context", "must be >= 0");
   if (max_running < 1) return bad("engine.max_running", "must be >= 1");
   if (max_waiting < 0) return bad("engine.max_waiting", "must be >= 0");

@@ -49,8 +49,14 @@ struct ServeConfig {
   int32_t max_stream_backlog = 256;  // events a stream may run ahead of its reader; 0 = no limit
 
   // engine:
-  int64_t kv_budget_bytes = 512ll << 20;  // the KV arena
-  int32_t context = 0;                    // tokens per request (prompt + output); 0 = the model's
+  static constexpr int64_t kDefaultKvBudget = 512ll << 20;
+  int64_t kv_budget_bytes = kDefaultKvBudget;  // the KV arena
+  // > 0: the KV arena is sized from the GPU's memory instead (vLLM's --gpu-memory-utilization:
+  // the fraction of the GPU's total memory this process may use; serving/gpu_memory.h). Setting
+  // kv_budget to anything but its default as well is an error.
+  double gpu_memory_utilization = 0;
+  std::string kv_dtype = "f16";  // the KV cache's element type: f16 | bf16
+  int32_t context = 0;           // tokens per request (prompt + output); 0 = the model's
   int32_t max_running = 64;
   int32_t max_waiting = 256;        // queued requests; beyond it 429 / RESOURCE_EXHAUSTED
   std::string policy = "reserve";   // reserve | optimistic

@@ -1,5 +1,6 @@
 #include "serving/serving_core.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -10,6 +11,7 @@
 #include "memory/capacity.h"
 #include "model/constraint_vocabulary.h"
 #include "model/gguf.h"
+#include "serving/gpu_memory.h"
 #include "serving/model_loading.h"
 
 namespace lightserve::serving {
@@ -39,7 +41,9 @@ Result<ModelChecked> check_against_model(const ServeConfig& config, const model:
                  " exceeds the model's training context of " + std::to_string(mc.context_length) +
                  " tokens"};
   }
-  auto plan = model::KvArena::plan_for(mc, out.settings, config.kv_budget_bytes, out.context);
+  if (config.gpu_memory_utilization > 0) return out;  // sized on the device at start()
+  auto plan = model::KvArena::plan_for(mc, out.settings, config.kv_budget_bytes, out.context, 16,
+                                       kernels::parse_kv_type(config.kv_dtype).value());
   if (!plan) return Error{"engine.kv_budget: " + plan.error().message};
   return out;
 }
@@ -138,8 +142,11 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   auto backend = make_backend(config.device, config.threads);
   if (!backend) return Error{"model.device: " + backend.error().message};
   se->backend_ = std::move(backend).value();
+  int64_t free_before_load = 0, total_memory = 0;
+  se->backend_->memory_info(&free_before_load, &total_memory);
   const model::ModelSource source = config.model_source();
-  auto loaded = load_model(source, *se->backend_, /*quiet=*/log == nullptr);
+  auto loaded = load_model(source, *se->backend_, /*quiet=*/log == nullptr,
+                           kernels::parse_kv_type(config.kv_dtype).value());
   if (!loaded) return loaded.error();
   se->model_ = std::move(loaded).value();
   const model::LlamaConfig& mc = se->model_->config();
@@ -157,6 +164,18 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   options.policy = config.policy;
   options.priority_scheduling = config.scheduling == "priority";
   options.step_budget_token_layers = config.step_budget;
+  if (config.gpu_memory_utilization > 0) {
+    const int64_t step_tokens = config.step_budget > 0
+                                    ? config.step_budget / mc.num_layers
+                                    : scheduler::SchedulerConfig::kDefaultStepTokens;
+    auto sized =
+        size_kv_from_gpu(*se->model_, config.gpu_memory_utilization, free_before_load,
+                         static_cast<int32_t>(std::clamp<int64_t>(step_tokens, 1, se->context_)),
+                         config.max_running, se->context_);
+    if (!sized) return sized.error();
+    options.kv_budget_bytes = sized.value().kv_budget_bytes;
+    if (log != nullptr) std::fprintf(log, "%s\n", sized.value().describe().c_str());
+  }
   auto faults = faults_from_environment();
   if (!faults) return faults.error();
   options.faults = std::move(faults).value();

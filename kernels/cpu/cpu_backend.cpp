@@ -52,6 +52,7 @@ void RopeTable::ensure(float base, int64_t dim, int64_t positions, const float* 
 }
 
 const OpsTable& ops_for(const CpuFeatures& features) {
+  if (features.avx512 && features.avx512_bf16) return kOpsAvx512Bf16;
   if (features.avx512) return kOpsAvx512;
   if (features.avx2) return kOpsAvx2;
   return kOpsGeneric;
@@ -127,9 +128,9 @@ class CpuBackend final : public Backend {
 
   void add(float* y, const float* x, int64_t count) override { ops_.add(y, x, count); }
 
-  void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
-                 int64_t dst_stride) override {
-    ops_.store_f16(src, src_stride, n, width, dst, dst_stride);
+  void store_kv(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
+                int64_t dst_stride, DType type) override {
+    ops_.store_kv(src, src_stride, n, width, dst, dst_stride, type);
   }
 
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,

@@ -1,6 +1,6 @@
 // Element-wise ops and attention of the CPU backend. One portable source (ops_impl.inc) is
-// compiled once per ISA level (ops_generic.cpp, ops_avx2.cpp, ops_avx512.cpp); the backend picks a
-// table at run time. Private to kernels/cpu.
+// compiled once per ISA level (ops_generic.cpp, ops_avx2.cpp, ops_avx512.cpp, ops_avx512bf16.cpp);
+// the backend picks a table at run time. Private to kernels/cpu.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +36,8 @@ struct OpsTable {
   void (*swiglu)(const float* gate_up, int64_t n, int64_t ff, float* out);
   void (*add)(float* y, const float* x, int64_t count);
   void (*add_bias)(float* y, const float* bias, int64_t n, int64_t width, int64_t row_stride);
-  void (*store_f16)(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
-                    int64_t dst_stride);
+  void (*store_kv)(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
+                   int64_t dst_stride, DType type);
   void (*attention)(ThreadPool& pool, const float* q, std::span<const AttentionSeq> seqs,
                     const AttentionShape& shape, float* out);
   float (*lazy_ratio)(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
@@ -48,6 +48,7 @@ struct OpsTable {
 extern const OpsTable kOpsGeneric;
 extern const OpsTable kOpsAvx2;
 extern const OpsTable kOpsAvx512;
+extern const OpsTable kOpsAvx512Bf16;  // avx512 + AVX-512 BF16 conversions (bf16 KV)
 
 const OpsTable& ops_for(const CpuFeatures& features);
 

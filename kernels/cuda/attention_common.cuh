@@ -13,6 +13,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/kv_type.cuh"
 
 namespace lightserve::kernels::cuda {
 
@@ -43,6 +44,7 @@ struct SeqDesc {
   int32_t block_base;    // its first split block (= partial slot) in the split grid
   int32_t query_base;    // its first query in the merge grid
   int32_t vec;           // k, v and strides 16-byte aligned: vector loads
+  int32_t bf16;          // the cache holds bf16 (else f16): AttentionShape::kv_type
 };
 
 __host__ __device__ inline int32_t imin(int32_t a, int32_t b) {
@@ -85,13 +87,11 @@ __host__ __device__ inline int64_t token_row(const SeqDesc& d, const int32_t* ta
 // ---------------------------------------------------------------------------------------------
 // Device helpers
 
-__device__ __forceinline__ float half_bits_to_float(uint32_t bits) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xffffu)));
-}
-
-// N consecutive f16 values at p to f32; `vec`: p is aligned to 2·N bytes.
+// N consecutive cached values (f16, or bf16 when `bf16`) at p to f32; `vec`: p is aligned to
+// 2·N bytes.
 template <int N>
-__device__ __forceinline__ void load_f16(const uint16_t* p, bool vec, float* f) {
+__device__ __forceinline__ void load_kv(const uint16_t* p, bool vec, bool bf16, float* f) {
+  auto half_bits_to_float = [bf16](uint32_t bits) { return kv_bits_to_float(bits, bf16); };
   if (vec) {
     if constexpr (N == 8) {
       const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
@@ -147,25 +147,27 @@ struct Lanes {
 };
 
 // This lane's 16 dimensions of the G query heads at qrow (consecutive heads, HD apart), rounded
-// to f16 as the CPU's load_queries does.
+// to the cache type (f16, or bf16) as the CPU's load_queries does.
 template <int HD, int G>
-__device__ __forceinline__ void load_query(const float* qrow, int kl, float (&qr)[G][16]) {
+__device__ __forceinline__ void load_query(const float* qrow, int kl, bool bf16,
+                                           float (&qr)[G][16]) {
 #pragma unroll
   for (int g = 0; g < G; ++g) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const float* src = qrow + g * HD + Lanes<HD>::dim(c, kl);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) qr[g][c * 8 + e] = __half2float(__float2half_rn(src[e]));
+      for (int e = 0; e < 8; ++e) qr[g][c * 8 + e] = round_to_kv(src[e], bf16);
     }
   }
 }
 
 // This lane's 16 dimensions of the key row at kp (the KV head's first element).
 template <int HD>
-__device__ __forceinline__ void load_key(const uint16_t* kp, int kl, bool vec, float (&k)[16]) {
-  load_f16<8>(kp + Lanes<HD>::dim(0, kl), vec, k);
-  load_f16<8>(kp + Lanes<HD>::dim(1, kl), vec, k + 8);
+__device__ __forceinline__ void load_key(const uint16_t* kp, int kl, bool vec, bool bf16,
+                                         float (&k)[16]) {
+  load_kv<8>(kp + Lanes<HD>::dim(0, kl), vec, bf16, k);
+  load_kv<8>(kp + Lanes<HD>::dim(1, kl), vec, bf16, k + 8);
 }
 
 // Full dot products q_g·k for the G heads, left in every lane of the key's group. All 32 lanes
@@ -253,11 +255,13 @@ inline bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// The device descriptor of a view (first_row, queries, splits filled in by the caller); checks
-// what the kernels rely on.
-inline SeqDesc describe(const KvView& kv, const char* op) {
+// The device descriptor of a view over a cache of type kv_type (first_row, queries, splits
+// filled in by the caller); checks what the kernels rely on.
+inline SeqDesc describe(const KvView& kv, DType kv_type, const char* op) {
   const std::string where = std::string("CUDA ") + op + ": ";
+  if (!is_kv_type(kv_type)) throw std::invalid_argument(where + "kv_type must be f16 or bf16");
   SeqDesc d{};
+  d.bf16 = kv_type == DType::kBF16 ? 1 : 0;
   d.k = kv.k;
   d.v = kv.v;
   d.row_stride = kv.row_stride;

@@ -64,10 +64,10 @@ __global__ void __launch_bounds__(kThreads)
   const int kl = lane % L::kPerKey, ks = lane / L::kPerKey;
   const int kvh = blockIdx.y;
   const int64_t head_offset = static_cast<int64_t>(kvh) * HD;
-  const bool vec = sd.vec != 0;
+  const bool vec = sd.vec != 0, bf16 = sd.bf16 != 0;
 
   float qr[G][16];
-  load_query<HD, G>(q + (sd.first_row + i) * q_stride + head_offset * G, kl, qr);
+  load_query<HD, G>(q + (sd.first_row + i) * q_stride + head_offset * G, kl, bf16, qr);
 
   float m_run[G], l_run[G], acc[G][kDpl];
 #pragma unroll
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
         off[u] = 0;
         if (j < n) {
           off[u] = token_row(sd, tables, span_token(span, c0 + j));
-          load_key<HD>(sd.k + off[u] + head_offset, kl, vec, kf[u]);
+          load_key<HD>(sd.k + off[u] + head_offset, kl, vec, bf16, kf[u]);
         } else {
 #pragma unroll
           for (int e = 0; e < 16; ++e) kf[u][e] = 0.0f;
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < kUnroll3; ++u) {
         const int j = jb + u * kWarps;
         if (j < n) {
-          load_f16<kDpl>(vbase + sh_off[j], vec, vf[u]);
+          load_kv<kDpl>(vbase + sh_off[j], vec, bf16, vf[u]);
         } else {
 #pragma unroll
           for (int e = 0; e < kDpl; ++e) vf[u][e] = 0.0f;
@@ -303,7 +303,7 @@ void plan_generic(std::span<const AttentionSeq> seqs, const AttentionShape& shap
   plan.max_keys.clear();
   for (const AttentionSeq& seq : seqs) {
     if (seq.num_queries <= 0 || takes_prefill_path(seq)) continue;
-    SeqDesc d = describe(seq.kv, "attention");
+    SeqDesc d = describe(seq.kv, shape.kv_type, "attention");
     if (d.kind == kKindRing && seq.num_queries > 1 &&
         seq.first_pos + seq.num_queries > d.sink + d.window) {
       throw std::invalid_argument(

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/kv_type.cuh"
 
 namespace lightserve::kernels {
 namespace cuda {
@@ -33,30 +34,33 @@ __device__ inline int64_t grid_stride() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
-// dst[r][c] = f16(src[r][c]), round to nearest even (as F16C), for r < n, c < width.
-__global__ void f32_rows_to_f16(const float* __restrict__ src, int64_t src_stride, int64_t n,
-                                int64_t width, __half* __restrict__ dst, int64_t dst_stride) {
+// dst[r][c] = src[r][c] as f16 (or bf16), round to nearest even (as the CPU), for r < n,
+// c < width: KV stores, and matmul inputs (f16).
+__global__ void f32_rows_to_kv(const float* __restrict__ src, int64_t src_stride, int64_t n,
+                               int64_t width, uint16_t* __restrict__ dst, int64_t dst_stride,
+                               bool bf16) {
   const int64_t total = n * width;
   for (int64_t i = thread_index(); i < total; i += grid_stride()) {
     const int64_t r = i / width, c = i - r * width;
-    dst[r * dst_stride + c] = __float2half_rn(src[r * src_stride + c]);
+    dst[r * dst_stride + c] = float_to_kv_bits(src[r * src_stride + c], bf16);
   }
 }
 
-// The queued store_f16 calls (CudaBackend::flush_stores): one block per call.
+// The queued store_kv calls (CudaBackend::flush_stores): one block per call.
 struct QueuedStore {
   const float* src;
   int64_t src_stride;
-  __half* dst;
+  uint16_t* dst;
   int64_t dst_stride;
   int64_t rows;
+  int32_t bf16;  // the cache type is bf16 (else f16)
 };
 
 __global__ void store_queued(const QueuedStore* __restrict__ stores, int64_t width) {
   const QueuedStore s = stores[blockIdx.x];
   for (int64_t i = threadIdx.x; i < s.rows * width; i += blockDim.x) {
     const int64_t r = i / width, c = i - r * width;
-    s.dst[r * s.dst_stride + c] = __float2half_rn(s.src[r * s.src_stride + c]);
+    s.dst[r * s.dst_stride + c] = float_to_kv_bits(s.src[r * s.src_stride + c], s.bf16 != 0);
   }
 }
 
@@ -443,7 +447,8 @@ class CudaBackend final : public Backend {
     const Profiled profiled(profiler_, "matmul");
     const int64_t cols = cw.cols();
     __half* x16 = x_f16_.get<__half>(n * cols);
-    f32_rows_to_f16<<<grid_for(n * cols), kThreads, 0, ctx_.stream>>>(x, cols, n, cols, x16, cols);
+    f32_rows_to_kv<<<grid_for(n * cols), kThreads, 0, ctx_.stream>>>(
+        x, cols, n, cols, reinterpret_cast<uint16_t*>(x16), cols, /*bf16=*/false);
     LS_CUDA_LAUNCHED();
     // cuBLAS is column-major: our row-major Y [n × rows] is its Yᵀ [rows × n], and
     // Yᵀ = Wᵀ · Xᵀ with W [rows × cols] read as a cols × rows matrix (op T, lda = cols).
@@ -520,23 +525,35 @@ class CudaBackend final : public Backend {
     LS_CUDA_LAUNCHED();
   }
 
-  void store_f16(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
-                 int64_t dst_stride) override {
+  bool memory_info(int64_t* free_bytes, int64_t* total_bytes) override {
+    bind();
+    LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    size_t free_now = 0, total = 0;
+    LS_CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
+    *free_bytes = static_cast<int64_t>(free_now);
+    *total_bytes = static_cast<int64_t>(total);
+    return true;
+  }
+
+  void store_kv(const float* src, int64_t src_stride, int64_t n, int64_t width, uint16_t* dst,
+                int64_t dst_stride, DType type) override {
     if (n <= 0 || width <= 0) return;
+    if (!is_kv_type(type))
+      throw std::invalid_argument("CUDA store_kv: the type must be f16 or bf16");
+    const bool bf16 = type == DType::kBF16;
     if (n <= kQueuedStoreRows) {
       // A decode stores one K and one V row per sequence and layer: queued, and issued as one
       // launch by the next op (every other op flushes the queue first, in bind()).
       LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
       if (!queued_stores_.empty() && width != queued_width_) flush_stores();
       queued_width_ = width;
-      queued_stores_.push_back(
-          QueuedStore{src, src_stride, reinterpret_cast<__half*>(dst), dst_stride, n});
+      queued_stores_.push_back(QueuedStore{src, src_stride, dst, dst_stride, n, bf16 ? 1 : 0});
       return;
     }
     bind();
-    const Profiled profiled(profiler_, "store_f16");
-    f32_rows_to_f16<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(
-        src, src_stride, n, width, reinterpret_cast<__half*>(dst), dst_stride);
+    const Profiled profiled(profiler_, "store_kv");
+    f32_rows_to_kv<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(src, src_stride, n, width,
+                                                                      dst, dst_stride, bf16);
     LS_CUDA_LAUNCHED();
   }
 
@@ -587,7 +604,7 @@ class CudaBackend final : public Backend {
   }
 
   void flush_stores() {
-    const Profiled profiled(profiler_, "store_f16 (queued)");
+    const Profiled profiled(profiler_, "store_kv (queued)");
     const auto count = static_cast<int64_t>(queued_stores_.size());
     QueuedStore* device = store_descriptors_.get<QueuedStore>(count);
     ctx_.upload_small(device, queued_stores_.data(),
@@ -638,7 +655,7 @@ class CudaBackend final : public Backend {
   DeviceScratch positions_;        // rope's positions
   DeviceScratch run_descriptors_;  // copy_runs_f16's descriptors
   static constexpr int64_t kQueuedStoreRows = 4;
-  std::vector<QueuedStore> queued_stores_;  // store_f16 calls not yet issued (all queued_width_)
+  std::vector<QueuedStore> queued_stores_;  // store_kv calls not yet issued (all queued_width_)
   int64_t queued_width_ = 0;
   DeviceScratch store_descriptors_;
   std::string description_;

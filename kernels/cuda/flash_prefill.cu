@@ -1,10 +1,12 @@
 // The prefill path of CudaAttention (cuda_attention.cu): one fused causal flash-attention kernel
 // on tensor cores for a sequence whose keys are contiguous (a prompt's keys in HybridSequence's
 // scratch, or a SequenceCache) and that has at least kPrefillMinQueries queries; no score matrix
-// in memory. Its probabilities are always rounded to f16 for the P·V product, whether or not
-// round_probabilities_f16 is set: the unnormalized exp(s − m) ≤ 1 relative to the running row
-// max m (relative error ≤ 2⁻¹¹ each, as llama.cpp's rounding of the normalized ones), normalized
-// afterwards by the f32 sum; lse comes from the f32 max and sum.
+// in memory. With a bf16 cache (AttentionShape::kv_type) the same kernel runs the bf16 form of
+// the mma (queries, keys, values and probabilities in bf16). Its probabilities are always rounded
+// to the cache type for the P·V product, whether or not round_probabilities_f16 is set: the
+// unnormalized exp(s − m) ≤ 1 relative to the running row max m (relative error ≤ 2⁻¹¹ each, as
+// llama.cpp's rounding of the normalized ones), normalized afterwards by the f32 sum; lse comes
+// from the f32 max and sum.
 #include <limits>
 
 #include "kernels/cuda/attention_common.cuh"
@@ -91,20 +93,31 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(address));
 }
 
-// d += a · b (m16n8k16, f16 inputs, f32 accumulators).
+// d += a · b (m16n8k16, f16 inputs (bf16 with BF16), f32 accumulators).
+template <bool BF16>
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                           uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  if constexpr (BF16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
-// Two f32 values as an f16 pair, `lo` in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
-  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
-         (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16);
+// Two f32 values as a pair of the cache type (f16, or bf16 with BF16), `lo` in the low half (the
+// lower column of a fragment).
+template <bool BF16>
+__device__ __forceinline__ uint32_t pack_kv2(float lo, float hi) {
+  return static_cast<uint32_t>(float_to_kv_bits(lo, BF16)) |
+         (static_cast<uint32_t>(float_to_kv_bits(hi, BF16)) << 16);
 }
 
 struct FlashArgs {
@@ -128,7 +141,7 @@ struct FlashArgs {
 
 // Block b: KV head b % kv_heads, row tile row_tiles − 1 − b / kv_heads (the longest tiles, the
 // last queries, start first).
-template <int HD>
+template <int HD, bool BF16>
 __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
     flash_prefill_kernel(const FlashArgs a) {
   using T = FlashTile<HD>;
@@ -157,7 +170,8 @@ __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
   const int head_lo = kvh * a.group + row_lo % a.group;
   const int head_hi = kvh * a.group + row_hi % a.group;
 
-  // This lane's A fragments of its two rows, f16-rounded as the CPU rounds queries.
+  // This lane's A fragments of its two rows, rounded to the cache type as the CPU rounds
+  // queries.
   uint32_t qf[kDimChunks][4];
   {
     const float* q_lo =
@@ -167,10 +181,10 @@ __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
 #pragma unroll
     for (int kc = 0; kc < kDimChunks; ++kc) {
       const int c = kc * 16 + 2 * tig;
-      qf[kc][0] = pack_f16x2(q_lo[c], q_lo[c + 1]);
-      qf[kc][1] = pack_f16x2(q_hi[c], q_hi[c + 1]);
-      qf[kc][2] = pack_f16x2(q_lo[c + 8], q_lo[c + 9]);
-      qf[kc][3] = pack_f16x2(q_hi[c + 8], q_hi[c + 9]);
+      qf[kc][0] = pack_kv2<BF16>(q_lo[c], q_lo[c + 1]);
+      qf[kc][1] = pack_kv2<BF16>(q_hi[c], q_hi[c + 1]);
+      qf[kc][2] = pack_kv2<BF16>(q_lo[c + 8], q_lo[c + 9]);
+      qf[kc][3] = pack_kv2<BF16>(q_hi[c + 8], q_hi[c + 9]);
     }
   }
 
@@ -236,8 +250,8 @@ __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
         for (int kp = 0; kp < kKeyTiles / 2; ++kp) {
           uint32_t b[4];
           ldmatrix_x4(b, ks + 2 * (k_lane + kp * 16 * T::kPitch + kc * 16));
-          mma_16816(s[2 * kp], qf[kc], b[0], b[1]);
-          mma_16816(s[2 * kp + 1], qf[kc], b[2], b[3]);
+          mma_16816<BF16>(s[2 * kp], qf[kc], b[0], b[1]);
+          mma_16816<BF16>(s[2 * kp + 1], qf[kc], b[2], b[3]);
         }
       }
 
@@ -290,16 +304,16 @@ __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
       // O += P·V: the A fragment of keys 16kc..16kc+15 is S's n-tiles 2kc and 2kc + 1.
 #pragma unroll
       for (int kc = 0; kc < kKeyChunks; ++kc) {
-        const uint32_t p[4] = {pack_f16x2(s[2 * kc][0], s[2 * kc][1]),
-                               pack_f16x2(s[2 * kc][2], s[2 * kc][3]),
-                               pack_f16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                               pack_f16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+        const uint32_t p[4] = {pack_kv2<BF16>(s[2 * kc][0], s[2 * kc][1]),
+                               pack_kv2<BF16>(s[2 * kc][2], s[2 * kc][3]),
+                               pack_kv2<BF16>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                               pack_kv2<BF16>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
         for (int dp = 0; dp < kDimChunks; ++dp) {
           uint32_t b[4];
           ldmatrix_x4_trans(b, vs + 2 * (v_lane + kc * 16 * T::kPitch + dp * 16));
-          mma_16816(o[2 * dp], p, b[0], b[1]);
-          mma_16816(o[2 * dp + 1], p, b[2], b[3]);
+          mma_16816<BF16>(o[2 * dp], p, b[0], b[1]);
+          mma_16816<BF16>(o[2 * dp + 1], p, b[2], b[3]);
         }
       }
     }
@@ -333,12 +347,12 @@ __global__ void __launch_bounds__(kFlashThreads, HD == 64 ? 2 : 1)
 
 // One flash prefill launch (its dynamic shared memory may exceed the 48 KB default: allowed
 // per launch, which costs a driver call only per prefill).
-template <int HD>
+template <int HD, bool BF16>
 void launch_flash(const FlashArgs& a, unsigned blocks, cudaStream_t stream) {
   constexpr int kBytes = FlashTile<HD>::kSmemBytes;
-  LS_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<HD>,
+  LS_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<HD, BF16>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  flash_prefill_kernel<HD><<<blocks, kFlashThreads, kBytes, stream>>>(a);
+  flash_prefill_kernel<HD, BF16><<<blocks, kFlashThreads, kBytes, stream>>>(a);
   LS_CUDA_LAUNCHED();
 }
 
@@ -375,10 +389,20 @@ void flash_prefill(CudaContext& ctx, const float* q, const AttentionSeq& seq,
               shape.out_stride,
               out,
               seq.lse};
+  const bool bf16 = shape.kv_type == DType::kBF16;
+  if (!is_kv_type(shape.kv_type)) {
+    throw std::invalid_argument("CUDA attention: kv_type must be f16 or bf16");
+  }
   if (shape.head_dim == 64) {
-    launch_flash<64>(a, static_cast<unsigned>(blocks), ctx.stream);
+    if (bf16) {
+      launch_flash<64, true>(a, static_cast<unsigned>(blocks), ctx.stream);
+    } else {
+      launch_flash<64, false>(a, static_cast<unsigned>(blocks), ctx.stream);
+    }
+  } else if (bf16) {
+    launch_flash<128, true>(a, static_cast<unsigned>(blocks), ctx.stream);
   } else {
-    launch_flash<128>(a, static_cast<unsigned>(blocks), ctx.stream);
+    launch_flash<128, false>(a, static_cast<unsigned>(blocks), ctx.stream);
   }
 }
 

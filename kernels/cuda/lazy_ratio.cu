@@ -38,7 +38,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int g = 0; g < G; ++g) mass[g] = 0.0f;
   if (j0 < j1) {  // block-uniform
     float qr[G][16];
-    load_query<HD, G>(q + static_cast<int64_t>(pos) * q_stride + head_offset * G, kl, qr);
+    load_query<HD, G>(q + static_cast<int64_t>(pos) * q_stride + head_offset * G, kl, kv.bf16 != 0,
+                      qr);
     float row_lse[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) row_lse[g] = lse[static_cast<int64_t>(pos) * heads + kvh * G + g];
@@ -47,7 +48,8 @@ __global__ void __launch_bounds__(kThreads)
       const int32_t j = base + ks;
       float kf[16];
       if (j < j1) {
-        load_key<HD>(kv.k + token_row(kv, tables, span_token(span, j)) + head_offset, kl, vec, kf);
+        load_key<HD>(kv.k + token_row(kv, tables, span_token(span, j)) + head_offset, kl, vec,
+                     kv.bf16 != 0, kf);
       } else {
 #pragma unroll
         for (int e = 0; e < 16; ++e) kf[e] = 0.0f;
@@ -141,7 +143,7 @@ float device_lazy_ratio(CudaContext& ctx, DeviceScratch& table_scratch,
     if (head_ratios != nullptr) std::fill(head_ratios, head_ratios + shape.heads, 1.0f);
     return 1.0f;
   }
-  SeqDesc d = describe(kv, "lazy_ratio");
+  SeqDesc d = describe(kv, shape.kv_type, "lazy_ratio");
   // The kept keys [0, sink_end) ∪ [window_begin, n), as lazy_ratio_impl.inc's lazy_ratio clamps
   // them.
   const int32_t sink_end = std::min(std::max(sink, 0), n);

@@ -129,6 +129,11 @@ TEST(ServeConfig, ImpossibleValuesNameTheKey) {
       {{"--window", "0"}, "window must be ≥ 1"},
       {{"--lazy-fraction", "1.5"}, "lazy_fraction must be in [0, 1]"},
       {{"--lt-mode", "static"}, "needs a plan file"},
+      {{"--kv-dtype", "f32"}, "engine.kv_dtype must be f16 or bf16, got 'f32'"},
+      {{"--gpu-memory-utilization", "1.5"}, "engine.gpu_memory_utilization must be in (0, 1]"},
+      {{"--gpu-memory-utilization", "-0.1"}, "engine.gpu_memory_utilization"},
+      {{"--gpu-memory-utilization", "0.9", "--kv-budget", "1GiB"},
+       "engine.kv_budget are mutually exclusive"},
   };
   for (const Case& c : cases) {
     auto r = resolve(c.args);

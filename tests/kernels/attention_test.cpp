@@ -27,6 +27,7 @@ std::vector<const OpsTable*> supported_tables() {
   std::vector<const OpsTable*> tables = {&kOpsGeneric};
   if (f.avx2) tables.push_back(&kOpsAvx2);
   if (f.avx512) tables.push_back(&kOpsAvx512);
+  if (f.avx512 && f.avx512_bf16) tables.push_back(&kOpsAvx512Bf16);
   return tables;
 }
 

@@ -24,19 +24,28 @@ using namespace cuda_testing;  // NOLINT: the shared helpers and fixture
 
 // ---- attention ----
 
-AttentionShape model_shape(bool round_probabilities_f16) {
+AttentionShape model_shape(bool round_probabilities_f16, DType kv_type = DType::kF16) {
   const float scale = 1.0f / std::sqrt(float{kHeadDim});
-  return {kHeads, kKvHeads, kHeadDim, kQStride, kOutStride, scale, round_probabilities_f16};
+  AttentionShape shape{
+      kHeads, kKvHeads, kHeadDim, kQStride, kOutStride, scale, round_probabilities_f16};
+  shape.kv_type = kv_type;
+  return shape;
 }
 
-// The keys and values of n tokens, token-major, f16: keys σ 2 (peaked attention), values σ 1.
+uint16_t to_kv(float x, DType type) {
+  return type == DType::kBF16 ? fp32_to_bf16(x) : fp32_to_fp16(x);
+}
+
+// The keys and values of n tokens, token-major, in the cache type (f16 or bf16): keys σ 2
+// (peaked attention), values σ 1.
 struct Tokens {
   int n = 0;
+  DType type = DType::kF16;
   std::vector<uint16_t> k, v;
 
-  Tokens(int tokens, std::mt19937& rng) : n(tokens) {
-    for (float x : random_normal(n * kKvWidth, rng, 2.0f)) k.push_back(fp32_to_fp16(x));
-    for (float x : random_normal(n * kKvWidth, rng)) v.push_back(fp32_to_fp16(x));
+  Tokens(int tokens, std::mt19937& rng, DType kv_type = DType::kF16) : n(tokens), type(kv_type) {
+    for (float x : random_normal(n * kKvWidth, rng, 2.0f)) k.push_back(to_kv(x, type));
+    for (float x : random_normal(n * kKvWidth, rng)) v.push_back(to_kv(x, type));
   }
 };
 
@@ -45,15 +54,16 @@ struct Tokens {
 // attended keys shows in the output.
 struct Cache {
   KvView layout;  // kind, strides, block size, sink and window
+  DType type;     // of the values
   std::vector<uint16_t> k, v;
   std::vector<int32_t> block_table;
   Buffer device_k, device_v;
 
-  Cache(KvView::Kind kind, int64_t row_stride, int64_t elements) {
+  Cache(KvView::Kind kind, int64_t row_stride, int64_t elements, DType kv_type) : type(kv_type) {
     layout.kind = kind;
     layout.row_stride = row_stride;
-    k.assign(static_cast<size_t>(elements), fp32_to_fp16(NAN));
-    v.assign(static_cast<size_t>(elements), fp32_to_fp16(NAN));
+    k.assign(static_cast<size_t>(elements), to_kv(NAN, type));
+    v.assign(static_cast<size_t>(elements), to_kv(NAN, type));
   }
   void put(const Tokens& tokens, int t, int64_t row_offset) {
     std::copy_n(tokens.k.begin() + t * kKvWidth, kKvWidth, k.begin() + row_offset);
@@ -79,7 +89,7 @@ struct Cache {
 // Padded rows and 40 spare rows past the last token.
 std::unique_ptr<Cache> contiguous_cache(const Tokens& t) {
   const int64_t stride = kKvWidth + 8;
-  auto c = std::make_unique<Cache>(KvView::Kind::kContiguous, stride, (t.n + 40) * stride);
+  auto c = std::make_unique<Cache>(KvView::Kind::kContiguous, stride, (t.n + 40) * stride, t.type);
   for (int i = 0; i < t.n; ++i) c->put(t, i, i * stride);
   return c;
 }
@@ -93,7 +103,7 @@ std::unique_ptr<Cache> paged_cache(const Tokens& t, std::mt19937& rng) {
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), rng);
   auto c = std::make_unique<Cache>(KvView::Kind::kPaged, stride,
-                                   static_cast<int64_t>(ids.size()) * block_stride);
+                                   static_cast<int64_t>(ids.size()) * block_stride, t.type);
   c->block_table.assign(ids.begin(), ids.begin() + num_blocks);
   c->layout.block_size = block_size;
   c->layout.block_stride = block_stride;
@@ -107,7 +117,7 @@ std::unique_ptr<Cache> paged_cache(const Tokens& t, std::mt19937& rng) {
 // t < sink ? t : sink + (t − sink) % window), so the window slides over older tokens.
 std::unique_ptr<Cache> ring_cache(const Tokens& t, int sink, int window) {
   const int64_t stride = kKvWidth + 4;
-  auto c = std::make_unique<Cache>(KvView::Kind::kRing, stride, (sink + window) * stride);
+  auto c = std::make_unique<Cache>(KvView::Kind::kRing, stride, (sink + window) * stride, t.type);
   c->layout.sink = sink;
   c->layout.window = window;
   for (int i = 0; i < t.n; ++i) c->put(t, i, (i < sink ? i : sink + (i - sink) % window) * stride);
@@ -124,7 +134,7 @@ std::unique_ptr<Cache> paged_ring_cache(const Tokens& t, int sink, int window, s
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), rng);
   auto c = std::make_unique<Cache>(KvView::Kind::kRing, stride,
-                                   static_cast<int64_t>(ids.size()) * block_stride);
+                                   static_cast<int64_t>(ids.size()) * block_stride, t.type);
   c->block_table.assign(ids.begin(), ids.begin() + num_blocks);
   c->layout.block_size = block_size;
   c->layout.block_stride = block_stride;
@@ -159,10 +169,13 @@ class CudaAttentionTest : public CudaBackendTest {
   // One attention call with `cases` as its sequences on both backends (rows in case order, or
   // reversed), compared sequence by sequence: outputs of O(1) within 2e-3 (the GPU may keep f32
   // probabilities where the CPU rounds them to f16, and sums in another order; a wrong mask or
-  // row moves outputs by O(0.1)), log-sum-exps within 1e-3.
+  // row moves outputs by O(0.1)), log-sum-exps within 1e-3. A bf16 cache (the cases' type) allows
+  // 1e-2 on outputs: a probability rounded to bf16 on one side only moves by up to 2^-8.
   void compare(const std::vector<SeqCase>& cases, bool round, std::mt19937& rng,
                bool reverse_rows = false) {
-    const AttentionShape shape = model_shape(round);
+    const DType type = cases.front().cache->type;
+    const AttentionShape shape = model_shape(round, type);
+    const double out_tol = type == DType::kBF16 ? 1e-2 : 2e-3;
     int64_t rows = 0;
     std::vector<int64_t> first_rows(cases.size());
     for (size_t j = 0; j < cases.size(); ++j) {
@@ -199,12 +212,13 @@ class CudaAttentionTest : public CudaBackendTest {
       const std::string what = std::string(kind_name(c.cache->layout.kind)) + " seq " +
                                std::to_string(i) + "/" + std::to_string(cases.size()) + ": " +
                                std::to_string(c.num_queries) + " q at pos " +
-                               std::to_string(c.first_pos) + (round ? ", f16 probs" : "");
+                               std::to_string(c.first_pos) + (round ? ", rounded probs" : "") +
+                               (type == DType::kBF16 ? ", bf16 cache" : "");
       auto slice = [&](const std::vector<float>& v, int64_t width) {
         const auto begin = v.begin() + first_rows[i] * width;
         return std::vector<float>(begin, begin + c.num_queries * width);
       };
-      EXPECT_TRUE(all_close(slice(got, kOutStride), slice(want, kOutStride), 2e-3, 0, kOutStride,
+      EXPECT_TRUE(all_close(slice(got, kOutStride), slice(want, kOutStride), out_tol, 0, kOutStride,
                             what + " out [q, head·64+d]"));
       EXPECT_TRUE(all_close(slice(got_lse, kHeads), slice(want_lse, kHeads), 1e-3, 0, kHeads,
                             what + " lse [q, head]"));
@@ -293,6 +307,25 @@ TEST_F(CudaAttentionTest, MixedBatchInOneCallMatchesCpu) {
   }
 }
 
+// A bf16 cache (--kv-dtype bf16) through every path: the tensor-core prefill (bf16 mma), the
+// split decode over paged, ring and paged-ring views, in one mixed call.
+TEST_F(CudaAttentionTest, Bf16CacheMatchesCpu) {
+  std::mt19937 rng(15);
+  const DType bf16 = DType::kBF16;
+  for (const auto& [num_queries, first_pos] :
+       std::vector<std::pair<int32_t, int32_t>>{{5, 0}, {300, 0}, {2100, 0}, {300, 1000}}) {
+    const Cache& cache = add_cache(contiguous_cache(Tokens(first_pos + num_queries, rng, bf16)));
+    for (bool round : {false, true}) compare({{&cache, num_queries, first_pos}}, round, rng);
+  }
+  const Cache& paged = add_cache(paged_cache(Tokens(1000, rng, bf16), rng));
+  const Cache& ring = add_cache(ring_cache(Tokens(3000, rng, bf16), 4, 1020));
+  const Cache& paged_ring = add_cache(paged_ring_cache(Tokens(2000, rng, bf16), 4, 1020, rng));
+  const Cache& prompt = add_cache(contiguous_cache(Tokens(400, rng, bf16)));
+  const std::vector<SeqCase> batch = {
+      {&prompt, 300, 100}, {&paged, 1, 999}, {&ring, 1, 2999}, {&paged_ring, 1, 1999}};
+  for (bool round : {false, true}) compare(batch, round, rng);
+}
+
 TEST_F(CudaAttentionTest, LazyRatioMatchesCpu) {
   std::mt19937 rng(13);
   struct Case {
@@ -300,50 +333,54 @@ TEST_F(CudaAttentionTest, LazyRatioMatchesCpu) {
   };
   for (const Case& c : std::vector<Case>{
            {3000, 64, 4, 1020}, {1000, 64, 4, 1020}, {200, 64, 4, 20}, {40, 64, 4, 20}}) {
-    const Tokens tokens(c.n, rng);
-    const Cache& cache = add_cache(contiguous_cache(tokens));
-    // Queries scaled so that attention is peaked enough for ratios away from 0 and 1.
-    const std::vector<float> q = random_normal(static_cast<size_t>(c.n) * kQStride, rng, 3.0f);
-    const Buffer gq = to_backend(gpu(), q);
-    for (bool round : {false, true}) {
-      const AttentionShape shape = model_shape(round);
-      // The log-sum-exp of the last w_last queries, as the prefill's attention leaves it.
-      const int32_t first = std::max(0, c.n - c.w_last);
-      std::vector<float> lse(static_cast<size_t>(c.n) * kHeads, NAN);
-      std::vector<float> out(static_cast<size_t>(c.n) * kOutStride, NAN);
-      Buffer glse = to_backend(gpu(), lse);
-      Buffer gout = to_backend(gpu(), out);
-      AttentionSeq seq;
-      seq.first_row = first;
-      seq.num_queries = c.n - first;
-      seq.first_pos = first;
-      seq.kv = cache.host_view();
-      seq.lse = lse.data() + static_cast<int64_t>(first) * kHeads;
-      cpu().attention(q.data(), {&seq, 1}, shape, out.data());
-      seq.kv = cache.device_view();
-      seq.lse = glse.get<float>() + static_cast<int64_t>(first) * kHeads;
-      gpu().attention(gq.get<float>(), {&seq, 1}, shape, gout.get<float>());
+    for (const DType type : {DType::kF16, DType::kBF16}) {
+      const Tokens tokens(c.n, rng, type);
+      const Cache& cache = add_cache(contiguous_cache(tokens));
+      // Queries scaled so that attention is peaked enough for ratios away from 0 and 1.
+      const std::vector<float> q = random_normal(static_cast<size_t>(c.n) * kQStride, rng, 3.0f);
+      const Buffer gq = to_backend(gpu(), q);
+      for (bool round : {false, true}) {
+        const AttentionShape shape = model_shape(round, type);
+        // The log-sum-exp of the last w_last queries, as the prefill's attention leaves it.
+        const int32_t first = std::max(0, c.n - c.w_last);
+        std::vector<float> lse(static_cast<size_t>(c.n) * kHeads, NAN);
+        std::vector<float> out(static_cast<size_t>(c.n) * kOutStride, NAN);
+        Buffer glse = to_backend(gpu(), lse);
+        Buffer gout = to_backend(gpu(), out);
+        AttentionSeq seq;
+        seq.first_row = first;
+        seq.num_queries = c.n - first;
+        seq.first_pos = first;
+        seq.kv = cache.host_view();
+        seq.lse = lse.data() + static_cast<int64_t>(first) * kHeads;
+        cpu().attention(q.data(), {&seq, 1}, shape, out.data());
+        seq.kv = cache.device_view();
+        seq.lse = glse.get<float>() + static_cast<int64_t>(first) * kHeads;
+        gpu().attention(gq.get<float>(), {&seq, 1}, shape, gout.get<float>());
 
-      for (LazyScore score : {LazyScore::kMean, LazyScore::kHeadMin, LazyScore::kHeadMinLast}) {
-        std::vector<float> want_heads(kHeads, NAN), got_heads(kHeads, NAN);
-        const float want = cpu().lazy_ratio(q.data(), lse.data(), cache.host_view(), c.n, c.w_last,
-                                            c.sink, c.window, shape, score, want_heads.data());
-        const float got =
-            gpu().lazy_ratio(gq.get<float>(), glse.get<float>(), cache.device_view(), c.n, c.w_last,
-                             c.sink, c.window, shape, score, got_heads.data());
-        const std::string what =
-            "lazy_ratio n " + std::to_string(c.n) + " w_last " + std::to_string(c.w_last) +
-            " sink " + std::to_string(c.sink) + " window " + std::to_string(c.window) + " score " +
-            std::to_string(static_cast<int>(score)) + (round ? ", f16 probs" : "");
-        std::printf("  %-60s got %.6f want %.6f\n", what.c_str(), got, want);
-        EXPECT_NEAR(got, want, 1e-3) << what;
-        EXPECT_GE(got, 0.0f) << what;
-        EXPECT_LE(got, 1.0f) << what;
-        for (int h = 0; h < kHeads; ++h) EXPECT_NEAR(got_heads[h], want_heads[h], 1e-3) << what;
-        // The score is the mean or the minimum of the per-head ratios it returns.
-        const float least = *std::min_element(got_heads.begin(), got_heads.end());
-        if (score != LazyScore::kMean) {
-          EXPECT_EQ(got, least) << what;
+        for (LazyScore score : {LazyScore::kMean, LazyScore::kHeadMin, LazyScore::kHeadMinLast}) {
+          std::vector<float> want_heads(kHeads, NAN), got_heads(kHeads, NAN);
+          const float want =
+              cpu().lazy_ratio(q.data(), lse.data(), cache.host_view(), c.n, c.w_last, c.sink,
+                               c.window, shape, score, want_heads.data());
+          const float got =
+              gpu().lazy_ratio(gq.get<float>(), glse.get<float>(), cache.device_view(), c.n,
+                               c.w_last, c.sink, c.window, shape, score, got_heads.data());
+          const std::string what =
+              "lazy_ratio n " + std::to_string(c.n) + " w_last " + std::to_string(c.w_last) +
+              " sink " + std::to_string(c.sink) + " window " + std::to_string(c.window) +
+              " score " + std::to_string(static_cast<int>(score)) +
+              (round ? ", rounded probs" : "") + (type == DType::kBF16 ? ", bf16 cache" : "");
+          std::printf("  %-60s got %.6f want %.6f\n", what.c_str(), got, want);
+          EXPECT_NEAR(got, want, 1e-3) << what;
+          EXPECT_GE(got, 0.0f) << what;
+          EXPECT_LE(got, 1.0f) << what;
+          for (int h = 0; h < kHeads; ++h) EXPECT_NEAR(got_heads[h], want_heads[h], 1e-3) << what;
+          // The score is the mean or the minimum of the per-head ratios it returns.
+          const float least = *std::min_element(got_heads.begin(), got_heads.end());
+          if (score != LazyScore::kMean) {
+            EXPECT_EQ(got, least) << what;
+          }
         }
       }
     }

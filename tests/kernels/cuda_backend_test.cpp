@@ -358,26 +358,31 @@ TEST_F(CudaBackendTest, AddMatchesCpuExactly) {
   }
 }
 
-TEST_F(CudaBackendTest, StoreF16RoundsAsCpuAndKeepsPadding) {
+TEST_F(CudaBackendTest, StoreKvRoundsAsCpuAndKeepsPadding) {
   std::mt19937 rng(7);
   const std::vector<float> special = {
       65504.0f, 65519.0f,  65520.0f, 70000.0f,           -70000.0f,          1e-8f,
       5.96e-8f, 2.98e-8f,  -2.9e-8f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, -0.0f,
-      INFINITY, -INFINITY, 6.1e-5f};
-  for (int64_t width : {192, 100}) {
-    for (int64_t n : {1, 77, 600}) {
-      const int64_t src_stride = width + 13, dst_stride = width + 8;
-      std::vector<float> src = random_normal(static_cast<size_t>(n * src_stride), rng, 10.0f);
-      for (size_t i = 0; i < special.size() && i < static_cast<size_t>(width); ++i)
-        src[i] = special[i];
-      std::vector<uint16_t> want(static_cast<size_t>(n * dst_stride), 0xabcd);
-      Buffer gdst = to_backend(gpu(), want);
-      const Buffer gsrc = to_backend(gpu(), src);
-      cpu().store_f16(src.data(), src_stride, n, width, want.data(), dst_stride);
-      gpu().store_f16(gsrc.get<float>(), src_stride, n, width, gdst.get<uint16_t>(), dst_stride);
-      EXPECT_TRUE(
-          all_equal(to_host<uint16_t>(gpu(), gdst, want.size()), want, dst_stride,
-                    "store_f16 n " + std::to_string(n) + " width " + std::to_string(width)));
+      INFINITY, -INFINITY, 6.1e-5f,  1.0f + 1.0f / 256,  1.0f + 3.0f / 256,  1e-40f,
+      -1e-40f,  3e38f};
+  for (const DType type : {DType::kF16, DType::kBF16}) {
+    for (int64_t width : {192, 100}) {
+      for (int64_t n : {1, 77, 600}) {
+        const int64_t src_stride = width + 13, dst_stride = width + 8;
+        std::vector<float> src = random_normal(static_cast<size_t>(n * src_stride), rng, 10.0f);
+        for (size_t i = 0; i < special.size() && i < static_cast<size_t>(width); ++i)
+          src[i] = special[i];
+        std::vector<uint16_t> want(static_cast<size_t>(n * dst_stride), 0xabcd);
+        Buffer gdst = to_backend(gpu(), want);
+        const Buffer gsrc = to_backend(gpu(), src);
+        cpu().store_kv(src.data(), src_stride, n, width, want.data(), dst_stride, type);
+        gpu().store_kv(gsrc.get<float>(), src_stride, n, width, gdst.get<uint16_t>(), dst_stride,
+                       type);
+        std::string what = "store_kv ";
+        what.append(kv_type_name(type));
+        what.append(" n " + std::to_string(n) + " width " + std::to_string(width));
+        EXPECT_TRUE(all_equal(to_host<uint16_t>(gpu(), gdst, want.size()), want, dst_stride, what));
+      }
     }
   }
 }

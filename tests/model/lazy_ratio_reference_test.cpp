@@ -42,10 +42,10 @@ class Recorder final : public SequenceKv {
   int32_t capacity() const override { return child_->capacity(); }
   Status check_append(int32_t n) const override { return child_->check_append(n); }
   LayerKv store_layer(kernels::Backend& backend, int32_t layer, const float* k, const float* v,
-                      int64_t src_stride, int32_t n) override {
+                      int64_t src_stride, int32_t n, kernels::DType kv_type) override {
     k_stride_ = src_stride;
     k_[layer].assign(k, k + static_cast<size_t>(n - 1) * src_stride + kv_width_);
-    return child_->store_layer(backend, layer, k, v, src_stride, n);
+    return child_->store_layer(backend, layer, k, v, src_stride, n, kv_type);
   }
   void finish_layer(kernels::Backend& backend, int32_t layer, const float* q,
                     const kernels::AttentionShape& shape, int32_t n) override {

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Tables of scripts/gpu_check.sh's measurements, as markdown (docs/benchmarks.md, "8B shape on a
+GPU"). Reads what the check wrote into OUT_DIR and prints, for whatever is there:
+
+- the decode roofline: per batch, the decode step time of `runtime_bench` (plain model, every
+  sequence decoding at once; the forward pass with its logits download, and the whole step with
+  the host's argmax) against the time to move the bytes a step reads (resident weights +
+  the KV of every sequence at its mean decode context) at the measured copy bandwidth
+  (copy_bandwidth: bytes read + written per second, the rate the memory sustains);
+- hybrid (f = 0.5) over full attention with the KV arena filling the GPU, from one
+  `lightserve bench --compare` run per input length.
+
+    python3 scripts/gpu_tables.py OUT_DIR
+Standard library only (runs with the device machine's python3).
+"""
+import glob
+import json
+import os
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def kv_bytes_per_token(model):
+    # K and V, every layer, 2 bytes per value (f16 and bf16 alike).
+    return 2 * model["num_layers"] * model["num_kv_heads"] * model["head_dim"] * 2
+
+
+def roofline(out_dir, copy):
+    rows = []
+    for path in glob.glob(os.path.join(out_dir, "decode_*.json")):
+        bench = load(path)
+        if not bench:
+            continue
+        for result in bench.get("results", []):
+            if "batch" not in result:
+                continue
+            batch = result["batch"]
+            # Mean context a decode step attends: the prompt plus half the generated tokens.
+            context = bench["decode_context"] + bench["gen"] / 2
+            weights = bench["weight_resident_bytes"]
+            kv = batch * context * kv_bytes_per_token(bench)
+            bound_ms = 1e3 * (weights + kv) / (copy["copy_gb_per_s"] * 1e9)
+            measured = result["ms_per_step"]
+            forward = result.get("forward_ms_per_step", measured)
+            rows.append((batch, bench["decode_context"], bench["kv_dtype"], weights / 2**30,
+                         kv / 2**30, bound_ms, measured, forward, bound_ms / forward,
+                         result["tokens_per_second"]))
+    if not rows:
+        return
+    rows.sort()
+    print(f"Decode step against the HBM roofline ({copy['device']}; copy bandwidth "
+          f"{copy['copy_gb_per_s']:.0f} GB/s read + written, read-only {copy['read_gb_per_s']:.0f}"
+          " GB/s; roofline = (resident weights + KV read) / copy bandwidth):\n")
+    print("| batch | context | KV | weights GiB | KV read GiB | roofline ms | step ms (with host "
+          "argmax) | forward ms | % of roofline (forward) | decode tok/s |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for b, ctx, kv_type, w, kv, bound, ms, fwd, frac, tps in rows:
+        print(f"| {b} | {ctx} | {kv_type} | {w:.2f} | {kv:.2f} | {bound:.2f} | {ms:.2f} | "
+              f"{fwd:.2f} | **{100 * frac:.0f}%** | {tps:.0f} |")
+    print()
+
+
+def hybrid(out_dir):
+    found = False
+    for path in sorted(glob.glob(os.path.join(out_dir, "hybrid_*.json"))):
+        bench = load(path)
+        if not bench or len(bench.get("runs", [])) < 2:
+            continue
+        if not found:
+            print("Hybrid (f = 0.5, --plan none) over full attention, KV arena sized by "
+                  "--gpu-memory-utilization:\n")
+            print("| input + output | N | KV arena GiB | fit full / hybrid | peak conc. | "
+                  "total tok/s full / hybrid | end-to-end ratio | decode-only ms/step full / "
+                  "hybrid | decode tok/s full / hybrid | decode ratio |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            found = True
+        full, hyb = bench["runs"][0], bench["runs"][1]
+
+        def decode_rate(r):
+            s = r["decode_only_steps"]
+            return s["decode_rows"] / s["seconds"] if s["seconds"] > 0 else 0.0
+
+        fr, hr = decode_rate(full), decode_rate(hyb)
+        print(f"| {bench['input_len']} + {bench['output_len']} | {bench['num_prompts']} | "
+              f"{bench['kv_budget'] / 2**30:.1f} | {full['max_sequences_planned']} / "
+              f"{hyb['max_sequences_planned']} | {full['peak_concurrent']} / "
+              f"{hyb['peak_concurrent']} | {full['total_tokens_per_s']:.0f} / "
+              f"{hyb['total_tokens_per_s']:.0f} | **{hyb['total_tokens_per_s'] / full['total_tokens_per_s']:.3f}x** | "
+              f"{full['decode_only_steps']['ms_per_step']:.1f} / "
+              f"{hyb['decode_only_steps']['ms_per_step']:.1f} | {fr:.0f} / {hr:.0f} | "
+              f"**{hr / fr if fr > 0 else 0:.3f}x** |")
+    if found:
+        print()
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out_dir = sys.argv[1]
+    copy = load(os.path.join(out_dir, "copy_bandwidth.json"))
+    if copy:
+        roofline(out_dir, copy)
+    hybrid(out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
