@@ -5,11 +5,19 @@
 // a GBNF grammar (each a repetition that the end-of-generation ids, held back by min_tokens in
 // every mode, never let end), so that every step computes a real mask. The modes are interleaved
 // rep by rep, so machine noise hits them alike; the table gives each mode's throughput and its
-// ratio to the unconstrained run of the same process, and the CPU time of the sampling thread (not
-// inflated by other processes) inside the samplers, masks included, per token and as a share of the
-// decode wall time.
+// ratio to the unconstrained run of the same process, the CPU time (not inflated by other
+// processes) of the sampling thread inside the samplers and of the mask workers
+// (sampling/mask_workers.h) that fill the next masks meanwhile, per token, and the extra CPU over
+// the unconstrained run as a share of its wall time per token.
 //
 //   constrained_bench [--model PATH] [--threads N] [--batch 16] [--gen 128] [--reps 3]
+//                     [--mask-threads N] [--masks-only] [--emulated-forward-ms X] [--only MODE]
+//
+// --mask-threads: the mask workers (0: masks filled on demand on the sampling thread; default:
+// the library's). --masks-only: random logits instead of the forward pass (the masks' cost alone,
+// for profiling). --emulated-forward-ms X: the same, with a sleep of X ms per step in place of
+// the forward pass, as a device's forward would leave the CPU free. --only MODE: the
+// unconstrained mode and this one (json_schema, regex, gbnf).
 #include <time.h>
 
 #include <chrono>
@@ -18,12 +26,14 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "model/constraint_vocabulary.h"
 #include "model/llama_model.h"
 #include "sampling/constraint.h"
+#include "sampling/mask_workers.h"
 #include "sampling/sampler.h"
 
 using namespace lightserve;
@@ -54,6 +64,7 @@ struct Mode {
   int constrained = 0;  // how many of the batch carry it
   double seconds = 0;
   double sample_cpu_seconds = 0;  // this thread's CPU time inside Sampler::sample
+  double worker_cpu_seconds = 0;  // the mask workers' CPU time during the decode steps
 };
 
 }  // namespace
@@ -62,6 +73,10 @@ int main(int argc, char** argv) {
   std::string model_path = LIGHTSERVE_DEFAULT_MODEL;
   if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
   int threads = 0, batch = 16, gen = 128, reps = 3, prompt_len = 128;
+  int mask_threads = sampling::constraint_mask_threads();
+  bool masks_only = false;
+  double emulated_forward_ms = 0;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -81,13 +96,23 @@ int main(int argc, char** argv) {
       gen = std::stoi(next());
     else if (a == "--reps")
       reps = std::stoi(next());
+    else if (a == "--mask-threads")
+      mask_threads = std::stoi(next());
+    else if (a == "--masks-only")
+      masks_only = true;
+    else if (a == "--emulated-forward-ms")
+      emulated_forward_ms = std::stod(next()), masks_only = true;
+    else if (a == "--only")
+      only = next();
     else {
       std::fprintf(stderr,
                    "usage: constrained_bench [--model PATH] [--threads N] [--batch 16] "
-                   "[--gen 128] [--reps 3]\n");
+                   "[--gen 128] [--reps 3] [--mask-threads N] [--masks-only] "
+                   "[--emulated-forward-ms X] [--only MODE]\n");
       return 2;
     }
   }
+  sampling::set_constraint_mask_threads(mask_threads);
   auto backend = kernels::make_cpu_backend(threads);
   auto loaded = model::LlamaModel::load(model_path, *backend);
   if (!loaded) {
@@ -132,6 +157,10 @@ int main(int argc, char** argv) {
     modes.push_back({name, compiled.value(), batch, 0, 0});
   }
   modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1, 0, 0});
+  if (!only.empty()) {
+    std::erase_if(modes,
+                  [&](const Mode& m) { return m.name != "unconstrained" && m.name != only; });
+  }
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> token(100, config.vocab_size - 1);
@@ -150,6 +179,15 @@ int main(int argc, char** argv) {
   greedy.min_tokens = gen + 1;
   for (int32_t id = 0; id < config.vocab_size; ++id) {
     if (model->tokenizer().is_end_of_generation(id)) greedy.min_tokens_blocked.push_back(id);
+  }
+  // --masks-only: the logits of a step are one of 8 fixed random vectors instead of a forward pass.
+  std::vector<std::vector<float>> noise(8);
+  if (masks_only) {
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (auto& v : noise) {
+      v.resize(static_cast<size_t>(batch) * config.vocab_size);
+      for (float& l : v) l = normal(rng);
+    }
   }
   int64_t stopped = 0;
   for (int r = 0; r < reps; ++r) {
@@ -172,6 +210,7 @@ int main(int argc, char** argv) {
       check(model->forward(entries, logits));
       std::vector<int32_t> next(static_cast<size_t>(batch));
       const double t0 = now();
+      const double w0 = sampling::constraint_mask_worker_cpu_seconds();
       for (int step = 0; step < gen; ++step) {
         entries.clear();
         for (int b = 0; b < batch; ++b) {
@@ -182,30 +221,51 @@ int main(int argc, char** argv) {
           stopped += model->tokenizer().is_end_of_generation(next[b]) && b < mode.constrained;
           entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
         }
-        check(model->forward(entries, logits));
+        if (masks_only) {
+          logits = noise[static_cast<size_t>(step) % noise.size()];
+          if (emulated_forward_ms > 0) {
+            std::this_thread::sleep_for(
+                std::chrono::duration<double, std::milli>(emulated_forward_ms));
+          }
+        } else {
+          check(model->forward(entries, logits));
+        }
       }
       mode.seconds += now() - t0;
+      mode.worker_cpu_seconds += sampling::constraint_mask_worker_cpu_seconds() - w0;
     }
   }
 
   std::printf(
       "model: %s\nbackend: %s\nbatch %d, prompt %d tokens, %d decode steps, %d reps "
-      "(interleaved), greedy\n",
-      model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps);
+      "(interleaved), greedy; %d mask worker threads%s\n",
+      model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps,
+      mask_threads,
+      emulated_forward_ms > 0
+          ? "; each forward pass replaced by a sleep (a device's), random logits"
+      : masks_only ? "; no forward pass (--masks-only), random logits"
+                   : "");
   std::printf("vocabulary for XGrammar: %.3f s; compile:", vocab_seconds);
   for (size_t i = 0; i < specs.size(); ++i) {
     std::printf(" %s %.3f s%s", specs[i].first.c_str(), compile_seconds[i],
                 i + 1 < specs.size() ? "," : "\n\n");
   }
+  // The extra CPU a mode spends per token over the unconstrained run (the sampling thread's and the
+  // mask workers'), as a share of the unconstrained run's wall time per token: what the masks
+  // would cost a machine where they cannot overlap anything.
   std::printf(
-      "| mode | decode tokens/s | vs unconstrained | sampling CPU us per token (masks included) | "
-      "sampling CPU / decode wall time |\n|---|---:|---:|---:|---:|\n");
+      "| mode | decode tokens/s | vs unconstrained | sampling thread CPU us/token | mask workers "
+      "CPU us/token | extra CPU / unconstrained wall per token |\n"
+      "|---|---:|---:|---:|---:|---:|\n");
   const double tokens = static_cast<double>(batch) * gen * reps;
   const double base = tokens / modes[0].seconds;
+  const double base_cpu = (modes[0].sample_cpu_seconds + modes[0].worker_cpu_seconds) / tokens;
   for (const Mode& m : modes) {
     const double tps = tokens / m.seconds;
-    std::printf("| %s | %.1f | %.3f | %.1f | %.2f%% |\n", m.name.c_str(), tps, tps / base,
-                1e6 * m.sample_cpu_seconds / tokens, 100.0 * m.sample_cpu_seconds / m.seconds);
+    const double cpu = (m.sample_cpu_seconds + m.worker_cpu_seconds) / tokens;
+    std::printf("| %s | %.1f | %.3f | %.1f | %.1f | %.1f%% |\n", m.name.c_str(), tps, tps / base,
+                1e6 * m.sample_cpu_seconds / tokens, 1e6 * m.worker_cpu_seconds / tokens,
+                100.0 * (cpu - base_cpu) * base);
   }
   if (stopped > 0) {
     std::printf("\nwarning: %lld constrained tokens were stop ids (a constraint completed)\n",
