@@ -14,10 +14,11 @@
 //                     [--mask-threads N] [--masks-only] [--emulated-forward-ms X] [--only MODE]
 //
 // --mask-threads: the mask workers (0: masks filled on demand on the sampling thread; default:
-// the library's). --masks-only: random logits instead of the forward pass (the masks' cost alone,
-// for profiling). --emulated-forward-ms X: the same, with a sleep of X ms per step in place of
-// the forward pass, as a device's forward would leave the CPU free. --only MODE: the
-// unconstrained mode and this one (json_schema, regex, gbnf).
+// the library's); a list ("0,2") runs each constrained mode once per count, interleaved.
+// --masks-only: random logits instead of the forward pass (the masks' cost alone, for profiling).
+// --emulated-forward-ms X: the same, with a sleep of X ms per step in place of the forward pass, as
+// a device's forward would leave the CPU free. --only MODE: the unconstrained mode and this one
+// (json_schema, regex, gbnf).
 #include <time.h>
 
 #include <chrono>
@@ -61,11 +62,24 @@ void check(const Status& s) {
 struct Mode {
   std::string name;
   std::shared_ptr<const sampling::CompiledConstraint> constraint;
-  int constrained = 0;  // how many of the batch carry it
+  int constrained = 0;   // how many of the batch carry it
+  int mask_threads = 0;  // the mask workers while it runs
   double seconds = 0;
   double sample_cpu_seconds = 0;  // this thread's CPU time inside Sampler::sample
   double worker_cpu_seconds = 0;  // the mask workers' CPU time during the decode steps
 };
+
+// "0,2" -> {0, 2}.
+std::vector<int> parse_int_list(const std::string& text) {
+  std::vector<int> values;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    values.push_back(std::stoi(text.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return values;
+}
 
 }  // namespace
 
@@ -73,7 +87,7 @@ int main(int argc, char** argv) {
   std::string model_path = LIGHTSERVE_DEFAULT_MODEL;
   if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
   int threads = 0, batch = 16, gen = 128, reps = 3, prompt_len = 128;
-  int mask_threads = sampling::constraint_mask_threads();
+  std::vector<int> mask_threads = {sampling::constraint_mask_threads()};
   bool masks_only = false;
   double emulated_forward_ms = 0;
   std::string only;
@@ -97,7 +111,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps")
       reps = std::stoi(next());
     else if (a == "--mask-threads")
-      mask_threads = std::stoi(next());
+      mask_threads = parse_int_list(next());
     else if (a == "--masks-only")
       masks_only = true;
     else if (a == "--emulated-forward-ms")
@@ -112,7 +126,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  sampling::set_constraint_mask_threads(mask_threads);
   auto backend = kernels::make_cpu_backend(threads);
   auto loaded = model::LlamaModel::load(model_path, *backend);
   if (!loaded) {
@@ -144,7 +157,7 @@ int main(int argc, char** argv) {
         {},
         "bench"}},
   };
-  std::vector<Mode> modes = {{"unconstrained", nullptr, 0, 0, 0}};
+  std::vector<Mode> modes = {{"unconstrained", nullptr, 0, mask_threads[0]}};
   std::vector<double> compile_seconds;
   for (const auto& [name, spec] : specs) {
     const double t0 = now();
@@ -154,12 +167,25 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", compiled.error().message.c_str());
       return 1;
     }
-    modes.push_back({name, compiled.value(), batch, 0, 0});
+    modes.push_back({name, compiled.value(), batch});
   }
-  modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1, 0, 0});
+  modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1});
   if (!only.empty()) {
     std::erase_if(modes,
                   [&](const Mode& m) { return m.name != "unconstrained" && m.name != only; });
+  }
+  // Each constrained mode once per mask worker count (interleaved like the rest).
+  {
+    std::vector<Mode> expanded = {modes[0]};
+    for (size_t i = 1; i < modes.size(); ++i) {
+      for (const int t : mask_threads) {
+        Mode m = modes[i];
+        m.mask_threads = t;
+        if (mask_threads.size() > 1) m.name += ", " + std::to_string(t) + " mask threads";
+        expanded.push_back(std::move(m));
+      }
+    }
+    modes = std::move(expanded);
   }
 
   std::mt19937 rng(42);
@@ -192,6 +218,7 @@ int main(int argc, char** argv) {
   int64_t stopped = 0;
   for (int r = 0; r < reps; ++r) {
     for (Mode& mode : modes) {
+      sampling::set_constraint_mask_threads(mode.mask_threads);
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
       std::vector<sampling::Sampler> samplers;
@@ -236,11 +263,14 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::string threads_list;
+  for (const int t : mask_threads)
+    threads_list += (threads_list.empty() ? "" : ",") + std::to_string(t);
   std::printf(
       "model: %s\nbackend: %s\nbatch %d, prompt %d tokens, %d decode steps, %d reps "
-      "(interleaved), greedy; %d mask worker threads%s\n",
+      "(interleaved), greedy; mask worker threads: %s%s\n",
       model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps,
-      mask_threads,
+      threads_list.c_str(),
       emulated_forward_ms > 0
           ? "; each forward pass replaced by a sleep (a device's), random logits"
       : masks_only ? "; no forward pass (--masks-only), random logits"
