@@ -4,7 +4,10 @@
 #include <xgrammar/xgrammar.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -198,23 +201,54 @@ const std::vector<uint32_t>& ConstraintMatcher::next_mask() {
   return impl_->current_mask();
 }
 
+namespace {
+
+// For each byte of a mask word: its 8 bits as 32-bit lanes, all ones where the bit is set.
+struct ByteLanes {
+  uint32_t keep[8];
+};
+constexpr std::array<ByteLanes, 256> kByteLanes = [] {
+  std::array<ByteLanes, 256> table{};
+  for (uint32_t byte = 0; byte < 256; ++byte) {
+    for (uint32_t j = 0; j < 8; ++j) table[byte].keep[j] = ((byte >> j) & 1u) != 0 ? ~0u : 0u;
+  }
+  return table;
+}();
+
+}  // namespace
+
 bool ConstraintMatcher::mask_logits(std::span<float> logits) {
   const std::vector<uint32_t>& mask = impl_->current_mask();
   constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  const uint32_t banned_bits = std::bit_cast<uint32_t>(kBanned);
   const size_t n = logits.size();
   bool any_allowed = false;  // an allowed id whose logit is above -infinity
   for (size_t word = 0; word * 32 < n; ++word) {
     const uint32_t bits = word < mask.size() ? mask[word] : 0u;
     const size_t begin = word * 32;
     const size_t count = std::min<size_t>(32, n - begin);
-    if (bits == 0) {
-      std::fill_n(logits.begin() + static_cast<std::ptrdiff_t>(begin), count, kBanned);
-      continue;
-    }
     if (bits != ~0u) {
-      // Branch-free, so that the compiler vectorizes it.
-      float* values = logits.data() + begin;
-      for (size_t j = 0; j < count; ++j) values[j] = ((bits >> j) & 1u) != 0 ? values[j] : kBanned;
+      // Branch-free over the word's 32 logits as bits, a byte of the mask at a time through
+      // kByteLanes (allowed and banned ids interleave unpredictably, so a branch per id would
+      // mispredict half the time; fixed lanes let the compiler vectorize without AVX2's
+      // variable shifts).
+      auto apply = [&](uint32_t* values) {
+        for (size_t byte = 0; byte < 4; ++byte) {
+          const uint32_t* keep = kByteLanes[(bits >> (8 * byte)) & 0xffu].keep;
+          uint32_t* lanes = values + 8 * byte;
+          for (size_t j = 0; j < 8; ++j) lanes[j] = (lanes[j] & keep[j]) | (banned_bits & ~keep[j]);
+        }
+      };
+      uint32_t values[32] = {};
+      if (count == 32) {  // a constant size: the copies stay in registers
+        std::memcpy(values, logits.data() + begin, sizeof(values));
+        apply(values);
+        std::memcpy(logits.data() + begin, values, sizeof(values));
+      } else {
+        std::memcpy(values, logits.data() + begin, count * sizeof(float));
+        apply(values);
+        std::memcpy(logits.data() + begin, values, count * sizeof(float));
+      }
     }
     for (uint32_t allowed = bits; !any_allowed && allowed != 0; allowed &= allowed - 1) {
       const size_t i = begin + static_cast<size_t>(__builtin_ctz(allowed));
