@@ -156,6 +156,14 @@ int main(int argc, char** argv) {
         "root ::= (line \"\\n\")+\nline ::= word (\" \" word)* \".\"\nword ::= [a-z]{1,10}\n",
         {},
         "bench"}},
+      // The same shapes without the counted repetitions ({1,8}, {1,3}, {1,10}), which XGrammar
+      // unrolls into a chain of rules whose masks it must check token by token.
+      {"regex_unbounded", {Kind::kRegex, "([A-Z][a-z]+, [0-9]+; )+", {}, "bench"}},
+      {"gbnf_unbounded",
+       {Kind::kGrammar,
+        "root ::= (line \"\\n\")+\nline ::= word (\" \" word)* \".\"\nword ::= [a-z]+\n",
+        {},
+        "bench"}},
   };
   std::vector<Mode> modes = {{"unconstrained", nullptr, 0, mask_threads[0]}};
   std::vector<double> compile_seconds;
@@ -173,6 +181,10 @@ int main(int argc, char** argv) {
   if (!only.empty()) {
     std::erase_if(modes,
                   [&](const Mode& m) { return m.name != "unconstrained" && m.name != only; });
+    if (modes.size() < 2) {
+      std::fprintf(stderr, "error: --only %s: no such mode\n", only.c_str());
+      return 2;
+    }
   }
   // Each constrained mode once per mask worker count (interleaved like the rest).
   {
