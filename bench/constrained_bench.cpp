@@ -5,11 +5,20 @@
 // a GBNF grammar (each a repetition that the end-of-generation ids, held back by min_tokens in
 // every mode, never let end), so that every step computes a real mask. The modes are interleaved
 // rep by rep, so machine noise hits them alike; the table gives each mode's throughput and its
-// ratio to the unconstrained run of the same process, and the CPU time of the sampling thread (not
-// inflated by other processes) inside the samplers, masks included, per token and as a share of the
-// decode wall time.
+// ratio to the unconstrained run of the same process, the CPU time (not inflated by other
+// processes) of the sampling thread inside the samplers and of the mask workers
+// (sampling/mask_workers.h) that fill the next masks meanwhile, per token, and the extra CPU over
+// the unconstrained run as a share of its wall time per token.
 //
 //   constrained_bench [--model PATH] [--threads N] [--batch 16] [--gen 128] [--reps 3]
+//                     [--mask-threads N] [--masks-only] [--emulated-forward-ms X] [--only MODE]
+//
+// --mask-threads: the mask workers (0: masks filled on demand on the sampling thread; default:
+// the library's); a list ("0,2") runs each constrained mode once per count, interleaved.
+// --masks-only: random logits instead of the forward pass (the masks' cost alone, for profiling).
+// --emulated-forward-ms X: the same, with a sleep of X ms per step in place of the forward pass, as
+// a device's forward would leave the CPU free. --only MODE: the unconstrained mode and this one
+// (json_schema, regex, gbnf).
 #include <time.h>
 
 #include <chrono>
@@ -18,12 +27,14 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "model/constraint_vocabulary.h"
 #include "model/llama_model.h"
 #include "sampling/constraint.h"
+#include "sampling/mask_workers.h"
 #include "sampling/sampler.h"
 
 using namespace lightserve;
@@ -51,10 +62,24 @@ void check(const Status& s) {
 struct Mode {
   std::string name;
   std::shared_ptr<const sampling::CompiledConstraint> constraint;
-  int constrained = 0;  // how many of the batch carry it
+  int constrained = 0;   // how many of the batch carry it
+  int mask_threads = 0;  // the mask workers while it runs
   double seconds = 0;
   double sample_cpu_seconds = 0;  // this thread's CPU time inside Sampler::sample
+  double worker_cpu_seconds = 0;  // the mask workers' CPU time during the decode steps
 };
+
+// "0,2" -> {0, 2}.
+std::vector<int> parse_int_list(const std::string& text) {
+  std::vector<int> values;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    values.push_back(std::stoi(text.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return values;
+}
 
 }  // namespace
 
@@ -62,6 +87,10 @@ int main(int argc, char** argv) {
   std::string model_path = LIGHTSERVE_DEFAULT_MODEL;
   if (const char* env = std::getenv("LIGHTSERVE_MODEL")) model_path = env;
   int threads = 0, batch = 16, gen = 128, reps = 3, prompt_len = 128;
+  std::vector<int> mask_threads = {sampling::constraint_mask_threads()};
+  bool masks_only = false;
+  double emulated_forward_ms = 0;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -81,10 +110,19 @@ int main(int argc, char** argv) {
       gen = std::stoi(next());
     else if (a == "--reps")
       reps = std::stoi(next());
+    else if (a == "--mask-threads")
+      mask_threads = parse_int_list(next());
+    else if (a == "--masks-only")
+      masks_only = true;
+    else if (a == "--emulated-forward-ms")
+      emulated_forward_ms = std::stod(next()), masks_only = true;
+    else if (a == "--only")
+      only = next();
     else {
       std::fprintf(stderr,
                    "usage: constrained_bench [--model PATH] [--threads N] [--batch 16] "
-                   "[--gen 128] [--reps 3]\n");
+                   "[--gen 128] [--reps 3] [--mask-threads N] [--masks-only] "
+                   "[--emulated-forward-ms X] [--only MODE]\n");
       return 2;
     }
   }
@@ -118,8 +156,16 @@ int main(int argc, char** argv) {
         "root ::= (line \"\\n\")+\nline ::= word (\" \" word)* \".\"\nword ::= [a-z]{1,10}\n",
         {},
         "bench"}},
+      // The same shapes without the counted repetitions ({1,8}, {1,3}, {1,10}), which XGrammar
+      // unrolls into a chain of rules whose masks it must check token by token.
+      {"regex_unbounded", {Kind::kRegex, "([A-Z][a-z]+, [0-9]+; )+", {}, "bench"}},
+      {"gbnf_unbounded",
+       {Kind::kGrammar,
+        "root ::= (line \"\\n\")+\nline ::= word (\" \" word)* \".\"\nword ::= [a-z]+\n",
+        {},
+        "bench"}},
   };
-  std::vector<Mode> modes = {{"unconstrained", nullptr, 0, 0, 0}};
+  std::vector<Mode> modes = {{"unconstrained", nullptr, 0, mask_threads[0]}};
   std::vector<double> compile_seconds;
   for (const auto& [name, spec] : specs) {
     const double t0 = now();
@@ -129,9 +175,30 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", compiled.error().message.c_str());
       return 1;
     }
-    modes.push_back({name, compiled.value(), batch, 0, 0});
+    modes.push_back({name, compiled.value(), batch});
   }
-  modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1, 0, 0});
+  modes.push_back({"json_schema, 1 of " + std::to_string(batch), modes[1].constraint, 1});
+  if (!only.empty()) {
+    std::erase_if(modes,
+                  [&](const Mode& m) { return m.name != "unconstrained" && m.name != only; });
+    if (modes.size() < 2) {
+      std::fprintf(stderr, "error: --only %s: no such mode\n", only.c_str());
+      return 2;
+    }
+  }
+  // Each constrained mode once per mask worker count (interleaved like the rest).
+  {
+    std::vector<Mode> expanded = {modes[0]};
+    for (size_t i = 1; i < modes.size(); ++i) {
+      for (const int t : mask_threads) {
+        Mode m = modes[i];
+        m.mask_threads = t;
+        if (mask_threads.size() > 1) m.name += ", " + std::to_string(t) + " mask threads";
+        expanded.push_back(std::move(m));
+      }
+    }
+    modes = std::move(expanded);
+  }
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> token(100, config.vocab_size - 1);
@@ -151,9 +218,19 @@ int main(int argc, char** argv) {
   for (int32_t id = 0; id < config.vocab_size; ++id) {
     if (model->tokenizer().is_end_of_generation(id)) greedy.min_tokens_blocked.push_back(id);
   }
+  // --masks-only: the logits of a step are one of 8 fixed random vectors instead of a forward pass.
+  std::vector<std::vector<float>> noise(8);
+  if (masks_only) {
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (auto& v : noise) {
+      v.resize(static_cast<size_t>(batch) * config.vocab_size);
+      for (float& l : v) l = normal(rng);
+    }
+  }
   int64_t stopped = 0;
   for (int r = 0; r < reps; ++r) {
     for (Mode& mode : modes) {
+      sampling::set_constraint_mask_threads(mode.mask_threads);
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
       std::vector<sampling::Sampler> samplers;
@@ -172,6 +249,7 @@ int main(int argc, char** argv) {
       check(model->forward(entries, logits));
       std::vector<int32_t> next(static_cast<size_t>(batch));
       const double t0 = now();
+      const double w0 = sampling::constraint_mask_worker_cpu_seconds();
       for (int step = 0; step < gen; ++step) {
         entries.clear();
         for (int b = 0; b < batch; ++b) {
@@ -182,30 +260,54 @@ int main(int argc, char** argv) {
           stopped += model->tokenizer().is_end_of_generation(next[b]) && b < mode.constrained;
           entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
         }
-        check(model->forward(entries, logits));
+        if (masks_only) {
+          logits = noise[static_cast<size_t>(step) % noise.size()];
+          if (emulated_forward_ms > 0) {
+            std::this_thread::sleep_for(
+                std::chrono::duration<double, std::milli>(emulated_forward_ms));
+          }
+        } else {
+          check(model->forward(entries, logits));
+        }
       }
       mode.seconds += now() - t0;
+      mode.worker_cpu_seconds += sampling::constraint_mask_worker_cpu_seconds() - w0;
     }
   }
 
+  std::string threads_list;
+  for (const int t : mask_threads)
+    threads_list += (threads_list.empty() ? "" : ",") + std::to_string(t);
   std::printf(
       "model: %s\nbackend: %s\nbatch %d, prompt %d tokens, %d decode steps, %d reps "
-      "(interleaved), greedy\n",
-      model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps);
+      "(interleaved), greedy; mask worker threads: %s%s\n",
+      model_path.c_str(), backend->description().c_str(), batch, prompt_len, gen, reps,
+      threads_list.c_str(),
+      emulated_forward_ms > 0
+          ? "; each forward pass replaced by a sleep (a device's), random logits"
+      : masks_only ? "; no forward pass (--masks-only), random logits"
+                   : "");
   std::printf("vocabulary for XGrammar: %.3f s; compile:", vocab_seconds);
   for (size_t i = 0; i < specs.size(); ++i) {
     std::printf(" %s %.3f s%s", specs[i].first.c_str(), compile_seconds[i],
                 i + 1 < specs.size() ? "," : "\n\n");
   }
+  // The extra CPU a mode spends per token over the unconstrained run (the sampling thread's and the
+  // mask workers'), as a share of the unconstrained run's wall time per token: what the masks
+  // would cost a machine where they cannot overlap anything.
   std::printf(
-      "| mode | decode tokens/s | vs unconstrained | sampling CPU us per token (masks included) | "
-      "sampling CPU / decode wall time |\n|---|---:|---:|---:|---:|\n");
+      "| mode | decode tokens/s | vs unconstrained | sampling thread CPU us/token | mask workers "
+      "CPU us/token | extra CPU / unconstrained wall per token |\n"
+      "|---|---:|---:|---:|---:|---:|\n");
   const double tokens = static_cast<double>(batch) * gen * reps;
   const double base = tokens / modes[0].seconds;
+  const double base_cpu = (modes[0].sample_cpu_seconds + modes[0].worker_cpu_seconds) / tokens;
   for (const Mode& m : modes) {
     const double tps = tokens / m.seconds;
-    std::printf("| %s | %.1f | %.3f | %.1f | %.2f%% |\n", m.name.c_str(), tps, tps / base,
-                1e6 * m.sample_cpu_seconds / tokens, 100.0 * m.sample_cpu_seconds / m.seconds);
+    const double cpu = (m.sample_cpu_seconds + m.worker_cpu_seconds) / tokens;
+    std::printf("| %s | %.1f | %.3f | %.1f | %.1f | %.1f%% |\n", m.name.c_str(), tps, tps / base,
+                1e6 * m.sample_cpu_seconds / tokens, 1e6 * m.worker_cpu_seconds / tokens,
+                100.0 * (cpu - base_cpu) * base);
   }
   if (stopped > 0) {
     std::printf("\nwarning: %lld constrained tokens were stop ids (a constraint completed)\n",

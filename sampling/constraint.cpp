@@ -3,10 +3,18 @@
 #include <dlpack/dlpack.h>
 #include <xgrammar/xgrammar.h>
 
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+
+#include "sampling/mask_workers.h"
 
 namespace lightserve::sampling {
 
@@ -101,6 +109,12 @@ struct ConstraintMatcher::Impl {
   std::vector<uint32_t> mask;
   int64_t shape = 0;
   uint8_t open_lead = 0;  // the output ends with this lead byte alone (E0, ED, F0 or F4), else 0
+  // The mask of the current position is filled (by a worker, or by fill_now()).
+  bool mask_ready = false;
+  // A worker is filling the mask: nothing else touches `matcher` or `mask` until it is done.
+  bool pending = false;
+  std::mutex mutex;
+  std::condition_variable done;
 
   void track(const std::string& bytes) {
     for (const char c : bytes) {
@@ -124,7 +138,9 @@ struct ConstraintMatcher::Impl {
       : compiled(std::move(c)), matcher(compiled->grammar()) {
     mask.assign(static_cast<size_t>((compiled->logits_width() + 31) / 32), 0);
     shape = static_cast<int64_t>(mask.size());
+    fill_ahead();
   }
+  ~Impl() { wait(); }
 
   void fill() {
     std::fill(mask.begin(), mask.end(), 0u);
@@ -142,6 +158,37 @@ struct ConstraintMatcher::Impl {
     matcher.FillNextTokenBitmask(&tensor);
     guard_utf8();
   }
+
+  // Queues the fill of the current position's mask on a worker (sampling/mask_workers.h);
+  // without workers it is filled when first needed.
+  void fill_ahead() {
+    mask_ready = false;
+    pending = true;
+    const bool queued = detail::submit_mask_job([this] {
+      fill();
+      // Under the lock, notify included: once the owner sees !pending it may destroy *this.
+      std::lock_guard<std::mutex> lock(mutex);
+      mask_ready = true;
+      pending = false;
+      done.notify_all();
+    });
+    if (!queued) pending = false;
+  }
+
+  // Waits for a queued fill: every member function does, before it reads the matcher.
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex);
+    done.wait(lock, [this] { return !pending; });
+  }
+
+  const std::vector<uint32_t>& current_mask() {
+    wait();
+    if (!mask_ready) {
+      fill();
+      mask_ready = true;
+    }
+    return mask;
+  }
 };
 
 ConstraintMatcher::ConstraintMatcher(std::shared_ptr<const CompiledConstraint> compiled)
@@ -151,26 +198,68 @@ ConstraintMatcher::ConstraintMatcher(ConstraintMatcher&&) noexcept = default;
 ConstraintMatcher& ConstraintMatcher::operator=(ConstraintMatcher&&) noexcept = default;
 
 const std::vector<uint32_t>& ConstraintMatcher::next_mask() {
-  impl_->fill();
-  return impl_->mask;
+  return impl_->current_mask();
 }
 
-void ConstraintMatcher::mask_logits(std::span<float> logits) {
-  impl_->fill();
-  const std::vector<uint32_t>& mask = impl_->mask;
+namespace {
+
+// For each byte of a mask word: its 8 bits as 32-bit lanes, all ones where the bit is set.
+struct ByteLanes {
+  uint32_t keep[8];
+};
+constexpr std::array<ByteLanes, 256> kByteLanes = [] {
+  std::array<ByteLanes, 256> table{};
+  for (uint32_t byte = 0; byte < 256; ++byte) {
+    for (uint32_t j = 0; j < 8; ++j) table[byte].keep[j] = ((byte >> j) & 1u) != 0 ? ~0u : 0u;
+  }
+  return table;
+}();
+
+}  // namespace
+
+bool ConstraintMatcher::mask_logits(std::span<float> logits) {
+  const std::vector<uint32_t>& mask = impl_->current_mask();
   constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  const uint32_t banned_bits = std::bit_cast<uint32_t>(kBanned);
   const size_t n = logits.size();
+  bool any_allowed = false;  // an allowed id whose logit is above -infinity
   for (size_t word = 0; word * 32 < n; ++word) {
     const uint32_t bits = word < mask.size() ? mask[word] : 0u;
-    if (bits == ~0u) continue;
-    const size_t end = std::min(n, word * 32 + 32);
-    for (size_t i = word * 32; i < end; ++i) {
-      if (((bits >> (i - word * 32)) & 1u) == 0) logits[i] = kBanned;
+    const size_t begin = word * 32;
+    const size_t count = std::min<size_t>(32, n - begin);
+    if (bits != ~0u) {
+      // Branch-free over the word's 32 logits as bits, a byte of the mask at a time through
+      // kByteLanes (allowed and banned ids interleave unpredictably, so a branch per id would
+      // mispredict half the time; fixed lanes let the compiler vectorize without AVX2's
+      // variable shifts).
+      auto apply = [&](uint32_t* values) {
+        for (size_t byte = 0; byte < 4; ++byte) {
+          const uint32_t* keep = kByteLanes[(bits >> (8 * byte)) & 0xffu].keep;
+          uint32_t* lanes = values + 8 * byte;
+          for (size_t j = 0; j < 8; ++j) lanes[j] = (lanes[j] & keep[j]) | (banned_bits & ~keep[j]);
+        }
+      };
+      uint32_t values[32] = {};
+      if (count == 32) {  // a constant size: the copies stay in registers
+        std::memcpy(values, logits.data() + begin, sizeof(values));
+        apply(values);
+        std::memcpy(logits.data() + begin, values, sizeof(values));
+      } else {
+        std::memcpy(values, logits.data() + begin, count * sizeof(float));
+        apply(values);
+        std::memcpy(logits.data() + begin, values, count * sizeof(float));
+      }
+    }
+    for (uint32_t allowed = bits; !any_allowed && allowed != 0; allowed &= allowed - 1) {
+      const size_t i = begin + static_cast<size_t>(__builtin_ctz(allowed));
+      any_allowed = i < n && logits[i] != kBanned;
     }
   }
+  return any_allowed;
 }
 
 bool ConstraintMatcher::accept(int32_t token) {
+  impl_->wait();
   if (impl_->matcher.IsTerminated()) return false;
   if (token < 0 || token >= impl_->compiled->logits_width()) return false;
   const TokenBytes& bytes = impl_->compiled->bytes();
@@ -184,10 +273,12 @@ bool ConstraintMatcher::accept(int32_t token) {
   if (static_cast<size_t>(token) < impl_->compiled->bytes().size()) {
     impl_->track(impl_->compiled->bytes()[static_cast<size_t>(token)]);
   }
+  impl_->fill_ahead();
   return true;
 }
 
 bool ConstraintMatcher::terminated() const {
+  impl_->wait();
   return impl_->matcher.IsTerminated();
 }
 

@@ -7,7 +7,9 @@
 //
 // Cost: a compiled constraint is shared (immutable, cached by source in the compiler); each
 // request has its own matcher state, and only constrained requests pay for a mask: an
-// unconstrained request's sampling is unchanged.
+// unconstrained request's sampling is unchanged. A matcher queues the fill of its next mask on the
+// mask workers (sampling/mask_workers.h) as soon as a token is accepted, so the masks of a batch
+// are filled in parallel while the engine goes on to the next forward pass.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +47,8 @@ struct Vocabulary {
 
 class CompiledConstraint;  // opaque; immutable once compiled, shared between requests
 
-// One request's position in its constraint. Not thread-safe; lives in the request's Sampler.
+// One request's position in its constraint. Not thread-safe (one caller thread at a time; the
+// mask workers it uses are synchronized inside); lives in the request's Sampler.
 class ConstraintMatcher {
  public:
   explicit ConstraintMatcher(std::shared_ptr<const CompiledConstraint> compiled);
@@ -54,8 +57,9 @@ class ConstraintMatcher {
   ConstraintMatcher& operator=(ConstraintMatcher&&) noexcept;
 
   // Sets every logit the constraint does not allow next to -infinity. Once the constraint is
-  // complete only the stop ids stay.
-  void mask_logits(std::span<float> logits);
+  // complete only the stop ids stay. Returns whether an allowed logit is left above -infinity
+  // (false: the caller's own bans took every id the constraint allows).
+  bool mask_logits(std::span<float> logits);
   // The allowed ids as bits (bit i of word i / 32), for tests and the fuzzer.
   const std::vector<uint32_t>& next_mask();
   // Advances past `token`; false (and no change) when the constraint does not allow it.

@@ -91,15 +91,11 @@ int32_t Sampler::draw(std::span<const float> logits, std::span<const int32_t> pr
       penalized_[static_cast<size_t>(id)] -=
           params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
     }
-    if (matcher_) {
+    // min_tokens may ban the only ids the constraint allows (its stop ids once complete): the
+    // constraint wins, over the unbanned logits.
+    if (matcher_ && !matcher_->mask_logits(penalized_)) {
+      penalized_.assign(logits.begin(), logits.end());
       matcher_->mask_logits(penalized_);
-      // min_tokens may ban the only ids the constraint allows (its stop ids once complete):
-      // the constraint wins, over the unbanned logits.
-      if (*std::max_element(penalized_.begin(), penalized_.end()) ==
-          -std::numeric_limits<float>::infinity()) {
-        penalized_.assign(logits.begin(), logits.end());
-        matcher_->mask_logits(penalized_);
-      }
     }
     logits = penalized_;
   }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "sampling/mask_workers.h"
 #include "sampling/sampler.h"
 
 namespace lightserve::sampling {
@@ -218,6 +220,82 @@ TEST(Constraint, MaskAndAcceptAgree) {
   EXPECT_TRUE(m.accept(vocab().stop));
   EXPECT_TRUE(m.terminated());
   EXPECT_FALSE(m.accept('a'));
+}
+
+TEST(Constraint, MaskLogitsBansExactlyWhatTheMaskBans) {
+  // Mid-structure, with a logits width that is not a multiple of 32 (the word loop's tail).
+  auto c = compile({ConstraintSpec::Kind::kJsonObject, {}, {}, "response_format"});
+  ConstraintMatcher m(c);
+  ASSERT_TRUE(m.accept(256));  // {"
+  ASSERT_TRUE(m.accept('k'));
+  const std::vector<uint32_t> mask = m.next_mask();
+  const size_t width = static_cast<size_t>(vocab().vocabulary.logits_width);
+  ASSERT_NE(width % 32, 0u);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> logits(width);
+  for (float& l : logits) l = normal(rng);
+  std::vector<float> masked = logits;
+  EXPECT_TRUE(m.mask_logits(masked));
+  int num_allowed = 0;
+  for (size_t id = 0; id < width; ++id) {
+    const bool allowed = ((mask[id / 32] >> (id % 32)) & 1u) != 0;
+    num_allowed += allowed;
+    EXPECT_EQ(masked[id], allowed ? logits[id] : -std::numeric_limits<float>::infinity()) << id;
+  }
+  EXPECT_GT(num_allowed, 1);
+  // Every allowed id already banned by the caller: false, the caller's cue to fall back.
+  for (size_t id = 0; id < width; ++id) {
+    if (((mask[id / 32] >> (id % 32)) & 1u) != 0) {
+      masked[id] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  EXPECT_FALSE(m.mask_logits(masked));
+}
+
+// Masks filled ahead on worker threads (sampling/mask_workers.h) are the masks filled on demand:
+// the same seeds give the same outputs, with 0 workers and with several.
+TEST(Constraint, MaskWorkersChangeNoOutput) {
+  const int saved = constraint_mask_threads();
+  const std::vector<ConstraintSpec> specs = {
+      {ConstraintSpec::Kind::kJsonSchema,
+       R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})",
+       {},
+       "guided_json"},
+      {ConstraintSpec::Kind::kRegex, "[A-Z]{3}-[0-9]{2,4}", {}, "guided_regex"},
+      {ConstraintSpec::Kind::kGrammar,
+       "root ::= word (\", \" word){0,2}\nword ::= [a-c]+\n",
+       {},
+       "grammar"},
+      {ConstraintSpec::Kind::kChoice, {}, {"yes", "no", "abc"}, "guided_choice"},
+  };
+  for (const ConstraintSpec& spec : specs) {
+    auto c = compile(spec);
+    for (uint64_t seed = 0; seed < 8; ++seed) {
+      set_constraint_mask_threads(0);
+      const auto on_demand = generate(c, seed, 200, 0.8f);
+      set_constraint_mask_threads(3);
+      const auto ahead = generate(c, seed, 200, 0.8f);
+      EXPECT_EQ(on_demand, ahead) << spec.field << " seed " << seed;
+    }
+  }
+  set_constraint_mask_threads(saved);
+}
+
+// A matcher dropped while a worker fills its next mask waits for it (ASan / TSan builds check
+// that nothing touches the freed matcher).
+TEST(Constraint, DroppingMatchersWithFillsInFlight) {
+  const int saved = constraint_mask_threads();
+  set_constraint_mask_threads(2);
+  auto c = compile({ConstraintSpec::Kind::kJsonObject, {}, {}, "response_format"});
+  for (int i = 0; i < 200; ++i) {
+    ConstraintMatcher m(c);
+    if (i % 2 == 0) {
+      ASSERT_TRUE(m.accept(256));  // queues the next mask's fill
+    }
+    ConstraintMatcher moved(std::move(m));
+  }
+  set_constraint_mask_threads(saved);
 }
 
 }  // namespace
