@@ -155,25 +155,48 @@ void GrpcClient::start(const RequestSpec& spec, std::function<void(StreamResult)
   call->start(*stub_);
 }
 
-Result<std::string> GrpcClient::model_name(double timeout_seconds) {
-  grpc::ClientContext context;
+namespace {
+
+// A blocking call's context: its deadline and the key.
+void prepare_unary(grpc::ClientContext& context, const GenerationSettings& settings,
+                   double timeout_seconds) {
   context.set_deadline(deadline_after(timeout_seconds));
-  if (!settings_.api_key.empty()) {
+  if (!settings.api_key.empty()) {
     std::string bearer = "Bearer ";
-    bearer.append(settings_.api_key);
+    bearer.append(settings.api_key);
     context.AddMetadata("authorization", bearer);
   }
+}
+
+Error unary_error(const char* method, const grpc::Status& status) {
+  std::string message = method;
+  message.append(" failed: ");
+  message.append(grpc_code_name(status.error_code()));
+  message.append(": ");
+  message.append(status.error_message());
+  return Error{message};
+}
+
+}  // namespace
+
+Result<std::string> GrpcClient::model_name(double timeout_seconds) {
+  grpc::ClientContext context;
+  prepare_unary(context, settings_, timeout_seconds);
   v1::GetModelInfoRequest request;
   v1::GetModelInfoResponse response;
   const grpc::Status status = stub_->GetModelInfo(&context, request, &response);
-  if (!status.ok()) {
-    std::string message = "GetModelInfo failed: ";
-    message.append(grpc_code_name(status.error_code()));
-    message.append(": ");
-    message.append(status.error_message());
-    return Error{message};
-  }
+  if (!status.ok()) return unary_error("GetModelInfo", status);
   return response.name();
+}
+
+Result<int> GrpcClient::num_devices(double timeout_seconds) {
+  grpc::ClientContext context;
+  prepare_unary(context, settings_, timeout_seconds);
+  v1::GetServerInfoRequest request;
+  v1::GetServerInfoResponse response;
+  const grpc::Status status = stub_->GetServerInfo(&context, request, &response);
+  if (!status.ok()) return unary_error("GetServerInfo", status);
+  return static_cast<int>(response.num_devices());
 }
 
 }  // namespace lightserve::loadtest

@@ -1,6 +1,6 @@
 // gRPC for the load generator: lightserve.v1.Generation/GenerateStream on the callback API (no
-// thread per request: gRPC's own threads deliver the messages), and a blocking GetModelInfo
-// for the check before a run.
+// thread per request: gRPC's own threads deliver the messages), and blocking GetModelInfo /
+// GetServerInfo calls for the check before a run and the device count.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -23,6 +23,9 @@ class GrpcClient final : public Client {
   // GetModelInfo with a deadline: the model's name, or an error that says why the target does
   // not answer as a lightserve gRPC server.
   Result<std::string> model_name(double timeout_seconds);
+  // GetServerInfo's num_devices: the devices the server runs on (0 when it does not say: a
+  // server from before the field), or an error naming the gRPC status.
+  Result<int> num_devices(double timeout_seconds);
 
   // The request message sent for `spec` (exposed for tests).
   v1::GenerateRequest request_message(const RequestSpec& spec) const;

@@ -61,7 +61,7 @@ struct Options {
   bool no_ignore_eos = false;
   double timeout = 600;
   std::vector<std::string> goodput;
-  int devices = 1;
+  int devices = 0;  // 0: GetServerInfo's num_devices, else 1
   double metrics_interval = 1.0;
   std::string json_path;
   bool quiet = false;
@@ -144,6 +144,8 @@ struct Target {
   std::unique_ptr<lt::GrpcClient> grpc_client;
   std::unique_ptr<lt::Client> http_client;
   std::optional<lt::HttpTarget> metrics_target;  // /metrics answered there
+  int devices = 1;                               // for the throughput per device
+  std::string devices_source = "assumed";        // "--devices", "GetServerInfo" or "assumed"
 };
 
 // Is the target a server we can drive? A clear error (exit 1) before any load; 0 when it is.
@@ -182,6 +184,40 @@ int connect(Target& t, const Options& o, lt::GenerationSettings settings) {
     t.model = j["data"][0]["id"].get<std::string>();
   }
   return 0;
+}
+
+// The devices `t` runs on: --devices, else GetServerInfo's num_devices from its gRPC server (the
+// target itself with gRPC; with HTTP, `grpc_target` when --grpc-target was given), else 1 (with
+// a note on stderr).
+void find_devices(Target& t, const Options& o, const std::string& grpc_target,
+                  const lt::GenerationSettings& settings) {
+  if (o.devices > 0) {
+    t.devices = o.devices;
+    t.devices_source = "--devices";
+    return;
+  }
+  std::string why = "no gRPC server to ask (--grpc-target)";
+  if (t.grpc || !grpc_target.empty()) {
+    std::unique_ptr<lt::GrpcClient> own;
+    lt::GrpcClient* client = t.grpc_client.get();
+    if (client == nullptr) {
+      own = std::make_unique<lt::GrpcClient>(grpc_target, settings);
+      client = own.get();
+    }
+    const auto n = client->num_devices(10);
+    if (n && n.value() > 0) {
+      t.devices = n.value();
+      t.devices_source = "GetServerInfo";
+      return;
+    }
+    why = n ? "its GetServerInfo has no num_devices" : n.error().message;
+  }
+  t.devices = 1;
+  t.devices_source = "assumed";
+  if (!o.quiet) {
+    std::cerr << "lightserve-loadtest: " << t.label << ": 1 device assumed for the per-device "
+              << "throughput (" << why << "; --devices N to say)\n";
+  }
 }
 
 // Looks for /metrics on the target (warns once when there is none).
@@ -242,7 +278,8 @@ json config_json(const Options& o, const Target& t, const Plan& plan, double req
           {"ignore_eos", !o.no_ignore_eos},
           {"timeout", o.timeout},
           {"goodput", o.goodput},
-          {"devices", o.devices},
+          {"devices", t.devices},
+          {"devices_source", t.devices_source},
           {"metrics_interval", o.metrics_interval},
           {"sweep_rates", o.sweep_rates},
           {"slo_fraction", o.slo_fraction},
@@ -300,7 +337,7 @@ std::vector<Point> measure(boost::asio::io_context& io, Target& t, const Plan& p
     p.records = warmup_records;  // each point's document carries the warm-up's records
     for (auto& r : run.records) p.records.push_back(std::move(r));
     p.metrics = std::move(run.metrics);
-    p.summary = lt::summarize(p.records, run.duration_s, run.peak_concurrency, o.devices, plan.slo,
+    p.summary = lt::summarize(p.records, run.duration_s, run.peak_concurrency, t.devices, plan.slo,
                               p.metrics);
     return p;
   };
@@ -363,12 +400,12 @@ json report(const Target& t, const Plan& plan, const std::vector<Point>& points)
   }
   const std::vector<lt::SweepPoint> sweep = sweep_points(points, o.slo_fraction);
   const std::string rule = slo_rule(o, plan.slo);
-  lt::print_sweep_table(std::cout, t.label, sweep, rule, o.devices);
+  lt::print_sweep_table(std::cout, t.label, sweep, rule, t.devices);
   return {{"target", t.label},
           {"protocol", points.front().info.protocol},
           {"model", t.model},
           {"dataset", plan.dataset_text},
-          {"sweep", lt::sweep_json(sweep, rule, o.slo_fraction, o.devices)}};
+          {"sweep", lt::sweep_json(sweep, rule, o.slo_fraction, t.devices)}};
 }
 
 int count_failed(const std::vector<Point>& points) {
@@ -458,8 +495,10 @@ int main(int argc, char** argv) {
   app.add_option("--goodput", o.goodput,
                  "SLOs in ms, e.g. --goodput ttft:500 tpot:50 e2el:10000: goodput counts the "
                  "requests meeting all given");
-  app.add_option("--devices", o.devices, "Devices the server uses, for throughput per device")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--devices", o.devices,
+                 "Devices the server uses, for throughput per device; 0: GetServerInfo's "
+                 "num_devices (gRPC: the target; HTTP: --grpc-target when given), else 1")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--metrics-interval", o.metrics_interval,
                  "Seconds between /metrics scrapes; 0: no scraping");
   app.add_option("--json", o.json_path,
@@ -557,6 +596,8 @@ int main(int argc, char** argv) {
   if (compare) {
     if (const int code = connect(second, o, settings)) return code;
   }
+  find_devices(first, o, grpc || app.count("--grpc-target") > 0 ? o.grpc_target : "", settings);
+  if (compare) find_devices(second, o, grpc ? o.compare_grpc_target : "", settings);
 
   lt::DatasetConfig dc;
   auto kind = lt::parse_dataset_kind(o.dataset);

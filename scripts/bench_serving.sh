@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving benchmark through real servers (docs/loadtest.md "lightserve vs llama.cpp's server"):
 # starts, one after another on this machine and the same model, lightserve with full attention
-# (--lt-mode full), lightserve hybrid (the default, f = 0.5), llama.cpp's llama-server (built
+# (--lt-mode full), lightserve hybrid (HYBRID_FLAGS, default f = 0.5 without the shipped plan,
+# whose own default is f = 0.2), llama.cpp's llama-server (built
 # from the pinned sources by scripts/build_llamacpp.sh, called when missing) and, when asked
 # (SERVERS=... vllm), vLLM's CPU build (.venv-vllm, see docs/loadtest.md for its install) on the
 # same weights as a Hugging Face folder (scripts/gguf_to_hf.py, run when missing), runs the same loads
@@ -14,7 +15,8 @@
 # Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (2), CONCURRENCY
 # ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
 # max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
-# VLLM_KV_GIB (KV space of vLLM, default 2). Every report is kept as OUT_DIR/SERVER_cN.json
+# VLLM_KV_GIB (KV space of vLLM, default 2). HYBRID_FLAGS (the hybrid server's LightTransfer
+# flags, default "--plan none --lazy-fraction 0.5"; "" for the shipped plan). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
 set -euo pipefail
 
@@ -30,6 +32,7 @@ REQUESTS_PER_USER="${REQUESTS_PER_USER:-4}"
 WARMUP="${WARMUP:-2}"
 SERVERS="${SERVERS:-full hybrid llamacpp}"
 SEED="${SEED:-1}"
+HYBRID_FLAGS="${HYBRID_FLAGS---plan none --lazy-fraction 0.5}"
 LOADTEST="$ROOT/build/lightserve-loadtest"
 LIGHTSERVE="$ROOT/build/lightserve"
 LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
@@ -71,12 +74,13 @@ start_server() {  # name, port
   local name="$1" port="$2"
   case "$name" in
     full | hybrid)
-      local mode=online
+      local mode=online lt_flags=()
       [[ "$name" == full ]] && mode=full
+      [[ "$name" == hybrid ]] && read -r -a lt_flags <<< "$HYBRID_FLAGS"
       # KV for every concurrent request at full attention (the larger footprint), so KV binds
       # neither server: this compares the engines, the KV-bound case is measured separately.
       local kv=$(((max_conc + 2) * ctx * 23040 + 64 * 1048576))
-      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" --threads "$THREADS" \
+      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "$THREADS" \
         --context "$ctx" --kv-budget "$kv" --max-running "$max_conc" --http-port "$port" \
         --grpc-port -1 > "$OUT/$name.server.log" 2>&1 &
       ;;

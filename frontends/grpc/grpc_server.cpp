@@ -551,6 +551,9 @@ class GenerationService final : public RawGenerationService {
     out.set_ready(engine_.ready());
     out.set_draining(engine_.draining());
     out.set_policy(config.policy);
+    // One backend (serving::ServingCore) runs every request: the CPU or one GPU.
+    out.set_device(config.device);
+    out.set_num_devices(1);
     out.set_system_fingerprint(engine_.system_fingerprint());
     return std::nullopt;
   }

@@ -187,6 +187,38 @@ TEST_F(LoadtestDaemon, GrpcStreamCountsAddUpWithServerMetrics) {
   ASSERT_TRUE(report.is_object());
   EXPECT_EQ(report["protocol"], "grpc");
   EXPECT_EQ(report["summary"]["total_input_tokens"].get<int>(), 10 * 40);
+  // No --devices: the server's GetServerInfo says one device (the CPU).
+  EXPECT_EQ(report["config"]["devices_source"], "GetServerInfo");
+  EXPECT_EQ(report["summary"]["devices"].get<int>(), 1);
+}
+
+TEST_F(LoadtestDaemon, DevicesComeFromTheFlagOrGetServerInfo) {
+  const std::string load = " --num-requests 2 --concurrency 2 --input-len 8 --output-len 4 -q";
+  // HTTP with --grpc-target: asked there. --devices wins over the server's answer.
+  const ToolRun asked =
+      run_loadtest("--url " + url_of(port()) + " --grpc-target " + daemon_->grpc_target() + load);
+  ASSERT_EQ(asked.code, 0) << asked.out << asked.err;
+  ASSERT_TRUE(asked.report.is_object()) << asked.err;
+  EXPECT_EQ(asked.report["config"]["devices_source"], "GetServerInfo");
+  EXPECT_EQ(asked.report["summary"]["devices"].get<int>(), 1);
+  EXPECT_NE(asked.out.find("Output tok/s per device (1)"), std::string::npos) << asked.out;
+  const ToolRun flag = run_loadtest("--url " + url_of(port()) + " --grpc-target " +
+                                    daemon_->grpc_target() + " --devices 4" + load);
+  ASSERT_EQ(flag.code, 0) << flag.out << flag.err;
+  ASSERT_TRUE(flag.report.is_object()) << flag.err;
+  const json& s = flag.report["summary"];
+  EXPECT_EQ(flag.report["config"]["devices_source"], "--devices");
+  EXPECT_EQ(s["devices"].get<int>(), 4);
+  EXPECT_DOUBLE_EQ(s["output_throughput_per_device"].get<double>(),
+                   s["output_throughput"].get<double>() / 4);
+  // HTTP alone has no GetServerInfo to ask: 1 is assumed, and stderr says so.
+  const std::string quiet_load = load.substr(0, load.size() - 3);
+  const ToolRun assumed = run_loadtest("--url " + url_of(port()) + quiet_load);
+  ASSERT_EQ(assumed.code, 0) << assumed.out << assumed.err;
+  ASSERT_TRUE(assumed.report.is_object()) << assumed.err;
+  EXPECT_EQ(assumed.report["config"]["devices_source"], "assumed");
+  EXPECT_EQ(assumed.report["summary"]["devices"].get<int>(), 1);
+  EXPECT_NE(assumed.err.find("1 device assumed"), std::string::npos) << assumed.err;
 }
 
 TEST_F(LoadtestDaemon, GrpcMultiTurnChatCarriesTheAnswers) {

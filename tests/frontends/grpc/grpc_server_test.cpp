@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -459,6 +460,11 @@ TEST_F(GrpcServerTest, ModelAndServerInfo) {
   EXPECT_EQ(server.limits().max_logprobs(), 20);
   EXPECT_TRUE(server.ready());
   EXPECT_FALSE(server.draining());
+  // Its --device (LIGHTSERVE_DEVICE, else the CPU), one device: the CPU or one GPU (load
+  // testers' throughput per device).
+  const char* env_device = std::getenv("LIGHTSERVE_DEVICE");
+  EXPECT_EQ(server.device(), env_device != nullptr && *env_device != '\0' ? env_device : "cpu");
+  EXPECT_EQ(server.num_devices(), 1);
 }
 
 TEST_F(GrpcServerTest, HealthServesWithoutAKey) {
