@@ -26,6 +26,19 @@ void ModelExecutor::release(scheduler::RequestId request_id) {
   sequences_.erase(request_id);
 }
 
+Status ModelExecutor::fork(scheduler::RequestId parent, scheduler::RequestId child,
+                           memory::KvAllocation& child_kv) {
+  auto it = sequences_.find(parent);
+  if (it == sequences_.end()) {
+    return Error{"fork: request " + std::to_string(parent) + " has no sequence"};
+  }
+  auto forked = model::HybridSequence::fork(model_.backend(), *it->second, child_kv);
+  if (!forked)
+    return Error{"fork of request " + std::to_string(parent) + ": " + forked.error().message};
+  sequences_[child] = std::move(forked).value();
+  return Status::Ok();
+}
+
 Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
   const int32_t num_layers = model_.config().num_layers;
   logits.clear();

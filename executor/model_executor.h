@@ -42,6 +42,9 @@ class ModelExecutor final : public scheduler::Executor {
 
   int32_t vocab_size() const override;
   Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;
+  // The child's HybridSequence is HybridSequence::fork of the parent's.
+  Status fork(scheduler::RequestId parent, scheduler::RequestId child,
+              memory::KvAllocation& child_kv) override;
   void release(scheduler::RequestId request_id) override;
 
   // Observation (tests, metrics): the live per-request sequences.

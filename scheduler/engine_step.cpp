@@ -115,6 +115,7 @@ void Engine::run_capacity_stage(double now, StepSummary& summary) {
   std::vector<CapacityCandidate> waiting;
   waiting.reserve(waiting_.size());
   for (const Request* r : waiting_) {
+    if (r->fork_of != 0) continue;  // waits for its parent's prefill (start_forks)
     waiting.push_back({r->id, r->footprint, r->num_tokens(), 0, r->max_total_tokens()});
   }
   const CapacityDecision decision = capacity_.schedule({running, waiting, kv_.num_free_pages()});
@@ -180,6 +181,7 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
       r.prefill_layers_done = w.layer_end;
       if (w.layer_end < layout_.num_layers) continue;
       r.num_computed_tokens = r.prefill_tokens;
+      num_prefill_tokens_ += r.prefill_tokens;
       if (r.num_preemptions == 0) num_prompt_tokens_ += r.num_prompt_tokens;
       r.transition(RequestState::kDecoding);
     } else {
@@ -187,15 +189,73 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     }
     const std::span<const float> logits(logits_.data() + row * vocab, vocab);
     ++row;
-    const std::span<const int32_t> tokens(r.tokens);
-    const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
-                                            tokens.subspan(r.num_prompt_tokens));
-    on_token(r, token,
-             r.params.logprobs >= 0
-                 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
-                 : std::nullopt,
-             now, summary);
+    // Before r samples: its first token may finish it, and its KV must still be there to copy.
+    if (!r.forks.empty()) start_forks(r, logits, now, summary);
+    sample_and_emit(r, logits, now, summary);
   }
+}
+
+void Engine::sample_and_emit(Request& r, std::span<const float> logits, double now,
+                             StepSummary& summary) {
+  const std::span<const int32_t> tokens(r.tokens);
+  const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
+                                          tokens.subspan(r.num_prompt_tokens));
+  on_token(r, token,
+           r.params.logprobs >= 0 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
+                                  : std::nullopt,
+           now, summary);
+}
+
+void Engine::start_forks(Request& parent, std::span<const float> logits, double now,
+                         StepSummary& summary) {
+  const std::vector<RequestId> forks = std::move(parent.forks);
+  parent.forks.clear();
+  // Only a first prefill of the prompt alone can be shared (forks are detached on preemption).
+  LS_CHECK(parent.num_preemptions == 0 && parent.num_tokens() == parent.num_prompt_tokens)
+      << "request " << parent.id << " shares a prefill that is not its prompt's";
+  for (const RequestId id : forks) {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second->fork_of != parent.id) continue;  // aborted
+    Request& f = *it->second;
+    f.fork_of = 0;  // from here on an ordinary request, copied or not
+    if (static_cast<int32_t>(running_.size()) >= config_.max_running) continue;
+    std::optional<memory::AdmitPlan> plan = kv_.plan_admit(f.footprint, parent.kv.token_capacity());
+    if (!plan) continue;  // no room now: it prefills itself when admitted
+    f.kv = kv_.commit(std::move(*plan));
+    Status status;
+    try {
+      status = executor_.fork(parent.id, f.id, f.kv);
+    } catch (const std::exception& e) {
+      status = Error{e.what()};
+    }
+    if (!status.ok()) {
+      executor_.release(f.id);
+      kv_.release(std::move(f.kv));
+      continue;
+    }
+    f.transition(RequestState::kPrefilling);
+    f.transition(RequestState::kDecoding);
+    f.prefill_tokens = parent.prefill_tokens;
+    f.prefill_layers_done = layout_.num_layers;
+    f.num_computed_tokens = parent.num_computed_tokens;
+    f.begins_sequence = false;
+    f.admitted_seconds = now;
+    erase_from(waiting_, &f);
+    insert_sorted(running_, &f);
+    num_queued_.fetch_sub(1);
+    ++summary.num_admitted;
+    ++num_forks_;
+    num_prompt_tokens_ += f.num_prompt_tokens;
+    sample_and_emit(f, logits, now, summary);
+  }
+}
+
+void Engine::detach_forks(Request& r) {
+  for (const RequestId id : r.forks) {
+    auto it = requests_.find(id);
+    if (it != requests_.end() && it->second->fork_of == r.id) it->second->fork_of = 0;
+  }
+  r.forks.clear();
 }
 
 // Appends the sampled token, streams what the stop rules release, finishes on a stop.
@@ -243,6 +303,7 @@ void Engine::release_kv(Request& r) {
 }
 
 void Engine::preempt(Request& r) {
+  detach_forks(r);
   release_kv(r);
   r.transition(RequestState::kPreempted);
   r.num_computed_tokens = 0;
@@ -257,6 +318,7 @@ void Engine::preempt(Request& r) {
 void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t stop_token,
                     std::optional<EngineError> error, double now, StepSummary& summary) {
   const int32_t num_lazy_layers = is_running(r.state) ? r.kv.layer_map().num_lazy_layers() : 0;
+  detach_forks(r);
   if (is_running(r.state)) {
     release_kv(r);
   } else {

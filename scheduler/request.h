@@ -85,6 +85,13 @@ struct Request {
   int32_t prefill_layers_done = 0;
   bool begins_sequence = false;  // the next entry is the first since admission
 
+  // Shared prefill (Engine::add_group, docs/design.md §6): a fork waits (never admitted by the
+  // capacity stage) until request `fork_of` has run its prefill's last layer, then starts from a
+  // copy of that request's KV and samples its first token from that request's logits. 0: an
+  // ordinary request (also a fork whose parent ended, was preempted or had no room for it).
+  RequestId fork_of = 0;
+  std::vector<RequestId> forks;  // the requests forked from this one, until its prefill completes
+
   memory::KvAllocation kv;                   // non-empty exactly while running
   std::optional<sampling::Sampler> sampler;  // lives across preemptions: same seed, same output
   StopRules stop_rules;

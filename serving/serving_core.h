@@ -110,6 +110,8 @@ class ServingCore {
   [[nodiscard]] std::optional<scheduler::EngineError> prepare(const GenerateInput& input,
                                                               scheduler::RequestParams& out) const;
   [[nodiscard]] scheduler::AddResult submit(scheduler::RequestParams params);
+  // The n samples of one prompt, all or none (scheduler::Engine::add_group: one shared prefill).
+  [[nodiscard]] scheduler::AddGroupResult submit_group(std::vector<scheduler::RequestParams> group);
   // The prompt's token ids exactly as prepare() makes them, without the length limits (the
   // tokenize endpoints): text with the model's BOS (unless add_special is false), ids as given,
   // chat messages rendered by the template (which carries its own special tokens) as the input's

@@ -427,17 +427,31 @@ class OpenAiClient(unittest.TestCase):
         args.update(kwargs)
         return self.client.completions.create(**args)
 
+    def prefill_tokens_total(self):
+        url = self.base_url[:-len("/v1")] + "/metrics"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            text = r.read().decode()
+        m = re.search(r"^lightserve_prefill_tokens_total(?:\{[^}]*\})? (\S+)$", text, re.M)
+        self.assertIsNotNone(m, "no lightserve_prefill_tokens_total in /metrics")
+        return float(m.group(1))
+
     def test_n_samples_are_the_seeded_single_requests(self):
-        # Sample i of an n request is the n = 1 request with seed + i (sibling requests).
-        r = self.completion(n=3, temperature=1.0, seed=1234, extra_body={"ignore_eos": True})
-        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        # Sample i of an n request is the n = 1 request with seed + i; the samples share one
+        # prefill (forks of sample 0), so the prefill counter grows by the prompt once.
+        before = self.prefill_tokens_total()
+        r = self.completion(n=4, temperature=1.0, seed=1234, extra_body={"ignore_eos": True})
+        shared = self.prefill_tokens_total() - before
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2, 3])
         singles = [self.completion(temperature=1.0, seed=1234 + i,
-                                   extra_body={"ignore_eos": True}) for i in range(3)]
+                                   extra_body={"ignore_eos": True}) for i in range(4)]
+        separate = self.prefill_tokens_total() - before - shared
         self.assertEqual([c.text for c in r.choices], [s.choices[0].text for s in singles])
         self.assertGreater(len(set(c.text for c in r.choices)), 1, "seeds gave one text")
         # usage: the prompt once, the completions summed (ignore_eos: 8 tokens each).
         self.assertEqual(r.usage.prompt_tokens, singles[0].usage.prompt_tokens)
-        self.assertEqual(r.usage.completion_tokens, 3 * 8)
+        self.assertEqual(r.usage.completion_tokens, 4 * 8)
+        self.assertEqual(shared, r.usage.prompt_tokens)
+        self.assertEqual(separate, 4 * r.usage.prompt_tokens)
         # Greedy: every sample is lightserve generate's text.
         greedy = self.completion(n=2, temperature=0, max_tokens=MAX_TOKENS)
         self.assertEqual([c.text for c in greedy.choices], [generate("The weather today is")] * 2)
