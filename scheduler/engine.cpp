@@ -114,6 +114,11 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
     return invalid("logprobs must be in [-1, " + std::to_string(RequestParams::kMaxLogprobs) +
                    "], got " + std::to_string(p.logprobs));
   }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > RequestParams::kMaxLogprobs) {
+    return invalid("prompt_logprobs must be in [-1, " +
+                   std::to_string(RequestParams::kMaxLogprobs) + "], got " +
+                   std::to_string(p.prompt_logprobs));
+  }
   if (p.max_tokens < 1)
     return invalid("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
   for (const std::string& s : p.stop_strings) {

@@ -11,34 +11,6 @@
 #include "scheduler/engine.h"
 
 namespace lightserve::scheduler {
-namespace {
-
-// log-softmax of the raw logits at `token`, and the `top_n` most likely ids.
-TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
-  float max_logit = -INFINITY;
-  for (float v : logits) max_logit = std::max(max_logit, v);
-  double sum = 0;
-  for (float v : logits) sum += std::exp(static_cast<double>(v - max_logit));
-  const float log_z = max_logit + static_cast<float>(std::log(sum));
-  TokenLogprobs out;
-  out.logprob = logits[static_cast<size_t>(token)] - log_z;
-  if (top_n <= 0) return out;
-  std::vector<int32_t> ids(logits.size());
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  const size_t n = std::min(static_cast<size_t>(top_n), ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
-                    [&](int32_t a, int32_t b) {
-                      const float la = logits[static_cast<size_t>(a)];
-                      const float lb = logits[static_cast<size_t>(b)];
-                      return la != lb ? la > lb : a < b;
-                    });
-  for (size_t i = 0; i < n; ++i) {
-    out.top.push_back({ids[i], logits[static_cast<size_t>(ids[i])] - log_z});
-  }
-  return out;
-}
-
-}  // namespace
 
 StepSummary Engine::step() {
   StepSummary summary;
@@ -70,6 +42,11 @@ StepSummary Engine::step() {
       e.position = 0;
       e.tokens = std::span<const int32_t>(r.tokens).first(static_cast<size_t>(r.prefill_tokens));
       e.begins_sequence = r.begins_sequence;
+      // Only the first prefill of the prompt (a recompute's prompt logprobs were sent already).
+      if (e.needs_logits && r.params.prompt_logprobs >= 0 && r.num_preemptions == 0) {
+        e.prompt_logprobs = &r.prompt_logprobs;
+        e.prompt_logprobs_top = r.params.prompt_logprobs;
+      }
     }
     batch.entries.push_back(e);
   }
@@ -238,6 +215,7 @@ void Engine::start_forks(Request& parent, std::span<const float> logits, double 
     f.prefill_tokens = parent.prefill_tokens;
     f.prefill_layers_done = layout_.num_layers;
     f.num_computed_tokens = parent.num_computed_tokens;
+    if (f.params.prompt_logprobs >= 0) f.prompt_logprobs = parent.prompt_logprobs;
     f.begins_sequence = false;
     f.admitted_seconds = now;
     erase_from(waiting_, &f);
@@ -348,6 +326,11 @@ void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t s
 }
 
 void Engine::emit(Request& r, RequestEvent event) {
+  if (!r.first_event_sent) {
+    r.first_event_sent = true;
+    event.prompt_logprobs = std::move(r.prompt_logprobs);
+    r.prompt_logprobs.clear();
+  }
   if (event.kind == RequestEvent::Kind::kFinished) event.request_tag = r.params.request_tag;
   if (observer_) observer_(event);
   r.events->push(std::move(event));

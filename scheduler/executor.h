@@ -56,6 +56,12 @@ struct ExecutorEntry {
   int32_t layer_end = 0;
   bool begins_sequence = false;  // first entry of this request since admission
   bool needs_logits = false;     // layer_end == num_layers: logits of the last token
+  // A prefill entry with needs_logits may ask for the prompt's log-probabilities: the executor
+  // then fills *prompt_logprobs with tokens.size() - 1 entries (token t given tokens 0..t-1, for
+  // t = 1 ..), each with prompt_logprobs_top alternatives (token_logprobs), reducing the logits
+  // row by row as they are computed (never all of them at once).
+  std::vector<TokenLogprobs>* prompt_logprobs = nullptr;
+  int32_t prompt_logprobs_top = 0;
 
   bool is_prefill() const { return position == 0; }
   // The step's cost in the budget's unit: tokens × layers.

@@ -334,6 +334,7 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   out.stop_token_ids = in.stop_token_ids;
   out.ignore_eos = in.ignore_eos;
   out.logprobs = in.logprobs;
+  out.prompt_logprobs = in.prompt_logprobs;
   out.priority = in.priority;
   const memory::KvLayout& layout = stack_->arena().layout();
   switch (in.lighttransfer) {

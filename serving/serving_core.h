@@ -55,6 +55,8 @@ struct GenerateInput {
   bool continue_final_message = false;
   std::vector<std::pair<std::string, std::string>> chat_template_kwargs;
   int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
+  // -1 none, else the prompt's logprobs with 0..20 alternatives (RequestParams::prompt_logprobs)
+  int32_t prompt_logprobs = -1;
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
   // For the frontends; prepare() makes one request of the prompt whatever they say. n: parallel

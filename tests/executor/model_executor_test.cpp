@@ -2,13 +2,15 @@
 // few layers per step, in the same forward calls as other requests' decodes): requests batched
 // together give, each, exactly the greedy tokens of the same request run alone; an abort frees
 // its KV and its sequence in the same step, mid-prefill too; the samples of one prompt that share
-// its prefill (forks) equal separate requests; `lightserve bench` runs and prints its table.
+// its prefill (forks) equal separate requests; prompt logprobs equal the materialised logits';
+// `lightserve bench` runs and prints its table.
 #include "executor/model_executor.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -424,6 +426,65 @@ TEST_F(ModelExecutorTest, SamplesSharingOnePrefillEqualSeparateRequests) {
     EXPECT_EQ(s->engine->stats().num_prefill_tokens_total,
               static_cast<int64_t>(prompt.size()) * (kN + 1));
   }
+}
+
+// Prompt logprobs (echo with logprobs), reduced row by row during a layered prefill, equal the
+// log-softmax of the same prompt's logits materialised whole (LlamaModel::forward with
+// all_logits on a sequence of its own); a prompt of more than LlamaModel::kRowChunk tokens
+// crosses chunks. A fork of the request gets the same ones.
+TEST_F(ModelExecutorTest, PromptLogprobsEqualTheMaterialisedLogits) {
+  const std::string text = std::string(kStory) + " " + kCode;
+  const std::vector<int32_t> prompt = tokens(text.c_str());
+  ASSERT_GT(prompt.size(), static_cast<size_t>(model::LlamaModel::kRowChunk));
+  const int32_t context = static_cast<int32_t>(prompt.size()) + 2;
+  constexpr int32_t kTop = 3;
+
+  // Reference: every row's logits at once.
+  auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, context);
+  ASSERT_TRUE(arena.ok()) << arena.error().message;
+  auto seq = model::HybridSequence::create(*arena.value(), model_->config(), lt_, context);
+  ASSERT_TRUE(seq.ok()) << seq.error().message;
+  std::vector<float> all;
+  const model::BatchEntry entry{seq.value().get(), prompt, /*all_logits=*/true};
+  ASSERT_TRUE(model_->forward(std::span<const model::BatchEntry>(&entry, 1), all).ok());
+  const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+  ASSERT_EQ(all.size(), prompt.size() * vocab);
+
+  auto s = make_engine(context, 2);
+  std::vector<scheduler::RequestParams> group(2);
+  for (scheduler::RequestParams& p : group) {
+    p.prompt = prompt;
+    p.max_tokens = 2;
+    p.prompt_logprobs = kTop;
+  }
+  scheduler::AddGroupResult added = s->engine->add_group(group);
+  ASSERT_TRUE(added.ok()) << added.error->message;
+  while (s->engine->has_work()) s->engine->step();
+  EXPECT_EQ(s->engine->stats().num_forks_total, 1);
+  std::vector<std::vector<scheduler::TokenLogprobs>> got;
+  for (const scheduler::AddResult& m : added.members) {
+    std::vector<scheduler::RequestEvent> events = m.events->drain();
+    ASSERT_FALSE(events.empty());
+    got.push_back(events.front().prompt_logprobs);
+    for (size_t i = 1; i < events.size(); ++i) EXPECT_TRUE(events[i].prompt_logprobs.empty());
+  }
+  ASSERT_EQ(got[0].size(), prompt.size() - 1);
+  double worst = 0;
+  for (size_t t = 1; t < prompt.size(); ++t) {
+    const std::span<const float> row(all.data() + (t - 1) * vocab, vocab);
+    const scheduler::TokenLogprobs want = scheduler::token_logprobs(row, prompt[t], kTop);
+    const scheduler::TokenLogprobs& have = got[0][t - 1];
+    // The same float computation of the same row: equal up to the last bits (the chunked output
+    // matmul runs fewer rows at once).
+    worst = std::max(worst, static_cast<double>(std::fabs(have.logprob - want.logprob)));
+    ASSERT_EQ(have.top.size(), static_cast<size_t>(kTop));
+    for (int32_t k = 0; k < kTop; ++k) {
+      EXPECT_EQ(have.top[k].token_id, want.top[k].token_id) << "token " << t;
+      EXPECT_NEAR(have.top[k].logprob, want.top[k].logprob, 1e-4) << "token " << t;
+    }
+    EXPECT_EQ(got[1][t - 1].logprob, have.logprob) << "the fork's copy, token " << t;
+  }
+  EXPECT_LT(worst, 1e-4);
 }
 
 TEST_F(ModelExecutorTest, BenchCommandPrintsItsTable) {
