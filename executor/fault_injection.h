@@ -43,6 +43,10 @@ class FaultInjectingExecutor final : public scheduler::Executor {
 
   int32_t vocab_size() const override { return inner_.vocab_size(); }
   Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;
+  Status fork(scheduler::RequestId parent, scheduler::RequestId child,
+              memory::KvAllocation& child_kv) override {
+    return inner_.fork(parent, child, child_kv);
+  }
   void release(scheduler::RequestId request_id) override { inner_.release(request_id); }
 
   int64_t num_steps() const { return num_steps_; }

@@ -26,11 +26,26 @@ void ModelExecutor::release(scheduler::RequestId request_id) {
   sequences_.erase(request_id);
 }
 
+Status ModelExecutor::fork(scheduler::RequestId parent, scheduler::RequestId child,
+                           memory::KvAllocation& child_kv) {
+  auto it = sequences_.find(parent);
+  if (it == sequences_.end()) {
+    return Error{"fork: request " + std::to_string(parent) + " has no sequence"};
+  }
+  auto forked = model::HybridSequence::fork(model_.backend(), *it->second, child_kv);
+  if (!forked)
+    return Error{"fork of request " + std::to_string(parent) + ": " + forked.error().message};
+  sequences_[child] = std::move(forked).value();
+  return Status::Ok();
+}
+
 Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
   const int32_t num_layers = model_.config().num_layers;
   logits.clear();
   batch_.clear();
   batch_.reserve(batch.entries.size());
+  sinks_.clear();
+  sinks_.reserve(batch.entries.size());  // BatchEntry::row_sink points into it
   for (const scheduler::ExecutorEntry& e : batch.entries) {
     const std::string who = "request " + std::to_string(e.request_id) + ": ";
     if (e.tokens.empty()) return Error{who + "an entry with no tokens"};
@@ -62,6 +77,25 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<flo
     // LlamaModel::forward checks that a prefill's layer range resumes where it stopped.
     batch_.push_back(
         model::BatchEntry{seq, e.tokens, /*all_logits=*/false, e.layer_begin, e.layer_end});
+    if (e.prompt_logprobs != nullptr && e.needs_logits && e.is_prefill()) {
+      // Row t predicts token t + 1: reduced as each chunk of rows is computed.
+      std::vector<scheduler::TokenLogprobs>* out = e.prompt_logprobs;
+      out->clear();
+      out->reserve(e.tokens.size() - 1);
+      const std::span<const int32_t> tokens = e.tokens;
+      const int32_t top = e.prompt_logprobs_top;
+      const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
+      sinks_.push_back([out, tokens, top, vocab](int32_t first, int32_t count, const float* rows) {
+        for (int32_t k = 0; k < count; ++k) {
+          const size_t t = static_cast<size_t>(first + k);
+          if (t + 1 >= tokens.size()) break;  // the last row predicts the first output
+          out->push_back(scheduler::token_logprobs(
+              std::span<const float>(rows + static_cast<size_t>(k) * vocab, vocab), tokens[t + 1],
+              top));
+        }
+      });
+      batch_.back().row_sink = &sinks_.back();
+    }
   }
   if (batch_.empty()) return Status::Ok();
   // forward returns one row (its last token) per entry that ran the last layer, in entry order:

@@ -42,6 +42,9 @@ class ModelExecutor final : public scheduler::Executor {
 
   int32_t vocab_size() const override;
   Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;
+  // The child's HybridSequence is HybridSequence::fork of the parent's.
+  Status fork(scheduler::RequestId parent, scheduler::RequestId child,
+              memory::KvAllocation& child_kv) override;
   void release(scheduler::RequestId request_id) override;
 
   // Observation (tests, metrics): the live per-request sequences.
@@ -62,6 +65,7 @@ class ModelExecutor final : public scheduler::Executor {
   model::LightTransferSettings settings_;
   std::unordered_map<scheduler::RequestId, std::unique_ptr<model::HybridSequence>> sequences_;
   std::vector<model::BatchEntry> batch_;  // reused across steps
+  std::vector<model::RowSink> sinks_;     // prompt logprobs of this step's entries
   int64_t num_forward_calls_ = 0;
   double forward_seconds_ = 0;
   int32_t max_batch_entries_ = 0;

@@ -20,6 +20,15 @@ HybridSequence::HybridSequence(KvArena& arena, const LlamaConfig& config,
       head_ratios_(static_cast<size_t>(config.num_layers) * config.num_heads,
                    std::numeric_limits<float>::quiet_NaN()) {}
 
+HybridSequence::HybridSequence(ForkOf fork)
+    : arena_(fork.parent.arena_),
+      row_(fork.parent.row_),
+      num_heads_(fork.parent.num_heads_),
+      settings_(fork.parent.settings_),
+      planned_lazy_(fork.parent.planned_lazy_),
+      ratios_(fork.parent.ratios_),
+      head_ratios_(fork.parent.head_ratios_) {}
+
 HybridSequence::~HybridSequence() {
   if (!owned_.empty()) arena_.manager().release(std::move(owned_));
 }
@@ -93,6 +102,52 @@ Result<std::unique_ptr<HybridSequence>> HybridSequence::attach(
   std::unique_ptr<HybridSequence> seq(new HybridSequence(arena, config, effective));
   seq->kv_ = &allocation;
   seq->init_plan(footprint);
+  return seq;
+}
+
+Result<std::unique_ptr<HybridSequence>> HybridSequence::fork(kernels::Backend& backend,
+                                                             const HybridSequence& parent,
+                                                             memory::KvAllocation& allocation) {
+  if (parent.size_ == 0) return Error{"HybridSequence::fork: the parent has not prefilled"};
+  if (allocation.empty()) return Error{"HybridSequence::fork: the KV allocation is empty"};
+  if (allocation.id() == parent.kv_->id()) {
+    return Error{"HybridSequence::fork: the child's KV allocation is the parent's"};
+  }
+  if (!(allocation.footprint() == parent.kv_->footprint()) ||
+      allocation.token_capacity() < parent.size_) {
+    return Error{"HybridSequence::fork: the child's KV (" +
+                 std::to_string(allocation.footprint().full_layers) + " full lanes, " +
+                 std::to_string(allocation.token_capacity()) +
+                 " tokens) does not match the parent's footprint and size"};
+  }
+  std::unique_ptr<HybridSequence> seq(new HybridSequence(ForkOf{parent}));
+  seq->kv_ = &allocation;
+  allocation.layer_map() = parent.kv_->layer_map();
+  // Whole pages: a full lane's first ceil(size / block) pages hold its tokens, a lazy lane's
+  // first ceil(min(size, sink + window) / block) its ring rows.
+  const memory::KvLayout& layout = parent.arena_.layout();
+  const int64_t block = layout.block_size;
+  const int64_t full_pages = (parent.size_ + block - 1) / block;
+  const int64_t ring =
+      std::min<int64_t>(parent.size_, int64_t{parent.settings_.sink} + parent.settings_.window);
+  const int64_t lazy_pages = (ring + block - 1) / block;
+  std::vector<kernels::Backend::RowRun> runs;
+  KvArena& arena = parent.arena_;
+  for (const bool values : {false, true}) {
+    auto add = [&](const memory::PageTable& from, const memory::PageTable& to, int64_t pages) {
+      for (int32_t lane = 0; lane < from.num_lanes(); ++lane) {
+        for (int64_t j = 0; j < pages; ++j) {
+          runs.push_back({arena.page_rows(values, from.page(lane, j)),
+                          arena.page_rows(values, to.page(lane, j)), block});
+        }
+      }
+    };
+    add(parent.kv_->full_pages(), allocation.full_pages(), full_pages);
+    add(parent.kv_->lazy_pages(), allocation.lazy_pages(), lazy_pages);
+  }
+  backend.copy_runs_f16(runs, parent.row_);
+  seq->size_ = parent.size_;
+  seq->note_peak(0, allocation.layer_map().num_full_layers());
   return seq;
 }
 

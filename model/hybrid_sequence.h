@@ -41,6 +41,14 @@ class HybridSequence final : public SequenceKv {
   static Result<std::unique_ptr<HybridSequence>> attach(KvArena& arena, const LlamaConfig& config,
                                                         const LightTransferSettings& settings,
                                                         memory::KvAllocation& allocation);
+  // A copy of `parent` (whose prefill is complete) on `allocation` (attach's rules; the parent's
+  // footprint and at least its size in capacity): every computed token's K and V in every lane
+  // (whole pages through Backend::copy_runs_f16: device to device on a GPU), the layer map and
+  // the lazy ratios, so the copy decodes exactly as the parent would. For the samples of one
+  // prompt sharing its prefill (scheduler/executor.h, Executor::fork).
+  static Result<std::unique_ptr<HybridSequence>> fork(kernels::Backend& backend,
+                                                      const HybridSequence& parent,
+                                                      memory::KvAllocation& allocation);
   ~HybridSequence() override;
 
   int32_t size() const override { return size_; }
@@ -70,6 +78,10 @@ class HybridSequence final : public SequenceKv {
 
  private:
   HybridSequence(KvArena& arena, const LlamaConfig& config, const LightTransferSettings& settings);
+  struct ForkOf {
+    const HybridSequence& parent;
+  };
+  explicit HybridSequence(ForkOf fork);  // the parent's settings, plan and ratios; no KV yet
   void init_plan(const memory::Footprint& footprint);
   // Copies tokens [begin, end) of one layer's K and V from rows src(values, t) to rows
   // dst(values, t), runs of consecutive rows coalesced, in one backend call.

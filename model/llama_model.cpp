@@ -327,11 +327,20 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   if (layer + 1 == static_cast<int32_t>(layers_.size())) {
     // Last layer: only the rows whose logits are wanted matter from here on (as llama.cpp).
     s.out_rows.clear();
+    s.out_entry.clear();
+    s.out_token.clear();
+    s.out_dest.clear();
+    int64_t dest = 0;
     for (size_t k = 0; k < s.packed.size(); ++k) {
       const kernels::AttentionSeq& seq = s.seqs[k];
-      const bool all = batch[s.packed[k]].all_logits;
+      const BatchEntry& e = batch[s.packed[k]];
+      const bool all = e.all_logits || e.row_sink != nullptr;
       for (int32_t t = all ? 0 : seq.num_queries - 1; t < seq.num_queries; ++t) {
         s.out_rows.push_back(seq.first_row + t);
+        s.out_entry.push_back(static_cast<int32_t>(s.packed[k]));
+        s.out_token.push_back(t);
+        const bool returned = e.all_logits || t == seq.num_queries - 1;
+        s.out_dest.push_back(returned ? dest++ : -1);
       }
     }
     rows = static_cast<int64_t>(s.out_rows.size());
@@ -411,15 +420,59 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
   }
 
   const int64_t num_out = last_layer == num_layers ? s.num_rows : 0;
-  logits.resize(static_cast<size_t>(num_out * c.vocab_size));
+  const int64_t num_returned = num_out == 0 ? 0
+                                            : std::count_if(s.out_dest.begin(), s.out_dest.end(),
+                                                            [](int64_t v) { return v >= 0; });
+  logits.resize(static_cast<size_t>(num_returned * c.vocab_size));
   if (num_out == 0) return Status::Ok();
   b.rms_norm(s.x.get<float>(), output_norm_.get<float>(), num_out, d, c.rms_norm_eps,
              s.h.get<float>());
+  if (num_returned != num_out) return output_through_sinks(batch, num_out, logits);
   // Logits go to the host; a backend in host memory writes them there directly.
   float* out = b.host_memory() ? logits.data() : s.logits.reserve<float>(b, num_out * c.vocab_size);
   b.matmul(output_ ? *output_ : *token_embd_, s.h.get<float>(), num_out, out);
   if (out != logits.data()) {
     b.download(logits.data(), out, num_out * c.vocab_size * static_cast<int64_t>(sizeof(float)));
+  }
+  return Status::Ok();
+}
+
+// The output matmul in chunks of kRowChunk rows when some entry sends every row to a sink: each
+// chunk's rows go to their entries' sinks (runs of one entry in one call) and the returned rows
+// into `logits`, so no more than kRowChunk × vocab floats of logits exist at once.
+Status LlamaModel::output_through_sinks(std::span<const BatchEntry> batch, int64_t num_out,
+                                        std::vector<float>& logits) {
+  Scratch& s = scratch_;
+  kernels::Backend& b = backend_;
+  const int64_t vocab = config_.vocab_size;
+  const int64_t d = config_.hidden_dim;
+  const int64_t chunk = std::min(num_out, kRowChunk);
+  float* device = s.logits.reserve<float>(b, chunk * vocab);
+  std::vector<float> host;
+  if (!b.host_memory()) host.resize(static_cast<size_t>(chunk * vocab));
+  for (int64_t r0 = 0; r0 < num_out; r0 += chunk) {
+    const int64_t rows = std::min(chunk, num_out - r0);
+    b.matmul(output_ ? *output_ : *token_embd_, s.h.get<float>() + r0 * d, rows, device);
+    const float* out = device;
+    if (!b.host_memory()) {
+      b.download(host.data(), device, rows * vocab * static_cast<int64_t>(sizeof(float)));
+      out = host.data();
+    }
+    for (int64_t r = 0; r < rows;) {
+      const size_t at = static_cast<size_t>(r0 + r);
+      const BatchEntry& e = batch[static_cast<size_t>(s.out_entry[at])];
+      int64_t run = 1;
+      while (r + run < rows && s.out_entry[at + static_cast<size_t>(run)] == s.out_entry[at]) ++run;
+      if (e.row_sink != nullptr) {
+        (*e.row_sink)(s.out_token[at], static_cast<int32_t>(run), out + r * vocab);
+      }
+      for (int64_t k = 0; k < run; ++k) {
+        const int64_t dest = s.out_dest[at + static_cast<size_t>(k)];
+        if (dest < 0) continue;
+        std::copy_n(out + (r + k) * vocab, vocab, logits.data() + dest * vocab);
+      }
+      r += run;
+    }
   }
   return Status::Ok();
 }

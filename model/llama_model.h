@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -70,6 +71,11 @@ class SequenceCache final : public SequenceKv {
 // entry resumes them: same tokens, layer_begin = pending().layers_done. Only an entry that runs
 // the last layer appends its tokens (cache->size() grows) and gets logits: for every new token
 // with all_logits, else for the last one only.
+// Receives every new token's logits row of an entry (prompt logprobs) without T × vocab floats
+// ever existing at once: rows [first, first + count) in host memory, vocab_size floats each,
+// called in token order over chunks of at most LlamaModel::kRowChunk rows.
+using RowSink = std::function<void(int32_t first, int32_t count, const float* rows)>;
+
 struct BatchEntry {
   static constexpr int32_t kAllLayers = -1;
 
@@ -78,6 +84,9 @@ struct BatchEntry {
   bool all_logits = false;
   int32_t layer_begin = 0;
   int32_t layer_end = kAllLayers;
+  // With the last layer: every new token's row goes to *row_sink (the entry still gets only its
+  // last row in forward's `logits`, unless all_logits).
+  const RowSink* row_sink = nullptr;
 };
 
 class LlamaModel {
@@ -109,10 +118,13 @@ class LlamaModel {
   // capacity exceeded, a layer range outside the model or not where the sequence's pending
   // tokens stopped, one sequence twice — checked before any state changes.
   Status forward(std::span<const BatchEntry> batch, std::vector<float>& logits);
+  static constexpr int64_t kRowChunk = 64;  // rows per output matmul when a row sink is set
 
  private:
   struct Layer;
   explicit LlamaModel(kernels::Backend& backend);
+  Status output_through_sinks(std::span<const BatchEntry> batch, int64_t num_out,
+                              std::vector<float>& logits);
   Status prepare(const LoadOptions& options);
   Status validate(std::span<const BatchEntry> batch) const;
   // Packs into scratch_.x the rows of the entries that run `layer`, in entry order: rows already
@@ -144,6 +156,9 @@ class LlamaModel {
     kernels::Buffer x, x_next, h, qkv, attn, tmp, gate_up, ffn, logits;
     std::vector<int32_t> positions;  // of the packed rows
     std::vector<int64_t> out_rows;
+    // Per output row: its entry and token, and its row in forward's `logits` (-1: sink only).
+    std::vector<int32_t> out_entry, out_token;
+    std::vector<int64_t> out_dest;
     // Per entry: its [begin, end) layers and its first packed row (-1: not packed).
     std::vector<int32_t> layer_begin, layer_end;
     std::vector<int64_t> first_row;

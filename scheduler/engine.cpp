@@ -114,6 +114,11 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
     return invalid("logprobs must be in [-1, " + std::to_string(RequestParams::kMaxLogprobs) +
                    "], got " + std::to_string(p.logprobs));
   }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > RequestParams::kMaxLogprobs) {
+    return invalid("prompt_logprobs must be in [-1, " +
+                   std::to_string(RequestParams::kMaxLogprobs) + "], got " +
+                   std::to_string(p.prompt_logprobs));
+  }
   if (p.max_tokens < 1)
     return invalid("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
   for (const std::string& s : p.stop_strings) {
@@ -151,21 +156,7 @@ std::optional<EngineError> Engine::validate_params(const RequestParams& p) const
   return std::nullopt;
 }
 
-AddResult Engine::add(RequestParams params) {
-  AddResult result;
-  auto refuse = [&](EngineError error) {
-    num_rejections_.fetch_add(1, std::memory_order_relaxed);
-    result.error = std::move(error);
-    return result;
-  };
-  if (std::optional<EngineError> error = validate_params(params)) return refuse(*error);
-  if (num_queued_.fetch_add(1) >= config_.max_waiting) {
-    num_queued_.fetch_sub(1);
-    return refuse({ErrorKind::kResourceExhausted, "the waiting queue is full (" +
-                                                      std::to_string(config_.max_waiting) +
-                                                      " requests); retry later"});
-  }
-
+std::unique_ptr<Request> Engine::make_request(RequestParams params) {
   auto request = std::make_unique<Request>();
   request->id = next_id_.fetch_add(1);
   request->arrival_seconds = clock_.now_seconds();
@@ -181,16 +172,65 @@ AddResult Engine::add(RequestParams params) {
   request->sampler.emplace(params.sampling);
   request->events = std::make_shared<EventStream>();
   request->params = std::move(params);
-  result.id = request->id;
-  result.events = request->events;
+  return request;
+}
+
+AddResult Engine::add(RequestParams params) {
+  std::vector<RequestParams> one;
+  one.push_back(std::move(params));
+  AddGroupResult added = add_group(std::move(one));
+  AddResult result;
+  if (!added.ok()) {
+    result.error = std::move(added.error);
+    return result;
+  }
+  return std::move(added.members.front());
+}
+
+AddGroupResult Engine::add_group(std::vector<RequestParams> group) {
+  AddGroupResult result;
+  auto refuse = [&](EngineError error) {
+    num_rejections_.fetch_add(1, std::memory_order_relaxed);
+    result.members.clear();
+    result.error = std::move(error);
+    return result;
+  };
+  if (group.empty()) return refuse({ErrorKind::kInvalidArgument, "a request group is empty"});
+  for (const RequestParams& p : group) {
+    if (std::optional<EngineError> error = validate_params(p)) return refuse(*error);
+  }
+  const int32_t n = static_cast<int32_t>(group.size());
+  if (num_queued_.fetch_add(n) + n > config_.max_waiting) {
+    num_queued_.fetch_sub(n);
+    return refuse({ErrorKind::kResourceExhausted, "the waiting queue is full (" +
+                                                      std::to_string(config_.max_waiting) +
+                                                      " requests); retry later"});
+  }
+  std::vector<std::unique_ptr<Request>> requests;
+  requests.reserve(group.size());
+  for (RequestParams& p : group) {
+    std::unique_ptr<Request> r = make_request(std::move(p));
+    const Request& first = requests.empty() ? *r : *requests.front();
+    if (config_.share_group_prefill && !requests.empty() &&
+        r->params.prompt == first.params.prompt && r->footprint == first.footprint) {
+      r->fork_of = first.id;
+      requests.front()->forks.push_back(r->id);
+    }
+    result.members.push_back({r->id, r->events, std::nullopt});
+    requests.push_back(std::move(r));
+  }
   {
+    // One lock for the whole group: its members reach the engine thread in one step, so no
+    // parent can complete its prefill before its forks are there.
     std::lock_guard lock(mutex_);
     if (stop_requested_) {
-      num_queued_.fetch_sub(1);
-      result = {};
+      num_queued_.fetch_sub(n);
       return refuse({ErrorKind::kUnavailable, "the engine is stopping"});
     }
-    commands_.push_back({Command::Kind::kAdd, request->id, std::move(request)});
+    for (std::unique_ptr<Request>& r : requests) {
+      const RequestId id = r->id;
+      commands_.push_back({Command::Kind::kAdd, id, std::move(r)});
+    }
   }
   wake_.notify_all();
   return result;
@@ -298,6 +338,8 @@ EngineStats Engine::stats() const {
   s.num_preemptions_total = num_preemptions_;
   s.num_admission_rejections_total = num_rejections_.load(std::memory_order_relaxed);
   s.num_prompt_tokens_total = num_prompt_tokens_;
+  s.num_prefill_tokens_total = num_prefill_tokens_;
+  s.num_forks_total = num_forks_;
   s.num_generated_tokens_total = num_generated_tokens_;
   return s;
 }

@@ -38,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "base/status.h"
@@ -72,6 +73,9 @@ struct SchedulerConfig {
   // read events only at the end).
   int32_t max_unread_events = 0;
   bool audit_kv_every_step = false;  // also KvManager::check_invariants (O(blocks)): tests
+  // add_group: the samples of one prompt share one prefill (forks, docs/design.md §6). false:
+  // every sample prefills the prompt itself (the comparison in bench/shared_prefill).
+  bool share_group_prefill = true;
 
   int64_t min_budget(int32_t num_layers) const;
   // A serving default in the manner of vLLM's max_num_batched_tokens: a step holds up to
@@ -88,6 +92,12 @@ struct AddResult {
   RequestId id = 0;                     // 0 when refused
   std::shared_ptr<EventStream> events;  // null when refused
   std::optional<EngineError> error;     // set when refused
+  bool ok() const { return !error.has_value(); }
+};
+
+struct AddGroupResult {
+  std::vector<AddResult> members;    // one per params, in order; empty when refused
+  std::optional<EngineError> error;  // set when refused (then none was taken)
   bool ok() const { return !error.has_value(); }
 };
 
@@ -114,6 +124,10 @@ struct EngineStats {
   int64_t num_preemptions_total = 0;
   int64_t num_admission_rejections_total = 0;
   int64_t num_prompt_tokens_total = 0;
+  // Tokens run through a prefill's last layer (recomputes included; a fork computes none): what
+  // the prefills cost, against num_prompt_tokens_total, which counts every request's prompt.
+  int64_t num_prefill_tokens_total = 0;
+  int64_t num_forks_total = 0;  // samples started from a sibling's prefill (add_group)
   int64_t num_generated_tokens_total = 0;
 };
 
@@ -130,6 +144,14 @@ class Engine {
 
   // Thread-safe.
   [[nodiscard]] AddResult add(RequestParams params);
+  // Adds the n >= 1 samples of one prompt (OpenAI's n) at once: all of them, or none (the error of
+  // the first refused; the queue must hold all n). With share_group_prefill, every member whose
+  // prompt and footprint equal the first's is a fork of the first (Request::fork_of): it waits
+  // until the first has run its prefill, then copies its KV and layer map (Executor::fork) and
+  // samples its own first token, with its own sampler, from the first's last-token logits, so the
+  // prompt is prefilled once and each member gives exactly what it would give alone. A fork whose
+  // parent ends, is preempted or fails before that, or that finds no room then, prefills itself.
+  [[nodiscard]] AddGroupResult add_group(std::vector<RequestParams> group);
   void abort(RequestId id);  // unknown or finished ids are ignored
   void stop();               // run() returns after its current step; later adds are refused
 
@@ -169,6 +191,7 @@ class Engine {
          const Detokenizer& detokenizer, const Clock& clock);
 
   std::optional<EngineError> validate_params(const RequestParams& params) const;
+  std::unique_ptr<Request> make_request(RequestParams params);
   void process_commands(StepSummary& summary);
   bool senior(const Request& a, const Request& b) const;
   void insert_sorted(std::vector<Request*>& list, Request* request) const;
@@ -184,6 +207,10 @@ class Engine {
   void emit(Request& r, RequestEvent event);
   std::string final_text(Request& r);
   void preempt(Request& r);
+  // r has just completed its first prefill with `logits`: its forks copy it and sample.
+  void start_forks(Request& r, std::span<const float> logits, double now, StepSummary& summary);
+  void detach_forks(Request& r);  // r will not complete a prefill for its forks
+  void sample_and_emit(Request& r, std::span<const float> logits, double now, StepSummary& summary);
   void release_kv(Request& r);
   // Ends the request: releases its KV and executor state, pushes the kFinished event, forgets it.
   void finish(Request& r, FinishReason reason, std::string text, int32_t stop_token,
@@ -222,6 +249,8 @@ class Engine {
   int64_t num_steps_ = 0;
   int64_t num_preemptions_ = 0;
   int64_t num_prompt_tokens_ = 0;
+  int64_t num_prefill_tokens_ = 0;
+  int64_t num_forks_ = 0;
   int64_t num_generated_tokens_ = 0;
 };
 

@@ -11,34 +11,6 @@
 #include "scheduler/engine.h"
 
 namespace lightserve::scheduler {
-namespace {
-
-// log-softmax of the raw logits at `token`, and the `top_n` most likely ids.
-TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
-  float max_logit = -INFINITY;
-  for (float v : logits) max_logit = std::max(max_logit, v);
-  double sum = 0;
-  for (float v : logits) sum += std::exp(static_cast<double>(v - max_logit));
-  const float log_z = max_logit + static_cast<float>(std::log(sum));
-  TokenLogprobs out;
-  out.logprob = logits[static_cast<size_t>(token)] - log_z;
-  if (top_n <= 0) return out;
-  std::vector<int32_t> ids(logits.size());
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  const size_t n = std::min(static_cast<size_t>(top_n), ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
-                    [&](int32_t a, int32_t b) {
-                      const float la = logits[static_cast<size_t>(a)];
-                      const float lb = logits[static_cast<size_t>(b)];
-                      return la != lb ? la > lb : a < b;
-                    });
-  for (size_t i = 0; i < n; ++i) {
-    out.top.push_back({ids[i], logits[static_cast<size_t>(ids[i])] - log_z});
-  }
-  return out;
-}
-
-}  // namespace
 
 StepSummary Engine::step() {
   StepSummary summary;
@@ -70,6 +42,11 @@ StepSummary Engine::step() {
       e.position = 0;
       e.tokens = std::span<const int32_t>(r.tokens).first(static_cast<size_t>(r.prefill_tokens));
       e.begins_sequence = r.begins_sequence;
+      // Only the first prefill of the prompt (a recompute's prompt logprobs were sent already).
+      if (e.needs_logits && r.params.prompt_logprobs >= 0 && r.num_preemptions == 0) {
+        e.prompt_logprobs = &r.prompt_logprobs;
+        e.prompt_logprobs_top = r.params.prompt_logprobs;
+      }
     }
     batch.entries.push_back(e);
   }
@@ -115,6 +92,7 @@ void Engine::run_capacity_stage(double now, StepSummary& summary) {
   std::vector<CapacityCandidate> waiting;
   waiting.reserve(waiting_.size());
   for (const Request* r : waiting_) {
+    if (r->fork_of != 0) continue;  // waits for its parent's prefill (start_forks)
     waiting.push_back({r->id, r->footprint, r->num_tokens(), 0, r->max_total_tokens()});
   }
   const CapacityDecision decision = capacity_.schedule({running, waiting, kv_.num_free_pages()});
@@ -180,6 +158,7 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
       r.prefill_layers_done = w.layer_end;
       if (w.layer_end < layout_.num_layers) continue;
       r.num_computed_tokens = r.prefill_tokens;
+      num_prefill_tokens_ += r.prefill_tokens;
       if (r.num_preemptions == 0) num_prompt_tokens_ += r.num_prompt_tokens;
       r.transition(RequestState::kDecoding);
     } else {
@@ -187,15 +166,74 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     }
     const std::span<const float> logits(logits_.data() + row * vocab, vocab);
     ++row;
-    const std::span<const int32_t> tokens(r.tokens);
-    const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
-                                            tokens.subspan(r.num_prompt_tokens));
-    on_token(r, token,
-             r.params.logprobs >= 0
-                 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
-                 : std::nullopt,
-             now, summary);
+    // Before r samples: its first token may finish it, and its KV must still be there to copy.
+    if (!r.forks.empty()) start_forks(r, logits, now, summary);
+    sample_and_emit(r, logits, now, summary);
   }
+}
+
+void Engine::sample_and_emit(Request& r, std::span<const float> logits, double now,
+                             StepSummary& summary) {
+  const std::span<const int32_t> tokens(r.tokens);
+  const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
+                                          tokens.subspan(r.num_prompt_tokens));
+  on_token(r, token,
+           r.params.logprobs >= 0 ? std::optional(token_logprobs(logits, token, r.params.logprobs))
+                                  : std::nullopt,
+           now, summary);
+}
+
+void Engine::start_forks(Request& parent, std::span<const float> logits, double now,
+                         StepSummary& summary) {
+  const std::vector<RequestId> forks = std::move(parent.forks);
+  parent.forks.clear();
+  // Only a first prefill of the prompt alone can be shared (forks are detached on preemption).
+  LS_CHECK(parent.num_preemptions == 0 && parent.num_tokens() == parent.num_prompt_tokens)
+      << "request " << parent.id << " shares a prefill that is not its prompt's";
+  for (const RequestId id : forks) {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second->fork_of != parent.id) continue;  // aborted
+    Request& f = *it->second;
+    f.fork_of = 0;  // from here on an ordinary request, copied or not
+    if (static_cast<int32_t>(running_.size()) >= config_.max_running) continue;
+    std::optional<memory::AdmitPlan> plan = kv_.plan_admit(f.footprint, parent.kv.token_capacity());
+    if (!plan) continue;  // no room now: it prefills itself when admitted
+    f.kv = kv_.commit(std::move(*plan));
+    Status status;
+    try {
+      status = executor_.fork(parent.id, f.id, f.kv);
+    } catch (const std::exception& e) {
+      status = Error{e.what()};
+    }
+    if (!status.ok()) {
+      executor_.release(f.id);
+      kv_.release(std::move(f.kv));
+      continue;
+    }
+    f.transition(RequestState::kPrefilling);
+    f.transition(RequestState::kDecoding);
+    f.prefill_tokens = parent.prefill_tokens;
+    f.prefill_layers_done = layout_.num_layers;
+    f.num_computed_tokens = parent.num_computed_tokens;
+    if (f.params.prompt_logprobs >= 0) f.prompt_logprobs = parent.prompt_logprobs;
+    f.begins_sequence = false;
+    f.admitted_seconds = now;
+    erase_from(waiting_, &f);
+    insert_sorted(running_, &f);
+    num_queued_.fetch_sub(1);
+    ++summary.num_admitted;
+    ++num_forks_;
+    num_prompt_tokens_ += f.num_prompt_tokens;
+    sample_and_emit(f, logits, now, summary);
+  }
+}
+
+void Engine::detach_forks(Request& r) {
+  for (const RequestId id : r.forks) {
+    auto it = requests_.find(id);
+    if (it != requests_.end() && it->second->fork_of == r.id) it->second->fork_of = 0;
+  }
+  r.forks.clear();
 }
 
 // Appends the sampled token, streams what the stop rules release, finishes on a stop.
@@ -243,6 +281,7 @@ void Engine::release_kv(Request& r) {
 }
 
 void Engine::preempt(Request& r) {
+  detach_forks(r);
   release_kv(r);
   r.transition(RequestState::kPreempted);
   r.num_computed_tokens = 0;
@@ -257,6 +296,7 @@ void Engine::preempt(Request& r) {
 void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t stop_token,
                     std::optional<EngineError> error, double now, StepSummary& summary) {
   const int32_t num_lazy_layers = is_running(r.state) ? r.kv.layer_map().num_lazy_layers() : 0;
+  detach_forks(r);
   if (is_running(r.state)) {
     release_kv(r);
   } else {
@@ -286,6 +326,11 @@ void Engine::finish(Request& r, FinishReason reason, std::string text, int32_t s
 }
 
 void Engine::emit(Request& r, RequestEvent event) {
+  if (!r.first_event_sent) {
+    r.first_event_sent = true;
+    event.prompt_logprobs = std::move(r.prompt_logprobs);
+    r.prompt_logprobs.clear();
+  }
   if (event.kind == RequestEvent::Kind::kFinished) event.request_tag = r.params.request_tag;
   if (observer_) observer_(event);
   r.events->push(std::move(event));

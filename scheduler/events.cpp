@@ -1,8 +1,34 @@
 #include "scheduler/events.h"
 
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
 namespace lightserve::scheduler {
+
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n) {
+  float max_logit = -INFINITY;
+  for (float v : logits) max_logit = std::max(max_logit, v);
+  double sum = 0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v - max_logit));
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  TokenLogprobs out;
+  out.logprob = logits[static_cast<size_t>(token)] - log_z;
+  if (top_n <= 0) return out;
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  const size_t n = std::min(static_cast<size_t>(top_n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      const float la = logits[static_cast<size_t>(a)];
+                      const float lb = logits[static_cast<size_t>(b)];
+                      return la != lb ? la > lb : a < b;
+                    });
+  for (size_t i = 0; i < n; ++i) {
+    out.top.push_back({ids[i], logits[static_cast<size_t>(ids[i])] - log_z});
+  }
+  return out;
+}
 
 const char* to_string(FinishReason reason) {
   switch (reason) {

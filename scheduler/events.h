@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ struct TokenLogprobs {
   float logprob = 0;              // of the sampled token
   std::vector<TokenLogprob> top;  // most likely first; RequestParams::logprobs entries
 };
+// log-softmax of raw `logits` at `token`, and the `top_n` most likely ids (ties: lower id first).
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n);
 
 struct RequestEvent {
   enum class Kind : uint8_t { kToken, kFinished };
@@ -62,6 +65,10 @@ struct RequestEvent {
   double time_seconds = 0;                // when the engine emitted the event
   double inter_token_seconds = 0;         // kToken: since the previous token (TTFT for the first)
   std::optional<TokenLogprobs> logprobs;  // kToken, when RequestParams::logprobs >= 0
+  // The request's first event (token or finish), when RequestParams::prompt_logprobs >= 0: entry
+  // t - 1 is prompt token t's log-probability given tokens 0..t-1 (none for token 0), with
+  // prompt_logprobs alternatives.
+  std::vector<TokenLogprobs> prompt_logprobs;
   std::optional<FinishReason> finish_reason;  // kFinished only
   std::optional<EngineError> error;           // kFinished with kError only
   RequestTimings timings;                     // kFinished only

@@ -20,6 +20,14 @@
 //    whole (layer_begin = 0, layer_end = num_layers).
 //  * A decode entry feeds one token (the last one sampled) at `position` through all layers and
 //    asks for its logits.
+//  * fork(parent, child, kv): the shared prefill of n > 1 samples (Engine::add_group). Called
+//    right after the step whose entry ran the parent's prefill's last layer, before any decode of
+//    the parent: the child's life on the executor starts as a copy of the parent's (every computed
+//    token's KV in every lane, copied into the child's own fresh allocation of the same footprint
+//    and at least the parent's capacity; the parent's layer map, so the child never re-decides its
+//    lazy layers). The child then goes on with decode entries as if it had prefilled the same
+//    tokens itself (it gets no begins_sequence entry). On an error the executor holds no state for
+//    the child and the engine lets it prefill on its own.
 //  * release(id) ends the executor's per-request state: on finish, abort, preemption and error,
 //    always before the engine gives the request's KV back, so no executor state outlives the KV.
 //
@@ -48,6 +56,12 @@ struct ExecutorEntry {
   int32_t layer_end = 0;
   bool begins_sequence = false;  // first entry of this request since admission
   bool needs_logits = false;     // layer_end == num_layers: logits of the last token
+  // A prefill entry with needs_logits may ask for the prompt's log-probabilities: the executor
+  // then fills *prompt_logprobs with tokens.size() - 1 entries (token t given tokens 0..t-1, for
+  // t = 1 ..), each with prompt_logprobs_top alternatives (token_logprobs), reducing the logits
+  // row by row as they are computed (never all of them at once).
+  std::vector<TokenLogprobs>* prompt_logprobs = nullptr;
+  int32_t prompt_logprobs_top = 0;
 
   bool is_prefill() const { return position == 0; }
   // The step's cost in the budget's unit: tokens × layers.
@@ -70,6 +84,10 @@ class Executor {
   // entry order. On an error the engine finishes every request of the batch with kError (and
   // releases them); the executor must leave other requests' state intact.
   virtual Status execute(const StepBatch& batch, std::vector<float>& logits) = 0;
+
+  // Starts `child` as a copy of `parent` (see fork above). `parent` has just completed its
+  // prefill; `child_kv` is the child's, valid until release(child).
+  virtual Status fork(RequestId parent, RequestId child, memory::KvAllocation& child_kv) = 0;
 
   // Drops the per-request state (a no-op for an id it does not know).
   virtual void release(RequestId request_id) = 0;

@@ -60,6 +60,10 @@ struct RequestParams {
   // log-probability and this many top alternatives.
   int32_t logprobs = -1;
   static constexpr int32_t kMaxLogprobs = 20;
+  // -1: none; 0..kMaxLogprobs: the first event carries the prompt's log-probabilities (each
+  // prompt token but the first given the ones before it, with this many alternatives), computed
+  // during the prefill (echo with logprobs; vLLM's prompt_logprobs).
+  int32_t prompt_logprobs = -1;
   int32_t priority = 0;  // higher first, when SchedulerConfig::priority_scheduling
   // Per-request LightTransfer override (full / streaming footprint); nullopt: the arena's hybrid.
   std::optional<memory::Footprint> footprint;
@@ -84,6 +88,17 @@ struct Request {
   int32_t prefill_tokens = 0;
   int32_t prefill_layers_done = 0;
   bool begins_sequence = false;  // the next entry is the first since admission
+
+  // Shared prefill (Engine::add_group, docs/design.md §6): a fork waits (never admitted by the
+  // capacity stage) until request `fork_of` has run its prefill's last layer, then starts from a
+  // copy of that request's KV and samples its first token from that request's logits. 0: an
+  // ordinary request (also a fork whose parent ended, was preempted or had no room for it).
+  RequestId fork_of = 0;
+  // RequestParams::prompt_logprobs: filled by the executor at the first prefill (a fork copies
+  // its parent's), moved into the first event.
+  std::vector<TokenLogprobs> prompt_logprobs;
+  bool first_event_sent = false;
+  std::vector<RequestId> forks;  // the requests forked from this one, until its prefill completes
 
   memory::KvAllocation kv;                   // non-empty exactly while running
   std::optional<sampling::Sampler> sampler;  // lives across preemptions: same seed, same output

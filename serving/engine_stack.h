@@ -31,6 +31,8 @@ struct EngineStackOptions {
   // A long prompt advances a few layers per step, so the decodes of others wait one step at
   // most; false runs every prefill through all layers in one step.
   bool layered_prefill = true;
+  // The samples of one prompt (Engine::add_group) share its prefill; false: each prefills it.
+  bool share_group_prefill = true;
   int64_t step_budget_token_layers = 0;  // 0: SchedulerConfig::budget_or_default
   // Faults to inject at the executor boundary (the reliability tests); none when unset.
   std::optional<executor::FaultPlan> faults;

@@ -92,6 +92,11 @@ Metrics::Metrics(const std::string& model_name, const memory::CapacityPlan& plan
     success_->Add(l);  // present at 0 from the start
   }
   preemptions_ = counter("lightserve_num_preemptions_total", "Requests preempted (recomputed)");
+  prefill_tokens_ = counter("lightserve_prefill_tokens_total",
+                            "Prompt tokens computed by prefills (recomputes included; the samples "
+                            "of one prompt share one prefill)");
+  forks_ = counter("lightserve_shared_prefill_samples_total",
+                   "Samples (n > 1) started from a sibling's prefill instead of their own");
   rejections_ = counter("lightserve_admission_rejections_total",
                         "Requests refused at admission (queue full, draining, too long)");
   lazy_selected_ = &prometheus::BuildCounter()
@@ -140,6 +145,15 @@ void Metrics::on_step(const scheduler::EngineStats& stats, const memory::KvUsage
   if (num_preemptions_total > preemptions_seen_) {
     preemptions_->Increment(static_cast<double>(num_preemptions_total - preemptions_seen_));
     preemptions_seen_ = num_preemptions_total;
+  }
+  if (stats.num_prefill_tokens_total > prefill_tokens_seen_) {
+    prefill_tokens_->Increment(
+        static_cast<double>(stats.num_prefill_tokens_total - prefill_tokens_seen_));
+    prefill_tokens_seen_ = stats.num_prefill_tokens_total;
+  }
+  if (stats.num_forks_total > forks_seen_) {
+    forks_->Increment(static_cast<double>(stats.num_forks_total - forks_seen_));
+    forks_seen_ = stats.num_forks_total;
   }
   for (size_t l = 0; l < lazy_layer_counts.size() && l < lazy_per_layer_.size(); ++l) {
     if (lazy_layer_counts[l] > lazy_seen_[l]) {

@@ -64,10 +64,14 @@ class Metrics {
   prometheus::Counter* generation_tokens_;
   prometheus::Family<prometheus::Counter>* success_;
   prometheus::Counter* preemptions_;
+  prometheus::Counter* prefill_tokens_;  // computed by prefills (shared prefills count once)
+  prometheus::Counter* forks_;
   prometheus::Counter* rejections_;
   prometheus::Family<prometheus::Counter>* lazy_selected_;
   std::vector<prometheus::Counter*> lazy_per_layer_;
   int64_t preemptions_seen_ = 0;
+  int64_t prefill_tokens_seen_ = 0;
+  int64_t forks_seen_ = 0;
   std::vector<int64_t> lazy_seen_;
   std::unordered_set<scheduler::RequestId> has_first_token_;  // engine thread only
 };

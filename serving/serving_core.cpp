@@ -353,6 +353,7 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
   out.stop_token_ids = in.stop_token_ids;
   out.ignore_eos = in.ignore_eos;
   out.logprobs = in.logprobs;
+  out.prompt_logprobs = in.prompt_logprobs;
   out.priority = in.priority;
   const memory::KvLayout& layout = stack_->arena().layout();
   switch (in.lighttransfer) {
@@ -369,7 +370,20 @@ std::optional<EngineError> ServingCore::prepare(const GenerateInput& in,
 }
 
 scheduler::AddResult ServingCore::submit(scheduler::RequestParams params) {
+  std::vector<scheduler::RequestParams> one;
+  one.push_back(std::move(params));
+  scheduler::AddGroupResult added = submit_group(std::move(one));
   scheduler::AddResult result;
+  if (!added.ok()) {
+    result.error = std::move(added.error);
+    return result;
+  }
+  return std::move(added.members.front());
+}
+
+scheduler::AddGroupResult ServingCore::submit_group(std::vector<scheduler::RequestParams> group) {
+  scheduler::AddGroupResult result;
+  const int32_t n = static_cast<int32_t>(group.size());
   if (draining_.load()) {
     result.error = EngineError{ErrorKind::kUnavailable,
                                "the server is shutting down and takes no new requests"};
@@ -381,9 +395,9 @@ scheduler::AddResult ServingCore::submit(scheduler::RequestParams params) {
     if (!engine_) {
       result.error = EngineError{ErrorKind::kUnavailable, "the engine has stopped"};
     } else {
-      num_in_flight_.fetch_add(1);
-      result = engine_->add(std::move(params));
-      if (!result.ok()) num_in_flight_.fetch_sub(1);
+      num_in_flight_.fetch_add(n);
+      result = engine_->add_group(std::move(group));
+      if (!result.ok()) num_in_flight_.fetch_sub(n);
     }
   }
   if (!result.ok() && result.error->kind != ErrorKind::kInvalidArgument) metrics_->on_rejection();

@@ -55,6 +55,8 @@ struct GenerateInput {
   bool continue_final_message = false;
   std::vector<std::pair<std::string, std::string>> chat_template_kwargs;
   int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
+  // -1 none, else the prompt's logprobs with 0..20 alternatives (RequestParams::prompt_logprobs)
+  int32_t prompt_logprobs = -1;
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
   // For the frontends; prepare() makes one request of the prompt whatever they say. n: parallel
@@ -110,6 +112,8 @@ class ServingCore {
   [[nodiscard]] std::optional<scheduler::EngineError> prepare(const GenerateInput& input,
                                                               scheduler::RequestParams& out) const;
   [[nodiscard]] scheduler::AddResult submit(scheduler::RequestParams params);
+  // The n samples of one prompt, all or none (scheduler::Engine::add_group: one shared prefill).
+  [[nodiscard]] scheduler::AddGroupResult submit_group(std::vector<scheduler::RequestParams> group);
   // The prompt's token ids exactly as prepare() makes them, without the length limits (the
   // tokenize endpoints): text with the model's BOS (unless add_special is false), ids as given,
   // chat messages rendered by the template (which carries its own special tokens) as the input's

@@ -8,17 +8,19 @@ namespace lightserve::frontends {
 std::variant<std::shared_ptr<GenerationGroup>, scheduler::EngineError> GenerationGroup::submit(
     serving::ServingCore& engine, const scheduler::RequestParams& params, int32_t n) {
   std::shared_ptr<GenerationGroup> group(new GenerationGroup(engine));
-  group->members_.reserve(static_cast<size_t>(n));
+  std::vector<scheduler::RequestParams> siblings;
+  siblings.reserve(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) {
     scheduler::RequestParams sibling = params;
     sibling.sampling.seed = params.sampling.seed + static_cast<uint64_t>(i);
     if (n > 1) sibling.request_tag.append(".").append(std::to_string(i));
-    scheduler::AddResult added = engine.submit(std::move(sibling));
-    if (!added.ok()) {
-      group->abort();
-      return *added.error;
-    }
-    group->members_.push_back({added.id, std::move(added.events), false});
+    siblings.push_back(std::move(sibling));
+  }
+  scheduler::AddGroupResult added = engine.submit_group(std::move(siblings));
+  if (!added.ok()) return *added.error;
+  group->members_.reserve(added.members.size());
+  for (scheduler::AddResult& m : added.members) {
+    group->members_.push_back({m.id, std::move(m.events), false});
   }
   return group;
 }

@@ -5,8 +5,9 @@
 // Siblings copy the prepared params, so a constraint (sampling/constraint.h) is compiled once and
 // shared; each sibling's Sampler holds its own matcher, so every sample is held to it on its own.
 //
-// Each sibling prefills the prompt itself: sharing one prefill needs the KV memory to share a
-// prompt's blocks between sequences, which it does not do yet.
+// The siblings go to the engine as one group (scheduler::Engine::add_group): the prompt is
+// prefilled once, by sibling 0; the others copy its KV and sample their first token from its
+// logits (forks), so each sample is exactly what it would be as a request of its own.
 #pragma once
 
 #include <cstdint>
@@ -30,8 +31,8 @@ struct IndexedEvent {
 
 class GenerationGroup {
  public:
-  // Submits `n` >= 1 copies of `params` (sibling i: seed + i; request tag TAG.i when n > 1). When
-  // the engine refuses one, the ones it took are aborted and its error is returned.
+  // Submits `n` >= 1 copies of `params` (sibling i: seed + i; request tag TAG.i when n > 1), all
+  // or none: when the engine refuses the group, its error is returned.
   static std::variant<std::shared_ptr<GenerationGroup>, scheduler::EngineError> submit(
       serving::ServingCore& engine, const scheduler::RequestParams& params, int32_t n);
 

@@ -187,10 +187,8 @@ Problem read_samples_and_echo(const RequestFields& f, serving::GenerateInput& in
   if (f.echo && f.messages) {
     return std::string("'echo' is only supported with a prompt, not with chat messages");
   }
-  if (f.echo && f.logprobs) {
-    return quoted(f.logprobs_field) +
-           " with 'echo' is not supported: the prompt's logprobs are not computed";
-  }
+  // Echo with logprobs: the prompt's tokens' logprobs first (vLLM), computed during the prefill.
+  input.prompt_logprobs = f.echo ? input.logprobs : -1;
   input.continue_final_message = f.continue_final_message;
   input.chat_template_kwargs = f.chat_template_kwargs;
   if (!f.messages && (f.continue_final_message || !f.chat_template_kwargs.empty())) {

@@ -109,6 +109,12 @@ Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
   // Parallel samples, echo, chat rendering.
   if (request.has_n()) f.n = WireInt::of(request.n());
   f.echo = request.echo();
+  if (f.echo && request.has_logprobs()) {
+    // The proto has no place for the prompt's logprobs (HTTP /v1/completions returns them).
+    return Error{
+        "'logprobs' with 'echo' is not supported over gRPC: prompt logprobs are returned "
+        "by /v1/completions only"};
+  }
   f.continue_final_message = request.continue_final_message();
   for (const auto& [key, value] : request.chat_template_kwargs()) {
     f.chat_template_kwargs.emplace_back(key, value);

@@ -92,6 +92,7 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   g.want_logprobs = input.logprobs >= 0;
   g.options.n = input.n;
   if (input.echo) g.options.echo = echo_text(input, engine.tokenizer());
+  if (input.prompt_logprobs >= 0) g.options.echo_prompt_ids = params.prompt;
   g.options.system_fingerprint = engine.system_fingerprint();
   g.options.tool_calls = parsed.value().tool_calls;
   return g;

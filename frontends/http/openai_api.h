@@ -8,7 +8,7 @@
 // an invalid argument (HTTP 400 through error_mapping.h), except an unknown model (404, its
 // message from check_model). The constraint fields (response_format, guided_*, grammar,
 // json_schema) and tools are read by tool_calls.h. Fields OpenAI defines that lightserve cannot
-// honour (the deprecated functions, echo with logprobs, batches of prompts ...) are refused by
+// honour (the deprecated functions, batches of prompts ...) are refused by
 // name, and so are vLLM's and llama.cpp's extras it does not implement (guided_whitespace_pattern,
 // prompt_logprobs ...): README's fields table lists them; fields nobody defines are ignored, as
 // OpenAI-compatible servers do.
@@ -82,6 +82,10 @@ struct ResponseOptions {
   // Chat with tools (tool_calls.h): each choice's <tool_call> blocks become its `tool_calls`, its
   // finish reason "tool_calls"; streamed as one delta per completed call.
   bool tool_calls = false;
+  // Completions, echo with logprobs: the prompt's token ids. Each choice's logprobs then start
+  // with the prompt's tokens (the first with null logprobs, the others from the first event's
+  // prompt_logprobs), as vLLM returns them.
+  std::vector<int32_t> echo_prompt_ids = {};
 };
 
 // token_strs: when set, each token's text as "token_strs".
@@ -119,7 +123,10 @@ class ResponseBuilder {
     int32_t token_id;
     scheduler::TokenLogprobs logprobs;
     int32_t text_offset;
+    bool null_logprobs = false;  // the prompt's first token (echo): nothing predicts it
   };
+  // The prompt's entries (echo with logprobs) from the first event of a choice, else empty.
+  std::vector<LogprobEntry> prompt_entries(const scheduler::RequestEvent& event) const;
   struct Choice {
     std::string text;  // echo included
     std::vector<LogprobEntry> logprobs;

@@ -82,9 +82,27 @@ ResponseBuilder::ResponseBuilder(Endpoint endpoint, std::string model_name, Toke
   for (Choice& c : choices_) c.text = options_.echo;
 }
 
+std::vector<ResponseBuilder::LogprobEntry> ResponseBuilder::prompt_entries(
+    const scheduler::RequestEvent& event) const {
+  std::vector<LogprobEntry> out;
+  const std::vector<int32_t>& ids = options_.echo_prompt_ids;
+  if (!want_logprobs_ || ids.empty() || event.prompt_logprobs.size() + 1 != ids.size()) return out;
+  int32_t offset = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    LogprobEntry e{ids[t], t == 0 ? scheduler::TokenLogprobs{} : event.prompt_logprobs[t - 1],
+                   offset, t == 0};
+    offset += static_cast<int32_t>(token_text_(ids[t]).size());
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::optional<ResponseBuilder::LogprobEntry> ResponseBuilder::record(
     const scheduler::RequestEvent& event, int32_t index) {
   Choice& c = choices_.at(static_cast<size_t>(index));
+  if (!event.prompt_logprobs.empty()) {
+    for (LogprobEntry& e : prompt_entries(event)) c.logprobs.push_back(std::move(e));
+  }
   std::optional<LogprobEntry> entry;
   if (event.kind == scheduler::RequestEvent::Kind::kToken && event.logprobs && want_logprobs_) {
     entry = LogprobEntry{event.token_id, *event.logprobs, static_cast<int32_t>(c.text.size())};
@@ -136,6 +154,12 @@ json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) co
          offsets = json::array();
     for (const LogprobEntry& e : entries) {
       tokens.push_back(token_text_(e.token_id));
+      if (e.null_logprobs) {
+        token_logprobs.push_back(nullptr);
+        top.push_back(nullptr);
+        offsets.push_back(e.text_offset);
+        continue;
+      }
       token_logprobs.push_back(e.logprobs.logprob);
       json alternatives = json::object();
       for (const scheduler::TokenLogprob& t : e.logprobs.top) {
@@ -237,7 +261,9 @@ std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event, 
     send(chunk(index, "", {}, nullptr));  // the role, as OpenAI sends it first
   }
   if (endpoint_ == Endpoint::kCompletions && !options_.echo.empty() && !c.echo_sent) {
-    send(chunk(index, options_.echo, {}, nullptr));  // the prompt first, as vLLM streams echo
+    // The prompt first, as vLLM streams echo (with its logprobs when asked: the first event
+    // carries them).
+    send(chunk(index, options_.echo, prompt_entries(event), nullptr));
     c.echo_sent = true;
   }
   const std::optional<LogprobEntry> entry = record(event, index);

@@ -18,6 +18,9 @@ class CountingExecutor final : public scheduler::Executor {
     ++num_executed;
     return Status::Ok();
   }
+  Status fork(scheduler::RequestId, scheduler::RequestId, memory::KvAllocation&) override {
+    return Error{"CountingExecutor does not fork"};
+  }
   void release(scheduler::RequestId) override { ++num_released; }
   int num_executed = 0, num_released = 0;
 };

@@ -1,14 +1,16 @@
 // The engine with the real model (executor::ModelExecutor) and layered prefill (prompts advance a
 // few layers per step, in the same forward calls as other requests' decodes): requests batched
 // together give, each, exactly the greedy tokens of the same request run alone; an abort frees
-// its KV and its sequence in the same step, mid-prefill too; `lightserve bench` runs and prints
-// its table.
+// its KV and its sequence in the same step, mid-prefill too; the samples of one prompt that share
+// its prefill (forks) equal separate requests; prompt logprobs equal the materialised logits';
+// `lightserve bench` runs and prints its table.
 #include "executor/model_executor.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -366,6 +368,124 @@ TEST_F(ModelExecutorTest, AttachedSequenceFollowsTheAllocationsFootprint) {
 // --- `lightserve bench` as a user runs it.
 
 const std::string kBinary = LIGHTSERVE_BINARY_DIR "/lightserve";
+
+// n samples of one prompt share its prefill (scheduler::Engine::add_group): with seeded
+// temperature sampling each sample gives exactly the tokens of the same request run on its own,
+// with hybrid LightTransfer (a prompt longer than sink + window, so lazy layers are cut) and with
+// the full-attention override; the forks hold the parent's layer map, and one prefill ran.
+TEST_F(ModelExecutorTest, SamplesSharingOnePrefillEqualSeparateRequests) {
+  const std::vector<int32_t> prompt = tokens(kStory);
+  ASSERT_GT(prompt.size(), static_cast<size_t>(lt_.sink + lt_.window));
+  constexpr int32_t kN = 4, kMaxTokens = 10;
+  const int32_t context = static_cast<int32_t>(prompt.size()) + kMaxTokens;
+  for (const bool full : {false, true}) {
+    SCOPED_TRACE(full ? "full attention" : "hybrid");
+    // (The arena is sized in hybrid sequences; a full one takes about twice the pages.)
+    auto s = make_engine(context, full ? 2 * kN : kN);
+    std::vector<scheduler::RequestParams> group;
+    for (int32_t i = 0; i < kN; ++i) {
+      scheduler::RequestParams p;
+      p.prompt = prompt;
+      p.max_tokens = kMaxTokens;
+      p.ignore_eos = true;
+      p.sampling.temperature = 0.9f;
+      p.sampling.seed = 1234 + static_cast<uint64_t>(i);
+      if (full) p.footprint = s->arena->layout().full_footprint();
+      group.push_back(std::move(p));
+    }
+    scheduler::AddGroupResult added = s->engine->add_group(group);
+    ASSERT_TRUE(added.ok()) << added.error->message;
+    std::vector<Streamed> shared(kN);
+    std::vector<std::vector<bool>> maps(kN);
+    while (s->engine->has_work()) {
+      s->engine->step();
+      for (int32_t i = 0; i < kN; ++i) {
+        collect(*added.members[i].events, shared[i]);
+        const model::HybridSequence* seq = s->executor->sequence(added.members[i].id);
+        if (seq != nullptr && seq->size() > 0 && maps[i].empty()) maps[i] = lazy_set(*seq);
+      }
+    }
+    EXPECT_EQ(s->engine->stats().num_forks_total, kN - 1);
+    EXPECT_EQ(s->engine->stats().num_prefill_tokens_total, static_cast<int64_t>(prompt.size()));
+    const int32_t num_lazy = static_cast<int32_t>(std::count(maps[0].begin(), maps[0].end(), true));
+    EXPECT_EQ(num_lazy > 0, !full);
+    for (int32_t i = 1; i < kN; ++i) EXPECT_EQ(maps[i], maps[0]) << "sample " << i;
+    bool differ = false;
+    for (int32_t i = 0; i < kN; ++i) {
+      // Sample i on its own: the same engine, nothing else running.
+      scheduler::AddResult alone = s->engine->add(group[static_cast<size_t>(i)]);
+      ASSERT_TRUE(alone.ok());
+      Streamed out;
+      while (s->engine->has_work()) s->engine->step();
+      collect(*alone.events, out);
+      ASSERT_EQ(out.tokens.size(), static_cast<size_t>(kMaxTokens));
+      EXPECT_EQ(shared[i].tokens, out.tokens) << "sample " << i;
+      differ = differ || shared[i].tokens != shared[0].tokens;
+    }
+    EXPECT_TRUE(differ) << "the seeds gave one output: the identity proves little";
+    EXPECT_EQ(s->engine->stats().num_prefill_tokens_total,
+              static_cast<int64_t>(prompt.size()) * (kN + 1));
+  }
+}
+
+// Prompt logprobs (echo with logprobs), reduced row by row during a layered prefill, equal the
+// log-softmax of the same prompt's logits materialised whole (LlamaModel::forward with
+// all_logits on a sequence of its own); a prompt of more than LlamaModel::kRowChunk tokens
+// crosses chunks. A fork of the request gets the same ones.
+TEST_F(ModelExecutorTest, PromptLogprobsEqualTheMaterialisedLogits) {
+  const std::string text = std::string(kStory) + " " + kCode;
+  const std::vector<int32_t> prompt = tokens(text.c_str());
+  ASSERT_GT(prompt.size(), static_cast<size_t>(model::LlamaModel::kRowChunk));
+  const int32_t context = static_cast<int32_t>(prompt.size()) + 2;
+  constexpr int32_t kTop = 3;
+
+  // Reference: every row's logits at once.
+  auto arena = model::KvArena::create_for(model_->backend(), model_->config(), lt_, context);
+  ASSERT_TRUE(arena.ok()) << arena.error().message;
+  auto seq = model::HybridSequence::create(*arena.value(), model_->config(), lt_, context);
+  ASSERT_TRUE(seq.ok()) << seq.error().message;
+  std::vector<float> all;
+  const model::BatchEntry entry{seq.value().get(), prompt, /*all_logits=*/true};
+  ASSERT_TRUE(model_->forward(std::span<const model::BatchEntry>(&entry, 1), all).ok());
+  const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+  ASSERT_EQ(all.size(), prompt.size() * vocab);
+
+  auto s = make_engine(context, 2);
+  std::vector<scheduler::RequestParams> group(2);
+  for (scheduler::RequestParams& p : group) {
+    p.prompt = prompt;
+    p.max_tokens = 2;
+    p.prompt_logprobs = kTop;
+  }
+  scheduler::AddGroupResult added = s->engine->add_group(group);
+  ASSERT_TRUE(added.ok()) << added.error->message;
+  while (s->engine->has_work()) s->engine->step();
+  EXPECT_EQ(s->engine->stats().num_forks_total, 1);
+  std::vector<std::vector<scheduler::TokenLogprobs>> got;
+  for (const scheduler::AddResult& m : added.members) {
+    std::vector<scheduler::RequestEvent> events = m.events->drain();
+    ASSERT_FALSE(events.empty());
+    got.push_back(events.front().prompt_logprobs);
+    for (size_t i = 1; i < events.size(); ++i) EXPECT_TRUE(events[i].prompt_logprobs.empty());
+  }
+  ASSERT_EQ(got[0].size(), prompt.size() - 1);
+  double worst = 0;
+  for (size_t t = 1; t < prompt.size(); ++t) {
+    const std::span<const float> row(all.data() + (t - 1) * vocab, vocab);
+    const scheduler::TokenLogprobs want = scheduler::token_logprobs(row, prompt[t], kTop);
+    const scheduler::TokenLogprobs& have = got[0][t - 1];
+    // The same float computation of the same row: equal up to the last bits (the chunked output
+    // matmul runs fewer rows at once).
+    worst = std::max(worst, static_cast<double>(std::fabs(have.logprob - want.logprob)));
+    ASSERT_EQ(have.top.size(), static_cast<size_t>(kTop));
+    for (int32_t k = 0; k < kTop; ++k) {
+      EXPECT_EQ(have.top[k].token_id, want.top[k].token_id) << "token " << t;
+      EXPECT_NEAR(have.top[k].logprob, want.top[k].logprob, 1e-4) << "token " << t;
+    }
+    EXPECT_EQ(got[1][t - 1].logprob, have.logprob) << "the fork's copy, token " << t;
+  }
+  EXPECT_LT(worst, 1e-4);
+}
 
 TEST_F(ModelExecutorTest, BenchCommandPrintsItsTable) {
   if (!fs::exists(kBinary)) GTEST_SKIP() << "lightserve binary absent: " << kBinary;

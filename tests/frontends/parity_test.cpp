@@ -183,12 +183,6 @@ TEST(FrontendParity, SameBadValueGetsTheSameMessage) {
          b.body["n"] = 40;
          b.proto.set_n(40);
        }},
-      {"echo with logprobs",
-       [](Both& b) {
-         b.body.update({{"echo", true}, {"logprobs", 1}});
-         b.proto.set_echo(true);
-         b.proto.set_logprobs(1);
-       }},
       {"unknown model",
        [](Both& b) {
          b.body["model"] = "gpt-4";

@@ -124,6 +124,26 @@ class FakeExecutor final : public Executor {
     return Status::Ok();
   }
 
+  // Checks the fork contract: the parent has just prefilled, the child's KV is fresh, of the
+  // parent's footprint and room; the child starts with the parent's context.
+  Status fork(RequestId parent, RequestId child, memory::KvAllocation& child_kv) override {
+    ++num_forks_;
+    auto it = states_.find(parent);
+    if (it == states_.end() || !it->second.prefilled) {
+      ADD_FAILURE() << "fork of request " << parent << ", which has not prefilled";
+      return Error{"fork of an unknown parent"};
+    }
+    EXPECT_EQ(states_.count(child), 0u) << "request " << child << " forked twice";
+    EXPECT_TRUE(child_kv.footprint() == it->second.kv->footprint());
+    EXPECT_GE(child_kv.token_capacity(), static_cast<int64_t>(it->second.context.size()));
+    if (fail_forks_) return Error{"injected fork failure"};
+    child_kv.layer_map() = it->second.kv->layer_map();
+    State s = it->second;
+    s.kv = &child_kv;
+    states_[child] = std::move(s);
+    return Status::Ok();
+  }
+
   void release(RequestId id) override {
     ++num_releases_;
     states_.erase(id);
@@ -132,6 +152,8 @@ class FakeExecutor final : public Executor {
   void fail_at_step(int64_t step) { fail_at_step_ = step; }
   // The executor throws std::bad_alloc at that step (an allocation failing mid-step).
   void throw_at_step(int64_t step) { throw_at_step_ = step; }
+  void fail_forks(bool fail) { fail_forks_ = fail; }
+  int64_t num_forks() const { return num_forks_; }
   int64_t num_steps() const { return num_steps_; }
   size_t num_live_states() const { return states_.size(); }
   int64_t num_releases() const { return num_releases_; }
@@ -152,6 +174,8 @@ class FakeExecutor final : public Executor {
   int64_t fail_at_step_ = -1;
   int64_t throw_at_step_ = -1;
   int64_t num_releases_ = 0;
+  int64_t num_forks_ = 0;
+  bool fail_forks_ = false;
 };
 
 // Each id becomes two letters: 'a' + id % 26, then 'A' + id / 26 % 26.

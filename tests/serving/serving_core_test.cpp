@@ -213,6 +213,7 @@ TEST_F(ServingCoreTest, MetricsAfterAKnownWorkload) {
   EXPECT_EQ(delta("lightserve_request_success_total", {"finished_reason=\"length\""}), kRequests);
   EXPECT_EQ(delta("lightserve_generation_tokens_total"), kRequests * kTokens);
   EXPECT_EQ(delta("lightserve_prompt_tokens_total"), prompt_tokens);
+  EXPECT_EQ(delta("lightserve_prefill_tokens_total"), prompt_tokens);  // no preemption, n = 1
   EXPECT_EQ(delta("lightserve_e2e_request_latency_seconds_count"), kRequests);
   EXPECT_EQ(delta("lightserve_time_to_first_token_seconds_count"), kRequests);
   EXPECT_EQ(delta("lightserve_inter_token_latency_seconds_count"), kRequests * (kTokens - 1));

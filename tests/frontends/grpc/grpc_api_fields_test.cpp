@@ -144,14 +144,15 @@ class GrpcApiFieldsTest : public ::testing::Test {
   static inline std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
+// The four samples share one prefill (forks of sample 0) and still equal the single requests.
 TEST_F(GrpcApiFieldsTest, NSamplesAreTheSeededSingleRequests) {
   v1::GenerateResponse response;
-  ASSERT_TRUE(generate(sampled(3, 77, 6), &response).ok());
-  ASSERT_EQ(response.choices_size(), 3);
+  ASSERT_TRUE(generate(sampled(4, 77, 6), &response).ok());
+  ASSERT_EQ(response.choices_size(), 4);
   EXPECT_TRUE(response.text().empty());
   EXPECT_FALSE(response.has_finish());
   std::set<std::string> texts;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {
     const v1::GenerateChoice& choice = response.choices(i);
     EXPECT_EQ(choice.index(), i);
     v1::GenerateResponse single;
@@ -162,7 +163,7 @@ TEST_F(GrpcApiFieldsTest, NSamplesAreTheSeededSingleRequests) {
     EXPECT_EQ(choice.finish().reason(), v1::FINISH_REASON_LENGTH);
     texts.insert(choice.text());
   }
-  EXPECT_GT(texts.size(), 1u) << "three seeds gave one text";
+  EXPECT_GT(texts.size(), 1u) << "four seeds gave one text";
   EXPECT_EQ(response.system_fingerprint(), fingerprint());
   EXPECT_EQ(response.system_fingerprint().substr(0, 3), "fp_");
 }

@@ -98,6 +98,16 @@ TEST(ProtoConversion, WhatOnlyTheProtoDecidesIsRefusedHere) {
   ASSERT_FALSE(in.ok());
   EXPECT_NE(in.error().message.find("'token_ids.ids[0]' = 1000 is not a token id"),
             std::string::npos);
+
+  // Echo with logprobs: the proto has no place for the prompt's logprobs (HTTP returns them).
+  v1::GenerateRequest echo;
+  echo.set_text("x");
+  echo.set_echo(true);
+  echo.set_logprobs(1);
+  in = to_generate_input(echo, kContext);
+  ASSERT_FALSE(in.ok());
+  EXPECT_NE(in.error().message.find("'logprobs' with 'echo' is not supported over gRPC"),
+            std::string::npos);
 }
 
 TEST(ProtoConversion, StructuredOutputBecomesTheConstraint) {

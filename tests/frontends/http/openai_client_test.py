@@ -7,9 +7,9 @@ completions and chat (whole and streamed, usage chunk, logprobs), greedy text eq
 then the API fields of issue 16: n (sample i is the n = 1 request with seed + i), best_of, echo,
 add_generation_prompt / continue_final_message / chat_template_kwargs (checked against /tokenize
 and the completions endpoint), return_token_strs, system_fingerprint, 404 model_not_found on
-every endpoint, logit_bias, min_tokens, x-request-id, and a 400 naming each field lightserve does
-not implement; constrained decoding (response_format json_object / json_schema on 50 seeded random
-schemas, each output validated with `jsonschema`; guided_choice / regex / json / grammar; 400s
+every endpoint, logit_bias, min_tokens, echo with logprobs (the prompt's tokens scored),
+x-request-id, and a 400 naming each field lightserve does not implement; constrained decoding
+(response_format json_object / json_schema on 50 seeded random schemas, each output validated with `jsonschema`; guided_choice / regex / json / grammar; 400s
 naming the field) and tools (tool_choice named / required / auto / none, streamed calls, tool
 results in the chat); and the two together: n > 1 with a constraint (every sample valid) and
 with tools (each choice's own tool_calls, streamed per index).
@@ -427,17 +427,31 @@ class OpenAiClient(unittest.TestCase):
         args.update(kwargs)
         return self.client.completions.create(**args)
 
+    def prefill_tokens_total(self):
+        url = self.base_url[:-len("/v1")] + "/metrics"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            text = r.read().decode()
+        m = re.search(r"^lightserve_prefill_tokens_total(?:\{[^}]*\})? (\S+)$", text, re.M)
+        self.assertIsNotNone(m, "no lightserve_prefill_tokens_total in /metrics")
+        return float(m.group(1))
+
     def test_n_samples_are_the_seeded_single_requests(self):
-        # Sample i of an n request is the n = 1 request with seed + i (sibling requests).
-        r = self.completion(n=3, temperature=1.0, seed=1234, extra_body={"ignore_eos": True})
-        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        # Sample i of an n request is the n = 1 request with seed + i; the samples share one
+        # prefill (forks of sample 0), so the prefill counter grows by the prompt once.
+        before = self.prefill_tokens_total()
+        r = self.completion(n=4, temperature=1.0, seed=1234, extra_body={"ignore_eos": True})
+        shared = self.prefill_tokens_total() - before
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2, 3])
         singles = [self.completion(temperature=1.0, seed=1234 + i,
-                                   extra_body={"ignore_eos": True}) for i in range(3)]
+                                   extra_body={"ignore_eos": True}) for i in range(4)]
+        separate = self.prefill_tokens_total() - before - shared
         self.assertEqual([c.text for c in r.choices], [s.choices[0].text for s in singles])
         self.assertGreater(len(set(c.text for c in r.choices)), 1, "seeds gave one text")
         # usage: the prompt once, the completions summed (ignore_eos: 8 tokens each).
         self.assertEqual(r.usage.prompt_tokens, singles[0].usage.prompt_tokens)
-        self.assertEqual(r.usage.completion_tokens, 3 * 8)
+        self.assertEqual(r.usage.completion_tokens, 4 * 8)
+        self.assertEqual(shared, r.usage.prompt_tokens)
+        self.assertEqual(separate, 4 * r.usage.prompt_tokens)
         # Greedy: every sample is lightserve generate's text.
         greedy = self.completion(n=2, temperature=0, max_tokens=MAX_TOKENS)
         self.assertEqual([c.text for c in greedy.choices], [generate("The weather today is")] * 2)
@@ -494,9 +508,56 @@ class OpenAiClient(unittest.TestCase):
         self.assertEqual(status, 200)
         ids = self.completion(prompt=tokens["tokens"], echo=True, temperature=0, max_tokens=4)
         self.assertTrue(ids.choices[0].text.startswith(prompt), ids.choices[0].text)
-        with self.assertRaises(openai.BadRequestError) as e:
-            self.completion(echo=True, logprobs=1)
-        self.assertIn("echo", str(e.exception))
+
+    def test_echo_with_logprobs_scores_the_prompt(self):
+        # vLLM's form: one logprobs object, the prompt's tokens first (the first with null
+        # logprobs), then the generated ones; offsets into the echoed text.
+        prompt = "The capital of France is"
+        r = self.completion(prompt=prompt, echo=True, logprobs=2, temperature=0, max_tokens=4,
+                            extra_body={"ignore_eos": True})
+        lp = r.choices[0].logprobs
+        n_prompt = r.usage.prompt_tokens
+        self.assertEqual(len(lp.tokens), n_prompt + 4)
+        self.assertEqual("".join(lp.tokens), r.choices[0].text)
+        self.assertTrue(r.choices[0].text.startswith(prompt))
+        self.assertIsNone(lp.token_logprobs[0])
+        self.assertIsNone(lp.top_logprobs[0])
+        self.assertEqual(lp.text_offset[0], 0)
+        for i in range(1, len(lp.tokens)):
+            self.assertEqual(lp.text_offset[i], lp.text_offset[i - 1] + len(lp.tokens[i - 1]))
+            self.assertLessEqual(lp.token_logprobs[i], 0.0)
+            self.assertLessEqual(len(lp.top_logprobs[i]), 2)
+            # The best alternative is at least as likely as the token itself.
+            self.assertGreaterEqual(max(lp.top_logprobs[i].values()), lp.token_logprobs[i] - 1e-4)
+        # The generated part is what the same request without echo returns.
+        plain = self.completion(prompt=prompt, logprobs=2, temperature=0, max_tokens=4,
+                                extra_body={"ignore_eos": True}).choices[0].logprobs
+        self.assertEqual(lp.tokens[n_prompt:], plain.tokens)
+        self.assertEqual(lp.token_logprobs[n_prompt:], plain.token_logprobs)
+        # A prompt row's logprob is the decode's: echo the prompt plus the first generated
+        # token and its last prompt logprob is the first generated token's (prefill row against
+        # decode step, so within float error).
+        longer = self.completion(prompt=prompt + plain.tokens[0], echo=True, logprobs=0,
+                                 temperature=0, max_tokens=1).choices[0].logprobs
+        self.assertEqual(longer.tokens[n_prompt], plain.tokens[0])
+        self.assertAlmostEqual(longer.token_logprobs[n_prompt], plain.token_logprobs[0], delta=2e-3)
+        # Streamed: the echo chunk carries the prompt's logprobs, then one chunk per token.
+        chunks = list(self.completion(prompt=prompt, echo=True, logprobs=2, temperature=0,
+                                      max_tokens=4, stream=True, extra_body={"ignore_eos": True}))
+        first = chunks[0].choices[0]
+        self.assertEqual(first.text, prompt)
+        self.assertEqual(first.logprobs.tokens, lp.tokens[:n_prompt])
+        self.assertEqual(first.logprobs.token_logprobs, lp.token_logprobs[:n_prompt])
+        streamed = [t for c in chunks for ch in c.choices if ch.logprobs
+                    for t in ch.logprobs.token_logprobs]
+        self.assertEqual(streamed, lp.token_logprobs)
+        # n > 1: the forks reuse the parent's prompt logprobs.
+        two = self.completion(prompt=prompt, echo=True, logprobs=1, n=2, temperature=1.0,
+                              seed=5, max_tokens=2)
+        self.assertEqual(two.choices[0].logprobs.token_logprobs[:n_prompt],
+                         two.choices[1].logprobs.token_logprobs[:n_prompt])
+        self.assertAlmostEqual(two.choices[0].logprobs.token_logprobs[1], lp.token_logprobs[1],
+                               delta=1e-5)
 
     def chat_ids(self, body):
         status, out, _ = self.post("/tokenize", body)
