@@ -1,6 +1,8 @@
 // Attention throughput on SmolLM2-135M's attention shape (9 query heads, 3 KV heads,
 // head_dim 64) through a backend's attention(): prefill of one sequence (512 to 8192 causal
-// queries) and decode (1 query per sequence, batch 1 and 8, 1024/4096 keys), contiguous f16
+// queries) and decode (1 query per sequence, batch 1 and 8 at 1024/4096 keys, batch 16 and 64 at
+// 192 keys as in `lightserve bench --input-len 128 --output-len 64`, and batch 256 whose 75 MB
+// of cache, as a batch-64 step's 30 layers, comes from DRAM), contiguous f16
 // cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
 // 4 · heads · head_dim per attended key per query (QKᵀ and P·V). Best of several repetitions.
 // --device cuda runs the same cases on the CUDA backend (device 0; every buffer in device
@@ -80,7 +82,8 @@ int main(int argc, char** argv) {
       {"prefill 2048", 1, 2048, 2048}, {"prefill 4096", 1, 4096, 4096},
       {"prefill 8192", 1, 8192, 8192}, {"decode b1 1024", 1, 1, 1024},
       {"decode b1 4096", 1, 1, 4096},  {"decode b8 1024", 8, 1, 1024},
-      {"decode b8 4096", 8, 1, 4096},
+      {"decode b8 4096", 8, 1, 4096},  {"decode b16 192", 16, 1, 192},
+      {"decode b64 192", 64, 1, 192},  {"decode b256 192", 256, 1, 192},
   };
   if (gpu) {
     std::printf("%-18s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "ms f16p", "TFLOP/s f16p");

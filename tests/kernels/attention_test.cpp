@@ -496,6 +496,106 @@ TEST(Attention, MixedBatchEqualsSeparateCalls) {
   }
 }
 
+// Decode tiles (at most 4 query rows) read scores and values straight from the cache
+// (attention_decode_impl.inc), prefill tiles through f32 copies of each key block; both must give
+// the same bits. The last c queries of a causal prefill, run as their own call (a tile of
+// c · group rows), equal the prefill's rows: f16 and bf16 caches, llama.cpp's rounded
+// probabilities on and off, 1 to 4 query heads per KV head, head_dim 64 and 80, key counts around
+// the 64-key blocks, contiguous and paged.
+TEST(Attention, DecodeTilesEqualPrefillRowsBitForBit) {
+  std::mt19937 rng(21);
+  struct Config {
+    int group, head_dim;
+  };
+  for (const Config cfg :
+       {Config{3, 64}, Config{1, 64}, Config{4, 64}, Config{3, 80}, Config{2, 80}}) {
+    constexpr int kKv = 2;
+    AttentionShape shape;
+    shape.heads = cfg.group * kKv;
+    shape.kv_heads = kKv;
+    shape.head_dim = cfg.head_dim;
+    shape.q_stride = static_cast<int64_t>(shape.heads) * cfg.head_dim;
+    shape.out_stride = shape.q_stride;
+    shape.scale = 1.0f / std::sqrt(float(cfg.head_dim));
+    const int64_t width = static_cast<int64_t>(kKv) * cfg.head_dim;
+    for (const int n :
+         {2, 15, 64, 66, 130, 200}) {  // n % 32 != 1: the prefill's last tile has ≥ 2 queries
+      const auto kf = random_vector(n * width, rng, 2.0f), vf = random_vector(n * width, rng);
+      const auto q = random_vector(n * shape.q_stride, rng, 2.0f);
+      for (const DType type : {DType::kF16, DType::kBF16}) {
+        shape.kv_type = type;
+        auto to16 = [&](float x) {
+          return type == DType::kF16 ? fp32_to_fp16(x) : fp32_to_bf16(x);
+        };
+        std::vector<uint16_t> k(kf.size()), v(vf.size());
+        for (size_t i = 0; i < k.size(); ++i) {
+          k[i] = to16(kf[i]);
+          v[i] = to16(vf[i]);
+        }
+        // The same rows paged: 16-token blocks in reverse order, rows padded with NaN.
+        constexpr int kBlock = 16;
+        const int64_t row_stride = width + 8, block_stride = kBlock * row_stride;
+        const int blocks = (n + kBlock - 1) / kBlock;
+        std::vector<uint16_t> pk(blocks * block_stride, fp32_to_fp16(NAN)), pv(pk);
+        std::vector<int32_t> table(blocks);
+        for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;
+        for (int t = 0; t < n; ++t) {
+          const int64_t row = table[t / kBlock] * block_stride + (t % kBlock) * row_stride;
+          std::copy_n(k.begin() + t * width, width, pk.begin() + row);
+          std::copy_n(v.begin() + t * width, width, pv.begin() + row);
+        }
+        KvView contiguous;
+        contiguous.k = k.data();
+        contiguous.v = v.data();
+        contiguous.row_stride = width;
+        KvView paged;
+        paged.kind = KvView::Kind::kPaged;
+        paged.k = pk.data();
+        paged.v = pv.data();
+        paged.row_stride = row_stride;
+        paged.block_table = table.data();
+        paged.block_size = kBlock;
+        paged.block_stride = block_stride;
+        for (const bool round : {false, true}) {
+          shape.round_probabilities_f16 = round;
+          ThreadPool pool(1);
+          for (const OpsTable* t : supported_tables()) {
+            AttentionSeq prefill;
+            prefill.num_queries = n;
+            prefill.kv = contiguous;
+            std::vector<float> expected(n * shape.out_stride, NAN),
+                expected_lse(n * shape.heads, NAN);
+            prefill.lse = expected_lse.data();
+            t->attention(pool, q.data(), {&prefill, 1}, shape, expected.data());
+            for (const int c : {1, 2, 4}) {
+              if (c > n) continue;
+              for (const KvView& view : {contiguous, paged}) {
+                AttentionSeq tail;
+                tail.first_row = n - c;
+                tail.num_queries = c;
+                tail.first_pos = n - c;
+                tail.kv = view;
+                std::vector<float> got(expected.size(), NAN), got_lse(expected_lse.size(), NAN);
+                tail.lse = got_lse.data() + (n - c) * shape.heads;
+                t->attention(pool, q.data(), {&tail, 1}, shape, got.data());
+                for (int64_t i = (n - c) * shape.out_stride; i < n * shape.out_stride; ++i) {
+                  ASSERT_EQ(got[i], expected[i])
+                      << t->level << " group " << cfg.group << " hd " << cfg.head_dim << " n " << n
+                      << " bf16 " << (type == DType::kBF16) << " round " << round << " c " << c
+                      << " paged " << (view.kind == KvView::Kind::kPaged) << " element " << i;
+                }
+                for (int64_t i = (n - c) * shape.heads; i < n * shape.heads; ++i) {
+                  ASSERT_EQ(got_lse[i], expected_lse[i]) << t->level << " n " << n << " c " << c;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Brute force (docs/design.md §4): full causal softmax over all keys in double, then per query
 // head the mass on [0, sink) ∪ [n − window, n) (keys ≤ the query), averaged over the last w_last
 // queries.
