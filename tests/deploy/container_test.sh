@@ -87,8 +87,10 @@ grep -q '^lightserve_generation_tokens_total' <<<"$metrics" || fail "/metrics"
 log "ok: PID 1 is '$pid1' as uid $uid1; /health, /ready, a completion and /metrics answer"
 
 # ---- 3. SIGTERM drains -----------------------------------------------------------------------
+# (480 of the 512-token context: long enough that the SIGTERM below lands while it is in flight;
+# 256 tokens could finish first on a quiet machine, leaving nothing to drain.)
 curl -sN --max-time 200 "$URL/v1/completions" -H 'Content-Type: application/json' \
-  -d '{"prompt": "Once upon a time", "max_tokens": 256, "temperature": 0, "ignore_eos": true, "stream": true}' \
+  -d '{"prompt": "Once upon a time", "max_tokens": 480, "temperature": 0, "ignore_eos": true, "stream": true}' \
   > "$work/stream.txt" &
 stream=$!
 for _ in $(seq 1 100); do grep -q '^data: {' "$work/stream.txt" 2>/dev/null && break; sleep 0.1; done
