@@ -12,7 +12,20 @@ import sys
 
 
 def load(paths):
-    return [json.load(open(p)) for p in paths]
+    """The files, with runs of the same length(s) and settings merged into one column: a later
+    file adds the rows the earlier one lacks (its full-attention row is the same run's)."""
+    merged = []
+    for p in paths:
+        d = json.load(open(p))
+        key = (d["task"], tuple(d["lengths"]), d["settings"].get("window"), d.get("prefix"),
+               d.get("trials_per_length"))
+        into = next((m for m in merged if m[0] == key), None)
+        if into is None:
+            merged.append((key, d))
+            continue
+        have = {m["mode"] for m in into[1]["modes"]}
+        into[1]["modes"] += [m for m in d["modes"] if m["mode"] not in have]
+    return [d for _, d in merged]
 
 
 def all_labels(docs):
