@@ -81,17 +81,23 @@ struct PagedKv {
   std::vector<uint16_t> k, v;
   std::vector<int32_t> table;
 
-  PagedKv(const DenseKv& dense, std::mt19937& rng) {
-    const int num_blocks = (dense.n + kBlockSize - 1) / kBlockSize;
-    const int arena_blocks = num_blocks + 3;  // some blocks belong to nobody
-    std::vector<int32_t> ids(arena_blocks);
+  PagedKv(const DenseKv& dense, std::mt19937& rng)
+      : PagedKv(
+            dense, dense.n, [](int t) { return t; }, rng) {}
+  // Token t of `dense` goes to row row_of(t) of `rows`, paged over shuffled blocks of an arena
+  // with some blocks that belong to nobody.
+  template <typename RowOf>
+  PagedKv(const DenseKv& dense, int rows, RowOf row_of, std::mt19937& rng) {
+    const int num_blocks = (rows + kBlockSize - 1) / kBlockSize;
+    std::vector<int32_t> ids(num_blocks + 3);
     std::iota(ids.begin(), ids.end(), 0);
     std::shuffle(ids.begin(), ids.end(), rng);
     table.assign(ids.begin(), ids.begin() + num_blocks);
-    k.assign(arena_blocks * kBlockStride, fp32_to_fp16(NAN));
-    v.assign(arena_blocks * kBlockStride, fp32_to_fp16(NAN));
+    k.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
+    v.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
     for (int t = 0; t < dense.n; ++t) {
-      const int64_t row = table[t / kBlockSize] * kBlockStride + (t % kBlockSize) * kRowStride;
+      const int r = row_of(t);
+      const int64_t row = table[r / kBlockSize] * kBlockStride + (r % kBlockSize) * kRowStride;
       std::copy_n(dense.k.begin() + t * kKvWidth, kKvWidth, k.begin() + row);
       std::copy_n(dense.v.begin() + t * kKvWidth, kKvWidth, v.begin() + row);
     }
@@ -141,40 +147,21 @@ struct RingKv {
 // The same ring paged as the KV arena pages a lazy layer: ring row r in page table[r / 16] at row
 // r % 16, the pages shuffled in an arena with spare ones (a window that is not a multiple of the
 // page leaves the last page partly unused).
-struct PagedRingKv {
-  static constexpr int kBlockSize = 16;
-  static constexpr int64_t kRowStride = kKvWidth + 8;
-  static constexpr int64_t kBlockStride = kBlockSize * kRowStride + 24;
+struct PagedRingKv : PagedKv {
   int sink, window;
-  std::vector<uint16_t> k, v;
-  std::vector<int32_t> table;
 
   PagedRingKv(const DenseKv& dense, int sink_tokens, int window_tokens, std::mt19937& rng)
-      : sink(sink_tokens), window(window_tokens) {
-    const int ring_rows = std::min(dense.n, sink + window);
-    const int num_blocks = (ring_rows + kBlockSize - 1) / kBlockSize;
-    std::vector<int32_t> ids(num_blocks + 3);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    table.assign(ids.begin(), ids.begin() + num_blocks);
-    k.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
-    v.assign(ids.size() * kBlockStride, fp32_to_fp16(NAN));
-    for (int t = 0; t < dense.n; ++t) {
-      const int r = t < sink ? t : sink + (t - sink) % window;
-      const int64_t row = table[r / kBlockSize] * kBlockStride + (r % kBlockSize) * kRowStride;
-      std::copy_n(dense.k.begin() + t * kKvWidth, kKvWidth, k.begin() + row);
-      std::copy_n(dense.v.begin() + t * kKvWidth, kKvWidth, v.begin() + row);
-    }
-  }
+      : PagedKv(
+            dense, std::min(dense.n, sink_tokens + window_tokens),
+            [=](int t) {
+              return t < sink_tokens ? t : sink_tokens + (t - sink_tokens) % window_tokens;
+            },
+            rng),
+        sink(sink_tokens),
+        window(window_tokens) {}
   KvView view() const {
-    KvView view;
+    KvView view = PagedKv::view();
     view.kind = KvView::Kind::kRing;
-    view.k = k.data();
-    view.v = v.data();
-    view.row_stride = kRowStride;
-    view.block_table = table.data();
-    view.block_size = kBlockSize;
-    view.block_stride = kBlockStride;
     view.sink = sink;
     view.window = window;
     return view;
