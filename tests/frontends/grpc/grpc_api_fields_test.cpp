@@ -8,7 +8,6 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +24,7 @@
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/grpc_daemon_suite.h"
 #include "tests/support/grpc_raw.h"
 
 namespace {
@@ -32,7 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 namespace v1 = lightserve::v1;
 namespace rv1 = grpc::reflection::v1;
-using lightserve::testing::DaemonProcess;
 
 const std::string kModel = LIGHTSERVE_TEST_MODEL;
 const std::string kApiKey = "fields-key-16";
@@ -91,30 +90,11 @@ class ReflectOnce final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
   std::promise<grpc::Status> done_;
 };
 
-class GrpcApiFieldsTest : public ::testing::Test {
+class GrpcApiFieldsTest : public lightserve::testing::GrpcDaemonSuite {
  protected:
   static void SetUpTestSuite() {
-    if (!fs::exists(kModel) || !fs::exists(lightserve::testing::kLightserveBinary)) return;
-    daemon_ = std::make_unique<DaemonProcess>(
-        DaemonProcess::start({"--model", kModel, "--http-port", "-1", "--kv-budget", "64MiB",
-                              "--context", "1024", "--threads", "2", "--api-key", kApiKey}));
-    if (!daemon_->ok()) return;
-    channel_ = grpc::CreateChannel(daemon_->grpc_target(), grpc::InsecureChannelCredentials());
-    channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    stub_ = v1::Generation::NewStub(channel_);
-  }
-  static void TearDownTestSuite() {
-    stub_.reset();
-    channel_.reset();
-    if (daemon_ && daemon_->ok()) {
-      EXPECT_EQ(daemon_->stop(SIGTERM, 30), 0) << daemon_->stderr_text();
-    }
-    daemon_.reset();
-  }
-  void SetUp() override {
-    if (!fs::exists(kModel)) GTEST_SKIP() << "model file absent: " << kModel;
-    if (!fs::exists(lightserve::testing::kLightserveBinary)) GTEST_SKIP() << "no binary";
-    ASSERT_TRUE(daemon_ && daemon_->ok()) << (daemon_ ? daemon_->error() : "no daemon");
+    start_daemon(kModel, {"--model", kModel, "--http-port", "-1", "--kv-budget", "64MiB",
+                          "--context", "1024", "--threads", "2", "--api-key", kApiKey});
   }
 
   static grpc::Status generate(const v1::GenerateRequest& request, v1::GenerateResponse* out) {
@@ -138,10 +118,6 @@ class GrpcApiFieldsTest : public ::testing::Test {
     EXPECT_TRUE(stub_->GetServerInfo(&context, {}, &info).ok());
     return info.system_fingerprint();
   }
-
-  static inline std::unique_ptr<DaemonProcess> daemon_;
-  static inline std::shared_ptr<grpc::Channel> channel_;
-  static inline std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
 // The four samples share one prefill (forks of sample 0) and still equal the single requests.

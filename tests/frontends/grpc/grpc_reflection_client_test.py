@@ -11,14 +11,13 @@ then call methods from the reflected descriptors alone, as `grpcurl describe` / 
 Exit 77 (ctest: skipped) when grpcio-reflection, the model or the binary is absent. Environment:
 LIGHTSERVE_BINARY, LIGHTSERVE_TEST_MODEL.
 """
-import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "support"))
+from daemon_process import Daemon  # noqa: E402
 
 try:
     import grpc
@@ -64,42 +63,16 @@ def call(channel, pool, method_name, fields, metadata=()):
 class ReflectionClient(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        ports_file = os.path.join(cls.tmp.name, "ports.json")
-        cls.stderr = open(os.path.join(cls.tmp.name, "stderr.txt"), "w+")
-        cls.daemon = subprocess.Popen(
-            [BINARY, "serve", "--model", MODEL, "--kv-budget", "64MiB", "--context", "1024",
-             "--http-port", "-1", "--grpc-port", "0", "--ports-file", ports_file,
-             "--api-key", API_KEY],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=cls.stderr)
-        deadline = time.time() + 120
-        port = None
-        while time.time() < deadline and port is None:
-            if cls.daemon.poll() is not None:
-                raise RuntimeError("lightserve serve exited")
-            try:
-                with open(ports_file) as f:
-                    port = json.load(f)["grpc"]
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.05)
-        if port is None:
-            raise RuntimeError("no ports file within 120 s")
-        cls.channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+        cls.daemon = Daemon(BINARY, MODEL, ["--kv-budget", "64MiB", "--context", "1024",
+                                            "--http-port", "-1", "--grpc-port", "0",
+                                            "--api-key", API_KEY])
+        cls.channel = grpc.insecure_channel("127.0.0.1:%d" % cls.daemon.port("grpc"))
         grpc.channel_ready_future(cls.channel).result(timeout=30)
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.daemon.send_signal(signal.SIGTERM)
-        try:
-            code = cls.daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            cls.daemon.kill()
-            code = cls.daemon.wait()
-        cls.stderr.seek(0)
-        assert code == 0, "lightserve serve exited %d: %s" % (code, cls.stderr.read())
-        cls.stderr.close()
-        cls.tmp.cleanup()
+        cls.daemon.stop()
 
     def check_version(self, version):
         database = reflection_database(self.channel, version)

@@ -27,6 +27,7 @@
 #include "lightserve/v1/generation.grpc.pb.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/grpc_daemon_suite.h"
 #include "tests/support/grpc_raw.h"
 
 namespace {
@@ -96,35 +97,10 @@ grpc::Status raw_unary(const std::shared_ptr<grpc::Channel>& channel, const std:
 using lightserve::testing::health_check;
 
 // One daemon per suite, shared by its tests; the derived suite names its extra flags.
-class DaemonSuite : public ::testing::Test {
+class DaemonSuite : public lightserve::testing::GrpcDaemonSuite {
  protected:
   static void start_daemon(const std::vector<std::string>& extra) {
-    if (!fs::exists(kModel) || !fs::exists(lightserve::testing::kLightserveBinary)) return;
-    daemon_ = std::make_unique<DaemonProcess>(DaemonProcess::start(daemon_args(extra)));
-    if (!daemon_->ok()) return;
-    channel_ = grpc::CreateChannel(daemon_->grpc_target(), grpc::InsecureChannelCredentials());
-    channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    stub_ = v1::Generation::NewStub(channel_);
-  }
-  static void TearDownTestSuite() {
-    stub_.reset();
-    channel_.reset();
-    if (daemon_ && daemon_->ok()) {
-      const bool was_running = daemon_->running();
-      const int code = daemon_->stop(SIGTERM, 30);
-      EXPECT_TRUE(was_running) << "the daemon died (" << code << "); stderr:\n"
-                               << daemon_->stderr_text();
-      EXPECT_EQ(code, 0) << "the daemon did not drain and exit 0; stderr:\n"
-                         << daemon_->stderr_text();
-    }
-    daemon_.reset();
-  }
-  void SetUp() override {
-    if (!fs::exists(kModel)) GTEST_SKIP() << "model file absent: " << kModel;
-    if (!fs::exists(lightserve::testing::kLightserveBinary)) {
-      GTEST_SKIP() << "lightserve binary absent: " << lightserve::testing::kLightserveBinary;
-    }
-    ASSERT_TRUE(daemon_ && daemon_->ok()) << (daemon_ ? daemon_->error() : "no daemon");
+    GrpcDaemonSuite::start_daemon(kModel, daemon_args(extra));
   }
 
   // Polls GetServerInfo until nothing is in flight and no KV is held (or 10 s pass).
@@ -143,10 +119,6 @@ class DaemonSuite : public ::testing::Test {
     }
     return info.load();
   }
-
-  static inline std::unique_ptr<DaemonProcess> daemon_;
-  static inline std::shared_ptr<grpc::Channel> channel_;
-  static inline std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -22,14 +22,15 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "support"))
+from daemon_process import Daemon  # noqa: E402
 
 try:
     import jsonschema
@@ -38,8 +39,9 @@ except ImportError:
     print("skipped: openai or jsonschema is absent (scripts/test.sh installs them in .venv-test)")
     sys.exit(77)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.environ.get("LIGHTSERVE_BINARY", os.path.join(ROOT, "build", "server", "lightserve"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+BINARY = os.environ.get("LIGHTSERVE_BINARY", os.path.join(ROOT, "build", "lightserve"))
 MODEL = os.environ.get("LIGHTSERVE_TEST_MODEL",
                        os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
 API_KEY = "sk-lightserve-test"
@@ -86,53 +88,19 @@ def generate(prompt, chat=False):
 
 
 class OpenAiClient(unittest.TestCase):
-    daemon = None
-
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        ports_file = os.path.join(cls.tmp.name, "ports.json")
-        cls.stderr = open(os.path.join(cls.tmp.name, "stderr.txt"), "w+")
-        cls.daemon = subprocess.Popen(
-            [BINARY, "serve", "--model", MODEL, "--kv-budget", "64MiB", "--context", "1024",
-             "--http-port", "0", "--grpc-port", "-1", "--ports-file", ports_file,
-             "--api-key", API_KEY],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=cls.stderr)
-        deadline = time.time() + 120
-        port = None
-        while time.time() < deadline and port is None:
-            if cls.daemon.poll() is not None:
-                raise RuntimeError("lightserve serve exited: " + cls.stderr_text())
-            try:
-                with open(ports_file) as f:
-                    port = json.load(f)["http"]
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.05)
-        if port is None:
-            raise RuntimeError("no ports file within 120 s: " + cls.stderr_text())
-        cls.base_url = f"http://127.0.0.1:{port}/v1"
+        cls.daemon = Daemon(BINARY, MODEL, ["--kv-budget", "64MiB", "--context", "1024",
+                                            "--http-port", "0", "--grpc-port", "-1",
+                                            "--api-key", API_KEY])
+        cls.base_url = f"http://127.0.0.1:{cls.daemon.port('http')}/v1"
         cls.client = openai.OpenAI(base_url=cls.base_url, api_key=API_KEY, max_retries=0,
                                    timeout=120)
         cls.model = cls.client.models.list().data[0].id
 
     @classmethod
     def tearDownClass(cls):
-        if cls.daemon is not None and cls.daemon.poll() is None:
-            cls.daemon.send_signal(signal.SIGTERM)
-            try:
-                code = cls.daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                cls.daemon.kill()
-                code = cls.daemon.wait()
-            assert code == 0, "lightserve serve exited %d: %s" % (code, cls.stderr_text())
-        cls.stderr.close()
-        cls.tmp.cleanup()
-
-    @classmethod
-    def stderr_text(cls):
-        cls.stderr.flush()
-        cls.stderr.seek(0)
-        return cls.stderr.read()
+        cls.daemon.stop()
 
     def test_models_list_the_served_model(self):
         models = self.client.models.list().data
