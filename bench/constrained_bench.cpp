@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/backend.h"
 #include "model/constraint_vocabulary.h"
 #include "model/llama_model.h"
@@ -69,18 +70,6 @@ struct Mode {
   double worker_cpu_seconds = 0;  // the mask workers' CPU time during the decode steps
 };
 
-// "0,2" -> {0, 2}.
-std::vector<int> parse_int_list(const std::string& text) {
-  std::vector<int> values;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    values.push_back(std::stoi(text.substr(start, comma - start)));
-    start = comma + 1;
-  }
-  return values;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,48 +80,34 @@ int main(int argc, char** argv) {
   bool masks_only = false;
   double emulated_forward_ms = 0;
   std::string only;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "error: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::BenchArgs args(argc, argv,
+                        "constrained_bench [--model PATH] [--threads N] [--batch 16] [--gen 128] "
+                        "[--reps 3] [--mask-threads N,..] [--masks-only] "
+                        "[--emulated-forward-ms X] [--only MODE]");
+  for (std::string a; args.next(&a);) {
     if (a == "--model")
-      model_path = next();
+      model_path = args.value();
     else if (a == "--threads")
-      threads = std::stoi(next());
+      threads = args.int_value();
     else if (a == "--batch")
-      batch = std::stoi(next());
+      batch = args.int_value();
     else if (a == "--gen")
-      gen = std::stoi(next());
+      gen = args.int_value();
     else if (a == "--reps")
-      reps = std::stoi(next());
+      reps = args.int_value();
     else if (a == "--mask-threads")
-      mask_threads = parse_int_list(next());
+      mask_threads = args.int_list();
     else if (a == "--masks-only")
       masks_only = true;
     else if (a == "--emulated-forward-ms")
-      emulated_forward_ms = std::stod(next()), masks_only = true;
+      emulated_forward_ms = args.double_value(), masks_only = true;
     else if (a == "--only")
-      only = next();
-    else {
-      std::fprintf(stderr,
-                   "usage: constrained_bench [--model PATH] [--threads N] [--batch 16] "
-                   "[--gen 128] [--reps 3] [--mask-threads N] [--masks-only] "
-                   "[--emulated-forward-ms X] [--only MODE]\n");
-      return 2;
-    }
+      only = args.value();
+    else
+      args.unknown();
   }
   auto backend = kernels::make_cpu_backend(threads);
-  auto loaded = model::LlamaModel::load(model_path, *backend);
-  if (!loaded) {
-    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
-    return 1;
-  }
-  auto model = std::move(loaded).value();
+  auto model = bench::load_model_or_exit(model_path, *backend);
   const auto& config = model->config();
 
   const double t_vocab = now();

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/backend.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
@@ -46,31 +47,25 @@ int main(int argc, char** argv) {
   std::vector<int> lengths = {2048, 4096, 8192};
   double lazy_fraction = 0.5;
   int reps = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
+  bench::BenchArgs args(argc, argv,
+                        "lighttransfer_bench [--model PATH] [--text FILE,FILE...] "
+                        "[--lengths 2048,4096,8192] [--lazy-fraction 0.5] [--reps 2]");
+  for (std::string a; args.next(&a);) {
     if (a == "--model")
-      model_path = v;
+      model_path = args.value();
     else if (a == "--text")
-      texts = v;
-    else if (a == "--lengths") {
-      lengths.clear();
-      for (auto& x : split(v, ',')) lengths.push_back(std::stoi(x));
-    } else if (a == "--lazy-fraction")
-      lazy_fraction = std::stod(v);
+      texts = args.value();
+    else if (a == "--lengths")
+      lengths = args.int_list();
+    else if (a == "--lazy-fraction")
+      lazy_fraction = args.double_value();
     else if (a == "--reps")
-      reps = std::stoi(v);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", a.c_str());
-      return 2;
-    }
+      reps = args.int_value();
+    else
+      args.unknown();
   }
   auto backend = kernels::make_cpu_backend(0);
-  auto loaded = model::LlamaModel::load(model_path, *backend);
-  if (!loaded) {
-    std::fprintf(stderr, "error: %s\n", loaded.error().message.c_str());
-    return 1;
-  }
-  auto model = std::move(loaded).value();
+  auto model = bench::load_model_or_exit(model_path, *backend);
   const auto& config = model->config();
 
   std::string text;
