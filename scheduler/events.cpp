@@ -13,7 +13,9 @@ TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32
   for (float v : logits) sum += std::exp(static_cast<double>(v - max_logit));
   const float log_z = max_logit + static_cast<float>(std::log(sum));
   TokenLogprobs out;
-  out.logprob = logits[static_cast<size_t>(token)] - log_z;
+  const float own = logits[static_cast<size_t>(token)];
+  out.logprob = own - log_z;
+  for (float v : logits) out.rank += v > own ? 1 : 0;
   if (top_n <= 0) return out;
   std::vector<int32_t> ids(logits.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);

@@ -49,6 +49,7 @@ struct TokenLogprob {
 struct TokenLogprobs {
   float logprob = 0;              // of the sampled token
   std::vector<TokenLogprob> top;  // most likely first; RequestParams::logprobs entries
+  int32_t rank = 1;               // of the sampled token: 1 + how many are strictly more likely
 };
 // log-softmax of raw `logits` at `token`, and the `top_n` most likely ids (ties: lower id first).
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top_n);

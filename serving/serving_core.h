@@ -57,6 +57,9 @@ struct GenerateInput {
   int32_t logprobs = -1;  // -1 none, else 0..20 top alternatives
   // -1 none, else the prompt's logprobs with 0..20 alternatives (RequestParams::prompt_logprobs)
   int32_t prompt_logprobs = -1;
+  // vLLM's prompt_logprobs field (-1: not asked): the response lists the prompt's logprobs with
+  // this many alternatives (prompt_logprobs above is at least this).
+  int32_t prompt_logprobs_field = -1;
   int32_t priority = 0;
   LightTransferOverride lighttransfer = LightTransferOverride::kServerDefault;
   // For the frontends; prepare() makes one request of the prompt whatever they say. n: parallel

@@ -187,8 +187,16 @@ Problem read_samples_and_echo(const RequestFields& f, serving::GenerateInput& in
   if (f.echo && f.messages) {
     return std::string("'echo' is only supported with a prompt, not with chat messages");
   }
-  // Echo with logprobs: the prompt's tokens' logprobs first (vLLM), computed during the prefill.
-  input.prompt_logprobs = f.echo ? input.logprobs : -1;
+  // The prompt's tokens' logprobs, computed during the prefill: for echo with logprobs (first in
+  // the choice's logprobs, as vLLM) and for vLLM's prompt_logprobs field (a list of their own);
+  // the engine computes the larger count of alternatives once.
+  std::optional<int64_t> prompt_top;
+  if (Problem p = read_int("prompt_logprobs", f.prompt_logprobs, 0,
+                           scheduler::RequestParams::kMaxLogprobs, prompt_top)) {
+    return p;
+  }
+  input.prompt_logprobs_field = prompt_top ? static_cast<int32_t>(*prompt_top) : -1;
+  input.prompt_logprobs = std::max(f.echo ? input.logprobs : -1, input.prompt_logprobs_field);
   input.continue_final_message = f.continue_final_message;
   input.chat_template_kwargs = f.chat_template_kwargs;
   if (!f.messages && (f.continue_final_message || !f.chat_template_kwargs.empty())) {

@@ -72,10 +72,11 @@ struct RequestFields {
   serving::LightTransferOverride lighttransfer = serving::LightTransferOverride::kServerDefault;
 
   // Parallel samples, echo, chat rendering (issue 16).
-  std::optional<WireInt> n;             // [1, kMaxParallelSamples]; unset: 1
-  std::optional<WireInt> best_of;       // vLLM's: only equal to n (every sample is returned)
-  bool echo = false;                    // prompt text (not chat), without logprobs
-  bool continue_final_message = false;  // chat
+  std::optional<WireInt> n;                // [1, kMaxParallelSamples]; unset: 1
+  std::optional<WireInt> best_of;          // vLLM's: only equal to n (every sample is returned)
+  bool echo = false;                       // prompt text (not chat), without logprobs
+  std::optional<WireInt> prompt_logprobs;  // vLLM's: [0, 20] alternatives of each prompt token
+  bool continue_final_message = false;     // chat
   std::vector<std::pair<std::string, std::string>> chat_template_kwargs;  // chat, values as text
 
   // Constrained decoding (response_format, guided_*, grammar, tools): the protocol reads which

@@ -93,6 +93,8 @@ HttpOutcome generate(const HttpRequest& request, serving::ServingCore& engine,
   g.options.n = input.n;
   if (input.echo) g.options.echo = echo_text(input, engine.tokenizer());
   if (input.prompt_logprobs >= 0) g.options.echo_prompt_ids = params.prompt;
+  if (input.echo && input.logprobs >= 0) g.options.echo_logprobs = input.logprobs;
+  g.options.prompt_logprobs = input.prompt_logprobs_field;
   g.options.system_fingerprint = engine.system_fingerprint();
   g.options.tool_calls = parsed.value().tool_calls;
   return g;

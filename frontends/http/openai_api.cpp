@@ -215,7 +215,6 @@ Problem refuse_unsupported(const json& body, Endpoint endpoint) {
                           "structural_tag",
                           "chat_template",
                           "documents",
-                          "prompt_logprobs",
                           "allowed_token_ids",
                           "bad_words",
                           "truncate_prompt_tokens",
@@ -325,6 +324,7 @@ Problem refuse_unimplemented_extras(const json& body, Endpoint endpoint) {
 Problem read_samples_and_echo(const json& body, RequestFields& f) {
   if (Problem p = read_int(body, "n", f.n)) return p;
   if (Problem p = read_int(body, "best_of", f.best_of)) return p;
+  if (Problem p = read_int(body, "prompt_logprobs", f.prompt_logprobs)) return p;
   return read_bool(body, "echo", f.echo);
 }
 
@@ -456,6 +456,9 @@ Problem read_generate(const json& body, std::string_view raw_body, Endpoint endp
   if (Problem p = read_logprobs(body, endpoint, f)) return p;
   if (Problem p = read_int(body, "priority", f.priority)) return p;
   if (Problem p = read_stream(body, out)) return p;
+  if (out.stream && f.prompt_logprobs) {  // as vLLM: the list is a whole-response field
+    return std::string("'prompt_logprobs' is not available with 'stream': true");
+  }
   if (Problem p = read_lighttransfer(body, f)) return p;
   if (Problem p = refuse_unimplemented_extras(body, endpoint)) return p;
 

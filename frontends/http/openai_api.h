@@ -82,10 +82,18 @@ struct ResponseOptions {
   // Chat with tools (tool_calls.h): each choice's <tool_call> blocks become its `tool_calls`, its
   // finish reason "tool_calls"; streamed as one delta per completed call.
   bool tool_calls = false;
-  // Completions, echo with logprobs: the prompt's token ids. Each choice's logprobs then start
-  // with the prompt's tokens (the first with null logprobs, the others from the first event's
-  // prompt_logprobs), as vLLM returns them.
+  // The prompt's token ids, when the engine computes their logprobs (echo with logprobs, or
+  // prompt_logprobs below).
   std::vector<int32_t> echo_prompt_ids = {};
+  // Completions, echo with logprobs (-1: not asked): each choice's logprobs start with the
+  // prompt's tokens (the first with null logprobs, the others from the first event's
+  // prompt_logprobs) with this many alternatives, as vLLM returns them.
+  int32_t echo_logprobs = -1;
+  // vLLM's prompt_logprobs field (-1: not asked; needs echo_prompt_ids): the whole response
+  // carries the prompt's logprobs as vLLM lists them, null first, then per token a map from
+  // token id to {logprob, rank, decoded_token}: the prompt's token and this many alternatives.
+  // Completions: in each choice; chat: at the top level.
+  int32_t prompt_logprobs = -1;
 };
 
 // token_strs: when set, each token's text as "token_strs".
@@ -125,11 +133,15 @@ class ResponseBuilder {
     int32_t text_offset;
     bool null_logprobs = false;  // the prompt's first token (echo): nothing predicts it
   };
-  // The prompt's entries (echo with logprobs) from the first event of a choice, else empty.
-  std::vector<LogprobEntry> prompt_entries(const scheduler::RequestEvent& event) const;
+  // The prompt's entries from the first event of a choice, with at most `top` alternatives each;
+  // empty for the other events.
+  std::vector<LogprobEntry> prompt_entries(const scheduler::RequestEvent& event, int32_t top) const;
+  // vLLM's prompt_logprobs list from a choice's prompt entries.
+  nlohmann::json prompt_logprobs_json(const std::vector<LogprobEntry>& entries) const;
   struct Choice {
     std::string text;  // echo included
     std::vector<LogprobEntry> logprobs;
+    std::vector<LogprobEntry> prompt;  // options_.prompt_logprobs >= 0: the prompt's entries
     std::optional<scheduler::FinishReason> finish;
     scheduler::RequestTimings timings;
     bool role_sent = false;      // chat stream: the role chunk went out

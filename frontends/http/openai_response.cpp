@@ -83,14 +83,17 @@ ResponseBuilder::ResponseBuilder(Endpoint endpoint, std::string model_name, Toke
 }
 
 std::vector<ResponseBuilder::LogprobEntry> ResponseBuilder::prompt_entries(
-    const scheduler::RequestEvent& event) const {
+    const scheduler::RequestEvent& event, int32_t top) const {
   std::vector<LogprobEntry> out;
   const std::vector<int32_t>& ids = options_.echo_prompt_ids;
-  if (!want_logprobs_ || ids.empty() || event.prompt_logprobs.size() + 1 != ids.size()) return out;
+  if (ids.empty() || event.prompt_logprobs.size() + 1 != ids.size()) return out;
   int32_t offset = 0;
   for (size_t t = 0; t < ids.size(); ++t) {
     LogprobEntry e{ids[t], t == 0 ? scheduler::TokenLogprobs{} : event.prompt_logprobs[t - 1],
                    offset, t == 0};
+    if (e.logprobs.top.size() > static_cast<size_t>(top)) {
+      e.logprobs.top.resize(static_cast<size_t>(top));
+    }
     offset += static_cast<int32_t>(token_text_(ids[t]).size());
     out.push_back(std::move(e));
   }
@@ -101,7 +104,12 @@ std::optional<ResponseBuilder::LogprobEntry> ResponseBuilder::record(
     const scheduler::RequestEvent& event, int32_t index) {
   Choice& c = choices_.at(static_cast<size_t>(index));
   if (!event.prompt_logprobs.empty()) {
-    for (LogprobEntry& e : prompt_entries(event)) c.logprobs.push_back(std::move(e));
+    if (options_.prompt_logprobs >= 0) c.prompt = prompt_entries(event, options_.prompt_logprobs);
+    if (options_.echo_logprobs >= 0) {  // echo: the prompt's tokens come first
+      for (LogprobEntry& e : prompt_entries(event, options_.echo_logprobs)) {
+        c.logprobs.push_back(std::move(e));
+      }
+    }
   }
   std::optional<LogprobEntry> entry;
   if (event.kind == scheduler::RequestEvent::Kind::kToken && event.logprobs && want_logprobs_) {
@@ -192,6 +200,28 @@ json ResponseBuilder::logprobs_json(const std::vector<LogprobEntry>& entries) co
   return {{"content", content}};
 }
 
+json ResponseBuilder::prompt_logprobs_json(const std::vector<LogprobEntry>& entries) const {
+  const auto logprob = [&](int32_t id, float value, int32_t rank) {
+    return json{{"logprob", value}, {"rank", rank}, {"decoded_token", token_text_(id)}};
+  };
+  json out = json::array();
+  for (const LogprobEntry& e : entries) {
+    if (e.null_logprobs) {
+      out.push_back(nullptr);
+      continue;
+    }
+    json tokens = json::object();
+    for (size_t k = 0; k < e.logprobs.top.size(); ++k) {
+      const scheduler::TokenLogprob& t = e.logprobs.top[k];
+      tokens[std::to_string(t.token_id)] =
+          logprob(t.token_id, t.logprob, static_cast<int32_t>(k + 1));
+    }
+    tokens[std::to_string(e.token_id)] = logprob(e.token_id, e.logprobs.logprob, e.logprobs.rank);
+    out.push_back(std::move(tokens));
+  }
+  return out;
+}
+
 const char* ResponseBuilder::finish_name(const Choice& choice) {
   const scheduler::FinishReason reason = choice.finish.value_or(scheduler::FinishReason::kStop);
   if (choice.num_tool_calls > 0 && reason == scheduler::FinishReason::kStop) return "tool_calls";
@@ -208,6 +238,7 @@ std::string ResponseBuilder::response() const {
                    {"finish_reason", finish_reason_name(reason)}};
     if (endpoint_ == Endpoint::kCompletions) {
       choice["text"] = c.text;
+      if (options_.prompt_logprobs >= 0) choice["prompt_logprobs"] = prompt_logprobs_json(c.prompt);
     } else {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     }
@@ -223,6 +254,9 @@ std::string ResponseBuilder::response() const {
   }
   json out = envelope(endpoint_ == Endpoint::kCompletions ? "text_completion" : "chat.completion");
   out["choices"] = std::move(choices);
+  if (endpoint_ == Endpoint::kChatCompletions && options_.prompt_logprobs >= 0) {
+    out["prompt_logprobs"] = prompt_logprobs_json(choices_.front().prompt);
+  }
   out["usage"] = usage_json();
   return dump(out);
 }
@@ -263,7 +297,10 @@ std::string ResponseBuilder::stream_event(const scheduler::RequestEvent& event, 
   if (endpoint_ == Endpoint::kCompletions && !options_.echo.empty() && !c.echo_sent) {
     // The prompt first, as vLLM streams echo (with its logprobs when asked: the first event
     // carries them).
-    send(chunk(index, options_.echo, prompt_entries(event), nullptr));
+    send(chunk(index, options_.echo,
+               options_.echo_logprobs >= 0 ? prompt_entries(event, options_.echo_logprobs)
+                                           : std::vector<LogprobEntry>{},
+               nullptr));
     c.echo_sent = true;
   }
   const std::optional<LogprobEntry> entry = record(event, index);

@@ -527,6 +527,59 @@ class OpenAiClient(unittest.TestCase):
         self.assertAlmostEqual(two.choices[0].logprobs.token_logprobs[1], lp.token_logprobs[1],
                                delta=1e-5)
 
+    def test_prompt_logprobs_as_vllm(self):
+        # vLLM's prompt_logprobs field: null first, then per prompt token a map from token id to
+        # {logprob, rank, decoded_token} holding the token and the top alternatives; the numbers
+        # are echo with logprobs' numbers.
+        prompt = "The capital of France is"
+        status, out, _ = self.post("/v1/completions", {
+            "model": self.model, "prompt": prompt, "max_tokens": 2, "temperature": 0,
+            "prompt_logprobs": 3})
+        self.assertEqual(status, 200, out)
+        ids = self.chat_ids({"prompt": prompt})
+        listed = out["choices"][0]["prompt_logprobs"]
+        self.assertEqual(len(listed), len(ids))
+        self.assertIsNone(listed[0])
+        self.assertNotIn("logprobs", out["choices"][0]["text"])
+        self.assertIsNone(out["choices"][0]["logprobs"])
+        echo = self.completion(prompt=prompt, echo=True, logprobs=3, temperature=0,
+                               max_tokens=2).choices[0].logprobs
+        for i in range(1, len(ids)):
+            entry = listed[i]
+            own = entry[str(ids[i])]
+            self.assertAlmostEqual(own["logprob"], echo.token_logprobs[i], delta=1e-6)
+            self.assertEqual(own["decoded_token"], echo.tokens[i])
+            others = {k: v for k, v in entry.items() if k != str(ids[i])}
+            self.assertIn(len(entry), (3, 4))
+            by_rank = sorted(entry.values(), key=lambda v: v["rank"])
+            self.assertEqual([v["rank"] for v in by_rank][:3], [1, 2, 3])
+            for a, b in zip(by_rank, by_rank[1:]):
+                self.assertGreaterEqual(a["logprob"], b["logprob"] - 1e-6)
+            # The token's rank counts the tokens strictly more likely than it.
+            above = sum(1 for v in others.values() if v["logprob"] > own["logprob"])
+            if own["rank"] <= 3:
+                self.assertEqual(own["rank"], above + 1)
+            else:
+                self.assertEqual(above, 3)
+            self.assertEqual(sorted(v["decoded_token"] for v in by_rank[:3]),
+                             sorted(echo.top_logprobs[i].keys()))
+        # Chat: at the top level, one entry per token of the rendered prompt; 0 alternatives
+        # lists the token alone.
+        status, chat, _ = self.post("/v1/chat/completions", {
+            "model": self.model, "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1, "prompt_logprobs": 0})
+        self.assertEqual(status, 200, chat)
+        self.assertEqual(len(chat["prompt_logprobs"]), chat["usage"]["prompt_tokens"])
+        self.assertIsNone(chat["prompt_logprobs"][0])
+        self.assertTrue(all(len(e) == 1 for e in chat["prompt_logprobs"][1:]))
+        # Streaming has no place for it (as vLLM), and the count is bounded.
+        for body, needle in (({"stream": True, "prompt_logprobs": 1}, "'prompt_logprobs'"),
+                             ({"prompt_logprobs": 21}, "'prompt_logprobs'")):
+            status, error, _ = self.post("/v1/completions", {
+                "model": self.model, "prompt": prompt, "max_tokens": 1, **body})
+            self.assertEqual(status, 400, error)
+            self.assertIn(needle, error["error"]["message"])
+
     def chat_ids(self, body):
         status, out, _ = self.post("/tokenize", body)
         self.assertEqual(status, 200, out)
@@ -623,7 +676,7 @@ class OpenAiClient(unittest.TestCase):
         self.assertEqual(headers["x-request-id"], "client-id-16")
 
     def test_unimplemented_fields_are_400_naming_them(self):
-        for field, value in (("suffix", "end"), ("prompt_logprobs", 1),
+        for field, value in (("suffix", "end"),
                              ("use_beam_search", True), ("typical_p", 0.5),
                              ("skip_special_tokens", False), ("truncate_prompt_tokens", 4),
                              ("allowed_token_ids", [1, 2]), ("bad_words", ["x"]),
