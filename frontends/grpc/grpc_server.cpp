@@ -100,6 +100,8 @@ struct Submitted {
   std::shared_ptr<GenerationGroup> group;
   std::string echo;  // the prompt's text when the request asked for echo
   std::string fingerprint;
+  int32_t prompt_logprobs = -1;     // GenerateRequest.prompt_logprobs, -1 when not asked
+  std::vector<int32_t> prompt_ids;  // the prompt's tokens when it was
 };
 
 // Authenticates, parses, converts, prepares and submits the request's n samples: the error (if
@@ -128,6 +130,8 @@ std::optional<EngineError> submit(serving::ServingCore& engine,
   out.group = std::get<std::shared_ptr<GenerationGroup>>(std::move(group));
   if (input.value().echo) out.echo = echo_text(input.value(), engine.tokenizer());
   out.fingerprint = engine.system_fingerprint();
+  out.prompt_logprobs = input.value().prompt_logprobs_field;
+  if (out.prompt_logprobs >= 0) out.prompt_ids = params.prompt;
   return std::nullopt;
 }
 
@@ -156,6 +160,8 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
     group_ = std::move(submitted.group);
     {
       const std::lock_guard lock(mutex_);
+      prompt_logprobs_ = submitted.prompt_logprobs;
+      prompt_ids_ = std::move(submitted.prompt_ids);
       self_->start_response(submitted.echo, submitted.fingerprint);
     }
     group_->set_listener([weak = this->weak_from_this()] {
@@ -178,12 +184,25 @@ class EngineCall : public std::enable_shared_from_this<Reactor> {
   // OnDone: drops the self-reference; a listener running now keeps the reactor until it returns.
   void release() { auto keep_until_return = std::move(self_); }
 
+  // The first event carrying the prompt's logprobs fills `out` (GenerateRequest.prompt_logprobs):
+  // once per call, the samples share them.
+  void take_prompt_logprobs(const RequestEvent& event,
+                            google::protobuf::RepeatedPtrField<v1::PromptToken>* out) {
+    if (prompt_logprobs_ < 0 || prompt_logprobs_sent_ || event.prompt_logprobs.empty()) return;
+    proto::fill_prompt_logprobs(event.prompt_logprobs, prompt_ids_, prompt_logprobs_,
+                                engine_.tokenizer(), out);
+    prompt_logprobs_sent_ = true;
+  }
+
   serving::ServingCore& engine_;
   std::shared_ptr<Reactor> self_;           // released in OnDone
   std::shared_ptr<GenerationGroup> group_;  // null when the request was refused
   std::mutex mutex_;                        // guards the state below and the response being built
   bool done_ = false;                       // Finish (or StartWriteAndFinish) has been called
   bool cancelled_ = false;                  // OnCancel ran
+  int32_t prompt_logprobs_ = -1;            // Submitted::prompt_logprobs
+  std::vector<int32_t> prompt_ids_;
+  bool prompt_logprobs_sent_ = false;
 };
 
 // Generate: collects the events into the response (n > 1: into its choices) and finishes after
@@ -221,6 +240,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor, public EngineCall
         v1::GenerateChoice* choice =
             group_->size() > 1 ? response_.mutable_choices(popped->index) : nullptr;
         std::string* text = choice ? choice->mutable_text() : response_.mutable_text();
+        take_prompt_logprobs(event, response_.mutable_prompt_logprobs());
         if (event.kind == RequestEvent::Kind::kToken) {
           text->append(event.text);
           proto::fill_token(event, engine_.tokenizer(),
@@ -295,6 +315,7 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
           }
           started = true;
           response_.set_index(popped->index);
+          if (!dropped) take_prompt_logprobs(popped->event, response_.mutable_prompt_logprobs());
           if (popped->event.kind == RequestEvent::Kind::kFinished) {
             finish = std::move(popped->event);
             break;
@@ -319,8 +340,9 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
       const bool last = finish && status.ok() && group_->finished();
       if (last) {
         action = Action::kWriteAndFinish;
-      } else if (!dropped && (response_.tokens_size() > 0 || response_.has_finish() ||
-                              !response_.echo_text().empty())) {
+      } else if (!dropped &&
+                 (response_.tokens_size() > 0 || response_.has_finish() ||
+                  !response_.echo_text().empty() || response_.prompt_logprobs_size() > 0)) {
         action = Action::kWrite;  // tokens first; an error status follows at the next pump
       } else if (error_) {
         action = Action::kFinish;

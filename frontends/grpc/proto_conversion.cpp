@@ -110,11 +110,12 @@ Result<RequestFields> to_request_fields(const v1::GenerateRequest& request) {
   if (request.has_n()) f.n = WireInt::of(request.n());
   f.echo = request.echo();
   if (f.echo && request.has_logprobs()) {
-    // The proto has no place for the prompt's logprobs (HTTP /v1/completions returns them).
+    // Echo's text has no per-token form here: the prompt's logprobs have their own field.
     return Error{
-        "'logprobs' with 'echo' is not supported over gRPC: prompt logprobs are returned "
-        "by /v1/completions only"};
+        "'logprobs' with 'echo' is not supported over gRPC: ask for 'prompt_logprobs' (the "
+        "prompt's logprobs in GenerateResponse.prompt_logprobs)"};
   }
+  if (request.has_prompt_logprobs()) f.prompt_logprobs = WireInt::of(request.prompt_logprobs());
   f.continue_final_message = request.continue_final_message();
   for (const auto& [key, value] : request.chat_template_kwargs()) {
     f.chat_template_kwargs.emplace_back(key, value);
@@ -181,18 +182,45 @@ Result<std::vector<int32_t>> to_detokenize_ids(const v1::DetokenizeRequest& requ
   return check_token_ids(wire_ints(request.token_ids()), "token_ids", context);
 }
 
+namespace {
+
+void fill_position(const scheduler::TokenLogprobs& in, size_t max_top,
+                   const model::Tokenizer& tokenizer, v1::PositionLogprobs* out) {
+  out->set_logprob(in.logprob);
+  out->set_rank(in.rank);
+  for (size_t k = 0; k < in.top.size() && k < max_top; ++k) {
+    v1::TokenLogprob* top = out->add_top();
+    top->set_token_id(in.top[k].token_id);
+    top->set_token(tokenizer.token_bytes(in.top[k].token_id, /*render_special=*/true));
+    top->set_logprob(in.top[k].logprob);
+  }
+}
+
+}  // namespace
+
 void fill_token(const scheduler::RequestEvent& event, const model::Tokenizer& tokenizer,
                 v1::GeneratedToken* token) {
   token->set_token_id(event.token_id);
   token->set_text(event.text);
-  if (!event.logprobs) return;
-  v1::PositionLogprobs* logprobs = token->mutable_logprobs();
-  logprobs->set_logprob(event.logprobs->logprob);
-  for (const auto& alternative : event.logprobs->top) {
-    v1::TokenLogprob* top = logprobs->add_top();
-    top->set_token_id(alternative.token_id);
-    top->set_token(tokenizer.token_bytes(alternative.token_id, /*render_special=*/true));
-    top->set_logprob(alternative.logprob);
+  if (event.logprobs) {
+    fill_position(*event.logprobs, event.logprobs->top.size(), tokenizer,
+                  token->mutable_logprobs());
+  }
+}
+
+void fill_prompt_logprobs(const std::vector<scheduler::TokenLogprobs>& logprobs,
+                          std::span<const int32_t> prompt, int32_t top,
+                          const model::Tokenizer& tokenizer,
+                          google::protobuf::RepeatedPtrField<v1::PromptToken>* out) {
+  if (prompt.empty() || logprobs.size() + 1 != prompt.size()) return;
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    v1::PromptToken* token = out->Add();
+    token->set_token_id(prompt[t]);
+    token->set_token(tokenizer.token_bytes(prompt[t], /*render_special=*/true));
+    if (t > 0) {
+      fill_position(logprobs[t - 1], static_cast<size_t>(top), tokenizer,
+                    token->mutable_logprobs());
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/status.h"
@@ -37,6 +38,13 @@ Result<std::vector<int32_t>> to_detokenize_ids(const v1::DetokenizeRequest& requ
 // A kToken event -> GeneratedToken (alternatives named by their bytes, control tokens rendered).
 void fill_token(const scheduler::RequestEvent& event, const model::Tokenizer& tokenizer,
                 v1::GeneratedToken* token);
+// The prompt's logprobs of a request's first event (RequestEvent::prompt_logprobs, one per
+// prompt token after the first) -> one PromptToken per token of `prompt`, the first without
+// logprobs, each with at most `top` alternatives. Nothing when the sizes do not match.
+void fill_prompt_logprobs(const std::vector<scheduler::TokenLogprobs>& logprobs,
+                          std::span<const int32_t> prompt, int32_t top,
+                          const model::Tokenizer& tokenizer,
+                          google::protobuf::RepeatedPtrField<v1::PromptToken>* out);
 // A kFinished event with reason stop or length -> GenerateFinish (text, reason, usage, timings).
 void fill_finish(const scheduler::RequestEvent& event, v1::GenerateFinish* finish);
 // The call's status once the engine finished the request: OK for stop and length, CANCELLED

@@ -264,6 +264,78 @@ TEST_F(GrpcApiFieldsTest, EchoPutsThePromptFirst) {
   EXPECT_NE(status.error_message().find("'echo'"), std::string::npos) << status.error_message();
 }
 
+// prompt_logprobs: one entry per prompt token (the first without logprobs), each with its
+// rank and the asked alternatives; the same in Generate and GenerateStream, once for n samples;
+// the last prompt token's entry, on a prompt extended by the first generated token, is that
+// token's generated logprob (a prefill row against a decode step: within float error).
+TEST_F(GrpcApiFieldsTest, PromptLogprobsScoreThePromptTokens) {
+  v1::GenerateRequest request;
+  request.set_text(kPrompt);
+  request.set_max_tokens(2);
+  request.set_temperature(0);
+  request.set_prompt_logprobs(3);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(generate(request, &response).ok());
+  const auto& prompt = response.prompt_logprobs();
+  ASSERT_EQ(prompt.size(), response.finish().usage().prompt_tokens());
+  ASSERT_GT(prompt.size(), 2);
+  EXPECT_FALSE(prompt[0].has_logprobs());
+  for (int t = 1; t < prompt.size(); ++t) {
+    const v1::PositionLogprobs& p = prompt[t].logprobs();
+    ASSERT_EQ(p.top_size(), 3) << t;
+    EXPECT_LE(p.logprob(), 0.0f);
+    int above = 0;
+    for (const auto& alternative : p.top()) above += alternative.logprob() > p.logprob() ? 1 : 0;
+    if (p.rank() <= 3) {
+      EXPECT_EQ(p.rank(), above + 1) << t;
+    } else {
+      EXPECT_EQ(above, 3) << t;
+    }
+    EXPECT_FALSE(prompt[t].token().empty());
+  }
+  EXPECT_TRUE(response.tokens(0).logprobs().top().empty());  // generated: logprobs not asked
+
+  std::vector<v1::GenerateStreamResponse> messages;
+  ASSERT_TRUE(stream(request, &messages).ok());
+  int carrying = 0;
+  for (const auto& m : messages) {
+    if (m.prompt_logprobs_size() == 0) continue;
+    ++carrying;
+    ASSERT_EQ(m.prompt_logprobs_size(), prompt.size());
+    for (int t = 1; t < prompt.size(); ++t) {
+      EXPECT_EQ(m.prompt_logprobs(t).logprobs().logprob(), prompt[t].logprobs().logprob());
+    }
+  }
+  EXPECT_EQ(carrying, 1);
+
+  request.set_n(2);
+  request.set_temperature(1.0f);
+  request.set_seed(3);
+  v1::GenerateResponse two;
+  ASSERT_TRUE(generate(request, &two).ok());
+  ASSERT_EQ(two.prompt_logprobs_size(), prompt.size());
+  EXPECT_EQ(two.prompt_logprobs(1).logprobs().logprob(), prompt[1].logprobs().logprob());
+
+  v1::GenerateRequest plain;
+  plain.set_text(kPrompt);
+  plain.set_max_tokens(1);
+  plain.set_temperature(0);
+  plain.set_logprobs(0);
+  v1::GenerateResponse first;
+  ASSERT_TRUE(generate(plain, &first).ok());
+  v1::GenerateRequest longer;
+  longer.set_text(kPrompt + first.text());
+  longer.set_max_tokens(1);
+  longer.set_prompt_logprobs(0);
+  v1::GenerateResponse scored;
+  ASSERT_TRUE(generate(longer, &scored).ok());
+  ASSERT_EQ(scored.prompt_logprobs_size(), prompt.size() + 1) << "the extended prompt's tokens";
+  const v1::PromptToken& last = scored.prompt_logprobs(prompt.size());
+  EXPECT_EQ(last.token_id(), first.tokens(0).token_id());
+  EXPECT_NEAR(last.logprobs().logprob(), first.tokens(0).logprobs().logprob(), 2e-3);
+  EXPECT_EQ(last.logprobs().rank(), first.tokens(0).logprobs().rank());
+}
+
 TEST_F(GrpcApiFieldsTest, ContinueFinalMessageLeavesTheTurnOpen) {
   v1::GenerateRequest request;
   auto* messages = request.mutable_chat();

@@ -99,7 +99,7 @@ TEST(ProtoConversion, WhatOnlyTheProtoDecidesIsRefusedHere) {
   EXPECT_NE(in.error().message.find("'token_ids.ids[0]' = 1000 is not a token id"),
             std::string::npos);
 
-  // Echo with logprobs: the proto has no place for the prompt's logprobs (HTTP returns them).
+  // Echo with logprobs: the prompt's logprobs have their own field (prompt_logprobs).
   v1::GenerateRequest echo;
   echo.set_text("x");
   echo.set_echo(true);
@@ -108,6 +108,18 @@ TEST(ProtoConversion, WhatOnlyTheProtoDecidesIsRefusedHere) {
   ASSERT_FALSE(in.ok());
   EXPECT_NE(in.error().message.find("'logprobs' with 'echo' is not supported over gRPC"),
             std::string::npos);
+  EXPECT_NE(in.error().message.find("'prompt_logprobs'"), std::string::npos);
+  v1::GenerateRequest scored;
+  scored.set_text("x");
+  scored.set_prompt_logprobs(3);
+  in = to_generate_input(scored, kContext);
+  ASSERT_TRUE(in.ok()) << in.error().message;
+  EXPECT_EQ(in.value().prompt_logprobs_field, 3);
+  EXPECT_EQ(in.value().prompt_logprobs, 3);
+  scored.set_prompt_logprobs(21);
+  in = to_generate_input(scored, kContext);
+  ASSERT_FALSE(in.ok());
+  EXPECT_NE(in.error().message.find("'prompt_logprobs'"), std::string::npos) << in.error().message;
 }
 
 TEST(ProtoConversion, StructuredOutputBecomesTheConstraint) {
