@@ -38,7 +38,7 @@ const std::string kFixtures = LIGHTSERVE_FIXTURE_DIR;
 //    kLogitTolerance, llama.cpp's own repack spread rounded up;
 //  - at least kMinTightFraction of the positions within kTightTolerance: float rounding only, so
 //    a systematic error (a wrong scale, min or bit layout) that stays under kLogitTolerance still
-//    fails (measured: 60 to 70 of 71 positions per file);
+//    fails (measured: 69 to 71 of 71 positions per file);
 //  - the argmax equal wherever llama.cpp's top-2 gap exceeds 2 * kLogitTolerance.
 constexpr double kLogitTolerance = 0.25;
 constexpr double kTightTolerance = 1e-3;
