@@ -28,7 +28,6 @@ tokenizer.json copies, the fixtures and every model golden must then be redone.
 import argparse
 import json
 import os
-import shutil
 import sys
 
 import torch

@@ -44,8 +44,7 @@ SDIST = os.path.join(CACHE, "llama_cpp_python-0.3.36.tar.gz")
 WORK = os.path.join(REPO, ".cache", "kquant_tiny")  # git-ignored: the tool
 
 TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q5_0", "Q5_1", "Q8_0", "Q4_0"]
-HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, CONTEXT = 256, 512, 1, 4, 2, 256
-HEAD_DIM = HIDDEN // HEADS
+HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 256, 512, 1, 4, 2  # the generated files' shape
 SEED = 11
 PROMPT_LENGTHS = [8, 23, 40]
 
