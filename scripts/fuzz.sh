@@ -4,11 +4,14 @@
 #
 #   scripts/fuzz.sh TARGET [SECONDS] [extra libFuzzer flags...]   (default 60 seconds)
 #   scripts/fuzz.sh --list                    the targets
-#   scripts/fuzz.sh --gguf-seeds [REAL_MODEL] regenerates tests/fuzz/corpus/gguf/
+#   scripts/fuzz.sh --gguf-seeds [REAL_MODEL] adds the first 16 KiB of REAL_MODEL (default: the
+#                                             default model) to build-fuzz/corpus/gguf/
 #
 # TARGET is gguf, tokenizer, chat_template, safetensors, serve_config, openai_api, http_server,
 # proto_conversion or grammar (tests/fuzz/<TARGET>_fuzz.cpp). The committed seeds in
-# tests/fuzz/corpus/<TARGET>/ are copied into build-fuzz/corpus/<TARGET>/, which the fuzzer grows
+# tests/fuzz/corpus/<TARGET>/ and the generated ones (GGUF and safetensors files: weights are never
+# committed; build-fuzz/test_fixtures/fuzz/<TARGET>/, written by tests/fixtures/make_test_fixtures)
+# are copied into build-fuzz/corpus/<TARGET>/, which the fuzzer grows
 # and keeps between runs; the dictionary tests/fuzz/<TARGET>.dict is used when there is one. A
 # crash leaves its input in build-fuzz/artifacts/<TARGET>/ and makes this script fail; re-run one
 # with
@@ -28,12 +31,12 @@ if [[ "${1:-}" == "--list" ]]; then
 fi
 
 if [[ "${1:-}" == "--gguf-seeds" ]]; then
-  # One clang++ command: the seed writer needs only the GGUF writer of tests/support and dtypes.
-  mkdir -p "$out"
-  "${CXX:-clang++}" -std=c++20 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -I"$root" \
-    -o "$out/make_gguf_seeds" "$root/tests/fuzz/make_gguf_seeds.cpp" "$root/kernels/dtype.cpp"
-  "$out/make_gguf_seeds" "$root/tests/fuzz/corpus/gguf" ${2:+"$2"}
-  ls -l "$root/tests/fuzz/corpus/gguf"
+  # The head of a real file: real metadata, cut mid-vocabulary. Kept out of git (a slice of a
+  # model); the synthetic GGUF seeds are generated with the build.
+  model="${2:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+  mkdir -p "$out/corpus/gguf"
+  head -c 16384 "$model" >"$out/corpus/gguf/real_model_head_16k.seed"
+  ls -l "$out/corpus/gguf"
   exit 0
 fi
 
@@ -54,7 +57,7 @@ if [[ ! -f "$out/CMakeCache.txt" ]]; then
   CC="${CC:-clang}" CXX="${CXX:-clang++}" cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release \
     -DLIGHTSERVE_FUZZ=ON -DLIGHTSERVE_CUDA=OFF
 fi
-cmake --build "$out" -j"${JOBS:-$(nproc)}" --target "${target}_fuzz"
+cmake --build "$out" -j"${JOBS:-$(nproc)}" --target "${target}_fuzz" test_fixtures
 
 # Per target: the largest input worth mutating, and how long one input may take.
 max_len=4096
@@ -67,9 +70,11 @@ esac
 corpus="$out/corpus/$target"
 artifacts="$out/artifacts/$target"
 mkdir -p "$corpus" "$artifacts"
-if compgen -G "$root/tests/fuzz/corpus/$target/*" >/dev/null; then
-  cp -n "$root/tests/fuzz/corpus/$target/"* "$corpus/"
-fi
+for seeds in "$root/tests/fuzz/corpus/$target" "$out/test_fixtures/fuzz/$target"; do
+  if compgen -G "$seeds/*" >/dev/null; then
+    cp -n "$seeds/"* "$corpus/"
+  fi
+done
 dict=()
 [[ -f "$root/tests/fuzz/$target.dict" ]] && dict=(-dict="$root/tests/fuzz/$target.dict")
 

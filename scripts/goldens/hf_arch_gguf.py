@@ -1,24 +1,29 @@
 #!/usr/bin/env python3
-"""Writes tests/golden/hf_tiny_qwen2.gguf: the f32 tiny Qwen2 of hf_arch_goldens.py as a GGUF
-file, with the `gguf` package (llama.cpp's writer), laid out as convert_hf_to_gguf.py's
-Qwen2Model lays it out: architecture qwen2, qwen2.* keys, Q/K rows in Hugging Face's order (no
-permutation: llama.cpp rotates NEOX pairs for qwen2), attn_{q,k,v}.bias F32, tied embeddings (no
-output.weight), the gpt2 tokenizer with pre-tokenizer qwen2 and added special tokens as control
-tokens. tests/model/hf_golden_test.cpp runs it against the folder's transformers logits.
+"""Checks hf_tiny_qwen2.gguf, which tests/fixtures/make_test_fixtures.cpp generates next to the
+f32 tiny Qwen2 folder of hf_arch_goldens.py: writes that folder as a GGUF file with the `gguf`
+package (llama.cpp's writer), laid out as convert_hf_to_gguf.py's Qwen2Model lays it out
+(architecture qwen2, qwen2.* keys, Q/K rows in Hugging Face's order (no permutation: llama.cpp
+rotates NEOX pairs for qwen2), attn_{q,k,v}.bias F32, tied embeddings (no output.weight), the
+gpt2 tokenizer with pre-tokenizer qwen2 and added special tokens as control tokens), and fails
+unless the generated file is the same bytes. tests/model/hf_golden_test.cpp runs the file against
+the folder's transformers logits.
 
-    .venv-gguf/bin/python scripts/goldens/hf_arch_gguf.py
+    .venv-gguf/bin/python scripts/goldens/hf_arch_gguf.py build/test_fixtures
 """
 import json
 import os
 import struct
+import sys
+import tempfile
 
 import gguf
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-GOLDEN = os.path.join(REPO, "tests", "golden")
-FOLDER = os.path.join(GOLDEN, "hf_tiny_qwen2", "f32")
+FIXTURES = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "build", "test_fixtures")
+FOLDER = os.path.join(FIXTURES, "hf_tiny_qwen2", "f32")
+GENERATED = os.path.join(FIXTURES, "hf_tiny_qwen2.gguf")
 
 
 def read_safetensors(path):
@@ -54,13 +59,13 @@ TENSORS = {  # Hugging Face name (after model.layers.N.) -> GGUF name (after blk
 }
 
 
-def main():
+def write(path):
     config = json.load(open(os.path.join(FOLDER, "config.json")))
     tok = json.load(open(os.path.join(FOLDER, "tokenizer.json"), encoding="utf-8"))
     tok_config = json.load(open(os.path.join(FOLDER, "tokenizer_config.json"), encoding="utf-8"))
     tensors = read_safetensors(os.path.join(FOLDER, "model.safetensors"))
 
-    w = gguf.GGUFWriter(os.path.join(GOLDEN, "hf_tiny_qwen2.gguf"), "qwen2")
+    w = gguf.GGUFWriter(path, "qwen2")
     w.add_name("hf_tiny_qwen2")
     w.add_block_count(config["num_hidden_layers"])
     w.add_context_length(config["max_position_embeddings"])
@@ -110,6 +115,19 @@ def main():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "hf_tiny_qwen2.gguf")
+        write(path)
+        want = open(path, "rb").read()
+    got = open(GENERATED, "rb").read()
+    if got != want:
+        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        sys.exit("%s differs from the gguf package's file (%d vs %d bytes), first at byte %d"
+                 % (GENERATED, len(got), len(want), at))
+    print("%s: the same %d bytes as the gguf package writes" % (GENERATED, len(got)))
 
 
 if __name__ == "__main__":

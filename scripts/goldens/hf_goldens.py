@@ -7,24 +7,32 @@
   Llama-2-style SentencePiece BPE with byte fallback, merges rebuilt as transformers' SpmConverter
   writes them), and tests/golden/hf_tokenizers.json: their ids for a few hundred strings
   (`tokenizers`, add_special_tokens=False; special tokens in the text are split out);
-- tests/golden/hf_tiny_llama/{f32,bf16}/: a tiny random LlamaForCausalLM (`transformers`,
-  save_pretrained in safetensors; the bf16 copy sharded so the index is exercised) with the
-  smollm tokenizer, and tests/golden/hf_tiny_llama.json: its logits (f32 compute; for bf16 the
-  bf16 weights widened to f32) for a few prompts and its greedy continuations.
+- tests/golden/hf_tiny_llama.json: transformers' logits (f32 compute; for bf16 the bf16 weights
+  widened to f32) for a few prompts and its greedy continuations, on the tiny random
+  LlamaForCausalLM with the smollm tokenizer that tests/fixtures/make_test_fixtures.cpp writes
+  into the build tree (build/test_fixtures/hf_tiny_llama/{f32,bf16}/: the committed
+  tests/golden/hf_tiny_llama/*/ text files and generated safetensors weights, the bf16 copy
+  sharded as its committed index says). transformers reads that folder as it is.
 
 tests/model/hf_golden_test.cpp compares lightserve against them.
 
     python3 -m venv .venv-hf && .venv-hf/bin/pip install torch transformers tokenizers
-    .venv-hf/bin/python scripts/goldens/hf_goldens.py
+    cmake --build build --target test_fixtures
+    .venv-hf/bin/python scripts/goldens/hf_goldens.py build/test_fixtures   # hf_tiny_llama.json
+    .venv-hf/bin/python scripts/goldens/hf_goldens.py --tokenizers          # retrains them
+
+Retraining the tokenizers is not reproducible (the `tokenizers` trainer gives another vocabulary
+each run): it changes every tokenizer golden and the tiny models' vocabularies, so their folders'
+tokenizer.json copies, the fixtures and every model golden must then be redone.
 """
+import argparse
 import json
 import os
-import shutil
 import sys
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -177,43 +185,26 @@ def reference_runs(reference, tok, prompts=None):
     return runs
 
 
-def write_tiny_llama():
-    tok_dir = os.path.join(GOLDEN, "hf_tokenizers", "smollm")
-    tok = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, rope_theta=10000.0, rms_norm_eps=1e-5,
-                         tie_word_embeddings=False, initializer_range=0.1,
-                         bos_token_id=tok.token_to_id("<|im_start|>"),
-                         eos_token_id=tok.token_to_id("<|im_end|>"))
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # norms away from 1, so that a misplaced norm shows
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-    root = os.path.join(GOLDEN, "hf_tiny_llama")
-    shutil.rmtree(root, ignore_errors=True)
-    result = {"prompts": [], "variants": {}}
-    for variant, dtype, shard in [("f32", torch.float32, None), ("bf16", torch.bfloat16, "100KB")]:
-        folder = os.path.join(root, variant)
-        m = LlamaForCausalLM(config).eval()
-        m.load_state_dict(model.state_dict())
-        m = m.to(dtype)
-        kwargs = {"safe_serialization": True}
-        if shard:
-            kwargs["max_shard_size"] = shard
-        m.save_pretrained(folder, **kwargs)
-        for f in ["tokenizer.json", "tokenizer_config.json"]:
-            shutil.copy(os.path.join(tok_dir, f), folder)
-        reference = m.to(torch.float32)  # bf16 weights, widened: the f32-compute reference
-        runs = reference_runs(reference, tok)
-        result["variants"][variant] = runs
-    result["prompts"] = PROMPTS
+def write_tiny_llama(fixtures):
+    tok = Tokenizer.from_file(os.path.join(GOLDEN, "hf_tokenizers", "smollm", "tokenizer.json"))
+    result = {"prompts": PROMPTS, "variants": {}}
+    for variant in ["f32", "bf16"]:
+        folder = os.path.join(fixtures, "hf_tiny_llama", variant)
+        # The saved weights loaded in f32 (bf16 widened): the f32-compute reference.
+        reference = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        result["variants"][variant] = reference_runs(reference, tok)
     with open(os.path.join(GOLDEN, "hf_tiny_llama.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, separators=(",", ":"))
 
 
 if __name__ == "__main__":
-    write_tokenizers()
-    write_tiny_llama()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("fixtures", nargs="?", help="the generated fixture directory")
+    parser.add_argument("--tokenizers", action="store_true", help="retrain the tokenizers")
+    args = parser.parse_args()
+    if args.tokenizers:
+        write_tokenizers()
+    elif args.fixtures:
+        write_tiny_llama(args.fixtures)
+    else:
+        parser.error("give the fixture directory (build/test_fixtures) or --tokenizers")

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Writes the K-quant / Q5 forward-pass goldens with the reference writers themselves:
+"""Records the K-quant / Q5 forward-pass goldens with llama.cpp itself:
 
-- a tiny random LLaMA in F32, written by the `gguf` PyPI package (hidden 256 so that every row
-  is whole 256-value super-blocks, ffn 512 so ffn_down rows are two, 4 heads / 2 KV heads of 64,
-  one layer, the byte-level SentencePiece-style "llama" vocabulary of lightserve's dummy models:
-  <unk>, <s>, </s>, <0x00>..<0xFF>, U+2581);
-- quantized by the pinned llama.cpp's own `llama-quantize` (scripts/build_llamacpp.sh) into
-  tests/golden/kquant_tiny/tiny-<TYPE>.gguf for Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, Q8_0, Q4_0
-  (its presets as they are: per-tensor types chosen by llama.cpp, mixed Q/K/V types included);
+- the files: tests/fixtures/make_test_fixtures.cpp writes kquant_tiny/tiny-<PRESET>.gguf into the
+  build tree (build/test_fixtures/), a tiny random LLaMA (hidden 256 so that every row is whole
+  256-value super-blocks, ffn 512 so ffn_down rows are two, 4 heads / 2 KV heads of 64, one
+  layer, the byte-level SentencePiece-style "llama" vocabulary of lightserve's dummy models:
+  <unk>, <s>, </s>, <0x00>..<0xFF>, U+2581) in the per-tensor types of the pinned
+  llama-quantize's Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, Q8_0 and Q4_0 presets (mixed Q/K/V types
+  included), its quantized blocks written directly as random block bytes (no quantizer needed,
+  bit-reproducible; tests/fixtures/fixtures.sha256 pins them);
 - tests/golden/kquant_tiny.json: llama.cpp's logits for a few token-id prompts on each file,
   from scripts/goldens/llama_logits.cpp built against the pinned libllama (CPU, flash attention
   off, batch decode, 1 thread, llama.cpp's default weight repacking): per prompt the ids, the
@@ -19,7 +20,8 @@ tests/model/kquant_golden_test.cpp compares lightserve against them.
 
     bash scripts/build_llamacpp.sh
     python3 -m venv .venv-gguf && .venv-gguf/bin/pip install gguf numpy
-    .venv-gguf/bin/python scripts/goldens/kquant_goldens.py
+    cmake --build build --target test_fixtures
+    .venv-gguf/bin/python scripts/goldens/kquant_goldens.py build/test_fixtures
 """
 import glob
 import json
@@ -36,84 +38,15 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 GOLDEN = os.path.join(REPO, "tests", "golden")
-OUT_DIR = os.path.join(GOLDEN, "kquant_tiny")
 CACHE = os.path.join(REPO, ".cache", "llama.cpp")
 BIN = os.path.join(CACHE, "bin")
 SDIST = os.path.join(CACHE, "llama_cpp_python-0.3.36.tar.gz")
-WORK = os.path.join(REPO, ".cache", "kquant_tiny")  # git-ignored: the F32 file, the tool
+WORK = os.path.join(REPO, ".cache", "kquant_tiny")  # git-ignored: the tool
 
 TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q5_0", "Q5_1", "Q8_0", "Q4_0"]
-HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, CONTEXT = 256, 512, 1, 4, 2, 256
-HEAD_DIM = HIDDEN // HEADS
+HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 256, 512, 1, 4, 2  # the generated files' shape
 SEED = 11
 PROMPT_LENGTHS = [8, 23, 40]
-
-
-def vocabulary():
-    tokens, types = ["<unk>", "<s>", "</s>"], [2, 3, 3]  # unknown, control
-    for byte in range(256):
-        tokens.append("<0x%02X>" % byte)
-        types.append(6)  # byte
-    tokens.append("\u2581")
-    types.append(1)  # normal
-    return tokens, types
-
-
-def write_f32(path):
-    rng = np.random.default_rng(SEED)
-    tokens, types = vocabulary()
-    vocab = len(tokens)
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name("kquant-tiny-random")
-    w.add_context_length(CONTEXT)
-    w.add_embedding_length(HIDDEN)
-    w.add_block_count(LAYERS)
-    w.add_feed_forward_length(FFN)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_rope_dimension_count(HEAD_DIM)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * vocab)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_space_prefix(False)
-
-    def matrix(rows, cols, scale=1.0):
-        # numpy (rows, cols) is GGUF's [cols, rows]: `cols` is the reduced dimension. 1/sqrt(cols)
-        # keeps each layer's outputs at unit scale.
-        return (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
-
-    def norm():
-        return rng.uniform(0.5, 1.5, HIDDEN).astype(np.float32)
-
-    w.add_tensor("token_embd.weight", rng.standard_normal((vocab, HIDDEN)).astype(np.float32))
-    for i in range(LAYERS):
-        p = "blk.%d." % i
-        w.add_tensor(p + "attn_norm.weight", norm())
-        # Q scaled up so that attention is peaked rather than near-uniform.
-        w.add_tensor(p + "attn_q.weight", matrix(HEADS * HEAD_DIM, HIDDEN, 2.0))
-        w.add_tensor(p + "attn_k.weight", matrix(KV_HEADS * HEAD_DIM, HIDDEN))
-        w.add_tensor(p + "attn_v.weight", matrix(KV_HEADS * HEAD_DIM, HIDDEN))
-        w.add_tensor(p + "attn_output.weight", matrix(HIDDEN, HEADS * HEAD_DIM))
-        w.add_tensor(p + "ffn_norm.weight", norm())
-        w.add_tensor(p + "ffn_gate.weight", matrix(FFN, HIDDEN, 2.0))
-        w.add_tensor(p + "ffn_up.weight", matrix(FFN, HIDDEN))
-        w.add_tensor(p + "ffn_down.weight", matrix(HIDDEN, FFN))
-    w.add_tensor("output_norm.weight", norm())
-    # Logits of standard deviation ~4: well spread, top-2 gaps mostly above the tolerance.
-    w.add_tensor("output.weight", matrix(vocab, HIDDEN, 4.0))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
 
 
 def build_tool():
@@ -158,10 +91,8 @@ def tensor_types(path):
 
 
 def main():
+    fixtures = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "build", "test_fixtures")
     os.makedirs(WORK, exist_ok=True)
-    os.makedirs(OUT_DIR, exist_ok=True)
-    f32 = os.path.join(WORK, "tiny-F32.gguf")
-    write_f32(f32)
     exe = build_tool()
     ids = prompts()
     golden = {
@@ -174,9 +105,7 @@ def main():
         "files": {},
     }
     for qtype in TYPES:
-        path = os.path.join(OUT_DIR, "tiny-%s.gguf" % qtype)
-        subprocess.run([os.path.join(BIN, "llama-quantize"), f32, path, qtype], check=True,
-                       capture_output=True)
+        path = os.path.join(fixtures, "kquant_tiny", "tiny-%s.gguf" % qtype)
         reference = run_llama(exe, path, ids)
         spread = {}
         for name, kwargs in [("threads_2", {"threads": 2}), ("no_repack", {"repack": False})]:

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Prompt-logprob goldens (echo with logprobs, issue 16), written by `transformers`:
 
-tests/golden/prompt_logprobs.json holds, for the tiny random Llama-3.1 of
-tests/golden/hf_tiny_llama31/f32 (see hf_arch_goldens.py) and the prompts of
+tests/golden/prompt_logprobs.json holds, for the tiny random Llama-3.1 of hf_tiny_llama31/f32
+(generated into the build tree by tests/fixtures/make_test_fixtures.cpp; see hf_arch_goldens.py)
+and the prompts of
 tests/golden/hf_tiny_llama31.json, each prompt token's log-probability given the tokens before it
 (log_softmax of transformers' f32 logits, the first token has none) and the 3 most likely
 alternatives. tests/executor/prompt_logprobs_golden_test.cpp compares the engine's prompt
 logprobs (RequestParams::prompt_logprobs) against them.
 
-    .venv-hf/bin/python scripts/goldens/prompt_logprobs_goldens.py
+    .venv-hf/bin/python scripts/goldens/prompt_logprobs_goldens.py build/test_fixtures
 """
 import json
 import os
+import sys
 
 import torch
 from transformers import LlamaForCausalLM
@@ -23,8 +25,9 @@ TOP = 3
 
 def main():
     source = json.load(open(os.path.join(GOLDEN, "hf_tiny_llama31.json")))
-    model = LlamaForCausalLM.from_pretrained(os.path.join(GOLDEN, "hf_tiny_llama31", "f32"),
-                                             torch_dtype=torch.float32).eval()
+    fixtures = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "test_fixtures")
+    model = LlamaForCausalLM.from_pretrained(os.path.join(fixtures, "hf_tiny_llama31", "f32"),
+                                             dtype=torch.float32).eval()
     runs = []
     for prompt, run in zip(source["prompts"], source["variants"]["f32"]):
         ids = run["ids"]

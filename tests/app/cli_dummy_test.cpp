@@ -69,7 +69,7 @@ TEST_F(CliDummyTest, BadLoadFlagsExitTwoNamingTheFlag) {
   }
 }
 
-// A Hugging Face folder that cannot load is exit 1 with the missing file named; the tiny golden
+// A Hugging Face folder that cannot load is exit 1 with the missing file named; the tiny generated
 // folder loads.
 TEST_F(CliDummyTest, HuggingFaceFoldersLoadOrNameWhatIsMissing) {
   const std::filesystem::path dir =
@@ -85,7 +85,7 @@ TEST_F(CliDummyTest, HuggingFaceFoldersLoadOrNameWhatIsMissing) {
   std::filesystem::remove_all(dir);
 
   const CliResult tiny =
-      run_lightserve(std::string("info --model ") + LIGHTSERVE_GOLDEN_DIR + "/hf_tiny_llama/bf16");
+      run_lightserve(std::string("info --model ") + LIGHTSERVE_FIXTURE_DIR + "/hf_tiny_llama/bf16");
   ASSERT_EQ(tiny.code, 0) << tiny.err;
   EXPECT_NE(tiny.out.find("Hugging Face folder"), std::string::npos) << tiny.out;
 }

@@ -1,5 +1,6 @@
 // Prompt logprobs (echo with logprobs) against transformers: the engine's
-// RequestParams::prompt_logprobs for the tiny random Llama-3.1 of tests/golden/hf_tiny_llama31/f32
+// RequestParams::prompt_logprobs for the tiny random Llama-3.1 hf_tiny_llama31/f32 (generated into
+// the build tree by tests/fixtures/make_test_fixtures.cpp)
 // equal log_softmax of transformers' f32 logits (tests/golden/prompt_logprobs.json, written by
 // scripts/goldens/prompt_logprobs_goldens.py) for every prompt token, and the top alternatives
 // name the same tokens where transformers' own gaps are wider than the tolerance.
@@ -43,8 +44,10 @@ TEST(PromptLogprobsGolden, MatchTransformers) {
   std::string why;
   auto backend = kernels::make_backend("cpu", 1, &why);
   ASSERT_NE(backend, nullptr) << why;
-  auto loaded = model::LlamaModel::load(
-      model::ModelSource(golden_dir + "/" + golden["model"].get<std::string>()), *backend);
+  auto loaded =
+      model::LlamaModel::load(model::ModelSource(std::string(LIGHTSERVE_FIXTURE_DIR) + "/" +
+                                                 golden["model"].get<std::string>()),
+                              *backend);
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
   model::LlamaModel& llama = *loaded.value();
   const int32_t top = golden["top"].get<int32_t>();

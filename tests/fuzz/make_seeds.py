@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the committed seed corpora of the fuzz targets in tests/fuzz/corpus/<target>/ (the
-GGUF seeds have their own generator: scripts/fuzz.sh --gguf-seeds). Each seed starts with the
+"""Writes the committed seed corpora of the fuzz targets in tests/fuzz/corpus/<target>/ (seeds
+that are model files, GGUF and safetensors, are generated into the build tree by
+tests/fixtures/make_test_fixtures.cpp, never committed). Each seed starts with the
 flags byte its target reads (see the target's header comment).
 
     python3 tests/fuzz/make_seeds.py [MODEL.gguf]   # the model gives the chat template seed

@@ -1,12 +1,14 @@
 // Hugging Face folders against the reference writers (scripts/goldens/hf_goldens.py):
 // - tokenizer.json files of each supported form, trained by the `tokenizers` package, give its
 //   ids on a few hundred strings (multilingual, code, whitespace runs, emoji, special tokens);
-// - tiny random models saved by `transformers` (f32, and bf16) load through LlamaModel::load from
-//   their folders and give transformers' logits, argmax and greedy tokens (where transformers'
-//   own top-2 gap exceeds the tolerance): LlamaForCausalLM (bf16 sharded), Qwen2ForCausalLM (Q/K/V
-//   biases, NEOX RoPE, tied embeddings) and LlamaForCausalLM with Llama-3.1's rope_scaling
-//   (scripts/goldens/hf_arch_goldens.py); the Qwen2 also as a GGUF file written by the `gguf`
-//   package (scripts/goldens/hf_arch_gguf.py), against the same logits.
+// - tiny random models (f32, and bf16; generated into the build tree by
+//   tests/fixtures/make_test_fixtures.cpp, read by transformers as they are) load through
+//   LlamaModel::load from their folders and give transformers' logits, argmax and greedy tokens
+//   (where transformers' own top-2 gap exceeds the tolerance): LlamaForCausalLM (bf16 sharded),
+//   Qwen2ForCausalLM (Q/K/V biases, NEOX RoPE, tied embeddings) and LlamaForCausalLM with
+//   Llama-3.1's rope_scaling (scripts/goldens/hf_arch_goldens.py); the Qwen2 also as a GGUF file
+//   laid out as the `gguf` package writes it (scripts/goldens/hf_arch_gguf.py checks it), against
+//   the same logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,6 +30,7 @@ namespace {
 
 using json = nlohmann::json;
 const std::string kGolden = LIGHTSERVE_GOLDEN_DIR;
+const std::string kFixtures = LIGHTSERVE_FIXTURE_DIR;
 
 std::string read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -70,7 +73,7 @@ TEST(HfGolden, TokenizersMatchTheTokenizersPackage) {
 struct GoldenCase {
   const char* golden;   // tests/golden/<golden>.json
   const char* variant;  // its "variants" entry: f32 or bf16
-  const char* model;    // the folder or file, under tests/golden
+  const char* model;    // the folder or file, under the generated fixtures
 };
 
 void PrintTo(const GoldenCase& c, std::ostream* os) {
@@ -88,7 +91,7 @@ TEST_P(HfTinyModel, MatchesTransformers) {
   ASSERT_NE(backend, nullptr) << why;
   LoadOptions options;
   options.llama_cpp_attention = false;  // f32 attention, as transformers on the CPU
-  auto loaded = LlamaModel::load(ModelSource(kGolden + "/" + param.model), *backend, options);
+  auto loaded = LlamaModel::load(ModelSource(kFixtures + "/" + param.model), *backend, options);
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
   LlamaModel& model = *loaded.value();
   const int32_t vocab = model.config().vocab_size;
