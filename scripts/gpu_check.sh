@@ -11,8 +11,13 @@
 #   3. copy bandwidth (bench/copy_bandwidth: device-to-device copy, read-only kernel)   ~5 s
 #   4. decode step vs the HBM roofline on the llama-3-8b dummy shape: runtime_bench at batch
 #      1 / 16 / 64, one context for all (8192 where 64 sequences fit the card, else the largest
-#      multiple of 1024 that does; an H100's 80 GB holds 64 × ~4K), f16 KV;
-#      then batch 16 with bf16 KV (is bf16 no slower?)                     ~90 s + ~50 s
+#      multiple of 1024 that does; an H100's 80 GB holds 64 × ~4K), f16 KV, each batch decoded
+#      by the four paths of runtime_bench --fusion off,on --argmax host,device from the same
+#      prefill (old = fusion off + host argmax; new = fusion on + device argmax: the A/B of this
+#      session's kernels, never run before); then batch 16 with bf16 KV     ~100 s + ~50 s
+#   4c. the same A/B on the default model's shape (dummy smollm2-135m: the launch-bound steps;
+#      the GGUF is over what a call carries), and LIGHTSERVE_CUDA_PROFILE=1 on the new path
+#      (GPU time per op, printed in the log)                                           ~20 s
 #   5. hybrid (f = 0.5, --plan none) vs full attention, `lightserve bench --compare` at 16K input,
 #      KV arena sized by --gpu-memory-utilization 0.9 (filling the card), N16K prompts, OUT16K
 #      output tokens                                                               ~180 s
@@ -25,7 +30,7 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
-# e.g. "5 6").
+# e.g. "5 6"; 4c is its own).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -160,8 +165,18 @@ CONTEXT=$(((kv_tokens_each - GEN) / 1024 * 1024))
 [ "$CONTEXT" -gt 8192 ] && CONTEXT=8192
 echo "decode context: $CONTEXT tokens (GPU memory ${GPU_MIB} MiB)"
 if ! skipped 4 && [ "$CONTEXT" -ge 1024 ]; then
-  step decode_f16 150 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
-    --context "$CONTEXT" --gen "$GEN" --reps 1 --json "$WORK/decode_f16.json"
+  step decode_f16 160 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
+    --context "$CONTEXT" --gen "$GEN" --reps 1 --fusion off,on --argmax host,device \
+    --json "$WORK/decode_f16.json"
+fi
+# 4c. The A/B on the default model's shape, whose steps are launch-bound, and where the GPU time
+# goes on the new path.
+if ! skipped 4c; then
+  step ab_small 40 "$RUNTIME" --device cuda --shape smollm2-135m --prefill '' \
+    --decode 1,16,64 --context 512 --gen 64 --reps 2 --fusion off,on --argmax host,device \
+    --json "$WORK/ab_small.json"
+  LIGHTSERVE_CUDA_PROFILE=1 step profile_small 30 "$RUNTIME" --device cuda \
+    --shape smollm2-135m --prefill '' --decode 16 --context 512 --gen 64 --reps 1 --argmax device
 fi
 
 # 5. LightTransfer's throughput per GPU at 16K: hybrid (f = 0.5) over full attention.
