@@ -148,6 +148,10 @@ int main(int argc, char** argv) {
       variants.push_back({f == "on", m == "device"});
     }
   }
+  if (variants.empty()) {
+    std::fprintf(stderr, "error: --fusion and --argmax need at least one value each\n");
+    return 2;
+  }
   const bool label_variants =
       variants.size() > 1 || !variants[0].fusion || variants[0].device_argmax;
 

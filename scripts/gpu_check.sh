@@ -9,6 +9,9 @@
 #   2. every Cuda* test: kernels_tests (each CUDA op, f16 and bf16 KV, against the CPU) and,
 #      when the default model file is there, model_tests                          30-90 s
 #   3. copy bandwidth (bench/copy_bandwidth: device-to-device copy, read-only kernel)   ~5 s
+#   3b. decode attention's KV read rate at the 8B shape (attention_bench --shape llama-3-8b:
+#      batch 1 at 8K / 32K, 16 at 8K / 16K, 64 at 4K; split-K over full views) against step 3:
+#      how far the decode kernel is from HBM bandwidth                              ~15-25 s
 #   4. decode step vs the HBM roofline on the llama-3-8b dummy shape: runtime_bench at batch
 #      1 / 16 / 64, one context for all (8192 where 64 sequences fit the card, else the largest
 #      multiple of 1024 that does; an H100's 80 GB holds 64 × ~4K), f16 KV, each batch decoded
@@ -24,6 +27,8 @@
 #   6. llama.cpp's CUDA build at the same shape, only with LLAMACPP_BENCH (a prebuilt
 #      llama-batched-bench) and LLAMACPP_GGUF (an 8B-shaped GGUF) given: building llama.cpp with
 #      CUDA on the device takes longer than the whole budget, so it is skipped otherwise.
+# The estimates add up to ~450-500 s on an H100; every step is capped by what is left of
+# BUDGET_S, so the last ones (4b, then 6) are the first to be skipped.
 # Everything goes to OUT_DIR as three files (a device call returns at most 8): gpu_check.log
 # (all output), tables.md (scripts/gpu_tables.py's tables) and results.tar.gz (per-step logs and
 # JSON).
@@ -119,16 +124,17 @@ if [ -f "$BUNDLE" ]; then
   export LD_LIBRARY_PATH="$WORK/lightserve-gpu/lib:$cublas_dir:${LD_LIBRARY_PATH:-}"
   echo "bundle: $(head -1 "$WORK/lightserve-gpu/COMMIT"), cuBLAS from $cublas_dir"
   LIGHTSERVE=$BIN/lightserve KTESTS=$BIN/kernels_tests MTESTS=$BIN/model_tests
-  RUNTIME=$BIN/runtime_bench COPYBW=$BIN/copy_bandwidth
+  RUNTIME=$BIN/runtime_bench COPYBW=$BIN/copy_bandwidth ATTBENCH=$BIN/attention_bench
 elif [ -x "$BUILD/lightserve" ]; then
   LIGHTSERVE=$BUILD/lightserve KTESTS=$BUILD/tests/kernels_tests MTESTS=$BUILD/tests/model_tests
   RUNTIME=$BUILD/bench/runtime_bench COPYBW=$BUILD/bench/copy_bandwidth
+  ATTBENCH=$BUILD/bench/attention_bench
 else
   echo "error: neither $BUNDLE nor $BUILD/lightserve: run scripts/gpu_bundle.sh where the" \
     "project builds and carry .cache/gpu-bundle" >&2
   exit 1
 fi
-for b in "$LIGHTSERVE" "$KTESTS" "$MTESTS" "$RUNTIME" "$COPYBW"; do
+for b in "$LIGHTSERVE" "$KTESTS" "$MTESTS" "$RUNTIME" "$COPYBW" "$ATTBENCH"; do
   missing=$(ldd "$b" 2>&1 | grep 'not found')
   if [ ! -x "$b" ] || [ -n "$missing" ]; then
     echo "error: $b cannot run here: ${missing:-missing}" >&2
@@ -155,6 +161,9 @@ fi
 
 # 3. The roofline's denominator.
 step copy_bandwidth 30 "$COPYBW" 2048 --json "$WORK/copy_bandwidth.json"
+if ! skipped 3b; then
+  step attention_8b 45 "$ATTBENCH" --device cuda --shape "$SHAPE" --min-ms 50 --reps 3
+fi
 
 # 4. Decode step time at batch 1 / 16 / 64 (every sequence decoding), f16 weights resident.
 # The context: 8192, or what lets 64 sequences + the 8B weights (~15 GiB) + 5 GiB fit 92% of

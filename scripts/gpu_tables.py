@@ -9,6 +9,8 @@ GPU"). Reads what the check wrote into OUT_DIR and prints, for whatever is there
   (copy_bandwidth: bytes read + written per second, the rate the memory sustains);
 - hybrid (f = 0.5) over full attention with the KV arena filling the GPU, from one
   `lightserve bench --compare` run per input length;
+- decode attention's KV read rate at the 8B shape (attention_bench's own table, as printed)
+  next to the copy bandwidth;
 - the decode paths A/B (runtime_bench --fusion off,on --argmax host,device): per batch, the step
   time of each path, old (fusion off, logits to the host) over each.
 
@@ -89,6 +91,22 @@ def roofline(out_dir, copy):
     print()
 
 
+def attention(out_dir, copy):
+    try:
+        with open(os.path.join(out_dir, "attention_8b.txt")) as f:
+            text = f.read().strip()
+    except OSError:
+        return
+    if not text:
+        return
+    bw = f"{copy['copy_gb_per_s']:.0f} GB/s copy" if copy else "no copy bandwidth measured"
+    print(f"Decode attention at the 8B shape (attention_bench --shape llama-3-8b; KV GB/s against "
+          f"{bw}; 'f16p': round_probabilities_f16 set):\n")
+    print("```")
+    print(text)
+    print("```\n")
+
+
 def decode_paths(out_dir):
     found = False
     for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
@@ -162,6 +180,7 @@ def main():
     copy = load(os.path.join(out_dir, "copy_bandwidth.json"))
     if copy:
         roofline(out_dir, copy)
+    attention(out_dir, copy)
     decode_paths(out_dir)
     hybrid(out_dir)
     return 0
