@@ -11,7 +11,8 @@
 // bandwidth of bench/copy_bandwidth for the decode path's distance from HBM bandwidth).
 // --shape llama-3-8b: 32 heads, 8 KV heads, head_dim 128 (GQA group 4), decode at 8K-32K keys
 // and batch 64 at 4K (issue 12's split-K decode at long contexts; values from a cheap generator,
-// as 1 GiB of normal samples would take longer than the case).
+// as 1 GiB of normal samples would take longer than the case), contiguous and paged (16-row
+// blocks in a shuffled order, as the KV arena hands them out).
 //
 //   attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] [--reps R] [--only
 //   SUBSTRING] [--shape smollm2-135m|llama-3-8b]
@@ -39,10 +40,13 @@ double now_seconds() {
 
 struct Case {
   const char* name;
-  int batch;    // sequences
-  int queries;  // per sequence
-  int keys;     // cached keys per sequence (queries end at position keys − 1)
+  int batch;           // sequences
+  int queries;         // per sequence
+  int keys;            // cached keys per sequence (queries end at position keys − 1)
+  bool paged = false;  // blocks of kBlockSize rows in a shuffled order (the KV arena's layout)
 };
+
+constexpr int kBlockSize = 16;
 
 }  // namespace
 
@@ -99,16 +103,21 @@ int main(int argc, char** argv) {
       {"decode b64 192", 64, 1, 192},  {"decode b256 192", 256, 1, 192},
   };
   const std::vector<Case> big_cases = {
-      {"prefill 8192", 1, 8192, 8192},    {"decode b1 8192", 1, 1, 8192},
-      {"decode b1 32768", 1, 1, 32768},   {"decode b16 8192", 16, 1, 8192},
-      {"decode b16 16384", 16, 1, 16384}, {"decode b64 4096", 64, 1, 4096},
+      {"prefill 8192", 1, 8192, 8192},
+      {"decode b1 8192", 1, 1, 8192},
+      {"decode b1 32768", 1, 1, 32768},
+      {"decode b16 8192", 16, 1, 8192},
+      {"decode b16 16384", 16, 1, 16384},
+      {"decode b64 4096", 64, 1, 4096},
+      {"decode b16 8192 paged", 16, 1, 8192, true},
+      {"decode b64 4096 paged", 64, 1, 4096, true},
   };
   const std::vector<Case>& cases = big ? big_cases : small_cases;
   if (gpu) {
-    std::printf("%-18s %10s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "KV GB/s", "ms f16p",
+    std::printf("%-22s %10s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "KV GB/s", "ms f16p",
                 "TFLOP/s f16p");
   } else {
-    std::printf("%-18s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
+    std::printf("%-22s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
   }
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -152,6 +161,7 @@ int main(int argc, char** argv) {
       out_arg = static_cast<float*>(on_device(out.data(), q_bytes));
     }
     std::vector<AttentionSeq> seqs(c.batch);
+    std::vector<std::vector<int32_t>> tables(c.batch);  // paged: block b of tokens at tables[b]
     double flops = 0;
     // Cache bytes a call reads: every attended key and value once (decode); the whole cache once
     // (prefill, whose keys are reused across queries from on-chip memory).
@@ -170,11 +180,20 @@ int main(int argc, char** argv) {
         s.kv.v = static_cast<const uint16_t*>(on_device(v[b].data(), kv_bytes));
       }
       s.kv.row_stride = kv_width;
+      if (c.paged) {
+        tables[b].resize(static_cast<size_t>((c.keys + kBlockSize - 1) / kBlockSize));
+        for (size_t i = 0; i < tables[b].size(); ++i) tables[b][i] = static_cast<int32_t>(i);
+        std::shuffle(tables[b].begin(), tables[b].end(), rng);
+        s.kv.kind = KvView::Kind::kPaged;
+        s.kv.block_table = tables[b].data();
+        s.kv.block_size = kBlockSize;
+        s.kv.block_stride = kBlockSize * kv_width;
+      }
       for (int i = 0; i < c.queries; ++i) {
         flops += 4.0 * num_heads * head_dim * static_cast<double>(s.first_pos + i + 1);
       }
     }
-    std::printf("%-18s", c.name);
+    std::printf("%-22s", c.name);
     for (bool round : {false, true}) {
       AttentionShape shape;
       shape.heads = num_heads;

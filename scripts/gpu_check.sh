@@ -10,7 +10,7 @@
 #      when the default model file is there, model_tests                          30-90 s
 #   3. copy bandwidth (bench/copy_bandwidth: device-to-device copy, read-only kernel)   ~5 s
 #   3b. decode attention's KV read rate at the 8B shape (attention_bench --shape llama-3-8b:
-#      batch 1 at 8K / 32K, 16 at 8K / 16K, 64 at 4K; split-K over full views) against step 3:
+#      batch 1 at 8K / 32K, 16 at 8K / 16K, 64 at 4K, contiguous and paged) against step 3:
 #      how far the decode kernel is from HBM bandwidth                              ~15-25 s
 #   4. decode step vs the HBM roofline on the llama-3-8b dummy shape: runtime_bench at batch
 #      1 / 16 / 64, one context for all (8192 where 64 sequences fit the card, else the largest
