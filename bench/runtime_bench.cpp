@@ -8,6 +8,8 @@
 //
 // --fusion and --argmax time the decode rows under each listed setting, in one process (the A/B
 // of the GPU's launch fusion and device argmax: Backend::set_fusion, LlamaModel::forward_argmax).
+// Without --fusion the backend keeps its own setting (the CUDA backend: on unless
+// LIGHTSERVE_CUDA_FUSED=0).
 //
 //   runtime_bench [--model PATH | --shape S [--dummy-type T]] [--threads N]
 //                 [--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128]
@@ -19,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -36,11 +39,14 @@ namespace {
 
 // One decode setting: the backend's launch fusion, and where the greedy token is picked.
 struct Variant {
-  bool fusion = true;
+  std::optional<bool> fusion;  // unset: the backend's own setting
   bool device_argmax = false;
   std::string label() const {
-    return std::string("fusion ") + (fusion ? "on" : "off") + ", argmax " +
-           (device_argmax ? "device" : "host");
+    return std::string("fusion ") +
+           (!fusion   ? "default"
+            : *fusion ? "on"
+                      : "off") +
+           ", argmax " + (device_argmax ? "device" : "host");
   }
 };
 
@@ -88,7 +94,7 @@ int main(int argc, char** argv) {
   int threads = 0, gen = 128, reps = 3, ubatch = 512, decode_prompt = 128;
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
   std::string json_path, device = "cpu", shape, dummy_type = "q4_0", kv_dtype = "f16";
-  std::string fusion_list = "on", argmax_list = "host";
+  std::string fusion_list = "default", argmax_list = "host";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -140,12 +146,15 @@ int main(int argc, char** argv) {
   std::vector<Variant> variants;
   for (const std::string& f : split(fusion_list)) {
     for (const std::string& m : split(argmax_list)) {
-      if ((f != "on" && f != "off") || (m != "host" && m != "device")) {
+      if ((f != "on" && f != "off" && f != "default") || (m != "host" && m != "device")) {
         std::fprintf(stderr, "error: --fusion takes on/off, --argmax host/device (got %s, %s)\n",
                      f.c_str(), m.c_str());
         return 2;
       }
-      variants.push_back({f == "on", m == "device"});
+      Variant v;
+      if (f != "default") v.fusion = f == "on";
+      v.device_argmax = m == "device";
+      variants.push_back(v);
     }
   }
   if (variants.empty()) {
@@ -153,7 +162,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const bool label_variants =
-      variants.size() > 1 || !variants[0].fusion || variants[0].device_argmax;
+      variants.size() > 1 || variants[0].fusion.has_value() || variants[0].device_argmax;
 
   std::string why;
   auto backend = kernels::make_backend(device, threads, &why);
@@ -277,7 +286,7 @@ int main(int argc, char** argv) {
       last_logits.resize(static_cast<size_t>(batch) * config.vocab_size);
       for (size_t v = 0; v < variants.size(); ++v) {
         const Variant& variant = variants[v];
-        backend->set_fusion(variant.fusion);
+        if (variant.fusion) backend->set_fusion(*variant.fusion);
         // `steps` greedy steps from the prompts; the first one's tokens come from the prompts'
         // logits, later ones from the last step's logits (host) or ids (device).
         auto decode_steps = [&](int steps, bool timed) {
@@ -316,7 +325,6 @@ int main(int argc, char** argv) {
           {name, batch * gen / mean, mean, batch, gen, forward_seconds[v] / reps, &variants[v]});
     }
   }
-  backend->set_fusion(true);
   const long peak_rss = status_kib("VmHWM:");
 
   std::printf("model: %s, %s KV, decode context %d\nbackend: %s\n\n", source.describe().c_str(),
@@ -346,7 +354,10 @@ int main(int argc, char** argv) {
         out << ", \"batch\": " << rows[i].batch
             << ", \"ms_per_step\": " << 1e3 * rows[i].seconds / rows[i].steps
             << ", \"forward_ms_per_step\": " << 1e3 * rows[i].forward_seconds / rows[i].steps
-            << ", \"fusion\": " << (rows[i].variant->fusion ? "true" : "false")
+            << ", \"fusion\": "
+            << (!rows[i].variant->fusion   ? "null"
+                : *rows[i].variant->fusion ? "true"
+                                           : "false")
             << ", \"argmax\": \"" << (rows[i].variant->device_argmax ? "device" : "host") << "\"";
       }
       out << "}" << (i + 1 < rows.size() ? ",\n" : "\n");

@@ -37,8 +37,11 @@ def kv_bytes_per_token(model):
 
 
 def path_of(result):
-    # Rows written before --fusion/--argmax existed ran the default: fusion on, host argmax.
-    fusion = result.get("fusion", True)
+    # Rows written before --fusion/--argmax existed, or without --fusion (null), ran the
+    # backend's default: fusion on (unless LIGHTSERVE_CUDA_FUSED=0), host argmax.
+    fusion = result.get("fusion")
+    if fusion is None:
+        fusion = True
     argmax = result.get("argmax", "host")
     return fusion, argmax
 
