@@ -562,13 +562,16 @@ class CudaBackend final : public Backend {
   // The deferred rope, with the queued stores in the same kernel when each of their rows lies
   // inside one of its rows (the decode's K and V rows of the fused q+k+v rows); else alone.
   void issue_rope(const RopeArgs& rope) {
-    if (!queued_stores_.empty() && plan_row_stores(rope)) {
+    if (!queued_stores_.empty() && plan_row_stores(rope.x, rope.n, rope.row_stride, queued_stores_,
+                                                   queued_width_, row_plan_)) {
       const Profiled profiled(profiler_, "rope+store_kv (fused)");
-      const size_t stores_bytes = (row_stores_.size() * sizeof(RowStore) + 15) / 16 * 16;
-      const size_t begin_bytes = row_begin_.size() * sizeof(int32_t);
+      const std::vector<RowStore>& stores = row_plan_.stores;
+      const std::vector<int32_t>& row_begin = row_plan_.row_begin;
+      const size_t stores_bytes = (stores.size() * sizeof(RowStore) + 15) / 16 * 16;
+      const size_t begin_bytes = row_begin.size() * sizeof(int32_t);
       fused_host_.resize(stores_bytes + begin_bytes);
-      std::memcpy(fused_host_.data(), row_stores_.data(), row_stores_.size() * sizeof(RowStore));
-      std::memcpy(fused_host_.data() + stores_bytes, row_begin_.data(), begin_bytes);
+      std::memcpy(fused_host_.data(), stores.data(), stores.size() * sizeof(RowStore));
+      std::memcpy(fused_host_.data() + stores_bytes, row_begin.data(), begin_bytes);
       auto* device = fused_descriptors_.get<uint8_t>(static_cast<int64_t>(fused_host_.size()));
       ctx_.upload_small(device, fused_host_.data(), static_cast<int64_t>(fused_host_.size()));
       queued_stores_.clear();
@@ -580,43 +583,6 @@ class CudaBackend final : public Backend {
     }
     const Profiled profiled(profiler_, "rope");
     launch_rope(ctx_.stream, grid_for(rope.n * rope.heads * (rope.head_dim / 2)), rope);
-  }
-
-  // Maps every row of every queued store to (rope row, column) in row_stores_, grouped by rope
-  // row (row_begin_, n + 1 offsets). False when some store row is not inside a rope row or some
-  // destination overlaps the rope's rows: the stores then run after the rope, as issued.
-  bool plan_row_stores(const RopeArgs& rope) {
-    if (rope.row_stride <= 0) return false;
-    const auto base = reinterpret_cast<uintptr_t>(rope.x);
-    const uintptr_t row_bytes = static_cast<uintptr_t>(rope.row_stride) * sizeof(float);
-    const uintptr_t end = base + static_cast<uintptr_t>(rope.n) * row_bytes;
-    const uintptr_t width_bytes = static_cast<uintptr_t>(queued_width_) * sizeof(float);
-    std::vector<std::pair<int64_t, RowStore>>& rows = row_plan_;
-    rows.clear();
-    for (const QueuedStore& s : queued_stores_) {
-      for (int64_t i = 0; i < s.rows; ++i) {
-        const auto src = reinterpret_cast<uintptr_t>(s.src + i * s.src_stride);
-        if (src < base || src >= end || (src - base) % sizeof(float) != 0) return false;
-        const uintptr_t row = (src - base) / row_bytes, col_bytes = (src - base) % row_bytes;
-        if (col_bytes + width_bytes > row_bytes) return false;
-        uint16_t* dst = s.dst + i * s.dst_stride;
-        const auto dst_begin = reinterpret_cast<uintptr_t>(dst);
-        const uintptr_t dst_end = dst_begin + static_cast<uintptr_t>(queued_width_) * 2;
-        if (dst_begin < end && dst_end > base) return false;
-        rows.push_back({static_cast<int64_t>(row),
-                        RowStore{dst, static_cast<int64_t>(col_bytes / sizeof(float)), s.bf16, 0}});
-      }
-    }
-    std::stable_sort(rows.begin(), rows.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    row_stores_.clear();
-    row_begin_.assign(static_cast<size_t>(rope.n) + 1, 0);
-    for (const auto& [row, store] : rows) {
-      row_stores_.push_back(store);
-      ++row_begin_[static_cast<size_t>(row) + 1];
-    }
-    for (size_t r = 1; r < row_begin_.size(); ++r) row_begin_[r] += row_begin_[r - 1];
-    return true;
   }
 
   void flush_stores() {
@@ -680,9 +646,7 @@ class CudaBackend final : public Backend {
   std::optional<PendingAdd> pending_add_;
   std::optional<RopeArgs> pending_rope_;  // its positions already uploaded into positions_
   F16Shadow shadow_;
-  std::vector<std::pair<int64_t, RowStore>> row_plan_;  // plan_row_stores' scratch
-  std::vector<RowStore> row_stores_;
-  std::vector<int32_t> row_begin_;
+  RowStorePlan row_plan_;  // issue_rope's, reused
   std::vector<uint8_t> fused_host_;
   DeviceScratch fused_descriptors_;
   std::string description_;

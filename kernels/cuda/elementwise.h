@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/row_store_plan.h"  // QueuedStore, RowStore
+
 namespace lightserve::kernels::cuda {
 
 constexpr int kElementwiseThreads = 256;
@@ -19,16 +21,7 @@ constexpr int kElementwiseThreads = 256;
 void launch_f32_to_kv(cudaStream_t stream, unsigned blocks, const float* src, int64_t src_stride,
                       int64_t n, int64_t width, uint16_t* dst, int64_t dst_stride, bool bf16);
 
-// A queued store_kv call (CudaBackend queues one-row stores and issues them as one launch).
-struct QueuedStore {
-  const float* src;
-  int64_t src_stride;
-  uint16_t* dst;
-  int64_t dst_stride;
-  int64_t rows;
-  int32_t bf16;  // the cache type is bf16 (else f16)
-};
-// One block per store; `stores` is device memory.
+// One block per queued store; `stores` is device memory.
 void launch_store_queued(cudaStream_t stream, const QueuedStore* stores, int64_t count,
                          int64_t width);
 
@@ -57,13 +50,6 @@ struct RopeArgs {
 };
 void launch_rope(cudaStream_t stream, unsigned blocks, const RopeArgs& rope);
 
-// One KV row to store after the rope: `width` values of rope row `row`, from element `col`.
-struct RowStore {
-  uint16_t* dst;
-  int64_t col;
-  int32_t bf16;
-  int32_t unused;
-};
 // The rope, then stores from the rotated rows, in one kernel: a block per rope row rotates the
 // row, waits for its threads (__syncthreads), then writes the stores
 // stores[row_begin[r] .. row_begin[r + 1]) of that row. A row is written by its block only and
