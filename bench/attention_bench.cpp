@@ -6,12 +6,19 @@
 // cache, with llama.cpp's f16-rounded probabilities off and on. GFLOP/s counts
 // 4 · heads · head_dim per attended key per query (QKᵀ and P·V). Best of several repetitions.
 // --device cuda runs the same cases on the CUDA backend (device 0; every buffer in device
-// memory, timed between synchronize() calls) and prints ms per call and TFLOP/s.
+// memory, timed between synchronize() calls) and prints ms per call, TFLOP/s and the KV cache
+// read rate (GB/s: the bytes of the attended keys and values over the time, against the copy
+// bandwidth of bench/copy_bandwidth for the decode path's distance from HBM bandwidth).
+// --shape llama-3-8b: 32 heads, 8 KV heads, head_dim 128 (GQA group 4), decode at 8K-32K keys
+// and batch 64 at 4K (issue 12's split-K decode at long contexts; values from a cheap generator,
+// as 1 GiB of normal samples would take longer than the case), contiguous and paged (16-row
+// blocks in a shuffled order, as the KV arena hands them out).
 //
 //   attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] [--reps R] [--only
-//   SUBSTRING]
+//   SUBSTRING] [--shape smollm2-135m|llama-3-8b]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -27,18 +34,19 @@ using namespace lightserve::kernels;
 
 namespace {
 
-constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64;
-
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct Case {
   const char* name;
-  int batch;    // sequences
-  int queries;  // per sequence
-  int keys;     // cached keys per sequence (queries end at position keys − 1)
+  int batch;           // sequences
+  int queries;         // per sequence
+  int keys;            // cached keys per sequence (queries end at position keys − 1)
+  bool paged = false;  // blocks of kBlockSize rows in a shuffled order (the KV arena's layout)
 };
+
+constexpr int kBlockSize = 16;
 
 }  // namespace
 
@@ -47,7 +55,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   double min_ms = 200;
   int reps = 5;
-  std::string only;
+  std::string only, shape_name = "smollm2-135m";
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--device" && i + 1 < argc) {
@@ -60,13 +68,22 @@ int main(int argc, char** argv) {
       reps = std::atoi(argv[++i]);
     } else if (flag == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (flag == "--shape" && i + 1 < argc) {
+      shape_name = argv[++i];
     } else {
       std::fprintf(stderr,
                    "usage: attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] "
-                   "[--reps R] [--only SUBSTRING]\n");
+                   "[--reps R] [--only SUBSTRING] [--shape smollm2-135m|llama-3-8b]\n");
       return 2;
     }
   }
+  const bool big = shape_name == "llama-3-8b";
+  if (!big && shape_name != "smollm2-135m") {
+    std::fprintf(stderr, "attention_bench: --shape is smollm2-135m or llama-3-8b, not %s\n",
+                 shape_name.c_str());
+    return 2;
+  }
+  const int num_heads = big ? 32 : 9, num_kv_heads = big ? 8 : 3, head_dim = big ? 128 : 64;
   std::string error;
   std::unique_ptr<Backend> backend = make_backend(device, threads, &error);
   if (backend == nullptr) {
@@ -75,9 +92,9 @@ int main(int argc, char** argv) {
   }
   const bool gpu = !backend->host_memory();
   std::printf("# %s; heads %d, kv_heads %d, head_dim %d; best of %d reps of >= %.0f ms\n",
-              backend->description().c_str(), kHeads, kKvHeads, kHeadDim, reps, min_ms);
+              backend->description().c_str(), num_heads, num_kv_heads, head_dim, reps, min_ms);
 
-  const Case cases[] = {
+  const std::vector<Case> small_cases = {
       {"prefill 512", 1, 512, 512},    {"prefill 1024", 1, 1024, 1024},
       {"prefill 2048", 1, 2048, 2048}, {"prefill 4096", 1, 4096, 4096},
       {"prefill 8192", 1, 8192, 8192}, {"decode b1 1024", 1, 1, 1024},
@@ -85,24 +102,43 @@ int main(int argc, char** argv) {
       {"decode b8 4096", 8, 1, 4096},  {"decode b16 192", 16, 1, 192},
       {"decode b64 192", 64, 1, 192},  {"decode b256 192", 256, 1, 192},
   };
+  const std::vector<Case> big_cases = {
+      {"prefill 8192", 1, 8192, 8192},
+      {"decode b1 8192", 1, 1, 8192},
+      {"decode b1 32768", 1, 1, 32768},
+      {"decode b16 8192", 16, 1, 8192},
+      {"decode b16 16384", 16, 1, 16384},
+      {"decode b64 4096", 64, 1, 4096},
+      {"decode b16 8192 paged", 16, 1, 8192, true},
+      {"decode b64 4096 paged", 64, 1, 4096, true},
+  };
+  const std::vector<Case>& cases = big ? big_cases : small_cases;
   if (gpu) {
-    std::printf("%-18s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "ms f16p", "TFLOP/s f16p");
+    std::printf("%-22s %10s %10s %10s %10s %12s\n", "case", "ms", "TFLOP/s", "KV GB/s", "ms f16p",
+                "TFLOP/s f16p");
   } else {
-    std::printf("%-18s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
+    std::printf("%-22s %14s %14s\n", "case", "GFLOP/s", "GFLOP/s f16p");
   }
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int64_t kv_width = static_cast<int64_t>(kKvHeads) * kHeadDim;
-  const int64_t q_width = static_cast<int64_t>(kHeads) * kHeadDim;
+  const int64_t kv_width = static_cast<int64_t>(num_kv_heads) * head_dim;
+  const int64_t q_width = static_cast<int64_t>(num_heads) * head_dim;
   for (const Case& c : cases) {
     if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
     // One cache per sequence (decode batches read distinct memory, as a real batch does).
     std::vector<std::vector<uint16_t>> k(c.batch), v(c.batch);
+    uint32_t state = 12345;  // xorshift32: uniform values in [-2, 2) for the large shape
+    auto cheap = [&state] {
+      state ^= state << 13;
+      state ^= state >> 17;
+      state ^= state << 5;
+      return static_cast<float>(state >> 8) * (4.0f / 16777216.0f) - 2.0f;
+    };
     for (int b = 0; b < c.batch; ++b) {
       k[b].resize(static_cast<size_t>(c.keys * kv_width));
       v[b].resize(k[b].size());
-      for (auto& x : k[b]) x = fp32_to_fp16(normal(rng));
-      for (auto& x : v[b]) x = fp32_to_fp16(normal(rng));
+      for (auto& x : k[b]) x = fp32_to_fp16(big ? cheap() : normal(rng));
+      for (auto& x : v[b]) x = fp32_to_fp16(big ? cheap() : normal(rng));
     }
     const int64_t rows = static_cast<int64_t>(c.batch) * c.queries;
     std::vector<float> q(static_cast<size_t>(rows * q_width)), out(q.size());
@@ -125,7 +161,11 @@ int main(int argc, char** argv) {
       out_arg = static_cast<float*>(on_device(out.data(), q_bytes));
     }
     std::vector<AttentionSeq> seqs(c.batch);
+    std::vector<std::vector<int32_t>> tables(c.batch);  // paged: block b of tokens at tables[b]
     double flops = 0;
+    // Cache bytes a call reads: every attended key and value once (decode); the whole cache once
+    // (prefill, whose keys are reused across queries from on-chip memory).
+    const double kv_bytes_read = 2.0 * 2.0 * static_cast<double>(kv_width) * c.keys * c.batch;
     for (int b = 0; b < c.batch; ++b) {
       AttentionSeq& s = seqs[b];
       s.first_row = static_cast<int64_t>(b) * c.queries;
@@ -140,19 +180,28 @@ int main(int argc, char** argv) {
         s.kv.v = static_cast<const uint16_t*>(on_device(v[b].data(), kv_bytes));
       }
       s.kv.row_stride = kv_width;
+      if (c.paged) {
+        tables[b].resize(static_cast<size_t>((c.keys + kBlockSize - 1) / kBlockSize));
+        for (size_t i = 0; i < tables[b].size(); ++i) tables[b][i] = static_cast<int32_t>(i);
+        std::shuffle(tables[b].begin(), tables[b].end(), rng);
+        s.kv.kind = KvView::Kind::kPaged;
+        s.kv.block_table = tables[b].data();
+        s.kv.block_size = kBlockSize;
+        s.kv.block_stride = kBlockSize * kv_width;
+      }
       for (int i = 0; i < c.queries; ++i) {
-        flops += 4.0 * kHeads * kHeadDim * static_cast<double>(s.first_pos + i + 1);
+        flops += 4.0 * num_heads * head_dim * static_cast<double>(s.first_pos + i + 1);
       }
     }
-    std::printf("%-18s", c.name);
+    std::printf("%-22s", c.name);
     for (bool round : {false, true}) {
       AttentionShape shape;
-      shape.heads = kHeads;
-      shape.kv_heads = kKvHeads;
-      shape.head_dim = kHeadDim;
+      shape.heads = num_heads;
+      shape.kv_heads = num_kv_heads;
+      shape.head_dim = head_dim;
       shape.q_stride = q_width;
       shape.out_stride = q_width;
-      shape.scale = 0.125f;
+      shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
       shape.round_probabilities_f16 = round;
       backend->attention(q_arg, seqs, shape, out_arg);  // warm-up
       backend->synchronize();
@@ -186,6 +235,7 @@ int main(int argc, char** argv) {
       }
       if (gpu) {
         std::printf(" %10.3f %10.2f", best * 1e3, flops / best * 1e-12);
+        if (!round) std::printf(" %10.0f", kv_bytes_read / best * 1e-9);
       } else {
         std::printf(" %14.2f", flops / best * 1e-9);
       }

@@ -6,18 +6,26 @@
 // --shape runs a dummy model of that shape (random weights, no file), and the JSON then holds
 // what a decode roofline needs (scripts/gpu_tables.py): resident weight bytes and the KV shape.
 //
+// --fusion and --argmax time the decode rows under each listed setting, in one process (the A/B
+// of the GPU's launch fusion and device argmax: Backend::set_fusion, LlamaModel::forward_argmax).
+// Without --fusion the backend keeps its own setting (the CUDA backend: on unless
+// LIGHTSERVE_CUDA_FUSED=0).
+//
 //   runtime_bench [--model PATH | --shape S [--dummy-type T]] [--threads N]
 //                 [--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128]
 //                 [--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH]
+//                 [--fusion on|off|off,on] [--argmax host|device|host,device]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -28,6 +36,27 @@
 using namespace lightserve;
 
 namespace {
+
+// One decode setting: the backend's launch fusion, and where the greedy token is picked.
+struct Variant {
+  std::optional<bool> fusion;  // unset: the backend's own setting
+  bool device_argmax = false;
+  std::string label() const {
+    return std::string("fusion ") +
+           (!fusion   ? "default"
+            : *fusion ? "on"
+                      : "off") +
+           ", argmax " + (device_argmax ? "device" : "host");
+  }
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  return out;
+}
 
 std::vector<int> parse_list(const std::string& s) {
   std::vector<int> out;
@@ -65,6 +94,7 @@ int main(int argc, char** argv) {
   int threads = 0, gen = 128, reps = 3, ubatch = 512, decode_prompt = 128;
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
   std::string json_path, device = "cpu", shape, dummy_type = "q4_0", kv_dtype = "f16";
+  std::string fusion_list = "default", argmax_list = "host";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -98,15 +128,41 @@ int main(int argc, char** argv) {
       decode_prompt = std::stoi(next());
     else if (a == "--kv-dtype")
       kv_dtype = next();
+    else if (a == "--fusion")
+      fusion_list = next();
+    else if (a == "--argmax")
+      argmax_list = next();
     else {
       std::fprintf(stderr,
                    "usage: %s [--model P | --shape S [--dummy-type T]] [--threads N] "
                    "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128] "
-                   "[--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH]\n",
+                   "[--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH] "
+                   "[--fusion on|off|off,on] [--argmax host|device|host,device]\n",
                    argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
+
+  std::vector<Variant> variants;
+  for (const std::string& f : split(fusion_list)) {
+    for (const std::string& m : split(argmax_list)) {
+      if ((f != "on" && f != "off" && f != "default") || (m != "host" && m != "device")) {
+        std::fprintf(stderr, "error: --fusion takes on/off, --argmax host/device (got %s, %s)\n",
+                     f.c_str(), m.c_str());
+        return 2;
+      }
+      Variant v;
+      if (f != "default") v.fusion = f == "on";
+      v.device_argmax = m == "device";
+      variants.push_back(v);
+    }
+  }
+  if (variants.empty()) {
+    std::fprintf(stderr, "error: --fusion and --argmax need at least one value each\n");
+    return 2;
+  }
+  const bool label_variants =
+      variants.size() > 1 || variants[0].fusion.has_value() || variants[0].device_argmax;
 
   std::string why;
   auto backend = kernels::make_backend(device, threads, &why);
@@ -160,6 +216,7 @@ int main(int argc, char** argv) {
     int batch = 0;  // decode rows: sequences per step, and steps timed
     int steps = 0;
     double forward_seconds = 0;  // decode rows: inside forward() (the rest is the host's argmax)
+    const Variant* variant = nullptr;  // decode rows
   };
   std::vector<Row> rows;
 
@@ -188,8 +245,10 @@ int main(int argc, char** argv) {
     rows.push_back({"prefill " + std::to_string(n), n / mean, mean});
   }
 
+  // Per batch and rep: the prompts once, then every variant decodes `gen` steps from the same
+  // prefilled caches (cut back to the prompt between variants), after one untimed step each.
   for (int batch : decode) {
-    double total_seconds = 0, forward_seconds = 0;
+    std::vector<double> total_seconds(variants.size()), forward_seconds(variants.size());
     for (int r = 0; r < reps; ++r) {
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
@@ -223,25 +282,48 @@ int main(int argc, char** argv) {
         std::copy(prompt_logits.begin(), prompt_logits.end(),
                   last_logits.begin() + static_cast<size_t>(first) * config.vocab_size);
       }
-      if (decode_prompt > 0) logits = last_logits;
-      std::vector<int32_t> next(batch);
-      const double t0 = now();
-      for (int step = 0; step < gen; ++step) {
-        std::vector<model::BatchEntry> entries;
-        for (int b = 0; b < batch; ++b) {
-          next[b] = sampling::argmax(std::span<const float>(logits).subspan(
-              static_cast<size_t>(b) * config.vocab_size, config.vocab_size));
-          entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
-        }
-        const double f0 = now();
-        check(model->forward(entries, logits));
-        forward_seconds += now() - f0;
+      if (decode_prompt == 0) last_logits = logits;  // the warm-up's (one sequence's) logits
+      last_logits.resize(static_cast<size_t>(batch) * config.vocab_size);
+      for (size_t v = 0; v < variants.size(); ++v) {
+        const Variant& variant = variants[v];
+        if (variant.fusion) backend->set_fusion(*variant.fusion);
+        // `steps` greedy steps from the prompts; the first one's tokens come from the prompts'
+        // logits, later ones from the last step's logits (host) or ids (device).
+        auto decode_steps = [&](int steps, bool timed) {
+          for (auto& cache : caches) cache->truncate(decode_prompt);
+          logits = last_logits;
+          std::vector<int32_t> next(batch), ids;
+          const double t0 = now();
+          for (int step = 0; step < steps; ++step) {
+            std::vector<model::BatchEntry> entries;
+            for (int b = 0; b < batch; ++b) {
+              next[b] = variant.device_argmax && step > 0
+                            ? ids[b]
+                            : sampling::argmax(std::span<const float>(logits).subspan(
+                                  static_cast<size_t>(b) * config.vocab_size, config.vocab_size));
+              entries.push_back({caches[b].get(), std::span(&next[b], 1), false});
+            }
+            const double f0 = now();
+            if (variant.device_argmax) {
+              check(model->forward_argmax(entries, ids));
+            } else {
+              check(model->forward(entries, logits));
+            }
+            if (timed) forward_seconds[v] += now() - f0;
+          }
+          if (timed) total_seconds[v] += now() - t0;
+        };
+        decode_steps(1, /*timed=*/false);
+        decode_steps(gen, /*timed=*/true);
       }
-      total_seconds += now() - t0;
     }
-    const double mean = total_seconds / reps;
-    rows.push_back({"decode batch " + std::to_string(batch), batch * gen / mean, mean, batch, gen,
-                    forward_seconds / reps});
+    for (size_t v = 0; v < variants.size(); ++v) {
+      const double mean = total_seconds[v] / reps;
+      std::string name = "decode batch " + std::to_string(batch);
+      if (label_variants) name += " (" + variants[v].label() + ")";
+      rows.push_back(
+          {name, batch * gen / mean, mean, batch, gen, forward_seconds[v] / reps, &variants[v]});
+    }
   }
   const long peak_rss = status_kib("VmHWM:");
 
@@ -271,7 +353,12 @@ int main(int argc, char** argv) {
       if (rows[i].batch > 0) {
         out << ", \"batch\": " << rows[i].batch
             << ", \"ms_per_step\": " << 1e3 * rows[i].seconds / rows[i].steps
-            << ", \"forward_ms_per_step\": " << 1e3 * rows[i].forward_seconds / rows[i].steps;
+            << ", \"forward_ms_per_step\": " << 1e3 * rows[i].forward_seconds / rows[i].steps
+            << ", \"fusion\": "
+            << (!rows[i].variant->fusion   ? "null"
+                : *rows[i].variant->fusion ? "true"
+                                           : "false")
+            << ", \"argmax\": \"" << (rows[i].variant->device_argmax ? "device" : "host") << "\"";
       }
       out << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }

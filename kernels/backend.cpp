@@ -1,8 +1,25 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace lightserve::kernels {
+
+void Backend::argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids) {
+  if (n <= 0 || width <= 0) return;
+  std::vector<float> host;
+  const float* rows = x;
+  if (!host_memory()) {
+    host.resize(static_cast<size_t>(n * width));
+    download(host.data(), x, n * width * static_cast<int64_t>(sizeof(float)));
+    rows = host.data();
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = rows + r * width;
+    ids[r] = static_cast<int32_t>(std::max_element(row, row + width) - row);
+  }
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads,
                                       std::string* error) {

@@ -211,6 +211,20 @@ class Backend {
     int64_t rows = 0;
   };
   virtual void copy_runs_f16(std::span<const RowRun> runs, int64_t width) = 0;
+
+  // ids[r] = the index of the largest of row r's `width` values (std::max_element's, as
+  // sampling::argmax: the first on ties; a NaN never replaces a value), for n rows `width` apart
+  // in backend memory; ids is host memory, filled when this returns. A greedy step's only
+  // download (n ids instead of n × vocab logits). The default downloads the rows and scans them
+  // on the host (the CPU backend, whose memory is the host's, scans in place).
+  virtual void argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids);
+
+  // Whether the backend may issue consecutive ops as fused kernels (the CUDA backend: add +
+  // rms_norm, rope + the K/V stores after it, f16 matmul inputs written by rms_norm and swiglu;
+  // bit-identical results, fewer launches). On by default (the CUDA backend reads
+  // LIGHTSERVE_CUDA_FUSED=0 at creation as off); benchmarks time both. The CPU has nothing to
+  // fuse and ignores it.
+  virtual void set_fusion(bool enabled) { (void)enabled; }
 };
 
 // The CPU backend with `num_threads` workers (0: one per core); picks AVX2 / AVX-512 / AMX

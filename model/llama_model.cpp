@@ -363,6 +363,20 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
 }
 
 Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
+  return run_forward(batch, &logits, nullptr);
+}
+
+Status LlamaModel::forward_argmax(std::span<const BatchEntry> batch, std::vector<int32_t>& ids) {
+  for (const BatchEntry& e : batch) {
+    if (e.row_sink != nullptr) {
+      return Error{"forward_argmax: an entry has a row sink (its rows need their logits)"};
+    }
+  }
+  return run_forward(batch, nullptr, &ids);
+}
+
+Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<float>* logits,
+                               std::vector<int32_t>* ids) {
   // Validate everything before touching any cache.
   if (Status st = validate(batch); !st) return st;
   const LlamaConfig& c = config_;
@@ -423,16 +437,28 @@ Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>
   const int64_t num_returned = num_out == 0 ? 0
                                             : std::count_if(s.out_dest.begin(), s.out_dest.end(),
                                                             [](int64_t v) { return v >= 0; });
-  logits.resize(static_cast<size_t>(num_returned * c.vocab_size));
+  if (ids != nullptr) {
+    ids->resize(static_cast<size_t>(num_returned));
+  } else {
+    logits->resize(static_cast<size_t>(num_returned * c.vocab_size));
+  }
   if (num_out == 0) return Status::Ok();
   b.rms_norm(s.x.get<float>(), output_norm_.get<float>(), num_out, d, c.rms_norm_eps,
              s.h.get<float>());
-  if (num_returned != num_out) return output_through_sinks(batch, num_out, logits);
+  const kernels::Weight& output = output_ ? *output_ : *token_embd_;
+  if (ids != nullptr) {  // no row sinks (forward_argmax): every output row is returned
+    float* out = s.logits.reserve<float>(b, num_out * c.vocab_size);
+    b.matmul(output, s.h.get<float>(), num_out, out);
+    b.argmax_rows(out, num_out, c.vocab_size, ids->data());
+    return Status::Ok();
+  }
+  if (num_returned != num_out) return output_through_sinks(batch, num_out, *logits);
   // Logits go to the host; a backend in host memory writes them there directly.
-  float* out = b.host_memory() ? logits.data() : s.logits.reserve<float>(b, num_out * c.vocab_size);
-  b.matmul(output_ ? *output_ : *token_embd_, s.h.get<float>(), num_out, out);
-  if (out != logits.data()) {
-    b.download(logits.data(), out, num_out * c.vocab_size * static_cast<int64_t>(sizeof(float)));
+  float* out =
+      b.host_memory() ? logits->data() : s.logits.reserve<float>(b, num_out * c.vocab_size);
+  b.matmul(output, s.h.get<float>(), num_out, out);
+  if (out != logits->data()) {
+    b.download(logits->data(), out, num_out * c.vocab_size * static_cast<int64_t>(sizeof(float)));
   }
   return Status::Ok();
 }

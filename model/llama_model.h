@@ -118,11 +118,18 @@ class LlamaModel {
   // capacity exceeded, a layer range outside the model or not where the sequence's pending
   // tokens stopped, one sequence twice — checked before any state changes.
   Status forward(std::span<const BatchEntry> batch, std::vector<float>& logits);
+  // forward(), but each output row's argmax (the greedy token: sampling::argmax's) instead of
+  // its logits, computed by the backend (Backend::argmax_rows), so a GPU sends back ids only.
+  // Entries with a row_sink are refused (their rows need the logits).
+  Status forward_argmax(std::span<const BatchEntry> batch, std::vector<int32_t>& ids);
   static constexpr int64_t kRowChunk = 64;  // rows per output matmul when a row sink is set
 
  private:
   struct Layer;
   explicit LlamaModel(kernels::Backend& backend);
+  // forward() and forward_argmax(): exactly one of logits and ids is non-null.
+  Status run_forward(std::span<const BatchEntry> batch, std::vector<float>* logits,
+                     std::vector<int32_t>* ids);
   Status output_through_sinks(std::span<const BatchEntry> batch, int64_t num_out,
                               std::vector<float>& logits);
   Status prepare(const LoadOptions& options);

@@ -9,23 +9,33 @@
 #   2. every Cuda* test: kernels_tests (each CUDA op, f16 and bf16 KV, against the CPU) and,
 #      when the default model file is there, model_tests                          30-90 s
 #   3. copy bandwidth (bench/copy_bandwidth: device-to-device copy, read-only kernel)   ~5 s
+#   3b. decode attention's KV read rate at the 8B shape (attention_bench --shape llama-3-8b:
+#      batch 1 at 8K / 32K, 16 at 8K / 16K, 64 at 4K, contiguous and paged) against step 3:
+#      how far the decode kernel is from HBM bandwidth                              ~15-25 s
 #   4. decode step vs the HBM roofline on the llama-3-8b dummy shape: runtime_bench at batch
 #      1 / 16 / 64, one context for all (8192 where 64 sequences fit the card, else the largest
-#      multiple of 1024 that does; an H100's 80 GB holds 64 × ~4K), f16 KV;
-#      then batch 16 with bf16 KV (is bf16 no slower?)                     ~90 s + ~50 s
+#      multiple of 1024 that does; an H100's 80 GB holds 64 × ~4K), f16 KV, each batch decoded
+#      by the four paths of runtime_bench --fusion off,on --argmax host,device from the same
+#      prefill (old = fusion off + host argmax; new = fusion on + device argmax: the A/B of this
+#      session's kernels, never run before); then batch 16 with bf16 KV     ~100 s + ~50 s
+#   4c. the same A/B on the default model's shape (dummy smollm2-135m: the launch-bound steps;
+#      the GGUF is over what a call carries), and LIGHTSERVE_CUDA_PROFILE=1 on the new path
+#      (GPU time per op, printed in the log)                                           ~20 s
 #   5. hybrid (f = 0.5, --plan none) vs full attention, `lightserve bench --compare` at 16K input,
 #      KV arena sized by --gpu-memory-utilization 0.9 (filling the card), N16K prompts, OUT16K
 #      output tokens                                                               ~180 s
 #   6. llama.cpp's CUDA build at the same shape, only with LLAMACPP_BENCH (a prebuilt
 #      llama-batched-bench) and LLAMACPP_GGUF (an 8B-shaped GGUF) given: building llama.cpp with
 #      CUDA on the device takes longer than the whole budget, so it is skipped otherwise.
+# The estimates add up to ~450-500 s on an H100; every step is capped by what is left of
+# BUDGET_S, so the last ones (4b, then 6) are the first to be skipped.
 # Everything goes to OUT_DIR as three files (a device call returns at most 8): gpu_check.log
 # (all output), tables.md (scripts/gpu_tables.py's tables) and results.tar.gz (per-step logs and
 # JSON).
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
-# e.g. "5 6").
+# e.g. "5 6"; 4c is its own).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -114,16 +124,17 @@ if [ -f "$BUNDLE" ]; then
   export LD_LIBRARY_PATH="$WORK/lightserve-gpu/lib:$cublas_dir:${LD_LIBRARY_PATH:-}"
   echo "bundle: $(head -1 "$WORK/lightserve-gpu/COMMIT"), cuBLAS from $cublas_dir"
   LIGHTSERVE=$BIN/lightserve KTESTS=$BIN/kernels_tests MTESTS=$BIN/model_tests
-  RUNTIME=$BIN/runtime_bench COPYBW=$BIN/copy_bandwidth
+  RUNTIME=$BIN/runtime_bench COPYBW=$BIN/copy_bandwidth ATTBENCH=$BIN/attention_bench
 elif [ -x "$BUILD/lightserve" ]; then
   LIGHTSERVE=$BUILD/lightserve KTESTS=$BUILD/tests/kernels_tests MTESTS=$BUILD/tests/model_tests
   RUNTIME=$BUILD/bench/runtime_bench COPYBW=$BUILD/bench/copy_bandwidth
+  ATTBENCH=$BUILD/bench/attention_bench
 else
   echo "error: neither $BUNDLE nor $BUILD/lightserve: run scripts/gpu_bundle.sh where the" \
     "project builds and carry .cache/gpu-bundle" >&2
   exit 1
 fi
-for b in "$LIGHTSERVE" "$KTESTS" "$MTESTS" "$RUNTIME" "$COPYBW"; do
+for b in "$LIGHTSERVE" "$KTESTS" "$MTESTS" "$RUNTIME" "$COPYBW" "$ATTBENCH"; do
   missing=$(ldd "$b" 2>&1 | grep 'not found')
   if [ ! -x "$b" ] || [ -n "$missing" ]; then
     echo "error: $b cannot run here: ${missing:-missing}" >&2
@@ -147,9 +158,21 @@ if [ -f "$MODEL" ]; then
 else
   echo "== model_tests: skipped, no model at $MODEL (the GGUF is over what a call carries)"
 fi
+# Launch fusion had never run before this check: if its tests fail, every later step runs the
+# unfused path (the A/B then times fusion off only), so the headline numbers stay valid.
+FUSION=off,on
+if grep -q 'FAILED.*CudaFusion\|FAILED.*FusedLaunches' "$WORK"/kernels_tests.txt \
+  "$WORK"/model_tests.txt 2>/dev/null; then
+  echo "== launch fusion failed its tests: LIGHTSERVE_CUDA_FUSED=0 from here on"
+  export LIGHTSERVE_CUDA_FUSED=0
+  FUSION=off
+fi
 
 # 3. The roofline's denominator.
 step copy_bandwidth 30 "$COPYBW" 2048 --json "$WORK/copy_bandwidth.json"
+if ! skipped 3b; then
+  step attention_8b 45 "$ATTBENCH" --device cuda --shape "$SHAPE" --min-ms 50 --reps 3
+fi
 
 # 4. Decode step time at batch 1 / 16 / 64 (every sequence decoding), f16 weights resident.
 # The context: 8192, or what lets 64 sequences + the 8B weights (~15 GiB) + 5 GiB fit 92% of
@@ -160,8 +183,18 @@ CONTEXT=$(((kv_tokens_each - GEN) / 1024 * 1024))
 [ "$CONTEXT" -gt 8192 ] && CONTEXT=8192
 echo "decode context: $CONTEXT tokens (GPU memory ${GPU_MIB} MiB)"
 if ! skipped 4 && [ "$CONTEXT" -ge 1024 ]; then
-  step decode_f16 150 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
-    --context "$CONTEXT" --gen "$GEN" --reps 1 --json "$WORK/decode_f16.json"
+  step decode_f16 160 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
+    --context "$CONTEXT" --gen "$GEN" --reps 1 --fusion "$FUSION" --argmax host,device \
+    --json "$WORK/decode_f16.json"
+fi
+# 4c. The A/B on the default model's shape, whose steps are launch-bound, and where the GPU time
+# goes on the new path.
+if ! skipped 4c; then
+  step ab_small 40 "$RUNTIME" --device cuda --shape smollm2-135m --prefill '' \
+    --decode 1,16,64 --context 512 --gen 64 --reps 2 --fusion "$FUSION" --argmax host,device \
+    --json "$WORK/ab_small.json"
+  LIGHTSERVE_CUDA_PROFILE=1 step profile_small 30 "$RUNTIME" --device cuda \
+    --shape smollm2-135m --prefill '' --decode 16 --context 512 --gen 64 --reps 1 --argmax device
 fi
 
 # 5. LightTransfer's throughput per GPU at 16K: hybrid (f = 0.5) over full attention.

@@ -8,7 +8,11 @@ GPU"). Reads what the check wrote into OUT_DIR and prints, for whatever is there
   the KV of every sequence at its mean decode context) at the measured copy bandwidth
   (copy_bandwidth: bytes read + written per second, the rate the memory sustains);
 - hybrid (f = 0.5) over full attention with the KV arena filling the GPU, from one
-  `lightserve bench --compare` run per input length.
+  `lightserve bench --compare` run per input length;
+- decode attention's KV read rate at the 8B shape (attention_bench's own table, as printed)
+  next to the copy bandwidth;
+- the decode paths A/B (runtime_bench --fusion off,on --argmax host,device): per batch, the step
+  time of each path, old (fusion off, logits to the host) over each.
 
     python3 scripts/gpu_tables.py OUT_DIR
 Standard library only (runs with the device machine's python3).
@@ -32,6 +36,20 @@ def kv_bytes_per_token(model):
     return 2 * model["num_layers"] * model["num_kv_heads"] * model["head_dim"] * 2
 
 
+def path_of(result):
+    # Rows written before --fusion/--argmax existed, or without --fusion (null), ran the
+    # backend's default: fusion on (unless LIGHTSERVE_CUDA_FUSED=0), host argmax.
+    fusion = result.get("fusion")
+    if fusion is None:
+        fusion = True
+    argmax = result.get("argmax", "host")
+    return fusion, argmax
+
+
+def path_name(fusion, argmax):
+    return f"fusion {'on' if fusion else 'off'}, argmax {argmax}"
+
+
 def roofline(out_dir, copy):
     rows = []
     for path in glob.glob(os.path.join(out_dir, "decode_*.json")):
@@ -41,6 +59,13 @@ def roofline(out_dir, copy):
         for result in bench.get("results", []):
             if "batch" not in result:
                 continue
+            fusion, argmax = path_of(result)
+            # The old path and the new one (other mixes: the A/B table).
+            if (fusion, argmax) not in ((False, "host"), (True, "device"), (True, "host")):
+                continue
+            if (fusion, argmax) == (True, "host") and any(
+                    path_of(r) == (True, "device") for r in bench["results"]):
+                continue
             batch = result["batch"]
             # Mean context a decode step attends: the prompt plus half the generated tokens.
             context = bench["decode_context"] + bench["gen"] / 2
@@ -49,22 +74,72 @@ def roofline(out_dir, copy):
             bound_ms = 1e3 * (weights + kv) / (copy["copy_gb_per_s"] * 1e9)
             measured = result["ms_per_step"]
             forward = result.get("forward_ms_per_step", measured)
-            rows.append((batch, bench["decode_context"], bench["kv_dtype"], weights / 2**30,
-                         kv / 2**30, bound_ms, measured, forward, bound_ms / forward,
-                         result["tokens_per_second"]))
+            # With the device argmax the step has no host work: the whole step is the measure.
+            timed = measured if argmax == "device" else forward
+            rows.append((batch, bench["decode_context"], bench["kv_dtype"],
+                         path_name(fusion, argmax), weights / 2**30, kv / 2**30, bound_ms,
+                         measured, timed, bound_ms / timed, result["tokens_per_second"]))
     if not rows:
         return
     rows.sort()
     print(f"Decode step against the HBM roofline ({copy['device']}; copy bandwidth "
           f"{copy['copy_gb_per_s']:.0f} GB/s read + written, read-only {copy['read_gb_per_s']:.0f}"
           " GB/s; roofline = (resident weights + KV read) / copy bandwidth):\n")
-    print("| batch | context | KV | weights GiB | KV read GiB | roofline ms | step ms (with host "
-          "argmax) | forward ms | % of roofline (forward) | decode tok/s |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for b, ctx, kv_type, w, kv, bound, ms, fwd, frac, tps in rows:
-        print(f"| {b} | {ctx} | {kv_type} | {w:.2f} | {kv:.2f} | {bound:.2f} | {ms:.2f} | "
+    print("| batch | context | KV | path | weights GiB | KV read GiB | roofline ms | step ms | "
+          "forward ms (device argmax: the step) | % of roofline | decode tok/s |")
+    print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for b, ctx, kv_type, path, w, kv, bound, ms, fwd, frac, tps in rows:
+        print(f"| {b} | {ctx} | {kv_type} | {path} | {w:.2f} | {kv:.2f} | {bound:.2f} | {ms:.2f} | "
               f"{fwd:.2f} | **{100 * frac:.0f}%** | {tps:.0f} |")
     print()
+
+
+def attention(out_dir, copy):
+    try:
+        with open(os.path.join(out_dir, "attention_8b.txt")) as f:
+            text = f.read().strip()
+    except OSError:
+        return
+    if not text:
+        return
+    bw = f"{copy['copy_gb_per_s']:.0f} GB/s copy" if copy else "no copy bandwidth measured"
+    print(f"Decode attention at the 8B shape (attention_bench --shape llama-3-8b; KV GB/s against "
+          f"{bw}; 'f16p': round_probabilities_f16 set):\n")
+    print("```")
+    print(text)
+    print("```\n")
+
+
+def decode_paths(out_dir):
+    found = False
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
+        bench = load(path)
+        if not bench or "results" not in bench:
+            continue
+        by_batch = {}
+        for result in bench["results"]:
+            if "batch" in result and "fusion" in result:
+                by_batch.setdefault(result["batch"], {})[path_of(result)] = result["ms_per_step"]
+        if not any(len(v) > 1 for v in by_batch.values()):
+            continue
+        if not found:
+            print("Decode paths, same process and prefill (runtime_bench --fusion off,on --argmax "
+                  "host,device): ms per step; old / new = (fusion off, logits to the host) over "
+                  "(fusion on, device argmax):\n")
+            print("| model | context | batch | fusion off, host | fusion off, device | "
+                  "fusion on, host | fusion on, device | old / new |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            found = True
+        order = [(False, "host"), (False, "device"), (True, "host"), (True, "device")]
+        for batch in sorted(by_batch):
+            ms = by_batch[batch]
+            cells = [f"{ms[k]:.2f}" if k in ms else "-" for k in order]
+            old, new = ms.get(order[0]), ms.get(order[3])
+            ratio = f"**{old / new:.2f}x**" if old and new else "-"
+            print(f"| {bench['model']} | {bench['decode_context']} | {batch} | "
+                  f"{' | '.join(cells)} | {ratio} |")
+    if found:
+        print()
 
 
 def hybrid(out_dir):
@@ -108,6 +183,8 @@ def main():
     copy = load(os.path.join(out_dir, "copy_bandwidth.json"))
     if copy:
         roofline(out_dir, copy)
+    attention(out_dir, copy)
+    decode_paths(out_dir)
     hybrid(out_dir)
     return 0
 

@@ -1,7 +1,19 @@
 // The CUDA backend: weights resident as f16 and multiplied with cuBLAS (f32 accumulation),
-// element-wise ops as our own kernels, attention in CudaAttention (cuda_attention.cu). Every op
-// is issued on the context's one stream, so ops run in issue order and return before the device
-// has finished; download(), lazy_ratio() and synchronize() wait.
+// element-wise ops as our own kernels (elementwise.cu), attention in CudaAttention
+// (cuda_attention.cu). Every op is issued on the context's one stream, so ops run in issue order
+// and return before the device has finished; download(), lazy_ratio(), argmax_rows() and
+// synchronize() wait.
+//
+// Launch fusion (on unless LIGHTSERVE_CUDA_FUSED=0, or Backend::set_fusion(false)): a decode step
+// is bound by the host's launch rate (docs/benchmarks.md), so consecutive ops are issued as one
+// kernel where the model's sequence allows, with the same per-element code (bit-identical):
+//  - add(y, x) is deferred; an rms_norm of y right after takes it (the residual add fused into
+//    the norm); any other op issues it first.
+//  - rope() is deferred; the one-row store_kv calls after it are queued, and when every queued
+//    store reads from the rope's rows, one kernel rotates each row and then stores from it.
+//  - rms_norm and swiglu also write their output as f16 (the "f16 shadow"); a matmul whose input
+//    is exactly that output skips its f32 → f16 conversion kernel. Every other op voids it.
+// Deferred work is issued, in issue order, by the next op that does not take it (bind()).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -9,162 +21,21 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/cuda/kv_type.cuh"
+#include "kernels/cuda/elementwise.h"
 
 namespace lightserve::kernels {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
-
-// Index of this thread in a 1-D grid-stride loop, and the loop's stride (64-bit: n · width can
-// pass 2³¹).
-__device__ inline int64_t thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
-
-// dst[r][c] = src[r][c] as f16 (or bf16), round to nearest even (as the CPU), for r < n,
-// c < width: KV stores, and matmul inputs (f16).
-__global__ void f32_rows_to_kv(const float* __restrict__ src, int64_t src_stride, int64_t n,
-                               int64_t width, uint16_t* __restrict__ dst, int64_t dst_stride,
-                               bool bf16) {
-  const int64_t total = n * width;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t r = i / width, c = i - r * width;
-    dst[r * dst_stride + c] = float_to_kv_bits(src[r * src_stride + c], bf16);
-  }
-}
-
-// The queued store_kv calls (CudaBackend::flush_stores): one block per call.
-struct QueuedStore {
-  const float* src;
-  int64_t src_stride;
-  uint16_t* dst;
-  int64_t dst_stride;
-  int64_t rows;
-  int32_t bf16;  // the cache type is bf16 (else f16)
-};
-
-__global__ void store_queued(const QueuedStore* __restrict__ stores, int64_t width) {
-  const QueuedStore s = stores[blockIdx.x];
-  for (int64_t i = threadIdx.x; i < s.rows * width; i += blockDim.x) {
-    const int64_t r = i / width, c = i - r * width;
-    s.dst[r * s.dst_stride + c] = float_to_kv_bits(s.src[r * s.src_stride + c], s.bf16 != 0);
-  }
-}
-
-// out[i][c] = table[ids[i]][c] as f32.
-__global__ void gather_rows(const __half* __restrict__ table, int64_t cols,
-                            const int32_t* __restrict__ ids, int64_t count,
-                            float* __restrict__ out) {
-  const int64_t total = count * cols;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t r = i / cols, c = i - r * cols;
-    out[i] = __half2float(table[static_cast<int64_t>(ids[r]) * cols + c]);
-  }
-}
-
-__device__ inline double warp_sum(double v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// One block per row (grid-stride over rows). As the CPU: squares in f32 summed in f64, then
-// y = (x · scale) · weight. x and y may alias: each thread rewrites only the values it read.
-__global__ void rms_norm_rows(const float* x, const float* __restrict__ weight, int64_t n,
-                              int64_t dim, float eps, float* y) {
-  __shared__ double warp_sums[kThreads / kWarp];
-  __shared__ float row_scale;
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int warp = static_cast<int>(threadIdx.x) / kWarp;
-  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
-    const float* xr = x + r * dim;
-    float* yr = y + r * dim;
-    double sum = 0;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      sum += static_cast<double>(__fmul_rn(xr[i], xr[i]));
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) warp_sums[warp] = sum;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double total = 0;
-      for (int w = 0; w < kThreads / kWarp; ++w) total += warp_sums[w];
-      const float mean = static_cast<float>(total / static_cast<double>(dim));
-      row_scale = 1.0f / sqrtf(mean + eps);
-    }
-    __syncthreads();
-    const float scale = row_scale;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), weight[i]);
-    }
-    __syncthreads();  // warp_sums and row_scale are rewritten for the next row
-  }
-}
-
-// Rotates pair i of every head of row r by positions[r] · theta_scale^i / freq_factors[i]: values
-// (2i, 2i+1), or (i, i + head_dim/2) when neox. θ is built as the CPU's RopeTable builds it (the
-// position times theta_scale, i times, in f32, then divided by the factor), so the angles are
-// bit-identical; only cosf/sinf may differ from the host's by an ulp.
-__global__ void rope_rows(float* x, const int32_t* __restrict__ positions, int64_t n, int64_t heads,
-                          int64_t head_dim, int64_t row_stride, float theta_scale, bool neox,
-                          const float* __restrict__ freq_factors) {
-  const int64_t half = head_dim / 2;
-  const int64_t per_row = heads * half;
-  const int64_t total = n * per_row;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t r = i / per_row, rest = i - r * per_row;
-    const int64_t h = rest / half, pair = rest - h * half;
-    float theta = static_cast<float>(positions[r]);
-    for (int64_t k = 0; k < pair; ++k) theta *= theta_scale;
-    if (freq_factors != nullptr) theta = __fdiv_rn(theta, freq_factors[pair]);
-    const float c = cosf(theta), s = sinf(theta);
-    float* head = x + r * row_stride + h * head_dim;
-    float* v0 = neox ? head + pair : head + 2 * pair;
-    float* v1 = neox ? head + pair + half : head + 2 * pair + 1;
-    const float x0 = *v0, x1 = *v1;
-    *v0 = x0 * c - x1 * s;
-    *v1 = x0 * s + x1 * c;
-  }
-}
-
-// out[r][j] = silu(gate_up[r][j]) · gate_up[r][ff + j].
-__global__ void swiglu_rows(const float* __restrict__ gate_up, int64_t n, int64_t ff,
-                            float* __restrict__ out) {
-  const int64_t total = n * ff;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t r = i / ff, j = i - r * ff;
-    const float g = gate_up[r * 2 * ff + j];
-    const float u = gate_up[r * 2 * ff + ff + j];
-    out[i] = g / (1.0f + expf(-g)) * u;
-  }
-}
-
-__global__ void add_in_place(float* __restrict__ y, const float* __restrict__ x, int64_t count) {
-  for (int64_t i = thread_index(); i < count; i += grid_stride()) y[i] += x[i];
-}
-
-// y[r·row_stride + j] += bias[j].
-__global__ void add_bias_rows(float* __restrict__ y, const float* __restrict__ bias, int64_t n,
-                              int64_t width, int64_t row_stride) {
-  const int64_t total = n * width;
-  for (int64_t i = thread_index(); i < total; i += grid_stride()) {
-    const int64_t r = i / width, j = i - r * width;
-    y[r * row_stride + j] += bias[j];
-  }
-}
 
 // A weight as a device f16 matrix [rows × cols], row-major, dequantized from the file's encoding
 // on the host at load time (Q4/Q8 matmuls thus run as f16 GEMMs; type() still names the file's
@@ -334,6 +205,19 @@ class OpProfiler {
   double idle_ms_ = 0;
 };
 
+// Launch fusion's deferred add, and the f16 shadow: data = src[0, count) as f16 (the matmul
+// input scratch), valid until the next op.
+struct PendingAdd {
+  float* y;
+  const float* x;
+  int64_t count;
+};
+struct F16Shadow {
+  const float* src = nullptr;
+  int64_t count = 0;
+  const __half* data = nullptr;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : owned_(device) {
@@ -341,6 +225,9 @@ class CudaBackend final : public Backend {
     LS_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
     description_ = "cuda (" + std::string(props.name) + ", sm_" + std::to_string(props.major) +
                    std::to_string(props.minor) + ", " + std::to_string(ctx_.num_sms) + " SMs)";
+    const char* fused = std::getenv("LIGHTSERVE_CUDA_FUSED");
+    fused_ = fused == nullptr || (std::strcmp(fused, "0") != 0 && std::strcmp(fused, "off") != 0);
+    if (!fused_) description_.insert(description_.size() - 1, ", unfused");
   }
 
   ~CudaBackend() override {
@@ -357,10 +244,11 @@ class CudaBackend final : public Backend {
   }
 
   void deallocate(void* p) override {
-    // A queued store may write into p: issue the queue first (errors surface at the next call).
-    if (!queued_stores_.empty()) {
+    // Deferred work may touch p: issue it first (errors surface at the next call).
+    shadow_ = {};
+    if (pending_add_ || pending_rope_ || !queued_stores_.empty()) {
       try {
-        flush_stores();
+        flush_pending();
       } catch (const std::exception&) {
       }
     }
@@ -443,13 +331,18 @@ class CudaBackend final : public Backend {
   void matmul(const Weight& w, const float* x, int64_t n, float* y) override {
     const auto& cw = static_cast<const CudaWeight&>(w);
     if (n <= 0 || cw.rows() == 0) return;
-    bind();
-    const Profiled profiled(profiler_, "matmul");
     const int64_t cols = cw.cols();
-    __half* x16 = x_f16_.get<__half>(n * cols);
-    f32_rows_to_kv<<<grid_for(n * cols), kThreads, 0, ctx_.stream>>>(
-        x, cols, n, cols, reinterpret_cast<uint16_t*>(x16), cols, /*bf16=*/false);
-    LS_CUDA_LAUNCHED();
+    // Taken before bind() voids it: nothing was issued since it was written.
+    const __half* shadow = shadow_.src == x && shadow_.count == n * cols ? shadow_.data : nullptr;
+    bind();
+    const Profiled profiled(profiler_, shadow != nullptr ? "matmul (f16 input fused)" : "matmul");
+    const __half* x16 = shadow;
+    if (x16 == nullptr) {
+      __half* converted = x_f16_.get<__half>(n * cols);
+      launch_f32_to_kv(ctx_.stream, grid_for(n * cols), x, cols, n, cols,
+                       reinterpret_cast<uint16_t*>(converted), cols, /*bf16=*/false);
+      x16 = converted;
+    }
     // cuBLAS is column-major: our row-major Y [n × rows] is its Yᵀ [rows × n], and
     // Yᵀ = Wᵀ · Xᵀ with W [rows × cols] read as a cols × rows matrix (op T, lda = cols).
     const float alpha = 1.0f, beta = 0.0f;
@@ -469,19 +362,28 @@ class CudaBackend final : public Backend {
     bind();
     const Profiled profiled(profiler_, "embed");
     const int32_t* device_ids = upload_span(ids, ids_);
-    gather_rows<<<grid_for(count * cw.cols()), kThreads, 0, ctx_.stream>>>(cw.data(), cw.cols(),
-                                                                           device_ids, count, out);
-    LS_CUDA_LAUNCHED();
+    launch_gather_rows(ctx_.stream, grid_for(count * cw.cols()), cw.data(), cw.cols(), device_ids,
+                       count, out);
   }
 
   void rms_norm(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
                 float* y) override {
     if (n <= 0 || dim <= 0) return;
+    // A deferred add into exactly these rows is done inside the norm (it is the latest op: any
+    // other op in between would have issued it).
+    std::optional<PendingAdd> add;
+    if (pending_add_ && pending_add_->y == x && pending_add_->count == n * dim) {
+      add = pending_add_;
+      pending_add_.reset();
+    }
     bind();
-    const Profiled profiled(profiler_, "rms_norm");
+    const Profiled profiled(profiler_, add ? "add+rms_norm (fused)" : "rms_norm");
     const auto blocks = static_cast<unsigned>(std::min<int64_t>(n, int64_t{ctx_.num_sms} * 32));
-    rms_norm_rows<<<blocks, kThreads, 0, ctx_.stream>>>(x, weight, n, dim, eps, y);
-    LS_CUDA_LAUNCHED();
+    __half* y16 = fused_ ? x_f16_.get<__half>(n * dim) : nullptr;
+    // x is written only with a residual, and then it is the add's (non-const) y.
+    float* xw = add ? add->y : const_cast<float*>(x);
+    launch_rms_norm(ctx_.stream, blocks, xw, add ? add->x : nullptr, weight, n, dim, eps, y, y16);
+    if (y16 != nullptr) shadow_ = F16Shadow{y, n * dim, y16};
   }
 
   void rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
@@ -490,14 +392,24 @@ class CudaBackend final : public Backend {
     const int64_t pairs = n * heads * (head_dim / 2);
     if (pairs <= 0) return;
     bind();
-    const Profiled profiled(profiler_, "rope");
     // Exactly the CPU's RopeTable::ensure step (kernels/cpu/cpu_backend.cpp), in f32.
     const float theta_scale = std::pow(params.freq_base, -2.0f / static_cast<float>(head_dim));
-    const int32_t* device_positions = upload_span(positions, positions_);
-    rope_rows<<<grid_for(pairs), kThreads, 0, ctx_.stream>>>(x, device_positions, n, heads,
-                                                             head_dim, row_stride, theta_scale,
-                                                             params.neox, params.freq_factors);
-    LS_CUDA_LAUNCHED();
+    RopeArgs args{};
+    args.x = x;
+    args.positions = upload_span(positions, positions_);
+    args.n = n;
+    args.heads = heads;
+    args.head_dim = head_dim;
+    args.row_stride = row_stride;
+    args.theta_scale = theta_scale;
+    args.neox = params.neox;
+    args.freq_factors = params.freq_factors;
+    if (fused_) {
+      pending_rope_ = args;  // the K/V stores that follow may join it (issue_rope)
+      return;
+    }
+    const Profiled profiled(profiler_, "rope");
+    launch_rope(ctx_.stream, grid_for(pairs), args);
   }
 
   void add_bias(float* y, const float* bias, int64_t n, int64_t width,
@@ -505,24 +417,43 @@ class CudaBackend final : public Backend {
     if (n <= 0 || width <= 0) return;
     bind();
     const Profiled profiled(profiler_, "add_bias");
-    add_bias_rows<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(y, bias, n, width, row_stride);
-    LS_CUDA_LAUNCHED();
+    launch_add_bias(ctx_.stream, grid_for(n * width), y, bias, n, width, row_stride);
   }
 
   void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) override {
     if (n <= 0 || ff <= 0) return;
     bind();
     const Profiled profiled(profiler_, "swiglu");
-    swiglu_rows<<<grid_for(n * ff), kThreads, 0, ctx_.stream>>>(gate_up, n, ff, out);
-    LS_CUDA_LAUNCHED();
+    __half* out16 = fused_ ? x_f16_.get<__half>(n * ff) : nullptr;
+    launch_swiglu(ctx_.stream, grid_for(n * ff), gate_up, n, ff, out, out16);
+    if (out16 != nullptr) shadow_ = F16Shadow{out, n * ff, out16};
   }
 
   void add(float* y, const float* x, int64_t count) override {
     if (count <= 0) return;
     bind();
-    const Profiled profiled(profiler_, "add");
-    add_in_place<<<grid_for(count), kThreads, 0, ctx_.stream>>>(y, x, count);
-    LS_CUDA_LAUNCHED();
+    if (fused_) {
+      pending_add_ = PendingAdd{y, x, count};  // an rms_norm of y right after takes it
+      return;
+    }
+    launch_pending_add(PendingAdd{y, x, count});
+  }
+
+  void set_fusion(bool enabled) override {
+    bind();
+    fused_ = enabled;
+  }
+
+  void argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids) override {
+    if (n <= 0 || width <= 0) return;
+    bind();
+    const Profiled profiled(profiler_, "argmax_rows");
+    int32_t* device_ids = argmax_ids_.get<int32_t>(n);
+    launch_argmax_rows(ctx_.stream, x, n, width, device_ids);
+    LS_CUDA_CHECK(cudaMemcpyAsync(ids, device_ids, static_cast<size_t>(n) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, ctx_.stream));
+    LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    if (profiler_.enabled()) profiler_.collect();
   }
 
   bool memory_info(int64_t* free_bytes, int64_t* total_bytes) override {
@@ -543,18 +474,20 @@ class CudaBackend final : public Backend {
     const bool bf16 = type == DType::kBF16;
     if (n <= kQueuedStoreRows) {
       // A decode stores one K and one V row per sequence and layer: queued, and issued as one
-      // launch by the next op (every other op flushes the queue first, in bind()).
+      // launch by the next op (every other op flushes the queue first, in bind()). The queue
+      // stays younger than a deferred rope (which may take it), so a deferred add, or a width
+      // change, issues everything first.
       LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
-      if (!queued_stores_.empty() && width != queued_width_) flush_stores();
+      shadow_ = {};
+      if (pending_add_ || (!queued_stores_.empty() && width != queued_width_)) flush_pending();
       queued_width_ = width;
       queued_stores_.push_back(QueuedStore{src, src_stride, dst, dst_stride, n, bf16 ? 1 : 0});
       return;
     }
     bind();
     const Profiled profiled(profiler_, "store_kv");
-    f32_rows_to_kv<<<grid_for(n * width), kThreads, 0, ctx_.stream>>>(src, src_stride, n, width,
-                                                                      dst, dst_stride, bf16);
-    LS_CUDA_LAUNCHED();
+    launch_f32_to_kv(ctx_.stream, grid_for(n * width), src, src_stride, n, width, dst, dst_stride,
+                     bf16);
   }
 
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
@@ -597,10 +530,59 @@ class CudaBackend final : public Backend {
  private:
   // Calls may come from a thread other than the one that created the backend (the engine
   // thread); the CUDA runtime's current device is per thread.
-  // Also issues the queued stores, so that every op sees them done in issue order.
+  // Also issues the deferred work, so that every op sees it done in issue order, and voids the
+  // f16 shadow (an op is about to be issued).
   void bind() {
     LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
+    shadow_ = {};
+    flush_pending();
+  }
+
+  // The deferred add or rope (older than every queued store), then the queued stores. Each is
+  // taken out before its launch, so a failure leaves nothing half-issued behind.
+  void flush_pending() {
+    if (pending_add_) {
+      const PendingAdd add = *pending_add_;
+      pending_add_.reset();
+      launch_pending_add(add);
+    }
+    if (pending_rope_) {
+      const RopeArgs rope = *pending_rope_;
+      pending_rope_.reset();
+      issue_rope(rope);
+    }
     if (!queued_stores_.empty()) flush_stores();
+  }
+
+  void launch_pending_add(const PendingAdd& add) {
+    const Profiled profiled(profiler_, "add");
+    launch_add(ctx_.stream, grid_for(add.count), add.y, add.x, add.count);
+  }
+
+  // The deferred rope, with the queued stores in the same kernel when each of their rows lies
+  // inside one of its rows (the decode's K and V rows of the fused q+k+v rows); else alone.
+  void issue_rope(const RopeArgs& rope) {
+    if (!queued_stores_.empty() && plan_row_stores(rope.x, rope.n, rope.row_stride, queued_stores_,
+                                                   queued_width_, row_plan_)) {
+      const Profiled profiled(profiler_, "rope+store_kv (fused)");
+      const std::vector<RowStore>& stores = row_plan_.stores;
+      const std::vector<int32_t>& row_begin = row_plan_.row_begin;
+      const size_t stores_bytes = (stores.size() * sizeof(RowStore) + 15) / 16 * 16;
+      const size_t begin_bytes = row_begin.size() * sizeof(int32_t);
+      fused_host_.resize(stores_bytes + begin_bytes);
+      std::memcpy(fused_host_.data(), stores.data(), stores.size() * sizeof(RowStore));
+      std::memcpy(fused_host_.data() + stores_bytes, row_begin.data(), begin_bytes);
+      auto* device = fused_descriptors_.get<uint8_t>(static_cast<int64_t>(fused_host_.size()));
+      ctx_.upload_small(device, fused_host_.data(), static_cast<int64_t>(fused_host_.size()));
+      queued_stores_.clear();
+      const auto blocks =
+          static_cast<unsigned>(std::min<int64_t>(rope.n, int64_t{ctx_.num_sms} * 16));
+      launch_rope_then_store(ctx_.stream, blocks, rope, reinterpret_cast<RowStore*>(device),
+                             reinterpret_cast<int32_t*>(device + stores_bytes), queued_width_);
+      return;
+    }
+    const Profiled profiled(profiler_, "rope");
+    launch_rope(ctx_.stream, grid_for(rope.n * rope.heads * (rope.head_dim / 2)), rope);
   }
 
   void flush_stores() {
@@ -610,14 +592,13 @@ class CudaBackend final : public Backend {
     ctx_.upload_small(device, queued_stores_.data(),
                       count * static_cast<int64_t>(sizeof(QueuedStore)));
     queued_stores_.clear();
-    store_queued<<<static_cast<unsigned>(count), kThreads, 0, ctx_.stream>>>(device, queued_width_);
-    LS_CUDA_LAUNCHED();
+    launch_store_queued(ctx_.stream, device, count, queued_width_);
   }
 
   // Blocks for a grid-stride loop over `count` items: enough to fill the device, no more than the
   // items need.
   unsigned grid_for(int64_t count) const {
-    const int64_t needed = (count + kThreads - 1) / kThreads;
+    const int64_t needed = (count + kElementwiseThreads - 1) / kElementwiseThreads;
     return static_cast<unsigned>(
         std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{ctx_.num_sms} * 16)));
   }
@@ -658,6 +639,16 @@ class CudaBackend final : public Backend {
   std::vector<QueuedStore> queued_stores_;  // store_kv calls not yet issued (all queued_width_)
   int64_t queued_width_ = 0;
   DeviceScratch store_descriptors_;
+  DeviceScratch argmax_ids_;  // argmax_rows' ids before they go to the host
+
+  // Launch fusion (the file's header).
+  bool fused_ = true;
+  std::optional<PendingAdd> pending_add_;
+  std::optional<RopeArgs> pending_rope_;  // its positions already uploaded into positions_
+  F16Shadow shadow_;
+  RowStorePlan row_plan_;  // issue_rope's, reused
+  std::vector<uint8_t> fused_host_;
+  DeviceScratch fused_descriptors_;
   std::string description_;
 };
 

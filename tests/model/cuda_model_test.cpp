@@ -183,6 +183,65 @@ TEST_F(CudaModel, ABatchEqualsEachSequenceAlone) {
   EXPECT_EQ(argmax({both.data() + vocab, static_cast<size_t>(vocab)}), argmax(alone2));
 }
 
+// Launch fusion (add + rms_norm, rope + K/V stores, f16 matmul inputs) changes launches, not
+// numbers: a prefill batch and decode steps give the unfused path's logits bit for bit; and the
+// device argmax (forward_argmax) gives the argmax of those logits.
+TEST_F(CudaModel, FusedLaunchesAndDeviceArgmaxChangeNoLogit) {
+  const std::vector<int32_t> p1 = prompt(1);
+  std::vector<int32_t> p2 = prompt(2);
+  p2.resize(p2.size() - 11);
+  const int32_t vocab = gpu_->config().vocab_size;
+  const int steps = 6;
+  struct Run {
+    std::vector<std::vector<float>> logits;  // per forward call
+    std::vector<std::vector<int32_t>> ids;   // forward_argmax of the same calls, on other caches
+  };
+  auto run = [&](bool fused) {
+    backend_->set_fusion(fused);
+    Run r;
+    SequenceCache a1(gpu_->config(), 1024), a2(gpu_->config(), 1024);
+    SequenceCache b1(gpu_->config(), 1024), b2(gpu_->config(), 1024);
+    std::vector<float> logits;
+    std::vector<int32_t> ids;
+    const BatchEntry prefill_a[] = {{&a1, p1, false}, {&a2, p2, false}};
+    const BatchEntry prefill_b[] = {{&b1, p1, false}, {&b2, p2, false}};
+    EXPECT_TRUE(gpu_->forward(prefill_a, logits).ok());
+    EXPECT_TRUE(gpu_->forward_argmax(prefill_b, ids).ok());
+    r.logits.push_back(logits);
+    r.ids.push_back(ids);
+    std::vector<int32_t> next = {argmax({logits.data(), static_cast<size_t>(vocab)}),
+                                 argmax({logits.data() + vocab, static_cast<size_t>(vocab)})};
+    for (int s = 0; s < steps; ++s) {
+      const BatchEntry da[] = {{&a1, {&next[0], 1}, false}, {&a2, {&next[1], 1}, false}};
+      const BatchEntry db[] = {{&b1, {&next[0], 1}, false}, {&b2, {&next[1], 1}, false}};
+      EXPECT_TRUE(gpu_->forward(da, logits).ok());
+      EXPECT_TRUE(gpu_->forward_argmax(db, ids).ok());
+      r.logits.push_back(logits);
+      r.ids.push_back(ids);
+      next = {argmax({logits.data(), static_cast<size_t>(vocab)}),
+              argmax({logits.data() + vocab, static_cast<size_t>(vocab)})};
+    }
+    return r;
+  };
+  const Run plain = run(false);
+  const Run fused = run(true);
+  backend_->set_fusion(true);
+  ASSERT_EQ(plain.logits.size(), fused.logits.size());
+  for (size_t call = 0; call < fused.logits.size(); ++call) {
+    ASSERT_EQ(fused.logits[call].size(), 2u * vocab);
+    int64_t differ = 0;
+    for (size_t i = 0; i < fused.logits[call].size(); ++i) {
+      differ += fused.logits[call][i] != plain.logits[call][i];
+    }
+    EXPECT_EQ(differ, 0) << "call " << call << ": logits differ between fused and unfused";
+    const std::vector<int32_t> want = {
+        argmax({fused.logits[call].data(), static_cast<size_t>(vocab)}),
+        argmax({fused.logits[call].data() + vocab, static_cast<size_t>(vocab)})};
+    EXPECT_EQ(fused.ids[call], want) << "call " << call;
+    EXPECT_EQ(plain.ids[call], want) << "call " << call;
+  }
+}
+
 // LightTransfer on the device: lazy ratios, the chosen layers, the cut into ring slots and paged
 // blocks, then decode over both views.
 TEST_F(CudaModel, HybridSequenceFollowsTheCpu) {
