@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/backend.h"
 #include "model/llama_model.h"
 #include "model/model_source.h"
@@ -55,14 +56,6 @@ std::vector<std::string> split(const std::string& s) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
-
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoi(item));
   return out;
 }
 
@@ -95,52 +88,43 @@ int main(int argc, char** argv) {
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
   std::string json_path, device = "cpu", shape, dummy_type = "q4_0", kv_dtype = "f16";
   std::string fusion_list = "default", argmax_list = "host";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "missing value for %s\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::BenchArgs args(
+      argc, argv,
+      "runtime_bench [--model P | --shape S [--dummy-type T]] [--threads N] "
+      "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] "
+      "[--gen 128] [--context 128] [--kv-dtype f16|bf16] [--reps 3] "
+      "[--json PATH] [--fusion on|off|off,on] [--argmax host|device|host,device]");
+  for (std::string a; args.next(&a);) {
     if (a == "--model")
-      model_path = next();
+      model_path = args.value();
     else if (a == "--threads")
-      threads = std::stoi(next());
+      threads = args.int_value();
     else if (a == "--device")
-      device = next();
+      device = args.value();
     else if (a == "--prefill")
-      prefill = parse_list(next());
+      prefill = args.int_list();
     else if (a == "--decode")
-      decode = parse_list(next());
+      decode = args.int_list();
     else if (a == "--gen")
-      gen = std::stoi(next());
+      gen = args.int_value();
     else if (a == "--reps")
-      reps = std::stoi(next());
+      reps = args.int_value();
     else if (a == "--json")
-      json_path = next();
+      json_path = args.value();
     else if (a == "--shape")
-      shape = next();
+      shape = args.value();
     else if (a == "--dummy-type")
-      dummy_type = next();
+      dummy_type = args.value();
     else if (a == "--context")
-      decode_prompt = std::stoi(next());
+      decode_prompt = args.int_value();
     else if (a == "--kv-dtype")
-      kv_dtype = next();
+      kv_dtype = args.value();
     else if (a == "--fusion")
-      fusion_list = next();
+      fusion_list = args.value();
     else if (a == "--argmax")
-      argmax_list = next();
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--model P | --shape S [--dummy-type T]] [--threads N] "
-                   "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128] "
-                   "[--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH] "
-                   "[--fusion on|off|off,on] [--argmax host|device|host,device]\n",
-                   argv[0]);
-      return a == "--help" ? 0 : 2;
-    }
+      argmax_list = args.value();
+    else
+      args.unknown();
   }
 
   std::vector<Variant> variants;
