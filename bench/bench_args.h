@@ -46,10 +46,11 @@ class BenchArgs {
     }
     fail("takes a number, got '" + text + "'");
   }
-  // "0,2,8" -> {0, 2, 8}.
+  // "0,2,8" -> {0, 2, 8}; "" -> {} (none of that kind, e.g. runtime_bench --prefill '').
   std::vector<int> int_list() {
     const std::string text = value();
     std::vector<int> values;
+    if (text.empty()) return values;
     size_t start = 0;
     while (start <= text.size()) {
       const size_t comma = std::min(text.find(',', start), text.size());
