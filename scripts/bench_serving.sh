@@ -15,7 +15,8 @@
 # Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (2), CONCURRENCY
 # ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
 # max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
-# VLLM_KV_GIB (KV space of vLLM, default 2). HYBRID_FLAGS (the hybrid server's LightTransfer
+# VLLM_KV_GIB (KV space of vLLM, default 2). LIGHTSERVE (the lightserve binary, default
+# build/lightserve: another build to compare against). HYBRID_FLAGS (the hybrid server's LightTransfer
 # flags, default "--plan none --lazy-fraction 0.5"; "" for the shipped plan). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
 set -euo pipefail
@@ -34,7 +35,7 @@ SERVERS="${SERVERS:-full hybrid llamacpp}"
 SEED="${SEED:-1}"
 HYBRID_FLAGS="${HYBRID_FLAGS---plan none --lazy-fraction 0.5}"
 LOADTEST="$ROOT/build/lightserve-loadtest"
-LIGHTSERVE="$ROOT/build/lightserve"
+LIGHTSERVE="${LIGHTSERVE:-$ROOT/build/lightserve}"
 LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
 VLLM="$ROOT/.venv-vllm/bin/vllm"
 HF_DIR="$ROOT/.cache/hf/$(basename "$MODEL" .gguf)"
