@@ -16,7 +16,8 @@
 # ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
 # max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
 # VLLM_KV_GIB (KV space of vLLM, default 2). LIGHTSERVE (the lightserve binary, default
-# build/lightserve: another build to compare against). HYBRID_FLAGS (the hybrid server's LightTransfer
+# build/lightserve: another build to compare against), LIGHTSERVE_THREADS (its --threads,
+# default THREADS; vLLM computes on THREADS - 1). HYBRID_FLAGS (the hybrid server's LightTransfer
 # flags, default "--plan none --lazy-fraction 0.5"; "" for the shipped plan). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
 set -euo pipefail
@@ -81,7 +82,7 @@ start_server() {  # name, port
       # KV for every concurrent request at full attention (the larger footprint), so KV binds
       # neither server: this compares the engines, the KV-bound case is measured separately.
       local kv=$(((max_conc + 2) * ctx * 23040 + 64 * 1048576))
-      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "$THREADS" \
+      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "${LIGHTSERVE_THREADS:-$THREADS}" \
         --context "$ctx" --kv-budget "$kv" --max-running "$max_conc" --http-port "$port" \
         --grpc-port -1 > "$OUT/$name.server.log" 2>&1 &
       ;;
