@@ -2,7 +2,8 @@
 // and GB/s of weight bytes read. Each layer shape is benchmarked over 30 distinct copies (one
 // per model layer, used in turn) so decode numbers include the memory traffic of a real step.
 //
-//   matmul_bench [--threads N] [--levels scalar,avx2,avx512,amx] [--min-ms T] [--cpu-time]
+//   matmul_bench [--threads N] [--levels scalar,avx2,avx512,amx] [--tokens 1,8,32,512]
+//                [--min-ms T] [--cpu-time]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   double min_ms = 300;
   std::string levels_arg = "scalar,avx2,avx512,amx";
+  std::string tokens_arg = "1,8,32,512";
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--cpu-time") {
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     ++i;
     if (flag == "--threads") threads = std::atoi(argv[i]);
     if (flag == "--levels") levels_arg = argv[i];
+    if (flag == "--tokens") tokens_arg = argv[i];
     if (flag == "--min-ms") min_ms = std::atof(argv[i]);
   }
   const CpuFeatures all = CpuFeatures::detect();
@@ -82,7 +85,16 @@ int main(int argc, char** argv) {
                                           {"gate_up", DType::kQ4_1, 3072, 576, 30},
                                           {"down", DType::kQ4_1, 576, 1536, 30},
                                           {"logits", DType::kQ8_0, 49152, 576, 1}};
-  const std::vector<int64_t> token_counts = {1, 8, 32, 512};
+  std::vector<int64_t> token_counts;
+  std::stringstream tokens_stream(tokens_arg);
+  for (std::string count; std::getline(tokens_stream, count, ',');) {
+    const int64_t n = std::atoll(count.c_str());
+    if (n <= 0) {
+      std::fprintf(stderr, "--tokens: '%s' is not a positive token count\n", count.c_str());
+      return 2;
+    }
+    token_counts.push_back(n);
+  }
 
   std::printf("cpu: %s; %d threads\n", all.describe().c_str(), threads);
   std::printf("%-8s %-8s %-5s %6s %6s %5s %10s %10s %10s\n", "level", "shape", "type", "rows",

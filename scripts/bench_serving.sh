@@ -15,7 +15,9 @@
 # Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (2), CONCURRENCY
 # ("1 4 16 64"), INPUT_LEN (512), OUTPUT_LEN (128), REQUESTS_PER_USER (4: each point sends
 # max(8, 4 x concurrency) requests), WARMUP (2), SERVERS ("full hybrid llamacpp"), SEED (1).
-# VLLM_KV_GIB (KV space of vLLM, default 2). HYBRID_FLAGS (the hybrid server's LightTransfer
+# VLLM_KV_GIB (KV space of vLLM, default 2). LIGHTSERVE (the lightserve binary, default
+# build/lightserve: another build to compare against), LIGHTSERVE_THREADS (its --threads,
+# default THREADS; vLLM computes on THREADS - 1). HYBRID_FLAGS (the hybrid server's LightTransfer
 # flags, default "--plan none --lazy-fraction 0.5"; "" for the shipped plan). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
 set -euo pipefail
@@ -34,7 +36,7 @@ SERVERS="${SERVERS:-full hybrid llamacpp}"
 SEED="${SEED:-1}"
 HYBRID_FLAGS="${HYBRID_FLAGS---plan none --lazy-fraction 0.5}"
 LOADTEST="$ROOT/build/lightserve-loadtest"
-LIGHTSERVE="$ROOT/build/lightserve"
+LIGHTSERVE="${LIGHTSERVE:-$ROOT/build/lightserve}"
 LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
 VLLM="$ROOT/.venv-vllm/bin/vllm"
 HF_DIR="$ROOT/.cache/hf/$(basename "$MODEL" .gguf)"
@@ -80,7 +82,7 @@ start_server() {  # name, port
       # KV for every concurrent request at full attention (the larger footprint), so KV binds
       # neither server: this compares the engines, the KV-bound case is measured separately.
       local kv=$(((max_conc + 2) * ctx * 23040 + 64 * 1048576))
-      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "$THREADS" \
+      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "${LIGHTSERVE_THREADS:-$THREADS}" \
         --context "$ctx" --kv-budget "$kv" --max-running "$max_conc" --http-port "$port" \
         --grpc-port -1 > "$OUT/$name.server.log" 2>&1 &
       ;;

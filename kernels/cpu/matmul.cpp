@@ -130,18 +130,24 @@ struct ActivationBuffers {
   std::vector<int8_t> qs;
   std::vector<float> d, s;
   std::vector<int32_t> sum;
+  std::vector<uint8_t> tiles;
 
   detail::QuantizedActs prepare(int64_t n, int64_t cols) {
     const int64_t blocks = cols / 32;
     const auto need_q = static_cast<size_t>(n * cols + 64);
     const auto need_b = static_cast<size_t>(n * blocks + 16);
+    const int64_t num_tiles = (n + detail::kActTileTokens - 1) / detail::kActTileTokens;
+    const auto need_tiles = static_cast<size_t>(num_tiles * detail::act_tile_bytes(blocks) + 64);
     if (qs.size() < need_q) qs.resize(need_q);
     if (d.size() < need_b) {
       d.resize(need_b);
       s.resize(need_b);
       sum.resize(need_b);
     }
-    return {n, cols, blocks, qs.data(), d.data(), s.data(), sum.data()};
+    if (tiles.size() < need_tiles) tiles.resize(need_tiles);
+    auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(tiles.data()) + 63) &
+                                               ~uintptr_t{63});
+    return {n, cols, blocks, qs.data(), d.data(), s.data(), sum.data(), aligned};
   }
 };
 

@@ -7,14 +7,25 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
+#include <vector>
 
+#include "base/check.h"
 #include "kernels/cpu/matmul_kernels.h"
 
 namespace lightserve::kernels::cpu::detail {
 namespace {
 
-constexpr int kTokenTile = 8;
+// Tokens one microkernel call handles at most: 16 accumulators + 8 unpacked weight vectors + the
+// block's scales fit the 32 zmm registers, so each weight block is unpacked once per 16 tokens.
+// Q5 types need two more registers for their fifth bits and keep 8.
+constexpr int kTokenTile = 16;
+template <DType kType>
+constexpr int max_tile() {
+  return has_fifth_bits(kType) ? 8 : kTokenTile;
+}
 // Tokens per outer chunk: the chunk's quantized activations stay in L2 while every row group
 // of this thread sweeps over them.
 constexpr int64_t kTokenChunk = 128;
@@ -25,21 +36,40 @@ inline __m512i broadcast4(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// 16 rows (one group) × T tokens. y points at (token t0, first row of the group); rows of y are
-// `y_stride` floats apart; `mask` selects the group's real rows.
+// The activations' tile layout (matmul_kernels.h) from token t to the end of its tile, as four
+// pointers the microkernel offsets by constants.
+struct TileActs {
+  static constexpr int64_t kQuantBytes = 32 * kActTileTokens;  // per block
+  int8_t* qs = nullptr;
+  float* d = nullptr;
+  float* s = nullptr;
+  int32_t* sum = nullptr;
+};
+
+TileActs tile_at(const QuantizedActs& a, int64_t t) {
+  uint8_t* tile = a.tiles + t / kActTileTokens * act_tile_bytes(a.blocks);
+  const int64_t slot = t % kActTileTokens;
+  auto* d = reinterpret_cast<float*>(tile + a.blocks * TileActs::kQuantBytes);
+  float* s = d + a.blocks * kActTileTokens;
+  auto* sum = reinterpret_cast<int32_t*>(s + a.blocks * kActTileTokens);
+  return {reinterpret_cast<int8_t*>(tile) + 32 * slot, d + slot, s + slot, sum + slot};
+}
+
+// 16 rows (one group) × T tokens from one tile. y points at (the tile's first token, first
+// row of the group); rows of y are `y_stride` floats apart; `mask` selects the group's real rows.
+//
+// Every output is Σ over blocks, in block order, of fma(float(isum), d_w · d_a, acc) (then
+// fma(m_w, s_a, acc) with minimums), whatever T is: the integer dots are exact in any order, so
+// the tile size and the number of integer chains never change a bit of y.
 template <DType kType, int T>
-inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedActs& a, int64_t t0,
-                        float* y, int64_t y_stride, __mmask16 mask) {
+inline void microkernel(const uint8_t* group, int64_t blocks, const TileActs& a, float* y,
+                        int64_t y_stride, __mmask16 mask) {
   constexpr int64_t kBlockBytes = group_block_bytes(kType);
   constexpr int64_t kQuantBytes = quant_bytes_per_row(kType) * 16;
   constexpr int64_t kScales = group_scales_offset(kType);
   constexpr int32_t kOffset = quant_offset(kType);
   const __m512i low_mask = _mm512_set1_epi8(0x0f);
   const __m512i fifth_bit = _mm512_set1_epi8(0x10);
-  const int8_t* qs = a.qs + t0 * a.cols;
-  const float* ds = a.d + t0 * a.blocks;
-  const float* ss = a.s + t0 * a.blocks;
-  const int32_t* sums = a.sum + t0 * a.blocks;
 
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -80,14 +110,17 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
       mw =
           _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kScales + 32)));
     }
-#pragma GCC unroll 8
+    const int8_t* qb = a.qs + b * TileActs::kQuantBytes;
+    const float* db = a.d + b * kActTileTokens;
+    const float* sb = a.s + b * kActTileTokens;
+    const int32_t* sumb = a.sum + b * kActTileTokens;
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
-      const int8_t* q = qs + t * a.cols + b * 32;
-      const int64_t ab = t * a.blocks + b;
+      const int8_t* q = qb + 32 * t;
       // Unsigned weight quants carry an offset (Q4_0: nibble = q + 8; Q8_0: stored q + 128);
       // start the integer sum at −offset · Σa to cancel it exactly.
       __m512i isum0 = _mm512_setzero_si512();
-      if constexpr (kOffset != 0) isum0 = _mm512_set1_epi32(-kOffset * sums[ab]);
+      if constexpr (kOffset != 0) isum0 = _mm512_set1_epi32(-kOffset * sumb[t]);
       if constexpr (T <= 2) {
         // Few tokens: two dependency chains instead of one long one.
         __m512i isum1 = _mm512_setzero_si512();
@@ -101,10 +134,10 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
           isum0 = _mm512_dpbusd_epi32(isum0, wv[k], broadcast4(q + offset[k]));
         }
       }
-      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(ds[ab]));
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(db[t]));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum0), scale, acc[t]);
       if constexpr (has_minimum(kType)) {
-        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ss[ab]), acc[t]);
+        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sb[t]), acc[t]);
       }
     }
   }
@@ -112,34 +145,34 @@ inline void microkernel(const uint8_t* group, int64_t blocks, const QuantizedAct
 }
 
 template <DType kType, int T>
-void tile_call(const uint8_t* group, int64_t blocks, const QuantizedActs& a, int64_t t0, float* y,
-               int64_t y_stride, __mmask16 mask) {
-  microkernel<kType, T>(group, blocks, a, t0, y, y_stride, mask);
+void tile_call(const uint8_t* group, int64_t blocks, const TileActs& a, float* y, int64_t y_stride,
+               __mmask16 mask) {
+  microkernel<kType, T>(group, blocks, a, y, y_stride, mask);
+}
+
+using Tile = void (*)(const uint8_t*, int64_t, const TileActs&, float*, int64_t, __mmask16);
+
+template <DType kType, int... Ts>
+constexpr std::array<Tile, sizeof...(Ts) + 1> make_tiles(std::integer_sequence<int, Ts...>) {
+  return {nullptr, tile_call<kType, Ts + 1>...};
 }
 
 template <DType kType>
 void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                int64_t t1, float* y) {
-  using Tile =
-      void (*)(const uint8_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t, __mmask16);
-  static constexpr Tile kTiles[kTokenTile + 1] = {nullptr,
-                                                  tile_call<kType, 1>,
-                                                  tile_call<kType, 2>,
-                                                  tile_call<kType, 3>,
-                                                  tile_call<kType, 4>,
-                                                  tile_call<kType, 5>,
-                                                  tile_call<kType, 6>,
-                                                  tile_call<kType, 7>,
-                                                  tile_call<kType, 8>};
+  constexpr int kTile = max_tile<kType>();
+  // kTiles[count]: the microkernel for `count` tokens.
+  static constexpr auto kTiles = make_tiles<kType>(std::make_integer_sequence<int, kTile>{});
   for (int64_t c0 = t0; c0 < t1; c0 += kTokenChunk) {
     const int64_t c1 = std::min(t1, c0 + kTokenChunk);
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t valid = std::min(kGroupRows, w.rows - g * kGroupRows);
       const auto mask = static_cast<__mmask16>(valid == 16 ? 0xffff : (1u << valid) - 1);
       const uint8_t* group = w.data + g * w.group_bytes;
-      for (int64_t t = c0; t < c1; t += kTokenTile) {
-        const int64_t count = std::min<int64_t>(kTokenTile, c1 - t);
-        kTiles[count](group, w.blocks, a, t, y + t * w.rows + g * kGroupRows, w.rows, mask);
+      for (int64_t t = c0; t < c1; t += kTile) {
+        const int64_t count = std::min<int64_t>(kTile, c1 - t);
+        kTiles[count](group, w.blocks, tile_at(a, t), y + t * w.rows + g * kGroupRows, w.rows,
+                      mask);
       }
     }
   }
@@ -147,6 +180,8 @@ void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_
 
 void gemm_avx512(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                  int64_t t1, float* y) {
+  // A microkernel call reads one tile: calls start at multiples of their tile size.
+  LS_CHECK(a.tiles != nullptr && t0 % kTokenTile == 0) << "t0 " << t0;
   switch (w.type) {
     case DType::kQ4_0:
       return gemm_type<DType::kQ4_0>(w, a, g0, g1, t0, t1, y);
@@ -196,6 +231,13 @@ void quantize_avx512(const float* x, int64_t t0, int64_t t1, const QuantizedActs
       a.d[ab] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
       a.s[ab] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
       a.sum[ab] = sum;
+      if (a.tiles != nullptr) {
+        const TileActs tile = tile_at(a, t);
+        std::memcpy(tile.qs + b * TileActs::kQuantBytes, out, 32);
+        tile.d[b * kActTileTokens] = a.d[ab];
+        tile.s[b * kActTileTokens] = a.s[ab];
+        tile.sum[b * kActTileTokens] = sum;
+      }
     }
   }
 }

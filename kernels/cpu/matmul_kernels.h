@@ -116,6 +116,18 @@ struct PackedWeight {
   const uint8_t* data = nullptr;
 };
 
+// The AVX-512 kernel's copy of the quantized activations, in token tiles: tile i holds tokens
+// 16i .. 16i + 15 and, per block b, those tokens side by side:
+//   qs:  blocks × 16 × 32 bytes (token j's quants of block b at b · 512 + 32 j)
+//   d, s: blocks × 16 floats each, then sum: blocks × 16 int32 (token j of block b at 16 b + j)
+// so everything one microkernel call reads for one block is a constant offset from one pointer
+// per array (read in place, the 16 tokens' rows are 16 pointers per array, more than the
+// general registers hold).
+constexpr int64_t kActTileTokens = 16;
+constexpr int64_t act_tile_bytes(int64_t blocks) {
+  return blocks * kActTileTokens * (32 + 3 * 4);
+}
+
 // Activations of n tokens quantized per 32 values, as llama.cpp's Q8_0 / Q8_1 (the same
 // quants serve both; `s` is only meaningful for Q4_1 weights).
 struct QuantizedActs {
@@ -126,6 +138,9 @@ struct QuantizedActs {
   float* d = nullptr;      // n × blocks: f16 scale, widened
   float* s = nullptr;      // n × blocks: f16(d · Σq), widened
   int32_t* sum = nullptr;  // n × blocks: Σq
+  // ceil(n / 16) × act_tile_bytes(blocks), 64-byte aligned, or null: the AVX-512 quantize fills
+  // it when set, and the AVX-512 gemm needs it.
+  uint8_t* tiles = nullptr;
 };
 
 // llama.cpp's scalar vec_dot of one file-encoded K-quant row with Q8_K activations (the oracle).

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -334,6 +335,42 @@ TEST_P(MatmulTypeTest, EveryLevelMatchesReference) {
                        std::string(traits(type).name) + " " + level + " rows " +
                            std::to_string(rows) + " cols " + std::to_string(shape.cols) + " n " +
                            std::to_string(n) + " threads " + std::to_string(pool->num_threads()));
+        }
+      }
+    }
+  }
+}
+
+// Each output is one row's dot with one token, accumulated over blocks in block order whatever
+// the kernel's token tile (AVX-512: up to 16 tokens, ragged tails down to 1; AVX2: 4; AMX: 16),
+// integer chain split or thread split: a batch gives, bit for bit, what its tokens give one at a
+// time (so batching never changes a generated token). A kernel whose float accumulation order
+// depended on the tile would fail here, not only against the oracle's tolerance.
+TEST_P(MatmulTypeTest, BatchEqualsOneTokenAtATimeBitForBit) {
+  const DType type = GetParam();
+  const int64_t cols = detail::is_kquant(type) ? 768 : 576;
+  std::mt19937 rng(static_cast<unsigned>(type) * 17 + 3);
+  const auto data = random_rows(type, 200, cols, rng);  // 12.5 row groups
+  const WeightView view{type, 200, cols, data.data()};
+  ThreadPool pool1(1), pool2(2);
+  for (int64_t n : {2, 8, 15, 16, 17, 31, 33, 64, 100, 137}) {
+    const auto x = random_acts(n, cols, rng);
+    for (const std::string& level : supported_levels()) {
+      const CpuFeatures f = features_for(level);
+      auto w = make_weight({&view, 1}, f);
+      ASSERT_NE(w, nullptr);
+      std::vector<float> one(200);
+      for (ThreadPool* pool : {&pool1, &pool2}) {
+        std::vector<float> batch(n * 200, NAN);
+        matmul(*pool, f, *w, x.data(), n, batch.data());
+        for (int64_t t = 0; t < n; ++t) {
+          matmul(pool1, f, *w, x.data() + t * cols, 1, one.data());
+          for (int64_t r = 0; r < 200; ++r) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * 200 + r]), std::bit_cast<uint32_t>(one[r]))
+                << traits(type).name << " " << level << " n " << n << " threads "
+                << pool->num_threads() << " token " << t << " row " << r << ": "
+                << batch[t * 200 + r] << " vs " << one[r];
+          }
         }
       }
     }
