@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/backend.h"
 #include "kernels/dtype.h"
 
@@ -56,26 +57,25 @@ int main(int argc, char** argv) {
   double min_ms = 200;
   int reps = 5;
   std::string only, shape_name = "smollm2-135m";
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--device" && i + 1 < argc) {
-      device = argv[++i];
-    } else if (flag == "--threads" && i + 1 < argc) {
-      threads = std::atoi(argv[++i]);
-    } else if (flag == "--min-ms" && i + 1 < argc) {
-      min_ms = std::atof(argv[++i]);
-    } else if (flag == "--reps" && i + 1 < argc) {
-      reps = std::atoi(argv[++i]);
-    } else if (flag == "--only" && i + 1 < argc) {
-      only = argv[++i];
-    } else if (flag == "--shape" && i + 1 < argc) {
-      shape_name = argv[++i];
-    } else {
-      std::fprintf(stderr,
-                   "usage: attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] "
-                   "[--reps R] [--only SUBSTRING] [--shape smollm2-135m|llama-3-8b]\n");
-      return 2;
-    }
+  lightserve::bench::BenchArgs args(
+      argc, argv,
+      "attention_bench [--device cpu|cuda[:N]] [--threads N] [--min-ms T] "
+      "[--reps R] [--only SUBSTRING] [--shape smollm2-135m|llama-3-8b]");
+  for (std::string flag; args.next(&flag);) {
+    if (flag == "--device")
+      device = args.value();
+    else if (flag == "--threads")
+      threads = args.int_value();
+    else if (flag == "--min-ms")
+      min_ms = args.double_value();
+    else if (flag == "--reps")
+      reps = args.int_value();
+    else if (flag == "--only")
+      only = args.value();
+    else if (flag == "--shape")
+      shape_name = args.value();
+    else
+      args.unknown();
   }
   const bool big = shape_name == "llama-3-8b";
   if (!big && shape_name != "smollm2-135m") {

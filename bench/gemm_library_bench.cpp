@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/backend.h"
 #include "kernels/dtype.h"
 
@@ -45,9 +46,14 @@ std::vector<kernels::BlockQ4_1> random_q4_1(int64_t rows, int64_t cols, std::mt1
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 20;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--threads") threads = std::stoi(argv[i + 1]);
-    if (std::string(argv[i]) == "--reps") reps = std::stoi(argv[i + 1]);
+  bench::BenchArgs args(argc, argv, "gemm_library_bench [--threads 2] [--reps 20]");
+  for (std::string flag; args.next(&flag);) {
+    if (flag == "--threads")
+      threads = args.int_value();
+    else if (flag == "--reps")
+      reps = args.int_value();
+    else
+      args.unknown();
   }
   auto backend = kernels::make_cpu_backend(threads);
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "kernels/cpu/matmul.h"
 
 using namespace lightserve::kernels;
@@ -57,18 +58,22 @@ int main(int argc, char** argv) {
   double min_ms = 300;
   std::string levels_arg = "scalar,avx2,avx512,amx";
   std::string tokens_arg = "1,8,32,512";
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--cpu-time") {
+  lightserve::bench::BenchArgs args(argc, argv,
+                                    "matmul_bench [--threads 2] [--levels scalar,avx2,avx512,amx] "
+                                    "[--tokens 1,8,32,512] [--min-ms 300] [--cpu-time]");
+  for (std::string flag; args.next(&flag);) {
+    if (flag == "--cpu-time")
       g_cpu_time = true;
-      continue;
-    }
-    if (i + 1 >= argc) break;
-    ++i;
-    if (flag == "--threads") threads = std::atoi(argv[i]);
-    if (flag == "--levels") levels_arg = argv[i];
-    if (flag == "--tokens") tokens_arg = argv[i];
-    if (flag == "--min-ms") min_ms = std::atof(argv[i]);
+    else if (flag == "--threads")
+      threads = args.int_value();
+    else if (flag == "--levels")
+      levels_arg = args.value();
+    else if (flag == "--tokens")
+      tokens_arg = args.value();
+    else if (flag == "--min-ms")
+      min_ms = args.double_value();
+    else
+      args.unknown();
   }
   const CpuFeatures all = CpuFeatures::detect();
   std::vector<std::string> levels;
