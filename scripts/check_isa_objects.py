@@ -10,10 +10,11 @@ This check disassembles every weak symbol of those objects and fails when one ho
 instruction (mnemonic v*), a mask-register (k*) or AMX tile instruction, or ymm/zmm/tmm
 registers, naming the symbol, so such a helper is moved out of line or out of the ISA file.
 
-Known: at -O1 or with sanitizers, std::vector's out-of-line growth code (resize, assign) that the
-attention / lazy-ratio / AMX scratch buffers instantiate in those objects keeps VEX moves, so
-only the optimized, unsanitized build (the shipped one) passes; the fix is to grow those buffers
-through functions defined in a baseline-compiled file.
+Scratch buffers of those files therefore never use std::vector (whose resize / assign, built
+out of line by sanitizer builds, held VEX moves): they grow through kernels/cpu/scratch_buffer.h,
+compiled for the baseline. Every optimized build passes, sanitizers included; at -O0 (Debug,
+never shipped) nothing is inlined and std::min<float>, std::sqrt(float)... are weak VEX copies,
+so tests/CMakeLists.txt registers the check for every build type but Debug.
 
 usage: check_isa_objects.py BUILD_DIR
 """

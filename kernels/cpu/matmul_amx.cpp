@@ -15,9 +15,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/scratch_buffer.h"
 
 namespace lightserve::kernels::cpu::detail {
 namespace {
@@ -143,13 +143,11 @@ template <DType kType>
 void gemm_type(const PackedWeight& w, const QuantizedActs& a, int64_t g0, int64_t g1, int64_t t0,
                int64_t t1, float* y) {
   constexpr int64_t kBlockBytes = group_block_bytes(kType);
-  static thread_local std::vector<uint8_t, std::allocator<uint8_t>> unpacked_storage;
+  // Baseline-grown (kernels/cpu/scratch_buffer.h), 64-byte aligned.
+  static thread_local ScratchBuffer unpacked_storage;
   uint8_t* unpacked = nullptr;
   if constexpr (kType != DType::kQ8_0) {
-    const auto need = static_cast<size_t>(w.blocks * 512 + 64);
-    if (unpacked_storage.size() < need) unpacked_storage.resize(need);
-    unpacked = reinterpret_cast<uint8_t*>(
-        (reinterpret_cast<uintptr_t>(unpacked_storage.data()) + 63) & ~uintptr_t{63});
+    unpacked = unpacked_storage.get<uint8_t>(static_cast<size_t>(w.blocks * 512));
   }
   configure_tiles();
   for (int64_t c0 = t0; c0 < t1; c0 += kTokenChunk) {
