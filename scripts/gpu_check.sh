@@ -21,6 +21,10 @@
 #   4c. the same A/B on the default model's shape (dummy smollm2-135m: the launch-bound steps;
 #      the GGUF is over what a call carries), and LIGHTSERVE_CUDA_PROFILE=1 on the new path
 #      (GPU time per op, printed in the log)                                           ~20 s
+#   4g. CUDA graphs of the decode step (issue 12; opt-in, never run before): runtime_bench
+#      --graphs off,on at the 135M shape (context 512) and the 8B shape (context 2048), batch
+#      1 / 16 / 64, fusion on + device argmax; skipped ("on" unmeasured) when the CudaGraphs
+#      tests failed in step 2                                                       ~20 s + ~60 s
 #   5. hybrid (f = 0.5, --plan none) vs full attention, `lightserve bench --compare` at 16K input,
 #      KV arena sized by --gpu-memory-utilization 0.9 (filling the card), N16K prompts, OUT16K
 #      output tokens                                                               ~180 s
@@ -35,7 +39,7 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
-# e.g. "5 6"; 4c is its own).
+# e.g. "5 6"; 4c and 4g are their own).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -195,6 +199,21 @@ if ! skipped 4c; then
     --json "$WORK/ab_small.json"
   LIGHTSERVE_CUDA_PROFILE=1 step profile_small 30 "$RUNTIME" --device cuda \
     --shape smollm2-135m --prefill '' --decode 16 --context 512 --gen 64 --reps 1 --argmax device
+fi
+
+# 4g. CUDA graphs of the decode step, off vs on (the 'on' rows say how many timed steps ran as
+# graphs). Only when their tests passed: a replay that differs from its launches is not a speed-up.
+if ! skipped 4g; then
+  if grep -q 'FAILED.*CudaGraphs' "$WORK"/model_tests.txt 2>/dev/null; then
+    echo "== graphs: the CudaGraphs tests failed: the A/B is skipped (see model_tests)"
+  else
+    step graphs_small 40 "$RUNTIME" --device cuda --shape smollm2-135m --prefill '' \
+      --decode 1,16,64 --context 512 --gen 64 --reps 1 --argmax device --graphs off,on \
+      --json "$WORK/graphs_small.json"
+    step graphs_8b 90 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
+      --context 2048 --gen 16 --reps 1 --argmax device --graphs off,on \
+      --json "$WORK/graphs_8b.json"
+  fi
 fi
 
 # 5. LightTransfer's throughput per GPU at 16K: hybrid (f = 0.5) over full attention.
