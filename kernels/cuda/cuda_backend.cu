@@ -92,6 +92,7 @@ class CudaBackend final : public Backend {
     if (graphs_) {
       description_.insert(description_.size() - 1,
                           mode == "eager" ? ", graphs recorded" : ", graphs");
+      use_graph_workspace(true);
     }
   }
 
@@ -100,6 +101,7 @@ class CudaBackend final : public Backend {
     // reported from here.
     static_cast<void>(cudaStreamSynchronize(ctx_.stream));
     for (void* p : ctx_.retired_scratch) static_cast<void>(cudaFree(p));
+    if (cublas_workspace_ != nullptr) static_cast<void>(cudaFree(cublas_workspace_));
     const StepRecorder::Counters& c = recorder_.counters();
     if (c.replayed + c.captured + c.eager + c.failed > 0) {
       std::fprintf(stderr,
@@ -121,7 +123,8 @@ class CudaBackend final : public Backend {
 
   void deallocate(void* p) override {
     // Deferred and recorded work may touch p: issue it first (errors surface at the next call).
-    if (recording() && !recorder_.empty()) {
+    if (recording() &&
+        (!recorder_.empty() || pending_add_ || pending_rope_ || !queued_stores_.empty())) {
       try {
         abandon_step();
       } catch (const std::exception&) {
@@ -392,6 +395,7 @@ class CudaBackend final : public Backend {
     abandon_step();
     bind();
     if (!enabled) recorder_.clear();
+    if (enabled != graphs_) use_graph_workspace(enabled);
     graphs_ = enabled;
   }
 
@@ -409,6 +413,7 @@ class CudaBackend final : public Backend {
 
   void end_decode_step() override {
     if (!recording()) return;
+    LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
     flush_pending();  // recorded: the step's last deferred launches
     shadow_ = {};
     recorder_.finish();
@@ -656,6 +661,19 @@ class CudaBackend final : public Backend {
 
   bool recording() const { return ctx_.recording != nullptr; }
 
+  // With graphs, cuBLAS works in a workspace of ours (cublasSetWorkspace), so that a GEMM picks
+  // the same algorithm when recorded, captured or issued eagerly (under capture it cannot
+  // allocate one of its own), and the graphs' GEMMs keep a valid workspace. Off: the handle's
+  // default workspace again (cublasSetStream resets it), as the default path has always had.
+  void use_graph_workspace(bool enabled) {
+    if (enabled) {
+      if (cublas_workspace_ == nullptr) cublas_workspace_ = device_malloc(kCublasWorkspaceBytes);
+      LS_CUBLAS_CHECK(cublasSetWorkspace(ctx_.cublas, cublas_workspace_, kCublasWorkspaceBytes));
+    } else {
+      LS_CUBLAS_CHECK(cublasSetStream(ctx_.cublas, ctx_.stream));
+    }
+  }
+
   // Issues a launch now (f(nullptr)), or, while a decode step is recorded, appends it to the step
   // after its signature: `kind` and every value f bakes into the launch (cuda_graphs.h).
   template <typename F, typename... Values>
@@ -700,6 +718,8 @@ class CudaBackend final : public Backend {
   OpProfiler profiler_{ctx_.stream};
   StepRecorder recorder_{ctx_};  // CUDA graphs of decode steps
   bool graphs_ = false;
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's Hopper advice
+  void* cublas_workspace_ = nullptr;  // with graphs (use_graph_workspace); freed last
   CudaAttention attention_{ctx_};
   DeviceScratch x_f16_{ctx_};      // matmul's activations in f16 (read by recorded launches)
   DeviceScratch ids_;              // embed's token ids
