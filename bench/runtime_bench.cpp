@@ -253,7 +253,8 @@ int main(int argc, char** argv) {
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
       for (int b = 0; b < batch; ++b) {
-        caches.push_back(std::make_unique<model::SequenceCache>(config, decode_prompt + gen));
+        caches.push_back(
+            std::make_unique<model::SequenceCache>(config, decode_prompt + std::max(gen, 3)));
         prompts.push_back(random_tokens(decode_prompt));
       }
       // Prompts first (not timed: llama-batched-bench reports generation speed separately), in
