@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <functional>
 
 namespace lightserve::model {
 
@@ -296,6 +297,9 @@ void LlamaModel::pack_decode_rows(std::span<const BatchEntry> batch, int64_t pad
     s.packed.push_back(i);
     s.seqs.push_back(seq);
   }
+  // pack_rows alternates x and x_next; a padded step always takes the same one, so that its
+  // launches (and so its graph) do not depend on how many other steps ran before it.
+  if (std::less<const void*>()(s.x_next.get<void>(), s.x.get<void>())) s.x.swap(s.x_next);
   backend_.embed(*token_embd_, s.decode_ids, s.x.get<float>());
   s.num_rows = padded_rows;
 }
