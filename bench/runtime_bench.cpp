@@ -9,12 +9,15 @@
 // --fusion and --argmax time the decode rows under each listed setting, in one process (the A/B
 // of the GPU's launch fusion and device argmax: Backend::set_fusion, LlamaModel::forward_argmax).
 // Without --fusion the backend keeps its own setting (the CUDA backend: on unless
-// LIGHTSERVE_CUDA_FUSED=0).
+// LIGHTSERVE_CUDA_FUSED=0). --graphs likewise times CUDA graphs of the decode steps
+// (Backend::set_graphs; the CUDA backend's own setting: off unless LIGHTSERVE_CUDA_GRAPHS=1), and
+// the JSON says how many timed steps ran as graphs.
 //
 //   runtime_bench [--model PATH | --shape S [--dummy-type T]] [--threads N]
 //                 [--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] [--gen 128]
 //                 [--context 128] [--kv-dtype f16|bf16] [--reps 3] [--json PATH]
 //                 [--fusion on|off|off,on] [--argmax host|device|host,device]
+//                 [--graphs on|off|off,on]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,12 +45,15 @@ namespace {
 struct Variant {
   std::optional<bool> fusion;  // unset: the backend's own setting
   bool device_argmax = false;
+  std::optional<bool> graphs;  // unset: the backend's own setting
   std::string label() const {
-    return std::string("fusion ") +
-           (!fusion   ? "default"
-            : *fusion ? "on"
-                      : "off") +
-           ", argmax " + (device_argmax ? "device" : "host");
+    std::string l = std::string("fusion ") +
+                    (!fusion   ? "default"
+                     : *fusion ? "on"
+                               : "off") +
+                    ", argmax " + (device_argmax ? "device" : "host");
+    if (graphs) l += std::string(", graphs ") + (*graphs ? "on" : "off");
+    return l;
   }
 };
 
@@ -87,13 +93,13 @@ int main(int argc, char** argv) {
   int threads = 0, gen = 128, reps = 3, ubatch = 512, decode_prompt = 128;
   std::vector<int> prefill = {512, 2048}, decode = {1, 8, 32};
   std::string json_path, device = "cpu", shape, dummy_type = "q4_0", kv_dtype = "f16";
-  std::string fusion_list = "default", argmax_list = "host";
-  bench::BenchArgs args(
-      argc, argv,
-      "runtime_bench [--model P | --shape S [--dummy-type T]] [--threads N] "
-      "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] "
-      "[--gen 128] [--context 128] [--kv-dtype f16|bf16] [--reps 3] "
-      "[--json PATH] [--fusion on|off|off,on] [--argmax host|device|host,device]");
+  std::string fusion_list = "default", argmax_list = "host", graphs_list = "default";
+  bench::BenchArgs args(argc, argv,
+                        "runtime_bench [--model P | --shape S [--dummy-type T]] [--threads N] "
+                        "[--device cpu|cuda[:N]] [--prefill 512,2048] [--decode 1,8,32] "
+                        "[--gen 128] [--context 128] [--kv-dtype f16|bf16] [--reps 3] "
+                        "[--json PATH] [--fusion on|off|off,on] [--argmax host|device|host,device] "
+                        "[--graphs on|off|off,on]");
   for (std::string a; args.next(&a);) {
     if (a == "--model")
       model_path = args.value();
@@ -123,6 +129,8 @@ int main(int argc, char** argv) {
       fusion_list = args.value();
     else if (a == "--argmax")
       argmax_list = args.value();
+    else if (a == "--graphs")
+      graphs_list = args.value();
     else
       args.unknown();
   }
@@ -130,23 +138,29 @@ int main(int argc, char** argv) {
   std::vector<Variant> variants;
   for (const std::string& f : split(fusion_list)) {
     for (const std::string& m : split(argmax_list)) {
-      if ((f != "on" && f != "off" && f != "default") || (m != "host" && m != "device")) {
-        std::fprintf(stderr, "error: --fusion takes on/off, --argmax host/device (got %s, %s)\n",
-                     f.c_str(), m.c_str());
-        return 2;
+      for (const std::string& g : split(graphs_list)) {
+        if ((f != "on" && f != "off" && f != "default") || (m != "host" && m != "device") ||
+            (g != "on" && g != "off" && g != "default")) {
+          std::fprintf(stderr,
+                       "error: --fusion and --graphs take on/off, --argmax host/device (got %s, "
+                       "%s, %s)\n",
+                       f.c_str(), m.c_str(), g.c_str());
+          return 2;
+        }
+        Variant v;
+        if (f != "default") v.fusion = f == "on";
+        v.device_argmax = m == "device";
+        if (g != "default") v.graphs = g == "on";
+        variants.push_back(v);
       }
-      Variant v;
-      if (f != "default") v.fusion = f == "on";
-      v.device_argmax = m == "device";
-      variants.push_back(v);
     }
   }
   if (variants.empty()) {
-    std::fprintf(stderr, "error: --fusion and --argmax need at least one value each\n");
+    std::fprintf(stderr, "error: --fusion, --argmax and --graphs need at least one value each\n");
     return 2;
   }
-  const bool label_variants =
-      variants.size() > 1 || variants[0].fusion.has_value() || variants[0].device_argmax;
+  const bool label_variants = variants.size() > 1 || variants[0].fusion.has_value() ||
+                              variants[0].device_argmax || variants[0].graphs.has_value();
 
   std::string why;
   auto backend = kernels::make_backend(device, threads, &why);
@@ -201,6 +215,7 @@ int main(int argc, char** argv) {
     int steps = 0;
     double forward_seconds = 0;  // decode rows: inside forward() (the rest is the host's argmax)
     const Variant* variant = nullptr;  // decode rows
+    int64_t graph_launches = 0;        // decode rows: timed steps launched as CUDA graphs
   };
   std::vector<Row> rows;
 
@@ -233,11 +248,13 @@ int main(int argc, char** argv) {
   // prefilled caches (cut back to the prompt between variants), after one untimed step each.
   for (int batch : decode) {
     std::vector<double> total_seconds(variants.size()), forward_seconds(variants.size());
+    std::vector<int64_t> graph_launches(variants.size());
     for (int r = 0; r < reps; ++r) {
       std::vector<std::unique_ptr<model::SequenceCache>> caches;
       std::vector<std::vector<int32_t>> prompts;
       for (int b = 0; b < batch; ++b) {
-        caches.push_back(std::make_unique<model::SequenceCache>(config, decode_prompt + gen));
+        caches.push_back(
+            std::make_unique<model::SequenceCache>(config, decode_prompt + std::max(gen, 3)));
         prompts.push_back(random_tokens(decode_prompt));
       }
       // Prompts first (not timed: llama-batched-bench reports generation speed separately), in
@@ -271,6 +288,7 @@ int main(int argc, char** argv) {
       for (size_t v = 0; v < variants.size(); ++v) {
         const Variant& variant = variants[v];
         if (variant.fusion) backend->set_fusion(*variant.fusion);
+        if (variant.graphs) backend->set_graphs(*variant.graphs);
         // `steps` greedy steps from the prompts; the first one's tokens come from the prompts'
         // logits, later ones from the last step's logits (host) or ids (device).
         auto decode_steps = [&](int steps, bool timed) {
@@ -297,16 +315,19 @@ int main(int argc, char** argv) {
           }
           if (timed) total_seconds[v] += now() - t0;
         };
-        decode_steps(1, /*timed=*/false);
+        // Untimed: the first step, and with graphs the steps that record and capture each graph.
+        decode_steps(variant.graphs.value_or(false) ? 3 : 1, /*timed=*/false);
+        const int64_t launches_before = backend->graph_launches();
         decode_steps(gen, /*timed=*/true);
+        graph_launches[v] += backend->graph_launches() - launches_before;
       }
     }
     for (size_t v = 0; v < variants.size(); ++v) {
       const double mean = total_seconds[v] / reps;
       std::string name = "decode batch " + std::to_string(batch);
       if (label_variants) name += " (" + variants[v].label() + ")";
-      rows.push_back(
-          {name, batch * gen / mean, mean, batch, gen, forward_seconds[v] / reps, &variants[v]});
+      rows.push_back({name, batch * gen / mean, mean, batch, gen, forward_seconds[v] / reps,
+                      &variants[v], graph_launches[v] / std::max(reps, 1)});
     }
   }
   const long peak_rss = status_kib("VmHWM:");
@@ -342,7 +363,12 @@ int main(int argc, char** argv) {
             << (!rows[i].variant->fusion   ? "null"
                 : *rows[i].variant->fusion ? "true"
                                            : "false")
-            << ", \"argmax\": \"" << (rows[i].variant->device_argmax ? "device" : "host") << "\"";
+            << ", \"argmax\": \"" << (rows[i].variant->device_argmax ? "device" : "host") << "\""
+            << ", \"graphs\": "
+            << (!rows[i].variant->graphs   ? "null"
+                : *rows[i].variant->graphs ? "true"
+                                           : "false")
+            << ", \"graph_launches\": " << rows[i].graph_launches;
       }
       out << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }

@@ -225,6 +225,30 @@ class Backend {
   // LIGHTSERVE_CUDA_FUSED=0 at creation as off); benchmarks time both. The CPU has nothing to
   // fuse and ignores it.
   virtual void set_fusion(bool enabled) { (void)enabled; }
+
+  // CUDA graphs of decode steps (the CUDA backend; opt-in: LIGHTSERVE_CUDA_GRAPHS=1 at creation
+  // or set_graphs(true); docs/design.md). A forward pass that is a pure decode step (every
+  // sequence one new token through every layer) calls begin_decode_step(rows) first: 0 means
+  // "run the step as usual" (the default, and the CPU's); a positive value is the number of rows
+  // the step must be computed with — rows rounded up to the backend's bucket, the extra rows
+  // being padding that the caller feeds harmless inputs (a valid token id, position 0), stores no
+  // K/V for, gives no attention sequence, and ignores in the output. The caller then issues the
+  // step's ops and calls end_decode_step() after the last op whose work belongs to the step and
+  // before reading any result back (download, argmax_rows). Between the two calls the backend may
+  // record instead of issuing, and replay a graph of an earlier step with the same launches; an
+  // op it cannot record makes it issue what it has and go on eagerly, so any sequence of ops stays
+  // correct. end_decode_step() must also be called when the step is cut short by an error.
+  virtual int64_t begin_decode_step(int64_t rows) {
+    (void)rows;
+    return 0;
+  }
+  virtual void end_decode_step() {}
+  // Whether begin_decode_step may record and replay (the CUDA backend: off unless
+  // LIGHTSERVE_CUDA_GRAPHS=1). Benchmarks time both; the CPU ignores it.
+  virtual void set_graphs(bool enabled) { (void)enabled; }
+  // Decode steps launched as one captured graph so far (tests and benchmarks check that graphs
+  // did run); 0 for a backend without them.
+  virtual int64_t graph_launches() const { return 0; }
 };
 
 // The CPU backend with `num_threads` workers (0: one per core); picks AVX2 / AVX-512 / AMX

@@ -1,7 +1,10 @@
 #include "model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <functional>
 
 namespace lightserve::model {
 
@@ -276,6 +279,31 @@ void LlamaModel::pack_rows(std::span<const BatchEntry> batch, int32_t layer) {
   s.num_rows = rows;
 }
 
+void LlamaModel::pack_decode_rows(std::span<const BatchEntry> batch, int64_t padded_rows) {
+  Scratch& s = scratch_;
+  s.packed.clear();
+  s.seqs.clear();
+  // Padded rows: token 0 at position 0, no KV stored, no attention sequence; ignored at the end.
+  s.positions.assign(static_cast<size_t>(padded_rows), 0);
+  s.decode_ids.assign(static_cast<size_t>(padded_rows), 0);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    kernels::AttentionSeq seq;
+    seq.first_row = static_cast<int64_t>(i);
+    seq.num_queries = 1;
+    seq.first_pos = batch[i].cache->size();
+    s.positions[i] = seq.first_pos;
+    s.decode_ids[i] = batch[i].tokens[0];
+    s.first_row[i] = static_cast<int64_t>(i);
+    s.packed.push_back(i);
+    s.seqs.push_back(seq);
+  }
+  // pack_rows alternates x and x_next; a padded step always takes the same one, so that its
+  // launches (and so its graph) do not depend on how many other steps ran before it.
+  if (std::less<const void*>()(s.x_next.get<void>(), s.x.get<void>())) s.x.swap(s.x_next);
+  backend_.embed(*token_embd_, s.decode_ids, s.x.get<float>());
+  s.num_rows = padded_rows;
+}
+
 void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
   const LlamaConfig& c = config_;
   const int64_t d = c.hidden_dim;
@@ -343,14 +371,15 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
         s.out_dest.push_back(returned ? dest++ : -1);
       }
     }
-    rows = static_cast<int64_t>(s.out_rows.size());
+    const auto kept = static_cast<int64_t>(s.out_rows.size());
     // Rows move down only (out_rows ascend), each to a row of its own: no copy overlaps.
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = 0; r < kept; ++r) {
       const int64_t src = s.out_rows[static_cast<size_t>(r)];
       if (src == r) continue;
       b.copy(attn + r * q_dim, attn + src * q_dim, q_dim * static_cast<int64_t>(sizeof(float)));
       b.copy(x + r * d, x + src * d, d * static_cast<int64_t>(sizeof(float)));
     }
+    rows = s.padded_rows > 0 ? s.padded_rows : kept;  // a padded step keeps its bucket to the end
     s.num_rows = rows;
   }
   b.matmul(*L.output, attn, rows, tmp);
@@ -374,6 +403,35 @@ Status LlamaModel::forward_argmax(std::span<const BatchEntry> batch, std::vector
   }
   return run_forward(batch, nullptr, &ids);
 }
+
+namespace {
+
+// Ends a backend decode step (Backend::begin_decode_step) once: before the step's results are
+// read back, or when the forward pass unwinds.
+class DecodeStepScope {
+ public:
+  DecodeStepScope(kernels::Backend& backend, bool active) : backend_(backend), active_(active) {}
+  ~DecodeStepScope() {
+    if (!active_) return;
+    try {
+      backend_.end_decode_step();
+    } catch (const std::exception&) {  // already unwinding from the step's own error
+    }
+  }
+  DecodeStepScope(const DecodeStepScope&) = delete;
+  DecodeStepScope& operator=(const DecodeStepScope&) = delete;
+  void end() {
+    if (!active_) return;
+    active_ = false;
+    backend_.end_decode_step();
+  }
+
+ private:
+  kernels::Backend& backend_;
+  bool active_;
+};
+
+}  // namespace
 
 Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<float>* logits,
                                std::vector<int32_t>* ids) {
@@ -404,18 +462,35 @@ Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<fl
     num_tokens += static_cast<int64_t>(e.tokens.size());
   }
   kernels::Backend& b = backend_;
-  s.x.reserve<float>(b, num_tokens * d);
-  s.x_next.reserve<float>(b, num_tokens * d);
-  s.h.reserve<float>(b, num_tokens * d);
-  s.qkv.reserve<float>(b, num_tokens * qkv_dim);
-  s.attn.reserve<float>(b, num_tokens * q_dim);
-  s.tmp.reserve<float>(b, num_tokens * d);
-  s.gate_up.reserve<float>(b, num_tokens * 2 * c.ffn_dim);
-  s.ffn.reserve<float>(b, num_tokens * c.ffn_dim);
+  // A pure decode step (every entry one token through every layer, no row sink) may run as a
+  // graph at the backend's padded row count (Backend::begin_decode_step).
+  const bool pure_decode = std::all_of(batch.begin(), batch.end(), [&](const BatchEntry& e) {
+    return e.tokens.size() == 1 && e.layer_begin == 0 &&
+           (e.layer_end == BatchEntry::kAllLayers || e.layer_end == num_layers) &&
+           e.row_sink == nullptr;
+  });
+  const int64_t padded = pure_decode ? b.begin_decode_step(num_tokens) : 0;
+  DecodeStepScope step(b, padded > 0);
+  s.padded_rows = padded;
+  const int64_t rows = std::max(num_tokens, padded);
+  s.x.reserve<float>(b, rows * d);
+  s.x_next.reserve<float>(b, rows * d);
+  s.h.reserve<float>(b, rows * d);
+  s.qkv.reserve<float>(b, rows * qkv_dim);
+  s.attn.reserve<float>(b, rows * q_dim);
+  s.tmp.reserve<float>(b, rows * d);
+  s.gate_up.reserve<float>(b, rows * 2 * c.ffn_dim);
+  s.ffn.reserve<float>(b, rows * c.ffn_dim);
 
   s.num_rows = 0;
   for (int32_t layer = first_layer; layer < last_layer; ++layer) {
-    if (repack[static_cast<size_t>(layer)]) pack_rows(batch, layer);
+    if (repack[static_cast<size_t>(layer)]) {
+      if (padded > 0 && layer == 0) {
+        pack_decode_rows(batch, padded);
+      } else {
+        pack_rows(batch, layer);
+      }
+    }
     if (s.num_rows > 0) run_layer(batch, layer);
   }
   // Entries that stop here before the last layer park their rows; the others are complete.
@@ -446,19 +521,24 @@ Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<fl
   b.rms_norm(s.x.get<float>(), output_norm_.get<float>(), num_out, d, c.rms_norm_eps,
              s.h.get<float>());
   const kernels::Weight& output = output_ ? *output_ : *token_embd_;
-  if (ids != nullptr) {  // no row sinks (forward_argmax): every output row is returned
+  // num_out − num_returned rows are a padded step's padding (no row sinks in a decode step), or
+  // rows for the sinks only.
+  if (ids != nullptr) {  // no row sinks (forward_argmax): every real output row is returned
     float* out = s.logits.reserve<float>(b, num_out * c.vocab_size);
     b.matmul(output, s.h.get<float>(), num_out, out);
-    b.argmax_rows(out, num_out, c.vocab_size, ids->data());
+    step.end();
+    b.argmax_rows(out, num_returned, c.vocab_size, ids->data());
     return Status::Ok();
   }
-  if (num_returned != num_out) return output_through_sinks(batch, num_out, *logits);
+  if (padded == 0 && num_returned != num_out) return output_through_sinks(batch, num_out, *logits);
   // Logits go to the host; a backend in host memory writes them there directly.
-  float* out =
-      b.host_memory() ? logits->data() : s.logits.reserve<float>(b, num_out * c.vocab_size);
+  float* out = b.host_memory() && padded == 0 ? logits->data()
+                                              : s.logits.reserve<float>(b, num_out * c.vocab_size);
   b.matmul(output, s.h.get<float>(), num_out, out);
+  step.end();
   if (out != logits->data()) {
-    b.download(logits->data(), out, num_out * c.vocab_size * static_cast<int64_t>(sizeof(float)));
+    b.download(logits->data(), out,
+               num_returned * c.vocab_size * static_cast<int64_t>(sizeof(float)));
   }
   return Status::Ok();
 }

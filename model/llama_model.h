@@ -138,7 +138,11 @@ class LlamaModel {
   // packed move, rows of entries that begin here are embedded (layer 0) or restored from their
   // pending hidden states, and rows of entries that ended here are parked in pending().
   void pack_rows(std::span<const BatchEntry> batch, int32_t layer);
-  // One layer over the packed rows; the last layer keeps only the rows whose logits are wanted.
+  // A pure decode step at layer 0 padded to `padded_rows` rows (Backend::begin_decode_step):
+  // entry i at row i, one embed call for every row, padded rows at token 0 and position 0.
+  void pack_decode_rows(std::span<const BatchEntry> batch, int64_t padded_rows);
+  // One layer over the packed rows; the last layer keeps only the rows whose logits are wanted
+  // (and, in a padded decode step, the padding after them).
   void run_layer(std::span<const BatchEntry> batch, int32_t layer);
 
   kernels::Backend& backend_;
@@ -173,6 +177,8 @@ class LlamaModel {
     std::vector<size_t> packed;
     std::vector<kernels::AttentionSeq> seqs;
     int64_t num_rows = 0;
+    int64_t padded_rows = 0;          // a padded decode step's rows (0: not one)
+    std::vector<int32_t> decode_ids;  // its token ids, padded
   } scratch_;
 };
 

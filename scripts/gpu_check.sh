@@ -21,21 +21,25 @@
 #   4c. the same A/B on the default model's shape (dummy smollm2-135m: the launch-bound steps;
 #      the GGUF is over what a call carries), and LIGHTSERVE_CUDA_PROFILE=1 on the new path
 #      (GPU time per op, printed in the log)                                           ~20 s
+#   4g. CUDA graphs of the decode step (issue 12; opt-in, never run before): runtime_bench
+#      --graphs off,on at the 135M shape (context 512; here) and the 8B shape (context 2048;
+#      after step 5, before 4b), batch 1 / 16 / 64, fusion on + device argmax; skipped when
+#      the graph tests failed in step 2                                             ~20 s + ~60 s
 #   5. hybrid (f = 0.5, --plan none) vs full attention, `lightserve bench --compare` at 16K input,
 #      KV arena sized by --gpu-memory-utilization 0.9 (filling the card), N16K prompts, OUT16K
 #      output tokens                                                               ~180 s
 #   6. llama.cpp's CUDA build at the same shape, only with LLAMACPP_BENCH (a prebuilt
 #      llama-batched-bench) and LLAMACPP_GGUF (an 8B-shaped GGUF) given: building llama.cpp with
 #      CUDA on the device takes longer than the whole budget, so it is skipped otherwise.
-# The estimates add up to ~450-500 s on an H100; every step is capped by what is left of
-# BUDGET_S, so the last ones (4b, then 6) are the first to be skipped.
+# The estimates add up to ~530-580 s on an H100; every step is capped by what is left of
+# BUDGET_S, so the last ones (the 8B half of 4g, 4b, then 6) are the first to be skipped.
 # Everything goes to OUT_DIR as three files (a device call returns at most 8): gpu_check.log
 # (all output), tables.md (scripts/gpu_tables.py's tables) and results.tar.gz (per-step logs and
 # JSON).
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
-# e.g. "5 6"; 4c is its own).
+# e.g. "5 6"; 4c and 4g are their own).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -197,12 +201,34 @@ if ! skipped 4c; then
     --shape smollm2-135m --prefill '' --decode 16 --context 512 --gen 64 --reps 1 --argmax device
 fi
 
+# 4g. CUDA graphs of the decode step, off vs on (the 'on' rows say how many timed steps ran as
+# graphs), at the 135M shape here and at the 8B shape after step 5. Only when their tests passed:
+# a replay that differs from its launches is not a speed-up.
+GRAPHS_AB=1
+if skipped 4g || grep -q 'FAILED.*CudaGraphs\|FAILED.*RecordedDecodeSteps' "$WORK"/kernels_tests.txt \
+  "$WORK"/model_tests.txt 2>/dev/null; then
+  echo "== graphs: skipped or their tests failed (see kernels_tests / model_tests): no A/B"
+  GRAPHS_AB=0
+fi
+if [ "$GRAPHS_AB" = 1 ]; then
+  step graphs_small 40 "$RUNTIME" --device cuda --shape smollm2-135m --prefill '' \
+    --decode 1,16,64 --context 512 --gen 64 --reps 1 --argmax device --graphs off,on \
+    --json "$WORK/graphs_small.json"
+fi
+
 # 5. LightTransfer's throughput per GPU at 16K: hybrid (f = 0.5) over full attention.
 if ! skipped 5; then
   step hybrid_16k 300 "$LIGHTSERVE" bench --device cuda --load-format dummy --shape "$SHAPE" \
     --num-prompts "$N16K" --max-running "$N16K" --input-len 16384 --output-len "$OUT16K" \
     --gpu-memory-utilization "$UTIL" --lazy-fraction 0.5 --plan none --compare \
     --json "$WORK/hybrid_16k.json"
+fi
+
+# 4g at the 8B shape (a second load of the dummy 8B model: after the headline of step 5).
+if [ "$GRAPHS_AB" = 1 ]; then
+  step graphs_8b 90 "$RUNTIME" --device cuda --shape "$SHAPE" --prefill '' --decode 1,16,64 \
+    --context 2048 --gen 16 --reps 1 --argmax device --graphs off,on \
+    --json "$WORK/graphs_8b.json"
 fi
 
 # 4b. bf16 KV at batch 16 against step 4's f16 row (the default stays f16 unless bf16 is no

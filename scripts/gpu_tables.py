@@ -13,6 +13,7 @@ GPU"). Reads what the check wrote into OUT_DIR and prints, for whatever is there
   next to the copy bandwidth;
 - the decode paths A/B (runtime_bench --fusion off,on --argmax host,device): per batch, the step
   time of each path, old (fusion off, logits to the host) over each.
+- CUDA graphs of the decode step A/B (runtime_bench --graphs off,on): ms per step off / on.
 
     python3 scripts/gpu_tables.py OUT_DIR
 Standard library only (runs with the device machine's python3).
@@ -118,7 +119,7 @@ def decode_paths(out_dir):
             continue
         by_batch = {}
         for result in bench["results"]:
-            if "batch" in result and "fusion" in result:
+            if "batch" in result and "fusion" in result and result.get("graphs") is None:
                 by_batch.setdefault(result["batch"], {})[path_of(result)] = result["ms_per_step"]
         if not any(len(v) > 1 for v in by_batch.values()):
             continue
@@ -138,6 +139,35 @@ def decode_paths(out_dir):
             ratio = f"**{old / new:.2f}x**" if old and new else "-"
             print(f"| {bench['model']} | {bench['decode_context']} | {batch} | "
                   f"{' | '.join(cells)} | {ratio} |")
+    if found:
+        print()
+
+
+def graphs(out_dir):
+    """CUDA graphs of the decode step A/B (runtime_bench --graphs off,on; step 4g)."""
+    found = False
+    for path in sorted(glob.glob(os.path.join(out_dir, "graphs_*.json"))):
+        bench = load(path)
+        if not bench or "results" not in bench:
+            continue
+        by_batch = {}
+        for result in bench["results"]:
+            if "batch" in result and result.get("graphs") is not None:
+                by_batch.setdefault(result["batch"], {})[result["graphs"]] = result
+        if not found:
+            print("CUDA graphs of the decode step (runtime_bench --graphs off,on, fusion on, "
+                  "device argmax; same process and prefill): ms per step, and the timed steps "
+                  "that ran as graphs:\n")
+            print("| model | context | batch | graphs off | graphs on | graph steps | off / on |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            found = True
+        for batch in sorted(by_batch):
+            off, on = by_batch[batch].get(False), by_batch[batch].get(True)
+            cell = lambda r: f"{r['ms_per_step']:.2f}" if r else "-"
+            ratio = f"**{off['ms_per_step'] / on['ms_per_step']:.2f}x**" if off and on else "-"
+            launches = f"{on.get('graph_launches', 0)} / {bench.get('gen', '?')}" if on else "-"
+            print(f"| {bench['model']} | {bench['decode_context']} | {batch} | {cell(off)} | "
+                  f"{cell(on)} | {launches} | {ratio} |")
     if found:
         print()
 
@@ -185,6 +215,7 @@ def main():
         roofline(out_dir, copy)
     attention(out_dir, copy)
     decode_paths(out_dir)
+    graphs(out_dir)
     hybrid(out_dir)
     return 0
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/cuda_graphs.h"
 
 namespace lightserve::kernels::cuda {
 namespace {
@@ -55,6 +56,7 @@ __global__ void __launch_bounds__(kThreads)
   const int local = static_cast<int>(blockIdx.x) - sd.block_base;
   const int32_t i = local / sd.nsplit;
   const int32_t split_index = local % sd.nsplit;
+  if (i >= sd.num_queries) return;  // a padded row of a graph's bucket (no query)
   const KeySpan span = attended_span(sd, sd.first_pos + i);
   const int32_t j0 = split_index * split;
   if (j0 >= span.count) return;  // a split past this query's keys (earlier queries of a chunk)
@@ -211,6 +213,7 @@ __global__ void __launch_bounds__(kThreads)
   const int h = static_cast<int>(blockIdx.y) * kWarps + warp;
   if (h >= heads) return;  // warp-uniform; no block barrier follows
   const int32_t i = static_cast<int32_t>(blockIdx.x) - sd.query_base;
+  if (i >= sd.num_queries) return;  // a padded row of a graph's bucket (no query)
   const int32_t splits = (attended_span(sd, sd.first_pos + i).count + split - 1) / split;
   const int64_t slot0 = static_cast<int64_t>(sd.block_base) + static_cast<int64_t>(i) * sd.nsplit;
 
@@ -265,6 +268,21 @@ struct SplitLaunch {
                                                            a.part_acc, a.part_ml);
   }
 };
+
+// The split kernel, then the merge kernel (grid: queries × head groups), on a.stream.
+void launch_split_merge(const SplitArgs& a, int head_dim, int group, const dim3& merge_grid,
+                        const int32_t* query_seq, int64_t out_stride, float* out) {
+  dispatch<SplitLaunch>(head_dim, group, a);
+  LS_CUDA_LAUNCHED();
+  if (head_dim == 64) {
+    merge_kernel<64><<<merge_grid, kThreads, 0, a.stream>>>(
+        a.descs, query_seq, a.part_acc, a.part_ml, a.heads, a.split, out_stride, out);
+  } else {
+    merge_kernel<128><<<merge_grid, kThreads, 0, a.stream>>>(
+        a.descs, query_seq, a.part_acc, a.part_ml, a.heads, a.split, out_stride, out);
+  }
+  LS_CUDA_LAUNCHED();
+}
 
 // The decode-path work of one attention call: descriptors, the sequence of each split block and
 // of each query, the packed block tables, and the key split.
@@ -363,13 +381,13 @@ StagingLayout staging_layout(const GenericPlan& plan) {
 }  // namespace
 
 struct CudaAttention::Impl {
-  explicit Impl(CudaContext& c) : ctx(c) {}
+  explicit Impl(CudaContext& c) : ctx(c), part_acc(c), part_ml(c) {}
 
   CudaContext& ctx;
-  GenericPlan plan;           // reused: no host allocation per decode step after warm-up
-  std::vector<uint8_t> host;  // the packed staging bytes
-  DeviceScratch staged;       // their device copy
-  DeviceScratch part_acc, part_ml;
+  GenericPlan plan;                 // reused: no host allocation per decode step after warm-up
+  std::vector<uint8_t> host;        // the packed staging bytes
+  DeviceScratch staged;             // their device copy
+  DeviceScratch part_acc, part_ml;  // read by recorded launches: retired, not freed, on growth
   DeviceScratch ratio_parts;
 
   int num_sms() const { return ctx.num_sms > 0 ? ctx.num_sms : 132; }
@@ -412,18 +430,9 @@ void CudaAttention::Impl::generic(const float* q, const AttentionShape& shape, i
               plan.split,
               acc,
               ml};
-  dispatch<SplitLaunch>(shape.head_dim, group, a);
-  LS_CUDA_LAUNCHED();
   const dim3 merge_grid(static_cast<unsigned>(plan.query_seq.size()),
                         static_cast<unsigned>((shape.heads + kWarps - 1) / kWarps));
-  if (shape.head_dim == 64) {
-    merge_kernel<64><<<merge_grid, kThreads, 0, ctx.stream>>>(
-        descs, query_seq, acc, ml, shape.heads, plan.split, shape.out_stride, out);
-  } else {
-    merge_kernel<128><<<merge_grid, kThreads, 0, ctx.stream>>>(
-        descs, query_seq, acc, ml, shape.heads, plan.split, shape.out_stride, out);
-  }
-  LS_CUDA_LAUNCHED();
+  launch_split_merge(a, shape.head_dim, group, merge_grid, query_seq, shape.out_stride, out);
 }
 
 CudaAttention::CudaAttention(CudaContext& ctx) : impl_(std::make_unique<Impl>(ctx)) {}
@@ -439,6 +448,104 @@ void CudaAttention::attention(const float* q, std::span<const AttentionSeq> seqs
   for (const AttentionSeq& seq : seqs) {
     if (takes_prefill_path(seq)) flash_prefill(m.ctx, q, seq, shape, group, out);
   }
+}
+
+bool CudaAttention::record_decode(const float* q, std::span<const AttentionSeq> seqs,
+                                  const AttentionShape& shape, float* out, StepRecorder& recorder) {
+  const int group = check_shape(shape, "attention");
+  Impl& m = *impl_;
+  const int64_t rows = recorder.bucket_rows();
+  if (seqs.empty() || static_cast<int64_t>(seqs.size()) > rows) return false;
+  std::vector<SeqDesc>& descs = m.plan.descs;
+  descs.clear();
+  int32_t max_keys = 1, max_pages = 1;
+  for (const AttentionSeq& seq : seqs) {
+    if (seq.num_queries != 1 || takes_prefill_path(seq)) return false;
+    SeqDesc d = describe(seq.kv, shape.kv_type, "attention");
+    d.lse = seq.lse;
+    d.first_row = seq.first_row;
+    d.num_queries = 1;
+    d.first_pos = seq.first_pos;
+    max_keys = std::max(max_keys, attended_span(d, seq.first_pos).count);
+    if (d.kind == kKindPaged || (d.kind == kKindRing && d.block_size > 0)) {
+      const int32_t last_row =
+          d.kind == kKindRing ? std::min(seq.first_pos, d.sink + d.window - 1) : seq.first_pos;
+      max_pages = std::max(max_pages, last_row / d.block_size + 1);
+    }
+    descs.push_back(d);
+  }
+  // Fixed per bucket: rows × splits split blocks (a row's splits past its keys, and padded rows,
+  // exit at once), tables of table_capacity pages per row.
+  const GraphAttentionGrid grid =
+      graph_attention_grid(rows, max_keys, shape.kv_heads, m.num_sms(), kMinSplit);
+  const auto table_capacity = static_cast<int32_t>(pow2_at_least(max_pages));
+  const int64_t blocks = rows * grid.splits;
+  if (blocks > std::numeric_limits<int32_t>::max() / std::max(shape.heads, 1)) return false;
+  auto align = [](size_t x) { return (x + 15) / 16 * 16; };
+  const size_t descs_at = 0;
+  const size_t block_seq_at = align(descs_at + static_cast<size_t>(rows) * sizeof(SeqDesc));
+  const size_t query_seq_at = align(block_seq_at + static_cast<size_t>(blocks) * sizeof(int32_t));
+  const size_t tables_at = align(query_seq_at + static_cast<size_t>(rows) * sizeof(int32_t));
+  const size_t total =
+      align(tables_at + static_cast<size_t>(rows) * table_capacity * sizeof(int32_t));
+  m.host.assign(total, 0);
+  auto* host_descs = reinterpret_cast<SeqDesc*>(m.host.data() + descs_at);
+  auto* block_seq = reinterpret_cast<int32_t*>(m.host.data() + block_seq_at);
+  auto* query_seq = reinterpret_cast<int32_t*>(m.host.data() + query_seq_at);
+  auto* tables = reinterpret_cast<int32_t*>(m.host.data() + tables_at);
+  for (int64_t r = 0; r < rows; ++r) {
+    SeqDesc d{};  // a padded row: no query
+    if (r < static_cast<int64_t>(descs.size())) {
+      d = descs[static_cast<size_t>(r)];
+      const AttentionSeq& seq = seqs[static_cast<size_t>(r)];
+      if (d.kind == kKindPaged || (d.kind == kKindRing && d.block_size > 0)) {
+        const int32_t last_row =
+            d.kind == kKindRing ? std::min(seq.first_pos, d.sink + d.window - 1) : seq.first_pos;
+        std::copy_n(seq.kv.block_table, last_row / d.block_size + 1, tables + r * table_capacity);
+        d.table_offset = static_cast<int32_t>(r * table_capacity);
+      }
+    }
+    d.nsplit = grid.splits;
+    d.block_base = static_cast<int32_t>(r * grid.splits);
+    d.query_base = static_cast<int32_t>(r);
+    host_descs[r] = d;
+    std::fill_n(block_seq + r * grid.splits, grid.splits, static_cast<int32_t>(r));
+    query_seq[r] = static_cast<int32_t>(r);
+  }
+  const int64_t at = recorder.stage(m.host.data(), static_cast<int64_t>(total), 0);
+  const int64_t slots = blocks * shape.heads;
+  float* acc = m.part_acc.get<float>(slots * shape.head_dim);
+  float* ml = m.part_ml.get<float>(slots * 2);
+  const cudaStream_t stream = m.ctx.stream;
+  const dim3 split_grid(static_cast<unsigned>(blocks), static_cast<unsigned>(shape.kv_heads));
+  const dim3 merge_grid(static_cast<unsigned>(rows),
+                        static_cast<unsigned>((shape.heads + kWarps - 1) / kWarps));
+  const int heads = shape.heads, head_dim = shape.head_dim, split = grid.split;
+  const int64_t q_stride = shape.q_stride, out_stride = shape.out_stride;
+  const float scale = shape.scale;
+  constexpr uint32_t kLaunchDecodeAttention = 100;
+  recorder.signature().put(kLaunchDecodeAttention, q, out, at, total, rows, grid.splits, split,
+                           table_capacity, shape.kv_heads, heads, head_dim, group, q_stride,
+                           out_stride, scale, acc, ml);
+  recorder.add([=](const uint8_t* staged) {
+    const uint8_t* base = staged + at;
+    const auto* d = reinterpret_cast<const SeqDesc*>(base + descs_at);
+    SplitArgs a{split_grid,
+                stream,
+                q,
+                d,
+                reinterpret_cast<const int32_t*>(base + block_seq_at),
+                reinterpret_cast<const int32_t*>(base + tables_at),
+                q_stride,
+                heads,
+                scale,
+                split,
+                acc,
+                ml};
+    launch_split_merge(a, head_dim, group, merge_grid,
+                       reinterpret_cast<const int32_t*>(base + query_seq_at), out_stride, out);
+  });
+  return true;
 }
 
 float CudaAttention::lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n,

@@ -31,179 +31,14 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_graphs.h"
+#include "kernels/cuda/cuda_owned.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/op_profiler.h"
 
 namespace lightserve::kernels {
 namespace cuda {
 namespace {
-
-// A weight as a device f16 matrix [rows × cols], row-major, dequantized from the file's encoding
-// on the host at load time (Q4/Q8 matmuls thus run as f16 GEMMs; type() still names the file's
-// encoding, as the CPU backend's does).
-class CudaWeight final : public Weight {
- public:
-  CudaWeight(DType type, int64_t rows, int64_t cols, __half* data)
-      : type_(type), rows_(rows), cols_(cols), data_(data) {}
-  ~CudaWeight() override {
-    // A destructor must not throw; a failure here is a fault of earlier work, already reported.
-    if (data_ != nullptr) static_cast<void>(cudaFree(data_));
-  }
-  CudaWeight(const CudaWeight&) = delete;
-  CudaWeight& operator=(const CudaWeight&) = delete;
-
-  DType type() const override { return type_; }
-  int64_t rows() const override { return rows_; }
-  int64_t cols() const override { return cols_; }
-  int64_t resident_bytes() const override { return rows_ * cols_ * 2; }
-  const __half* data() const { return data_; }
-
- private:
-  DType type_;
-  int64_t rows_, cols_;
-  __half* data_;
-};
-
-// cudaMalloc that reports exhaustion as std::bad_alloc (the Backend contract) and anything else
-// as a CUDA failure.
-void* device_malloc(int64_t bytes) {
-  void* p = nullptr;
-  const cudaError_t err = cudaMalloc(&p, static_cast<size_t>(bytes));
-  if (err == cudaErrorMemoryAllocation) {
-    static_cast<void>(cudaGetLastError());  // not sticky: clear it so later checks do not see it
-    throw std::bad_alloc();
-  }
-  LS_CUDA_CHECK(err);
-  return p;
-}
-
-int checked_int(int64_t v, const char* what) {
-  if (v < 0 || v > INT_MAX) {
-    throw std::invalid_argument(std::string("CUDA backend: ") + what + " " + std::to_string(v) +
-                                " does not fit cuBLAS's int");
-  }
-  return static_cast<int>(v);
-}
-
-// The device, its stream and cuBLAS handle, owned. A member of CudaBackend declared before
-// everything that issues work on the stream, so it is destroyed after them.
-struct OwnedContext {
-  CudaContext ctx;
-
-  explicit OwnedContext(int device) {
-    ctx.device = device;
-    LS_CUDA_CHECK(cudaSetDevice(device));
-    LS_CUDA_CHECK(cudaDeviceGetAttribute(&ctx.num_sms, cudaDevAttrMultiProcessorCount, device));
-    LS_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
-    try {
-      LS_CUBLAS_CHECK(cublasCreate(&ctx.cublas));
-      LS_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));
-      // Default math lets f16 GEMMs use tensor cores; accumulation stays f32 (CUBLAS_COMPUTE_32F).
-      LS_CUBLAS_CHECK(cublasSetMathMode(ctx.cublas, CUBLAS_DEFAULT_MATH));
-    } catch (...) {
-      release();
-      throw;
-    }
-  }
-  ~OwnedContext() { release(); }
-  OwnedContext(const OwnedContext&) = delete;
-  OwnedContext& operator=(const OwnedContext&) = delete;
-
-  void release() noexcept {
-    if (ctx.cublas != nullptr) static_cast<void>(cublasDestroy(ctx.cublas));
-    if (ctx.stream != nullptr) static_cast<void>(cudaStreamDestroy(ctx.stream));
-    ctx.cublas = nullptr;
-    ctx.stream = nullptr;
-  }
-};
-
-// LIGHTSERVE_CUDA_PROFILE set: the GPU time of every op, from CUDA events around it, and the
-// time the GPU sat idle between consecutive ops waiting for the host to issue the next (the
-// signature of a launch-bound step), printed to stderr when the backend goes. Off: one branch
-// per op.
-class OpProfiler {
- public:
-  explicit OpProfiler(cudaStream_t stream) : stream_(stream) {
-    const char* env = std::getenv("LIGHTSERVE_CUDA_PROFILE");
-    enabled_ = env != nullptr && *env != '\0';
-  }
-  ~OpProfiler() {
-    if (!enabled_) return;
-    collect();
-    std::fprintf(stderr, "CUDA op profile (GPU ms from events; idle = GPU waiting between ops)\n");
-    double busy = 0;
-    for (const auto& [name, t] : totals_) busy += t.ms;
-    for (const auto& [name, t] : totals_) {
-      std::fprintf(stderr, "  %-20s %9lld calls %10.1f ms %8.1f us/call %5.1f%%\n", name.c_str(),
-                   static_cast<long long>(t.calls), t.ms,
-                   1e3 * t.ms / std::max<int64_t>(t.calls, 1), 100.0 * t.ms / std::max(busy, 1e-9));
-    }
-    std::fprintf(stderr, "  busy %.1f ms, idle between ops %.1f ms\n", busy, idle_ms_);
-    for (cudaEvent_t e : pool_) static_cast<void>(cudaEventDestroy(e));
-  }
-
-  bool enabled() const { return enabled_; }
-  // Marks the start and the end of one op's work on the stream.
-  void begin(const char* name) {
-    open_ = Record{name, event(), nullptr};
-    LS_CUDA_CHECK(cudaEventRecord(open_.start, stream_));
-  }
-  // From a destructor, also while an op's error unwinds: a failure here only loses the record.
-  void end() noexcept {
-    if (pool_.empty() && cudaEventCreate(&open_.end) != cudaSuccess) return;
-    if (open_.end == nullptr) {
-      open_.end = pool_.back();
-      pool_.pop_back();
-    }
-    if (cudaEventRecord(open_.end, stream_) == cudaSuccess) records_.push_back(open_);
-  }
-  // After the stream has been synchronized: every recorded event is complete.
-  void collect() {
-    cudaEvent_t previous_end = nullptr;
-    for (const Record& r : records_) {
-      float ms = 0;
-      LS_CUDA_CHECK(cudaEventElapsedTime(&ms, r.start, r.end));
-      Total& t = totals_[r.name];
-      ++t.calls;
-      t.ms += ms;
-      if (previous_end != nullptr) {
-        LS_CUDA_CHECK(cudaEventElapsedTime(&ms, previous_end, r.start));
-        idle_ms_ += ms;
-      }
-      previous_end = r.end;
-      pool_.push_back(r.start);
-      pool_.push_back(r.end);
-    }
-    records_.clear();
-  }
-
- private:
-  struct Record {
-    const char* name;
-    cudaEvent_t start, end;
-  };
-  struct Total {
-    int64_t calls = 0;
-    double ms = 0;
-  };
-  cudaEvent_t event() {
-    if (pool_.empty()) {
-      cudaEvent_t e;
-      LS_CUDA_CHECK(cudaEventCreate(&e));
-      return e;
-    }
-    cudaEvent_t e = pool_.back();
-    pool_.pop_back();
-    return e;
-  }
-
-  cudaStream_t stream_;
-  bool enabled_ = false;
-  Record open_{};
-  std::vector<Record> records_;
-  std::vector<cudaEvent_t> pool_;
-  std::map<std::string, Total> totals_;
-  double idle_ms_ = 0;
-};
 
 // Launch fusion's deferred add, and the f16 shadow: data = src[0, count) as f16 (the matmul
 // input scratch), valid until the next op.
@@ -218,6 +53,25 @@ struct F16Shadow {
   const __half* data = nullptr;
 };
 
+// What a recorded launch is, first in its signature (cuda_graphs.h).
+enum LaunchKind : uint32_t {
+  kLaunchConvert = 1,
+  kLaunchGemm,
+  kLaunchGather,
+  kLaunchRmsNorm,
+  kLaunchRope,
+  kLaunchRopeStore,
+  kLaunchAddBias,
+  kLaunchSwiglu,
+  kLaunchAdd,
+  kLaunchStoreKv,
+  kLaunchStoreQueued,
+  kLaunchCopy,
+};
+
+// The largest decode step captured as a graph (rows; a bigger step runs eagerly).
+constexpr int64_t kMaxGraphRows = 512;
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : owned_(device) {
@@ -228,23 +82,54 @@ class CudaBackend final : public Backend {
     const char* fused = std::getenv("LIGHTSERVE_CUDA_FUSED");
     fused_ = fused == nullptr || (std::strcmp(fused, "0") != 0 && std::strcmp(fused, "off") != 0);
     if (!fused_) description_.insert(description_.size() - 1, ", unfused");
+    // LIGHTSERVE_CUDA_GRAPHS: 1 / on records decode steps and replays graphs; "eager" records
+    // them at the bucket's rows but always issues the records (never captures): the same
+    // launches, for tests and A/B timing of the capture alone.
+    const char* graphs = std::getenv("LIGHTSERVE_CUDA_GRAPHS");
+    const std::string mode = graphs == nullptr ? "" : graphs;
+    graphs_ = mode == "1" || mode == "on" || mode == "eager";
+    recorder_.set_capture(mode != "eager");
+    if (graphs_) {
+      description_.insert(description_.size() - 1,
+                          mode == "eager" ? ", graphs recorded" : ", graphs");
+      use_graph_workspace(true);
+    }
   }
 
   ~CudaBackend() override {
     // Work still queued may read scratch that the members' destructors free; errors cannot be
     // reported from here.
     static_cast<void>(cudaStreamSynchronize(ctx_.stream));
+    for (void* p : ctx_.retired_scratch) static_cast<void>(cudaFree(p));
+    if (cublas_workspace_ != nullptr) static_cast<void>(cudaFree(cublas_workspace_));
+    const StepRecorder::Counters& c = recorder_.counters();
+    if (c.replayed + c.captured + c.eager + c.failed > 0) {
+      std::fprintf(stderr,
+                   "CUDA graphs: %lld decode steps launched as graphs (%lld captured), %lld "
+                   "recorded and issued eagerly, %lld captures failed\n",
+                   static_cast<long long>(c.replayed), static_cast<long long>(c.captured),
+                   static_cast<long long>(c.eager), static_cast<long long>(c.failed));
+    }
   }
 
   std::string description() const override { return description_; }
 
+  // Allowed in a recorded step (nothing recorded points at new memory); a free is not, once
+  // something is recorded.
   void* allocate(int64_t bytes) override {
     bind();
     return device_malloc(bytes);
   }
 
   void deallocate(void* p) override {
-    // Deferred work may touch p: issue it first (errors surface at the next call).
+    // Deferred and recorded work may touch p: issue it first (errors surface at the next call).
+    if (recording() &&
+        (!recorder_.empty() || pending_add_ || pending_rope_ || !queued_stores_.empty())) {
+      try {
+        abandon_step();
+      } catch (const std::exception&) {
+      }
+    }
     shadow_ = {};
     if (pending_add_ || pending_rope_ || !queued_stores_.empty()) {
       try {
@@ -261,6 +146,7 @@ class CudaBackend final : public Backend {
   // soon as this returns, and small uploads do not stall the stream.
   void upload(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0) return;
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "upload");
     ctx_.upload_small(dst, src, bytes);
@@ -268,6 +154,7 @@ class CudaBackend final : public Backend {
 
   void download(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0) return;
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "download");
     LS_CUDA_CHECK(
@@ -280,11 +167,18 @@ class CudaBackend final : public Backend {
     if (bytes <= 0) return;
     bind();
     const Profiled profiled(profiler_, "copy");
-    LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
-                                  ctx_.stream));
+    const cudaStream_t stream = ctx_.stream;
+    launch(
+        kLaunchCopy,
+        [=](const uint8_t*) {
+          LS_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes),
+                                        cudaMemcpyDeviceToDevice, stream));
+        },
+        dst, src, bytes);
   }
 
   void synchronize() override {
+    abandon_step();
     bind();
     LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     if (profiler_.enabled()) profiler_.collect();
@@ -318,6 +212,7 @@ class CudaBackend final : public Backend {
         for (int64_t c = 0; c < cols; ++c) dst[c] = fp32_to_fp16(row[static_cast<size_t>(c)]);
       }
     }
+    abandon_step();
     bind();
     auto* data = static_cast<__half*>(device_malloc(rows * cols * 2));
     auto weight = std::make_unique<CudaWeight>(type, rows, cols, data);
@@ -337,10 +232,17 @@ class CudaBackend final : public Backend {
     bind();
     const Profiled profiled(profiler_, shadow != nullptr ? "matmul (f16 input fused)" : "matmul");
     const __half* x16 = shadow;
+    const cudaStream_t stream = ctx_.stream;
     if (x16 == nullptr) {
       __half* converted = x_f16_.get<__half>(n * cols);
-      launch_f32_to_kv(ctx_.stream, grid_for(n * cols), x, cols, n, cols,
-                       reinterpret_cast<uint16_t*>(converted), cols, /*bf16=*/false);
+      const unsigned grid = grid_for(n * cols);
+      launch(
+          kLaunchConvert,
+          [=](const uint8_t*) {
+            launch_f32_to_kv(stream, grid, x, cols, n, cols, reinterpret_cast<uint16_t*>(converted),
+                             cols, /*bf16=*/false);
+          },
+          grid, x, n, cols, converted);
       x16 = converted;
     }
     // cuBLAS is column-major: our row-major Y [n × rows] is its Yᵀ [rows × n], and
@@ -349,10 +251,17 @@ class CudaBackend final : public Backend {
     const int m_rows = checked_int(cw.rows(), "weight rows");
     const int n_tokens = checked_int(n, "matmul tokens");
     const int k_cols = checked_int(cols, "weight cols");
-    LS_CUBLAS_CHECK(cublasGemmEx(ctx_.cublas, CUBLAS_OP_T, CUBLAS_OP_N, m_rows, n_tokens, k_cols,
-                                 &alpha, cw.data(), CUDA_R_16F, k_cols, x16, CUDA_R_16F, k_cols,
-                                 &beta, y, CUDA_R_32F, m_rows, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
+    const cublasHandle_t cublas = ctx_.cublas;
+    const __half* w16 = cw.data();
+    launch(
+        kLaunchGemm,
+        [=](const uint8_t*) {
+          LS_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m_rows, n_tokens, k_cols,
+                                       &alpha, w16, CUDA_R_16F, k_cols, x16, CUDA_R_16F, k_cols,
+                                       &beta, y, CUDA_R_32F, m_rows, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT));
+        },
+        w16, m_rows, n_tokens, k_cols, x16, y);
   }
 
   void embed(const Weight& table, std::span<const int32_t> ids, float* out) override {
@@ -361,9 +270,23 @@ class CudaBackend final : public Backend {
     if (count == 0 || cw.cols() == 0) return;
     bind();
     const Profiled profiled(profiler_, "embed");
+    const cudaStream_t stream = ctx_.stream;
+    const unsigned grid = grid_for(count * cw.cols());
+    const __half* table16 = cw.data();
+    const int64_t cols = cw.cols();
+    if (recording()) {
+      const int64_t at = recorder_.stage(ids.data(), static_cast<int64_t>(ids.size_bytes()), 0);
+      launch(
+          kLaunchGather,
+          [=](const uint8_t* staged) {
+            launch_gather_rows(stream, grid, table16, cols,
+                               reinterpret_cast<const int32_t*>(staged + at), count, out);
+          },
+          grid, table16, cols, at, count, out);
+      return;
+    }
     const int32_t* device_ids = upload_span(ids, ids_);
-    launch_gather_rows(ctx_.stream, grid_for(count * cw.cols()), cw.data(), cw.cols(), device_ids,
-                       count, out);
+    launch_gather_rows(stream, grid, table16, cols, device_ids, count, out);
   }
 
   void rms_norm(const float* x, const float* weight, int64_t n, int64_t dim, float eps,
@@ -382,7 +305,14 @@ class CudaBackend final : public Backend {
     __half* y16 = fused_ ? x_f16_.get<__half>(n * dim) : nullptr;
     // x is written only with a residual, and then it is the add's (non-const) y.
     float* xw = add ? add->y : const_cast<float*>(x);
-    launch_rms_norm(ctx_.stream, blocks, xw, add ? add->x : nullptr, weight, n, dim, eps, y, y16);
+    const float* residual = add ? add->x : nullptr;
+    const cudaStream_t stream = ctx_.stream;
+    launch(
+        kLaunchRmsNorm,
+        [=](const uint8_t*) {
+          launch_rms_norm(stream, blocks, xw, residual, weight, n, dim, eps, y, y16);
+        },
+        blocks, xw, residual, weight, n, dim, eps, y, y16);
     if (y16 != nullptr) shadow_ = F16Shadow{y, n * dim, y16};
   }
 
@@ -396,7 +326,15 @@ class CudaBackend final : public Backend {
     const float theta_scale = std::pow(params.freq_base, -2.0f / static_cast<float>(head_dim));
     RopeArgs args{};
     args.x = x;
-    args.positions = upload_span(positions, positions_);
+    // Recorded: the positions are staged, and the launch reads them at that offset.
+    pending_rope_staged_ = -1;
+    if (recording()) {
+      pending_rope_staged_ =
+          recorder_.stage(positions.data(), static_cast<int64_t>(positions.size_bytes()), 0);
+      args.positions = nullptr;
+    } else {
+      args.positions = upload_span(positions, positions_);
+    }
     args.n = n;
     args.heads = heads;
     args.head_dim = head_dim;
@@ -404,12 +342,8 @@ class CudaBackend final : public Backend {
     args.theta_scale = theta_scale;
     args.neox = params.neox;
     args.freq_factors = params.freq_factors;
-    if (fused_) {
-      pending_rope_ = args;  // the K/V stores that follow may join it (issue_rope)
-      return;
-    }
-    const Profiled profiled(profiler_, "rope");
-    launch_rope(ctx_.stream, grid_for(pairs), args);
+    pending_rope_ = args;  // the K/V stores that follow may join it (issue_rope)
+    if (!fused_) flush_pending();
   }
 
   void add_bias(float* y, const float* bias, int64_t n, int64_t width,
@@ -417,7 +351,12 @@ class CudaBackend final : public Backend {
     if (n <= 0 || width <= 0) return;
     bind();
     const Profiled profiled(profiler_, "add_bias");
-    launch_add_bias(ctx_.stream, grid_for(n * width), y, bias, n, width, row_stride);
+    const cudaStream_t stream = ctx_.stream;
+    const unsigned grid = grid_for(n * width);
+    launch(
+        kLaunchAddBias,
+        [=](const uint8_t*) { launch_add_bias(stream, grid, y, bias, n, width, row_stride); }, grid,
+        y, bias, n, width, row_stride);
   }
 
   void swiglu(const float* gate_up, int64_t n, int64_t ff, float* out) override {
@@ -425,7 +364,12 @@ class CudaBackend final : public Backend {
     bind();
     const Profiled profiled(profiler_, "swiglu");
     __half* out16 = fused_ ? x_f16_.get<__half>(n * ff) : nullptr;
-    launch_swiglu(ctx_.stream, grid_for(n * ff), gate_up, n, ff, out, out16);
+    const cudaStream_t stream = ctx_.stream;
+    const unsigned grid = grid_for(n * ff);
+    launch(
+        kLaunchSwiglu,
+        [=](const uint8_t*) { launch_swiglu(stream, grid, gate_up, n, ff, out, out16); }, grid,
+        gate_up, n, ff, out, out16);
     if (out16 != nullptr) shadow_ = F16Shadow{out, n * ff, out16};
   }
 
@@ -440,12 +384,44 @@ class CudaBackend final : public Backend {
   }
 
   void set_fusion(bool enabled) override {
+    abandon_step();
     bind();
     fused_ = enabled;
   }
 
+  int64_t graph_launches() const override { return recorder_.counters().replayed; }
+
+  void set_graphs(bool enabled) override {
+    abandon_step();
+    bind();
+    if (!enabled) recorder_.clear();
+    if (enabled != graphs_) use_graph_workspace(enabled);
+    graphs_ = enabled;
+  }
+
+  // A pure decode step (cuda_graphs.h): recorded at the bucket's row count, unless graphs are off
+  // or the profiler times each op.
+  int64_t begin_decode_step(int64_t rows) override {
+    abandon_step();
+    if (!graphs_ || profiler_.enabled()) return 0;
+    const int64_t bucket = decode_bucket_rows(rows, kMaxGraphRows);
+    if (bucket == 0) return 0;
+    bind();  // deferred work issued before the step's first recorded launch
+    recorder_.begin(bucket);
+    return bucket;
+  }
+
+  void end_decode_step() override {
+    if (!recording()) return;
+    LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
+    flush_pending();  // recorded: the step's last deferred launches
+    shadow_ = {};
+    recorder_.finish();
+  }
+
   void argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids) override {
     if (n <= 0 || width <= 0) return;
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "argmax_rows");
     int32_t* device_ids = argmax_ids_.get<int32_t>(n);
@@ -457,6 +433,7 @@ class CudaBackend final : public Backend {
   }
 
   bool memory_info(int64_t* free_bytes, int64_t* total_bytes) override {
+    abandon_step();
     bind();
     LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     size_t free_now = 0, total = 0;
@@ -486,20 +463,31 @@ class CudaBackend final : public Backend {
     }
     bind();
     const Profiled profiled(profiler_, "store_kv");
-    launch_f32_to_kv(ctx_.stream, grid_for(n * width), src, src_stride, n, width, dst, dst_stride,
-                     bf16);
+    const cudaStream_t stream = ctx_.stream;
+    const unsigned grid = grid_for(n * width);
+    launch(
+        kLaunchStoreKv,
+        [=](const uint8_t*) {
+          launch_f32_to_kv(stream, grid, src, src_stride, n, width, dst, dst_stride, bf16);
+        },
+        grid, src, src_stride, n, width, dst, dst_stride, bf16);
   }
 
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
                  float* out) override {
     bind();
     const Profiled profiled(profiler_, "attention");
+    if (recording()) {
+      if (attention_.record_decode(q, seqs, shape, out, recorder_)) return;
+      abandon_step();  // not a decode's attention: the step goes on eagerly
+    }
     attention_.attention(q, seqs, shape, out);
   }
 
   float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,
                    int32_t sink, int32_t window, const AttentionShape& shape, LazyScore score,
                    float* head_ratios) override {
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "lazy_ratio");
     return attention_.lazy_ratio(q, lse, kv, n, w_last, sink, window, shape, score, head_ratios);
@@ -508,6 +496,7 @@ class CudaBackend final : public Backend {
   void copy_rows_f16(const uint16_t* src, int64_t src_stride, int64_t count, int64_t width,
                      uint16_t* dst, int64_t dst_stride) override {
     if (count <= 0 || width <= 0) return;
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "copy_rows_f16");
     const auto row_bytes = static_cast<size_t>(width) * 2;
@@ -522,6 +511,7 @@ class CudaBackend final : public Backend {
 
   void copy_runs_f16(std::span<const RowRun> runs, int64_t width) override {
     if (runs.empty() || width <= 0) return;
+    abandon_step();
     bind();
     const Profiled profiled(profiler_, "copy_runs_f16");
     cuda::copy_runs_f16(ctx_, run_descriptors_, runs, width);
@@ -556,43 +546,101 @@ class CudaBackend final : public Backend {
 
   void launch_pending_add(const PendingAdd& add) {
     const Profiled profiled(profiler_, "add");
-    launch_add(ctx_.stream, grid_for(add.count), add.y, add.x, add.count);
+    const cudaStream_t stream = ctx_.stream;
+    const unsigned grid = grid_for(add.count);
+    launch(
+        kLaunchAdd, [=](const uint8_t*) { launch_add(stream, grid, add.y, add.x, add.count); },
+        grid, add.y, add.x, add.count);
   }
 
   // The deferred rope, with the queued stores in the same kernel when each of their rows lies
   // inside one of its rows (the decode's K and V rows of the fused q+k+v rows); else alone.
+  // Recorded: the rope's positions were staged at pending_rope_staged_, and the descriptors are
+  // staged here, padded to the bucket (padded_count), so that the launch's signature does not
+  // depend on how many rows of the bucket are real.
   void issue_rope(const RopeArgs& rope) {
+    const cudaStream_t stream = ctx_.stream;
+    const int64_t positions_at = pending_rope_staged_;
+    pending_rope_staged_ = -1;
+    auto with_positions = [rope, positions_at](const uint8_t* staged) {
+      RopeArgs a = rope;
+      if (positions_at >= 0) a.positions = reinterpret_cast<const int32_t*>(staged + positions_at);
+      return a;
+    };
     if (!queued_stores_.empty() && plan_row_stores(rope.x, rope.n, rope.row_stride, queued_stores_,
                                                    queued_width_, row_plan_)) {
       const Profiled profiled(profiler_, "rope+store_kv (fused)");
       const std::vector<RowStore>& stores = row_plan_.stores;
       const std::vector<int32_t>& row_begin = row_plan_.row_begin;
-      const size_t stores_bytes = (stores.size() * sizeof(RowStore) + 15) / 16 * 16;
+      const int64_t store_count =
+          recording() ? padded_count(static_cast<int64_t>(stores.size()), recorder_.bucket_rows())
+                      : static_cast<int64_t>(stores.size());
+      const size_t stores_bytes =
+          (static_cast<size_t>(store_count) * sizeof(RowStore) + 15) / 16 * 16;
       const size_t begin_bytes = row_begin.size() * sizeof(int32_t);
-      fused_host_.resize(stores_bytes + begin_bytes);
+      fused_host_.assign(stores_bytes + begin_bytes, 0);
       std::memcpy(fused_host_.data(), stores.data(), stores.size() * sizeof(RowStore));
       std::memcpy(fused_host_.data() + stores_bytes, row_begin.data(), begin_bytes);
-      auto* device = fused_descriptors_.get<uint8_t>(static_cast<int64_t>(fused_host_.size()));
-      ctx_.upload_small(device, fused_host_.data(), static_cast<int64_t>(fused_host_.size()));
       queued_stores_.clear();
       const auto blocks =
           static_cast<unsigned>(std::min<int64_t>(rope.n, int64_t{ctx_.num_sms} * 16));
-      launch_rope_then_store(ctx_.stream, blocks, rope, reinterpret_cast<RowStore*>(device),
-                             reinterpret_cast<int32_t*>(device + stores_bytes), queued_width_);
+      const int64_t width = queued_width_;
+      const auto bytes = static_cast<int64_t>(fused_host_.size());
+      if (recording()) {
+        const int64_t at = recorder_.stage(fused_host_.data(), bytes, 0);
+        launch(
+            kLaunchRopeStore,
+            [=](const uint8_t* staged) {
+              launch_rope_then_store(stream, blocks, with_positions(staged),
+                                     reinterpret_cast<const RowStore*>(staged + at),
+                                     reinterpret_cast<const int32_t*>(staged + at + stores_bytes),
+                                     width);
+            },
+            blocks, rope.x, positions_at, rope.n, rope.heads, rope.head_dim, rope.row_stride,
+            rope.theta_scale, rope.neox, rope.freq_factors, at, bytes, stores_bytes, width);
+        return;
+      }
+      auto* device = fused_descriptors_.get<uint8_t>(bytes);
+      ctx_.upload_small(device, fused_host_.data(), bytes);
+      launch_rope_then_store(stream, blocks, rope, reinterpret_cast<RowStore*>(device),
+                             reinterpret_cast<int32_t*>(device + stores_bytes), width);
       return;
     }
     const Profiled profiled(profiler_, "rope");
-    launch_rope(ctx_.stream, grid_for(rope.n * rope.heads * (rope.head_dim / 2)), rope);
+    const unsigned grid = grid_for(rope.n * rope.heads * (rope.head_dim / 2));
+    launch(
+        kLaunchRope,
+        [=](const uint8_t* staged) { launch_rope(stream, grid, with_positions(staged)); }, grid,
+        rope.x, rope.positions, positions_at, rope.n, rope.heads, rope.head_dim, rope.row_stride,
+        rope.theta_scale, rope.neox, rope.freq_factors);
   }
 
   void flush_stores() {
     const Profiled profiled(profiler_, "store_kv (queued)");
     const auto count = static_cast<int64_t>(queued_stores_.size());
+    const cudaStream_t stream = ctx_.stream;
+    const int64_t width = queued_width_;
+    if (recording()) {
+      // Padded with zero-row descriptors (no-ops) to the bucket's multiple.
+      const int64_t padded = padded_count(count, recorder_.bucket_rows());
+      const auto bytes = count * static_cast<int64_t>(sizeof(QueuedStore));
+      const int64_t at = recorder_.stage(queued_stores_.data(), bytes,
+                                         padded * static_cast<int64_t>(sizeof(QueuedStore)));
+      queued_stores_.clear();
+      launch(
+          kLaunchStoreQueued,
+          [=](const uint8_t* staged) {
+            launch_store_queued(stream, reinterpret_cast<const QueuedStore*>(staged + at), padded,
+                                width);
+          },
+          at, padded, width);
+      return;
+    }
     QueuedStore* device = store_descriptors_.get<QueuedStore>(count);
     ctx_.upload_small(device, queued_stores_.data(),
                       count * static_cast<int64_t>(sizeof(QueuedStore)));
     queued_stores_.clear();
-    launch_store_queued(ctx_.stream, device, count, queued_width_);
+    launch_store_queued(stream, device, count, width);
   }
 
   // Blocks for a grid-stride loop over `count` items: enough to fill the device, no more than the
@@ -611,7 +659,45 @@ class CudaBackend final : public Backend {
     return device;
   }
 
-  // One op's profiling scope (begin at construction, end at destruction), when enabled.
+  bool recording() const { return ctx_.recording != nullptr; }
+
+  // With graphs, cuBLAS works in a workspace of ours (cublasSetWorkspace), so that a GEMM picks
+  // the same algorithm when recorded, captured or issued eagerly (under capture it cannot
+  // allocate one of its own), and the graphs' GEMMs keep a valid workspace. Off: the handle's
+  // default workspace again (cublasSetStream resets it), as the default path has always had.
+  void use_graph_workspace(bool enabled) {
+    if (enabled) {
+      if (cublas_workspace_ == nullptr) cublas_workspace_ = device_malloc(kCublasWorkspaceBytes);
+      LS_CUBLAS_CHECK(cublasSetWorkspace(ctx_.cublas, cublas_workspace_, kCublasWorkspaceBytes));
+    } else {
+      LS_CUBLAS_CHECK(cublasSetStream(ctx_.cublas, ctx_.stream));
+    }
+  }
+
+  // Issues a launch now (f(nullptr)), or, while a decode step is recorded, appends it to the step
+  // after its signature: `kind` and every value f bakes into the launch (cuda_graphs.h).
+  template <typename F, typename... Values>
+  void launch(LaunchKind kind, F&& f, const Values&... signature) {
+    if (!recording()) {
+      f(nullptr);
+      return;
+    }
+    recorder_.signature().put(kind, signature...);
+    recorder_.add(std::forward<F>(f));
+  }
+
+  // Before an op that cannot be recorded: the deferred work is recorded, then everything
+  // recorded so far is issued eagerly and the step goes on as usual.
+  void abandon_step() {
+    if (!recording()) return;
+    LS_CUDA_CHECK(cudaSetDevice(ctx_.device));
+    shadow_ = {};
+    flush_pending();
+    recorder_.abandon();
+  }
+
+  // One op's profiling scope (begin at construction, end at destruction), when enabled (steps are
+  // never recorded then: begin_decode_step).
   class Profiled {
    public:
     Profiled(OpProfiler& p, const char* name) : p_(p.enabled() ? &p : nullptr) {
@@ -630,8 +716,12 @@ class CudaBackend final : public Backend {
   OwnedContext owned_;  // first: outlives every member below that issues work on its stream
   CudaContext& ctx_ = owned_.ctx;
   OpProfiler profiler_{ctx_.stream};
+  StepRecorder recorder_{ctx_};  // CUDA graphs of decode steps
+  bool graphs_ = false;
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's Hopper advice
+  void* cublas_workspace_ = nullptr;  // with graphs (use_graph_workspace); freed last
   CudaAttention attention_{ctx_};
-  DeviceScratch x_f16_;            // matmul's activations in f16
+  DeviceScratch x_f16_{ctx_};      // matmul's activations in f16 (read by recorded launches)
   DeviceScratch ids_;              // embed's token ids
   DeviceScratch positions_;        // rope's positions
   DeviceScratch run_descriptors_;  // copy_runs_f16's descriptors
@@ -645,6 +735,7 @@ class CudaBackend final : public Backend {
   bool fused_ = true;
   std::optional<PendingAdd> pending_add_;
   std::optional<RopeArgs> pending_rope_;  // its positions already uploaded into positions_
+  int64_t pending_rope_staged_ = -1;      // recorded: its positions' offset in the staged bytes
   F16Shadow shadow_;
   RowStorePlan row_plan_;  // issue_rope's, reused
   std::vector<uint8_t> fused_host_;

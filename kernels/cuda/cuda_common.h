@@ -12,6 +12,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 
@@ -87,12 +88,21 @@ class PinnedRing {
   int64_t head_ = 0;
 };
 
+class StepRecorder;  // cuda_graphs.h
+
 struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   int num_sms = 0;
   PinnedRing staging;  // for small host → device copies of op arguments
+  // Set while a decode step is recorded for a CUDA graph (cuda_graphs.h): launches are appended
+  // to it instead of issued, and their host data is staged in it. Null otherwise.
+  StepRecorder* recording = nullptr;
+  // Scratch blocks replaced while a step was recorded: its launches still point into them, so
+  // they are freed only after the step has been issued (StepRecorder), and the step is not
+  // captured (its graph would keep pointers to freed memory).
+  std::vector<void*> retired_scratch;
 
   void upload_small(void* dst, const void* src, int64_t bytes) {
     staging.upload(stream, dst, src, bytes);
@@ -100,10 +110,13 @@ struct CudaContext {
 };
 
 // Device scratch that grows on demand and is reused across calls. Growing frees the old block
-// (cudaFree waits for the device, so work still reading it finishes first).
+// (cudaFree waits for the device, so work still reading it finishes first); with a context whose
+// step is being recorded, the old block is retired there instead (launches recorded before the
+// growth still use it).
 class DeviceScratch {
  public:
   DeviceScratch() = default;
+  explicit DeviceScratch(CudaContext& ctx) : ctx_(&ctx) {}
   ~DeviceScratch() {
     if (ptr_ != nullptr) cudaFree(ptr_);
   }
@@ -114,7 +127,11 @@ class DeviceScratch {
   T* get(int64_t count) {
     const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
     if (bytes > bytes_) {
-      if (ptr_ != nullptr) LS_CUDA_CHECK(cudaFree(ptr_));
+      if (ptr_ != nullptr && ctx_ != nullptr && ctx_->recording != nullptr) {
+        ctx_->retired_scratch.push_back(ptr_);
+      } else if (ptr_ != nullptr) {
+        LS_CUDA_CHECK(cudaFree(ptr_));
+      }
       ptr_ = nullptr;
       bytes_ = 0;
       LS_CUDA_CHECK(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
@@ -124,6 +141,7 @@ class DeviceScratch {
   }
 
  private:
+  CudaContext* ctx_ = nullptr;
   void* ptr_ = nullptr;
   int64_t bytes_ = 0;
 };
@@ -147,6 +165,12 @@ class CudaAttention {
 
   void attention(const float* q, std::span<const AttentionSeq> seqs, const AttentionShape& shape,
                  float* out);
+  // attention() recorded into a decode step (cuda_graphs.h): every sequence one query on the
+  // decode path, the split grid sized for the step's bucket of rows and of keys, descriptors and
+  // page tables staged at fixed offsets. False, with nothing recorded, when the call is not such
+  // a decode (the step must then go on eagerly).
+  bool record_decode(const float* q, std::span<const AttentionSeq> seqs,
+                     const AttentionShape& shape, float* out, StepRecorder& recorder);
   // Returns after the device has computed it (one float comes back to the host).
   // head_ratios: host memory or null.
   float lazy_ratio(const float* q, const float* lse, const KvView& kv, int32_t n, int32_t w_last,

@@ -326,6 +326,63 @@ TEST_F(CudaAttentionTest, Bf16CacheMatchesCpu) {
   for (bool round : {false, true}) compare(batch, round, rng);
 }
 
+// The decode attention of a recorded step (CUDA graphs, Backend::begin_decode_step): three
+// sequences (paged, paged ring that has wrapped, contiguous) padded to a bucket of 4 rows,
+// attended six times with new queries and positions each time. The first steps issue the records,
+// later ones replay the captured graph; every step must match the CPU on its own inputs (the
+// descriptors are read from the staged data, not baked into the graph), and the padded row is never
+// written.
+TEST_F(CudaAttentionTest, RecordedDecodeStepsMatchCpuWhenReplayed) {
+  std::mt19937 rng(21);
+  const int sink = 4, window = 60;
+  const Cache& paged = add_cache(paged_cache(Tokens(300, rng), rng));
+  const Cache& ring = add_cache(paged_ring_cache(Tokens(200, rng), sink, window, rng));
+  const Cache& contiguous = add_cache(contiguous_cache(Tokens(77, rng)));
+  const Cache* caches[] = {&paged, &ring, &contiguous};
+  const AttentionShape shape = model_shape(false);
+  // The same device buffers every step (a graph replays the pointers it was captured with).
+  Buffer gq = to_backend(gpu(), std::vector<float>(static_cast<size_t>(4 * kQStride)));
+  Buffer gout = to_backend(gpu(), std::vector<float>(static_cast<size_t>(4 * kOutStride)));
+  gpu().set_graphs(true);
+  for (int step = 0; step < 6; ++step) {
+    // Positions move back every step: each step attends other key counts (within the 512-key
+    // bucket of the longest).
+    const std::vector<float> q = random_normal(static_cast<size_t>(4 * kQStride), rng, 2.0f);
+    std::vector<float> want(static_cast<size_t>(4 * kOutStride), NAN);
+    gpu().upload(gq.get<void>(), q.data(), static_cast<int64_t>(q.size() * sizeof(float)));
+    gpu().upload(gout.get<void>(), want.data(), static_cast<int64_t>(want.size() * sizeof(float)));
+    std::vector<AttentionSeq> cpu_seqs, gpu_seqs;
+    for (int i = 0; i < 3; ++i) {
+      AttentionSeq seq;
+      seq.first_row = i;
+      seq.num_queries = 1;
+      seq.first_pos =
+          caches[i]->layout.kind == KvView::Kind::kContiguous ? 76 - 2 * step : 299 - 5 * step;
+      if (caches[i] == &ring) seq.first_pos = 199;  // its last token: the ring holds its window
+      seq.kv = caches[i]->host_view();
+      cpu_seqs.push_back(seq);
+      seq.kv = caches[i]->device_view();
+      gpu_seqs.push_back(seq);
+    }
+    cpu().attention(q.data(), cpu_seqs, shape, want.data());
+    ASSERT_EQ(gpu().begin_decode_step(3), 4);
+    gpu().attention(gq.get<float>(), gpu_seqs, shape, gout.get<float>());
+    gpu().end_decode_step();
+    const std::vector<float> got = to_host<float>(gpu(), gout, want.size());
+    const std::string what = "recorded decode step " + std::to_string(step);
+    EXPECT_TRUE(all_close(std::vector<float>(got.begin(), got.begin() + 3 * kOutStride),
+                          std::vector<float>(want.begin(), want.begin() + 3 * kOutStride), 2e-3, 0,
+                          kOutStride, what + " out [q, head·64+d]"));
+    for (int64_t i = 3 * kOutStride; i < 4 * kOutStride; ++i) {
+      ASSERT_TRUE(std::isnan(got[static_cast<size_t>(i)]))
+          << what << ": the padded row was written";
+    }
+  }
+  // Step 0 grew the partials (eager), step 1 was seen (eager), step 2 captured, 3-5 replayed.
+  EXPECT_GE(gpu().graph_launches(), 3);
+  gpu().set_graphs(false);
+}
+
 TEST_F(CudaAttentionTest, LazyRatioMatchesCpu) {
   std::mt19937 rng(13);
   struct Case {
