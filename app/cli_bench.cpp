@@ -5,7 +5,10 @@
 // plain full attention (the arena laid out for f = 0, same budget) and then the hybrid on the same
 // prompts, and prints the ratios. Prefills advance a few layers per step within --step-budget
 // token-layers (layered prefill), sharing each step with the decodes; the time split between steps
-// with prefill work and decode-only steps is reported to explain the ratios.
+// with prefill work and decode-only steps is reported to explain the ratios. Requests decode
+// greedily unless --temperature (with --top-k); --device-sampling off makes every step bring back
+// whole logits rows instead of the sampled rows' best candidates, and off,on runs both on the same
+// prompts and prints the ratio (the A/B of issue 12).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -46,6 +49,9 @@ struct BenchOptions {
   int max_running = 64;
   int64_t step_budget = 0;  // token-layers; 0: SchedulerConfig::budget_or_default
   bool whole_prefill = false;
+  float temperature = 0.0f;  // 0: greedy
+  int top_k = 40;
+  std::string device_sampling = "on";
   int threads = 0;
   std::string device = serving::default_device();
   bool quiet = false;
@@ -103,6 +109,9 @@ struct RunResult {
   } prefill_steps, decode_steps;
   int64_t prefill_token_layers = 0;
   double forward_seconds = 0;  // inside the model's forward pass; the rest is the engine's
+  bool device_sampling = true;
+  int64_t candidate_rows = 0;  // logits rows brought back as their best candidates
+  int64_t whole_rows = 0;      // and whole
   double requests_per_s() const { return num_completed / std::max(seconds, 1e-9); }
   double output_tokens_per_s() const { return output_tokens / std::max(seconds, 1e-9); }
   double total_tokens_per_s() const {
@@ -149,7 +158,8 @@ std::vector<std::vector<int32_t>> make_prompts(const model::Tokenizer& tok,
 }
 
 Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::LlamaModel& llama,
-                           const model::LightTransferSettings& settings, const std::string& label,
+                           const model::LightTransferSettings& settings, bool device_sampling,
+                           const std::string& label,
                            const std::vector<std::vector<int32_t>>& prompts) {
   const auto& config = llama.config();
   const int64_t context = static_cast<int64_t>(o.input_len) + o.output_len;
@@ -163,6 +173,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   options.share_group_prefill = !o.no_shared_prefill;
   options.max_waiting = std::max(o.num_prompts * o.n, 1);
   options.step_budget_token_layers = o.step_budget;
+  options.candidate_sampling = device_sampling;
   scheduler::SteadyClock clock;
   auto stack = serving::EngineStack::create(llama, settings, options, clock);
   if (!stack) return Error{label + ": " + stack.error().message};
@@ -170,6 +181,7 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   scheduler::Engine* engine = &stack.value()->engine();
   RunResult r;
   r.label = label;
+  r.device_sampling = device_sampling;
   r.mode = std::string(model::to_string(settings.mode));
   r.arena_bytes = kv.plan().arena_bytes;
   r.num_pages = kv.plan().num_pages;
@@ -189,7 +201,8 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
       p.prompt = prompt;
       p.max_tokens = o.output_len;
       p.ignore_eos = true;
-      p.sampling.temperature = 0.0f;
+      p.sampling.temperature = o.temperature;
+      p.sampling.top_k = o.top_k;
       p.sampling.seed = static_cast<uint64_t>(i);
       group.push_back(std::move(p));
     }
@@ -242,6 +255,8 @@ Result<RunResult> run_once(const BenchOptions& o, int64_t kv_budget, model::Llam
   const scheduler::EngineStats stats = engine->stats();
   r.num_steps = stats.num_steps;
   r.num_preemptions = stats.num_preemptions_total;
+  r.candidate_rows = stats.num_candidate_rows_total;
+  r.whole_rows = stats.num_whole_rows_total;
   stack.value()->reset_engine();
   if (error) return Error{label + ": a request failed: " + error_message};
   r.ttft = percentiles(ttft);
@@ -275,6 +290,8 @@ void print_result(const RunResult& r) {
   }
   std::printf("  in the forward pass: %.2f s of %.2f s (the rest: scheduling, sampling, events)\n",
               r.forward_seconds, r.seconds);
+  std::printf("  rows sampled:        %lld from their best candidates, %lld whole\n",
+              static_cast<long long>(r.candidate_rows), static_cast<long long>(r.whole_rows));
 }
 
 nlohmann::json to_json(const RunResult& r) {
@@ -305,6 +322,9 @@ nlohmann::json to_json(const RunResult& r) {
           {"step_budget_token_layers", r.step_budget},
           {"prefill_token_layers", r.prefill_token_layers},
           {"forward_seconds", r.forward_seconds},
+          {"device_sampling", r.device_sampling ? "on" : "off"},
+          {"candidate_rows", r.candidate_rows},
+          {"whole_rows", r.whole_rows},
           {"prefill_steps", steps(r.prefill_steps)},
           {"decode_only_steps", steps(r.decode_steps)},
           {"ttft_s", pct(r.ttft)},
@@ -391,11 +411,16 @@ int run_bench(const BenchOptions& o) {
     return 1;
   }
   const auto prompts = make_prompts(llama->tokenizer(), corpus, o.num_prompts, o.input_len);
+  char sampling[64] = "greedy";
+  if (o.temperature > 0) {
+    std::snprintf(sampling, sizeof sampling, "temperature %.2f top-k %d", o.temperature, o.top_k);
+  }
   std::printf(
       "bench: %d prompts × %d tokens, %d output tokens each, KV budget %s, policy %s, "
-      "max running %d, %s prefill\n",
+      "max running %d, %s prefill, %s, device sampling %s\n",
       o.num_prompts, o.input_len, o.output_len, memory::format_bytes(kv_budget).c_str(),
-      o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered");
+      o.policy.c_str(), o.max_running, o.whole_prefill ? "whole" : "layered", sampling,
+      o.device_sampling.c_str());
 
   std::vector<RunResult> results;
   std::vector<std::pair<model::LightTransferSettings, std::string>> runs;
@@ -405,14 +430,38 @@ int run_bench(const BenchOptions& o) {
     runs.emplace_back(full, "full");
   }
   runs.emplace_back(*lt, o.compare ? "hybrid" : std::string(model::to_string(lt->mode)));
-  for (const auto& [settings, label] : runs) {
-    auto r = run_once(o, kv_budget, *llama, settings, label, prompts);
-    if (!r) {
-      std::fprintf(stderr, "error: %s\n", r.error().message.c_str());
-      return 1;
+  std::vector<bool> sampling_settings;  // --device-sampling, in the order listed
+  for (size_t at = 0; at < o.device_sampling.size();) {
+    const size_t comma = std::min(o.device_sampling.find(',', at), o.device_sampling.size());
+    sampling_settings.push_back(o.device_sampling.substr(at, comma - at) == "on");
+    at = comma + 1;
+  }
+  for (const bool device_sampling : sampling_settings) {
+    for (const auto& [settings, base_label] : runs) {
+      const std::string label = sampling_settings.size() > 1 ? base_label + ", device sampling " +
+                                                                   (device_sampling ? "on" : "off")
+                                                             : base_label;
+      auto r = run_once(o, kv_budget, *llama, settings, device_sampling, label, prompts);
+      if (!r) {
+        std::fprintf(stderr, "error: %s\n", r.error().message.c_str());
+        return 1;
+      }
+      print_result(r.value());
+      results.push_back(std::move(r).value());
     }
-    print_result(r.value());
-    results.push_back(std::move(r).value());
+  }
+  if (sampling_settings.size() == 2 && results.size() == 2) {
+    const RunResult& a = results[0];
+    const RunResult& b = results[1];
+    const double step_ratio = a.decode_steps.ms_per_step() > 0
+                                  ? b.decode_steps.ms_per_step() / a.decode_steps.ms_per_step()
+                                  : 0.0;
+    std::printf(
+        "device sampling %s / %s: decode-only step %.2f / %.2f ms (%.3fx), output tokens/s "
+        "%.3fx\n",
+        b.device_sampling ? "on" : "off", a.device_sampling ? "on" : "off",
+        b.decode_steps.ms_per_step(), a.decode_steps.ms_per_step(), step_ratio,
+        a.output_tokens_per_s() > 0 ? b.output_tokens_per_s() / a.output_tokens_per_s() : 0.0);
   }
   nlohmann::json out;
   out["num_prompts"] = o.num_prompts;
@@ -422,6 +471,9 @@ int run_bench(const BenchOptions& o) {
   out["policy"] = o.policy;
   out["max_running"] = o.max_running;
   out["layered_prefill"] = !o.whole_prefill;
+  out["device_sampling"] = o.device_sampling;
+  out["temperature"] = o.temperature;
+  out["top_k"] = o.top_k;
   // What a roofline needs (scripts/gpu_roofline.py): bytes a decode step reads.
   out["model"] = {{"num_layers", config.num_layers},
                   {"num_kv_heads", config.num_kv_heads},
@@ -431,7 +483,7 @@ int run_bench(const BenchOptions& o) {
   out["device"] = llama->backend().description();
   out["runs"] = nlohmann::json::array();
   for (const RunResult& r : results) out["runs"].push_back(to_json(r));
-  if (o.compare && results.size() == 2) {
+  if (o.compare && sampling_settings.size() == 1 && results.size() == 2) {
     const RunResult& f = results[0];
     const RunResult& h = results[1];
     auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
@@ -506,6 +558,19 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--whole-prefill", o->whole_prefill,
                 "Run each prompt's prefill whole in one step (no layered prefill), for comparison");
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature; 0: greedy")
+      ->check(CLI::Range(0.0f, 2.0f))
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->top_k, "Top-k of temperature sampling; 0: off")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--device-sampling", o->device_sampling,
+                  "on: a step brings back only the best candidates of rows whose sampler reads "
+                  "no more (greedy, top-k; on a GPU a top-k kernel), off: whole logits rows (as "
+                  "serve's engine.device_sampling); off,on: both, on the same prompts, and the "
+                  "ratio of their decode-only steps")
+      ->check(CLI::IsMember({"on", "off", "off,on", "on,off"}))
+      ->capture_default_str();
   cmd->add_option("--text-dir", o->text_dir, "Directory whose files give the prompt text")
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = one per core")->capture_default_str();

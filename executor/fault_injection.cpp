@@ -92,7 +92,7 @@ std::string FaultPlan::describe() const {
 }
 
 Status FaultInjectingExecutor::execute(const scheduler::StepBatch& batch,
-                                       std::vector<float>& logits) {
+                                       scheduler::StepOutput& output) {
   const int64_t step = ++num_steps_;
   for (const Fault& f : plan_.faults) {
     if (step < f.first_step || step >= f.first_step + f.num_steps) continue;
@@ -109,7 +109,7 @@ Status FaultInjectingExecutor::execute(const scheduler::StepBatch& batch,
         break;
     }
   }
-  return inner_.execute(batch, logits);
+  return inner_.execute(batch, output);
 }
 
 }  // namespace lightserve::executor

@@ -42,7 +42,8 @@ class FaultInjectingExecutor final : public scheduler::Executor {
       : inner_(inner), plan_(std::move(plan)) {}
 
   int32_t vocab_size() const override { return inner_.vocab_size(); }
-  Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;
+  int32_t max_candidates() const override { return inner_.max_candidates(); }
+  Status execute(const scheduler::StepBatch& batch, scheduler::StepOutput& output) override;
   Status fork(scheduler::RequestId parent, scheduler::RequestId child,
               memory::KvAllocation& child_kv) override {
     return inner_.fork(parent, child, child_kv);

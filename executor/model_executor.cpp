@@ -39,9 +39,9 @@ Status ModelExecutor::fork(scheduler::RequestId parent, scheduler::RequestId chi
   return Status::Ok();
 }
 
-Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<float>& logits) {
+Status ModelExecutor::execute(const scheduler::StepBatch& batch, scheduler::StepOutput& output) {
   const int32_t num_layers = model_.config().num_layers;
-  logits.clear();
+  output.clear();
   batch_.clear();
   batch_.reserve(batch.entries.size());
   sinks_.clear();
@@ -75,8 +75,14 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<flo
       }
     }
     // LlamaModel::forward checks that a prefill's layer range resumes where it stopped.
+    if (e.num_candidates < 0 || e.num_candidates > max_candidates() ||
+        (e.num_candidates > 0 && (!e.needs_logits || e.prompt_logprobs != nullptr))) {
+      return Error{who + "num_candidates " + std::to_string(e.num_candidates) + " (at most " +
+                   std::to_string(max_candidates()) + ", only for a row without prompt logprobs)"};
+    }
     batch_.push_back(
         model::BatchEntry{seq, e.tokens, /*all_logits=*/false, e.layer_begin, e.layer_end});
+    batch_.back().num_candidates = e.num_candidates;
     if (e.prompt_logprobs != nullptr && e.needs_logits && e.is_prefill()) {
       // Row t predicts token t + 1: reduced as each chunk of rows is computed.
       std::vector<scheduler::TokenLogprobs>* out = e.prompt_logprobs;
@@ -99,11 +105,27 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, std::vector<flo
   }
   if (batch_.empty()) return Status::Ok();
   // forward returns one row (its last token) per entry that ran the last layer, in entry order:
-  // exactly the entries with needs_logits.
+  // exactly the entries with needs_logits; as candidates for those that asked for them.
   const auto start = std::chrono::steady_clock::now();
-  if (Status s = model_.forward(batch_, logits); !s) return s;
+  if (Status s = model_.forward_candidates(batch_, output.logits, ranked_); !s) return s;
   forward_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int32_t vocab = model_.config().vocab_size;
+  int64_t whole = 0, pairs = 0;
+  for (const scheduler::ExecutorEntry& e : batch.entries) {
+    if (!e.needs_logits) continue;
+    if (e.num_candidates > 0) {
+      output.rows.push_back({false, pairs, e.num_candidates});
+      pairs += e.num_candidates;
+    } else {
+      output.rows.push_back({true, whole * vocab, vocab});
+      ++whole;
+    }
+  }
+  output.candidates.resize(ranked_.size());
+  for (size_t i = 0; i < ranked_.size(); ++i) {
+    output.candidates[i] = sampling::Candidate{ranked_[i].id, ranked_[i].value};
+  }
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));
   // A prefill that ran its last layer has its final layer map.

@@ -13,6 +13,9 @@
 // layered_prefill settings work: with layered prefill a prompt's hidden states wait between
 // steps in its sequence (HybridSequence::pending(), T × hidden_dim floats, freed when its last
 // layer has run), and its LightTransfer selection carries on layer by layer across steps.
+// Entries that ask for candidates get them (LlamaModel::forward_candidates: one
+// Backend::topk_rows call over those rows), the others their whole rows, in the same forward
+// call: one request with logprobs does not make the rest of the batch download their logits.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +44,8 @@ class ModelExecutor final : public scheduler::Executor {
                 model::LightTransferSettings settings);
 
   int32_t vocab_size() const override;
-  Status execute(const scheduler::StepBatch& batch, std::vector<float>& logits) override;
+  int32_t max_candidates() const override { return kernels::kMaxTopK; }
+  Status execute(const scheduler::StepBatch& batch, scheduler::StepOutput& output) override;
   // The child's HybridSequence is HybridSequence::fork of the parent's.
   Status fork(scheduler::RequestId parent, scheduler::RequestId child,
               memory::KvAllocation& child_kv) override;
@@ -66,6 +70,7 @@ class ModelExecutor final : public scheduler::Executor {
   std::unordered_map<scheduler::RequestId, std::unique_ptr<model::HybridSequence>> sequences_;
   std::vector<model::BatchEntry> batch_;  // reused across steps
   std::vector<model::RowSink> sinks_;     // prompt logprobs of this step's entries
+  std::vector<kernels::Ranked> ranked_;   // the candidates forward_candidates returns
   int64_t num_forward_calls_ = 0;
   double forward_seconds_ = 0;
   int32_t max_batch_entries_ = 0;

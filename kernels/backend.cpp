@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "base/check.h"
+
 namespace lightserve::kernels {
 
 void Backend::argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids) {
@@ -18,6 +20,21 @@ void Backend::argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids
   for (int64_t r = 0; r < n; ++r) {
     const float* row = rows + r * width;
     ids[r] = static_cast<int32_t>(std::max_element(row, row + width) - row);
+  }
+}
+
+void Backend::topk_rows(const float* x, int64_t width, std::span<const int32_t> rows, int32_t k,
+                        Ranked* out) {
+  LS_CHECK(k >= 1 && k <= kMaxTopK) << "topk_rows: k = " << k << " outside [1, " << kMaxTopK << "]";
+  std::vector<float> host;
+  if (!host_memory()) host.resize(static_cast<size_t>(std::max<int64_t>(width, 0)));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const float* row = x + static_cast<int64_t>(rows[i]) * width;
+    if (!host_memory() && width > 0) {
+      download(host.data(), row, width * static_cast<int64_t>(sizeof(float)));
+      row = host.data();
+    }
+    topk_row(row, width, k, out + static_cast<int64_t>(i) * k);
   }
 }
 

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "kernels/dtype.h"
+#include "kernels/topk.h"
 
 namespace lightserve::kernels {
 
@@ -218,6 +219,17 @@ class Backend {
   // download (n ids instead of n × vocab logits). The default downloads the rows and scans them
   // on the host (the CPU backend, whose memory is the host's, scans in place).
   virtual void argmax_rows(const float* x, int64_t n, int64_t width, int32_t* ids);
+
+  // For each i < rows.size(): the k best of row rows[i] (its `width` values start at
+  // x + rows[i] · width, backend memory) in rank order (kernels/topk.h: value descending, index
+  // ascending on equal values, NaN as std::max_element sees it; k = 1 gives argmax_rows' id) into
+  // out[i · k, i · k + k), host memory, filled when this returns; when k > width a row's last
+  // k − width entries are {-1, NaN}. 1 ≤ k ≤ kMaxTopK; `rows` is host memory. What a step brings
+  // back when its samplers read no more than their top few tokens (n × k pairs instead of n ×
+  // vocab logits). The default copies each row to the host and runs topk_row (the CPU backend
+  // reads it in place).
+  virtual void topk_rows(const float* x, int64_t width, std::span<const int32_t> rows, int32_t k,
+                         Ranked* out);
 
   // Whether the backend may issue consecutive ops as fused kernels (the CUDA backend: add +
   // rms_norm, rope + the K/V stores after it, f16 matmul inputs written by rms_norm and swiglu;

@@ -227,6 +227,13 @@ Status LlamaModel::validate(std::span<const BatchEntry> batch) const {
                    std::to_string(pending.num_tokens) + " are pending"};
     }
     if (Status s = e.cache->check_append(n); !s) return s;
+    if (e.num_candidates < 0 || e.num_candidates > kernels::kMaxTopK) {
+      return Error{"num_candidates " + std::to_string(e.num_candidates) + " is outside [0, " +
+                   std::to_string(kernels::kMaxTopK) + "]"};
+    }
+    if (e.num_candidates > 0 && (e.all_logits || e.row_sink != nullptr)) {
+      return Error{"num_candidates with all_logits or a row sink (those rows need their logits)"};
+    }
     for (int32_t id : e.tokens) {
       if (id < 0 || id >= config_.vocab_size) {
         return Error{"token id " + std::to_string(id) + " is outside the vocabulary (0.." +
@@ -392,7 +399,12 @@ void LlamaModel::run_layer(std::span<const BatchEntry> batch, int32_t layer) {
 }
 
 Status LlamaModel::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
-  return run_forward(batch, &logits, nullptr);
+  return run_forward(batch, &logits, nullptr, nullptr);
+}
+
+Status LlamaModel::forward_candidates(std::span<const BatchEntry> batch, std::vector<float>& logits,
+                                      std::vector<kernels::Ranked>& candidates) {
+  return run_forward(batch, &logits, nullptr, &candidates);
 }
 
 Status LlamaModel::forward_argmax(std::span<const BatchEntry> batch, std::vector<int32_t>& ids) {
@@ -401,7 +413,7 @@ Status LlamaModel::forward_argmax(std::span<const BatchEntry> batch, std::vector
       return Error{"forward_argmax: an entry has a row sink (its rows need their logits)"};
     }
   }
-  return run_forward(batch, nullptr, &ids);
+  return run_forward(batch, nullptr, &ids, nullptr);
 }
 
 namespace {
@@ -434,7 +446,8 @@ class DecodeStepScope {
 }  // namespace
 
 Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<float>* logits,
-                               std::vector<int32_t>* ids) {
+                               std::vector<int32_t>* ids,
+                               std::vector<kernels::Ranked>* candidates) {
   // Validate everything before touching any cache.
   if (Status st = validate(batch); !st) return st;
   const LlamaConfig& c = config_;
@@ -512,10 +525,34 @@ Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<fl
   const int64_t num_returned = num_out == 0 ? 0
                                             : std::count_if(s.out_dest.begin(), s.out_dest.end(),
                                                             [](int64_t v) { return v >= 0; });
+  // forward_candidates: a returned row of an entry with num_candidates leaves `logits` for
+  // `candidates`; the other returned rows are renumbered among themselves.
+  // The output rows that belong to entries: all of them, or in a padded decode step those before
+  // the padding (run_layer lists them in out_dest / out_entry).
+  const int64_t num_kept = num_out == 0 ? 0 : static_cast<int64_t>(s.out_dest.size());
+  int64_t num_whole = num_returned, num_pairs = 0;
+  s.out_pairs.assign(static_cast<size_t>(num_out), -1);
+  if (candidates != nullptr) {
+    num_whole = 0;
+    for (int64_t r = 0; r < num_kept; ++r) {
+      int64_t& dest = s.out_dest[static_cast<size_t>(r)];
+      if (dest < 0) continue;
+      const int32_t k =
+          batch[static_cast<size_t>(s.out_entry[static_cast<size_t>(r)])].num_candidates;
+      if (k > 0) {
+        s.out_pairs[static_cast<size_t>(r)] = num_pairs;
+        num_pairs += k;
+        dest = -1;
+      } else {
+        dest = num_whole++;
+      }
+    }
+    candidates->resize(static_cast<size_t>(num_pairs));
+  }
   if (ids != nullptr) {
     ids->resize(static_cast<size_t>(num_returned));
   } else {
-    logits->resize(static_cast<size_t>(num_returned * c.vocab_size));
+    logits->resize(static_cast<size_t>(num_whole * c.vocab_size));
   }
   if (num_out == 0) return Status::Ok();
   b.rms_norm(s.x.get<float>(), output_norm_.get<float>(), num_out, d, c.rms_norm_eps,
@@ -530,12 +567,19 @@ Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<fl
     b.argmax_rows(out, num_returned, c.vocab_size, ids->data());
     return Status::Ok();
   }
-  if (padded == 0 && num_returned != num_out) return output_through_sinks(batch, num_out, *logits);
-  // Logits go to the host; a backend in host memory writes them there directly.
-  float* out = b.host_memory() && padded == 0 ? logits->data()
-                                              : s.logits.reserve<float>(b, num_out * c.vocab_size);
+  if (padded == 0 && num_returned != num_out) {
+    return output_through_sinks(batch, num_out, *logits, candidates);
+  }
+  // Logits go to the host; a backend in host memory writes whole rows there directly.
+  float* out = b.host_memory() && padded == 0 && num_pairs == 0
+                   ? logits->data()
+                   : s.logits.reserve<float>(b, num_out * c.vocab_size);
   b.matmul(output, s.h.get<float>(), num_out, out);
   step.end();
+  if (num_pairs > 0) {
+    output_candidates(batch, num_kept, out, *logits, *candidates);
+    return Status::Ok();
+  }
   if (out != logits->data()) {
     b.download(logits->data(), out,
                num_returned * c.vocab_size * static_cast<int64_t>(sizeof(float)));
@@ -547,7 +591,8 @@ Status LlamaModel::run_forward(std::span<const BatchEntry> batch, std::vector<fl
 // chunk's rows go to their entries' sinks (runs of one entry in one call) and the returned rows
 // into `logits`, so no more than kRowChunk × vocab floats of logits exist at once.
 Status LlamaModel::output_through_sinks(std::span<const BatchEntry> batch, int64_t num_out,
-                                        std::vector<float>& logits) {
+                                        std::vector<float>& logits,
+                                        std::vector<kernels::Ranked>* candidates) {
   Scratch& s = scratch_;
   kernels::Backend& b = backend_;
   const int64_t vocab = config_.vocab_size;
@@ -573,6 +618,12 @@ Status LlamaModel::output_through_sinks(std::span<const BatchEntry> batch, int64
         (*e.row_sink)(s.out_token[at], static_cast<int32_t>(run), out + r * vocab);
       }
       for (int64_t k = 0; k < run; ++k) {
+        // A row wanted as candidates is on the host here anyway: reduced where it is.
+        const int64_t pairs = s.out_pairs[at + static_cast<size_t>(k)];
+        if (pairs >= 0) {
+          kernels::topk_row(out + (r + k) * vocab, vocab, e.num_candidates,
+                            candidates->data() + pairs);
+        }
         const int64_t dest = s.out_dest[at + static_cast<size_t>(k)];
         if (dest < 0) continue;
         std::copy_n(out + (r + k) * vocab, vocab, logits.data() + dest * vocab);
@@ -581,6 +632,45 @@ Status LlamaModel::output_through_sinks(std::span<const BatchEntry> batch, int64
     }
   }
   return Status::Ok();
+}
+
+void LlamaModel::output_candidates(std::span<const BatchEntry> batch, int64_t num_rows,
+                                   const float* out, std::vector<float>& logits,
+                                   std::vector<kernels::Ranked>& candidates) {
+  Scratch& s = scratch_;
+  kernels::Backend& b = backend_;
+  const int64_t vocab = config_.vocab_size;
+  // One topk_rows call at the largest k asked; each row keeps its own k of them (a prefix of the
+  // rank order is the smaller k's answer).
+  s.pair_rows.clear();
+  int32_t k_max = 0;
+  for (int64_t r = 0; r < num_rows; ++r) {
+    if (s.out_pairs[static_cast<size_t>(r)] < 0) continue;
+    s.pair_rows.push_back(static_cast<int32_t>(r));
+    k_max = std::max(
+        k_max, batch[static_cast<size_t>(s.out_entry[static_cast<size_t>(r)])].num_candidates);
+  }
+  s.ranked.resize(s.pair_rows.size() * static_cast<size_t>(k_max));
+  b.topk_rows(out, vocab, s.pair_rows, k_max, s.ranked.data());
+  for (size_t j = 0; j < s.pair_rows.size(); ++j) {
+    const auto r = static_cast<size_t>(s.pair_rows[j]);
+    const int32_t k = batch[static_cast<size_t>(s.out_entry[r])].num_candidates;
+    std::copy_n(s.ranked.begin() + static_cast<std::ptrdiff_t>(j * static_cast<size_t>(k_max)), k,
+                candidates.begin() + s.out_pairs[r]);
+  }
+  // The whole rows, a run of consecutive ones (their destinations are consecutive too) at a time.
+  for (int64_t r = 0; r < num_rows;) {
+    const int64_t dest = s.out_dest[static_cast<size_t>(r)];
+    if (dest < 0) {
+      ++r;
+      continue;
+    }
+    int64_t run = 1;
+    while (r + run < num_rows && s.out_dest[static_cast<size_t>(r + run)] >= 0) ++run;
+    b.download(logits.data() + dest * vocab, out + r * vocab,
+               run * vocab * static_cast<int64_t>(sizeof(float)));
+    r += run;
+  }
 }
 
 }  // namespace lightserve::model

@@ -87,6 +87,10 @@ struct BatchEntry {
   // With the last layer: every new token's row goes to *row_sink (the entry still gets only its
   // last row in forward's `logits`, unless all_logits).
   const RowSink* row_sink = nullptr;
+  // forward_candidates: > 0 returns the row's best num_candidates (id, logit) pairs instead of
+  // its logits (at most kernels::kMaxTopK; not with all_logits or a row sink). forward() and
+  // forward_argmax() ignore it.
+  int32_t num_candidates = 0;
 };
 
 class LlamaModel {
@@ -122,16 +126,29 @@ class LlamaModel {
   // its logits, computed by the backend (Backend::argmax_rows), so a GPU sends back ids only.
   // Entries with a row_sink are refused (their rows need the logits).
   Status forward_argmax(std::span<const BatchEntry> batch, std::vector<int32_t>& ids);
+  // forward(), but the returned row of an entry with num_candidates = k > 0 comes back as its k
+  // best (id, logit) pairs in rank order (Backend::topk_rows; sampling::ranks_before's order),
+  // appended to `candidates` in entry order, and not in `logits`, which holds the other entries'
+  // rows as forward() would. A GPU then sends back k pairs for such a row, not vocab_size floats.
+  // When k > vocab_size the row's last k − vocab_size pairs are {-1, NaN}.
+  Status forward_candidates(std::span<const BatchEntry> batch, std::vector<float>& logits,
+                            std::vector<kernels::Ranked>& candidates);
   static constexpr int64_t kRowChunk = 64;  // rows per output matmul when a row sink is set
 
  private:
   struct Layer;
   explicit LlamaModel(kernels::Backend& backend);
-  // forward() and forward_argmax(): exactly one of logits and ids is non-null.
+  // forward(), forward_argmax() and forward_candidates(): exactly one of logits and ids is
+  // non-null; candidates only with logits.
   Status run_forward(std::span<const BatchEntry> batch, std::vector<float>* logits,
-                     std::vector<int32_t>* ids);
+                     std::vector<int32_t>* ids, std::vector<kernels::Ranked>* candidates);
   Status output_through_sinks(std::span<const BatchEntry> batch, int64_t num_out,
-                              std::vector<float>& logits);
+                              std::vector<float>& logits, std::vector<kernels::Ranked>* candidates);
+  // After the output matmul (`out`, on the backend) when some returned rows want candidates (no
+  // row sinks): one topk_rows call for those of the first `num_rows` rows, the other rows copied
+  // out whole (rows past num_rows are a padded decode step's padding).
+  void output_candidates(std::span<const BatchEntry> batch, int64_t num_rows, const float* out,
+                         std::vector<float>& logits, std::vector<kernels::Ranked>& candidates);
   Status prepare(const LoadOptions& options);
   Status validate(std::span<const BatchEntry> batch) const;
   // Packs into scratch_.x the rows of the entries that run `layer`, in entry order: rows already
@@ -167,9 +184,12 @@ class LlamaModel {
     kernels::Buffer x, x_next, h, qkv, attn, tmp, gate_up, ffn, logits;
     std::vector<int32_t> positions;  // of the packed rows
     std::vector<int64_t> out_rows;
-    // Per output row: its entry and token, and its row in forward's `logits` (-1: sink only).
+    // Per output row: its entry and token, and its row in forward's `logits` (-1: sink only, or
+    // returned as candidates: then out_pairs is its first pair in `candidates`, else -1).
     std::vector<int32_t> out_entry, out_token;
-    std::vector<int64_t> out_dest;
+    std::vector<int64_t> out_dest, out_pairs;
+    std::vector<int32_t> pair_rows;       // output_candidates: the rows topk_rows reduces
+    std::vector<kernels::Ranked> ranked;  // and what it returns
     // Per entry: its [begin, end) layers and its first packed row (-1: not packed).
     std::vector<int32_t> layer_begin, layer_end;
     std::vector<int64_t> first_row;

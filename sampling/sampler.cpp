@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "base/check.h"
+
 namespace lightserve::sampling {
 
 Status SamplingParams::validate() const {
@@ -44,6 +46,17 @@ Status SamplingParams::validate() const {
 int32_t argmax(std::span<const float> logits) {
   // First maximum wins on ties, as llama.cpp's greedy sampler.
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+bool ranks_before(const Candidate& a, const Candidate& b) {
+  // 0: a NaN at id 0, 1: a number, 2: any other NaN (see the header).
+  auto rank_class = [](const Candidate& c) {
+    return std::isnan(c.logit) ? (c.id == 0 ? 0 : 2) : 1;
+  };
+  const int ca = rank_class(a), cb = rank_class(b);
+  if (ca != cb) return ca < cb;
+  if (ca == 1 && a.logit != b.logit) return a.logit > b.logit;
+  return a.id < b.id;
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
@@ -105,18 +118,41 @@ int32_t Sampler::draw(std::span<const float> logits, std::span<const int32_t> pr
   for (size_t i = 0; i < logits.size(); ++i) {
     candidates_[i] = {static_cast<int32_t>(i), logits[i]};
   }
-  auto by_logit = [](const Candidate& a, const Candidate& b) {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-  };
   size_t n = candidates_.size();
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
     std::partial_sort(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
-                      by_logit);
+                      ranks_before);
     n = static_cast<size_t>(params_.top_k);
   } else {
-    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+    std::sort(candidates_.begin(), candidates_.end(), ranks_before);
   }
+  return draw_ranked(n);
+}
 
+int32_t Sampler::candidates_needed(int64_t num_output, int32_t vocab_size,
+                                   int32_t max_candidates) const {
+  const bool blocking = num_output < params_.min_tokens && !params_.min_tokens_blocked.empty();
+  if (params_.has_penalties() || !params_.logit_bias.empty() || blocking || matcher_) return 0;
+  if (vocab_size < 1) return 0;
+  if (params_.temperature <= 0.0f) return max_candidates >= 1 ? 1 : 0;
+  if (params_.top_k <= 0) return 0;
+  const int32_t k = std::min(params_.top_k, vocab_size);
+  return k <= max_candidates ? k : 0;
+}
+
+int32_t Sampler::sample(std::span<const Candidate> best) {
+  LS_CHECK(!matcher_ && !best.empty()) << "a constrained request sampled from candidates, or none";
+  // Greedy: the first in rank order is argmax(row) (ranks_before).
+  if (params_.temperature <= 0.0f) return best[0].id;
+  // What draw() keeps of the whole row: its first top_k in rank order (all of it when top_k
+  // covers the vocabulary, which then is what `best` holds).
+  const size_t n =
+      params_.top_k > 0 ? std::min(best.size(), static_cast<size_t>(params_.top_k)) : best.size();
+  candidates_.assign(best.begin(), best.begin() + static_cast<std::ptrdiff_t>(n));
+  return draw_ranked(n);
+}
+
+int32_t Sampler::draw_ranked(size_t n) {
   // Softmax over the kept candidates (at temperature 1 for the p-filters, as llama.cpp).
   auto softmax = [&](size_t count, float temperature) {
     probs_.resize(count);

@@ -2,6 +2,12 @@
 // and Hugging Face; presence and frequency over the output as the OpenAI API), then greedy, or
 // temperature with top-k, top-p and min-p filters in llama.cpp's order (top-k → top-p → min-p →
 // temperature → draw). The same seed and the same logits give the same tokens.
+//
+// A request that reads no more of a row than its best few tokens (greedy, or temperature with
+// top-k, and nothing that adjusts logits: Sampler::candidates_needed) may be sampled from those
+// candidates alone (Sampler::sample over Candidate): the engine then asks its executor for them
+// instead of the whole row (on a GPU: Backend::topk_rows, k pairs downloaded instead of the vocab),
+// and the draw is the one the whole row would give, bit for bit and with the same RNG state.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +52,19 @@ struct SamplingParams {
   Status validate() const;
 };
 
+// One token of a logits row: its id and its logit.
+struct Candidate {
+  int32_t id;
+  float logit;
+};
+
+// The order the sampler ranks a row's tokens in (top-k keeps a prefix of it): logit descending,
+// id ascending among equal logits (-0 equals +0), and NaN where std::max_element leaves it: a NaN
+// at id 0 first (a scan from the first value never replaces it), any other NaN last (it is never
+// larger than anything). A strict total order, so the first of it is always argmax(row), and
+// kernels::Backend::topk_rows returns a row's best k in exactly this order.
+bool ranks_before(const Candidate& a, const Candidate& b);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -54,13 +73,23 @@ class Sampler {
   int32_t sample(std::span<const float> logits, std::span<const int32_t> prompt = {},
                  std::span<const int32_t> output = {});
 
+  // How many of the next row's best candidates (ranks_before order) the next draw reads, when
+  // that is all it reads: 1 for greedy, min(top_k, vocab_size) for temperature with top-k (top-p,
+  // min-p and the temperature then act within those); 0 when it needs the whole row, or more
+  // than max_candidates of it: top-k off, penalties, logit_bias, min_tokens still blocking (the
+  // output holds num_output tokens), a constraint.
+  int32_t candidates_needed(int64_t num_output, int32_t vocab_size, int32_t max_candidates) const;
+  // The draw from the row's first candidates_needed() candidates, in ranks_before order (more may
+  // follow; they are ignored): the token, and the RNG state after it, that sample() over the whole
+  // row gives. Only when candidates_needed() > 0 (no constraint: nothing to accept).
+  int32_t sample(std::span<const Candidate> best);
+
  private:
   int32_t draw(std::span<const float> logits, std::span<const int32_t> prompt,
                std::span<const int32_t> output);
-  struct Candidate {
-    int32_t id;
-    float logit;
-  };
+  // top-p, min-p, temperature and the draw over candidates_[0, n) (top-k already applied,
+  // ranks_before order): the one draw both entry points share.
+  int32_t draw_ranked(size_t n);
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<Candidate> candidates_;

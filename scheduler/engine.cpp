@@ -71,6 +71,7 @@ Engine::Engine(SchedulerConfig config, memory::KvManager& kv, Executor& executor
       layout_(kv.layout()),
       num_total_pages_(kv.num_total_pages()),
       vocab_size_(executor.vocab_size()),
+      max_candidates_(config_.candidate_sampling ? std::max(0, executor.max_candidates()) : 0),
       capacity_(layout_, config_.policy, config_.max_running, config_.growth_tokens),
       composer_(layout_.num_layers, config_.step_budget_token_layers, config_.layered_prefill) {}
 
@@ -341,6 +342,8 @@ EngineStats Engine::stats() const {
   s.num_prefill_tokens_total = num_prefill_tokens_;
   s.num_forks_total = num_forks_;
   s.num_generated_tokens_total = num_generated_tokens_;
+  s.num_candidate_rows_total = num_candidate_rows_;
+  s.num_whole_rows_total = num_whole_rows_;
   return s;
 }
 

@@ -11,7 +11,8 @@
 //      back in this step;
 //   2. capacity stage (CapacityScheduler): preempt / grow / admit, committed to the KvManager;
 //   3. budget stage (StepComposer): decodes first, then prefill layers, within the budget;
-//   4. the executor runs the step and returns logits;
+//   4. the executor runs the step and returns logits (or, for a request whose sampler reads no
+//      more of the row, only its best few candidates: Executor::max_candidates);
 //   5. sample (sampling::Sampler), apply stop rules, emit events, release finished requests;
 //   6. assert the step invariants (LS_CHECK): budget respected, every running request holds
 //      enough KV, each request in exactly one state list, KvManager counts match the requests.
@@ -76,6 +77,12 @@ struct SchedulerConfig {
   // add_group: the samples of one prompt share one prefill (forks, docs/design.md §6). false:
   // every sample prefills the prompt itself (the comparison in bench/shared_prefill).
   bool share_group_prefill = true;
+  // Ask the executor for only a row's best candidates where the request's sampler reads no more
+  // (sampling::Sampler::candidates_needed; no logprobs, prompt logprobs or forks that need more),
+  // up to Executor::max_candidates(): on a GPU the step then brings back k (id, logit) pairs per
+  // row instead of vocab_size floats. The tokens are the same either way; false: whole rows
+  // always (`--device-sampling off`, the A/B).
+  bool candidate_sampling = true;
 
   int64_t min_budget(int32_t num_layers) const;
   // A serving default in the manner of vLLM's max_num_batched_tokens: a step holds up to
@@ -129,6 +136,9 @@ struct EngineStats {
   int64_t num_prefill_tokens_total = 0;
   int64_t num_forks_total = 0;  // samples started from a sibling's prefill (add_group)
   int64_t num_generated_tokens_total = 0;
+  // Logits rows the executor returned as candidates, not whole (candidate_sampling), and whole.
+  int64_t num_candidate_rows_total = 0;
+  int64_t num_whole_rows_total = 0;
 };
 
 class Engine {
@@ -200,17 +210,21 @@ class Engine {
   // engine_step.cpp
   void run_capacity_stage(double now, StepSummary& summary);
   StepPlan run_budget_stage() const;
-  void apply_results(const StepPlan& plan, double now, StepSummary& summary);
+  // How many of r's next row's best candidates the step may return instead of the row (0: the
+  // whole row): what r's sampler, and those of the forks that will sample from r's row, read.
+  int32_t candidates_needed(const Request& r) const;
+  void apply_results(const StepPlan& plan, const StepBatch& batch, double now,
+                     StepSummary& summary);
   void on_token(Request& r, int32_t token, std::optional<TokenLogprobs> logprobs, double now,
                 StepSummary& summary);
   // Pushes `event` to r's stream after showing it to the observer.
   void emit(Request& r, RequestEvent event);
   std::string final_text(Request& r);
   void preempt(Request& r);
-  // r has just completed its first prefill with `logits`: its forks copy it and sample.
-  void start_forks(Request& r, std::span<const float> logits, double now, StepSummary& summary);
+  // r has just completed its first prefill with `row`: its forks copy it and sample.
+  void start_forks(Request& r, const StepOutput::Row& row, double now, StepSummary& summary);
   void detach_forks(Request& r);  // r will not complete a prefill for its forks
-  void sample_and_emit(Request& r, std::span<const float> logits, double now, StepSummary& summary);
+  void sample_and_emit(Request& r, const StepOutput::Row& row, double now, StepSummary& summary);
   void release_kv(Request& r);
   // Ends the request: releases its KV and executor state, pushes the kFinished event, forgets it.
   void finish(Request& r, FinishReason reason, std::string text, int32_t stop_token,
@@ -226,6 +240,7 @@ class Engine {
   const memory::KvLayout layout_;
   const int32_t num_total_pages_;
   const int32_t vocab_size_;
+  const int32_t max_candidates_;  // what an entry may ask (0: whole rows only)
   const CapacityScheduler capacity_;
   const StepComposer composer_;
 
@@ -245,13 +260,15 @@ class Engine {
   std::function<void(const RequestEvent&)> observer_;
   std::function<void(const StepSummary&)> step_listener_;
   StepPlan last_plan_;
-  std::vector<float> logits_;
+  StepOutput output_;
   int64_t num_steps_ = 0;
   int64_t num_preemptions_ = 0;
   int64_t num_prompt_tokens_ = 0;
   int64_t num_prefill_tokens_ = 0;
   int64_t num_forks_ = 0;
   int64_t num_generated_tokens_ = 0;
+  int64_t num_candidate_rows_ = 0;
+  int64_t num_whole_rows_ = 0;
 };
 
 }  // namespace lightserve::scheduler

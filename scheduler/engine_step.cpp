@@ -5,6 +5,7 @@
 #include <exception>
 #include <set>
 #include <span>
+#include <string>
 #include <utility>
 
 #include "base/check.h"
@@ -48,6 +49,7 @@ StepSummary Engine::step() {
         e.prompt_logprobs_top = r.params.prompt_logprobs;
       }
     }
+    if (e.needs_logits && e.prompt_logprobs == nullptr) e.num_candidates = candidates_needed(r);
     batch.entries.push_back(e);
   }
   summary.ran = true;
@@ -55,12 +57,12 @@ StepSummary Engine::step() {
   summary.num_decodes = plan.num_decodes;
   summary.num_prefills = plan.num_prefills;
 
-  logits_.clear();
+  output_.clear();
   // Nothing thrown by the forward pass may cross the engine thread (it would std::terminate the
   // daemon): an exception is that step's failure, like an error status.
   Status status;
   try {
-    status = executor_.execute(batch, logits_);
+    status = executor_.execute(batch, output_);
   } catch (const std::exception& e) {
     status = Error{std::string("exception in the forward pass: ") + e.what()};
   } catch (...) {
@@ -74,7 +76,7 @@ StepSummary Engine::step() {
       finish(*requests_.at(w.id), FinishReason::kError, {}, -1, error, now, summary);
     }
   } else {
-    apply_results(plan, now, summary);
+    apply_results(plan, batch, now, summary);
   }
   last_plan_ = std::move(plan);
   check_step_invariants(nullptr);
@@ -143,15 +145,33 @@ StepPlan Engine::run_budget_stage() const {
   return composer_.compose(running);
 }
 
-void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summary) {
-  const size_t vocab = static_cast<size_t>(vocab_size_);
+int32_t Engine::candidates_needed(const Request& r) const {
+  if (max_candidates_ <= 0 || r.params.logprobs >= 0) return 0;
+  int32_t k = r.sampler->candidates_needed(r.num_generated(), vocab_size_, max_candidates_);
+  // Forks sample from this row too (start_forks): the most any of them reads, or the whole row.
+  for (const RequestId id : r.forks) {
+    if (k == 0) break;
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second->fork_of != r.id) continue;
+    const Request& f = *it->second;
+    const int32_t fk =
+        f.params.logprobs >= 0
+            ? 0
+            : f.sampler->candidates_needed(f.num_generated(), vocab_size_, max_candidates_);
+    k = fk == 0 ? 0 : std::max(k, fk);
+  }
+  return k;
+}
+
+void Engine::apply_results(const StepPlan& plan, const StepBatch& batch, double now,
+                           StepSummary& summary) {
   size_t num_outputs = 0;
   for (const ScheduledWork& w : plan.work) num_outputs += w.layer_end == layout_.num_layers;
-  LS_CHECK(logits_.size() == num_outputs * vocab)
-      << "executor returned " << logits_.size() << " logits for " << num_outputs << " rows of "
-      << vocab;
+  LS_CHECK(output_.rows.size() == num_outputs)
+      << "executor returned " << output_.rows.size() << " rows for " << num_outputs << " entries";
   size_t row = 0;
-  for (const ScheduledWork& w : plan.work) {
+  for (size_t i = 0; i < plan.work.size(); ++i) {
+    const ScheduledWork& w = plan.work[i];
     Request& r = *requests_.at(w.id);
     if (!w.decode) {
       r.begins_sequence = false;
@@ -164,16 +184,30 @@ void Engine::apply_results(const StepPlan& plan, double now, StepSummary& summar
     } else {
       r.num_computed_tokens += 1;
     }
-    const std::span<const float> logits(logits_.data() + row * vocab, vocab);
-    ++row;
+    const StepOutput::Row& out = output_.rows[row++];
+    const int32_t asked = batch.entries[i].num_candidates;
+    LS_CHECK(out.whole ? out.count == vocab_size_ : asked > 0 && out.count == asked)
+        << "executor returned " << out.count << (out.whole ? " logits" : " candidates")
+        << " for request " << r.id << ", which asked for "
+        << (asked > 0 ? std::to_string(asked) + " candidates" : "its logits");
+    LS_CHECK(out.offset >= 0 &&
+             out.offset + out.count <= static_cast<int64_t>(out.whole ? output_.logits.size()
+                                                                      : output_.candidates.size()))
+        << "executor's row for request " << r.id << " lies outside its output";
+    ++(out.whole ? num_whole_rows_ : num_candidate_rows_);
     // Before r samples: its first token may finish it, and its KV must still be there to copy.
-    if (!r.forks.empty()) start_forks(r, logits, now, summary);
-    sample_and_emit(r, logits, now, summary);
+    if (!r.forks.empty()) start_forks(r, out, now, summary);
+    sample_and_emit(r, out, now, summary);
   }
 }
 
-void Engine::sample_and_emit(Request& r, std::span<const float> logits, double now,
+void Engine::sample_and_emit(Request& r, const StepOutput::Row& row, double now,
                              StepSummary& summary) {
+  if (!row.whole) {  // candidates_needed said r's sampler reads no more (and no logprobs)
+    on_token(r, r.sampler->sample(output_.candidates_of(row)), std::nullopt, now, summary);
+    return;
+  }
+  const std::span<const float> logits = output_.logits_of(row);
   const std::span<const int32_t> tokens(r.tokens);
   const int32_t token = r.sampler->sample(logits, tokens.first(r.num_prompt_tokens),
                                           tokens.subspan(r.num_prompt_tokens));
@@ -183,7 +217,7 @@ void Engine::sample_and_emit(Request& r, std::span<const float> logits, double n
            now, summary);
 }
 
-void Engine::start_forks(Request& parent, std::span<const float> logits, double now,
+void Engine::start_forks(Request& parent, const StepOutput::Row& row, double now,
                          StepSummary& summary) {
   const std::vector<RequestId> forks = std::move(parent.forks);
   parent.forks.clear();
@@ -224,7 +258,7 @@ void Engine::start_forks(Request& parent, std::span<const float> logits, double 
     ++summary.num_admitted;
     ++num_forks_;
     num_prompt_tokens_ += f.num_prompt_tokens;
-    sample_and_emit(f, logits, now, summary);
+    sample_and_emit(f, row, now, summary);
   }
 }
 

@@ -30,6 +30,11 @@
 //    the child and the engine lets it prefill on its own.
 //  * release(id) ends the executor's per-request state: on finish, abort, preemption and error,
 //    always before the engine gives the request's KV back, so no executor state outlives the KV.
+//  * What comes back per needs_logits entry (StepOutput): its whole logits row, or, when the
+//    entry's num_candidates = k > 0 (the engine asks only up to max_candidates()), possibly just
+//    the row's k best candidates (id, logit) in sampling::ranks_before order: all the request's
+//    sampler reads of that row (sampling::Sampler::candidates_needed). A GPU executor then sends
+//    back k pairs instead of vocab_size floats. The whole row is always a correct answer.
 //
 // Threading: every call comes from the engine thread.
 #pragma once
@@ -40,6 +45,7 @@
 
 #include "base/status.h"
 #include "memory/kv_allocation.h"
+#include "sampling/sampler.h"
 #include "scheduler/events.h"
 
 namespace lightserve::scheduler {
@@ -62,6 +68,9 @@ struct ExecutorEntry {
   // row by row as they are computed (never all of them at once).
   std::vector<TokenLogprobs>* prompt_logprobs = nullptr;
   int32_t prompt_logprobs_top = 0;
+  // With needs_logits: > 0 when the engine reads no more of the row than its best num_candidates
+  // candidates (≤ Executor::max_candidates(); never with prompt_logprobs); 0: the whole row.
+  int32_t num_candidates = 0;
 
   bool is_prefill() const { return position == 0; }
   // The step's cost in the budget's unit: tokens × layers.
@@ -74,16 +83,56 @@ struct StepBatch {
   std::vector<ExecutorEntry> entries;  // decodes first, then prefills (StepComposer's order)
 };
 
+// A step's results: one row per entry with needs_logits, in entry order, each either the whole
+// logits row or (for an entry that asked num_candidates = k) its k best candidates.
+struct StepOutput {
+  struct Row {
+    bool whole = true;   // logits[offset, offset + count): the row's count = vocab_size floats
+    int64_t offset = 0;  // else candidates[offset, offset + count), count = the k asked
+    int32_t count = 0;
+  };
+  std::vector<float> logits;
+  std::vector<sampling::Candidate> candidates;
+  std::vector<Row> rows;
+
+  void clear() {
+    logits.clear();
+    candidates.clear();
+    rows.clear();
+  }
+  // Appends the next row, whole or as candidates.
+  void add_logits(std::span<const float> row) {
+    rows.push_back({true, static_cast<int64_t>(logits.size()), static_cast<int32_t>(row.size())});
+    logits.insert(logits.end(), row.begin(), row.end());
+  }
+  void add_candidates(std::span<const sampling::Candidate> best) {
+    rows.push_back(
+        {false, static_cast<int64_t>(candidates.size()), static_cast<int32_t>(best.size())});
+    candidates.insert(candidates.end(), best.begin(), best.end());
+  }
+  std::span<const float> logits_of(const Row& row) const {
+    return std::span<const float>(logits).subspan(static_cast<size_t>(row.offset),
+                                                  static_cast<size_t>(row.count));
+  }
+  std::span<const sampling::Candidate> candidates_of(const Row& row) const {
+    return std::span<const sampling::Candidate>(candidates)
+        .subspan(static_cast<size_t>(row.offset), static_cast<size_t>(row.count));
+  }
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
 
   virtual int32_t vocab_size() const = 0;
+  // The most candidates an entry may ask for (ExecutorEntry::num_candidates); 0: whole rows only.
+  virtual int32_t max_candidates() const { return 0; }
 
-  // Runs one step. On success `logits` holds vocab_size() floats per entry with needs_logits, in
-  // entry order. On an error the engine finishes every request of the batch with kError (and
-  // releases them); the executor must leave other requests' state intact.
-  virtual Status execute(const StepBatch& batch, std::vector<float>& logits) = 0;
+  // Runs one step into `output` (cleared first): a row per entry with needs_logits, in entry
+  // order (see StepOutput and the contract above). On an error the engine finishes every request
+  // of the batch with kError (and releases them); the executor must leave other requests' state
+  // intact.
+  virtual Status execute(const StepBatch& batch, StepOutput& output) = 0;
 
   // Starts `child` as a copy of `parent` (see fork above). `parent` has just completed its
   // prefill; `child_kv` is the child's, valid until release(child).

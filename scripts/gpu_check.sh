@@ -25,6 +25,9 @@
 #      --graphs off,on at the 135M shape (context 512; here) and the 8B shape (context 2048;
 #      after step 5, before 4b), batch 1 / 16 / 64, fusion on + device argmax; skipped when
 #      the graph tests failed in step 2                                             ~20 s + ~60 s
+#   4d. sampling on the device (issue 12): `lightserve bench --device-sampling off,on` at batch
+#      64 on SAMPLING_SHAPE (default the dummy smollm2-135m: loads in seconds), greedy and
+#      temperature + top-k 40: whole logits rows downloaded vs topk_rows' candidates  ~30 s
 #   5. hybrid (f = 0.5, --plan none) vs full attention, `lightserve bench --compare` at 16K input,
 #      KV arena sized by --gpu-memory-utilization 0.9 (filling the card), N16K prompts, OUT16K
 #      output tokens                                                               ~180 s
@@ -39,7 +42,8 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
-# e.g. "5 6"; 4c and 4g are their own).
+# e.g. "5 6"; 4c, 4d and 4g are their own), SAMPLING_SHAPE (smollm2-135m; llama-3-8b for its 128K
+# vocabulary, which costs the 8B dummy load).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -214,6 +218,19 @@ if [ "$GRAPHS_AB" = 1 ]; then
   step graphs_small 40 "$RUNTIME" --device cuda --shape smollm2-135m --prefill '' \
     --decode 1,16,64 --context 512 --gen 64 --reps 1 --argmax device --graphs off,on \
     --json "$WORK/graphs_small.json"
+fi
+
+# 4d. Sampling on the device (issue 12): the same decode-dominated bench with whole logits rows
+# (off) and with the sampled rows' top-k candidates (on), greedy and top-k 40, in one process each.
+if ! skipped 4d; then
+  for sampling in greedy topk; do
+    args=()
+    [ "$sampling" = topk ] && args=(--temperature 0.8 --top-k 40)
+    step "sampling_$sampling" 60 "$LIGHTSERVE" bench -q --device cuda --load-format dummy \
+      --shape "${SAMPLING_SHAPE:-smollm2-135m}" --num-prompts 64 --max-running 64 \
+      --input-len 128 --output-len 128 --kv-budget 4GiB "${args[@]}" --device-sampling off,on \
+      --json "$WORK/sampling_$sampling.json"
+  done
 fi
 
 # 5. LightTransfer's throughput per GPU at 16K: hybrid (f = 0.5) over full attention.

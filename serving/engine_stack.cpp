@@ -26,6 +26,7 @@ Result<std::unique_ptr<EngineStack>> EngineStack::create(
   sc.priority_scheduling = options.priority_scheduling;
   sc.layered_prefill = options.layered_prefill;
   sc.share_group_prefill = options.share_group_prefill;
+  sc.candidate_sampling = options.candidate_sampling;
   sc.step_budget_token_layers = options.step_budget_token_layers;
   sc.step_budget_token_layers = sc.budget_or_default(mc.num_layers);
   for (int32_t id = 0; id < mc.vocab_size; ++id) {

@@ -33,6 +33,9 @@ struct EngineStackOptions {
   bool layered_prefill = true;
   // The samples of one prompt (Engine::add_group) share its prefill; false: each prefills it.
   bool share_group_prefill = true;
+  // SchedulerConfig::candidate_sampling (`--device-sampling`): rows whose sampler reads only
+  // their best few tokens come back as those tokens (top-k on the device), not whole.
+  bool candidate_sampling = true;
   int64_t step_budget_token_layers = 0;  // 0: SchedulerConfig::budget_or_default
   // Faults to inject at the executor boundary (the reliability tests); none when unset.
   std::optional<executor::FaultPlan> faults;

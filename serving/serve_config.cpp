@@ -174,6 +174,13 @@ const std::vector<Entry>& entries() {
         "it, after every decode); 0 = 2048 tokens through every layer"},
        Kind::kInt64,
        member(&ServeConfig::step_budget)},
+      {{"engine", "device_sampling", "--device-sampling",
+        "on: a request that reads no more of its logits than the best few tokens (greedy, or "
+        "temperature with top-k, and no penalties, logit bias, logprobs or grammar) gets only "
+        "those from the step (top-k on the GPU: k pairs per row instead of the vocabulary); "
+        "off: every row whole. The tokens are the same either way"},
+       Kind::kString,
+       member(&ServeConfig::device_sampling)},
 
       {{"lighttransfer", "mode", "--lt-mode",
         "test (lazy layers chosen per request), static (--plan), full, streaming, random"},
@@ -411,6 +418,9 @@ Status ServeConfig::validate() const {
     return bad("engine.scheduling", "must be fcfs or priority, got '" + scheduling + "'");
   }
   if (step_budget < 0) return bad("engine.step_budget", "must be >= 0");
+  if (device_sampling != "on" && device_sampling != "off") {
+    return bad("engine.device_sampling", "must be on or off, got '" + device_sampling + "'");
+  }
   if (drain_timeout_seconds < 0) return bad("shutdown.drain_timeout_seconds", "must be >= 0");
   // LightTransfer settings that need no model, checked before it loads (a bad one exits 2 at
   // once instead of 1 after the load); the plan's layer count waits for the model.

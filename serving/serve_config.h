@@ -62,6 +62,9 @@ struct ServeConfig {
   std::string policy = "reserve";   // reserve | optimistic
   std::string scheduling = "fcfs";  // fcfs | priority (higher request priority first)
   int64_t step_budget = 0;          // token-layers per step; 0 = 2048 tokens through every layer
+  // on: a step brings back only the best few candidates of a row whose sampler reads no more
+  // (SchedulerConfig::candidate_sampling; on a GPU, top-k on the device); off: whole rows.
+  std::string device_sampling = "on";
 
   // lighttransfer: (mode, lazy_fraction, sink, window, w_last, plan, seed)
   LightTransferOptions lighttransfer;

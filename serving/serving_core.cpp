@@ -164,6 +164,7 @@ Result<std::unique_ptr<ServingCore>> ServingCore::start(const ServeConfig& confi
   options.policy = config.policy;
   options.priority_scheduling = config.scheduling == "priority";
   options.step_budget_token_layers = config.step_budget;
+  options.candidate_sampling = config.device_sampling == "on";
   if (config.gpu_memory_utilization > 0) {
     const int64_t step_tokens = config.step_budget > 0
                                     ? config.step_budget / mc.num_layers

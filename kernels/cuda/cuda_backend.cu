@@ -35,6 +35,7 @@
 #include "kernels/cuda/cuda_owned.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/op_profiler.h"
+#include "kernels/cuda/topk.h"
 
 namespace lightserve::kernels {
 namespace cuda {
@@ -432,6 +433,26 @@ class CudaBackend final : public Backend {
     if (profiler_.enabled()) profiler_.collect();
   }
 
+  void topk_rows(const float* x, int64_t width, std::span<const int32_t> rows, int32_t k,
+                 Ranked* out) override {
+    if (k < 1 || k > kMaxTopK) {
+      throw std::invalid_argument("topk_rows: k = " + std::to_string(k) + " outside [1, " +
+                                  std::to_string(kMaxTopK) + "]");
+    }
+    if (rows.empty()) return;
+    abandon_step();  // reads results back: never part of a recorded step
+    bind();          // waits, like argmax_rows: the pairs are on the host when this returns
+    const Profiled profiled(profiler_, "topk_rows");
+    const auto num_rows = static_cast<int64_t>(rows.size());
+    Ranked* device_out = topk_out_.get<Ranked>(num_rows * k);
+    launch_topk_rows(ctx_.stream, x, width, upload_span(rows, topk_rows_), num_rows, k, device_out);
+    LS_CUDA_CHECK(cudaMemcpyAsync(out, device_out,
+                                  static_cast<size_t>(num_rows * k) * sizeof(Ranked),
+                                  cudaMemcpyDeviceToHost, ctx_.stream));
+    LS_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    if (profiler_.enabled()) profiler_.collect();
+  }
+
   bool memory_info(int64_t* free_bytes, int64_t* total_bytes) override {
     abandon_step();
     bind();
@@ -696,23 +717,7 @@ class CudaBackend final : public Backend {
     recorder_.abandon();
   }
 
-  // One op's profiling scope (begin at construction, end at destruction), when enabled (steps are
-  // never recorded then: begin_decode_step).
-  class Profiled {
-   public:
-    Profiled(OpProfiler& p, const char* name) : p_(p.enabled() ? &p : nullptr) {
-      if (p_ != nullptr) p_->begin(name);
-    }
-    ~Profiled() {
-      if (p_ != nullptr) p_->end();
-    }
-    Profiled(const Profiled&) = delete;
-    Profiled& operator=(const Profiled&) = delete;
-
-   private:
-    OpProfiler* p_;
-  };
-
+  // Profiled ops (op_profiler.h) are never recorded: begin_decode_step declines while profiling.
   OwnedContext owned_;  // first: outlives every member below that issues work on its stream
   CudaContext& ctx_ = owned_.ctx;
   OpProfiler profiler_{ctx_.stream};
@@ -730,6 +735,8 @@ class CudaBackend final : public Backend {
   int64_t queued_width_ = 0;
   DeviceScratch store_descriptors_;
   DeviceScratch argmax_ids_;  // argmax_rows' ids before they go to the host
+  DeviceScratch topk_rows_;   // topk_rows' row list
+  DeviceScratch topk_out_;    // and its (id, value) pairs before they go to the host
 
   // Launch fusion (the file's header).
   bool fused_ = true;

@@ -105,4 +105,21 @@ class OpProfiler {
   double idle_ms_ = 0;
 };
 
+// One op's profiling scope (begin at construction, end at destruction), when the profiler is
+// enabled.
+class Profiled {
+ public:
+  Profiled(OpProfiler& p, const char* name) : p_(p.enabled() ? &p : nullptr) {
+    if (p_ != nullptr) p_->begin(name);
+  }
+  ~Profiled() {
+    if (p_ != nullptr) p_->end();
+  }
+  Profiled(const Profiled&) = delete;
+  Profiled& operator=(const Profiled&) = delete;
+
+ private:
+  OpProfiler* p_;
+};
+
 }  // namespace lightserve::kernels::cuda

@@ -130,6 +130,7 @@ TEST(ServeConfig, ImpossibleValuesNameTheKey) {
       {{"--lazy-fraction", "1.5"}, "lazy_fraction must be in [0, 1]"},
       {{"--lt-mode", "static"}, "needs a plan file"},
       {{"--kv-dtype", "f32"}, "engine.kv_dtype must be f16 or bf16, got 'f32'"},
+      {{"--device-sampling", "yes"}, "engine.device_sampling must be on or off, got 'yes'"},
       {{"--gpu-memory-utilization", "1.5"}, "engine.gpu_memory_utilization must be in (0, 1]"},
       {{"--gpu-memory-utilization", "-0.1"}, "engine.gpu_memory_utilization"},
       {{"--gpu-memory-utilization", "0.9", "--kv-budget", "1GiB"},

@@ -14,7 +14,8 @@ namespace {
 class CountingExecutor final : public scheduler::Executor {
  public:
   int32_t vocab_size() const override { return 7; }
-  Status execute(const scheduler::StepBatch&, std::vector<float>&) override {
+  int32_t max_candidates() const override { return 5; }
+  Status execute(const scheduler::StepBatch&, scheduler::StepOutput&) override {
     ++num_executed;
     return Status::Ok();
   }
@@ -52,28 +53,29 @@ TEST(FaultInjectingExecutor, FaultsHitExactlyTheirSteps) {
   CountingExecutor inner;
   FaultInjectingExecutor faulty(inner, FaultPlan::parse("throw@2,bad_alloc@3,error@4x2").value());
   scheduler::StepBatch batch;
-  std::vector<float> logits;
-  EXPECT_TRUE(faulty.execute(batch, logits).ok());                        // 1
-  EXPECT_THROW((void)faulty.execute(batch, logits), std::runtime_error);  // 2
-  EXPECT_THROW((void)faulty.execute(batch, logits), std::bad_alloc);      // 3
-  EXPECT_FALSE(faulty.execute(batch, logits).ok());                       // 4
-  Status fifth = faulty.execute(batch, logits);                           // 5
+  scheduler::StepOutput output;
+  EXPECT_TRUE(faulty.execute(batch, output).ok());                        // 1
+  EXPECT_THROW((void)faulty.execute(batch, output), std::runtime_error);  // 2
+  EXPECT_THROW((void)faulty.execute(batch, output), std::bad_alloc);      // 3
+  EXPECT_FALSE(faulty.execute(batch, output).ok());                       // 4
+  Status fifth = faulty.execute(batch, output);                           // 5
   ASSERT_FALSE(fifth.ok());
   EXPECT_EQ(fifth.message(), "injected fault at step 5");
-  EXPECT_TRUE(faulty.execute(batch, logits).ok());  // 6
+  EXPECT_TRUE(faulty.execute(batch, output).ok());  // 6
   EXPECT_EQ(inner.num_executed, 2);                 // the faulty steps never reached it
   faulty.release(3);
   EXPECT_EQ(inner.num_released, 1);
   EXPECT_EQ(faulty.vocab_size(), 7);
+  EXPECT_EQ(faulty.max_candidates(), 5);
 }
 
 TEST(FaultInjectingExecutor, ASlowStepIsSlowThenRuns) {
   CountingExecutor inner;
   FaultInjectingExecutor faulty(inner, FaultPlan::parse("slow@1:60").value());
   scheduler::StepBatch batch;
-  std::vector<float> logits;
+  scheduler::StepOutput output;
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(faulty.execute(batch, logits).ok());
+  EXPECT_TRUE(faulty.execute(batch, output).ok());
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(60));
   EXPECT_EQ(inner.num_executed, 1);
 }

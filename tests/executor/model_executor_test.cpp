@@ -520,8 +520,12 @@ TEST_F(ModelExecutorTest, BenchCommandPrintsItsTable) {
     // 4 prompts × 64 tokens × 30 layers at most 400 token-layers a step: layered, many steps.
     EXPECT_EQ(run["prefill_token_layers"], 4 * 64 * 30);
     EXPECT_GE(run["prefill_steps"]["num_steps"], 4 * 64 * 30 / 400);
+    // Greedy, --device-sampling on (the default): every token from its row's best candidate.
+    EXPECT_EQ(run["candidate_rows"], 32);
+    EXPECT_EQ(run["whole_rows"], 0);
   }
   EXPECT_TRUE(j.contains("ratios"));
+  EXPECT_EQ(j["device_sampling"], "on");
 }
 
 }  // namespace

@@ -242,6 +242,57 @@ TEST_F(CudaModel, FusedLaunchesAndDeviceArgmaxChangeNoLogit) {
   }
 }
 
+// Sampling candidates on the device (forward_candidates: Backend::topk_rows' kernel over the
+// output rows, one download of k pairs per row): each reduced row is the first k of the same
+// call's device logits in sampling::ranks_before order, bit for bit; a whole row in the same
+// batch is forward's.
+TEST_F(CudaModel, DeviceCandidatesAreTheBestOfTheDevicesLogits) {
+  const std::vector<int32_t> p1 = prompt(1);
+  std::vector<int32_t> p2 = prompt(2);
+  p2.resize(p2.size() - 5);
+  const std::vector<int32_t> p3 = cpu_->tokenizer().encode("List three colors:", true);
+  const size_t vocab = static_cast<size_t>(gpu_->config().vocab_size);
+  const std::vector<int32_t> ks = {40, 0, 1};
+  std::vector<std::unique_ptr<SequenceCache>> a, b;
+  std::vector<BatchEntry> by_logits, by_candidates;
+  const std::vector<int32_t>* prompts[] = {&p1, &p2, &p3};
+  for (const std::vector<int32_t>* p : prompts) {
+    a.push_back(std::make_unique<SequenceCache>(gpu_->config(), 1024));
+    b.push_back(std::make_unique<SequenceCache>(gpu_->config(), 1024));
+    by_logits.push_back({a.back().get(), *p, false});
+    by_candidates.push_back({b.back().get(), *p, false});
+    by_candidates.back().num_candidates = ks[by_candidates.size() - 1];
+  }
+  std::vector<int32_t> next(ks.size());
+  for (int step = 0; step < 5; ++step) {
+    std::vector<float> logits, whole;
+    std::vector<kernels::Ranked> candidates;
+    ASSERT_TRUE(gpu_->forward(by_logits, logits).ok());
+    ASSERT_TRUE(gpu_->forward_candidates(by_candidates, whole, candidates).ok());
+    ASSERT_EQ(logits.size(), ks.size() * vocab);
+    ASSERT_EQ(candidates.size(), 41u);
+    ASSERT_TRUE(std::equal(whole.begin(), whole.end(), logits.begin() + vocab)) << step;
+    size_t at = 0;
+    for (size_t i = 0; i < ks.size(); ++i) {
+      std::vector<sampling::Candidate> all;
+      for (size_t t = 0; t < vocab; ++t) {
+        all.push_back({static_cast<int32_t>(t), logits[i * vocab + t]});
+      }
+      std::sort(all.begin(), all.end(), sampling::ranks_before);
+      next[i] = all[0].id;
+      for (int32_t j = 0; j < ks[i]; ++j) {
+        ASSERT_EQ(candidates[at].id, all[j].id)
+            << "step " << step << " entry " << i << " rank " << j;
+        ASSERT_EQ(candidates[at].value, all[j].logit) << "step " << step << " entry " << i;
+        ++at;
+      }
+    }
+    for (size_t i = 0; i < ks.size(); ++i) {
+      by_logits[i].tokens = by_candidates[i].tokens = std::span<const int32_t>(&next[i], 1);
+    }
+  }
+}
+
 // LightTransfer on the device: lazy ratios, the chosen layers, the cut into ring slots and paged
 // blocks, then decode over both views.
 TEST_F(CudaModel, HybridSequenceFollowsTheCpu) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -22,7 +23,9 @@ namespace lightserve::scheduler::testing {
 
 // next token = hash(every previous token) % vocab, or eos_id with probability eos_probability
 // (also decided by the hash). The same context always gives the same logits, so a greedy output
-// is reproducible and a recomputed request can be compared with an undisturbed run.
+// is reproducible and a recomputed request can be compared with an undisturbed run. An entry that
+// asks for candidates gets the row's best ones (sampling::ranks_before order), as a GPU executor
+// would, unless max_candidates is 0 (whole rows only).
 class FakeExecutor final : public Executor {
  public:
   struct Options {
@@ -31,6 +34,10 @@ class FakeExecutor final : public Executor {
     int32_t eos_id = 0;
     double eos_probability = 0.0;
     uint64_t seed = 1;
+    int32_t max_candidates = 16;  // Executor::max_candidates()
+    // The other tokens' logits: 0 (false), or a few hashed levels below the next token's 4.0 with
+    // many ties (true), so that temperature sampling has a real distribution to draw from.
+    bool varied_logits = false;
   };
 
   struct EntryRecord {
@@ -39,6 +46,7 @@ class FakeExecutor final : public Executor {
     int32_t num_tokens = 0;
     int32_t layer_begin = 0;
     int32_t layer_end = 0;
+    int32_t num_candidates = 0;
   };
 
   explicit FakeExecutor(Options options) : options_(options) {}
@@ -62,18 +70,36 @@ class FakeExecutor final : public Executor {
 
   std::vector<float> logits_for(std::span<const int32_t> context) const {
     std::vector<float> logits(static_cast<size_t>(options_.vocab_size), 0.0f);
+    if (options_.varied_logits) {
+      uint64_t h = mix(options_.seed ^ 0x10617ULL);
+      for (int32_t t : context) h = mix(h ^ static_cast<uint64_t>(t));
+      for (size_t i = 0; i < logits.size(); ++i) {
+        logits[i] = 0.25f * static_cast<float>(mix(h + i) % 8);  // 0 .. 1.75, ties everywhere
+      }
+    }
     logits[static_cast<size_t>(next_token(context))] = 4.0f;
     return logits;
   }
 
-  int32_t vocab_size() const override { return options_.vocab_size; }
+  // The row's best k in rank order (what a GPU executor's topk_rows gives).
+  static std::vector<sampling::Candidate> best_of(std::span<const float> row, int32_t k) {
+    std::vector<sampling::Candidate> all;
+    for (size_t i = 0; i < row.size(); ++i) all.push_back({static_cast<int32_t>(i), row[i]});
+    std::sort(all.begin(), all.end(), sampling::ranks_before);
+    all.resize(std::min(all.size(), static_cast<size_t>(k)));
+    return all;
+  }
 
-  Status execute(const StepBatch& batch, std::vector<float>& logits) override {
+  int32_t vocab_size() const override { return options_.vocab_size; }
+  int32_t max_candidates() const override { return options_.max_candidates; }
+
+  Status execute(const StepBatch& batch, StepOutput& output) override {
     ++num_steps_;
+    output.clear();
     std::vector<EntryRecord> record;
     for (const ExecutorEntry& e : batch.entries) {
       record.push_back({e.request_id, e.is_prefill(), static_cast<int32_t>(e.tokens.size()),
-                        e.layer_begin, e.layer_end});
+                        e.layer_begin, e.layer_end, e.num_candidates});
     }
     steps_.push_back(record);
     if (fail_at_step_ == num_steps_) return Error{"injected failure"};
@@ -85,6 +111,11 @@ class FakeExecutor final : public Executor {
       EXPECT_GE(e.kv->token_capacity(), e.position + static_cast<int64_t>(e.tokens.size()))
           << "request " << e.request_id << ": KV too small for the entry";
       EXPECT_EQ(e.needs_logits, e.layer_end == options_.num_layers);
+      EXPECT_GE(e.num_candidates, 0);
+      EXPECT_LE(e.num_candidates, options_.max_candidates);
+      if (!e.needs_logits || e.prompt_logprobs != nullptr) {
+        EXPECT_EQ(e.num_candidates, 0) << "request " << e.request_id;
+      }
       if (e.begins_sequence) {
         EXPECT_EQ(states_.count(e.request_id), 0u) << "request " << e.request_id << " began twice";
         states_[e.request_id] = State{e.kv, 0, {}, false};
@@ -118,7 +149,11 @@ class FakeExecutor final : public Executor {
       }
       if (e.needs_logits) {
         const std::vector<float> row = logits_for(s.context);
-        logits.insert(logits.end(), row.begin(), row.end());
+        if (e.num_candidates > 0) {
+          output.add_candidates(best_of(row, e.num_candidates));
+        } else {
+          output.add_logits(row);
+        }
       }
     }
     return Status::Ok();
