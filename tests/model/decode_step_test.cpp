@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/topk.h"
 #include "model/hybrid_sequence.h"
 #include "model/kv_arena.h"
 #include "sampling/sampler.h"
@@ -271,6 +272,65 @@ TEST_F(DecodeStep, ArgmaxOfAPaddedStepReturnsTheRealRows) {
     next = ids;
   }
   EXPECT_EQ(backend.steps.size(), 6u);
+}
+
+// forward_candidates through a padded step: candidates for the rows that asked (from the real
+// rows only, never the padding), whole rows for the others, all read after the step ended.
+TEST_F(DecodeStep, CandidatesOfAPaddedStepComeFromTheRealRows) {
+  PaddingBackend backend;
+  auto loaded = LlamaModel::load(gguf_testing::test_model_path(), backend);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  LlamaModel& model = *loaded.value();
+  const int32_t vocab = model.config().vocab_size;
+  SequenceCache a(model.config(), 64), b(model.config(), 64), c(model.config(), 64);
+  SequenceCache a2(model.config(), 64), b2(model.config(), 64), c2(model.config(), 64);
+  SequenceCache* by_logits[] = {&a, &b, &c};
+  SequenceCache* by_candidates[] = {&a2, &b2, &c2};
+  const int32_t wanted[] = {5, 0, 3};  // row 1 comes back whole
+  std::vector<int32_t> next(3);
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<int32_t> p = model.tokenizer().encode(kPrompts[i], true);
+    std::vector<float> logits;
+    BatchEntry e1{by_logits[i], p, false}, e2{by_candidates[i], p, false};
+    ASSERT_TRUE(model.forward({&e1, 1}, logits).ok());
+    ASSERT_TRUE(model.forward({&e2, 1}, logits).ok());
+    next[i] = sampling::argmax(logits);
+  }
+  for (int step = 0; step < 3; ++step) {
+    std::vector<BatchEntry> b1, b2;
+    for (int i = 0; i < 3; ++i) {
+      b1.push_back({by_logits[i], {&next[i], 1}, false});
+      b2.push_back({by_candidates[i], {&next[i], 1}, false});
+      b2.back().num_candidates = wanted[i];
+    }
+    std::vector<float> logits, whole;
+    std::vector<kernels::Ranked> candidates;
+    ASSERT_TRUE(model.forward(b1, logits).ok());
+    ASSERT_TRUE(model.forward_candidates(b2, whole, candidates).ok());
+    ASSERT_EQ(candidates.size(), 8u);
+    ASSERT_EQ(whole.size(), static_cast<size_t>(vocab));
+    // The same padded launches: bit-identical rows.
+    EXPECT_TRUE(std::equal(whole.begin(), whole.end(), logits.begin() + vocab)) << "step " << step;
+    size_t at = 0;
+    for (int i : {0, 2}) {
+      const float* row = logits.data() + static_cast<size_t>(i) * vocab;
+      std::vector<int32_t> order(static_cast<size_t>(vocab));
+      for (int32_t v = 0; v < vocab; ++v) order[static_cast<size_t>(v)] = v;
+      std::partial_sort(order.begin(), order.begin() + wanted[i], order.end(),
+                        [&](int32_t x, int32_t y) {
+                          return sampling::ranks_before({x, row[x]}, {y, row[y]});
+                        });
+      for (int j = 0; j < wanted[i]; ++j, ++at) {
+        EXPECT_EQ(candidates[at].id, order[static_cast<size_t>(j)])
+            << "step " << step << " row " << i;
+        EXPECT_EQ(candidates[at].value, row[order[static_cast<size_t>(j)]]);
+      }
+      next[i] = candidates[at - static_cast<size_t>(wanted[i])].id;
+    }
+    next[1] = sampling::argmax({whole.data(), static_cast<size_t>(vocab)});
+  }
+  EXPECT_EQ(backend.steps.size(), 6u);
+  for (const PaddingBackend::Step& s : backend.steps) EXPECT_EQ(s.padded, 4);
 }
 
 }  // namespace
