@@ -20,6 +20,11 @@
 # default THREADS; vLLM computes on THREADS - 1). HYBRID_FLAGS (the hybrid server's LightTransfer
 # flags, default "--plan none --lazy-fraction 0.5"; "" for the shipped plan). Every report is kept as OUT_DIR/SERVER_cN.json
 # (plot with loadtest/plot.py); the table is also written to OUT_DIR/table.md.
+# For lightserve without a model file (a GPU at a real shape; scripts/gpu_check.sh step 7):
+# LIGHTSERVE_MODEL_ARGS (default "--model MODEL", e.g. "--device cuda --load-format dummy
+# --shape llama-3-8b"), LIGHTSERVE_KV_ARGS (default a --kv-budget that holds every concurrent
+# request at full attention; e.g. "--gpu-memory-utilization 0.9" to let KV bind), TOKENS_PER_WORD
+# (1, right for SmolLM2's vocabulary; 0 measures it through the server's /tokenize), LOADTEST.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +40,8 @@ WARMUP="${WARMUP:-2}"
 SERVERS="${SERVERS:-full hybrid llamacpp}"
 SEED="${SEED:-1}"
 HYBRID_FLAGS="${HYBRID_FLAGS---plan none --lazy-fraction 0.5}"
-LOADTEST="$ROOT/build/lightserve-loadtest"
+LOADTEST="${LOADTEST:-$ROOT/build/lightserve-loadtest}"
+TOKENS_PER_WORD="${TOKENS_PER_WORD:-1}"
 LIGHTSERVE="${LIGHTSERVE:-$ROOT/build/lightserve}"
 LLAMA_SERVER="$ROOT/.cache/llama.cpp/bin/llama-server"
 VLLM="$ROOT/.venv-vllm/bin/vllm"
@@ -45,7 +51,10 @@ log() { echo "[bench_serving] $*" >&2; }
 
 [[ -x "$LOADTEST" && -x "$LIGHTSERVE" ]] ||
   { log "ERROR: build first: cmake --build build --target lightserve lightserve-loadtest"; exit 1; }
-[[ -f "$MODEL" ]] || bash scripts/fetch_model.sh
+if [[ -z "${LIGHTSERVE_MODEL_ARGS:-}" || " $SERVERS " == *" llamacpp "* || " $SERVERS " == *" vllm "* ]]; then
+  [[ -f "$MODEL" ]] || bash scripts/fetch_model.sh
+fi
+read -r -a model_args <<< "${LIGHTSERVE_MODEL_ARGS:---model $MODEL}"
 if [[ " $SERVERS " == *" llamacpp "* && ! -x "$LLAMA_SERVER" ]]; then
   bash scripts/build_llamacpp.sh >&2
 fi
@@ -81,9 +90,10 @@ start_server() {  # name, port
       [[ "$name" == hybrid ]] && read -r -a lt_flags <<< "$HYBRID_FLAGS"
       # KV for every concurrent request at full attention (the larger footprint), so KV binds
       # neither server: this compares the engines, the KV-bound case is measured separately.
-      local kv=$(((max_conc + 2) * ctx * 23040 + 64 * 1048576))
-      "$LIGHTSERVE" serve --model "$MODEL" --lt-mode "$mode" "${lt_flags[@]}" --threads "${LIGHTSERVE_THREADS:-$THREADS}" \
-        --context "$ctx" --kv-budget "$kv" --max-running "$max_conc" --http-port "$port" \
+      local kv_args
+      read -r -a kv_args <<< "${LIGHTSERVE_KV_ARGS:---kv-budget $(((max_conc + 2) * ctx * 23040 + 64 * 1048576))}"
+      "$LIGHTSERVE" serve "${model_args[@]}" --lt-mode "$mode" "${lt_flags[@]}" --threads "${LIGHTSERVE_THREADS:-$THREADS}" \
+        --context "$ctx" "${kv_args[@]}" --max-running "$max_conc" --http-port "$port" \
         --grpc-port -1 > "$OUT/$name.server.log" 2>&1 &
       ;;
     llamacpp)
@@ -122,7 +132,7 @@ for name in $SERVERS; do
     # Word prompts are one token a word on this vocabulary; fixed so every server gets the same.
     "$LOADTEST" --url "http://127.0.0.1:$port" --dataset random --input-len "$INPUT_LEN" \
       --output-len "$OUTPUT_LEN" --concurrency "$c" --num-requests "$n" --warmup "$WARMUP" \
-      --seed "$SEED" --tokens-per-word 1 -q --json "$OUT/${name}_c$c.json" \
+      --seed "$SEED" --tokens-per-word "$TOKENS_PER_WORD" -q --json "$OUT/${name}_c$c.json" \
       > "$OUT/${name}_c$c.txt" || log "WARNING: $name at concurrency $c had failures (see $OUT/${name}_c$c.txt)"
   done
   stop_server
@@ -147,7 +157,9 @@ for c in concs:
               f"{s['tpot']['median_ms']:.1f} / {s['tpot']['p99_ms']:.1f} | {s['request_throughput']:.3f} |")
 base = "llamacpp" if "llamacpp" in servers else servers[0]
 others = [n for n in servers if n != base]
-pairs = [(n, base) for n in others] + ([("hybrid", "full")] if {"hybrid", "full"} <= set(servers) else [])
+pairs = [(n, base) for n in others]
+if {"hybrid", "full"} <= set(servers) and ("hybrid", "full") not in pairs:
+    pairs.append(("hybrid", "full"))
 if pairs:
     print(f"\nRatios (output tok/s: higher is better; TTFT / TPOT p50: lower is better)\n")
     print("| concurrency | " + " | ".join(f"{a} / {b} out tok/s, TTFT p50, TPOT p50" for a, b in pairs) + " |")
@@ -156,10 +168,13 @@ if pairs:
         cells = []
         for a, b in pairs:
             sa, sb = load(a, c), load(b, c)
-            if not sa or not sb or not sb["output_throughput"] or not sb["ttft"]["median_ms"] or not sb["tpot"]["median_ms"]:
+            if not sa or not sb:
                 cells.append("-"); continue
-            cells.append(f"{sa['output_throughput'] / sb['output_throughput']:.2f}, "
-                         f"{sa['ttft']['median_ms'] / sb['ttft']['median_ms']:.2f}, "
-                         f"{sa['tpot']['median_ms'] / sb['tpot']['median_ms']:.2f}")
+            # A ratio over a zero is "n/a": e.g. a dummy model's byte vocabulary streams no text
+            # until the end, so its TTFT / TPOT are not measured (its tok/s are, from usage).
+            ratio = lambda x, y: f"{x / y:.2f}" if y else "n/a"
+            cells.append(f"{ratio(sa['output_throughput'], sb['output_throughput'])}, "
+                         f"{ratio(sa['ttft']['median_ms'], sb['ttft']['median_ms'])}, "
+                         f"{ratio(sa['tpot']['median_ms'], sb['tpot']['median_ms'])}")
         print(f"| {c} | " + " | ".join(cells) + " |")
 EOF
