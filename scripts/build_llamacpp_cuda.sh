@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Build llama.cpp's CUDA llama-batched-bench (and llama-bench) for the one prepared GPU run
+# (scripts/gpu_check.sh step 6, issue 12): the lent machine has no compiler we can count on and no
+# network, so the peer is built here, packed by scripts/gpu_bundle.sh and unpacked there.
+#
+#   nice -n 10 bash scripts/build_llamacpp_cuda.sh     # idempotent; 1-2 h from nothing on 2 cores
+#
+# Sources: the same pinned llama-cpp-python 0.3.36 vendor/llama.cpp as the CPU reference
+# (scripts/build_llamacpp.sh LLAMACPP_FETCH_ONLY=1 fetches and extracts them).
+# Output: .cache/llamacpp-cuda/bin/{llama-batched-bench,llama-bench} + VERSION (git-ignored).
+#
+# What makes it small and quick, and still the fair peer:
+#   - sm_90 only (H100 / H200), real code, no PTX: one cubin per kernel;
+#   - flash attention kept, vector kernels only for f16 K / f16 V (GGML_CUDA_FA_QUANTS=f16-f16: the
+#     KV type both sides use); the mma / tile flash-attention kernels are built as upstream does;
+#   - ggml and llama linked statically (BUILD_SHARED_LIBS=OFF): each tool is one file; it loads only
+#     libcudart / libcublas (the device image's CUDA toolkit) and libcuda (the driver);
+#   - the host part for a baseline x86-64 + AVX2/FMA/F16C/BMI2 (GGML_NATIVE=OFF): this VM's
+#     -march=native could emit AVX-512/AMX the device's CPU lacks; the CPU does nothing in the
+#     timed decode with every layer offloaded (-ngl 99);
+#   - CUDA graphs on (llama.cpp's default for CUDA builds), NCCL off (one GPU), no curl.
+# ccache is used for C, C++ and CUDA when installed. Compiler: gcc (nvcc's host compiler).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY_VERSION="0.3.36"
+SRC="$ROOT/.cache/llama.cpp/src/llama_cpp_python-${PY_VERSION}/vendor/llama.cpp"
+OUT="$ROOT/.cache/llamacpp-cuda"
+BUILD="$OUT/build"
+read -ra TARGETS <<<"${LLAMACPP_CUDA_TARGETS:-llama-batched-bench llama-bench}"
+NVCC="${NVCC:-/usr/local/cuda/bin/nvcc}"
+JOBS="${JOBS:-2}"
+log() { echo "[build_llamacpp_cuda] $*"; }
+
+have_all() {
+  local t
+  for t in "${TARGETS[@]}"; do [[ -x "$OUT/bin/$t" ]] || return 1; done
+  [[ -f "$OUT/VERSION" ]]
+}
+if have_all; then
+  log "already built: $OUT/bin"
+  cat "$OUT/VERSION"
+  exit 0
+fi
+[[ -x "$NVCC" ]] || { log "ERROR: no nvcc at $NVCC (set NVCC)"; exit 1; }
+if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
+  LLAMACPP_FETCH_ONLY=1 bash "$ROOT/scripts/build_llamacpp.sh"
+fi
+
+launcher=()
+if command -v ccache >/dev/null; then
+  # Paths under the checkout hash relatively, so another worktree's build of the same sources
+  # (the objects take ~1 h on 2 cores) is a cache hit.
+  export CCACHE_BASEDIR="$ROOT"
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
+    -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
+mkdir -p "$OUT"
+log "configuring (Release, CUDA sm_90, static ggml, baseline x86-64 + AVX2)"
+CC=gcc CXX=g++ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" \
+  -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90-real \
+  -DBUILD_SHARED_LIBS=OFF -DGGML_CUDA=ON -DGGML_CUDA_FA=ON -DGGML_CUDA_FA_QUANTS=f16-f16 \
+  -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+  -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON >"$OUT/configure.log" 2>&1 \
+  || { tail -40 "$OUT/configure.log"; log "ERROR: configure failed"; exit 1; }
+log "building ${TARGETS[*]} with -j$JOBS (log: $OUT/build.log)"
+start=$SECONDS
+cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}" >"$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; log "ERROR: build failed"; exit 1; }
+mkdir -p "$OUT/bin"
+for t in "${TARGETS[@]}"; do
+  cp "$BUILD/bin/$t" "$OUT/bin/$t"
+  strip "$OUT/bin/$t"
+done
+COMMIT="unknown"
+HEADF="$ROOT/.cache/llama.cpp/src/llama_cpp_python-${PY_VERSION}/.git/modules/vendor/llama.cpp/HEAD"
+[[ -f "$HEADF" ]] && COMMIT="$(tr -d '[:space:]' <"$HEADF")"
+{
+  echo "llama-cpp-python ${PY_VERSION}"
+  echo "llama.cpp commit ${COMMIT}"
+  echo "CUDA build: sm_90, nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')," \
+    "GGML_CUDA_FA_QUANTS=f16-f16, static ggml, built in $((SECONDS - start)) s"
+} >"$OUT/VERSION"
+log "done: $(du -sh "$OUT/bin" | cut -f1) in $OUT/bin"
+ls -l "$OUT/bin"
+cat "$OUT/VERSION"
