@@ -42,7 +42,8 @@
 # Environment: BUNDLE, BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 # for model_tests), BUDGET_S (450), UTIL (0.9), N16K (48), OUT16K (512), SKIP (steps to skip,
 # e.g. "5 6"; 4c is its own), LLAMACPP_BENCH / LLAMACPP_GGUF (step 6's binary and model, default
-# the bundle's and one written here), LLAMACPP_NPL (1,32,16,64), LLAMACPP_TG (128).
+# the bundle's and one written here), LLAMACPP_NPL (1,32,16,64), LLAMACPP_TG (128), EXPORT_WAIT_S
+# (90: how long step 3 waits for the GGUF).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
@@ -221,7 +222,7 @@ if grep -q 'FAILED.*CudaFusion\|FAILED.*FusedLaunches' "$WORK"/kernels_tests.txt
 fi
 
 # 3. The roofline's denominator.
-wait_for_export 90
+wait_for_export "${EXPORT_WAIT_S:-90}"
 step copy_bandwidth 30 "$COPYBW" 2048 --json "$WORK/copy_bandwidth.json"
 if ! skipped 3b; then
   step attention_8b 45 "$ATTBENCH" --device cuda --shape "$SHAPE" --min-ms 50 --reps 3
