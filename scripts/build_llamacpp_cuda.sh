@@ -18,7 +18,16 @@
 #   - the host part for a baseline x86-64 + AVX2/FMA/F16C/BMI2 (GGML_NATIVE=OFF): this VM's
 #     -march=native could emit AVX-512/AMX the device's CPU lacks; the CPU does nothing in the
 #     timed decode with every layer offloaded (-ngl 99);
-#   - CUDA graphs on (llama.cpp's default for CUDA builds), NCCL off (one GPU), no curl.
+#   - CUDA graphs on (llama.cpp's default for CUDA builds), NCCL off (one GPU), no curl;
+#   - LLAMACPP_CUDA_TRIM=1 (the default) leaves out the template instances an f16 LLaMA with
+#     head_dim 128 never calls: the quantized-matmul (mmq) instances, the tile flash-attention
+#     instances of other head sizes, and the other head sizes in each mma flash-attention
+#     instance file (the sources under .cache are edited in place; the CPU reference build does
+#     not compile them). llama.cpp's dispatch still names them, so the tools are linked with
+#     --unresolved-symbols=ignore-in-object-files: a call would crash, never compute something
+#     else; after the link every unresolved symbol is checked to be one of those instances. The
+#     kernels the f16 model runs are upstream's, compiled as upstream compiles them. This cuts the
+#     141 CUDA objects' build (1-2 h on 2 shared cores) by roughly half.
 # ccache is used for C, C++ and CUDA when installed. Compiler: gcc (nvcc's host compiler).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +56,24 @@ if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
   LLAMACPP_FETCH_ONLY=1 bash "$ROOT/scripts/build_llamacpp.sh"
 fi
 
+# The trim (see the header). Idempotent: each edit checks whether it was made.
+trim_sources() {
+  local cuda="$SRC/ggml/src/ggml-cuda" f
+  sed -i -e 's|file(GLOB   SRCS "template-instances/fattn-tile\*.cu")|file(GLOB   SRCS "template-instances/fattn-tile-instance-dkq128-dv128.cu")  # lightserve trim|' \
+    -e 's|file(GLOB   SRCS "template-instances/mmq\*.cu")|set(SRCS "")  # lightserve trim: no mmq instances|' \
+    "$cuda/CMakeLists.txt"
+  grep -q "lightserve trim: no mmq" "$cuda/CMakeLists.txt" ||
+    { log "ERROR: the trim did not apply to $cuda/CMakeLists.txt"; exit 1; }
+  for f in "$cuda"/template-instances/fattn-mma-f16-instance-*.cu; do
+    sed -i '/^DECL_FATTN_MMA_F16_CASE(/{/^DECL_FATTN_MMA_F16_CASE(128, 128,/!d}' "$f"
+  done
+}
+linker=(-DCMAKE_EXE_LINKER_FLAGS=)
+if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
+  trim_sources
+  linker=("-DCMAKE_EXE_LINKER_FLAGS=-Wl,--unresolved-symbols=ignore-in-object-files")
+fi
+
 launcher=()
 if command -v ccache >/dev/null; then
   # Paths under the checkout hash relatively, so another worktree's build of the same sources
@@ -58,7 +85,7 @@ fi
 mkdir -p "$OUT"
 log "configuring (Release, CUDA sm_90, static ggml, baseline x86-64 + AVX2)"
 CC=gcc CXX=g++ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" \
-  -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90-real \
+  -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90-real "${linker[@]}" \
   -DBUILD_SHARED_LIBS=OFF -DGGML_CUDA=ON -DGGML_CUDA_FA=ON -DGGML_CUDA_FA_QUANTS=f16-f16 \
   -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
   -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF \
@@ -69,6 +96,23 @@ log "building ${TARGETS[*]} with -j$JOBS (log: $OUT/build.log)"
 start=$SECONDS
 cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}" >"$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; log "ERROR: build failed"; exit 1; }
+if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
+  # Every symbol the link left unresolved (not a shared library's) must be a trimmed instance.
+  for t in "${TARGETS[@]}"; do
+    unexpected=$(nm -C "$BUILD/bin/$t" | awk '$1 == "U" && $0 !~ /@/' |
+      grep -v -e 'mul_mat_q_case<' -e 'ggml_cuda_flash_attn_ext_tile_case<' \
+        -e 'ggml_cuda_flash_attn_ext_mma_f16_case<' || true)
+    if [[ -n "$unexpected" ]]; then
+      log "ERROR: $t has unresolved symbols the trim does not explain:"
+      echo "$unexpected" | head -20
+      exit 1
+    fi
+    if nm -C "$BUILD/bin/$t" | awk '$1 == "U"' | grep -q 'ggml_cuda_flash_attn_ext_mma_f16_case<128, 128,'; then
+      log "ERROR: $t lacks a head-size-128 flash-attention instance"
+      exit 1
+    fi
+  done
+fi
 mkdir -p "$OUT/bin"
 for t in "${TARGETS[@]}"; do
   cp "$BUILD/bin/$t" "$OUT/bin/$t"
@@ -81,6 +125,7 @@ HEADF="$ROOT/.cache/llama.cpp/src/llama_cpp_python-${PY_VERSION}/.git/modules/ve
   echo "llama-cpp-python ${PY_VERSION}"
   echo "llama.cpp commit ${COMMIT}"
   echo "CUDA build: sm_90, nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')," \
+    "trim ${LLAMACPP_CUDA_TRIM:-1}," \
     "GGML_CUDA_FA_QUANTS=f16-f16, static ggml, built in $((SECONDS - start)) s"
 } >"$OUT/VERSION"
 log "done: $(du -sh "$OUT/bin" | cut -f1) in $OUT/bin"
