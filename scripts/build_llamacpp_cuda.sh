@@ -97,9 +97,10 @@ start=$SECONDS
 cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}" >"$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; log "ERROR: build failed"; exit 1; }
 if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
-  # Every symbol the link left unresolved (not a shared library's) must be a trimmed instance.
+  # Every symbol of ggml / llama the link left unresolved (they are linked statically: none comes
+  # from a shared library) must be a trimmed instance.
   for t in "${TARGETS[@]}"; do
-    unexpected=$(nm -C "$BUILD/bin/$t" | awk '$1 == "U" && $0 !~ /@/' |
+    unexpected=$(nm -C --undefined-only "$BUILD/bin/$t" | grep -E 'ggml|llama|gguf|common_' |
       grep -v -e 'mul_mat_q_case<' -e 'ggml_cuda_flash_attn_ext_tile_case<' \
         -e 'ggml_cuda_flash_attn_ext_mma_f16_case<' || true)
     if [[ -n "$unexpected" ]]; then
@@ -107,7 +108,7 @@ if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
       echo "$unexpected" | head -20
       exit 1
     fi
-    if nm -C "$BUILD/bin/$t" | awk '$1 == "U"' | grep -q 'ggml_cuda_flash_attn_ext_mma_f16_case<128, 128,'; then
+    if nm -C --undefined-only "$BUILD/bin/$t" | grep -q 'flash_attn_ext_[a-z0-9_]*case<128, 128'; then
       log "ERROR: $t lacks a head-size-128 flash-attention instance"
       exit 1
     fi
