@@ -84,6 +84,8 @@ if command -v ccache >/dev/null; then
 fi
 mkdir -p "$OUT"
 log "configuring (Release, CUDA sm_90, static ggml, baseline x86-64 + AVX2)"
+# From $OUT: ggml's configure compiles a probe into the working directory (an a.out).
+cd "$OUT"
 CC=gcc CXX=g++ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" \
   -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90-real "${linker[@]}" \
   -DBUILD_SHARED_LIBS=OFF -DGGML_CUDA=ON -DGGML_CUDA_FA=ON -DGGML_CUDA_FA_QUANTS=f16-f16 \
