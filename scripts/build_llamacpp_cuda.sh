@@ -23,11 +23,12 @@
 #     head_dim 128 never calls: the quantized-matmul (mmq) instances, the tile flash-attention
 #     instances of other head sizes, and the other head sizes in each mma flash-attention
 #     instance file (the sources under .cache are edited in place; the CPU reference build does
-#     not compile them). llama.cpp's dispatch still names them, so the tools are linked with
-#     --unresolved-symbols=ignore-in-object-files: a call would crash, never compute something
-#     else; after the link every unresolved symbol is checked to be one of those instances. The
-#     kernels the f16 model runs are upstream's, compiled as upstream compiles them. This cuts the
-#     141 CUDA objects' build (1-2 h on 2 shared cores) by roughly half.
+#     not compile them). llama.cpp's dispatch still names them: after the libraries build, every
+#     symbol they reference and none defines is checked to be one of those instances (none of
+#     head size 128) and gets a stub that prints its name and aborts, linked into the tools, so
+#     the link checks everything else as upstream's does and a call could never compute something
+#     else. The kernels the f16 model runs are upstream's, compiled as upstream compiles them.
+#     This cuts the 141 CUDA objects' build (1-2 h on 2 shared cores) by roughly half.
 # ccache is used for C, C++ and CUDA when installed. Compiler: gcc (nvcc's host compiler).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,10 +69,15 @@ trim_sources() {
     sed -i '/^DECL_FATTN_MMA_F16_CASE(/{/^DECL_FATTN_MMA_F16_CASE(128, 128,/!d}' "$f"
   done
 }
+STUBS="$OUT/trim_stubs.o"
 linker=(-DCMAKE_EXE_LINKER_FLAGS=)
 if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
   trim_sources
-  linker=("-DCMAKE_EXE_LINKER_FLAGS=-Wl,--unresolved-symbols=ignore-in-object-files")
+  # The stubs' object is linked into every executable; until the archives exist (and for the
+  # configure's own test links) it is empty.
+  mkdir -p "$OUT"
+  [[ -f "$STUBS" ]] || echo "" | gcc -x c -c - -o "$STUBS"
+  linker=("-DCMAKE_EXE_LINKER_FLAGS=$STUBS")
 fi
 
 launcher=()
@@ -94,28 +100,60 @@ CC=gcc CXX=g++ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${launche
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON >"$OUT/configure.log" 2>&1 \
   || { tail -40 "$OUT/configure.log"; log "ERROR: configure failed"; exit 1; }
-log "building ${TARGETS[*]} with -j$JOBS (log: $OUT/build.log)"
 start=$SECONDS
-cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}" >"$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; log "ERROR: build failed"; exit 1; }
+build() {
+  cmake --build "$BUILD" -j"$JOBS" --target "$@" >>"$OUT/build.log" 2>&1 \
+    || { tail -40 "$OUT/build.log"; log "ERROR: build failed"; exit 1; }
+}
+: >"$OUT/build.log"
 if [[ "${LLAMACPP_CUDA_TRIM:-1}" == 1 ]]; then
-  # Every symbol of ggml / llama the link left unresolved (they are linked statically: none comes
-  # from a shared library) must be a trimmed instance.
-  for t in "${TARGETS[@]}"; do
-    unexpected=$(nm -C --undefined-only "$BUILD/bin/$t" | grep -E 'ggml|llama|gguf|common_' |
-      grep -v -e 'mul_mat_q_case<' -e 'ggml_cuda_flash_attn_ext_tile_case<' \
-        -e 'ggml_cuda_flash_attn_ext_mma_f16_case<' || true)
-    if [[ -n "$unexpected" ]]; then
-      log "ERROR: $t has unresolved symbols the trim does not explain:"
-      echo "$unexpected" | head -20
-      exit 1
-    fi
-    if nm -C --undefined-only "$BUILD/bin/$t" | grep -q 'flash_attn_ext_[a-z0-9_]*case<128, 128'; then
-      log "ERROR: $t lacks a head-size-128 flash-attention instance"
-      exit 1
-    fi
-  done
+  log "building the libraries with -j$JOBS (log: $OUT/build.log)"
+  build llama-common "${TARGETS[@]/%/-impl}"
+  # The instances the libraries name and none defines: each must be a trimmed one (no head-size-128
+  # flash attention among them), and each gets a stub that says so and aborts, so the link checks
+  # everything else as upstream's does.
+  mapfile -t archives < <(find "$BUILD" -name '*.a' -not -path '*/CMakeFiles/*')
+  nm --defined-only "${archives[@]}" 2>/dev/null | awk 'NF >= 3 {print $3}' | sort -u >"$OUT/defined.txt"
+  nm --undefined-only "${archives[@]}" 2>/dev/null | awk '$1 == "U" {print $2}' | sort -u \
+    >"$OUT/undefined.txt"
+  comm -13 "$OUT/defined.txt" "$OUT/undefined.txt" | while read -r sym; do
+    printf '%s\t%s\n' "$sym" "$(c++filt "$sym")"
+  done | grep -E $'\t.*(ggml|llama|gguf|common_)' >"$OUT/unresolved.txt" || true
+  unexpected=$(grep -v -e $'\tvoid mul_mat_q_case<' -e $'\tvoid ggml_cuda_flash_attn_ext_tile_case<' \
+    -e $'\tvoid ggml_cuda_flash_attn_ext_mma_f16_case<' "$OUT/unresolved.txt" || true)
+  if [[ -n "$unexpected" ]]; then
+    log "ERROR: unresolved symbols the trim does not explain:"
+    cut -f2 <<<"$unexpected" | head -20
+    exit 1
+  fi
+  if grep -q 'case<128, 128' "$OUT/unresolved.txt"; then
+    log "ERROR: a head-size-128 flash-attention instance is missing:"
+    grep 'case<128, 128' "$OUT/unresolved.txt" | cut -f2 | head -5
+    exit 1
+  fi
+  # shellcheck disable=SC2028  # the C source's own "\n"
+  {
+    echo '#include <stdio.h>'
+    echo '#include <stdlib.h>'
+    echo 'static void trimmed(const char* name) {'
+    echo '  fprintf(stderr, "llama.cpp built by lightserve scripts/build_llamacpp_cuda.sh with"'
+    echo '          " LLAMACPP_CUDA_TRIM=1 called %s, which the trim left out\n", name);'
+    echo '  abort();'
+    echo '}'
+    n=0
+    while IFS=$'\t' read -r sym _; do
+      echo "void trimmed_$n(void) __asm__(\"$sym\");"
+      echo "void trimmed_$n(void) { trimmed(\"$sym\"); }"
+      n=$((n + 1))
+    done <"$OUT/unresolved.txt"
+  } >"$OUT/trim_stubs.c"
+  gcc -O1 -fPIC -c "$OUT/trim_stubs.c" -o "$STUBS"
+  rm -f "${TARGETS[@]/#/$BUILD/bin/}"  # relinked with the stubs
+  log "trim: $(wc -l <"$OUT/unresolved.txt") template instances left out, each an aborting stub" \
+    "(list: $OUT/unresolved.txt)"
 fi
+log "building ${TARGETS[*]} with -j$JOBS (log: $OUT/build.log)"
+build "${TARGETS[@]}"
 mkdir -p "$OUT/bin"
 for t in "${TARGETS[@]}"; do
   cp "$BUILD/bin/$t" "$OUT/bin/$t"
