@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   lightserve::cli::register_eval(app);
   lightserve::cli::register_bench(app);
   lightserve::cli::register_serve(app);
+  lightserve::cli::register_export(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,6 +11,7 @@ void register_calibrate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_export(CLI::App& app);
 
 void set_exit_code(int code);
 int exit_code();

@@ -379,13 +379,14 @@ Result<std::unique_ptr<GgufFile>> open_model_file(const ModelSource& source, boo
   std::string type_name(kernels::traits(source.dummy_type).name);
   for (char& c : type_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (auto type = parse_dummy_type(type_name); !type) return type.error();
-  GgufFile::FillFn fill;
-  if (with_weights) {
-    const uint64_t seed = source.dummy_seed;
-    fill = [seed](const GgufTensorInfo& info, uint8_t* data) { fill_tensor(info, data, seed); };
-  }
   return GgufFile::synthesize(source.describe(), dummy_metadata(shape.value()),
-                              dummy_tensors(shape.value(), source.dummy_type), fill);
+                              dummy_tensors(shape.value(), source.dummy_type),
+                              with_weights ? dummy_weight_fill(source) : GgufFile::FillFn());
+}
+
+GgufFile::FillFn dummy_weight_fill(const ModelSource& source) {
+  const uint64_t seed = source.dummy_seed;
+  return [seed](const GgufTensorInfo& info, uint8_t* data) { fill_tensor(info, data, seed); };
 }
 
 }  // namespace lightserve::model

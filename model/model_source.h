@@ -78,4 +78,10 @@ struct ModelSource {
 Result<std::unique_ptr<GgufFile>> open_model_file(const ModelSource& source,
                                                   bool with_weights = true);
 
+// What open_model_file fills a dummy model's tensors with (source.dummy_seed; deterministic per
+// tensor name), for writing a dummy model to a file tensor by tensor (gguf_write.h) without
+// holding all its weights: the file then holds exactly the bytes `--load-format dummy` runs.
+// Safe to call from several threads at once.
+GgufFile::FillFn dummy_weight_fill(const ModelSource& source);
+
 }  // namespace lightserve::model

@@ -24,7 +24,8 @@
 # LIGHTSERVE_MODEL_ARGS (default "--model MODEL", e.g. "--device cuda --load-format dummy
 # --shape llama-3-8b"), LIGHTSERVE_KV_ARGS (default a --kv-budget that holds every concurrent
 # request at full attention; e.g. "--gpu-memory-utilization 0.9" to let KV bind), TOKENS_PER_WORD
-# (1, right for SmolLM2's vocabulary; 0 measures it through the server's /tokenize), LOADTEST.
+# (1, right for SmolLM2's vocabulary; 0 measures it through the server's /tokenize), LOADTEST,
+# CONTEXT_MARGIN (64: tokens of --context beyond INPUT_LEN + OUTPUT_LEN).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,9 +68,19 @@ mkdir -p "$OUT"
 max_conc=1
 for c in $CONCURRENCY; do ((c > max_conc)) && max_conc=$c; done
 # Tokens per request, prompt + output, with room for a BOS and the words-to-tokens rounding.
-ctx=$((INPUT_LEN + OUTPUT_LEN + 64))
+ctx=$((INPUT_LEN + OUTPUT_LEN + ${CONTEXT_MARGIN:-64}))
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Whether a URL answers 200 (curl, or python3 where curl is missing: a GPU machine's image).
+up() {
+  if command -v curl > /dev/null; then
+    curl -sf "$1" > /dev/null 2>&1
+  else
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" \
+      > /dev/null 2>&1
+  fi
+}
 
 server_pid=""
 stop_server() {
@@ -113,7 +124,7 @@ start_server() {  # name, port
   esac
   server_pid=$!
   for _ in $(seq 1200); do   # vLLM compiles its model at start-up: minutes on 2 vCPUs
-    if curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null 2>&1; then return 0; fi
+    if up "http://127.0.0.1:$port/v1/models"; then return 0; fi
     kill -0 "$server_pid" 2>/dev/null || { tail -20 "$OUT/$name.server.log" >&2; exit 1; }
     sleep 0.5
   done

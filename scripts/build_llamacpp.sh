@@ -3,6 +3,8 @@
 # (the one the goldens are generated with), under .cache/llama.cpp/ (git-ignored).
 #
 #   bash scripts/build_llamacpp.sh          # idempotent: skips when the binaries exist
+#   LLAMACPP_FETCH_ONLY=1 bash scripts/build_llamacpp.sh   # only fetch + extract the sources
+#                                           # (.cache/llama.cpp/src; scripts/build_llamacpp_cuda.sh)
 #
 # Outputs: .cache/llama.cpp/bin -> build-<compiler>/bin with {llama-bench, llama-batched-bench,
 #          llama-simple, llama-completion, llama-tokenize, llama-quantize, llama-server}, and
@@ -55,7 +57,7 @@ publish() {  # .cache/llama.cpp/{bin,VERSION} point at this build
   cp "$BUILD/VERSION" "$CACHE/VERSION"
 }
 
-if have_all; then
+if [[ -z "${LLAMACPP_FETCH_ONLY:-}" ]] && have_all; then
   publish
   log "already built: $BIN"
   cat "$CACHE/VERSION"
@@ -85,6 +87,11 @@ if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
   rm -rf "$SRC_PARENT/llama_cpp_python-${PY_VERSION}"
   mv "$tmp/llama_cpp_python-${PY_VERSION}" "$SRC_PARENT/"
   rmdir "$tmp"
+fi
+
+if [[ -n "${LLAMACPP_FETCH_ONLY:-}" ]]; then
+  log "sources in $SRC"
+  exit 0
 fi
 
 # 3. Version record: the sdist carries the submodule's git metadata (HEAD = the vendored commit).

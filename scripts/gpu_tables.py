@@ -12,8 +12,13 @@ GPU"). Reads what the check wrote into OUT_DIR and prints, for whatever is there
 - decode attention's KV read rate at the 8B shape (attention_bench's own table, as printed)
   next to the copy bandwidth;
 - the decode paths A/B (runtime_bench --fusion off,on --argmax host,device): per batch, the step
-  time of each path, old (fusion off, logits to the host) over each.
-- CUDA graphs of the decode step A/B (runtime_bench --graphs off,on): ms per step off / on.
+  time of each path, old (fusion off, logits to the host) over each;
+- llama.cpp's CUDA build against us (issue 12's must-show): per batch, decode tokens/s of
+  llama-batched-bench (its S_TG, jsonl lines in llamacpp.txt) and of runtime_bench's step 4 row at
+  the same batch (the new path: fusion on + device argmax when measured), with the ratio and the
+  target (at least 1.0x at batch 1, 1.5x at batch 32);
+- CUDA graphs of the decode step A/B (runtime_bench --graphs off,on): ms per step off / on;
+- the load tester against the daemon (step 7): bench_serving.sh's table, full vs hybrid.
 
     python3 scripts/gpu_tables.py OUT_DIR
 Standard library only (runs with the device machine's python3).
@@ -205,6 +210,86 @@ def hybrid(out_dir):
         print()
 
 
+LLAMACPP_TARGETS = {1: 1.0, 32: 1.5}
+
+
+def llamacpp_rows(path):
+    # llama-batched-bench --output-format jsonl: one object per (pp, tg, pl), among log lines.
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                start = line.find('{"n_kv_max"')
+                if start < 0:
+                    continue
+                try:
+                    rows.append(json.loads(line[start:]))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return rows
+
+
+def our_decode_rows(out_dir):
+    # batch -> (tokens/s, path, decode context, gen) from step 4's f16 runtime_bench: the new path
+    # (fusion on, device argmax) where measured, else fusion on with the host's argmax, else any.
+    bench = load(os.path.join(out_dir, "decode_f16.json"))
+    if not bench:
+        return {}
+    preference = [(True, "device"), (True, "host"), (False, "device"), (False, "host")]
+    best = {}
+    for result in bench.get("results", []):
+        if "batch" not in result:
+            continue
+        path = path_of(result)
+        rank = preference.index(path) if path in preference else len(preference)
+        kept = best.get(result["batch"])
+        if kept is None or rank < kept[0]:
+            best[result["batch"]] = (rank, result["tokens_per_second"], path_name(*path),
+                                     bench["decode_context"], bench["gen"])
+    return {b: v[1:] for b, v in best.items()}
+
+
+def llamacpp(out_dir):
+    theirs = llamacpp_rows(os.path.join(out_dir, "llamacpp.txt"))
+    if not theirs:
+        return
+    ours = our_decode_rows(out_dir)
+    print("Decode tokens/s against llama.cpp's CUDA build, same GPU, shape (llama-3-8b), f16 "
+          "weights and f16 KV, every sequence at the same context (llama-batched-bench -pps "
+          "-fa on: S_TG; ours: runtime_bench, step 4):\n")
+    print("| batch | context + decoded: ours / llama.cpp | lightserve tok/s (path) | "
+          "llama.cpp tok/s | ours / llama.cpp | target |")
+    print("|---:|---|---:|---:|---:|---|")
+    for r in sorted(theirs, key=lambda r: r["pl"]):
+        batch = r["pl"]
+        target = LLAMACPP_TARGETS.get(batch)
+        target_text = f">= {target:.1f}x" if target else "-"
+        if batch in ours:
+            tps, path, context, gen = ours[batch]
+            ratio = tps / r["speed_tg"] if r["speed_tg"] > 0 else 0.0
+            verdict = "" if not target else (" (met)" if ratio >= target else " (not met)")
+            print(f"| {batch} | {context} + {gen} / {r['pp']} + {r['tg']} | {tps:.0f} ({path}) | "
+                  f"{r['speed_tg']:.0f} | **{ratio:.2f}x** | {target_text}{verdict} |")
+        else:
+            print(f"| {batch} | - / {r['pp']} + {r['tg']} | - | {r['speed_tg']:.0f} | - | "
+                  f"{target_text} |")
+    print()
+
+
+def loadtest(out_dir):
+    """Step 7: the load tester against the daemon, full then hybrid (bench_serving.sh's table)."""
+    table = os.path.join(out_dir, "loadtest", "table.md")
+    if not os.path.exists(table):
+        return
+    print("The load tester against lightserve serve on the GPU (dummy 8B shape, KV filling the "
+          "card; scripts/bench_serving.sh: full, then hybrid f = 0.5; a dummy byte vocabulary "
+          "streams no text before the end, so only tok/s and req/s are measured):\n")
+    with open(table) as f:
+        print(f.read())
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -216,7 +301,9 @@ def main():
     attention(out_dir, copy)
     decode_paths(out_dir)
     graphs(out_dir)
+    llamacpp(out_dir)
     hybrid(out_dir)
+    loadtest(out_dir)
     return 0
 
 

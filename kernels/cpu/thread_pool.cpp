@@ -51,10 +51,14 @@ void ThreadPool::worker_loop() {
       cpu_relax();
       gen = generation_.load(std::memory_order_acquire);
     }
-    if (gen == seen) {
+    // stop_ counts on its own: the destructor's generation bump can be taken as `seen` below by
+    // a worker that had just checked stop_, which would then sleep through it for good.
+    if (gen == seen && !stop_.load()) {
       std::unique_lock lock(mutex_);
       sleepers_.fetch_add(1);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      wake_.wait(lock, [&] {
+        return stop_.load() || generation_.load(std::memory_order_acquire) != seen;
+      });
       sleepers_.fetch_sub(1);
     }
     if (stop_.load()) return;

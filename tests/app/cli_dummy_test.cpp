@@ -1,7 +1,7 @@
 // Model-source flags through the real binary: dummy models (--load-format dummy --shape ...):
 // `info` prints the capacity report of a named shape, `bench` runs one, `serve` serves one to a
-// real HTTP client; --chat-template replaces the file's template; bad values of any of them are
-// usage errors (exit 2) before anything loads.
+// real HTTP client, `export` writes one as a GGUF file; --chat-template replaces the file's
+// template; bad values of any of them are usage errors (exit 2) before anything loads.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -101,6 +101,39 @@ TEST_F(CliDummyTest, ChatTemplateOverridesTheFilesTemplate) {
                                          " --chat-template llama2");
   ASSERT_EQ(named.code, 0) << named.err;
   EXPECT_NE(named.out.find("chat template:   llama2"), std::string::npos) << named.out;
+}
+
+// `export` writes the dummy model as a GGUF file that loads as a model file and generates what the
+// dummy generates (the same weights); bad flags and paths are errors naming them.
+TEST_F(CliDummyTest, ExportWritesTheDummyModelAsAGgufFile) {
+  const std::string dir = ::testing::TempDir() + "cli_export." + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string out = dir + "/tiny.gguf";
+  const std::string dummy = std::string("--load-format dummy --dummy-type f16 --shape ") + kTiny;
+  const CliResult exported = run_lightserve("export " + dummy + " --threads 2 -q -o " + out);
+  ASSERT_EQ(exported.code, 0) << exported.err;
+  EXPECT_NE(exported.out.find("wrote " + out), std::string::npos) << exported.out;
+  EXPECT_TRUE(exported.err.empty()) << exported.err;  // -q: no progress
+
+  const CliResult info = run_lightserve("info --model " + out);
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("GGUF v3"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("F16×16"), std::string::npos) << info.out;  // 2 layers × 7 + 2
+  const std::string greedy = " -p 'Hello, file' -n 12 -t 0 --ignore-eos -q";
+  const CliResult from_file = run_lightserve("generate --model " + out + greedy);
+  const CliResult from_dummy = run_lightserve("generate " + dummy + greedy);
+  ASSERT_EQ(from_file.code, 0) << from_file.err;
+  ASSERT_EQ(from_dummy.code, 0) << from_dummy.err;
+  EXPECT_FALSE(from_file.out.empty());
+  EXPECT_EQ(from_file.out, from_dummy.out);
+
+  const CliResult no_output = run_lightserve("export " + dummy);
+  EXPECT_EQ(no_output.code, 2);
+  EXPECT_NE(no_output.err.find("--output"), std::string::npos) << no_output.err;
+  const CliResult bad_dir = run_lightserve("export " + dummy + " -q -o " + dir + "/no/such/x.gguf");
+  EXPECT_EQ(bad_dir.code, 1);
+  EXPECT_NE(bad_dir.err.find(dir + "/no/such/x.gguf.partial"), std::string::npos) << bad_dir.err;
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(CliDummyTest, ServeServesADummyModelToAnHttpClient) {
