@@ -182,6 +182,29 @@ std::vector<std::vector<float>> decode(LlamaModel& model) {
   return out;
 }
 
+// Two copies of the three prompts' sequences (SequenceCache), each prefilled on its own, and
+// the first greedy token of each prompt: the same decode steps then run one way on `first` and
+// another way on `second`.
+struct Twins {
+  std::vector<std::unique_ptr<SequenceCache>> first, second;
+  std::vector<int32_t> next;
+};
+
+Twins prefill_twins(LlamaModel& model) {
+  Twins t;
+  for (int i = 0; i < 3; ++i) {
+    t.first.push_back(std::make_unique<SequenceCache>(model.config(), 64));
+    t.second.push_back(std::make_unique<SequenceCache>(model.config(), 64));
+    const std::vector<int32_t> p = model.tokenizer().encode(kPrompts[i], true);
+    std::vector<float> logits;
+    BatchEntry e1{t.first.back().get(), p, false}, e2{t.second.back().get(), p, false};
+    EXPECT_TRUE(model.forward({&e1, 1}, logits).ok());
+    EXPECT_TRUE(model.forward({&e2, 1}, logits).ok());
+    t.next.push_back(sampling::argmax(logits));
+  }
+  return t;
+}
+
 class DecodeStep : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -240,24 +263,13 @@ TEST_F(DecodeStep, ArgmaxOfAPaddedStepReturnsTheRealRows) {
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
   LlamaModel& model = *loaded.value();
   const int32_t vocab = model.config().vocab_size;
-  SequenceCache a(model.config(), 64), b(model.config(), 64), c(model.config(), 64);
-  SequenceCache a2(model.config(), 64), b2(model.config(), 64), c2(model.config(), 64);
-  SequenceCache* by_logits[] = {&a, &b, &c};
-  SequenceCache* by_ids[] = {&a2, &b2, &c2};
-  std::vector<int32_t> next(3);
-  for (int i = 0; i < 3; ++i) {
-    const std::vector<int32_t> p = model.tokenizer().encode(kPrompts[i], true);
-    std::vector<float> logits;
-    BatchEntry e1{by_logits[i], p, false}, e2{by_ids[i], p, false};
-    ASSERT_TRUE(model.forward({&e1, 1}, logits).ok());
-    ASSERT_TRUE(model.forward({&e2, 1}, logits).ok());
-    next[i] = sampling::argmax(logits);
-  }
+  Twins twins = prefill_twins(model);
+  std::vector<int32_t>& next = twins.next;
   for (int step = 0; step < 3; ++step) {
     std::vector<BatchEntry> b1, b2;
     for (int i = 0; i < 3; ++i) {
-      b1.push_back({by_logits[i], {&next[i], 1}, false});
-      b2.push_back({by_ids[i], {&next[i], 1}, false});
+      b1.push_back({twins.first[i].get(), {&next[i], 1}, false});
+      b2.push_back({twins.second[i].get(), {&next[i], 1}, false});
     }
     std::vector<float> logits;
     std::vector<int32_t> ids;
@@ -282,25 +294,14 @@ TEST_F(DecodeStep, CandidatesOfAPaddedStepComeFromTheRealRows) {
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
   LlamaModel& model = *loaded.value();
   const int32_t vocab = model.config().vocab_size;
-  SequenceCache a(model.config(), 64), b(model.config(), 64), c(model.config(), 64);
-  SequenceCache a2(model.config(), 64), b2(model.config(), 64), c2(model.config(), 64);
-  SequenceCache* by_logits[] = {&a, &b, &c};
-  SequenceCache* by_candidates[] = {&a2, &b2, &c2};
   const int32_t wanted[] = {5, 0, 3};  // row 1 comes back whole
-  std::vector<int32_t> next(3);
-  for (int i = 0; i < 3; ++i) {
-    const std::vector<int32_t> p = model.tokenizer().encode(kPrompts[i], true);
-    std::vector<float> logits;
-    BatchEntry e1{by_logits[i], p, false}, e2{by_candidates[i], p, false};
-    ASSERT_TRUE(model.forward({&e1, 1}, logits).ok());
-    ASSERT_TRUE(model.forward({&e2, 1}, logits).ok());
-    next[i] = sampling::argmax(logits);
-  }
+  Twins twins = prefill_twins(model);
+  std::vector<int32_t>& next = twins.next;
   for (int step = 0; step < 3; ++step) {
     std::vector<BatchEntry> b1, b2;
     for (int i = 0; i < 3; ++i) {
-      b1.push_back({by_logits[i], {&next[i], 1}, false});
-      b2.push_back({by_candidates[i], {&next[i], 1}, false});
+      b1.push_back({twins.first[i].get(), {&next[i], 1}, false});
+      b2.push_back({twins.second[i].get(), {&next[i], 1}, false});
       b2.back().num_candidates = wanted[i];
     }
     std::vector<float> logits, whole;
