@@ -107,7 +107,9 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, scheduler::Step
   // forward returns one row (its last token) per entry that ran the last layer, in entry order:
   // exactly the entries with needs_logits; as candidates for those that asked for them.
   const auto start = std::chrono::steady_clock::now();
-  if (Status s = model_.forward_candidates(batch_, output.logits, ranked_); !s) return s;
+  if (Status s = model_.forward_candidates(batch_, output.logits, output.candidates); !s) {
+    return s;
+  }
   forward_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int32_t vocab = model_.config().vocab_size;
@@ -121,10 +123,6 @@ Status ModelExecutor::execute(const scheduler::StepBatch& batch, scheduler::Step
       output.rows.push_back({true, whole * vocab, vocab});
       ++whole;
     }
-  }
-  output.candidates.resize(ranked_.size());
-  for (size_t i = 0; i < ranked_.size(); ++i) {
-    output.candidates[i] = sampling::Candidate{ranked_[i].id, ranked_[i].value};
   }
   ++num_forward_calls_;
   max_batch_entries_ = std::max(max_batch_entries_, static_cast<int32_t>(batch_.size()));

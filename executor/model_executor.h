@@ -70,7 +70,6 @@ class ModelExecutor final : public scheduler::Executor {
   std::unordered_map<scheduler::RequestId, std::unique_ptr<model::HybridSequence>> sequences_;
   std::vector<model::BatchEntry> batch_;  // reused across steps
   std::vector<model::RowSink> sinks_;     // prompt logprobs of this step's entries
-  std::vector<kernels::Ranked> ranked_;   // the candidates forward_candidates returns
   int64_t num_forward_calls_ = 0;
   double forward_seconds_ = 0;
   int32_t max_batch_entries_ = 0;

@@ -48,17 +48,6 @@ int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-bool ranks_before(const Candidate& a, const Candidate& b) {
-  // 0: a NaN at id 0, 1: a number, 2: any other NaN (see the header).
-  auto rank_class = [](const Candidate& c) {
-    return std::isnan(c.logit) ? (c.id == 0 ? 0 : 2) : 1;
-  };
-  const int ca = rank_class(a), cb = rank_class(b);
-  if (ca != cb) return ca < cb;
-  if (ca == 1 && a.logit != b.logit) return a.logit > b.logit;
-  return a.id < b.id;
-}
-
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   if (params_.constraint) matcher_.emplace(params_.constraint);
 }
@@ -156,10 +145,10 @@ int32_t Sampler::draw_ranked(size_t n) {
   // Softmax over the kept candidates (at temperature 1 for the p-filters, as llama.cpp).
   auto softmax = [&](size_t count, float temperature) {
     probs_.resize(count);
-    const float max_logit = candidates_[0].logit;
+    const float max_logit = candidates_[0].value;
     double sum = 0;
     for (size_t i = 0; i < count; ++i) {
-      probs_[i] = std::exp((candidates_[i].logit - max_logit) / temperature);
+      probs_[i] = std::exp((candidates_[i].value - max_logit) / temperature);
       sum += probs_[i];
     }
     for (size_t i = 0; i < count; ++i) probs_[i] = static_cast<float>(probs_[i] / sum);
@@ -180,9 +169,9 @@ int32_t Sampler::draw_ranked(size_t n) {
   }
   if (params_.min_p > 0.0f) {
     // Keep tokens whose probability is at least min_p times the top token's.
-    const float threshold = candidates_[0].logit + std::log(params_.min_p);
+    const float threshold = candidates_[0].value + std::log(params_.min_p);
     size_t keep = 1;
-    while (keep < n && candidates_[keep].logit >= threshold) ++keep;
+    while (keep < n && candidates_[keep].value >= threshold) ++keep;
     n = keep;
   }
   softmax(n, params_.temperature);

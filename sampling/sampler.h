@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/rank_order.h"
 #include "base/status.h"
 #include "sampling/constraint.h"
 
@@ -52,18 +53,11 @@ struct SamplingParams {
   Status validate() const;
 };
 
-// One token of a logits row: its id and its logit.
-struct Candidate {
-  int32_t id;
-  float logit;
-};
-
-// The order the sampler ranks a row's tokens in (top-k keeps a prefix of it): logit descending,
-// id ascending among equal logits (-0 equals +0), and NaN where std::max_element leaves it: a NaN
-// at id 0 first (a scan from the first value never replaces it), any other NaN last (it is never
-// larger than anything). A strict total order, so the first of it is always argmax(row), and
-// kernels::Backend::topk_rows returns a row's best k in exactly this order.
-bool ranks_before(const Candidate& a, const Candidate& b);
+// One token of a logits row: its id and its logit (`value`). The order the sampler ranks a row's
+// tokens in (top-k keeps a prefix of it) is base/rank_order.h's ranks_before, the order
+// kernels::Backend::topk_rows returns a row's best k in.
+using Candidate = Ranked;
+using lightserve::ranks_before;
 
 class Sampler {
  public:

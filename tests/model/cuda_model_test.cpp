@@ -283,7 +283,7 @@ TEST_F(CudaModel, DeviceCandidatesAreTheBestOfTheDevicesLogits) {
       for (int32_t j = 0; j < ks[i]; ++j) {
         ASSERT_EQ(candidates[at].id, all[j].id)
             << "step " << step << " entry " << i << " rank " << j;
-        ASSERT_EQ(candidates[at].value, all[j].logit) << "step " << step << " entry " << i;
+        ASSERT_EQ(candidates[at].value, all[j].value) << "step " << step << " entry " << i;
         ++at;
       }
     }

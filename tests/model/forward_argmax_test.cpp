@@ -126,7 +126,7 @@ TEST(ForwardCandidates, AreTheBestOfForwardsRowsTheOtherRowsUnchanged) {
         for (int32_t j = 0; j < ks[i]; ++j) {
           const kernels::Ranked& got = candidates[at + static_cast<size_t>(j)];
           ASSERT_EQ(got.id, want[j].id) << "step " << step << " entry " << i << " rank " << j;
-          ASSERT_EQ(got.value, want[j].logit) << "step " << step << " entry " << i;
+          ASSERT_EQ(got.value, want[j].value) << "step " << step << " entry " << i;
         }
         chosen.push_back(candidates[at].id);
         at += static_cast<size_t>(ks[i]);
