@@ -116,16 +116,24 @@ def attention(out_dir, copy):
     print("```\n")
 
 
+def results_by_batch(bench, keep, key, value):
+    """runtime_bench's rows kept by `keep`, as {batch: {key(row): value(row)}}."""
+    by_batch = {}
+    for result in bench["results"]:
+        if "batch" in result and keep(result):
+            by_batch.setdefault(result["batch"], {})[key(result)] = value(result)
+    return by_batch
+
+
 def decode_paths(out_dir):
     found = False
     for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
         bench = load(path)
         if not bench or "results" not in bench:
             continue
-        by_batch = {}
-        for result in bench["results"]:
-            if "batch" in result and "fusion" in result and result.get("graphs") is None:
-                by_batch.setdefault(result["batch"], {})[path_of(result)] = result["ms_per_step"]
+        by_batch = results_by_batch(
+            bench, lambda r: "fusion" in r and r.get("graphs") is None, path_of,
+            lambda r: r["ms_per_step"])
         if not any(len(v) > 1 for v in by_batch.values()):
             continue
         if not found:
@@ -155,10 +163,8 @@ def graphs(out_dir):
         bench = load(path)
         if not bench or "results" not in bench:
             continue
-        by_batch = {}
-        for result in bench["results"]:
-            if "batch" in result and result.get("graphs") is not None:
-                by_batch.setdefault(result["batch"], {})[result["graphs"]] = result
+        by_batch = results_by_batch(bench, lambda r: r.get("graphs") is not None,
+                                    lambda r: r["graphs"], lambda r: r)
         if not found:
             print("CUDA graphs of the decode step (runtime_bench --graphs off,on, fusion on, "
                   "device argmax; same process and prefill): ms per step, and the timed steps "

@@ -15,6 +15,7 @@
 #include "kernels/backend.h"
 #include "kernels/topk.h"
 #include "tests/kernels/cuda_test_support.h"
+#include "tests/kernels/topk_test_rows.h"
 
 namespace lightserve::kernels {
 namespace {
@@ -22,49 +23,13 @@ namespace {
 using cuda_testing::CudaBackendTest;
 using cuda_testing::to_backend;
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
 class CudaTopkTest : public CudaBackendTest {};
-
-std::vector<float> logit_rows(int64_t num_rows, int64_t width, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 4.0f);
-  std::uniform_int_distribution<int> level(0, 40);
-  std::uniform_int_distribution<int64_t> at(0, width - 1);
-  std::vector<float> x(static_cast<size_t>(num_rows * width));
-  for (int64_t r = 0; r < num_rows; ++r) {
-    float* row = x.data() + r * width;
-    for (int64_t i = 0; i < width; ++i) {
-      row[i] = r % 4 == 1 ? 0.25f * static_cast<float>(level(rng)) : normal(rng);
-    }
-    switch (r % 8) {
-      case 2:
-        row[0] = kNaN;
-        [[fallthrough]];
-      case 3:
-        for (float v : {kNaN, kNaN, kNaN, -0.0f, 0.0f, kInf, -kInf, kInf}) row[at(rng)] = v;
-        break;
-      case 5:  // ties between the largest values, spread over threads and warps
-        for (int64_t i = 0; i < width; i += 997) row[i] = 30.0f;
-        break;
-      case 6:
-        std::fill(row, row + width, 1.5f);
-        break;
-      case 7:
-        std::fill(row, row + width, kNaN);
-        break;
-      default:
-        break;
-    }
-  }
-  return x;
-}
 
 TEST_F(CudaTopkTest, MatchesTheCpuBitForBit) {
   std::mt19937 rng(21);
   for (const int64_t width : {int64_t{49152}, int64_t{128256}}) {
     const int64_t num_rows = 16;
-    const std::vector<float> x = logit_rows(num_rows, width, rng);
+    const std::vector<float> x = topk_testing::topk_test_rows(num_rows, width, rng);
     const Buffer gx = to_backend(gpu(), x);
     std::vector<int32_t> rows;
     for (int32_t r = num_rows - 1; r >= 0; --r) rows.push_back(r);
@@ -95,7 +60,7 @@ TEST_F(CudaTopkTest, MatchesTheCpuBitForBit) {
 TEST_F(CudaTopkTest, KOverTheWidthSortsEverythingAndPads) {
   std::mt19937 rng(22);
   for (const int64_t width : {int64_t{1}, int64_t{33}, int64_t{200}}) {
-    const std::vector<float> x = logit_rows(4, width, rng);
+    const std::vector<float> x = topk_testing::topk_test_rows(4, width, rng);
     const Buffer gx = to_backend(gpu(), x);
     const std::vector<int32_t> rows = {0, 1, 2, 3};
     const int32_t k = kMaxTopK;

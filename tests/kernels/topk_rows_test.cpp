@@ -14,12 +14,13 @@
 
 #include "kernels/backend.h"
 #include "kernels/topk.h"
+#include "tests/kernels/topk_test_rows.h"
 
 namespace lightserve::kernels {
 namespace {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-constexpr float kInf = std::numeric_limits<float>::infinity();
+using topk_testing::kInf;
+using topk_testing::kNaN;
 
 // The rank order spelled out on floats: a NaN at index 0 first, other NaNs last, numbers by value
 // (−0 = +0) then index.
@@ -43,44 +44,12 @@ bool same(const Ranked& a, const Ranked& b) {  // the value bit for bit (NaN, �
   return a.id == b.id && std::memcmp(&a.value, &b.value, sizeof(float)) == 0;
 }
 
-// Rows of every kind the rule has a case for.
-std::vector<float> make_rows(int64_t num_rows, int64_t width, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  std::uniform_int_distribution<int> level(0, 5);
-  std::uniform_int_distribution<int64_t> at(0, width - 1);
-  std::vector<float> x(static_cast<size_t>(num_rows * width));
-  for (int64_t r = 0; r < num_rows; ++r) {
-    float* row = x.data() + r * width;
-    for (int64_t i = 0; i < width; ++i) {
-      row[i] = r % 3 == 1 ? static_cast<float>(level(rng)) : normal(rng);  // ties: a few levels
-    }
-    switch (r % 6) {
-      case 2:  // NaN first (ranks first), NaNs elsewhere (last), ±0 and ±inf
-        row[0] = kNaN;
-        [[fallthrough]];
-      case 3:
-        for (float v : {kNaN, kNaN, -0.0f, 0.0f, kInf, -kInf}) row[at(rng)] = v;
-        break;
-      case 4:  // all equal but a few: ties decided by index only
-        std::fill(row, row + width, -0.0f);
-        for (int j = 0; j < 3; ++j) row[at(rng)] = 0.0f;
-        break;
-      case 5:  // every value NaN
-        std::fill(row, row + width, kNaN);
-        break;
-      default:
-        break;
-    }
-  }
-  return x;
-}
-
 TEST(TopkRows, CpuBackendIsTheRankOrdersFirstK) {
   auto cpu = make_cpu_backend(1);
   std::mt19937 rng(11);
   for (const int64_t width : {1, 7, 300, 5000}) {
     const int64_t num_rows = 12;
-    const std::vector<float> x = make_rows(num_rows, width, rng);
+    const std::vector<float> x = topk_testing::topk_test_rows(num_rows, width, rng);
     const std::vector<int32_t> rows = {3, 0, 11, 5, 5, 2, 7, 1, 4, 9};  // any order, twice, gaps
     for (const int32_t k : {1, 2, 40, 256}) {
       std::vector<Ranked> got(rows.size() * static_cast<size_t>(k), Ranked{-7, 1.0f});
@@ -103,7 +72,7 @@ TEST(TopkRows, KOneIsArgmaxRows) {
   auto cpu = make_cpu_backend(1);
   std::mt19937 rng(12);
   const int64_t width = 1000, num_rows = 18;
-  const std::vector<float> x = make_rows(num_rows, width, rng);
+  const std::vector<float> x = topk_testing::topk_test_rows(num_rows, width, rng);
   std::vector<int32_t> rows(num_rows), ids(num_rows);
   for (int32_t r = 0; r < num_rows; ++r) rows[r] = r;
   std::vector<Ranked> top(num_rows);

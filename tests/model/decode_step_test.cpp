@@ -188,6 +188,13 @@ std::vector<std::vector<float>> decode(LlamaModel& model) {
 struct Twins {
   std::vector<std::unique_ptr<SequenceCache>> first, second;
   std::vector<int32_t> next;
+
+  // A decode step of every sequence of one side, each fed its next token.
+  std::vector<BatchEntry> step(const std::vector<std::unique_ptr<SequenceCache>>& side) {
+    std::vector<BatchEntry> batch;
+    for (size_t i = 0; i < side.size(); ++i) batch.push_back({side[i].get(), {&next[i], 1}, false});
+    return batch;
+  }
 };
 
 Twins prefill_twins(LlamaModel& model) {
@@ -205,20 +212,27 @@ Twins prefill_twins(LlamaModel& model) {
   return t;
 }
 
+// The default model loaded on a PaddingBackend.
 class DecodeStep : public ::testing::Test {
  protected:
   void SetUp() override {
     if (testing::shared_model() == nullptr) {
       GTEST_SKIP() << "model not found: " << gguf_testing::test_model_path();
     }
+    auto loaded = LlamaModel::load(gguf_testing::test_model_path(), backend);
+    ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+    model_ = std::move(loaded.value());
   }
+  LlamaModel& model() { return *model_; }
+
+  PaddingBackend backend;
+
+ private:
+  std::unique_ptr<LlamaModel> model_;
 };
 
 TEST_F(DecodeStep, PaddedStepsComputeTheUnpaddedRowsAndStoreNothingForPadding) {
-  PaddingBackend backend;
-  auto loaded = LlamaModel::load(gguf_testing::test_model_path(), backend);
-  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-  LlamaModel& model = *loaded.value();
+  LlamaModel& model = this->model();
   const int32_t layers = model.config().num_layers;
 
   backend.padding = false;
@@ -258,19 +272,12 @@ TEST_F(DecodeStep, PaddedStepsComputeTheUnpaddedRowsAndStoreNothingForPadding) {
 
 // forward_argmax through a padded step: ids of the real rows only, read after the step ended.
 TEST_F(DecodeStep, ArgmaxOfAPaddedStepReturnsTheRealRows) {
-  PaddingBackend backend;
-  auto loaded = LlamaModel::load(gguf_testing::test_model_path(), backend);
-  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-  LlamaModel& model = *loaded.value();
+  LlamaModel& model = this->model();
   const int32_t vocab = model.config().vocab_size;
   Twins twins = prefill_twins(model);
   std::vector<int32_t>& next = twins.next;
   for (int step = 0; step < 3; ++step) {
-    std::vector<BatchEntry> b1, b2;
-    for (int i = 0; i < 3; ++i) {
-      b1.push_back({twins.first[i].get(), {&next[i], 1}, false});
-      b2.push_back({twins.second[i].get(), {&next[i], 1}, false});
-    }
+    std::vector<BatchEntry> b1 = twins.step(twins.first), b2 = twins.step(twins.second);
     std::vector<float> logits;
     std::vector<int32_t> ids;
     ASSERT_TRUE(model.forward(b1, logits).ok());
@@ -289,21 +296,14 @@ TEST_F(DecodeStep, ArgmaxOfAPaddedStepReturnsTheRealRows) {
 // forward_candidates through a padded step: candidates for the rows that asked (from the real
 // rows only, never the padding), whole rows for the others, all read after the step ended.
 TEST_F(DecodeStep, CandidatesOfAPaddedStepComeFromTheRealRows) {
-  PaddingBackend backend;
-  auto loaded = LlamaModel::load(gguf_testing::test_model_path(), backend);
-  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-  LlamaModel& model = *loaded.value();
+  LlamaModel& model = this->model();
   const int32_t vocab = model.config().vocab_size;
   const int32_t wanted[] = {5, 0, 3};  // row 1 comes back whole
   Twins twins = prefill_twins(model);
   std::vector<int32_t>& next = twins.next;
   for (int step = 0; step < 3; ++step) {
-    std::vector<BatchEntry> b1, b2;
-    for (int i = 0; i < 3; ++i) {
-      b1.push_back({twins.first[i].get(), {&next[i], 1}, false});
-      b2.push_back({twins.second[i].get(), {&next[i], 1}, false});
-      b2.back().num_candidates = wanted[i];
-    }
+    std::vector<BatchEntry> b1 = twins.step(twins.first), b2 = twins.step(twins.second);
+    for (int i = 0; i < 3; ++i) b2[static_cast<size_t>(i)].num_candidates = wanted[i];
     std::vector<float> logits, whole;
     std::vector<kernels::Ranked> candidates;
     ASSERT_TRUE(model.forward(b1, logits).ok());
